@@ -1,0 +1,38 @@
+"""cfm: fast factorization machines with Cython/OpenMP kernels.
+
+Estimators follow scikit-learn conventions::
+
+    import cfm
+    model = cfm.FMClassifier(n_factors=8).fit(X_train, y_train)
+    proba = model.predict_proba(X_test)[:, 1]
+    model.save("model.cfm")
+    model = cfm.load("model.cfm")
+"""
+from . import _utils
+from ._io import FORMAT_VERSION, load
+from .datasets import make_fm_classification, make_fm_regression
+from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError
+from .models import FMClassifier, FMRegressor
+
+__version__ = "0.1.0"
+
+
+def openmp_enabled():
+    """True when cfm's kernels were built with OpenMP (multi-threaded)."""
+    return _utils.openmp_enabled()
+
+
+__all__ = [
+    "FMClassifier",
+    "FMRegressor",
+    "load",
+    "make_fm_classification",
+    "make_fm_regression",
+    "openmp_enabled",
+    "DataFormatError",
+    "DivergenceError",
+    "ModelFileError",
+    "NotFittedError",
+    "FORMAT_VERSION",
+    "__version__",
+]

@@ -1,0 +1,510 @@
+"""Shared machinery of the FM estimators: parameters, state, the epoch loop.
+
+Model state is plain NumPy: a parameter table ``_table`` of shape
+(n_features, stride) holding, per feature, ``[w, v_0..v_{k-1}, optimizer
+state, padding]`` (one record per feature, see src/cfm/_fm.pyx for why), and
+``_w0_state = [w0, a, b]``.  ``w_``, ``V_`` and ``w0_`` are views onto it.
+Estimators pickle and copy as plain data.
+"""
+import numbers
+import sys
+import time
+
+import numpy as np
+
+from . import _fm
+from ._compat import BaseEstimator
+from ._metrics import METRICS
+from ._validation import (
+    check_sample_weight,
+    check_X,
+    check_y,
+    draw_seed,
+    effective_n_threads,
+    _feature_names,
+)
+from .exceptions import DivergenceError, NotFittedError
+
+SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
+LOSSES = {"squared": 0, "logistic": 1}
+# Initial value of AdaGrad accumulators (as libffm/xLearn): damps the first steps.
+ADAGRAD_INIT = 1.0
+
+
+def _state_width(solver, k):
+    return {"sgd": 0, "adagrad": 1 + k, "ftrl": 2 + k}[solver]
+
+
+def _aligned_table(n_rows, n_cols, dtype):
+    """Zeroed (n_rows, stride) table, rows padded to 64 bytes, base 64-byte aligned."""
+    dtype = np.dtype(dtype)
+    per_line = 64 // dtype.itemsize
+    stride = -(-n_cols // per_line) * per_line
+    buf = np.zeros(n_rows * stride + per_line, dtype=dtype)
+    off = (-buf.ctypes.data % 64) // dtype.itemsize
+    return buf[off:off + n_rows * stride].reshape(n_rows, stride)
+
+
+def _check_number(name, value, *, low=None, high=None, integer=False, low_open=False,
+                  allow_none=False):
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a real number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+class BaseFM(BaseEstimator):
+    """Common base of FMRegressor and FMClassifier (not for direct use)."""
+
+    _loss = None            # "squared" or "logistic"
+    _default_metric = None  # metric for eval_set / early stopping
+    _model_kind = "fm"
+
+    def __init__(
+        self,
+        n_factors=8,
+        *,
+        solver="adagrad",
+        learning_rate=0.1,
+        n_epochs=10,
+        l2_w0=0.0,
+        l2_w=1e-5,
+        l2_v=1e-5,
+        l1=0.0,
+        ftrl_beta=1.0,
+        init_std=0.1,
+        normalize=True,
+        fit_intercept=True,
+        shuffle=True,
+        n_iter_no_change=3,
+        tol=1e-4,
+        eval_metric=None,
+        dtype="float32",
+        n_jobs=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+    ):
+        self.n_factors = n_factors
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.n_epochs = n_epochs
+        self.l2_w0 = l2_w0
+        self.l2_w = l2_w
+        self.l2_v = l2_v
+        self.l1 = l1
+        self.ftrl_beta = ftrl_beta
+        self.init_std = init_std
+        self.normalize = normalize
+        self.fit_intercept = fit_intercept
+        self.shuffle = shuffle
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.eval_metric = eval_metric
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ params
+    def _validate_params(self):
+        _check_number("n_factors", self.n_factors, low=0, integer=True)
+        _check_number("n_epochs", self.n_epochs, low=1, integer=True)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
+        _check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        for name in ("l2_w0", "l2_w", "l2_v", "l1", "init_std", "tol"):
+            _check_number(name, getattr(self, name), low=0)
+        _check_number("ftrl_beta", self.ftrl_beta, low=0)
+        if self.l1 > 0 and self.solver != "ftrl":
+            raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
+                             f"regularisation); got solver={self.solver!r}")
+        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
+        _check_number("verbose", self.verbose, low=0, integer=True)
+        for name in ("normalize", "fit_intercept", "shuffle", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.eval_metric is not None and self.eval_metric not in self._metrics_allowed():
+            raise ValueError(f"eval_metric must be one of {self._metrics_allowed()}, "
+                             f"got {self.eval_metric!r}")
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            dt = None
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
+        return dt
+
+    def _metrics_allowed(self):
+        return ("rmse", "mae") if self._loss == "squared" else ("logloss", "auc")
+
+    # ------------------------------------------------------------ fitted state
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "_table")
+
+    def _check_fitted(self):
+        if not hasattr(self, "_table"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    @property
+    def w0_(self):
+        """Bias (intercept) w0."""
+        self._check_fitted()
+        return float(self._w0_state[0])
+
+    @property
+    def w_(self):
+        """Linear weights, shape (n_features,) (a view onto the parameter table)."""
+        self._check_fitted()
+        return self._table[:, 0]
+
+    @property
+    def V_(self):
+        """Factor matrix, shape (n_features, n_factors) (a view onto the parameter table)."""
+        self._check_fitted()
+        return self._table[:, 1:1 + self._k]
+
+    def _init_state(self, n_features, y, sample_weight, dtype):
+        seed = draw_seed(self.random_state)
+        self._rng = np.random.default_rng(seed)
+        k = int(self.n_factors)
+        self._k = k
+        self._solver = self.solver
+        table = _aligned_table(n_features, 1 + k + _state_width(self.solver, k), dtype)
+        if k:
+            table[:, 1:1 + k] = self._rng.normal(0.0, self.init_std, size=(n_features, k))
+        self._init_optimizer_state(table, k, self.solver)
+        self._table = table
+        w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
+        self._w0_state = self._bias_state(w0, self.solver)
+        self._normalize = bool(self.normalize)
+        self.n_features_in_ = n_features
+        self.history_ = []
+        self.n_epochs_ = 0
+
+    @staticmethod
+    def _init_optimizer_state(table, k, solver):
+        if solver == "adagrad":
+            table[:, 1 + k:2 + 2 * k] = ADAGRAD_INIT
+        elif solver == "ftrl":
+            # z, n of the linear terms start at 0 (w = 0); AdaGrad state of V
+            table[:, 1 + k:3 + k] = 0.0
+            table[:, 3 + k:3 + 2 * k] = ADAGRAD_INIT
+
+    def _bias_state(self, w0, solver):
+        if solver == "adagrad":
+            return np.array([w0, ADAGRAD_INIT, 0.0])
+        if solver == "ftrl":
+            z = -w0 * (self.ftrl_beta / self.learning_rate + self.l2_w0)
+            return np.array([w0, z, 0.0])
+        return np.array([w0, 0.0, 0.0])
+
+    def _ensure_layout(self, dtype):
+        """Rebuild the table if solver, k or dtype changed between warm starts."""
+        k = int(self.n_factors)
+        if k != self._k:
+            raise ValueError(f"warm start with n_factors={k} but the model has {self._k} "
+                             "factors; refit with warm_start=False")
+        if self.solver == self._solver and self._table.dtype == dtype:
+            return
+        n_features = self._table.shape[0]
+        new = _aligned_table(n_features, 1 + k + _state_width(self.solver, k), dtype)
+        new[:, :1 + k] = self._table[:, :1 + k]
+        self._init_optimizer_state(new, k, self.solver)
+        if self.solver == "ftrl":  # z consistent with the current w (n = 0)
+            new[:, 1 + k] = -new[:, 0] * (self.ftrl_beta / self.learning_rate + self.l2_w)
+        self._table = new
+        self._w0_state = self._bias_state(self._w0_state[0], self.solver)
+        self._solver = self.solver
+
+    # -------------------------------------------------------------- training
+    def fit(self, X, y, sample_weight=None, eval_set=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. CSR float32/float64 input is used without copying.
+        y : array-like of shape (n_samples,)
+            Targets (real values for regression, two classes for classification).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights (non-negative).
+        eval_set : (X_val, y_val) or list of such pairs, default=None
+            Data evaluated after each epoch (``history_``, verbose output).  The
+            first pair drives early stopping: training stops after
+            ``n_iter_no_change`` epochs without an improvement of more than
+            ``tol`` and the parameters of the best epoch are restored.
+
+        Returns
+        -------
+        self
+        """
+        dtype = self._validate_params()
+        warm = self.warm_start and hasattr(self, "_table")
+        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        evals = self._check_eval_set(eval_set, Xc.shape[1])
+        if warm:
+            self._ensure_layout(dtype)
+        else:
+            self._init_state(Xc.shape[1], y_enc, sw, dtype)
+            self._set_feature_names(X)
+        self._run_epochs(Xc, y_enc, sw, evals, int(self.n_epochs), early_stopping=True)
+        return self
+
+    def _partial_fit(self, X, y, sample_weight, classes=None):
+        dtype = self._validate_params()
+        fitted = hasattr(self, "_table")
+        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        if fitted:
+            self._ensure_layout(dtype)
+        else:
+            self._init_state(Xc.shape[1], y_enc, sw, dtype)
+            self._set_feature_names(X)
+        self._run_epochs(Xc, y_enc, sw, [], 1, early_stopping=False)
+        return self
+
+    def _set_feature_names(self, X):
+        names = _feature_names(X)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _check_feature_names(self, X):
+        import warnings
+
+        names = _feature_names(X)
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is None and fitted is None:
+            return
+        if names is not None and fitted is None:
+            warnings.warn(f"X has feature names, but {type(self).__name__} was fitted "
+                          "without feature names", UserWarning, stacklevel=3)
+            return
+        if names is None:
+            warnings.warn("X does not have valid feature names, but "
+                          f"{type(self).__name__} was fitted with feature names",
+                          UserWarning, stacklevel=3)
+            return
+        if len(names) != len(fitted) or np.any(names != fitted):
+            raise ValueError("The feature names should match those that were passed during "
+                             "fit.")
+
+    def _check_eval_set(self, eval_set, n_features):
+        if eval_set is None:
+            return []
+        if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(
+            eval_set[0], tuple
+        ):
+            eval_set = [eval_set]
+        out = []
+        for i, pair in enumerate(eval_set):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError("eval_set must be a pair (X_val, y_val) or a list of pairs")
+            Xv = check_X(pair[0], name=f"eval_set[{i}] X", n_features=n_features,
+                         estimator=self)
+            yv = self._encode_eval_y(pair[1], Xv.n_rows)
+            out.append((Xv, yv))
+        return out
+
+    def _run_epochs(self, Xc, y, sw, evals, n_epochs, early_stopping):
+        n_threads = effective_n_threads(self.n_jobs)
+        n = Xc.n_rows
+        metric = self.eval_metric or self._default_metric
+        metric_fn, greater_better = METRICS[metric]
+        sw_arr = sw if sw is not None else np.empty(0)
+        best_score, best_epoch, best_state, since_best = None, None, None, 0
+        lr = float(self.learning_rate)
+        for _ in range(n_epochs):
+            t0 = time.perf_counter()
+            order = (self._rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
+            loss_sum, w_sum, n_bad = _fm.fm_train_epoch(
+                Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
+                self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
+                self._normalize, lr, float(self.l2_w0), float(self.l2_w), float(self.l2_v),
+                float(self.l1), float(self.ftrl_beta), n_threads,
+            )
+            epoch = len(self.history_) + 1
+            if n_bad or not np.isfinite(self._w0_state).all() or not np.isfinite(
+                self._table[:, :1 + self._k]
+            ).all():
+                raise DivergenceError(
+                    f"{type(self).__name__}: training diverged at epoch {epoch} (non-finite "
+                    f"parameters or predictions). Try a smaller learning_rate (currently "
+                    f"{lr:g}), stronger regularisation, or normalize=True."
+                )
+            self.n_epochs_ = getattr(self, "n_epochs_", 0) + 1
+            rec = {"epoch": epoch, "train_loss": loss_sum / w_sum if w_sum > 0 else float("nan")}
+            for i, (Xv, yv) in enumerate(evals):
+                rec[f"eval{i}_{metric}" if i else f"eval_{metric}"] = metric_fn(
+                    yv, self._eval_transform(self._decision(Xv, n_threads)))
+            rec["time"] = time.perf_counter() - t0
+            self.history_.append(rec)
+            if self.verbose:
+                self._print_epoch(rec, n_epochs)
+            if early_stopping and evals:
+                score = rec[f"eval_{metric}"]
+                improved = best_score is None or (
+                    score > best_score + self.tol if greater_better else score < best_score - self.tol
+                )
+                if improved:
+                    best_score, best_epoch, since_best = score, epoch, 0
+                    best_state = (self._table.copy(), self._w0_state.copy())
+                else:
+                    since_best += 1
+                    if since_best >= self.n_iter_no_change:
+                        if self.verbose:
+                            print(f"early stopping: best epoch {best_epoch} "
+                                  f"({metric} {best_score:.6g})", file=sys.stderr)
+                        break
+        if best_state is not None and best_epoch != len(self.history_):
+            table, w0s = best_state
+            self._table[...] = table
+            self._w0_state[...] = w0s
+        self.best_epoch_ = best_epoch if best_epoch is not None else len(self.history_)
+
+    def _print_epoch(self, rec, n_epochs):
+        parts = [f"epoch {rec['epoch']:>3d}", f"train_loss {rec['train_loss']:.6f}"]
+        parts += [f"{k} {v:.6f}" for k, v in rec.items() if k.startswith("eval")]
+        parts.append(f"{rec['time']:.2f}s")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------ prediction
+    def _decision(self, Xc, n_threads=None):
+        if n_threads is None:
+            n_threads = effective_n_threads(self.n_jobs)
+        out = np.empty(Xc.n_rows, dtype=np.float64)
+        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
+                       self._k, self._normalize, out, n_threads)
+        return out
+
+    def _raw_predict(self, X):
+        self._check_fitted()
+        self._check_feature_names(X)
+        Xc = check_X(X, estimator=self, n_features=self.n_features_in_)
+        return self._decision(Xc)
+
+    # -------------------------------------------------------- serialization
+    def save(self, path):
+        """Save the fitted model to ``path`` in cfm's versioned binary format.
+
+        The file holds no pickle: loading an untrusted file cannot run code.
+        Load it with :func:`cfm.load`.
+        """
+        from ._io import save_model
+
+        save_model(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = False
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"_xfail_checks": {}}
+
+    # ------------------------------------------------------ model file state
+    def _export_state(self):
+        """Arrays and JSON header describing the fitted model (see cfm/_io.py)."""
+        from . import __version__
+        from ._io import _encode_labels, _jsonable_params
+
+        k = self._k
+        width = _state_width(self._solver, k)
+        arrays = {
+            "w": self._table[:, 0],
+            "V": self._table[:, 1:1 + k],
+            "opt_state": self._table[:, 1 + k:1 + k + width],
+            "w0_state": self._w0_state,
+        }
+        header = {
+            "kind": self._model_kind,
+            "estimator": type(self).__name__,
+            "task": "regression" if self._loss == "squared" else "binary",
+            "dtype": self._table.dtype.name,
+            "n_features": int(self._table.shape[0]),
+            "n_factors": k,
+            "solver": self._solver,
+            "normalize": bool(self._normalize),
+            "params": _jsonable_params(self.get_params()),
+            "history": self.history_,
+            "n_epochs_": int(self.n_epochs_),
+            "best_epoch_": int(getattr(self, "best_epoch_", self.n_epochs_)),
+            "rng_state": self._rng.bit_generator.state,
+            "cfm_version": __version__,
+        }
+        if hasattr(self, "classes_"):
+            header["classes"] = _encode_labels(self.classes_)
+        if hasattr(self, "feature_names_in_"):
+            header["feature_names"] = [str(c) for c in self.feature_names_in_]
+        return arrays, header
+
+    def _import_state(self, header, arrays):
+        from ._io import _decode_labels
+
+        params = header.get("params", {})
+        valid = self._get_param_names()
+        self.__init__(**{k: v for k, v in params.items() if k in valid})
+        if header.get("kind") != self._model_kind:
+            raise ValueError(f"model kind {header.get('kind')!r} does not match "
+                             f"{type(self).__name__}")
+        dtype = np.dtype(header["dtype"])
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
+        n, k, solver = int(header["n_features"]), int(header["n_factors"]), header["solver"]
+        if solver not in SOLVERS or n < 1 or k < 0:
+            raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}")
+        width = _state_width(solver, k)
+        expect = {"w": (n,), "V": (n, k), "opt_state": (n, width), "w0_state": (3,)}
+        for name, shape in expect.items():
+            if name not in arrays:
+                raise ValueError(f"array {name!r} is missing")
+            if arrays[name].shape != shape:
+                raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+            want = np.float64 if name == "w0_state" else dtype
+            if arrays[name].dtype != want:
+                raise ValueError(f"array {name!r} has dtype {arrays[name].dtype}, expected "
+                                 f"{np.dtype(want)}")
+        table = _aligned_table(n, 1 + k + width, dtype)
+        table[:, 0] = arrays["w"]
+        table[:, 1:1 + k] = arrays["V"]
+        table[:, 1 + k:1 + k + width] = arrays["opt_state"]
+        self._table, self._k, self._solver = table, k, solver
+        self._w0_state = arrays["w0_state"].astype(np.float64)
+        self._normalize = bool(header["normalize"])
+        self.n_features_in_ = n
+        self.history_ = list(header.get("history", []))
+        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
+        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
+        self._rng = np.random.default_rng()
+        try:
+            self._rng.bit_generator.state = header["rng_state"]
+        except (KeyError, TypeError, ValueError):
+            pass
+        if "classes" in header:
+            self.classes_ = _decode_labels(header["classes"])
+            if len(self.classes_) != 2:
+                raise ValueError("a binary model file must hold 2 class labels")
+        elif self._loss == "logistic":
+            raise ValueError("classifier model file has no class labels")
+        if header.get("feature_names") is not None:
+            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)

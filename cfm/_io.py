@@ -1,0 +1,208 @@
+"""cfm's model file format (versioned binary, no pickle).
+
+Layout (all integers little-endian)::
+
+    offset 0   8 bytes   magic  b"\\x89CFM\\r\\n\\x1a\\n"
+    offset 8   uint16    format major version
+    offset 10  uint16    format minor version
+    offset 12  uint32    header length H
+    offset 16  H bytes   header: UTF-8 JSON (model kind, task, estimator class,
+                         dtype, shapes, hyper-parameters, labels, and for each
+                         array its name, dtype, shape, offset and size)
+    ...        raw little-endian arrays, each at a 64-byte aligned offset
+    last 4     uint32    CRC32 of every byte before it
+
+Loading checks magic, version, size, checksum, dtypes, shapes and offsets
+before building anything, and never unpickles: an untrusted file can fail to
+load but cannot run code.  Readers accept any minor version of their major
+version (unknown header keys are ignored); a newer major version is refused.
+"""
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from .exceptions import ModelFileError
+
+MAGIC = b"\x89CFM\r\n\x1a\n"
+FORMAT_VERSION = (1, 0)
+_PREFIX = struct.Struct("<8sHHI")
+_ALLOWED_DTYPES = {"<f4", "<f8", "<i8", "<i4", "<u8"}
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    raise TypeError(f"not serialisable: {type(obj).__name__}")
+
+
+def _jsonable_params(params):
+    out = {}
+    for k, v in params.items():
+        if v is None or isinstance(v, (bool, int, float, str, np.integer, np.floating, np.bool_)):
+            out[k] = v
+        else:  # e.g. a RandomState instance: not reproducible from a file
+            out[k] = None
+    return out
+
+
+def _encode_labels(classes):
+    arr = np.asarray(classes)
+    if arr.dtype == object:
+        vals = [c.item() if isinstance(c, np.generic) else c for c in arr]
+        if not all(isinstance(v, (str, int, float, bool)) for v in vals):
+            raise ValueError("classes_ must be strings or numbers to be saved")
+        return {"dtype": "object", "values": vals}
+    return {"dtype": arr.dtype.str, "values": arr.tolist()}
+
+
+def _decode_labels(spec):
+    if spec["dtype"] == "object":
+        return np.array(spec["values"], dtype=object)
+    dt = np.dtype(spec["dtype"])
+    if dt.kind not in "biufU":
+        raise ModelFileError(f"unsupported label dtype {spec['dtype']!r} in model file")
+    return np.array(spec["values"], dtype=dt)
+
+
+def save_model(model, path):
+    """Write a fitted estimator to ``path`` (see module docstring for the format)."""
+    model._check_fitted()
+    arrays, header = model._export_state()
+    header = dict(header)
+    header["format"] = "cfm-model"
+    entries = []
+    offset = 0
+    blobs = []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        entries.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
+                        "offset": offset, "nbytes": arr.nbytes})
+        blobs.append(arr)
+        offset += -(-arr.nbytes // 64) * 64
+    header["arrays"] = entries
+    hbytes = json.dumps(header, default=_json_default, sort_keys=True).encode("utf-8")
+    data_start = -(-(_PREFIX.size + len(hbytes)) // 64) * 64
+    hbytes += b" " * (data_start - _PREFIX.size - len(hbytes))
+    crc = 0
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            def put(b):
+                nonlocal crc
+                crc = zlib.crc32(b, crc)
+                f.write(b)
+
+            put(_PREFIX.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], len(hbytes)))
+            put(hbytes)
+            for entry, arr in zip(entries, blobs):
+                b = memoryview(arr).cast("B") if arr.nbytes else b""
+                put(b)
+                pad = -(-arr.nbytes // 64) * 64 - arr.nbytes
+                if pad:
+                    put(b"\0" * pad)
+            f.write(struct.pack("<I", crc))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_model_file(path):
+    """Parse and verify a model file; return (header, {name: array})."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        buf = f.read()
+    where = f"{path!r}"
+    if len(buf) < _PREFIX.size + 4:
+        if buf[:4] == MAGIC[:4] or not buf:
+            raise ModelFileError(f"{where} is truncated ({len(buf)} bytes): not a complete "
+                                 "cfm model file")
+        raise ModelFileError(f"{where} is not a cfm model file (too short, bad magic)")
+    magic, major, minor, hlen = _PREFIX.unpack_from(buf)
+    if magic != MAGIC:
+        raise ModelFileError(f"{where} is not a cfm model file (bad magic bytes "
+                             f"{buf[:8]!r})")
+    if major > FORMAT_VERSION[0]:
+        raise ModelFileError(
+            f"{where} uses cfm model format {major}.{minor}, newer than the {FORMAT_VERSION[0]}.x "
+            "this version of cfm reads; upgrade cfm to load it")
+    if major < 1:
+        raise ModelFileError(f"{where} has unknown model format version {major}.{minor}")
+    if _PREFIX.size + hlen + 4 > len(buf):
+        raise ModelFileError(f"{where} is truncated: header needs {hlen} bytes but the file "
+                             f"has {len(buf)}")
+    (stored_crc,) = struct.unpack_from("<I", buf, len(buf) - 4)
+    crc = zlib.crc32(memoryview(buf)[: len(buf) - 4])
+    try:
+        header = json.loads(buf[_PREFIX.size:_PREFIX.size + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if crc != stored_crc:
+            raise ModelFileError(f"{where} is corrupted or truncated (checksum mismatch)") from exc
+        raise ModelFileError(f"{where} has an unreadable header: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != "cfm-model":
+        raise ModelFileError(f"{where} is not a cfm model file (bad header)")
+    data_start = _PREFIX.size + hlen
+    arrays = {}
+    needed = data_start
+    for e in header.get("arrays", []):
+        try:
+            name, dt, shape = e["name"], e["dtype"], tuple(int(s) for s in e["shape"])
+            off, nbytes = int(e["offset"]), int(e["nbytes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where} has a malformed array entry: {e!r}") from exc
+        if dt not in _ALLOWED_DTYPES:
+            raise ModelFileError(f"{where}: array {name!r} has unsupported dtype {dt!r}")
+        if any(s < 0 for s in shape) or int(np.prod(shape)) * np.dtype(dt).itemsize != nbytes:
+            raise ModelFileError(f"{where}: array {name!r} shape {shape} does not match its size")
+        start = data_start + off
+        needed = max(needed, start + nbytes)
+        arrays[name] = (start, dt, shape, nbytes)
+    if needed + 4 > len(buf):
+        raise ModelFileError(f"{where} is truncated: {len(buf)} bytes, arrays need {needed + 4}")
+    if crc != stored_crc:
+        raise ModelFileError(f"{where} is corrupted (checksum mismatch: stored {stored_crc:#010x}, "
+                             f"computed {crc:#010x})")
+    out = {}
+    for name, (start, dt, shape, nbytes) in arrays.items():
+        out[name] = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)),
+                                  offset=start).reshape(shape).copy()
+    return header, out
+
+
+def load(path):
+    """Load a model saved with ``model.save(path)``.
+
+    Returns a fitted estimator of the class that was saved.  Raises
+    :class:`cfm.ModelFileError` (a ValueError) when the file is truncated,
+    corrupted, not a cfm model, or written by a newer major format version.
+    """
+    from . import models
+
+    header, arrays = read_model_file(path)
+    cls_name = header.get("estimator")
+    registry = {c.__name__: c for c in (models.FMRegressor, models.FMClassifier)}
+    try:
+        from . import ffm  # noqa: F401  (registered when available)
+
+        registry.update(getattr(ffm, "MODEL_CLASSES", {}))
+    except ImportError:
+        pass
+    if cls_name not in registry:
+        raise ModelFileError(f"{os.fspath(path)!r} holds an unknown model class {cls_name!r}")
+    cls = registry[cls_name]
+    model = cls.__new__(cls)
+    try:
+        model._import_state(header, arrays)
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
+    return model

@@ -1,0 +1,56 @@
+"""Evaluation metrics used for verbose output, history and early stopping.
+
+Plain NumPy so that scikit-learn stays optional.  All take float64 arrays.
+"""
+import numpy as np
+
+
+def _weights(w, n):
+    return np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+
+
+def rmse(y, pred, sample_weight=None):
+    w = _weights(sample_weight, len(y))
+    return float(np.sqrt(np.sum(w * (y - pred) ** 2) / np.sum(w)))
+
+
+def mae(y, pred, sample_weight=None):
+    w = _weights(sample_weight, len(y))
+    return float(np.sum(w * np.abs(y - pred)) / np.sum(w))
+
+
+def logloss(y01, score, sample_weight=None):
+    """Mean logistic loss of raw scores against labels in {0, 1}."""
+    w = _weights(sample_weight, len(y01))
+    z = np.where(y01 > 0, score, -score)
+    loss = np.logaddexp(0.0, -z)
+    return float(np.sum(w * loss) / np.sum(w))
+
+
+def auc(y01, score, sample_weight=None):
+    """Area under the ROC curve (ties counted as one half), weighted."""
+    y01 = np.asarray(y01) > 0
+    w = _weights(sample_weight, len(y01))
+    order = np.argsort(score, kind="mergesort")
+    s = np.asarray(score)[order]
+    pos = np.where(y01[order], w[order], 0.0)
+    neg = np.where(y01[order], 0.0, w[order])
+    P, N = pos.sum(), neg.sum()
+    if P == 0 or N == 0:
+        return float("nan")
+    # group tied scores
+    boundaries = np.flatnonzero(np.diff(s)) + 1
+    starts = np.concatenate(([0], boundaries))
+    pos_g = np.add.reduceat(pos, starts)
+    neg_g = np.add.reduceat(neg, starts)
+    neg_before = np.concatenate(([0.0], np.cumsum(neg_g)[:-1]))
+    return float(np.sum(pos_g * (neg_before + 0.5 * neg_g)) / (P * N))
+
+
+# name -> (function, greater_is_better)
+METRICS = {
+    "rmse": (rmse, False),
+    "mae": (mae, False),
+    "logloss": (logloss, False),
+    "auc": (auc, True),
+}

@@ -1,0 +1,244 @@
+"""Input validation at the Python boundary.
+
+Everything the kernels trust is checked here, before any kernel runs: CSR
+structure, column indices in range, finite values, shapes, labels, weights,
+thread counts and random states.  Kernels then never check bounds.
+"""
+import numbers
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _utils
+from ._compat import DataConversionWarning
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class CSRInput(NamedTuple):
+    """A validated CSR matrix as the kernels take it."""
+
+    data: np.ndarray      # float32 or float64, C-contiguous
+    indices: np.ndarray   # int32 or int64, C-contiguous
+    indptr: np.ndarray    # int64, C-contiguous, n_rows + 1
+    shape: tuple
+
+    @property
+    def n_rows(self):
+        return self.shape[0]
+
+
+def _feature_names(X):
+    cols = getattr(X, "columns", None)
+    if cols is None or not hasattr(X, "dtypes"):
+        return None
+    names = np.asarray(cols, dtype=object)
+    if len(names) and all(isinstance(c, str) for c in names):
+        return names
+    return None
+
+
+def _to_matrix(X, name):
+    """Convert X to a CSR matrix (no copy for CSR float32/float64)."""
+    if X is None:
+        raise ValueError(f"{name} is None; expected a 2-D array or sparse matrix")
+    if sp.issparse(X):
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2D input for {name}, got {X.ndim}D sparse array")
+        X = X.tocsr() if X.format != "csr" else X
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError("Complex data not supported")
+        if X.dtype not in _FLOAT_DTYPES:
+            X = X.astype(np.float64)
+        return X
+    if hasattr(X, "sparse") and hasattr(X, "dtypes") and all(
+        getattr(dt, "name", "").startswith("Sparse") for dt in X.dtypes
+    ):  # pandas DataFrame of sparse columns
+        return _to_matrix(sp.csr_matrix(X.sparse.to_coo()), name)
+    if hasattr(X, "dtypes") and hasattr(X, "to_numpy"):  # pandas DataFrame
+        for col, dt in zip(X.columns, X.dtypes):
+            if not (np.issubdtype(np.dtype(getattr(dt, "numpy_dtype", dt)), np.number)
+                    or np.dtype(getattr(dt, "numpy_dtype", dt)) == np.bool_):
+                raise ValueError(
+                    f"{name} column {col!r} has non-numeric dtype {dt}; encode categorical "
+                    "columns (e.g. one-hot) before fitting"
+                )
+        X = X.to_numpy()
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"could not convert {name} to a numeric array: {exc}") from exc
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError("Complex data not supported")
+    if arr.dtype not in _FLOAT_DTYPES:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{name} must be numeric; could not convert dtype {arr.dtype} to float: {exc}"
+            ) from exc
+    if arr.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array for {name}, got {arr.ndim}D array instead. Reshape your data "
+            "either using array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
+    if arr.size and not np.isfinite(arr).all():
+        what = "NaN" if np.isnan(arr).any() else "infinity"
+        raise ValueError(f"Input {name} contains {what}.")
+    return sp.csr_matrix(arr)
+
+
+def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
+    """Validate X and return a :class:`CSRInput` the kernels can trust.
+
+    CSR input of dtype float32/float64 with canonical structure is used
+    without copying its data.
+    """
+    M = _to_matrix(X, name)
+    n_rows, n_cols = M.shape
+    if n_rows < min_samples:
+        raise ValueError(
+            f"Found array with {n_rows} sample(s) (shape={M.shape}) while a minimum of "
+            f"{min_samples} is required."
+        )
+    if n_features is None and n_cols < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={M.shape}) while a minimum of 1 is required."
+        )
+    if n_features is not None and n_cols != n_features:
+        est = type(estimator).__name__ if estimator is not None else "the model"
+        raise ValueError(
+            f"X has {n_cols} features, but {est} is expecting {n_features} features as input."
+        )
+    if not M.has_canonical_format:
+        # Duplicate entries would be counted as distinct interacting features.
+        M = M.copy()
+        M.sum_duplicates()
+    data = np.ascontiguousarray(M.data)
+    indices = M.indices
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    indices = np.ascontiguousarray(indices)
+    indptr = np.ascontiguousarray(M.indptr, dtype=np.int64)
+    if data.shape[0] != indices.shape[0] or indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name} is not a valid CSR matrix: inconsistent array lengths")
+    status, row, pos = _utils.check_csr(data, indices, indptr, n_cols)
+    if status != _utils.CSR_OK:
+        if status == _utils.CSR_NONFINITE:
+            v = data[pos]
+            what = "NaN" if np.isnan(v) else "infinity"
+            raise ValueError(f"Input {name} contains {what} (row {row}, column {indices[pos]}).")
+        if status == _utils.CSR_INDEX_OUT_OF_RANGE:
+            raise ValueError(
+                f"{name} has column index {int(indices[pos])} at row {row}, outside "
+                f"[0, {n_cols})."
+            )
+        raise ValueError(f"{name} is not a valid CSR matrix: corrupt row offsets near row {row}")
+    return CSRInput(data, indices, indptr, (n_rows, n_cols))
+
+
+def check_y(y, n_samples, *, numeric=True, name="y", estimator=None):
+    """Return y as a 1-D array of length n_samples (float64 when numeric)."""
+    if y is None:
+        est = type(estimator).__name__ if estimator is not None else "this estimator"
+        raise ValueError(f"{est} requires y to be passed, but the target y is None.")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the "
+            "shape of y to (n_samples,), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"{name} should be a 1d array, got an array of shape {y.shape} instead.")
+    if y.shape[0] != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, "
+            f"{y.shape[0]}]"
+        )
+    if numeric:
+        if np.issubdtype(y.dtype, np.complexfloating):
+            raise ValueError("Complex data not supported")
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric for regression: {exc}") from exc
+        if not np.isfinite(y).all():
+            what = "NaN" if np.isnan(y).any() else "infinity"
+            raise ValueError(f"Input {name} contains {what}.")
+    return y
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Return None (all ones) or a float64 array of non-negative finite weights."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        sw = np.full(n_samples, float(sample_weight))
+    else:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if sw.ndim != 1 or sw.shape[0] != n_samples:
+            raise ValueError(
+                f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!"
+            )
+    if not np.isfinite(sw).all():
+        raise ValueError("sample_weight contains NaN or infinity.")
+    if (sw < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight")
+    if sw.sum() <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive")
+    return np.ascontiguousarray(sw)
+
+
+def effective_n_threads(n_jobs):
+    """Number of OpenMP threads for ``n_jobs`` with scikit-learn's meaning.
+
+    None -> OpenMP's default (honours OMP_NUM_THREADS and threadpoolctl limits),
+    -1 -> all usable cores, -k -> all + 1 - k, k > 0 -> k; 0 is an error.
+    Always 1 when cfm was built without OpenMP.
+    """
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral)
+    ):
+        raise ValueError(f"n_jobs must be None or a non-zero integer, got {n_jobs!r}")
+    if n_jobs == 0:
+        raise ValueError("n_jobs == 0 has no meaning; use None, a positive or a negative int")
+    if not _utils.openmp_enabled():
+        return 1
+    max_threads = _utils.omp_max_threads()
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        try:
+            usable = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            usable = os.cpu_count() or 1
+        max_threads = min(max_threads, usable)
+    if n_jobs is None:
+        return max(1, max_threads)
+    if n_jobs < 0:
+        return max(1, max_threads + int(n_jobs) + 1)
+    return int(n_jobs)
+
+
+def check_random_state(seed):
+    """Turn seed into a ``np.random.RandomState`` or ``np.random.Generator``."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(int(seed))
+    if isinstance(seed, (np.random.RandomState, np.random.Generator)):
+        return seed
+    raise ValueError(f"{seed!r} cannot be used to seed a random number generator")
+
+
+def draw_seed(random_state):
+    """A 63-bit integer seed drawn from any accepted random_state."""
+    rs = check_random_state(random_state)
+    if isinstance(rs, np.random.Generator):
+        return int(rs.integers(0, 2**63 - 1))
+    return int(rs.randint(0, 2**31 - 1)) * (2**31) + int(rs.randint(0, 2**31 - 1))

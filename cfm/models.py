@@ -1,0 +1,206 @@
+"""Public FM estimators: :class:`FMRegressor` and :class:`FMClassifier`."""
+import numpy as np
+
+from ._base import BaseFM
+from ._compat import ClassifierMixin, RegressorMixin
+from ._validation import check_y
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    n_factors : int, default=8
+        Rank k of the pairwise interactions. ``0`` gives a plain linear model
+        (logistic / linear regression, xLearn's "LR").
+    solver : {"adagrad", "sgd", "ftrl"}, default="adagrad"
+        Per-sample optimizer. "ftrl" is FTRL-proximal on w0 and w (with ``l1``
+        giving exact zeros) and AdaGrad on the factors.
+    learning_rate : float, default=0.1
+        Step size (FTRL's alpha for solver="ftrl").
+    n_epochs : int, default=10
+        Passes over the training data (per ``fit``; ``partial_fit`` does one).
+    l2_w0, l2_w, l2_v : float, default=0, 1e-5, 1e-5
+        L2 regularisation of the bias, the linear weights and the factors,
+        applied to the features present in each sample.
+    l1 : float, default=0
+        L1 regularisation of the linear weights (solver="ftrl" only).
+    ftrl_beta : float, default=1.0
+        FTRL-proximal's beta.
+    init_std : float, default=0.1
+        Standard deviation of the normal initialisation of the factors.
+    normalize : bool, default=True
+        Scale each row to unit L2 norm on the fly (instance-wise
+        normalisation, as xLearn and libffm do by default). The input is not
+        copied. Set to False for dense numeric features whose scale matters.
+    fit_intercept : bool, default=True
+        Learn the bias w0 (initialised from the mean target).
+    shuffle : bool, default=True
+        Visit the rows in a new random order each epoch.
+    n_iter_no_change : int, default=3
+        Early-stopping patience, in epochs, when ``fit`` gets an ``eval_set``.
+    tol : float, default=1e-4
+        Minimum improvement of the eval metric that resets the patience.
+    eval_metric : str or None, default=None
+        Metric of ``eval_set`` used for ``history_`` and early stopping.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the parameters. Input X may be float32 or float64 either
+        way (it is not converted).
+    n_jobs : int or None, default=None
+        OpenMP threads, with scikit-learn's meaning: None uses OpenMP's default
+        (all cores unless limited by OMP_NUM_THREADS or threadpoolctl), -1 all
+        cores, -k all but k-1; 0 is an error.
+    random_state : int, RandomState, Generator or None, default=None
+        Seeds the initialisation and the row order.
+    warm_start : bool, default=False
+        When True, ``fit`` continues from the current parameters.
+    verbose : int, default=0
+        When > 0, print one line per epoch (train loss, eval metrics, time)
+        to stderr.
+
+    Notes
+    -----
+    Reproducibility: with ``n_jobs=1`` and a fixed ``random_state`` training is
+    bit-for-bit reproducible. With several threads training is Hogwild
+    (lock-free updates of shared parameters), so results vary slightly from
+    run to run. Predictions are identical for any ``n_jobs``.
+"""
+
+
+class FMRegressor(RegressorMixin, BaseFM):
+    __doc__ = ("""Factorization machine for regression (squared loss).
+
+    y(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j
+""" + _COMMON_DOC + """
+    Attributes
+    ----------
+    w0_ : float
+    w_ : ndarray of shape (n_features,)
+    V_ : ndarray of shape (n_features, n_factors)
+    n_features_in_ : int
+    history_ : list of dict
+        Per epoch: train_loss (mean half squared error), eval metrics, time.
+    n_epochs_ : int
+    best_epoch_ : int
+    """)
+
+    _loss = "squared"
+    _default_metric = "rmse"
+
+    def _prepare_y(self, y, n, reset, classes=None):
+        return check_y(y, n, estimator=self)
+
+    def _encode_eval_y(self, y, n):
+        return check_y(y, n, name="eval_set y")
+
+    @staticmethod
+    def _eval_transform(score):
+        return score
+
+    @staticmethod
+    def _initial_bias(y, sw):
+        return float(np.average(y, weights=sw))
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), starting from the current model if fitted."""
+        return self._partial_fit(X, y, sample_weight)
+
+    def predict(self, X):
+        """Predicted values, shape (n_samples,)."""
+        return self._raw_predict(X)
+
+
+def _continuous(y):
+    return np.issubdtype(y.dtype, np.floating) and np.any(y != np.round(y))
+
+
+class FMClassifier(ClassifierMixin, BaseFM):
+    __doc__ = ("""Factorization machine for binary classification (logistic loss).
+
+    P(y = classes_[1] | x) = sigmoid(w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j)
+
+    Any two labels are accepted (``classes_`` holds them sorted).
+""" + _COMMON_DOC + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+    w0_, w_, V_, n_features_in_, history_, n_epochs_, best_epoch_
+        As for FMRegressor; history_ train_loss is the mean log loss.
+    """)
+
+    _loss = "logistic"
+    _default_metric = "logloss"
+
+    def _prepare_y(self, y, n, reset, classes=None):
+        y = check_y(y, n, numeric=False, estimator=self)
+        if not reset:
+            return self._encode(y, "y")
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if len(classes) != 2:
+                raise ValueError(f"{type(self).__name__} is a binary classifier: classes must "
+                                 f"hold exactly 2 labels, got {len(classes)}")
+        else:
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError("Classifier can't train when only one class is present "
+                                 f"(class {classes[0]!r} only); pass data of two classes"
+                                 + (" or classes= to partial_fit" if len(classes) else ""))
+            if len(classes) > 2:
+                if _continuous(y):
+                    raise ValueError("Unknown label type: continuous. FMClassifier needs two "
+                                     "class labels; use FMRegressor for real-valued targets.")
+                raise ValueError(f"{type(self).__name__} supports binary classification only; "
+                                 f"got {len(classes)} classes")
+        self.classes_ = classes
+        return self._encode(y, "y")
+
+    def _encode(self, y, name):
+        pos = y == self.classes_[1]
+        known = pos | (y == self.classes_[0])
+        if not known.all():
+            bad = y[~known][0]
+            raise ValueError(f"{name} contains label {bad!r} not in classes_ {list(self.classes_)}")
+        return np.where(pos, 1.0, -1.0)
+
+    def _encode_eval_y(self, y, n):
+        y = check_y(y, n, numeric=False, name="eval_set y")
+        return (self._encode(y, "eval_set y") > 0).astype(np.float64)
+
+    def _eval_transform(self, score):
+        m = self.eval_metric or self._default_metric
+        return score if m in ("logloss", "auc") else score
+
+    @staticmethod
+    def _initial_bias(y_pm, sw):
+        p = float(np.average(y_pm > 0, weights=sw))
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return float(np.log(p / (1 - p)))
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), starting from the current model if fitted.
+
+        ``classes`` (the two labels) is needed on the first call only when
+        that batch does not contain both labels.
+        """
+        return self._partial_fit(X, y, sample_weight, classes=classes)
+
+    def decision_function(self, X):
+        """Raw scores (log-odds of classes_[1]), shape (n_samples,)."""
+        return self._raw_predict(X)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, 2), columns in classes_ order."""
+        p = _sigmoid(self._raw_predict(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X):
+        """Predicted labels (classes_[1] where the score is > 0)."""
+        return self.classes_[(self._raw_predict(X) > 0).astype(np.intp)]
+
+
+def _sigmoid(z):
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out

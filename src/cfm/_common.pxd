@@ -1,0 +1,86 @@
+# Shared declarations and inline helpers for cfm's kernels.
+#
+# Fused types:
+#   floating  -- model parameters (float32 / float64)
+#   data_t    -- values of the input matrix (float32 / float64), independent of
+#                the parameter dtype so that CSR input is used without a copy
+#   index_t   -- CSR column indices (int32 / int64); row offsets are int64
+from libc.math cimport exp, log1p, sqrt, fabs, isfinite
+from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef fused data_t:
+    float
+    double
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef extern from "cfm_compat.h" nogil:
+    int cfm_openmp_enabled()
+    int cfm_omp_max_threads()
+    int cfm_omp_num_procs()
+    void cfm_prefetch_r(const void *p)
+    void cfm_prefetch_w(const void *p)
+
+# Loss codes (keep in sync with cfm/_base.py)
+cdef enum:
+    LOSS_SQUARED = 0
+    LOSS_LOGISTIC = 1
+
+# Optimizer codes (keep in sync with cfm/_base.py)
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAGRAD = 1
+    OPT_FTRL = 2
+
+# Bound on the margin used in the logistic gradient: sigmoid(-35) ~ 6e-16, so
+# clamping changes nothing measurable but keeps exp() finite.
+cdef enum:
+    MARGIN_CLAMP = 35
+
+
+cdef inline double loss_value(double pred, double y, int loss) noexcept nogil:
+    """Loss of one sample. Logistic expects y in {-1, +1}; computed stably."""
+    cdef double z, r
+    if loss == LOSS_SQUARED:
+        r = pred - y
+        return 0.5 * r * r
+    z = y * pred
+    if z > 0:
+        return log1p(exp(-z))
+    return -z + log1p(exp(z))
+
+
+cdef inline double loss_grad(double pred, double y, int loss) noexcept nogil:
+    """d loss / d pred."""
+    cdef double z
+    if loss == LOSS_SQUARED:
+        return pred - y
+    z = y * pred
+    if z > MARGIN_CLAMP:
+        z = MARGIN_CLAMP
+    elif z < -MARGIN_CLAMP:
+        z = -MARGIN_CLAMP
+    return -y / (1.0 + exp(z))
+
+
+# --- random numbers -------------------------------------------------------
+# splitmix64: used to derive independent streams (per row, per block) from a
+# 64-bit seed, and as a small, fast generator in its own right.
+cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
+    cdef uint64_t z
+    state[0] += <uint64_t>0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline double rand_uniform(uint64_t *state) noexcept nogil:
+    """Uniform double in [0, 1) with 53 random bits."""
+    return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
