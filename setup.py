@@ -82,7 +82,9 @@ class BuildExt(build_ext):
             elif _flag("CFM_DEBUG"):
                 ext.extra_compile_args += ["-O0", "-g"]
             else:
-                ext.extra_compile_args += ["-O3"]
+                # -fno-math-errno lets sqrt vectorise; unlike -ffast-math it
+                # keeps IEEE semantics (NaN/inf checks still work).
+                ext.extra_compile_args += ["-O3", "-fno-math-errno"]
                 if _flag("CFM_NATIVE"):
                     ext.extra_compile_args += ["-march=native"]
             if omp is not None:

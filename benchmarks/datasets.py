@@ -128,20 +128,28 @@ class _PlantedFM:
             cols[:, f] = r + f * self.ids_per_field
         return cols
 
-    def raw_score(self, cols, chunk=32_768):
+    def raw_score(self, cols, chunk=65_536):
         """Unscaled planted FM score sum_i w_i + sum_{i<j} <v_i, v_j> (float64).
 
-        O(k nnz) formula, vectorised in row chunks to bound memory.
+        O(k nnz) formula, vectorised over row chunks and looped over fields so
+        the temporaries stay at (chunk, k).
         """
-        n = cols.shape[0]
+        n, n_f = cols.shape
+        k = self.V.shape[1]
         out = np.empty(n, dtype=np.float64)
         for s in range(0, n, chunk):
             c = cols[s:s + chunk]
-            lin = self.w[c].sum(axis=1, dtype=np.float64)
-            v = self.V[c]                           # (m, n_fields, k)
-            sv = v.sum(axis=1, dtype=np.float64)    # (m, k)
-            sq = np.einsum("mfk,mfk->m", v, v, dtype=np.float64)
-            out[s:s + chunk] = lin + 0.5 * ((sv * sv).sum(axis=1) - sq)
+            m = c.shape[0]
+            lin = np.zeros(m, dtype=np.float64)
+            sv = np.zeros((m, k), dtype=np.float32)
+            sq = np.zeros(m, dtype=np.float32)
+            for f in range(n_f):
+                cf = c[:, f]
+                lin += self.w[cf]
+                v = self.V[cf]
+                sv += v
+                sq += np.einsum("mk,mk->m", v, v)
+            out[s:s + m] = lin + 0.5 * (np.einsum("mk,mk->m", sv, sv).astype(np.float64) - sq)
         return out
 
     def logit(self, cols):

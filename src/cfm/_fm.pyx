@@ -32,7 +32,7 @@ Design
 import numpy as np
 
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport sqrt, isfinite, fabs
+from libc.math cimport sqrt, sqrtf, isfinite, fabs
 from libc.stdint cimport int32_t, int64_t
 
 from cfm._common cimport (
@@ -158,18 +158,36 @@ cdef inline void update_bias(double* t, double g, int optimizer, double lr,
         t[T_W0] = -t[T_A] / ((ftrl_beta + sqrt(n_new)) / lr + l2_w0)
 
 
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
 cdef inline void update_features(const data_t* data, const index_t* indices,
                                  Py_ssize_t start, Py_ssize_t end,
                                  floating* tab, Py_ssize_t stride, int k,
-                                 double scale, const double* s, double g,
+                                 double scale, const double* s, floating* sf, double g,
                                  int optimizer, double lr, double l2_w,
                                  double l2_v, double l1,
                                  double ftrl_beta) noexcept nogil:
-    """Per-sample updates of w_j and v_j for the features of one row."""
+    """Per-sample updates of w_j and v_j for the features of one row.
+
+    The factor loops run in the parameter precision (float32 models use
+    single-precision sqrt/div, which the compiler vectorises over k).
+    """
     cdef Py_ssize_t jj, f, goff
     cdef floating* rec
-    cdef double x, gx, w, gw, v, gv, acc, sigma, n_new, z
+    cdef floating* vrec
+    cdef floating* grec
+    cdef double x, gx, w, gw, acc, sigma, n_new, z
+    cdef floating xf, gxf, v, gv, accf
+    cdef floating lrf = <floating>lr
+    cdef floating l2vf = <floating>l2_v
     goff = 1 + k + 1 if optimizer == OPT_ADAGRAD else 1 + k + 2
+    for f in range(k):
+        sf[f] = <floating>s[f]
     for jj in range(start, end):
         rec = tab + <Py_ssize_t>indices[jj] * stride
         x = <double>data[jj] * scale
@@ -195,19 +213,23 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
                 rec[0] = <floating>(-(z - l1) / ((ftrl_beta + sqrt(n_new)) / lr + l2_w))
             else:
                 rec[0] = <floating>(-(z + l1) / ((ftrl_beta + sqrt(n_new)) / lr + l2_w))
-        # factors
+        # factors: grad v_jf = g x_j (s_f - v_jf x_j) + l2_v v_jf
+        xf = <floating>x
+        gxf = <floating>gx
+        vrec = rec + 1
         if optimizer == OPT_SGD:
             for f in range(k):
-                v = rec[1 + f]
-                gv = gx * (s[f] - v * x) + l2_v * v
-                rec[1 + f] = <floating>(v - lr * gv)
+                v = vrec[f]
+                gv = gxf * (sf[f] - v * xf) + l2vf * v
+                vrec[f] = v - lrf * gv
         else:
+            grec = rec + goff
             for f in range(k):
-                v = rec[1 + f]
-                gv = gx * (s[f] - v * x) + l2_v * v
-                acc = <double>rec[goff + f] + gv * gv
-                rec[goff + f] = <floating>acc
-                rec[1 + f] = <floating>(v - lr * gv / sqrt(acc))
+                v = vrec[f]
+                gv = gxf * (sf[f] - v * xf) + l2vf * v
+                accf = grec[f] + gv * gv
+                grec[f] = accf
+                vrec[f] = v - lrf * gv / fsqrt(accf)
 
 
 def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
@@ -233,12 +255,14 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef int nt = max(n_threads, 1)
     cdef Py_ssize_t kpad = (k // 8 + 2) * 8
     cdef double[:, ::1] scratch = np.zeros((nt, kpad))
+    cdef floating[:, ::1] fscratch = np.zeros((nt, kpad), dtype=np.float32 if floating is float else np.float64)
     cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
     cdef Py_ssize_t n_lines = (stride * sizeof(floating) + 63) // 64
     cdef bint has_sw = sample_weight.shape[0] > 0
     cdef Py_ssize_t p, i, r, start, end, t_id
     cdef double scale, pred, g, sw, yi
     cdef double* s
+    cdef floating* sf
     cdef double* t
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
@@ -257,6 +281,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
         for p in prange(n, schedule='static'):
             t = &thr[threadid(), 0]
             s = &scratch[threadid(), 0]
+            sf = &fscratch[threadid(), 0]
             # Prefetch pipeline for a random row order: offsets of the row
             # PF_IDX ahead, then its index array, then parameter records.
             if p + PF_IDX < n:
@@ -285,7 +310,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                 g = sw * loss_grad(pred, yi, loss)
                 if fit_intercept:
                     update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                update_features(X, ind, start, end, tab, stride, k, scale, s, g,
+                update_features(X, ind, start, end, tab, stride, k, scale, s, sf, g,
                                 optimizer, learning_rate, l2_w, l2_v, l1, ftrl_beta)
 
     # Merge per-thread bias states in a fixed order: count-weighted mean of

@@ -1,0 +1,79 @@
+"""Shared fixtures and helpers of cfm's test suite (keep data small: fast suite)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+sys.path.insert(0, os.path.dirname(__file__))  # make tests/reference.py importable
+
+import cfm  # noqa: E402
+from cfm._base import _aligned_table  # noqa: E402
+
+
+def random_sparse(n_rows, n_features, nnz_per_row, rng, dtype=np.float64, empty_rows=()):
+    """CSR with ``nnz_per_row`` distinct random columns per row, values in ±[0.5, 2]."""
+    rows, cols, vals = [], [], []
+    for i in range(n_rows):
+        if i in empty_rows:
+            continue
+        c = rng.choice(n_features, size=nnz_per_row, replace=False)
+        rows += [i] * nnz_per_row
+        cols += list(c)
+        vals += list(rng.uniform(0.5, 2.0, nnz_per_row) * rng.choice([-1, 1], nnz_per_row))
+    X = sp.csr_matrix((np.array(vals, dtype=dtype), (rows, cols)), shape=(n_rows, n_features))
+    X.sort_indices()
+    return X
+
+
+def random_params(n_features, k, rng, dtype=np.float64, scale=0.5):
+    w0 = float(rng.normal())
+    w = rng.normal(0, scale, n_features).astype(dtype)
+    V = rng.normal(0, scale, (n_features, k)).astype(dtype)
+    return w0, w, V
+
+
+def make_table(w, V, dtype, extra=0):
+    """Kernel parameter table holding w and V (and ``extra`` zeroed state columns)."""
+    n, k = V.shape
+    t = _aligned_table(n, 1 + k + extra, dtype)
+    t[:, 0] = w
+    t[:, 1:1 + k] = V
+    return t
+
+
+def set_params(model, w0, w, V):
+    """Overwrite a fitted model's parameters in place."""
+    k = model._k
+    assert V.shape[1] == k
+    model._table[:, 0] = w
+    model._table[:, 1:1 + k] = V
+    model._w0_state[0] = w0
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def sparse_data(rng):
+    X = random_sparse(60, 25, 4, rng, empty_rows=(3, 17))
+    y = rng.normal(size=60)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def reg_data():
+    X, y = cfm.make_fm_regression(n_samples=1500, n_features=120, n_fields=6, n_factors=4,
+                                  noise=0.1, random_state=0)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def clf_data():
+    X, y = cfm.make_fm_classification(n_samples=1500, n_features=120, n_fields=6, n_factors=4,
+                                      sharpness=4.0, random_state=0)
+    return X, y
