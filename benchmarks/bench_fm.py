@@ -172,8 +172,10 @@ def machine_info(threads):
             vers.append(f"{mod} {getattr(m, '__version__', '?')}")
         except Exception as e:  # noqa: BLE001
             vers.append(f"{mod} (unavailable: {type(e).__name__})")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return [
         f"- CPU: {model}; {os.cpu_count()} logical CPUs ({avail} usable){mem}",
+        f"- Load average at start: {load} (other processes compete for the cores)",
         f"- Threads used by every library: {threads}",
         f"- Python {platform.python_version()} on {platform.platform()}",
         f"- Versions: {', '.join(vers)}",
@@ -553,6 +555,8 @@ def main(argv=None):
     for r in runners.values():
         if hasattr(r, "close"):
             r.close()
+    if hasattr(os, "getloadavg"):
+        header.append("- Load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     md = render(results, header, ds_notes, args)
     print(md)
     if args.out:

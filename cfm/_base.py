@@ -29,6 +29,8 @@ SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
 LOSSES = {"squared": 0, "logistic": 1}
 # Initial value of AdaGrad accumulators (as libffm/xLearn): damps the first steps.
 ADAGRAD_INIT = 1.0
+# Training uses at most one thread per this many rows (see _run_epochs).
+MIN_ROWS_PER_THREAD = 10_000
 
 
 def _state_width(solver, k):
@@ -327,6 +329,10 @@ class BaseFM(BaseEstimator):
 
     def _run_epochs(self, Xc, y, sw, evals, n_epochs, early_stopping):
         n_threads = effective_n_threads(self.n_jobs)
+        # Hogwild gains nothing on small data (thread start-up and conflicts on
+        # shared parameters dominate): at most one training thread per
+        # MIN_ROWS_PER_THREAD rows, so small fits are also deterministic.
+        train_threads = max(1, min(n_threads, Xc.n_rows // MIN_ROWS_PER_THREAD))
         n = Xc.n_rows
         metric = self.eval_metric or self._default_metric
         metric_fn, greater_better = METRICS[metric]
@@ -340,7 +346,7 @@ class BaseFM(BaseEstimator):
                 Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
                 self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
                 self._normalize, lr, float(self.l2_w0), float(self.l2_w), float(self.l2_v),
-                float(self.l1), float(self.ftrl_beta), n_threads,
+                float(self.l1), float(self.ftrl_beta), train_threads,
             )
             epoch = len(self.history_) + 1
             if n_bad or not np.isfinite(self._w0_state).all() or not np.isfinite(
@@ -416,7 +422,6 @@ class BaseFM(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
-        tags.non_deterministic = False
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6

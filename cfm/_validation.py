@@ -77,7 +77,7 @@ def _to_matrix(X, name):
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(
+            raise type(exc)(
                 f"{name} must be numeric; could not convert dtype {arr.dtype} to float: {exc}"
             ) from exc
     if arr.ndim != 2:

@@ -1,8 +1,20 @@
 """Exceptions raised by cfm."""
 
 
-class NotFittedError(ValueError, AttributeError):
-    """The estimator is used before ``fit`` (same bases as scikit-learn's)."""
+try:  # the same class as scikit-learn's when it is installed
+    from sklearn.exceptions import NotFittedError as _SkNotFittedError
+except ImportError:  # pragma: no cover
+    _SkNotFittedError = None
+
+if _SkNotFittedError is not None:
+
+    class NotFittedError(_SkNotFittedError):
+        """The estimator is used before ``fit`` (subclass of scikit-learn's)."""
+
+else:  # pragma: no cover
+
+    class NotFittedError(ValueError, AttributeError):
+        """The estimator is used before ``fit`` (same bases as scikit-learn's)."""
 
 
 class DivergenceError(FloatingPointError):

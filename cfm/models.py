@@ -148,8 +148,8 @@ class FMClassifier(ClassifierMixin, BaseFM):
                 if _continuous(y):
                     raise ValueError("Unknown label type: continuous. FMClassifier needs two "
                                      "class labels; use FMRegressor for real-valued targets.")
-                raise ValueError(f"{type(self).__name__} supports binary classification only; "
-                                 f"got {len(classes)} classes")
+                raise ValueError("Only binary classification is supported. "
+                                 f"{type(self).__name__} got {len(classes)} classes.")
         self.classes_ = classes
         return self._encode(y, "y")
 
@@ -194,7 +194,13 @@ class FMClassifier(ClassifierMixin, BaseFM):
 
     def predict(self, X):
         """Predicted labels (classes_[1] where the score is > 0)."""
-        return self.classes_[(self._raw_predict(X) > 0).astype(np.intp)]
+        positive = self._raw_predict(X) > 0
+        return self.classes_[positive.astype(np.intp)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
 
 
 def _sigmoid(z):

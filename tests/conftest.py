@@ -74,6 +74,6 @@ def reg_data():
 
 @pytest.fixture(scope="session")
 def clf_data():
-    X, y = cfm.make_fm_classification(n_samples=1500, n_features=120, n_fields=6, n_factors=4,
+    X, y = cfm.make_fm_classification(n_samples=2000, n_features=60, n_fields=5, n_factors=4,
                                       sharpness=4.0, random_state=0)
     return X, y
