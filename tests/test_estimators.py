@@ -146,14 +146,54 @@ def test_bad_random_state(reg_data, bad):
         cfm.FMRegressor(n_epochs=1, random_state=bad).fit(X[:20], y[:20])
 
 
-def test_multithreaded_training_works(reg_data):
-    X, y = reg_data
-    m = cfm.FMRegressor(n_factors=4, n_epochs=5, n_jobs=2, random_state=0,
-                        dtype="float64").fit(X, y)
-    m1 = cfm.FMRegressor(n_factors=4, n_epochs=5, n_jobs=1, random_state=0,
-                         dtype="float64").fit(X, y)
-    assert m.score(X, y) > 0.5
-    assert abs(m.score(X, y) - m1.score(X, y)) < 0.1
+@pytest.fixture(scope="module")
+def big_reg():
+    # enough rows for cfm to really train with 2 threads (it uses one per
+    # MIN_ROWS_PER_THREAD rows) and a few very frequent ("hot") features
+    return cfm.make_fm_regression(n_samples=24000, n_features=300, n_fields=5, n_factors=4,
+                                  noise=0.1, zipf_a=1.5, random_state=1)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adagrad", "ftrl"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_multithreaded_training_close_to_single_thread(big_reg, solver, dtype):
+    X, y = big_reg
+    kw = dict(n_factors=4, n_epochs=3, random_state=0, dtype=dtype, solver=solver,
+              learning_rate=0.05 if solver == "sgd" else 0.2)
+    m2 = cfm.FMRegressor(n_jobs=2, **kw).fit(X, y)
+    m1 = cfm.FMRegressor(n_jobs=1, **kw).fit(X, y)
+    r2_1, r2_2 = m1.score(X, y), m2.score(X, y)
+    assert r2_1 > 0.3
+    assert abs(r2_1 - r2_2) < 0.05, (r2_1, r2_2)
+    # the kernel's scratch columns are left clean: parameters only differ by Hogwild noise
+    assert np.isfinite(m2._table).all()
+    np.testing.assert_array_equal(m2._table[:, 1 + 4 + {"sgd": 0, "adagrad": 5, "ftrl": 6}[solver]:],
+                                  0)
+
+
+def test_multithreaded_kernel_epoch_hot_features(rng):
+    """Direct kernel call with 2 threads and hot-feature replicas vs 1 thread."""
+    import reference as ref
+    from conftest import new_table, train_epoch_kernel
+
+    X = random_sparse(4000, 40, 4, rng)
+    y = rng.normal(size=4000)
+    hot = np.argsort(-np.bincount(X.indices, minlength=40))[:8]
+    hp = dict(learning_rate=0.05, l2_w0=0.0, l2_w=1e-3, l2_v=1e-3, l1=0.0, ftrl_beta=1.0)
+    out = []
+    for nt in (1, 2):
+        table = new_table(40, 3, "adagrad", np.float64)
+        table[:, 1:4] = np.random.default_rng(0).normal(0, 0.1, (40, 3))
+        table[:, 4:8] = 1.0
+        w0s = np.array([0.0, 1.0, 0.0])
+        for _ in range(3):
+            train_epoch_kernel(X, y, None, np.arange(4000), table, w0s, 3, "squared", "adagrad",
+                               True, False, hp, n_threads=nt, hot=np.sort(hot))
+        assert np.isfinite(table).all()
+        np.testing.assert_array_equal(table[:, 8:], 0)  # slot/padding columns restored
+        out.append(ref.fm_predict(X[:300], w0s[0], table[:, 0], table[:, 1:4]))
+    mse1, mse2 = [np.mean((p - y[:300]) ** 2) for p in out]
+    assert mse2 < 1.1 * mse1 + 0.05
 
 
 # ------------------------------------------------------------------ openmp

@@ -4,10 +4,9 @@ import pytest
 import scipy.sparse as sp
 
 import cfm
-from cfm import _fm
-from cfm._base import ADAGRAD_INIT, LOSSES, SOLVERS, _aligned_table, _state_width
+from cfm._base import ADAGRAD_INIT
 import reference as ref
-from conftest import random_params, random_sparse
+from conftest import new_table, random_params, random_sparse, train_epoch_kernel
 
 SOLVER_LR = {"sgd": 0.05, "adagrad": 0.1, "ftrl": 0.2}
 
@@ -31,20 +30,12 @@ def init_state(n, k, solver, rng):
 
 def to_kernel(st, dtype=np.float64):
     n, k = st.V.shape
-    table = _aligned_table(n, 1 + k + _state_width(st.solver, k), dtype)
+    table = new_table(n, k, st.solver, dtype)
     st.to_table(table)
     return table, st.w0_state.copy()
 
 
-def run_kernel(X, y, sw, order, table, w0s, k, loss, solver, fit_intercept, normalize, hp,
-               n_threads=1):
-    X = sp.csr_matrix(X)
-    return _fm.fm_train_epoch(
-        X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
-        np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-        np.asarray(order, dtype=np.int64), table, w0s, k, LOSSES[loss], SOLVERS[solver],
-        fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"], hp["l2_w"], hp["l2_v"],
-        hp["l1"], hp["ftrl_beta"], n_threads)
+run_kernel = train_epoch_kernel
 
 
 def assert_state_equal(table, w0s, st, rtol=1e-10, atol=1e-12):
@@ -146,7 +137,7 @@ def test_float32_table_close_to_reference(rng):
 
 def test_nonfinite_prediction_rows_are_skipped_and_counted():
     X = sp.csr_matrix(np.array([[1e200, 1e200], [1.0, 0.0]]))
-    table = _aligned_table(2, 2, np.float64)
+    table = new_table(2, 1, "sgd", np.float64)
     table[:, 0] = 1.0
     table[:, 1] = 1e200
     w0s = np.zeros(3)
