@@ -31,22 +31,6 @@ LOSSES = {"squared": 0, "logistic": 1}
 ADAGRAD_INIT = 1.0
 # Training uses at most one thread per this many rows (see _run_epochs).
 MIN_ROWS_PER_THREAD = 10_000
-# Features present in at least this fraction of rows (at most HOT_MAX of them)
-# get per-thread replicas in multi-threaded epochs (see fm_train_epoch).
-HOT_FRACTION = 1e-3
-HOT_MAX = 4096
-# Rows per thread between merges of the hot-feature replicas: frequent enough
-# to keep accuracy equal to Hogwild's, rare enough that the merge is cheap.
-SYNC_ROWS = 16384
-_NO_HOT = np.empty(0, dtype=np.int64)
-
-
-def _hot_features(Xc, n_features):
-    counts = np.bincount(Xc.indices, minlength=n_features)
-    hot = np.flatnonzero(counts >= max(1.0, HOT_FRACTION * Xc.n_rows))
-    if hot.size > HOT_MAX:
-        hot = hot[np.argsort(counts[hot], kind="stable")[::-1][:HOT_MAX]]
-    return np.sort(hot).astype(np.int64)
 
 
 def _state_width(solver, k):
@@ -54,13 +38,8 @@ def _state_width(solver, k):
 
 
 def _new_table(n_features, k, solver, dtype):
-    """Parameter table: [w, v(k), optimizer state, slot column], padded to 64 B."""
-    return _aligned_table(n_features, _slot_col(solver, k) + 1, dtype)
-
-
-def _slot_col(solver, k):
-    """Column used by the training kernel to mark hot-feature replicas."""
-    return 1 + k + _state_width(solver, k)
+    """Parameter table: [w, v(k), optimizer state], rows padded to 64 bytes."""
+    return _aligned_table(n_features, 1 + k + _state_width(solver, k), dtype)
 
 
 def _aligned_table(n_rows, n_cols, dtype):
@@ -169,7 +148,7 @@ class BaseFM(BaseEstimator):
             dt = np.dtype(self.dtype)
         except TypeError:
             dt = None
-        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
@@ -359,8 +338,6 @@ class BaseFM(BaseEstimator):
         # shared parameters dominate): at most one training thread per
         # MIN_ROWS_PER_THREAD rows, so small fits are also deterministic.
         train_threads = max(1, min(n_threads, Xc.n_rows // MIN_ROWS_PER_THREAD))
-        hot = _hot_features(Xc, self._table.shape[0]) if train_threads > 1 else _NO_HOT
-        slot_col = _slot_col(self._solver, self._k)
         n = Xc.n_rows
         metric = self.eval_metric or self._default_metric
         metric_fn, greater_better = METRICS[metric]
@@ -374,7 +351,7 @@ class BaseFM(BaseEstimator):
                 Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
                 self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
                 self._normalize, lr, float(self.l2_w0), float(self.l2_w), float(self.l2_v),
-                float(self.l1), float(self.ftrl_beta), train_threads, hot, slot_col, SYNC_ROWS,
+                float(self.l1), float(self.ftrl_beta), train_threads,
             )
             epoch = len(self.history_) + 1
             if n_bad or not np.isfinite(self._w0_state).all() or not np.isfinite(

@@ -92,6 +92,25 @@ def _to_matrix(X, name):
     return sp.csr_matrix(arr)
 
 
+def _check_csr_offsets(M, name):
+    """Row offsets must be valid before anything (even scipy) walks the rows."""
+    indptr = np.asarray(M.indptr)
+    nnz = min(len(M.indices), len(M.data))
+    if indptr.ndim != 1 or len(indptr) != M.shape[0] + 1:
+        raise ValueError(f"{name} is not a valid CSR matrix: indptr has length {len(indptr)}, "
+                         f"expected {M.shape[0] + 1}")
+    if len(M.indices) != len(M.data):
+        raise ValueError(f"{name} is not a valid CSR matrix: {len(M.indices)} indices but "
+                         f"{len(M.data)} values")
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise ValueError(f"{name} is not a valid CSR matrix: indptr must start at 0 and end at "
+                         f"nnz={nnz}, got {int(indptr[0])} and {int(indptr[-1])}")
+    bad = np.flatnonzero(np.diff(indptr) < 0)
+    if bad.size:
+        raise ValueError(f"{name} is not a valid CSR matrix: row offsets decrease at row "
+                         f"{int(bad[0])}")
+
+
 def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
     """Validate X and return a :class:`CSRInput` the kernels can trust.
 
@@ -114,6 +133,7 @@ def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
         raise ValueError(
             f"X has {n_cols} features, but {est} is expecting {n_features} features as input."
         )
+    _check_csr_offsets(M, name)
     if not M.has_canonical_format:
         # Duplicate entries would be counted as distinct interacting features.
         M = M.copy()

@@ -66,11 +66,17 @@ def train_epoch_kernel(X, y, sw, order, table, w0_state, k, loss, solver, fit_in
             np.asarray(order, dtype=np.int64), table, w0_state, k, base.LOSSES[loss],
             base.SOLVERS[solver], fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"],
             hp["l2_w"], hp["l2_v"], hp["l1"], hp["ftrl_beta"], n_threads]
+    # trailing, multi-threading-only arguments (ignored by the kernel with one thread)
     params = list(inspect.signature(_fm.fm_train_epoch).parameters)
-    if "hot" in params:  # per-thread replicas of hot features (ignored with one thread)
-        args.append(np.empty(0, dtype=np.int64) if hot is None else np.asarray(hot, np.int64))
-    if "slot_col" in params:
-        args.append(base._slot_col(solver, k))
+    extra = {
+        "hot": np.empty(0, dtype=np.int64) if hot is None else np.asarray(hot, np.int64),
+        "slot_col": base._slot_col(solver, k) if hasattr(base, "_slot_col") else 0,
+        "sync_rows": getattr(base, "SYNC_ROWS", 16384),
+    }
+    for name in params[len(args):]:
+        if name not in extra:
+            raise TypeError(f"fm_train_epoch has a new parameter {name!r}: update conftest.py")
+        args.append(extra[name])
     return _fm.fm_train_epoch(*args)
 
 

@@ -20,12 +20,10 @@ if "expected_failed_checks" not in inspect.signature(ec.check_estimator).paramet
 
 # Checks that cannot hold for a per-sample stochastic gradient method, whatever its
 # implementation: only these are expected to fail.
-_SW_REASON = (
-    "per-sample SGD-type training: a sample of weight 2 takes one step with a doubled "
-    "gradient, which is not the same as two steps on two copies of the sample (the "
-    "iterates, AdaGrad/FTRL accumulators and the shuffled visiting order all differ), so "
-    "weights are not equivalent to repetition after a finite number of epochs"
-)
+# Why: a sample of weight 2 takes one step with a doubled gradient, which is not two
+# steps on two copies of it (iterates, AdaGrad/FTRL accumulators and the shuffled
+# visiting order all differ), so finite-epoch SGD cannot make weights equal repetition.
+_SW_REASON = "per-sample SGD: sample_weight is not equivalent to repeating samples"
 EXPECTED_FAILED = {
     "check_sample_weight_equivalence_on_dense_data": _SW_REASON,
     "check_sample_weight_equivalence_on_sparse_data": _SW_REASON,

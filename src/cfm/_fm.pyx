@@ -34,7 +34,6 @@ import numpy as np
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport sqrt, sqrtf, isfinite, fabs
 from libc.stdint cimport int32_t, int64_t
-from libc.string cimport memcpy
 
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
@@ -58,7 +57,6 @@ cdef enum:
     T_BAD = 6
 
 
-
 cdef inline double row_scale(const data_t* data, Py_ssize_t start, Py_ssize_t end,
                              bint normalize) noexcept nogil:
     cdef double nrm = 0.0
@@ -72,23 +70,9 @@ cdef inline double row_scale(const data_t* data, Py_ssize_t start, Py_ssize_t en
     return 1.0
 
 
-cdef inline floating* record(floating* tab, floating* local, Py_ssize_t j,
-                             Py_ssize_t stride, Py_ssize_t slot_col) noexcept nogil:
-    """Parameter record of feature j: the thread's replica for a hot feature
-    (slot column > 0, training with several threads only), else the shared one."""
-    cdef floating* rec = tab + j * stride
-    cdef Py_ssize_t sl
-    if local != NULL:
-        sl = <Py_ssize_t>rec[slot_col]
-        if sl > 0:
-            return local + (sl - 1) * stride
-    return rec
-
-
 cdef inline double row_score(const data_t* data, const index_t* indices,
                              Py_ssize_t start, Py_ssize_t end,
-                             floating* tab, floating* local, Py_ssize_t slot_col,
-                             Py_ssize_t stride, int k,
+                             const floating* tab, Py_ssize_t stride, int k,
                              double scale, double* s) noexcept nogil:
     """Linear + pairwise part of one row; leaves sum_i v_if x_i in s[f]."""
     cdef Py_ssize_t jj, f
@@ -97,7 +81,7 @@ cdef inline double row_score(const data_t* data, const index_t* indices,
     for f in range(k):
         s[f] = 0.0
     for jj in range(start, end):
-        rec = record(tab, local, indices[jj], stride, slot_col)
+        rec = tab + <Py_ssize_t>indices[jj] * stride
         x = <double>data[jj] * scale
         lin += <double>rec[0] * x
         for f in range(k):
@@ -141,8 +125,7 @@ def fm_predict(const data_t[::1] data,        # IN  CSR values
     cdef double* s
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    # cast: scoring reads only; row_score shares code with training
-    cdef floating* tab = <floating*>&table[0, 0]
+    cdef const floating* tab = &table[0, 0]
     if n_rows <= 0:
         return
     with nogil, parallel(num_threads=n_threads):
@@ -154,7 +137,7 @@ def fm_predict(const data_t[::1] data,        # IN  CSR values
             start = indptr[i]
             end = indptr[i + 1]
             scale = row_scale(X, start, end, normalize)
-            out[i] = w0 + row_score(X, ind, start, end, tab, NULL, 0, stride, k, scale, s)
+            out[i] = w0 + row_score(X, ind, start, end, tab, stride, k, scale, s)
 
 
 cdef inline void update_bias(double* t, double g, int optimizer, double lr,
@@ -184,8 +167,7 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
 
 cdef inline void update_features(const data_t* data, const index_t* indices,
                                  Py_ssize_t start, Py_ssize_t end,
-                                 floating* tab, floating* local, Py_ssize_t slot_col,
-                                 Py_ssize_t stride, int k,
+                                 floating* tab, Py_ssize_t stride, int k,
                                  double scale, const double* s, floating* sf, double g,
                                  int optimizer, double lr, double l2_w,
                                  double l2_v, double l1,
@@ -207,7 +189,7 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
     for f in range(k):
         sf[f] = <floating>s[f]
     for jj in range(start, end):
-        rec = record(tab, local, indices[jj], stride, slot_col)
+        rec = tab + <Py_ssize_t>indices[jj] * stride
         x = <double>data[jj] * scale
         gx = g * x
         w = rec[0]
@@ -250,45 +232,6 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
                 vrec[f] = v - lrf * gv / fsqrt(accf)
 
 
-cdef void hot_copy(floating* tab, floating* loc, const int64_t* hot, Py_ssize_t n_hot,
-                   Py_ssize_t nt, Py_ssize_t stride) noexcept nogil:
-    """Copy the shared records of the hot features into every thread's replica."""
-    cdef Py_ssize_t h, t_id
-    for h in range(n_hot):
-        for t_id in range(nt):
-            memcpy(loc + (t_id * n_hot + h) * stride, tab + hot[h] * stride,
-                   stride * sizeof(floating))
-
-
-cdef void hot_merge(floating* tab, const floating* loc, const int64_t* hot, Py_ssize_t n_hot,
-                    Py_ssize_t nt, Py_ssize_t stride, int k, Py_ssize_t slot_col,
-                    int optimizer, double lr, double l2_w, double l1,
-                    double ftrl_beta) noexcept nogil:
-    """Merge replicas into the shared records, in a fixed thread order: the
-    increments of all threads are added (as Hogwild would have applied them);
-    FTRL's w follows from the merged z and n."""
-    cdef Py_ssize_t h, c, t_id
-    cdef floating* dst
-    cdef double acc, base
-    for h in range(n_hot):
-        dst = tab + hot[h] * stride
-        for c in range(slot_col):
-            base = dst[c]
-            acc = base
-            for t_id in range(nt):
-                acc += loc[(t_id * n_hot + h) * stride + c] - base
-            dst[c] = <floating>acc
-        if optimizer == OPT_FTRL:
-            acc = dst[1 + k]
-            base = dst[2 + k]
-            if fabs(acc) <= l1:
-                dst[0] = 0
-            elif acc > 0:
-                dst[0] = <floating>(-(acc - l1) / ((ftrl_beta + sqrt(base)) / lr + l2_w))
-            else:
-                dst[0] = <floating>(-(acc + l1) / ((ftrl_beta + sqrt(base)) / lr + l2_w))
-
-
 def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                    const index_t[::1] indices,     # IN  CSR column indices
                    const int64_t[::1] indptr,      # IN  CSR row offsets
@@ -300,18 +243,8 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                    int n_factors, int loss, int optimizer,
                    bint fit_intercept, bint normalize,
                    double learning_rate, double l2_w0, double l2_w, double l2_v,
-                   double l1, double ftrl_beta, int n_threads,
-                   const int64_t[::1] hot,         # IN  hot features to replicate per thread
-                   Py_ssize_t slot_col,            # IN  table column free for the replica slot
-                   Py_ssize_t sync_rows):    # IN  rows per thread between replica merges
+                   double l1, double ftrl_beta, int n_threads):
     """One pass of per-sample updates over ``order``; Hogwild across threads.
-
-    With several threads, the features in ``hot`` (the most frequent ones)
-    are trained on per-thread replicas, merged every ``sync_rows`` rows per
-    thread (the increments of all threads are added, as Hogwild would have
-    applied them); plain Hogwild on them would bounce their cache lines
-    between cores on almost every sample.  With one thread ``hot`` is ignored: the epoch is exactly
-    sequential.  ``slot_col`` must be a padding column (zero on entry).
 
     Returns (sum of weighted losses before each update, sum of weights,
     number of rows whose prediction was not finite).
@@ -335,22 +268,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
     cdef floating* tab = &table[0, 0]
     cdef double total_loss = 0.0, total_w = 0.0, bad = 0.0, n_done = 0.0, w0_avg = 0.0
-    cdef double a0, b0, acc, base
-    cdef Py_ssize_t n_hot = hot.shape[0] if nt > 1 else 0
-    cdef Py_ssize_t h, c0, c1, chunk
-    cdef floating[::1] local_buf
-    cdef floating* loc = NULL
-    cdef floating* lb
-    cdef floating* dst
-    cdef floating* src
-
-    if n_hot > 0:
-        local_buf = np.empty(nt * n_hot * stride + 64, dtype=np.float32 if floating is float else np.float64)
-        loc = &local_buf[0]
-        loc += (64 - (<size_t>loc) % 64) % 64 // sizeof(floating)
-        for h in range(n_hot):
-            tab[hot[h] * stride + slot_col] = <floating>(h + 1)
-        hot_copy(tab, loc, &hot[0], n_hot, nt, stride)
+    cdef double a0, b0
 
     for t_id in range(nt):
         thr[t_id, T_W0] = w0_state[0]
@@ -359,55 +277,41 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     if n == 0:
         return 0.0, 0.0, 0
 
-    chunk = n if n_hot == 0 else sync_rows * nt
-    c0 = 0
-    while c0 < n:
-        c1 = min(n, c0 + chunk)
-        with nogil, parallel(num_threads=nt):
-            for p in prange(c0, c1, schedule='static'):
-                t = &thr[threadid(), 0]
-                s = &scratch[threadid(), 0]
-                sf = &fscratch[threadid(), 0]
-                lb = loc + threadid() * n_hot * stride if n_hot > 0 else NULL
-                # Prefetch pipeline for a random row order: offsets of the row
-                # PF_IDX ahead, then its index array, then parameter records.
-                if p + PF_IDX < n:
-                    r = order[p + PF_IDX]
-                    cfm_prefetch_r(&indptr[r])
-                if p + PF_ROWS + 1 < n:
-                    r = order[p + PF_ROWS + 1]
-                    cfm_prefetch_r(ind + indptr[r])
-                    cfm_prefetch_r(X + indptr[r])
-                if p + PF_ROWS < n:
-                    r = order[p + PF_ROWS]
-                    prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, n_lines)
-                i = order[p]
-                start = indptr[i]
-                end = indptr[i + 1]
-                scale = row_scale(X, start, end, normalize)
-                pred = t[T_W0] + row_score(X, ind, start, end, tab, lb, slot_col, stride, k,
-                                           scale, s)
-                if not isfinite(pred):
-                    t[T_BAD] += 1.0
-                else:
-                    sw = sample_weight[i] if has_sw else 1.0
-                    yi = y[i]
-                    t[T_LOSS] += sw * loss_value(pred, yi, loss)
-                    t[T_WSUM] += sw
-                    t[T_COUNT] += 1.0
-                    g = sw * loss_grad(pred, yi, loss)
-                    if fit_intercept:
-                        update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                    update_features(X, ind, start, end, tab, lb, slot_col, stride, k, scale, s, sf, g,
-                                    optimizer, learning_rate, l2_w, l2_v, l1, ftrl_beta)
-        if n_hot > 0:
-            hot_merge(tab, loc, &hot[0], n_hot, nt, stride, k, slot_col, optimizer,
-                      learning_rate, l2_w, l1, ftrl_beta)
-            if c1 < n:
-                hot_copy(tab, loc, &hot[0], n_hot, nt, stride)
-        c0 = c1
-    for h in range(n_hot):
-        tab[hot[h] * stride + slot_col] = 0
+    with nogil, parallel(num_threads=nt):
+        for p in prange(n, schedule='static'):
+            t = &thr[threadid(), 0]
+            s = &scratch[threadid(), 0]
+            sf = &fscratch[threadid(), 0]
+            # Prefetch pipeline for a random row order: offsets of the row
+            # PF_IDX ahead, then its index array, then parameter records.
+            if p + PF_IDX < n:
+                r = order[p + PF_IDX]
+                cfm_prefetch_r(&indptr[r])
+            if p + PF_ROWS + 1 < n:
+                r = order[p + PF_ROWS + 1]
+                cfm_prefetch_r(ind + indptr[r])
+                cfm_prefetch_r(X + indptr[r])
+            if p + PF_ROWS < n:
+                r = order[p + PF_ROWS]
+                prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, n_lines)
+            i = order[p]
+            start = indptr[i]
+            end = indptr[i + 1]
+            scale = row_scale(X, start, end, normalize)
+            pred = t[T_W0] + row_score(X, ind, start, end, tab, stride, k, scale, s)
+            if not isfinite(pred):
+                t[T_BAD] += 1.0
+            else:
+                sw = sample_weight[i] if has_sw else 1.0
+                yi = y[i]
+                t[T_LOSS] += sw * loss_value(pred, yi, loss)
+                t[T_WSUM] += sw
+                t[T_COUNT] += 1.0
+                g = sw * loss_grad(pred, yi, loss)
+                if fit_intercept:
+                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
+                update_features(X, ind, start, end, tab, stride, k, scale, s, sf, g,
+                                optimizer, learning_rate, l2_w, l2_v, l1, ftrl_beta)
 
     # Merge per-thread bias states in a fixed order: count-weighted mean of
     # w0, summed increments of the accumulators.  Exact with one thread.

@@ -37,7 +37,7 @@ def check_csr(const data_t[::1] data, const index_t[::1] indices,
         return CSR_BAD_LAST_OFFSET, n_rows, -1
     with nogil:
         for r in range(n_rows):
-            if indptr[r + 1] < indptr[r]:
+            if indptr[r + 1] < indptr[r] or indptr[r + 1] > nnz:
                 status = CSR_DECREASING_OFFSET
                 bad_row = r
                 break
