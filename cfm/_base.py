@@ -34,7 +34,8 @@ MIN_ROWS_PER_THREAD = 10_000
 
 
 def _state_width(solver, k):
-    return {"sgd": 0, "adagrad": 1 + k, "ftrl": 2 + k}[solver]
+    """Optimizer state columns after [w, v(k)]: adagrad [G_w, G_v], ftrl [z, n, G_v]."""
+    return {"sgd": 0, "adagrad": 2, "ftrl": 3}[solver]
 
 
 def _new_table(n_features, k, solver, dtype):
@@ -75,6 +76,8 @@ class BaseFM(BaseEstimator):
     _loss = None            # "squared" or "logistic"
     _default_metric = None  # metric for eval_set / early stopping
     _model_kind = "fm"
+    # L2 used when l2_w / l2_v are None (tuned per task, see the estimators)
+    _default_l2 = {"l2_w": 1e-5, "l2_v": 1e-5}
 
     def __init__(
         self,
@@ -84,11 +87,11 @@ class BaseFM(BaseEstimator):
         learning_rate=0.1,
         n_epochs=10,
         l2_w0=0.0,
-        l2_w=1e-5,
-        l2_v=1e-5,
+        l2_w=None,
+        l2_v=None,
         l1=0.0,
         ftrl_beta=1.0,
-        init_std=0.1,
+        init_std=0.03,
         normalize=True,
         fit_intercept=True,
         shuffle=True,
@@ -130,8 +133,10 @@ class BaseFM(BaseEstimator):
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         _check_number("learning_rate", self.learning_rate, low=0, low_open=True)
-        for name in ("l2_w0", "l2_w", "l2_v", "l1", "init_std", "tol"):
+        for name in ("l2_w0", "l1", "init_std", "tol"):
             _check_number(name, getattr(self, name), low=0)
+        for name in ("l2_w", "l2_v"):
+            _check_number(name, getattr(self, name), low=0, allow_none=True)
         _check_number("ftrl_beta", self.ftrl_beta, low=0)
         if self.l1 > 0 and self.solver != "ftrl":
             raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
@@ -152,6 +157,11 @@ class BaseFM(BaseEstimator):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
+
+    def _l2(self, name):
+        """L2 strength: the parameter, or the estimator's default when None."""
+        value = getattr(self, name)
+        return float(self._default_l2[name] if value is None else value)
 
     def _metrics_allowed(self):
         return ("rmse", "mae") if self._loss == "squared" else ("logloss", "auc")
@@ -206,11 +216,11 @@ class BaseFM(BaseEstimator):
     @staticmethod
     def _init_optimizer_state(table, k, solver):
         if solver == "adagrad":
-            table[:, 1 + k:2 + 2 * k] = ADAGRAD_INIT
+            table[:, 1 + k:3 + k] = ADAGRAD_INIT
         elif solver == "ftrl":
             # z, n of the linear terms start at 0 (w = 0); AdaGrad state of V
             table[:, 1 + k:3 + k] = 0.0
-            table[:, 3 + k:3 + 2 * k] = ADAGRAD_INIT
+            table[:, 3 + k] = ADAGRAD_INIT
 
     def _bias_state(self, w0, solver):
         if solver == "adagrad":
@@ -233,7 +243,7 @@ class BaseFM(BaseEstimator):
         new[:, :1 + k] = self._table[:, :1 + k]
         self._init_optimizer_state(new, k, self.solver)
         if self.solver == "ftrl":  # z consistent with the current w (n = 0)
-            new[:, 1 + k] = -new[:, 0] * (self.ftrl_beta / self.learning_rate + self.l2_w)
+            new[:, 1 + k] = -new[:, 0] * (self.ftrl_beta / self.learning_rate + self._l2("l2_w"))
         self._table = new
         self._w0_state = self._bias_state(self._w0_state[0], self.solver)
         self._solver = self.solver
@@ -350,7 +360,7 @@ class BaseFM(BaseEstimator):
             loss_sum, w_sum, n_bad = _fm.fm_train_epoch(
                 Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
                 self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
-                self._normalize, lr, float(self.l2_w0), float(self.l2_w), float(self.l2_v),
+                self._normalize, lr, float(self.l2_w0), self._l2("l2_w"), self._l2("l2_v"),
                 float(self.l1), float(self.ftrl_beta), train_threads,
             )
             epoch = len(self.history_) + 1

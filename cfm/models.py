@@ -18,14 +18,20 @@ _COMMON_DOC = """
         Step size (FTRL's alpha for solver="ftrl").
     n_epochs : int, default=10
         Passes over the training data (per ``fit``; ``partial_fit`` does one).
-    l2_w0, l2_w, l2_v : float, default=0, 1e-5, 1e-5
-        L2 regularisation of the bias, the linear weights and the factors,
-        applied to the features present in each sample.
+    l2_w0 : float, default=0
+        L2 regularisation of the bias.
+    l2_w, l2_v : float or None, default=None
+        L2 regularisation of the linear weights and of the factors, applied
+        to the features present in each sample (so frequent features are
+        regularised more, as in libFM and xLearn). None means the estimator's
+        default: 1e-3 and 3e-2 for FMRegressor (rating-style data overfits
+        quickly), 1e-5 and 1e-5 for FMClassifier (click logs: frequent
+        features carry the signal and must not be shrunk).
     l1 : float, default=0
         L1 regularisation of the linear weights (solver="ftrl" only).
     ftrl_beta : float, default=1.0
         FTRL-proximal's beta.
-    init_std : float, default=0.1
+    init_std : float, default=0.03
         Standard deviation of the normal initialisation of the factors.
     normalize : bool, default=True
         Scale each row to unit L2 norm on the fly (instance-wise
@@ -84,6 +90,7 @@ class FMRegressor(RegressorMixin, BaseFM):
 
     _loss = "squared"
     _default_metric = "rmse"
+    _default_l2 = {"l2_w": 1e-3, "l2_v": 3e-2}
 
     def _prepare_y(self, y, n, reset, classes=None):
         return check_y(y, n, estimator=self)

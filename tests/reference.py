@@ -98,7 +98,9 @@ def loss_and_grad(x, y, w0, w, V, loss, normalize=False):
 class RefState:
     """Float64 copy of the model and optimizer state (kernel layout unpacked).
 
-    sgd: no state; adagrad: Gw (n,), GV (n, k); ftrl: z (n,), nw (n,), GV (n, k).
+    sgd: no state; adagrad: Gw (n,), GV (n,); ftrl: z (n,), nw (n,), GV (n,).
+    The factors use row-wise AdaGrad: GV[j] accumulates the mean over the k
+    coordinates of the squared gradient of v_j.
     w0_state = [w0, a, b] exactly as the kernel's (adagrad: a = G_w0;
     ftrl: a = z_w0, b = n_w0).
     """
@@ -112,20 +114,20 @@ class RefState:
         opt = {} if opt is None else opt
         if solver == "adagrad":
             self.Gw = np.array(opt["Gw"], dtype=np.float64)
-            self.GV = np.array(opt["GV"], dtype=np.float64).reshape(n, k)
+            self.GV = np.array(opt["GV"], dtype=np.float64).reshape(n)
         elif solver == "ftrl":
             self.z = np.array(opt["z"], dtype=np.float64)
             self.nw = np.array(opt["nw"], dtype=np.float64)
-            self.GV = np.array(opt["GV"], dtype=np.float64).reshape(n, k)
+            self.GV = np.array(opt["GV"], dtype=np.float64).reshape(n)
 
     @classmethod
     def from_table(cls, table, w0_state, k, solver):
         t = np.asarray(table, dtype=np.float64)
         opt = None
         if solver == "adagrad":
-            opt = {"Gw": t[:, 1 + k], "GV": t[:, 2 + k:2 + 2 * k]}
+            opt = {"Gw": t[:, 1 + k], "GV": t[:, 2 + k]}
         elif solver == "ftrl":
-            opt = {"z": t[:, 1 + k], "nw": t[:, 2 + k], "GV": t[:, 3 + k:3 + 2 * k]}
+            opt = {"z": t[:, 1 + k], "nw": t[:, 2 + k], "GV": t[:, 3 + k]}
         return cls(w0_state, t[:, 0], t[:, 1:1 + k], solver, opt)
 
     def to_table(self, table):
@@ -135,11 +137,11 @@ class RefState:
         table[:, 1:1 + k] = self.V
         if self.solver == "adagrad":
             table[:, 1 + k] = self.Gw
-            table[:, 2 + k:2 + 2 * k] = self.GV
+            table[:, 2 + k] = self.GV
         elif self.solver == "ftrl":
             table[:, 1 + k] = self.z
             table[:, 2 + k] = self.nw
-            table[:, 3 + k:3 + 2 * k] = self.GV
+            table[:, 3 + k] = self.GV
 
 
 def _update_bias(st, g, lr, l2_w0, beta):
@@ -182,8 +184,8 @@ def _update_feature(st, j, xj, g, gV_j, lr, l2_w, l2_v, l1, beta):
     gv = g * gV_j + l2_v * v
     if st.solver == "sgd":
         st.V[j] = v - lr * gv
-    else:
-        st.GV[j] += gv * gv
+    elif len(v):  # row-wise AdaGrad
+        st.GV[j] += np.mean(gv * gv)
         st.V[j] = v - lr * gv / np.sqrt(st.GV[j])
 
 
