@@ -29,6 +29,8 @@ SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
 LOSSES = {"squared": 0, "logistic": 1}
 # Initial value of AdaGrad accumulators (as libffm/xLearn): damps the first steps.
 ADAGRAD_INIT = 1.0
+# Largest n_factors (the kernels keep per-factor sums in stack arrays).
+MAX_FACTORS = 256
 # Training uses at most one thread per this many rows (see _run_epochs).
 MIN_ROWS_PER_THREAD = 10_000
 
@@ -128,7 +130,7 @@ class BaseFM(BaseEstimator):
 
     # ------------------------------------------------------------------ params
     def _validate_params(self):
-        _check_number("n_factors", self.n_factors, low=0, integer=True)
+        _check_number("n_factors", self.n_factors, low=0, high=MAX_FACTORS, integer=True)
         _check_number("n_epochs", self.n_epochs, low=1, integer=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
@@ -197,13 +199,14 @@ class BaseFM(BaseEstimator):
 
     def _init_state(self, n_features, y, sample_weight, dtype):
         seed = draw_seed(self.random_state)
-        self._rng = np.random.default_rng(seed)
+        init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
+        self._rng = np.random.default_rng(int(order_seed))
         k = int(self.n_factors)
         self._k = k
         self._solver = self.solver
         table = _new_table(n_features, k, self.solver, dtype)
-        if k:
-            table[:, 1:1 + k] = self._rng.normal(0.0, self.init_std, size=(n_features, k))
+        _fm.fm_init_factors(table, k, float(self.init_std), int(init_seed),
+                            effective_n_threads(self.n_jobs))
         self._init_optimizer_state(table, k, self.solver)
         self._table = table
         w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
@@ -364,9 +367,9 @@ class BaseFM(BaseEstimator):
                 float(self.l1), float(self.ftrl_beta), train_threads,
             )
             epoch = len(self.history_) + 1
-            if n_bad or not np.isfinite(self._w0_state).all() or not np.isfinite(
-                self._table[:, :1 + self._k]
-            ).all():
+            # A non-finite parameter makes later predictions non-finite, which
+            # the kernel counts; the table itself is checked after the loop.
+            if n_bad or not np.isfinite(self._w0_state).all():
                 raise DivergenceError(
                     f"{type(self).__name__}: training diverged at epoch {epoch} (non-finite "
                     f"parameters or predictions). Try a smaller learning_rate (currently "
@@ -396,6 +399,12 @@ class BaseFM(BaseEstimator):
                             print(f"early stopping: best epoch {best_epoch} "
                                   f"({metric} {best_score:.6g})", file=sys.stderr)
                         break
+        if not np.isfinite(self._table[:, :1 + self._k]).all():
+            raise DivergenceError(
+                f"{type(self).__name__}: training diverged (non-finite parameters). Try a "
+                f"smaller learning_rate (currently {lr:g}), stronger regularisation, or "
+                "normalize=True."
+            )
         if best_state is not None and best_epoch != len(self.history_):
             table, w0s = best_state
             self._table[...] = table

@@ -134,19 +134,14 @@ def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
             f"X has {n_cols} features, but {est} is expecting {n_features} features as input."
         )
     _check_csr_offsets(M, name)
-    if not M.has_canonical_format:
-        # Duplicate entries would be counted as distinct interacting features.
-        M = M.copy()
-        M.sum_duplicates()
     data = np.ascontiguousarray(M.data)
     indices = M.indices
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
     indices = np.ascontiguousarray(indices)
     indptr = np.ascontiguousarray(M.indptr, dtype=np.int64)
-    if data.shape[0] != indices.shape[0] or indptr.shape[0] != n_rows + 1:
-        raise ValueError(f"{name} is not a valid CSR matrix: inconsistent array lengths")
-    status, row, pos = _utils.check_csr(data, indices, indptr, n_cols)
+    status, row, pos, canonical = _utils.check_csr(data, indices, indptr, n_cols,
+                                                   effective_n_threads(getattr(estimator, "n_jobs", None)))
     if status != _utils.CSR_OK:
         if status == _utils.CSR_NONFINITE:
             v = data[pos]
@@ -158,6 +153,13 @@ def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
                 f"[0, {n_cols})."
             )
         raise ValueError(f"{name} is not a valid CSR matrix: corrupt row offsets near row {row}")
+    if not canonical:
+        # Unsorted or duplicate column indices within a row: duplicates would
+        # be counted as distinct interacting features, so sum them (on a copy).
+        M = M.copy()
+        M.sum_duplicates()
+        return check_X(M, name=name, n_features=n_features, estimator=estimator,
+                       min_samples=min_samples)
     return CSRInput(data, indices, indptr, (n_rows, n_cols))
 
 

@@ -36,19 +36,25 @@ Design
 import numpy as np
 
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport sqrt, sqrtf, isfinite, fabs
-from libc.stdint cimport int32_t, int64_t
+from libc.math cimport sqrt, sqrtf, isfinite, fabs, log, cos, sin
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
     loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
+    splitmix64, rand_uniform,
 )
+
+cdef double TWO_PI = 6.283185307179586
 
 # Rows ahead whose parameter records are prefetched (training and scoring),
 # and rows ahead whose index arrays are prefetched (training: random order).
 cdef enum:
     PF_ROWS = 2
     PF_IDX = 6
+# Largest n_factors (the kernels keep per-factor sums in stack arrays).
+cdef enum:
+    MAX_FACTORS = 256
 # Per-thread slots in the ``thr`` array (padded to 128 bytes per thread).
 cdef enum:
     THR_STRIDE = 16
@@ -78,22 +84,33 @@ cdef inline double row_score(const data_t* data, const index_t* indices,
                              Py_ssize_t start, Py_ssize_t end,
                              const floating* tab, Py_ssize_t stride, int k,
                              double scale, double* s) noexcept nogil:
-    """Linear + pairwise part of one row; leaves sum_i v_if x_i in s[f]."""
+    """Linear + pairwise part of one row; leaves sum_i v_if x_i in s[f].
+
+    The per-factor sums live in stack arrays (which cannot alias the table,
+    so the factor loop vectorises); the sum of squares is kept per factor and
+    reduced at the end for the same reason.
+    """
     cdef Py_ssize_t jj, f
     cdef const floating* rec
     cdef double x, d, lin = 0.0, sq = 0.0, pair = 0.0
+    cdef double acc[MAX_FACTORS]
+    cdef double acc2[MAX_FACTORS]
     for f in range(k):
-        s[f] = 0.0
+        acc[f] = 0.0
+        acc2[f] = 0.0
     for jj in range(start, end):
         rec = tab + <Py_ssize_t>indices[jj] * stride
         x = <double>data[jj] * scale
         lin += <double>rec[0] * x
+        rec = rec + 1
         for f in range(k):
-            d = <double>rec[1 + f] * x
-            s[f] += d
-            sq += d * d
+            d = <double>rec[f] * x
+            acc[f] += d
+            acc2[f] += d * d
     for f in range(k):
-        pair += s[f] * s[f]
+        s[f] = acc[f]
+        pair += acc[f] * acc[f]
+        sq += acc2[f]
     return lin + 0.5 * (pair - sq)
 
 
@@ -106,6 +123,14 @@ cdef inline void prefetch_records(const index_t* indices, Py_ssize_t start, Py_s
         p = <const char*>(tab + <Py_ssize_t>indices[jj] * stride)
         for l in range(n_lines):
             cfm_prefetch_r(p + 64 * l)
+
+
+cdef inline void prefetch_span(const void* p, Py_ssize_t nbytes) noexcept nogil:
+    """Prefetch every cache line of [p, p + nbytes)."""
+    cdef const char* c = <const char*>p
+    cdef Py_ssize_t off
+    for off in range(0, nbytes + 63, 64):
+        cfm_prefetch_r(c + off)
 
 
 def fm_predict(const data_t[::1] data,        # IN  CSR values
@@ -162,6 +187,16 @@ cdef inline void update_bias(double* t, double g, int optimizer, double lr,
         t[T_W0] = -t[T_A] / ((ftrl_beta + sqrt(n_new)) / lr + l2_w0)
 
 
+cdef inline double ftrl_weight(double z, double n, double lr, double l1, double l2,
+                               double beta) noexcept nogil:
+    """FTRL-proximal weight from its z and n state."""
+    if fabs(z) <= l1:
+        return 0
+    if z > 0:
+        return (-(z - l1) / ((beta + sqrt(n)) / lr + l2))
+    return (-(z + l1) / ((beta + sqrt(n)) / lr + l2))
+
+
 cdef inline floating fsqrt(floating x) noexcept nogil:
     if floating is float:
         return sqrtf(x)
@@ -172,7 +207,7 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
 cdef inline void update_features(const data_t* data, const index_t* indices,
                                  Py_ssize_t start, Py_ssize_t end,
                                  floating* tab, Py_ssize_t stride, int k,
-                                 double scale, const double* s, floating* sf, double g,
+                                 double scale, const double* s, double g,
                                  int optimizer, double lr, double l2_w,
                                  double l2_v, double l1,
                                  double ftrl_beta) noexcept nogil:
@@ -190,7 +225,9 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
     cdef floating lrf = <floating>lr
     cdef floating l2vf = <floating>l2_v
     cdef floating inv_k = <floating>(1.0 / k) if k > 0 else 0
-    cdef floating* gbuf = sf + k
+    # stack copies: cannot alias the table, so the factor loops vectorise
+    cdef floating sf[MAX_FACTORS]
+    cdef floating gbuf[MAX_FACTORS]
     goff = 1 + k + 1 if optimizer == OPT_ADAGRAD else 1 + k + 2
     for f in range(k):
         sf[f] = <floating>s[f]
@@ -213,12 +250,7 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
             z = <double>rec[1 + k] + gx - sigma * w
             rec[1 + k] = <floating>z
             rec[2 + k] = <floating>n_new
-            if fabs(z) <= l1:
-                rec[0] = 0
-            elif z > 0:
-                rec[0] = <floating>(-(z - l1) / ((ftrl_beta + sqrt(n_new)) / lr + l2_w))
-            else:
-                rec[0] = <floating>(-(z + l1) / ((ftrl_beta + sqrt(n_new)) / lr + l2_w))
+            rec[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)
         # factors: grad v_jf = g x_j (s_f - v_jf x_j) + l2_v v_jf
         xf = <floating>x
         gxf = <floating>gx
@@ -231,12 +263,12 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
         elif k > 0:
             # row-wise AdaGrad: one accumulator per factor vector, fed with
             # the mean squared gradient over its k coordinates
-            gsq = 0
             for f in range(k):
                 v = vrec[f]
-                gv = gxf * (sf[f] - v * xf) + l2vf * v
-                gbuf[f] = gv
-                gsq = gsq + gv * gv
+                gbuf[f] = gxf * (sf[f] - v * xf) + l2vf * v
+            gsq = 0
+            for f in range(k):
+                gsq = gsq + gbuf[f] * gbuf[f]
             accf = rec[goff] + gsq * inv_k
             rec[goff] = accf
             step = lrf / fsqrt(accf)
@@ -267,14 +299,12 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef int nt = max(n_threads, 1)
     cdef Py_ssize_t kpad = (k // 8 + 2) * 8
     cdef double[:, ::1] scratch = np.zeros((nt, kpad))
-    cdef floating[:, ::1] fscratch = np.zeros((nt, 2 * kpad), dtype=np.float32 if floating is float else np.float64)
     cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
     cdef Py_ssize_t n_lines = (stride * sizeof(floating) + 63) // 64
     cdef bint has_sw = sample_weight.shape[0] > 0
     cdef Py_ssize_t p, i, r, start, end, t_id
     cdef double scale, pred, g, sw, yi
     cdef double* s
-    cdef floating* sf
     cdef double* t
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
@@ -293,7 +323,6 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
         for p in prange(n, schedule='static'):
             t = &thr[threadid(), 0]
             s = &scratch[threadid(), 0]
-            sf = &fscratch[threadid(), 0]
             # Prefetch pipeline for a random row order: offsets of the row
             # PF_IDX ahead, then its index array, then parameter records.
             if p + PF_IDX < n:
@@ -301,8 +330,9 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                 cfm_prefetch_r(&indptr[r])
             if p + PF_ROWS + 1 < n:
                 r = order[p + PF_ROWS + 1]
-                cfm_prefetch_r(ind + indptr[r])
-                cfm_prefetch_r(X + indptr[r])
+                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+                cfm_prefetch_r(&y[r])
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
                 prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, n_lines)
@@ -322,7 +352,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                 g = sw * loss_grad(pred, yi, loss)
                 if fit_intercept:
                     update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                update_features(X, ind, start, end, tab, stride, k, scale, s, sf, g,
+                update_features(X, ind, start, end, tab, stride, k, scale, s, g,
                                 optimizer, learning_rate, l2_w, l2_v, l1, ftrl_beta)
 
     # Merge per-thread bias states in a fixed order: count-weighted mean of
@@ -349,3 +379,34 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
         else:
             w0_state[0] = w0_avg / n_done
     return total_loss, total_w, int(bad)
+
+
+def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
+                    int n_factors, double std,
+                    uint64_t seed, int n_threads):
+    """Fill columns 1..k of the table with N(0, std^2) draws.
+
+    Each feature's draws come from its own stream (splitmix64 seeded with
+    seed and the feature index, Box-Muller), so the result is identical for
+    any number of threads, and the work runs in parallel.
+    """
+    cdef Py_ssize_t n = table.shape[0]
+    cdef Py_ssize_t j, f
+    cdef int k = n_factors
+    cdef uint64_t state
+    cdef double u1, u2, r
+    if k <= 0 or n <= 0:
+        return
+    with nogil:
+        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
+            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
+            splitmix64(&state)
+            f = 0
+            while f < k:
+                u1 = 1.0 - rand_uniform(&state)      # (0, 1]
+                u2 = rand_uniform(&state)
+                r = std * sqrt(-2.0 * log(u1))
+                table[j, 1 + f] = <floating>(r * cos(TWO_PI * u2))
+                if f + 1 < k:
+                    table[j, 2 + f] = <floating>(r * sin(TWO_PI * u2))
+                f = f + 2
