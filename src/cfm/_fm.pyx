@@ -221,7 +221,7 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
     cdef floating* vrec
     cdef floating* grec
     cdef double x, gx, w, gw, acc, sigma, n_new, z
-    cdef floating xf, gxf, v, gv, accf, gsq, step
+    cdef floating xf, gxf, v, gv, accf, gsq, step, gwf
     cdef floating lrf = <floating>lr
     cdef floating l2vf = <floating>l2_v
     cdef floating inv_k = <floating>(1.0 / k) if k > 0 else 0
@@ -240,10 +240,11 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
         if optimizer == OPT_SGD:
             rec[0] = <floating>(w - lr * (gx + l2_w * w))
         elif optimizer == OPT_ADAGRAD:
-            gw = gx + l2_w * w
-            acc = <double>rec[1 + k] + gw * gw
-            rec[1 + k] = <floating>acc
-            rec[0] = <floating>(w - lr * gw / sqrt(acc))
+            # in the parameter precision (single-precision sqrt/div for float32)
+            gwf = <floating>(gx + l2_w * w)
+            accf = rec[1 + k] + gwf * gwf
+            rec[1 + k] = accf
+            rec[0] = rec[0] - lrf * gwf / fsqrt(accf)
         else:
             n_new = <double>rec[2 + k] + gx * gx
             sigma = (sqrt(n_new) - sqrt(<double>rec[2 + k])) / lr
