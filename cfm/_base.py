@@ -78,15 +78,15 @@ class BaseFM(BaseEstimator):
     _loss = None            # "squared" or "logistic"
     _default_metric = None  # metric for eval_set / early stopping
     _model_kind = "fm"
-    # L2 used when l2_w / l2_v are None (tuned per task, see the estimators)
-    _default_l2 = {"l2_w": 1e-5, "l2_v": 1e-5}
+    # values used when these parameters are None (tuned per task, see the estimators)
+    _defaults = {"learning_rate": 0.1, "l2_w": 1e-5, "l2_v": 1e-5}
 
     def __init__(
         self,
         n_factors=8,
         *,
         solver="adagrad",
-        learning_rate=0.1,
+        learning_rate=None,
         n_epochs=10,
         l2_w0=0.0,
         l2_w=None,
@@ -134,7 +134,8 @@ class BaseFM(BaseEstimator):
         _check_number("n_epochs", self.n_epochs, low=1, integer=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
-        _check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        _check_number("learning_rate", self.learning_rate, low=0, low_open=True,
+                      allow_none=True)
         for name in ("l2_w0", "l1", "init_std", "tol"):
             _check_number(name, getattr(self, name), low=0)
         for name in ("l2_w", "l2_v"):
@@ -160,10 +161,10 @@ class BaseFM(BaseEstimator):
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
 
-    def _l2(self, name):
-        """L2 strength: the parameter, or the estimator's default when None."""
+    def _hp(self, name):
+        """A hyper-parameter's value, or the estimator's default when it is None."""
         value = getattr(self, name)
-        return float(self._default_l2[name] if value is None else value)
+        return float(self._defaults[name] if value is None else value)
 
     def _metrics_allowed(self):
         return ("rmse", "mae") if self._loss == "squared" else ("logloss", "auc")
@@ -229,7 +230,7 @@ class BaseFM(BaseEstimator):
         if solver == "adagrad":
             return np.array([w0, ADAGRAD_INIT, 0.0])
         if solver == "ftrl":
-            z = -w0 * (self.ftrl_beta / self.learning_rate + self.l2_w0)
+            z = -w0 * (self.ftrl_beta / self._hp("learning_rate") + self.l2_w0)
             return np.array([w0, z, 0.0])
         return np.array([w0, 0.0, 0.0])
 
@@ -246,7 +247,8 @@ class BaseFM(BaseEstimator):
         new[:, :1 + k] = self._table[:, :1 + k]
         self._init_optimizer_state(new, k, self.solver)
         if self.solver == "ftrl":  # z consistent with the current w (n = 0)
-            new[:, 1 + k] = -new[:, 0] * (self.ftrl_beta / self.learning_rate + self._l2("l2_w"))
+            new[:, 1 + k] = -new[:, 0] * (self.ftrl_beta / self._hp("learning_rate")
+                                          + self._hp("l2_w"))
         self._table = new
         self._w0_state = self._bias_state(self._w0_state[0], self.solver)
         self._solver = self.solver
@@ -356,14 +358,14 @@ class BaseFM(BaseEstimator):
         metric_fn, greater_better = METRICS[metric]
         sw_arr = sw if sw is not None else np.empty(0)
         best_score, best_epoch, best_state, since_best = None, None, None, 0
-        lr = float(self.learning_rate)
+        lr = self._hp("learning_rate")
         for _ in range(n_epochs):
             t0 = time.perf_counter()
             order = (self._rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
             loss_sum, w_sum, n_bad = _fm.fm_train_epoch(
                 Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
                 self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
-                self._normalize, lr, float(self.l2_w0), self._l2("l2_w"), self._l2("l2_v"),
+                self._normalize, lr, float(self.l2_w0), self._hp("l2_w"), self._hp("l2_v"),
                 float(self.l1), float(self.ftrl_beta), train_threads,
             )
             epoch = len(self.history_) + 1

