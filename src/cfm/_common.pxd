@@ -5,7 +5,7 @@
 #   data_t    -- values of the input matrix (float32 / float64), independent of
 #                the parameter dtype so that CSR input is used without a copy
 #   index_t   -- CSR column indices (int32 / int64); row offsets are int64
-from libc.math cimport exp, log1p, sqrt, fabs, isfinite
+from libc.math cimport exp, log1p, sqrt, sqrtf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
 
 ctypedef fused floating:
@@ -84,3 +84,79 @@ cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
 cdef inline double rand_uniform(uint64_t *state) noexcept nogil:
     """Uniform double in [0, 1) with 53 random bits."""
     return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
+
+
+# Largest n_factors (the kernels keep per-factor sums in stack arrays).
+cdef enum:
+    MAX_FACTORS = 256
+
+# Per-thread slots in the ``thr`` array (padded to 128 bytes per thread).
+cdef enum:
+    THR_STRIDE = 16
+    T_W0 = 0
+    T_A = 1
+    T_B = 2
+    T_LOSS = 3
+    T_WSUM = 4
+    T_COUNT = 5
+    T_BAD = 6
+
+
+
+# --- helpers shared by the FM and FFM kernels ----------------------------
+cdef inline double row_scale(const data_t* data, Py_ssize_t start, Py_ssize_t end,
+                             bint normalize) noexcept nogil:
+    cdef double nrm = 0.0
+    cdef Py_ssize_t jj
+    if not normalize:
+        return 1.0
+    for jj in range(start, end):
+        nrm += <double>data[jj] * <double>data[jj]
+    if nrm > 0.0:
+        return 1.0 / sqrt(nrm)
+    return 1.0
+
+
+cdef inline void prefetch_span(const void* p, Py_ssize_t nbytes) noexcept nogil:
+    """Prefetch every cache line of [p, p + nbytes)."""
+    cdef const char* c = <const char*>p
+    cdef Py_ssize_t off
+    for off in range(0, nbytes + 63, 64):
+        cfm_prefetch_r(c + off)
+
+
+cdef inline void update_bias(double* t, double g, int optimizer, double lr,
+                             double l2_w0, double ftrl_beta) noexcept nogil:
+    """One step on the (thread-local) bias state t = [w0, a, b]."""
+    cdef double gw, sigma, n_new
+    if optimizer == OPT_SGD:
+        t[T_W0] -= lr * (g + l2_w0 * t[T_W0])
+    elif optimizer == OPT_ADAGRAD:
+        gw = g + l2_w0 * t[T_W0]
+        t[T_A] += gw * gw
+        t[T_W0] -= lr * gw / sqrt(t[T_A])
+    else:
+        n_new = t[T_B] + g * g
+        sigma = (sqrt(n_new) - sqrt(t[T_B])) / lr
+        t[T_A] += g - sigma * t[T_W0]
+        t[T_B] = n_new
+        t[T_W0] = -t[T_A] / ((ftrl_beta + sqrt(n_new)) / lr + l2_w0)
+
+
+cdef inline double ftrl_weight(double z, double n, double lr, double l1, double l2,
+                               double beta) noexcept nogil:
+    """FTRL-proximal weight from its z and n state."""
+    if fabs(z) <= l1:
+        return 0
+    if z > 0:
+        return (-(z - l1) / ((beta + sqrt(n)) / lr + l2))
+    return (-(z + l1) / ((beta + sqrt(n)) / lr + l2))
+
+
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+

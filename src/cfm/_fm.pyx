@@ -42,7 +42,8 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
     loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
-    splitmix64, rand_uniform,
+    splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
+    THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
 )
 
 cdef double TWO_PI = 6.283185307179586
@@ -52,32 +53,6 @@ cdef double TWO_PI = 6.283185307179586
 cdef enum:
     PF_ROWS = 2
     PF_IDX = 6
-# Largest n_factors (the kernels keep per-factor sums in stack arrays).
-cdef enum:
-    MAX_FACTORS = 256
-# Per-thread slots in the ``thr`` array (padded to 128 bytes per thread).
-cdef enum:
-    THR_STRIDE = 16
-    T_W0 = 0
-    T_A = 1
-    T_B = 2
-    T_LOSS = 3
-    T_WSUM = 4
-    T_COUNT = 5
-    T_BAD = 6
-
-
-cdef inline double row_scale(const data_t* data, Py_ssize_t start, Py_ssize_t end,
-                             bint normalize) noexcept nogil:
-    cdef double nrm = 0.0
-    cdef Py_ssize_t jj
-    if not normalize:
-        return 1.0
-    for jj in range(start, end):
-        nrm += <double>data[jj] * <double>data[jj]
-    if nrm > 0.0:
-        return 1.0 / sqrt(nrm)
-    return 1.0
 
 
 cdef inline double row_score(const data_t* data, const index_t* indices,
@@ -125,14 +100,6 @@ cdef inline void prefetch_records(const index_t* indices, Py_ssize_t start, Py_s
             cfm_prefetch_r(p + 64 * l)
 
 
-cdef inline void prefetch_span(const void* p, Py_ssize_t nbytes) noexcept nogil:
-    """Prefetch every cache line of [p, p + nbytes)."""
-    cdef const char* c = <const char*>p
-    cdef Py_ssize_t off
-    for off in range(0, nbytes + 63, 64):
-        cfm_prefetch_r(c + off)
-
-
 def fm_predict(const data_t[::1] data,        # IN  CSR values
                const index_t[::1] indices,    # IN  CSR column indices
                const int64_t[::1] indptr,     # IN  CSR row offsets (n_rows + 1)
@@ -167,41 +134,6 @@ def fm_predict(const data_t[::1] data,        # IN  CSR values
             end = indptr[i + 1]
             scale = row_scale(X, start, end, normalize)
             out[i] = w0 + row_score(X, ind, start, end, tab, stride, k, scale, s)
-
-
-cdef inline void update_bias(double* t, double g, int optimizer, double lr,
-                             double l2_w0, double ftrl_beta) noexcept nogil:
-    """One step on the (thread-local) bias state t = [w0, a, b]."""
-    cdef double gw, sigma, n_new
-    if optimizer == OPT_SGD:
-        t[T_W0] -= lr * (g + l2_w0 * t[T_W0])
-    elif optimizer == OPT_ADAGRAD:
-        gw = g + l2_w0 * t[T_W0]
-        t[T_A] += gw * gw
-        t[T_W0] -= lr * gw / sqrt(t[T_A])
-    else:
-        n_new = t[T_B] + g * g
-        sigma = (sqrt(n_new) - sqrt(t[T_B])) / lr
-        t[T_A] += g - sigma * t[T_W0]
-        t[T_B] = n_new
-        t[T_W0] = -t[T_A] / ((ftrl_beta + sqrt(n_new)) / lr + l2_w0)
-
-
-cdef inline double ftrl_weight(double z, double n, double lr, double l1, double l2,
-                               double beta) noexcept nogil:
-    """FTRL-proximal weight from its z and n state."""
-    if fabs(z) <= l1:
-        return 0
-    if z > 0:
-        return (-(z - l1) / ((beta + sqrt(n)) / lr + l2))
-    return (-(z + l1) / ((beta + sqrt(n)) / lr + l2))
-
-
-cdef inline floating fsqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
 
 
 cdef inline void update_features(const data_t* data, const index_t* indices,
