@@ -13,6 +13,7 @@ from ._io import FORMAT_VERSION, load
 from .datasets import make_fm_classification, make_fm_regression
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError
 from .models import FMClassifier, FMRegressor
+from .ffm import FFMClassifier, FFMRegressor
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,8 @@ def openmp_enabled():
 
 
 __all__ = [
+    "FFMClassifier",
+    "FFMRegressor",
     "FMClassifier",
     "FMRegressor",
     "load",

@@ -171,10 +171,10 @@ class BaseFM(BaseEstimator):
 
     # ------------------------------------------------------------ fitted state
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "_table")
+        return hasattr(self, "_w0_state")
 
     def _check_fitted(self):
-        if not hasattr(self, "_table"):
+        if not hasattr(self, "_w0_state"):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
@@ -198,7 +198,7 @@ class BaseFM(BaseEstimator):
         self._check_fitted()
         return self._table[:, 1:1 + self._k]
 
-    def _init_state(self, n_features, y, sample_weight, dtype):
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
         seed = draw_seed(self.random_state)
         init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self._rng = np.random.default_rng(int(order_seed))
@@ -275,33 +275,45 @@ class BaseFM(BaseEstimator):
         -------
         self
         """
+        return self._fit(X, y, sample_weight, eval_set)
+
+    def _fit(self, X, y, sample_weight, eval_set, fields=None):
         dtype = self._validate_params()
-        warm = self.warm_start and hasattr(self, "_table")
+        warm = self.warm_start and hasattr(self, "_w0_state")
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
         sw = check_sample_weight(sample_weight, Xc.n_rows)
+        fields = self._check_fields(fields, Xc.shape[1], reset=not warm)
         evals = self._check_eval_set(eval_set, Xc.shape[1])
         if warm:
             self._ensure_layout(dtype)
         else:
-            self._init_state(Xc.shape[1], y_enc, sw, dtype)
+            self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
             self._set_feature_names(X)
         self._run_epochs(Xc, y_enc, sw, evals, int(self.n_epochs), early_stopping=True)
         return self
 
-    def _partial_fit(self, X, y, sample_weight, classes=None):
+    def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
         dtype = self._validate_params()
-        fitted = hasattr(self, "_table")
+        fitted = hasattr(self, "_w0_state")
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
         sw = check_sample_weight(sample_weight, Xc.n_rows)
+        fields = self._check_fields(fields, Xc.shape[1], reset=not fitted)
         if fitted:
             self._ensure_layout(dtype)
         else:
-            self._init_state(Xc.shape[1], y_enc, sw, dtype)
+            self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
             self._set_feature_names(X)
         self._run_epochs(Xc, y_enc, sw, [], 1, early_stopping=False)
         return self
+
+    def _check_fields(self, fields, n_features, reset):
+        """FM models have no fields (FFM overrides this)."""
+        if fields is not None:
+            raise ValueError(f"{type(self).__name__} takes no fields; use FFMClassifier / "
+                             "FFMRegressor for field-aware models")
+        return None
 
     def _set_feature_names(self, X):
         names = _feature_names(X)
@@ -362,12 +374,7 @@ class BaseFM(BaseEstimator):
         for _ in range(n_epochs):
             t0 = time.perf_counter()
             order = (self._rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
-            loss_sum, w_sum, n_bad = _fm.fm_train_epoch(
-                Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
-                self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
-                self._normalize, lr, float(self.l2_w0), self._hp("l2_w"), self._hp("l2_v"),
-                float(self.l1), float(self.ftrl_beta), train_threads,
-            )
+            loss_sum, w_sum, n_bad = self._train_epoch(Xc, y, sw_arr, order, lr, train_threads)
             epoch = len(self.history_) + 1
             # A non-finite parameter makes later predictions non-finite, which
             # the kernel counts; the table itself is checked after the loop.
@@ -393,7 +400,7 @@ class BaseFM(BaseEstimator):
                 )
                 if improved:
                     best_score, best_epoch, since_best = score, epoch, 0
-                    best_state = (self._table.copy(), self._w0_state.copy())
+                    best_state = self._snapshot()
                 else:
                     since_best += 1
                     if since_best >= self.n_iter_no_change:
@@ -401,16 +408,14 @@ class BaseFM(BaseEstimator):
                             print(f"early stopping: best epoch {best_epoch} "
                                   f"({metric} {best_score:.6g})", file=sys.stderr)
                         break
-        if not np.isfinite(self._table[:, :1 + self._k]).all():
+        if not self._params_finite():
             raise DivergenceError(
                 f"{type(self).__name__}: training diverged (non-finite parameters). Try a "
                 f"smaller learning_rate (currently {lr:g}), stronger regularisation, or "
                 "normalize=True."
             )
         if best_state is not None and best_epoch != len(self.history_):
-            table, w0s = best_state
-            self._table[...] = table
-            self._w0_state[...] = w0s
+            self._restore(best_state)
         self.best_epoch_ = best_epoch if best_epoch is not None else len(self.history_)
 
     def _print_epoch(self, rec, n_epochs):
@@ -418,6 +423,25 @@ class BaseFM(BaseEstimator):
         parts += [f"{k} {v:.6f}" for k, v in rec.items() if k.startswith("eval")]
         parts.append(f"{rec['time']:.2f}s")
         print("  ".join(parts), file=sys.stderr, flush=True)
+
+    # ---------------------------------------------- kernel hooks (FM; FFM overrides)
+    def _train_epoch(self, Xc, y, sw_arr, order, lr, n_threads):
+        return _fm.fm_train_epoch(
+            Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self._table, self._w0_state,
+            self._k, LOSSES[self._loss], SOLVERS[self._solver], bool(self.fit_intercept),
+            self._normalize, lr, float(self.l2_w0), self._hp("l2_w"), self._hp("l2_v"),
+            float(self.l1), float(self.ftrl_beta), n_threads,
+        )
+
+    def _params_finite(self):
+        return bool(np.isfinite(self._table[:, :1 + self._k]).all())
+
+    def _snapshot(self):
+        return self._table.copy(), self._w0_state.copy()
+
+    def _restore(self, state):
+        self._table[...] = state[0]
+        self._w0_state[...] = state[1]
 
     # ------------------------------------------------------------ prediction
     def _decision(self, Xc, n_threads=None):

@@ -1,0 +1,290 @@
+"""Field-aware factorization machines: :class:`FFMClassifier`, :class:`FFMRegressor`.
+
+    y(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_{i,f(j)}, v_{j,f(i)}> x_i x_j
+
+Every column j belongs to a field f(j) (``fields``, one id per column, given
+to ``fit`` or read from a libffm file), and every feature keeps one factor
+vector per field.  Same solvers, options, validation, reproducibility
+contract and model files as the FM estimators (see :mod:`cfm.models`).
+"""
+import numpy as np
+
+from . import _ffm
+from ._base import ADAGRAD_INIT, LOSSES, SOLVERS, BaseFM, _aligned_table
+from ._validation import effective_n_threads
+from .models import FMClassifier, FMRegressor
+
+# Refuse factor tables above this size with a clear message (bytes).
+_MAX_TABLE_BYTES = 1 << 40
+
+
+def _lin_width(solver):
+    return {"sgd": 1, "adagrad": 2, "ftrl": 3}[solver]
+
+
+def _padded_k(k):
+    return max(4, -(-k // 4) * 4)
+
+
+class _FFMMixin:
+    """FFM state and kernel hooks on top of the FM estimators' machinery.
+
+    State: ``_lin`` (n_features, lw) = [w, optimizer state]; ``_V`` of shape
+    (n_features, n_fields * ks), per (feature, field) a vector
+    [v (kp coordinates, k used), AdaGrad accumulator]; ``_w0_state``.
+    """
+
+    _model_kind = "ffm"
+
+    def fit(self, X, y, fields=None, sample_weight=None, eval_set=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        fields : array-like of int, shape (n_features,)
+            Field id of each column (0 .. n_fields-1). Required unless the
+            model is warm-started, in which case it must equal ``fields_``.
+        sample_weight, eval_set
+            As for :meth:`cfm.FMClassifier.fit` (eval_set uses ``fields``).
+        """
+        return self._fit(X, y, sample_weight, eval_set, fields=fields)
+
+    # ------------------------------------------------------------ fields
+    def _check_fields(self, fields, n_features, reset):
+        if fields is None:
+            if not reset and hasattr(self, "fields_"):
+                return self.fields_
+            raise ValueError(
+                f"{type(self).__name__}.fit needs fields: one field id per column "
+                "(e.g. from cfm.load_libffm)")
+        arr = np.asarray(fields)
+        if arr.ndim != 1 or arr.shape[0] != n_features:
+            raise ValueError(f"fields must have one entry per column: expected shape "
+                             f"({n_features},), got {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+                raise ValueError(f"fields must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        if arr.size and arr.min() < 0:
+            j = int(np.argmin(arr))
+            raise ValueError(f"fields[{j}] = {int(arr[j])}: field ids must be >= 0")
+        if arr.size and arr.max() >= 2**31 - 1:
+            raise ValueError("field ids must be < 2**31 - 1")
+        arr = np.ascontiguousarray(arr, dtype=np.int32)
+        if not reset and hasattr(self, "fields_") and not np.array_equal(arr, self.fields_):
+            raise ValueError("fields differ from the fields the model was fitted with "
+                             "(fields_); refit with warm_start=False")
+        return arr
+
+    # ------------------------------------------------------------ state
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+        from ._validation import draw_seed
+
+        seed = draw_seed(self.random_state)
+        init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
+        self._rng = np.random.default_rng(int(order_seed))
+        k = int(self.n_factors)
+        if k < 1:
+            raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
+                             "linear model use FMClassifier/FMRegressor with n_factors=0")
+        self.fields_ = fields
+        self.n_fields_ = int(fields.max()) + 1 if fields.size else 1
+        self._k, self._kp = k, _padded_k(k)
+        self._solver = self.solver
+        self._ks = self._kp + (0 if self.solver == "sgd" else 1)
+        nbytes = n_features * self.n_fields_ * self._ks * np.dtype(dtype).itemsize
+        if nbytes > _MAX_TABLE_BYTES:
+            raise MemoryError(f"the FFM factor table would take {nbytes / 2**30:.1f} GiB "
+                              f"({n_features} features x {self.n_fields_} fields x {k} "
+                              "factors); use fewer features, fields or factors")
+        try:
+            self._V = _aligned_table(n_features, self.n_fields_ * self._ks, dtype)
+        except MemoryError as exc:
+            raise MemoryError(f"cannot allocate the FFM factor table ({nbytes / 2**30:.1f} GiB "
+                              f"for {n_features} features x {self.n_fields_} fields x {k} "
+                              "factors)") from exc
+        _ffm.ffm_init_factors(self._V, self.n_fields_, k, self._kp, self._ks, float(self.init_std),
+                              ADAGRAD_INIT, int(init_seed), effective_n_threads(self.n_jobs))
+        self._lin = _aligned_table(n_features, _lin_width(self.solver), dtype)
+        if self.solver == "adagrad":
+            self._lin[:, 1] = ADAGRAD_INIT
+        w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
+        self._w0_state = self._bias_state(w0, self.solver)
+        self._normalize = bool(self.normalize)
+        self.n_features_in_ = n_features
+        self.history_ = []
+        self.n_epochs_ = 0
+
+    def _ensure_layout(self, dtype):
+        k = int(self.n_factors)
+        if k != self._k:
+            raise ValueError(f"warm start with n_factors={k} but the model has {self._k} "
+                             "factors; refit with warm_start=False")
+        if self.solver != self._solver or self._V.dtype != dtype:
+            raise ValueError(f"warm start must keep solver and dtype ({self._solver!r}, "
+                             f"{self._V.dtype}); refit with warm_start=False")
+
+    @property
+    def w_(self):
+        """Linear weights, shape (n_features,) (a view)."""
+        self._check_fitted()
+        return self._lin[:, 0]
+
+    @property
+    def V_(self):
+        """Factors, shape (n_features, n_fields, n_factors) (a view)."""
+        self._check_fitted()
+        V = self._V
+        item = V.itemsize
+        return np.lib.stride_tricks.as_strided(
+            V, shape=(V.shape[0], self.n_fields_, self._k),
+            strides=(V.strides[0], self._ks * item, item), writeable=V.flags.writeable)
+
+    # ------------------------------------------------------------ kernels
+    def _max_nnz(self, Xc):
+        return int(np.diff(Xc.indptr).max()) if Xc.n_rows else 0
+
+    def _train_epoch(self, Xc, y, sw_arr, order, lr, n_threads):
+        return _ffm.ffm_train_epoch(
+            Xc.data, Xc.indices, Xc.indptr, y, sw_arr, order, self.fields_, self._lin, self._V,
+            self._w0_state, self._k, self._kp, self._ks, LOSSES[self._loss],
+            SOLVERS[self._solver], bool(self.fit_intercept), self._normalize, lr,
+            float(self.l2_w0), self._hp("l2_w"), self._hp("l2_v"), float(self.l1),
+            float(self.ftrl_beta), n_threads, self._max_nnz(Xc),
+        )
+
+    def _decision(self, Xc, n_threads=None):
+        if n_threads is None:
+            n_threads = effective_n_threads(self.n_jobs)
+        out = np.empty(Xc.n_rows, dtype=np.float64)
+        _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self.fields_, self._lin, self._V,
+                         float(self._w0_state[0]), self._kp, self._ks, self._normalize, out,
+                         n_threads, self._max_nnz(Xc))
+        return out
+
+    def _params_finite(self):
+        return bool(np.isfinite(self._lin[:, 0]).all() and np.isfinite(self._V).all())
+
+    def _snapshot(self):
+        return self._lin.copy(), self._V.copy(), self._w0_state.copy()
+
+    def _restore(self, state):
+        self._lin[...] = state[0]
+        self._V[...] = state[1]
+        self._w0_state[...] = state[2]
+
+    # ------------------------------------------------------------ model files
+    def _export_state(self):
+        from . import __version__
+        from ._io import _encode_labels, _jsonable_params
+
+        arrays = {"lin": self._lin[:, :_lin_width(self._solver)],
+                  "V": self._V[:, :self.n_fields_ * self._ks], "w0_state": self._w0_state,
+                  "fields": self.fields_}
+        header = {
+            "kind": self._model_kind,
+            "estimator": type(self).__name__,
+            "task": "regression" if self._loss == "squared" else "binary",
+            "dtype": self._V.dtype.name,
+            "n_features": int(self._V.shape[0]),
+            "n_factors": int(self._k),
+            "n_fields": int(self.n_fields_),
+            "solver": self._solver,
+            "normalize": bool(self._normalize),
+            "params": _jsonable_params(self.get_params()),
+            "history": self.history_,
+            "n_epochs_": int(self.n_epochs_),
+            "best_epoch_": int(getattr(self, "best_epoch_", self.n_epochs_)),
+            "rng_state": self._rng.bit_generator.state,
+            "cfm_version": __version__,
+        }
+        if hasattr(self, "classes_"):
+            header["classes"] = _encode_labels(self.classes_)
+        if hasattr(self, "feature_names_in_"):
+            header["feature_names"] = [str(c) for c in self.feature_names_in_]
+        return arrays, header
+
+    def _import_state(self, header, arrays):
+        from ._io import _decode_labels
+
+        params = header.get("params", {})
+        valid = self._get_param_names()
+        self.__init__(**{k: v for k, v in params.items() if k in valid})
+        if header.get("kind") != self._model_kind:
+            raise ValueError(f"model kind {header.get('kind')!r} does not match "
+                             f"{type(self).__name__}")
+        dtype = np.dtype(header["dtype"])
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
+        n, k, nf = int(header["n_features"]), int(header["n_factors"]), int(header["n_fields"])
+        solver = header["solver"]
+        if solver not in SOLVERS or n < 1 or k < 1 or nf < 1:
+            raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}, {nf}")
+        kp = _padded_k(k)
+        ks = kp + (0 if solver == "sgd" else 1)
+        expect = {"lin": ((n, _lin_width(solver)), dtype), "V": ((n, nf * ks), dtype),
+                  "w0_state": ((3,), np.float64), "fields": ((n,), np.int32)}
+        for name, (shape, dt) in expect.items():
+            if name not in arrays:
+                raise ValueError(f"array {name!r} is missing")
+            if arrays[name].shape != shape or arrays[name].dtype != dt:
+                raise ValueError(f"array {name!r} has shape {arrays[name].shape} and dtype "
+                                 f"{arrays[name].dtype}, expected {shape} and {np.dtype(dt)}")
+        fields = arrays["fields"]
+        if fields.min() < 0 or fields.max() >= nf:
+            raise ValueError("field ids in the file are out of range")
+        self._lin = _aligned_table(n, _lin_width(solver), dtype)
+        self._lin[:, :_lin_width(solver)] = arrays["lin"]
+        self._V = _aligned_table(n, nf * ks, dtype)
+        self._V[:, :nf * ks] = arrays["V"]
+        self._w0_state = arrays["w0_state"].astype(np.float64)
+        self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
+        self.n_fields_ = nf
+        self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
+        self._normalize = bool(header["normalize"])
+        self.n_features_in_ = n
+        self.history_ = list(header.get("history", []))
+        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
+        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
+        self._rng = np.random.default_rng()
+        try:
+            self._rng.bit_generator.state = header["rng_state"]
+        except (KeyError, TypeError, ValueError):
+            pass
+        if "classes" in header:
+            self.classes_ = _decode_labels(header["classes"])
+            if len(self.classes_) != 2:
+                raise ValueError("a binary model file must hold 2 class labels")
+        elif self._loss == "logistic":
+            raise ValueError("classifier model file has no class labels")
+        if header.get("feature_names") is not None:
+            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
+
+
+class FFMRegressor(_FFMMixin, FMRegressor):
+    __doc__ = ("Field-aware factorization machine for regression (squared loss).\n\n"
+               "    fit(X, y, fields=...) with one field id per column; otherwise the "
+               "parameters,\n    attributes and contracts of :class:`cfm.FMRegressor`. "
+               "``V_`` has shape\n    (n_features, n_fields, n_factors); ``fields_`` and "
+               "``n_fields_`` are set by fit.\n")
+
+    def partial_fit(self, X, y, sample_weight=None, fields=None):
+        """One epoch over (X, y); ``fields`` is needed on the first call only."""
+        return self._partial_fit(X, y, sample_weight, fields=fields)
+
+
+class FFMClassifier(_FFMMixin, FMClassifier):
+    __doc__ = ("Field-aware factorization machine for binary classification (logistic "
+               "loss).\n\n    fit(X, y, fields=...) with one field id per column; otherwise "
+               "the parameters,\n    attributes and contracts of :class:`cfm.FMClassifier`. "
+               "``V_`` has shape\n    (n_features, n_fields, n_factors); ``fields_`` and "
+               "``n_fields_`` are set by fit.\n")
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, fields=None):
+        """One epoch over (X, y); ``fields`` is needed on the first call only."""
+        return self._partial_fit(X, y, sample_weight, classes=classes, fields=fields)
+
+
+MODEL_CLASSES = {"FFMRegressor": FFMRegressor, "FFMClassifier": FFMClassifier}

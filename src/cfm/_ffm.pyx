@@ -1,0 +1,380 @@
+"""Field-aware factorization machine kernels (Juan et al., RecSys 2016).
+
+    y(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_{i,f(j)}, v_{j,f(i)}> x_i x_j
+
+where f(j) is the field of column j.  O(nnz^2 k) per row.
+
+Design
+------
+* Linear terms live in ``lin`` (n_features, lw): [w, optimizer state], as in
+  the FM kernels.  Factors live in ``V`` (n_features, n_fields * ks): the
+  n_fields vectors of one feature are contiguous (one block per feature,
+  n_fields * ks floats), so a row reads, for each of its features, vectors
+  from a single block.  A vector is [v_0 .. v_{kp-1}, G]: kp is k rounded up
+  to a multiple of 4 (padding coordinates stay exactly 0) so that the factor
+  loops vectorise without remainders, and G is the row-wise AdaGrad
+  accumulator of that vector (absent for SGD): one accumulator per vector
+  keeps the table at (kp + 1) floats per (feature, field), which matters when
+  it holds n_features * n_fields vectors.
+* Training follows libffm: score the row, then update the bias and linear
+  terms, then visit the pairs (a < b) in row order and step both vectors of
+  each pair with gradients computed from their current values
+  (g_{a,f(b)} = l2_v v_{a,f(b)} + g x_a x_b v_{b,f(a)}, and symmetrically).
+  Hogwild across threads; exactly sequential with one thread.
+* Dot products are accumulated per coordinate (vectorisable) and reduced at
+  the end; sums of squares for AdaGrad likewise, in 4 lanes.
+* The blocks of the features of the rows a few steps ahead are prefetched.
+* Inputs (CSR structure, column indices, field ids) are validated in Python.
+"""
+import numpy as np
+
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport sqrt, isfinite, log, cos
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+from cfm._common cimport (
+    floating, data_t, index_t, cfm_prefetch_r,
+    loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
+    splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
+    THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
+)
+
+cdef double TWO_PI = 6.283185307179586
+
+cdef enum:
+    PF_ROWS = 1
+    PF_IDX = 4
+
+
+cdef inline void gather_row(const data_t* data, const index_t* indices,
+                            Py_ssize_t start, Py_ssize_t end, const int32_t* fields,
+                            double scale, Py_ssize_t vstride,
+                            double* xs, int32_t* fl, Py_ssize_t* off) noexcept nogil:
+    """Per non-zero of the row: scaled value, field, offset of the V block."""
+    cdef Py_ssize_t a, j
+    for a in range(end - start):
+        j = indices[start + a]
+        xs[a] = <double>data[start + a] * scale
+        fl[a] = fields[j]
+        off[a] = j * vstride
+
+
+cdef inline double pair_score(const floating* V, Py_ssize_t m, const double* xs,
+                              const int32_t* fl, const Py_ssize_t* off,
+                              Py_ssize_t ks, int kp) noexcept nogil:
+    """sum_{a<b} <v_{a,f(b)}, v_{b,f(a)}> x_a x_b, accumulated per coordinate."""
+    cdef floating acc[MAX_FACTORS]
+    cdef const floating* va
+    cdef const floating* p1
+    cdef const floating* p2
+    cdef floating xab
+    cdef Py_ssize_t a, b, f
+    cdef double total = 0.0
+    for f in range(kp):
+        acc[f] = 0
+    for a in range(m):
+        va = V + off[a]
+        for b in range(a + 1, m):
+            p1 = va + fl[b] * ks
+            p2 = V + off[b] + fl[a] * ks
+            xab = <floating>(xs[a] * xs[b])
+            for f in range(kp):
+                acc[f] = acc[f] + p1[f] * p2[f] * xab
+    for f in range(kp):
+        total += acc[f]
+    return total
+
+
+cdef inline double lin_score(const floating* lin, Py_ssize_t lw, const data_t* data,
+                             const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                             double scale) noexcept nogil:
+    cdef Py_ssize_t jj
+    cdef double s = 0.0
+    for jj in range(start, end):
+        s += <double>lin[<Py_ssize_t>indices[jj] * lw] * <double>data[jj] * scale
+    return s
+
+
+cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                                 const floating* V, Py_ssize_t vstride) noexcept nogil:
+    cdef Py_ssize_t jj
+    for jj in range(start, end):
+        prefetch_span(V + <Py_ssize_t>indices[jj] * vstride, vstride * sizeof(floating))
+
+
+def ffm_predict(const data_t[::1] data,          # IN  CSR values
+                const index_t[::1] indices,      # IN  CSR column indices
+                const int64_t[::1] indptr,       # IN  CSR row offsets
+                const int32_t[::1] fields,       # IN  field of each column
+                const floating[:, ::1] lin,      # IN  linear table (n_features, lw)
+                const floating[:, ::1] V,        # IN  factor table (n_features, n_fields*ks)
+                double w0, int kp, Py_ssize_t ks, bint normalize,
+                double[::1] out,                 # OUT scores
+                int n_threads, Py_ssize_t max_nnz):
+    """Raw FFM scores of the rows of a CSR matrix, OpenMP over rows."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t width = max(max_nnz, 1)
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    cdef Py_ssize_t lw = lin.shape[1]
+    cdef Py_ssize_t vstride = V.shape[1]
+    cdef Py_ssize_t i, r, start, end, tid
+    cdef double scale
+    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
+    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const floating* L = &lin[0, 0]
+    cdef const floating* Vp = &V[0, 0]
+    cdef const int32_t* F = &fields[0]
+    if n_rows <= 0:
+        return
+    with nogil, parallel(num_threads=nt):
+        for i in prange(n_rows, schedule='static'):
+            tid = threadid()
+            r = i + PF_ROWS
+            if r < n_rows:
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+            start = indptr[i]
+            end = indptr[i + 1]
+            scale = row_scale(X, start, end, normalize)
+            gather_row(X, ind, start, end, F, scale, vstride,
+                       &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
+            out[i] = (w0 + lin_score(L, lw, X, ind, start, end, scale)
+                      + pair_score(Vp, end - start, &xs_buf[tid, 0], &fl_buf[tid, 0],
+                                   &off_buf[tid, 0], ks, kp))
+
+
+cdef inline void update_linear(floating* lin, Py_ssize_t lw, const data_t* data,
+                               const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                               double scale, double g, int optimizer, double lr,
+                               double l2_w, double l1, double ftrl_beta) noexcept nogil:
+    cdef Py_ssize_t jj
+    cdef floating* rec
+    cdef double x, gx, w, gw, acc, n_new, sigma, z
+    for jj in range(start, end):
+        rec = lin + <Py_ssize_t>indices[jj] * lw
+        x = <double>data[jj] * scale
+        gx = g * x
+        w = rec[0]
+        if optimizer == OPT_SGD:
+            rec[0] = <floating>(w - lr * (gx + l2_w * w))
+        elif optimizer == OPT_ADAGRAD:
+            gw = gx + l2_w * w
+            acc = <double>rec[1] + gw * gw
+            rec[1] = <floating>acc
+            rec[0] = <floating>(w - lr * gw / sqrt(acc))
+        else:
+            n_new = <double>rec[2] + gx * gx
+            sigma = (sqrt(n_new) - sqrt(<double>rec[2])) / lr
+            z = <double>rec[1] + gx - sigma * w
+            rec[1] = <floating>z
+            rec[2] = <floating>n_new
+            rec[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)
+
+
+cdef inline floating sum_squares(const floating* g, int kp) noexcept nogil:
+    """Sum of squares in 4 lanes (vectorisable without reassociation)."""
+    cdef floating q[4]
+    cdef Py_ssize_t f, l
+    for l in range(4):
+        q[l] = 0
+    f = 0
+    while f < kp:
+        for l in range(4):
+            q[l] = q[l] + g[f + l] * g[f + l]
+        f = f + 4
+    return (q[0] + q[1]) + (q[2] + q[3])
+
+
+cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
+                              const int32_t* fl, const Py_ssize_t* off,
+                              Py_ssize_t ks, int kp, int k, double g, int optimizer,
+                              double lr, double l2_v) noexcept nogil:
+    """libffm-style per-pair steps on v_{a,f(b)} and v_{b,f(a)} for all a < b."""
+    cdef floating g1[MAX_FACTORS]
+    cdef floating g2[MAX_FACTORS]
+    cdef floating* va
+    cdef floating* p1
+    cdef floating* p2
+    cdef floating kappa, G1, G2, s1, s2
+    cdef floating lrf = <floating>lr
+    cdef floating l2f = <floating>l2_v
+    cdef floating inv_k = <floating>(1.0 / k)
+    cdef Py_ssize_t a, b, f
+    for a in range(m):
+        va = V + off[a]
+        for b in range(a + 1, m):
+            p1 = va + fl[b] * ks
+            p2 = V + off[b] + fl[a] * ks
+            kappa = <floating>(g * xs[a] * xs[b])
+            for f in range(kp):
+                g1[f] = l2f * p1[f] + kappa * p2[f]
+                g2[f] = l2f * p2[f] + kappa * p1[f]
+            if optimizer == OPT_SGD:
+                for f in range(kp):
+                    p1[f] = p1[f] - lrf * g1[f]
+                    p2[f] = p2[f] - lrf * g2[f]
+            else:
+                G1 = p1[kp] + sum_squares(g1, kp) * inv_k
+                G2 = p2[kp] + sum_squares(g2, kp) * inv_k
+                p1[kp] = G1
+                p2[kp] = G2
+                s1 = lrf / fsqrt(G1)
+                s2 = lrf / fsqrt(G2)
+                for f in range(kp):
+                    p1[f] = p1[f] - s1 * g1[f]
+                    p2[f] = p2[f] - s2 * g2[f]
+
+
+def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
+                    const index_t[::1] indices,      # IN  CSR column indices
+                    const int64_t[::1] indptr,       # IN  CSR row offsets
+                    const double[::1] y,             # IN  targets (logistic: -1/+1)
+                    const double[::1] sample_weight,  # IN  per-row weights, or empty
+                    const int64_t[::1] order,        # IN  rows to visit, in this order
+                    const int32_t[::1] fields,       # IN  field of each column
+                    floating[:, ::1] lin,            # IN/OUT linear table
+                    floating[:, ::1] V,              # IN/OUT factor table
+                    double[::1] w0_state,            # IN/OUT [w0, a, b]
+                    int k, int kp, Py_ssize_t ks, int loss, int optimizer,
+                    bint fit_intercept, bint normalize,
+                    double learning_rate, double l2_w0, double l2_w, double l2_v,
+                    double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz):
+    """One libffm-style pass over ``order``; Hogwild across threads.
+
+    Returns (sum of weighted losses before each update, sum of weights,
+    number of rows whose prediction was not finite).
+    """
+    cdef Py_ssize_t n = order.shape[0]
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t width = max(max_nnz, 1)
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
+    cdef Py_ssize_t lw = lin.shape[1]
+    cdef Py_ssize_t vstride = V.shape[1]
+    cdef bint has_sw = sample_weight.shape[0] > 0
+    cdef Py_ssize_t p, i, r, start, end, tid, t_id
+    cdef double scale, pred, g, sw, yi
+    cdef double* t
+    cdef double* xs
+    cdef int32_t* fl
+    cdef Py_ssize_t* off
+    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
+    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef floating* L = &lin[0, 0]
+    cdef floating* Vp = &V[0, 0]
+    cdef const int32_t* F = &fields[0]
+    cdef double total_loss = 0.0, total_w = 0.0, bad = 0.0, n_done = 0.0, w0_avg = 0.0
+    cdef double a0, b0
+
+    for t_id in range(nt):
+        thr[t_id, T_W0] = w0_state[0]
+        thr[t_id, T_A] = w0_state[1]
+        thr[t_id, T_B] = w0_state[2]
+    if n == 0:
+        return 0.0, 0.0, 0
+
+    with nogil, parallel(num_threads=nt):
+        for p in prange(n, schedule='static'):
+            tid = threadid()
+            t = &thr[tid, 0]
+            xs = &xs_buf[tid, 0]
+            fl = &fl_buf[tid, 0]
+            off = &off_buf[tid, 0]
+            if p + PF_IDX < n:
+                r = order[p + PF_IDX]
+                cfm_prefetch_r(&indptr[r])
+            if p + PF_ROWS + 1 < n:
+                r = order[p + PF_ROWS + 1]
+                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+                cfm_prefetch_r(&y[r])
+            if p + PF_ROWS < n:
+                r = order[p + PF_ROWS]
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+            i = order[p]
+            start = indptr[i]
+            end = indptr[i + 1]
+            scale = row_scale(X, start, end, normalize)
+            gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
+            pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
+                    + pair_score(Vp, end - start, xs, fl, off, ks, kp))
+            if not isfinite(pred):
+                t[T_BAD] += 1.0
+            else:
+                sw = sample_weight[i] if has_sw else 1.0
+                yi = y[i]
+                t[T_LOSS] += sw * loss_value(pred, yi, loss)
+                t[T_WSUM] += sw
+                t[T_COUNT] += 1.0
+                g = sw * loss_grad(pred, yi, loss)
+                if fit_intercept:
+                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
+                update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
+                              learning_rate, l2_w, l1, ftrl_beta)
+                update_pairs(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
+                             learning_rate, l2_v)
+
+    for t_id in range(nt):
+        total_loss += thr[t_id, T_LOSS]
+        total_w += thr[t_id, T_WSUM]
+        bad += thr[t_id, T_BAD]
+        n_done += thr[t_id, T_COUNT]
+    if nt == 1:
+        w0_state[0] = thr[0, T_W0]
+        w0_state[1] = thr[0, T_A]
+        w0_state[2] = thr[0, T_B]
+    elif n_done > 0:
+        for t_id in range(nt):
+            w0_avg += thr[t_id, T_COUNT] * thr[t_id, T_W0]
+        a0 = w0_state[1]
+        b0 = w0_state[2]
+        for t_id in range(nt):
+            w0_state[1] += thr[t_id, T_A] - a0
+            w0_state[2] += thr[t_id, T_B] - b0
+        if optimizer == OPT_FTRL and fit_intercept:
+            w0_state[0] = -w0_state[1] / ((ftrl_beta + sqrt(w0_state[2])) / learning_rate + l2_w0)
+        else:
+            w0_state[0] = w0_avg / n_done
+    return total_loss, total_w, int(bad)
+
+
+def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
+                     int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
+                     uint64_t seed, int n_threads):
+    """Fill each vector with N(0, std^2) draws in its first k coordinates, 0 in
+    the padding, and g_init in the AdaGrad slot (when ks > kp).
+
+    Draws come from a stream per feature (splitmix64, Box-Muller), so the result
+    does not depend on the number of threads.
+    """
+    cdef Py_ssize_t n = V.shape[0]
+    cdef Py_ssize_t n_vec = n_fields
+    cdef Py_ssize_t j, q, f
+    cdef uint64_t state
+    cdef double u1, u2, rad
+    cdef floating* vec
+    if n <= 0:
+        return
+    with nogil:
+        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
+            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
+            splitmix64(&state)
+            for q in range(n_vec):
+                vec = &V[j, q * ks]
+                f = 0
+                while f < kp:
+                    if f < k:
+                        u1 = 1.0 - rand_uniform(&state)
+                        u2 = rand_uniform(&state)
+                        rad = std * sqrt(-2.0 * log(u1))
+                        vec[f] = <floating>(rad * cos(TWO_PI * u2))
+                    else:
+                        vec[f] = 0
+                    f = f + 1
+                if ks > kp:
+                    vec[kp] = <floating>g_init
+
