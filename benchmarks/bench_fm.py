@@ -85,6 +85,7 @@ class Dataset:
     X_test: object
     y_test: np.ndarray
     note: str = ""
+    fields: object = None  # field id per column (FFM)
 
     @property
     def metric_name(self):
@@ -199,8 +200,16 @@ class CfmRunner:
                   n_jobs=self.args.threads, random_state=0)
         if lr is not None:
             kw["learning_rate"] = lr
-        cls = self.cfm.FMClassifier if ds.task == "binary" else self.cfm.FMRegressor
+        if self.args.model == "ffm":
+            cls = self.cfm.FFMClassifier if ds.task == "binary" else self.cfm.FFMRegressor
+        else:
+            cls = self.cfm.FMClassifier if ds.task == "binary" else self.cfm.FMRegressor
         return cls(**kw)
+
+    def _fit(self, m, ds):
+        if self.args.model == "ffm":
+            return m.fit(ds.X_train, ds.y_train, fields=ds.fields)
+        return m.fit(ds.X_train, ds.y_train)
 
     def _score(self, m, ds, X):
         return m.decision_function(X) if ds.task == "binary" else m.predict(X)
@@ -212,7 +221,7 @@ class CfmRunner:
             m = None
             gc.collect()
             m = self._est(ds, lr)
-            dt, _ = timed(m.fit, ds.X_train, ds.y_train)
+            dt, _ = timed(self._fit, m, ds)
             r.fit_all.append(dt)
         r.fit_s = median(r.fit_all)
         r.metric = metric_value(ds.task, ds.y_test, self._score(m, ds, ds.X_test))
@@ -296,8 +305,12 @@ class XLearnRunner:
             tr = self.tmp / f"{safe}_train.svm"
             te = self.tmp / f"{safe}_test.svm"
             t0 = time.perf_counter()
-            bds.write_libsvm(tr, ds.X_train, ds.y_train)
-            bds.write_libsvm(te, ds.X_test, ds.y_test)
+            if self.args.model == "ffm":
+                bds.write_libffm(tr, ds.X_train, ds.y_train, ds.fields)
+                bds.write_libffm(te, ds.X_test, ds.y_test, ds.fields)
+            else:
+                bds.write_libsvm(tr, ds.X_train, ds.y_train)
+                bds.write_libsvm(te, ds.X_test, ds.y_test)
             self._files[ds.name] = (str(tr), str(te), time.perf_counter() - t0, {})
         return self._files[ds.name]
 
@@ -310,14 +323,14 @@ class XLearnRunner:
         return p
 
     def _fit(self, ds, train, lr, model_path, log):
-        m = self.xl.create_fm()
+        m = self.xl.create_ffm() if self.args.model == "ffm" else self.xl.create_fm()
         m.setTrain(train)
         with capture_fds(log):
             dt, _ = timed(m.fit, self._param(ds, lr), model_path)
         return dt
 
     def _predict(self, ds, test, model_path, out_path, log):
-        m = self.xl.create_fm()
+        m = self.xl.create_ffm() if self.args.model == "ffm" else self.xl.create_fm()
         m.setTest(test)
         if ds.task == "binary":
             m.setSigmoid()
@@ -403,25 +416,31 @@ RUNNERS = {"cfm": CfmRunner, "xlearn": XLearnRunner, "modern_fm": ModernFmRunner
 
 def synthetic_datasets(args):
     t = time.perf_counter()
-    X, y, Xt, yt, _ = bds.make_criteo_like_split(args.rows, args.test_rows, n_factors=8, seed=0)
+    X, y, Xt, yt, fields = bds.make_criteo_like_split(args.rows, args.test_rows, n_factors=8,
+                                                      seed=0)
     info = bds.make_criteo_like(20_000, seed=0, row_seed=99, return_info=True)[3]
     dt = time.perf_counter() - t
     note = (f"{args.rows:,} train / {args.test_rows:,} test rows, {X.shape[1]:,} columns, "
             f"39 nnz/row, CTR {y.mean():.3f}, oracle AUC ~{info['oracle_auc']:.3f} "
             f"(generated in {dt:.1f}s)")
-    yield Dataset(f"synthetic {args.rows // 1000}k", "binary", X, y, Xt, yt, note)
+    yield Dataset(f"synthetic {args.rows // 1000}k", "binary", X, y, Xt, yt, note,
+                  fields=np.maximum(fields, 0).astype(np.int32))
 
 
 def real_datasets(args):
     d = args.data_dir
     Xtr, ytr, Xte, yte = bds.load_movielens_fold("u1", d)
+    ml_fields = np.r_[np.zeros(943, np.int32), np.ones(Xtr.shape[1] - 943, np.int32)]
     yield Dataset("ml-100k u1", "reg", Xtr, ytr, Xte, yte,
-                  "80k/20k ratings, one-hot user+item (2,625 cols)")
-    Xtr, ytr, Xte, yte = bds.load_mushroom(d)
-    yield Dataset("mushroom", "binary", Xtr, ytr, Xte, yte, "6,513/1,611 rows, 126 cols")
-    Xtr, ytr, Xte, yte, _ = bds.load_criteo_small(d)
+                  "80k/20k ratings, one-hot user+item (2,625 cols; FFM fields: user, item)",
+                  fields=ml_fields)
+    if args.model == "fm":  # libsvm data without fields
+        Xtr, ytr, Xte, yte = bds.load_mushroom(d)
+        yield Dataset("mushroom", "binary", Xtr, ytr, Xte, yte, "6,513/1,611 rows, 126 cols")
+    Xtr, ytr, Xte, yte, fields = bds.load_criteo_small(d)
     yield Dataset("criteo small", "binary", Xtr, ytr, Xte, yte,
-                  "200/200 rows (xLearn demo), 9,991 cols; AUC is very noisy")
+                  "200/200 rows (xLearn demo), 9,991 cols, 18 fields; AUC is very noisy",
+                  fields=np.maximum(fields, 0).astype(np.int32))
 
 
 # --------------------------------------------------------------------------
@@ -441,7 +460,7 @@ def fmt_s(x):
 def render(results, header, datasets_notes, args):
     out = ["# FM benchmark: cfm vs xLearn vs modern_fm", ""]
     out += header
-    out += [f"- Settings: k={args.k}, epochs={args.epochs}, threads={args.threads}, "
+    out += [f"- Settings: model={args.model}, k={args.k}, epochs={args.epochs}, threads={args.threads}, "
             f"repeats={args.repeats} (medians)", ""]
     out += ["Data sets:"] + [f"- {n}: {d}" for n, d in datasets_notes] + [""]
     out += ["| dataset | library | config | fit time (s) | scoring rows/s | metric |",
@@ -479,6 +498,8 @@ def main(argv=None):
         epilog="See the module docstring (top of this file) for exactly what is timed.")
     ap.add_argument("--rows", type=int, default=1_000_000, help="synthetic training rows")
     ap.add_argument("--test-rows", type=int, default=200_000, help="synthetic test rows")
+    ap.add_argument("--model", choices=("fm", "ffm"), default="fm",
+                    help="fm: cfm FM vs xLearn FM vs modern_fm; ffm: cfm FFM vs xLearn FFM")
     ap.add_argument("--k", type=int, default=8, help="number of factors")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -498,7 +519,10 @@ def main(argv=None):
     grid = [float(x) for x in args.lr_grid.split(",") if x.strip()]
     runners = {}
     load_errors = []
-    for name in [s.strip() for s in args.libs.split(",") if s.strip()]:
+    libs = [s.strip() for s in args.libs.split(",") if s.strip()]
+    if args.model == "ffm":
+        libs = [x for x in libs if x != "modern_fm"]  # modern_fm has no FFM
+    for name in libs:
         try:
             runners[name] = RUNNERS[name](args)
         except Exception as e:  # noqa: BLE001

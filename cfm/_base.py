@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import _fm
+from . import _fm, _utils
 from ._compat import BaseEstimator
 from ._metrics import METRICS
 from ._validation import (
@@ -45,12 +45,13 @@ def _new_table(n_features, k, solver, dtype):
     return _aligned_table(n_features, 1 + k + _state_width(solver, k), dtype)
 
 
-def _aligned_table(n_rows, n_cols, dtype):
-    """Zeroed (n_rows, stride) table, rows padded to 64 bytes, base 64-byte aligned."""
+def _aligned_table(n_rows, n_cols, dtype, zeros=True):
+    """(n_rows, stride) table, rows padded to 64 bytes, base 64-byte aligned;
+    zeroed unless ``zeros=False``."""
     dtype = np.dtype(dtype)
     per_line = 64 // dtype.itemsize
     stride = -(-n_cols // per_line) * per_line
-    buf = np.zeros(n_rows * stride + per_line, dtype=dtype)
+    buf = (np.zeros if zeros else np.empty)(n_rows * stride + per_line, dtype=dtype)
     off = (-buf.ctypes.data % 64) // dtype.itemsize
     return buf[off:off + n_rows * stride].reshape(n_rows, stride)
 
@@ -434,7 +435,7 @@ class BaseFM(BaseEstimator):
         )
 
     def _params_finite(self):
-        return bool(np.isfinite(self._table[:, :1 + self._k]).all())
+        return _utils.all_finite(self._table, 1 + self._k, effective_n_threads(self.n_jobs))
 
     def _snapshot(self):
         return self._table.copy(), self._w0_state.copy()

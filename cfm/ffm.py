@@ -9,7 +9,7 @@ contract and model files as the FM estimators (see :mod:`cfm.models`).
 """
 import numpy as np
 
-from . import _ffm
+from . import _ffm, _utils
 from ._base import ADAGRAD_INIT, LOSSES, SOLVERS, BaseFM, _aligned_table
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
@@ -100,7 +100,8 @@ class _FFMMixin:
                               f"({n_features} features x {self.n_fields_} fields x {k} "
                               "factors); use fewer features, fields or factors")
         try:
-            self._V = _aligned_table(n_features, self.n_fields_ * self._ks, dtype)
+            # not zeroed: ffm_init_factors writes every used column
+            self._V = _aligned_table(n_features, self.n_fields_ * self._ks, dtype, zeros=False)
         except MemoryError as exc:
             raise MemoryError(f"cannot allocate the FFM factor table ({nbytes / 2**30:.1f} GiB "
                               f"for {n_features} features x {self.n_fields_} fields x {k} "
@@ -165,7 +166,9 @@ class _FFMMixin:
         return out
 
     def _params_finite(self):
-        return bool(np.isfinite(self._lin[:, 0]).all() and np.isfinite(self._V).all())
+        nt = effective_n_threads(self.n_jobs)
+        return (_utils.all_finite(self._lin, 1, nt)
+                and _utils.all_finite(self._V, self.n_fields_ * self._ks, nt))
 
     def _snapshot(self):
         return self._lin.copy(), self._V.copy(), self._w0_state.copy()

@@ -29,7 +29,7 @@ Design
 import numpy as np
 
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport sqrt, isfinite, log, cos
+from libc.math cimport sqrt, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from cfm._common cimport (
@@ -38,8 +38,6 @@ from cfm._common cimport (
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
 )
-
-cdef double TWO_PI = 6.283185307179586
 
 cdef enum:
     PF_ROWS = 1
@@ -83,6 +81,20 @@ cdef inline double pair_score(const floating* V, Py_ssize_t m, const double* xs,
     for f in range(kp):
         total += acc[f]
     return total
+
+
+cdef inline double pair_score_dispatch(const floating* V, Py_ssize_t m, const double* xs,
+                                       const int32_t* fl, const Py_ssize_t* off,
+                                       Py_ssize_t ks, int kp) noexcept nogil:
+    """pair_score with a literal kp for the common sizes: once inlined, the
+    factor loops have constant trip counts and are fully unrolled/vectorised."""
+    if kp == 8:
+        return pair_score(V, m, xs, fl, off, ks, 8)
+    if kp == 4:
+        return pair_score(V, m, xs, fl, off, ks, 4)
+    if kp == 16:
+        return pair_score(V, m, xs, fl, off, ks, 16)
+    return pair_score(V, m, xs, fl, off, ks, kp)
 
 
 cdef inline double lin_score(const floating* lin, Py_ssize_t lw, const data_t* data,
@@ -141,7 +153,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
             gather_row(X, ind, start, end, F, scale, vstride,
                        &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
             out[i] = (w0 + lin_score(L, lw, X, ind, start, end, scale)
-                      + pair_score(Vp, end - start, &xs_buf[tid, 0], &fl_buf[tid, 0],
+                      + pair_score_dispatch(Vp, end - start, &xs_buf[tid, 0], &fl_buf[tid, 0],
                                    &off_buf[tid, 0], ks, kp))
 
 
@@ -211,10 +223,11 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
             for f in range(kp):
                 g1[f] = l2f * p1[f] + kappa * p2[f]
                 g2[f] = l2f * p2[f] + kappa * p1[f]
+            # one loop per vector: p1 and p2 may not be proven disjoint, so a
+            # loop writing both would not vectorise
             if optimizer == OPT_SGD:
-                for f in range(kp):
-                    p1[f] = p1[f] - lrf * g1[f]
-                    p2[f] = p2[f] - lrf * g2[f]
+                s1 = lrf
+                s2 = lrf
             else:
                 G1 = p1[kp] + sum_squares(g1, kp) * inv_k
                 G2 = p2[kp] + sum_squares(g2, kp) * inv_k
@@ -222,9 +235,25 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
                 p2[kp] = G2
                 s1 = lrf / fsqrt(G1)
                 s2 = lrf / fsqrt(G2)
-                for f in range(kp):
-                    p1[f] = p1[f] - s1 * g1[f]
-                    p2[f] = p2[f] - s2 * g2[f]
+            for f in range(kp):
+                p1[f] = p1[f] - s1 * g1[f]
+            for f in range(kp):
+                p2[f] = p2[f] - s2 * g2[f]
+
+
+cdef inline void update_pairs_dispatch(floating* V, Py_ssize_t m, const double* xs,
+                                       const int32_t* fl, const Py_ssize_t* off,
+                                       Py_ssize_t ks, int kp, int k, double g, int optimizer,
+                                       double lr, double l2_v) noexcept nogil:
+    """update_pairs with a literal kp for the common sizes (see pair_score_dispatch)."""
+    if kp == 8:
+        update_pairs(V, m, xs, fl, off, ks, 8, k, g, optimizer, lr, l2_v)
+    elif kp == 4:
+        update_pairs(V, m, xs, fl, off, ks, 4, k, g, optimizer, lr, l2_v)
+    elif kp == 16:
+        update_pairs(V, m, xs, fl, off, ks, 16, k, g, optimizer, lr, l2_v)
+    else:
+        update_pairs(V, m, xs, fl, off, ks, kp, k, g, optimizer, lr, l2_v)
 
 
 def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
@@ -301,7 +330,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
             scale = row_scale(X, start, end, normalize)
             gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
             pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
-                    + pair_score(Vp, end - start, xs, fl, off, ks, kp))
+                    + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
             if not isfinite(pred):
                 t[T_BAD] += 1.0
             else:
@@ -315,8 +344,8 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                     update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
                 update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
                               learning_rate, l2_w, l1, ftrl_beta)
-                update_pairs(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
-                             learning_rate, l2_v)
+                update_pairs_dispatch(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
+                                      learning_rate, l2_v)
 
     for t_id in range(nt):
         total_loss += thr[t_id, T_LOSS]
@@ -345,17 +374,19 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
 def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
                      int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
                      uint64_t seed, int n_threads):
-    """Fill each vector with N(0, std^2) draws in its first k coordinates, 0 in
-    the padding, and g_init in the AdaGrad slot (when ks > kp).
+    """Fill each vector with draws of mean 0 and standard deviation ``std``
+    (uniform on [-sqrt(3) std, sqrt(3) std]: an FFM table holds hundreds of
+    millions of coordinates, and a uniform draw costs one hash, no log/cos)
+    in its first k coordinates, 0 in the padding, and g_init in the AdaGrad
+    slot (when ks > kp).
 
-    Draws come from a stream per feature (splitmix64, Box-Muller), so the result
-    does not depend on the number of threads.
+    Draws come from a stream per feature (splitmix64), so the result does not
+    depend on the number of threads.
     """
     cdef Py_ssize_t n = V.shape[0]
-    cdef Py_ssize_t n_vec = n_fields
     cdef Py_ssize_t j, q, f
     cdef uint64_t state
-    cdef double u1, u2, rad
+    cdef double half_width = std * sqrt(3.0)
     cdef floating* vec
     if n <= 0:
         return
@@ -363,18 +394,12 @@ def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >=
         for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
             state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
             splitmix64(&state)
-            for q in range(n_vec):
+            for q in range(n_fields):
                 vec = &V[j, q * ks]
-                f = 0
-                while f < kp:
+                for f in range(kp):
                     if f < k:
-                        u1 = 1.0 - rand_uniform(&state)
-                        u2 = rand_uniform(&state)
-                        rad = std * sqrt(-2.0 * log(u1))
-                        vec[f] = <floating>(rad * cos(TWO_PI * u2))
+                        vec[f] = <floating>(half_width * (2.0 * rand_uniform(&state) - 1.0))
                     else:
                         vec[f] = 0
-                    f = f + 1
                 if ks > kp:
                     vec[kp] = <floating>g_init
-

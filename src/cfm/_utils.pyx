@@ -88,6 +88,25 @@ def check_csr(const data_t[::1] data, const index_t[::1] indices,
     return st, first_bad, pos, False
 
 
+ctypedef fused real_t:
+    float
+    double
+
+
+def all_finite(const real_t[:, ::1] a, Py_ssize_t n_cols, int n_threads=1):
+    """True when a[:, :n_cols] holds no NaN or infinity (parallel over rows)."""
+    cdef Py_ssize_t n = a.shape[0]
+    cdef Py_ssize_t i, j
+    cdef int bad = 0
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
+            for j in range(n_cols):
+                if not isfinite(a[i, j]):
+                    bad += 1
+                    break
+    return bad == 0
+
+
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(cfm_openmp_enabled())
