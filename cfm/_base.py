@@ -7,6 +7,7 @@ state, padding]`` (one record per feature, see src/cfm/_fm.pyx for why), and
 Estimators pickle and copy as plain data.
 """
 import numbers
+import os
 import sys
 import time
 
@@ -26,6 +27,32 @@ from ._validation import (
 from .exceptions import DivergenceError, NotFittedError
 
 SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
+
+
+def _is_stream(X):
+    """A path (train out of core) or a non-array iterable of (X, y) chunks."""
+    if isinstance(X, (str, os.PathLike)):
+        return True
+    if callable(X):
+        return True
+    if isinstance(X, (list, tuple)) and X and isinstance(X[0], tuple) and len(X[0]) == 2 \
+            and hasattr(X[0][0], "shape"):
+        return True
+    return hasattr(X, "__next__")  # a generator / iterator of chunks
+
+
+def _peek_chunk(source):
+    if hasattr(source, "__next__"):
+        raise ValueError("X is a one-shot iterator; pass a list of (X, y) chunks or a function "
+                         "returning a fresh iterator, so that every epoch can re-read them")
+    it = source() if callable(source) else iter(source)
+    try:
+        first = next(iter(it))
+    except StopIteration:
+        raise ValueError("the training data stream is empty") from None
+    if not (isinstance(first, (tuple, list)) and len(first) == 2 and hasattr(first[0], "shape")):
+        raise ValueError("chunks must be (X, y) pairs with a 2-D X")
+    return first
 LOSSES = {"squared": 0, "logistic": 1}
 # Initial value of AdaGrad accumulators (as libffm/xLearn): damps the first steps.
 ADAGRAD_INIT = 1.0
@@ -255,30 +282,42 @@ class BaseFM(BaseEstimator):
         self._solver = self.solver
 
     # -------------------------------------------------------------- training
-    def fit(self, X, y, sample_weight=None, eval_set=None):
+    def fit(self, X, y=None, sample_weight=None, eval_set=None, block_rows=100_000):
         """Fit the model.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features), path, or chunks
             Training data. CSR float32/float64 input is used without copying.
-        y : array-like of shape (n_samples,)
-            Targets (real values for regression, two classes for classification).
+            A path to a libsvm / libFM / libffm text file (plain or gzip) or a
+            ``.cfmdata`` cache trains out of core: the file is streamed in
+            blocks of ``block_rows`` rows (shuffled within each block), so
+            memory is bounded by a block plus the model.  A re-iterable of
+            ``(X_chunk, y_chunk)`` pairs (e.g. a list, or a function
+            returning a fresh iterator) is streamed the same way.
+        y : array-like of shape (n_samples,) or None
+            Targets (real values for regression, two classes for
+            classification); None when X is a path or chunks.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights (non-negative).
         eval_set : (X_val, y_val) or list of such pairs, default=None
             Data evaluated after each epoch (``history_``, verbose output).  The
             first pair drives early stopping: training stops after
             ``n_iter_no_change`` epochs without an improvement of more than
-            ``tol`` and the parameters of the best epoch are restored.
+            ``tol`` and the parameters of the best epoch are restored.  A
+            path to a data file is accepted too.
+        block_rows : int, default=100_000
+            Rows per block when X is a file (out-of-core training).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight, eval_set)
+        return self._fit(X, y, sample_weight, eval_set, block_rows=block_rows)
 
-    def _fit(self, X, y, sample_weight, eval_set, fields=None):
+    def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000):
+        if _is_stream(X):
+            return self._fit_stream(X, y, sample_weight, eval_set, fields, block_rows)
         dtype = self._validate_params()
         warm = self.warm_start and hasattr(self, "_w0_state")
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
@@ -308,6 +347,104 @@ class BaseFM(BaseEstimator):
             self._set_feature_names(X)
         self._run_epochs(Xc, y_enc, sw, [], 1, early_stopping=False)
         return self
+
+    # ------------------------------------------------------- out-of-core fit
+    def _fit_stream(self, source, y, sample_weight, eval_set, fields, block_rows):
+        """Train by streaming ``source`` (a data file or re-iterable chunks)."""
+        from . import data as cfm_data
+
+        dtype = self._validate_params()
+        if y is not None or sample_weight is not None:
+            raise ValueError("when X is a file or chunks, labels come from it: pass y=None "
+                             "and sample_weight=None")
+        if isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or \
+                block_rows < 1:
+            raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
+        warm = self.warm_start and hasattr(self, "_w0_state")
+        if isinstance(source, (str, os.PathLike)):
+            info = cfm_data.scan_file(source)
+            n_features = info["n_features"]
+            if warm and n_features != self.n_features_in_:
+                raise ValueError(f"{os.fspath(source)!r} has {n_features} features, but "
+                                 f"{type(self).__name__} is expecting {self.n_features_in_} "
+                                 "features as input.")
+            if warm:
+                n_features = self.n_features_in_
+            labels = np.asarray(info.get("label_values_sample", []))
+
+            def blocks():
+                kw = {} if info.get("format") in ("cache", "libffm") else \
+                    {"zero_based": info.get("zero_based", "auto")}
+                for Xb, yb, fb in cfm_data.iter_blocks(source, block_rows=block_rows,
+                                                       n_features=n_features, **kw):
+                    yield Xb, yb, fb
+        else:
+            first = _peek_chunk(source)
+            n_features = first[0].shape[1]
+            labels = None
+
+            def blocks():
+                it = source() if callable(source) else iter(source)
+                for pair in it:
+                    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                        raise ValueError("chunks must be (X, y) pairs")
+                    yield pair[0], pair[1], None
+        # filled once the model (and so classes_) exists: after the first block
+        evals = []
+        state = {"started": warm}
+
+        def prepare_evals():
+            if eval_set is None or evals:
+                return
+            if isinstance(eval_set, (str, os.PathLike)):
+                evals.extend(self._eval_from_file(eval_set, n_features))
+            else:
+                evals.extend(self._check_eval_set(eval_set, n_features))
+
+        def epoch(lr):
+            loss_sum = w_sum = 0.0
+            n_bad = n_blocks = 0
+            for Xb, yb, fb in blocks():
+                Xc = check_X(Xb, estimator=self, n_features=n_features)
+                if not state["started"]:
+                    if self._loss == "logistic" and labels is not None and len(labels):
+                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True, classes=labels)
+                    else:
+                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True)
+                    flds = self._check_fields(fields if fields is not None else fb,
+                                              n_features, reset=True)
+                    self._init_state(n_features, y_enc, None, dtype, flds)
+                    state["started"] = True
+                else:
+                    y_enc = self._prepare_y(yb, Xc.n_rows, reset=False)
+                    if self._model_kind == "ffm" and fb is not None:
+                        self._check_fields(fb, n_features, reset=False)
+                prepare_evals()
+                ls, ws, nb = self._block_epoch(Xc, y_enc, None, lr)
+                loss_sum, w_sum, n_bad, n_blocks = loss_sum + ls, w_sum + ws, n_bad + nb, \
+                    n_blocks + 1
+            if n_blocks == 0:
+                raise ValueError("the training data stream is empty (a one-shot iterator "
+                                 "can only be used for one epoch: pass a list or a function "
+                                 "returning a fresh iterator)")
+            return loss_sum, w_sum, n_bad
+
+        if warm:
+            self._ensure_layout(dtype)
+        self._run_epoch_loop(epoch, evals, int(self.n_epochs), early_stopping=True)
+        return self
+
+    def _eval_from_file(self, path, n_features):
+        from . import data as cfm_data
+
+        info = cfm_data.scan_file(path)
+        if info.get("format") == "libffm":
+            Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features)
+        elif info.get("format") == "cache":
+            Xv, yv, _ = cfm_data.load_cache(path)
+        else:
+            Xv, yv = cfm_data.load_libsvm(path, n_features=n_features)
+        return self._check_eval_set((Xv, yv), n_features)
 
     def _check_fields(self, fields, n_features, reset):
         """FM models have no fields (FFM overrides this)."""
@@ -360,22 +497,34 @@ class BaseFM(BaseEstimator):
             out.append((Xv, yv))
         return out
 
-    def _run_epochs(self, Xc, y, sw, evals, n_epochs, early_stopping):
-        n_threads = effective_n_threads(self.n_jobs)
-        # Hogwild gains nothing on small data (thread start-up and conflicts on
-        # shared parameters dominate): at most one training thread per
-        # MIN_ROWS_PER_THREAD rows, so small fits are also deterministic.
-        train_threads = max(1, min(n_threads, Xc.n_rows // MIN_ROWS_PER_THREAD))
+    def _train_threads(self, n_rows):
+        """Hogwild gains nothing on small data (thread start-up and conflicts on
+        shared parameters dominate): at most one training thread per
+        MIN_ROWS_PER_THREAD rows, so small fits are also deterministic."""
+        return max(1, min(effective_n_threads(self.n_jobs), n_rows // MIN_ROWS_PER_THREAD))
+
+    def _block_epoch(self, Xc, y, sw, lr):
+        """One pass over an in-memory block, rows in a fresh random order."""
         n = Xc.n_rows
+        order = (self._rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
+        sw_arr = sw if sw is not None else np.empty(0)
+        return self._train_epoch(Xc, y, sw_arr, order, lr, self._train_threads(n))
+
+    def _run_epochs(self, Xc, y, sw, evals, n_epochs, early_stopping):
+        self._run_epoch_loop(lambda lr: self._block_epoch(Xc, y, sw, lr), evals, n_epochs,
+                             early_stopping)
+
+    def _run_epoch_loop(self, epoch_fn, evals, n_epochs, early_stopping):
+        """Epochs, history, verbose output and early stopping around
+        ``epoch_fn(lr) -> (loss_sum, weight_sum, n_bad)``."""
+        n_threads = effective_n_threads(self.n_jobs)
         metric = self.eval_metric or self._default_metric
         metric_fn, greater_better = METRICS[metric]
-        sw_arr = sw if sw is not None else np.empty(0)
         best_score, best_epoch, best_state, since_best = None, None, None, 0
         lr = self._hp("learning_rate")
         for _ in range(n_epochs):
             t0 = time.perf_counter()
-            order = (self._rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int64)
-            loss_sum, w_sum, n_bad = self._train_epoch(Xc, y, sw_arr, order, lr, train_threads)
+            loss_sum, w_sum, n_bad = epoch_fn(lr)
             epoch = len(self.history_) + 1
             # A non-finite parameter makes later predictions non-finite, which
             # the kernel counts; the table itself is checked after the loop.

@@ -36,7 +36,8 @@ class _FFMMixin:
 
     _model_kind = "ffm"
 
-    def fit(self, X, y, fields=None, sample_weight=None, eval_set=None):
+    def fit(self, X, y=None, fields=None, sample_weight=None, eval_set=None,
+            block_rows=100_000):
         """Fit the model.
 
         Parameters
@@ -45,11 +46,12 @@ class _FFMMixin:
         y : array-like of shape (n_samples,)
         fields : array-like of int, shape (n_features,)
             Field id of each column (0 .. n_fields-1). Required unless the
-            model is warm-started, in which case it must equal ``fields_``.
+            model is warm-started (then it must equal ``fields_``) or X is a
+            libffm file / cache (then they come from the file).
         sample_weight, eval_set
             As for :meth:`cfm.FMClassifier.fit` (eval_set uses ``fields``).
         """
-        return self._fit(X, y, sample_weight, eval_set, fields=fields)
+        return self._fit(X, y, sample_weight, eval_set, fields=fields, block_rows=block_rows)
 
     # ------------------------------------------------------------ fields
     def _check_fields(self, fields, n_features, reset):
