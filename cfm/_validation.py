@@ -154,10 +154,12 @@ def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
             )
         raise ValueError(f"{name} is not a valid CSR matrix: corrupt row offsets near row {row}")
     if not canonical:
-        # Unsorted or duplicate column indices within a row: duplicates would
-        # be counted as distinct interacting features, so sum them (on a copy).
+        # Unsorted or duplicate column indices within a row (duplicates would be
+        # counted as distinct interacting features) or stored zeros: sum the
+        # duplicates and drop the zeros, on a copy.
         M = M.copy()
         M.sum_duplicates()
+        M.eliminate_zeros()
         return check_X(M, name=name, n_features=n_features, estimator=estimator,
                        min_samples=min_samples)
     return CSRInput(data, indices, indptr, (n_rows, n_cols))

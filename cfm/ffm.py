@@ -66,8 +66,11 @@ class _FFMMixin:
             raise ValueError(f"fields must have one entry per column: expected shape "
                              f"({n_features},), got {arr.shape}")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
-                raise ValueError(f"fields must be integers, got dtype {arr.dtype}")
+            if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+                    and np.all(arr == np.round(arr))):
+                raise ValueError(f"fields must be finite integers, got dtype {arr.dtype}")
+            if np.abs(arr).max() >= 2**31 - 1:
+                raise ValueError("field ids must be >= 0 and < 2**31 - 1")
         arr = arr.astype(np.int64)
         if arr.size and arr.min() < 0:
             j = int(np.argmin(arr))

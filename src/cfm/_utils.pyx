@@ -27,7 +27,8 @@ cdef inline int check_row(const data_t* data, const index_t* indices, Py_ssize_t
                           Py_ssize_t end, int64_t n_features, Py_ssize_t* bad_pos,
                           bint* increasing) noexcept nogil:
     """Status of one row; bad_pos gets the offending position; increasing is
-    cleared when the row's indices are not strictly increasing."""
+    cleared when the row's indices are not strictly increasing or it stores a
+    zero."""
     cdef Py_ssize_t jj
     cdef int64_t j, prev = -1
     for jj in range(start, end):
@@ -38,7 +39,7 @@ cdef inline int check_row(const data_t* data, const index_t* indices, Py_ssize_t
         if not isfinite(data[jj]):
             bad_pos[0] = jj
             return CSR_NONFINITE
-        if j <= prev:
+        if j <= prev or data[jj] == 0:
             increasing[0] = False
         prev = j
     return CSR_OK
@@ -51,8 +52,9 @@ def check_csr(const data_t[::1] data, const index_t[::1] indices,
     The row offsets must already be valid (start at 0, non-decreasing, end at
     nnz == len(indices) == len(data)); cfm/_validation.py checks them first.
     Returns (status, row, position, canonical): the first problem in row
-    order, and whether every row has strictly increasing column indices (no
-    duplicates, so the matrix can be used as is).
+    order, and whether the matrix can be used as is: every row has strictly
+    increasing column indices (no duplicates) and no explicitly stored zeros
+    (which would otherwise receive L2 and optimizer updates in training).
     """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t r, pos = -1, first_bad

@@ -1,0 +1,259 @@
+"""Plain NumPy reference implementation of cfm's field-aware factorization machine.
+
+Deliberately naive and independent of the kernels' layout tricks:
+
+* prediction is the explicit double sum over pairs a < b of the non-zeros of
+  a row of <V[j_a, f(j_b)], V[j_b, f(j_a)]> x_a x_b (+ w0 + w.x);
+* the gradient w.r.t. V is also an explicit sum over pairs;
+* one training epoch replays the kernel's libffm-style per-sample update
+  rules (src/cfm/_ffm.pyx: update_bias, update_linear, update_pairs) row by
+  row, in a given order, in float64.
+
+Rows are read from the CSR structure (entries in stored order, a = position in
+the row), exactly as the kernel reads them; this matters because an update
+visits the pairs in that order and a vector may be stepped several times per
+row (repeated fields).  V is unpacked as (n_features, n_fields, k).
+"""
+import numpy as np
+import scipy.sparse as sp
+
+SQUARED, LOGISTIC = "squared", "logistic"
+
+
+def _csr(X):
+    X = sp.csr_matrix(X)
+    X.sum_duplicates()  # what cfm's input validation does (also sorts indices)
+    return X
+
+
+def row_entries(X, i, normalize):
+    """(columns, scaled float64 values) of row i of CSR X, in stored order."""
+    s, e = X.indptr[i], X.indptr[i + 1]
+    cols = np.asarray(X.indices[s:e], dtype=np.int64)
+    x = np.asarray(X.data[s:e], dtype=np.float64)
+    if normalize:
+        nrm = np.sqrt(np.sum(x * x))
+        if nrm > 0:
+            x = x / nrm
+    return cols, x
+
+
+def ffm_score_entries(cols, x, fields, w0, w, V):
+    """w0 + sum_a w_{j_a} x_a + sum_{a<b} <V[j_a, f(j_b)], V[j_b, f(j_a)]> x_a x_b."""
+    lin = 0.0
+    for a in range(len(cols)):
+        lin += float(w[cols[a]]) * x[a]
+    pair = 0.0
+    for a in range(len(cols)):
+        for b in range(a + 1, len(cols)):
+            ja, jb = cols[a], cols[b]
+            pair += float(np.dot(V[ja, fields[jb]], V[jb, fields[ja]])) * x[a] * x[b]
+    return float(w0) + lin + pair
+
+
+def ffm_predict(X, fields, w0, w, V, normalize=False):
+    """Reference FFM scores of every row of X; V has shape (n_features, n_fields, k)."""
+    X = _csr(X)
+    w = np.asarray(w, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    fields = np.asarray(fields, dtype=np.int64)
+    out = np.empty(X.shape[0])
+    for i in range(X.shape[0]):
+        cols, x = row_entries(X, i, normalize)
+        out[i] = ffm_score_entries(cols, x, fields, w0, w, V)
+    return out
+
+
+# ----------------------------------------------------------------- losses
+def loss_value(p, y, loss):
+    """Squared 0.5 (p - y)^2, or logistic log(1 + exp(-y p)) with y in {-1, +1}."""
+    if loss == SQUARED:
+        return 0.5 * (p - y) ** 2
+    return float(np.logaddexp(0.0, -y * p))
+
+
+def loss_dp(p, y, loss):
+    """d loss / d p (the kernel clamps the logistic margin at 35, irrelevant here)."""
+    if loss == SQUARED:
+        return p - y
+    z = float(np.clip(y * p, -35.0, 35.0))
+    return -y / (1.0 + np.exp(z))
+
+
+def loss_and_grad(cols, x, y, fields, w0, w, V, loss):
+    """Loss of one (already scaled) sample and its analytic gradient w.r.t. (w0, w, V).
+
+    d score / d V[j_a, f(j_b)] = x_a x_b V[j_b, f(j_a)], summed over the pairs.
+    """
+    p = ffm_score_entries(cols, x, fields, w0, w, V)
+    d = loss_dp(p, y, loss)
+    gw = np.zeros(len(w))
+    gV = np.zeros_like(np.asarray(V, dtype=np.float64))
+    for a in range(len(cols)):
+        gw[cols[a]] += d * x[a]
+        for b in range(a + 1, len(cols)):
+            ja, jb = cols[a], cols[b]
+            gV[ja, fields[jb]] += d * x[a] * x[b] * V[jb, fields[ja]]
+            gV[jb, fields[ja]] += d * x[a] * x[b] * V[ja, fields[jb]]
+    return loss_value(p, y, loss), d, gw, gV
+
+
+# ------------------------------------------------------------ state
+class RefFFMState:
+    """Float64 copy of an FFM model and its optimizer state.
+
+    w (n,); V (n, n_fields, k); sgd: no state; adagrad: Gw (n,), GV (n, n_fields);
+    ftrl: z (n,), nw (n,), GV (n, n_fields).  GV is the row-wise AdaGrad
+    accumulator of each (feature, field) vector.  w0_state = [w0, a, b] exactly
+    as the kernel's (adagrad: a = G_w0; ftrl: a = z_w0, b = n_w0).
+    """
+
+    def __init__(self, w0_state, w, V, solver, Gw=None, z=None, nw=None, GV=None):
+        self.w0_state = np.array(w0_state, dtype=np.float64)
+        self.w = np.array(w, dtype=np.float64)
+        self.V = np.array(V, dtype=np.float64)
+        self.solver = solver
+        self.Gw = None if Gw is None else np.array(Gw, dtype=np.float64)
+        self.z = None if z is None else np.array(z, dtype=np.float64)
+        self.nw = None if nw is None else np.array(nw, dtype=np.float64)
+        self.GV = None if GV is None else np.array(GV, dtype=np.float64)
+
+    def copy(self):
+        return RefFFMState(self.w0_state, self.w, self.V, self.solver, self.Gw, self.z,
+                           self.nw, self.GV)
+
+    @classmethod
+    def from_tables(cls, lin, V, w0_state, n_fields, k, solver):
+        """Unpack the kernel tables: lin = [w, opt state]; V = per (feature, field)
+        [v (kp coordinates, k used), G (adagrad/ftrl only)]."""
+        kp = max(4, -(-k // 4) * 4)
+        ks = kp + (0 if solver == "sgd" else 1)
+        lin = np.asarray(np.asarray(lin)[:, :3], dtype=np.float64)
+        Vt = np.asarray(np.asarray(V)[:, :n_fields * ks], dtype=np.float64).reshape(
+            len(lin), n_fields, ks)
+        kw = {}
+        if solver == "adagrad":
+            kw["Gw"] = lin[:, 1]
+        elif solver == "ftrl":
+            kw["z"], kw["nw"] = lin[:, 1], lin[:, 2]
+        if solver != "sgd":
+            kw["GV"] = Vt[:, :, kp]
+        return cls(w0_state, lin[:, 0], Vt[:, :, :k], solver, **kw)
+
+    @classmethod
+    def from_model(cls, m):
+        return cls.from_tables(m._lin, m._V, m._w0_state, m.n_fields_, m._k, m._solver)
+
+    def to_tables(self, lin, V, w0_state):
+        """Write the state into kernel tables of the matching layout (in place);
+        padding coordinates are set to 0."""
+        n, nf, k = self.V.shape
+        kp = max(4, -(-k // 4) * 4)
+        ks = kp + (0 if self.solver == "sgd" else 1)
+        lin[:, 0] = self.w
+        if self.solver == "adagrad":
+            lin[:, 1] = self.Gw
+        elif self.solver == "ftrl":
+            lin[:, 1] = self.z
+            lin[:, 2] = self.nw
+        for q in range(nf):
+            V[:, q * ks:q * ks + k] = self.V[:, q]
+            V[:, q * ks + k:q * ks + kp] = 0.0
+            if self.solver != "sgd":
+                V[:, q * ks + kp] = self.GV[:, q]
+        w0_state[:] = self.w0_state
+
+    def to_model(self, m):
+        self.to_tables(m._lin, m._V, m._w0_state)
+
+
+# ------------------------------------------------------------ one epoch
+def _update_bias(st, g, lr, l2_w0, beta):
+    t = st.w0_state
+    if st.solver == "sgd":
+        t[0] -= lr * (g + l2_w0 * t[0])
+    elif st.solver == "adagrad":
+        gw = g + l2_w0 * t[0]
+        t[1] += gw * gw
+        t[0] -= lr * gw / np.sqrt(t[1])
+    else:  # FTRL-proximal, no L1 on the bias
+        n_new = t[2] + g * g
+        sigma = (np.sqrt(n_new) - np.sqrt(t[2])) / lr
+        t[1] += g - sigma * t[0]
+        t[2] = n_new
+        t[0] = -t[1] / ((beta + np.sqrt(n_new)) / lr + l2_w0)
+
+
+def _update_linear(st, j, xj, g, lr, l2_w, l1, beta):
+    gx = g * xj
+    w = st.w[j]
+    if st.solver == "sgd":
+        st.w[j] = w - lr * (gx + l2_w * w)
+    elif st.solver == "adagrad":
+        gw = gx + l2_w * w
+        st.Gw[j] += gw * gw
+        st.w[j] = w - lr * gw / np.sqrt(st.Gw[j])
+    else:
+        n_new = st.nw[j] + gx * gx
+        sigma = (np.sqrt(n_new) - np.sqrt(st.nw[j])) / lr
+        st.z[j] += gx - sigma * w
+        st.nw[j] = n_new
+        z = st.z[j]
+        if abs(z) <= l1:
+            st.w[j] = 0.0
+        else:
+            st.w[j] = -(z - np.sign(z) * l1) / ((beta + np.sqrt(n_new)) / lr + l2_w)
+
+
+def _update_pair(st, ja, fa, jb, fb, kappa, lr, l2_v):
+    """libffm step on p1 = V[ja, fb] and p2 = V[jb, fa], gradients from current values."""
+    p1 = st.V[ja, fb].copy()
+    p2 = st.V[jb, fa].copy()
+    g1 = l2_v * p1 + kappa * p2
+    g2 = l2_v * p2 + kappa * p1
+    k = len(p1)
+    if st.solver == "sgd":
+        st.V[ja, fb] = p1 - lr * g1
+        st.V[jb, fa] = p2 - lr * g2
+    else:  # row-wise AdaGrad (also the factors' optimizer under ftrl)
+        st.GV[ja, fb] += np.sum(g1 * g1) / k
+        st.GV[jb, fa] += np.sum(g2 * g2) / k
+        st.V[ja, fb] = p1 - lr * g1 / np.sqrt(st.GV[ja, fb])
+        st.V[jb, fa] = p2 - lr * g2 / np.sqrt(st.GV[jb, fa])
+
+
+def train_epoch(X, y, fields, order, st, *, loss, fit_intercept=True, normalize=False,
+                learning_rate=0.1, l2_w0=0.0, l2_w=0.0, l2_v=0.0, l1=0.0, ftrl_beta=1.0,
+                sample_weight=None):
+    """One sequential epoch over rows ``order``, updating ``st`` in place.
+
+    Per sample: prediction from the current parameters; g = dloss/dpred * sw;
+    the bias (if fit_intercept), then the linear terms of the row's entries,
+    then the pairs (a < b) in row order.  Rows with a non-finite prediction are
+    skipped.  ``y`` is real (squared) or in {-1, +1} (logistic).
+
+    Returns (sum of weighted losses before each update, sum of weights, n_bad).
+    """
+    X = _csr(X)
+    fields = np.asarray(fields, dtype=np.int64)
+    total_loss = total_w = 0.0
+    n_bad = 0
+    for i in order:
+        cols, x = row_entries(X, i, normalize)
+        p = ffm_score_entries(cols, x, fields, st.w0_state[0], st.w, st.V)
+        if not np.isfinite(p):
+            n_bad += 1
+            continue
+        sw = 1.0 if sample_weight is None else float(sample_weight[i])
+        total_loss += sw * loss_value(p, y[i], loss)
+        total_w += sw
+        g = sw * loss_dp(p, y[i], loss)
+        if fit_intercept:
+            _update_bias(st, g, learning_rate, l2_w0, ftrl_beta)
+        for a in range(len(cols)):
+            _update_linear(st, cols[a], x[a], g, learning_rate, l2_w, l1, ftrl_beta)
+        for a in range(len(cols)):
+            for b in range(a + 1, len(cols)):
+                _update_pair(st, cols[a], fields[cols[a]], cols[b], fields[cols[b]],
+                             g * x[a] * x[b], learning_rate, l2_v)
+    return total_loss, total_w, n_bad
