@@ -10,6 +10,8 @@ Estimators follow scikit-learn conventions::
 """
 from . import _utils
 from ._io import FORMAT_VERSION, load
+from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks, load_cache, load_libffm,
+                   load_libfm, load_libsvm, scan_file)
 from .datasets import make_fm_classification, make_fm_regression
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError
 from .models import FMClassifier, FMRegressor
@@ -32,6 +34,15 @@ __all__ = [
     "make_fm_classification",
     "make_fm_regression",
     "openmp_enabled",
+    "load_libsvm",
+    "load_libfm",
+    "load_libffm",
+    "dump_libsvm",
+    "dump_libffm",
+    "convert_to_cache",
+    "load_cache",
+    "iter_blocks",
+    "scan_file",
     "DataFormatError",
     "DivergenceError",
     "ModelFileError",
