@@ -30,6 +30,7 @@ major versions.
 """
 import gzip
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -729,6 +730,23 @@ class _CacheFile:
             return np.zeros(0, dtype=dt)
         return self._mm[a["offset"]:a["offset"] + a["nbytes"]].view(dt)
 
+    def release(self, name, lo, hi):
+        """madvise(DONTNEED) the whole pages inside elements [lo, hi) of an array."""
+        mm = getattr(self._mm, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        a = self.header["_table"][name]
+        item = np.dtype(a["dtype"]).itemsize
+        start = a["offset"] + lo * item
+        end = a["offset"] + hi * item
+        start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):  # advisory only
+                pass
+
     def verify_checksums(self):
         for name, a in self.header["_table"].items():
             arr = self.array(name)
@@ -1058,6 +1076,14 @@ def _iter_cache(path, block_rows, n_features):
         _check_block(c, r0, r1, ip, ind)
         X = _csr_around(data[a:b], ind, ip - a, (r1 - r0, h["n_features"]))
         yield X, y[r0:r1], fields
+        # The consumer is done with this block: drop its pages from this
+        # process's mapping, so that resident memory stays about one block
+        # rather than growing to the whole file (they are re-read from the
+        # page cache or disk if touched again).
+        c.release("indices", a, b)
+        c.release("data", a, b)
+        c.release("indptr", r0, r1)
+        c.release("y", r0, r1)
 
 
 def _iter_text(path, fmt, block_rows, n_features, dtype, zero_based, n_jobs, allow_unsorted,
