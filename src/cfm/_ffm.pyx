@@ -199,11 +199,21 @@ cdef inline floating sum_squares(const floating* g, int kp) noexcept nogil:
     return (q[0] + q[1]) + (q[2] + q[3])
 
 
+cdef extern from "cfm_ffm_simd.h" nogil:
+    void cfm_ffm_pair_update_f32(float* p1, float* p2, int kp, float kappa, float l2,
+                                 float lr, float inv_k, int adagrad, float* g1, float* g2)
+
+
 cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
                               const int32_t* fl, const Py_ssize_t* off,
                               Py_ssize_t ks, int kp, int k, double g, int optimizer,
                               double lr, double l2_v) noexcept nogil:
-    """libffm-style per-pair steps on v_{a,f(b)} and v_{b,f(a)} for all a < b."""
+    """libffm-style per-pair steps on v_{a,f(b)} and v_{b,f(a)} for all a < b.
+
+    float32: the SSE2 kernel of cfm_ffm_simd.h (the horizontal sums of the
+    row-wise AdaGrad step do not vectorise from C loops without
+    -ffast-math).  float64: the same arithmetic in plain loops.
+    """
     cdef floating g1[MAX_FACTORS]
     cdef floating g2[MAX_FACTORS]
     cdef floating* va
@@ -213,6 +223,7 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
     cdef floating lrf = <floating>lr
     cdef floating l2f = <floating>l2_v
     cdef floating inv_k = <floating>(1.0 / k)
+    cdef int adagrad = optimizer != OPT_SGD
     cdef Py_ssize_t a, b, f
     for a in range(m):
         va = V + off[a]
@@ -220,12 +231,15 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
             p1 = va + fl[b] * ks
             p2 = V + off[b] + fl[a] * ks
             kappa = <floating>(g * xs[a] * xs[b])
+            if floating is float:
+                cfm_ffm_pair_update_f32(p1, p2, kp, kappa, l2f, lrf, inv_k, adagrad, g1, g2)
+                continue
             for f in range(kp):
                 g1[f] = l2f * p1[f] + kappa * p2[f]
                 g2[f] = l2f * p2[f] + kappa * p1[f]
             # one loop per vector: p1 and p2 may not be proven disjoint, so a
             # loop writing both would not vectorise
-            if optimizer == OPT_SGD:
+            if not adagrad:
                 s1 = lrf
                 s2 = lrf
             else:

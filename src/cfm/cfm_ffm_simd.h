@@ -1,0 +1,96 @@
+/* SSE2 inner kernel of the FFM per-pair update (float32, row-wise AdaGrad or
+ * SGD), with a portable scalar fallback.  SSE2 is part of the x86-64
+ * baseline, so no -march flag is needed.
+ *
+ * For one pair (a, b) with p1 = v_{a,f(b)}, p2 = v_{b,f(a)} (kp coordinates,
+ * kp a multiple of 4, the AdaGrad accumulator at index kp):
+ *     g1 = l2 * p1 + kappa * p2,   g2 = l2 * p2 + kappa * p1
+ *     AdaGrad: G_i += sum(g_i^2) / k;  p_i -= lr / sqrt(G_i) * g_i
+ *     SGD:     p_i -= lr * g_i
+ * g1, g2 are computed from the values before this pair's update.  p1 and p2
+ * must not overlap (different features' blocks).  Vectors need not be
+ * aligned (unaligned loads).
+ */
+#ifndef CFM_FFM_SIMD_H
+#define CFM_FFM_SIMD_H
+
+#include <math.h>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+
+static inline float cfm_hsum_ps(__m128 v) {
+    __m128 s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+    return _mm_cvtss_f32(s);
+}
+
+static inline void cfm_ffm_pair_update_f32(float *p1, float *p2, int kp, float kappa,
+                                           float l2, float lr, float inv_k, int adagrad,
+                                           float *g1, float *g2) {
+    const __m128 K = _mm_set1_ps(kappa), L = _mm_set1_ps(l2);
+    __m128 s1 = _mm_setzero_ps(), s2 = _mm_setzero_ps();
+    int f;
+    float r1 = lr, r2 = lr;
+    for (f = 0; f < kp; f += 4) {
+        __m128 a = _mm_loadu_ps(p1 + f), b = _mm_loadu_ps(p2 + f);
+        __m128 x1 = _mm_add_ps(_mm_mul_ps(L, a), _mm_mul_ps(K, b));
+        __m128 x2 = _mm_add_ps(_mm_mul_ps(L, b), _mm_mul_ps(K, a));
+        _mm_storeu_ps(g1 + f, x1);
+        _mm_storeu_ps(g2 + f, x2);
+        s1 = _mm_add_ps(s1, _mm_mul_ps(x1, x1));
+        s2 = _mm_add_ps(s2, _mm_mul_ps(x2, x2));
+    }
+    if (adagrad) {
+        float G1 = p1[kp] + cfm_hsum_ps(s1) * inv_k;
+        float G2 = p2[kp] + cfm_hsum_ps(s2) * inv_k;
+        p1[kp] = G1;
+        p2[kp] = G2;
+        r1 = lr / sqrtf(G1);
+        r2 = lr / sqrtf(G2);
+    }
+    {
+        const __m128 R1 = _mm_set1_ps(r1), R2 = _mm_set1_ps(r2);
+        for (f = 0; f < kp; f += 4) {
+            _mm_storeu_ps(p1 + f, _mm_sub_ps(_mm_loadu_ps(p1 + f),
+                                             _mm_mul_ps(R1, _mm_loadu_ps(g1 + f))));
+            _mm_storeu_ps(p2 + f, _mm_sub_ps(_mm_loadu_ps(p2 + f),
+                                             _mm_mul_ps(R2, _mm_loadu_ps(g2 + f))));
+        }
+    }
+}
+
+#else  /* portable fallback, same arithmetic order per lane group */
+
+static inline void cfm_ffm_pair_update_f32(float *p1, float *p2, int kp, float kappa,
+                                           float l2, float lr, float inv_k, int adagrad,
+                                           float *g1, float *g2) {
+    float s1[4] = {0, 0, 0, 0}, s2[4] = {0, 0, 0, 0};
+    float r1 = lr, r2 = lr;
+    int f, l;
+    for (f = 0; f < kp; f += 4) {
+        for (l = 0; l < 4; l++) {
+            float x1 = l2 * p1[f + l] + kappa * p2[f + l];
+            float x2 = l2 * p2[f + l] + kappa * p1[f + l];
+            g1[f + l] = x1;
+            g2[f + l] = x2;
+            s1[l] += x1 * x1;
+            s2[l] += x2 * x2;
+        }
+    }
+    if (adagrad) {
+        float G1 = p1[kp] + ((s1[0] + s1[2]) + (s1[1] + s1[3])) * inv_k;
+        float G2 = p2[kp] + ((s2[0] + s2[2]) + (s2[1] + s2[3])) * inv_k;
+        p1[kp] = G1;
+        p2[kp] = G2;
+        r1 = lr / sqrtf(G1);
+        r2 = lr / sqrtf(G2);
+    }
+    for (f = 0; f < kp; f++) {
+        p1[f] -= r1 * g1[f];
+        p2[f] -= r2 * g2[f];
+    }
+}
+#endif
+
+#endif
