@@ -126,7 +126,8 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
     """Raw FFM scores of the rows of a CSR matrix, OpenMP over rows."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t width = max(max_nnz, 1)
+    # per-thread rows padded (>= 128 bytes apart) so threads never share a line
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
     cdef double[:, ::1] xs_buf = np.empty((nt, width))
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
@@ -291,7 +292,8 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     """
     cdef Py_ssize_t n = order.shape[0]
     cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t width = max(max_nnz, 1)
+    # per-thread rows padded (>= 128 bytes apart) so threads never share a line
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
     cdef double[:, ::1] xs_buf = np.empty((nt, width))
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
