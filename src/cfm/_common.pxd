@@ -160,3 +160,47 @@ cdef inline floating fsqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
+
+
+cdef inline void init_thread_states(double* thr, int nt, const double* w0_state) noexcept nogil:
+    """Every thread starts the epoch from the shared bias state [w0, a, b]."""
+    cdef int t_id
+    for t_id in range(nt):
+        thr[t_id * THR_STRIDE + T_W0] = w0_state[0]
+        thr[t_id * THR_STRIDE + T_A] = w0_state[1]
+        thr[t_id * THR_STRIDE + T_B] = w0_state[2]
+
+
+cdef inline int merge_thread_states(const double* thr, int nt, double* w0_state,
+                                    int optimizer, bint fit_intercept, double lr,
+                                    double l2_w0, double ftrl_beta,
+                                    double* total_loss, double* total_w) noexcept nogil:
+    """Merge the per-thread bias states and epoch statistics in a fixed order:
+    count-weighted mean of w0, summed increments of the accumulators (FTRL's
+    w0 follows from the merged z and n).  Exact with one thread.  Returns the
+    number of rows whose prediction was not finite."""
+    cdef int t_id
+    cdef double bad = 0.0, n_done = 0.0, w0_avg = 0.0, a0, b0
+    total_loss[0] = 0.0
+    total_w[0] = 0.0
+    for t_id in range(nt):
+        total_loss[0] += thr[t_id * THR_STRIDE + T_LOSS]
+        total_w[0] += thr[t_id * THR_STRIDE + T_WSUM]
+        bad += thr[t_id * THR_STRIDE + T_BAD]
+        n_done += thr[t_id * THR_STRIDE + T_COUNT]
+    if nt == 1:
+        w0_state[0] = thr[T_W0]
+        w0_state[1] = thr[T_A]
+        w0_state[2] = thr[T_B]
+    elif n_done > 0:
+        a0 = w0_state[1]
+        b0 = w0_state[2]
+        for t_id in range(nt):
+            w0_avg += thr[t_id * THR_STRIDE + T_COUNT] * thr[t_id * THR_STRIDE + T_W0]
+            w0_state[1] += thr[t_id * THR_STRIDE + T_A] - a0
+            w0_state[2] += thr[t_id * THR_STRIDE + T_B] - b0
+        if optimizer == OPT_FTRL and fit_intercept:
+            w0_state[0] = -w0_state[1] / ((ftrl_beta + sqrt(w0_state[2])) / lr + l2_w0)
+        else:
+            w0_state[0] = w0_avg / n_done
+    return <int>bad

@@ -37,6 +37,7 @@ from cfm._common cimport (
     loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
+    init_thread_states, merge_thread_states,
 )
 
 cdef enum:
@@ -312,13 +313,10 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     cdef floating* L = &lin[0, 0]
     cdef floating* Vp = &V[0, 0]
     cdef const int32_t* F = &fields[0]
-    cdef double total_loss = 0.0, total_w = 0.0, bad = 0.0, n_done = 0.0, w0_avg = 0.0
-    cdef double a0, b0
+    cdef double total_loss = 0.0, total_w = 0.0
+    cdef int n_bad
 
-    for t_id in range(nt):
-        thr[t_id, T_W0] = w0_state[0]
-        thr[t_id, T_A] = w0_state[1]
-        thr[t_id, T_B] = w0_state[2]
+    init_thread_states(&thr[0, 0], nt, &w0_state[0])
     if n == 0:
         return 0.0, 0.0, 0
 
@@ -363,28 +361,9 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                 update_pairs_dispatch(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
                                       learning_rate, l2_v)
 
-    for t_id in range(nt):
-        total_loss += thr[t_id, T_LOSS]
-        total_w += thr[t_id, T_WSUM]
-        bad += thr[t_id, T_BAD]
-        n_done += thr[t_id, T_COUNT]
-    if nt == 1:
-        w0_state[0] = thr[0, T_W0]
-        w0_state[1] = thr[0, T_A]
-        w0_state[2] = thr[0, T_B]
-    elif n_done > 0:
-        for t_id in range(nt):
-            w0_avg += thr[t_id, T_COUNT] * thr[t_id, T_W0]
-        a0 = w0_state[1]
-        b0 = w0_state[2]
-        for t_id in range(nt):
-            w0_state[1] += thr[t_id, T_A] - a0
-            w0_state[2] += thr[t_id, T_B] - b0
-        if optimizer == OPT_FTRL and fit_intercept:
-            w0_state[0] = -w0_state[1] / ((ftrl_beta + sqrt(w0_state[2])) / learning_rate + l2_w0)
-        else:
-            w0_state[0] = w0_avg / n_done
-    return total_loss, total_w, int(bad)
+    n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
+                                learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
+    return total_loss, total_w, n_bad
 
 
 def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
