@@ -630,9 +630,6 @@ class BaseFM(BaseEstimator):
     # ------------------------------------------------------ model file state
     def _export_state(self):
         """Arrays and JSON header describing the fitted model (see cfm/_io.py)."""
-        from . import __version__
-        from ._io import _encode_labels, _jsonable_params
-
         k = self._k
         width = _state_width(self._solver, k)
         arrays = {
@@ -641,13 +638,23 @@ class BaseFM(BaseEstimator):
             "opt_state": self._table[:, 1 + k:1 + k + width],
             "w0_state": self._w0_state,
         }
+        header = self._common_header()
+        header.update({
+            "dtype": self._table.dtype.name,
+            "n_features": int(self._table.shape[0]),
+            "n_factors": k,
+        })
+        return arrays, header
+
+    def _common_header(self):
+        """Model-file header entries shared by every estimator kind."""
+        from . import __version__
+        from ._io import _encode_labels, _jsonable_params
+
         header = {
             "kind": self._model_kind,
             "estimator": type(self).__name__,
             "task": "regression" if self._loss == "squared" else "binary",
-            "dtype": self._table.dtype.name,
-            "n_features": int(self._table.shape[0]),
-            "n_factors": k,
             "solver": self._solver,
             "normalize": bool(self._normalize),
             "params": _jsonable_params(self.get_params()),
@@ -661,11 +668,10 @@ class BaseFM(BaseEstimator):
             header["classes"] = _encode_labels(self.classes_)
         if hasattr(self, "feature_names_in_"):
             header["feature_names"] = [str(c) for c in self.feature_names_in_]
-        return arrays, header
+        return header
 
-    def _import_state(self, header, arrays):
-        from ._io import _decode_labels
-
+    def _import_params(self, header):
+        """Re-initialise from the saved hyper-parameters; return the table dtype."""
         params = header.get("params", {})
         valid = self._get_param_names()
         self.__init__(**{k: v for k, v in params.items() if k in valid})
@@ -675,6 +681,34 @@ class BaseFM(BaseEstimator):
         dtype = np.dtype(header["dtype"])
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
+        return dtype
+
+    def _import_common(self, header, arrays, n_features):
+        """Restore what every estimator kind keeps besides its parameter tables."""
+        from ._io import _decode_labels
+
+        self._w0_state = arrays["w0_state"].astype(np.float64)
+        self._normalize = bool(header["normalize"])
+        self.n_features_in_ = n_features
+        self.history_ = list(header.get("history", []))
+        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
+        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
+        self._rng = np.random.default_rng()
+        try:
+            self._rng.bit_generator.state = header["rng_state"]
+        except (KeyError, TypeError, ValueError):
+            pass
+        if "classes" in header:
+            self.classes_ = _decode_labels(header["classes"])
+            if len(self.classes_) != 2:
+                raise ValueError("a binary model file must hold 2 class labels")
+        elif self._loss == "logistic":
+            raise ValueError("classifier model file has no class labels")
+        if header.get("feature_names") is not None:
+            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
+
+    def _import_state(self, header, arrays):
+        dtype = self._import_params(header)
         n, k, solver = int(header["n_features"]), int(header["n_factors"]), header["solver"]
         if solver not in SOLVERS or n < 1 or k < 0:
             raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}")
@@ -694,22 +728,4 @@ class BaseFM(BaseEstimator):
         table[:, 1:1 + k] = arrays["V"]
         table[:, 1 + k:1 + k + width] = arrays["opt_state"]
         self._table, self._k, self._solver = table, k, solver
-        self._w0_state = arrays["w0_state"].astype(np.float64)
-        self._normalize = bool(header["normalize"])
-        self.n_features_in_ = n
-        self.history_ = list(header.get("history", []))
-        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
-        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
-        self._rng = np.random.default_rng()
-        try:
-            self._rng.bit_generator.state = header["rng_state"]
-        except (KeyError, TypeError, ValueError):
-            pass
-        if "classes" in header:
-            self.classes_ = _decode_labels(header["classes"])
-            if len(self.classes_) != 2:
-                raise ValueError("a binary model file must hold 2 class labels")
-        elif self._loss == "logistic":
-            raise ValueError("classifier model file has no class labels")
-        if header.get("feature_names") is not None:
-            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
+        self._import_common(header, arrays, n)

@@ -185,47 +185,20 @@ class _FFMMixin:
 
     # ------------------------------------------------------------ model files
     def _export_state(self):
-        from . import __version__
-        from ._io import _encode_labels, _jsonable_params
-
         arrays = {"lin": self._lin[:, :_lin_width(self._solver)],
                   "V": self._V[:, :self.n_fields_ * self._ks], "w0_state": self._w0_state,
                   "fields": self.fields_}
-        header = {
-            "kind": self._model_kind,
-            "estimator": type(self).__name__,
-            "task": "regression" if self._loss == "squared" else "binary",
+        header = self._common_header()
+        header.update({
             "dtype": self._V.dtype.name,
             "n_features": int(self._V.shape[0]),
             "n_factors": int(self._k),
             "n_fields": int(self.n_fields_),
-            "solver": self._solver,
-            "normalize": bool(self._normalize),
-            "params": _jsonable_params(self.get_params()),
-            "history": self.history_,
-            "n_epochs_": int(self.n_epochs_),
-            "best_epoch_": int(getattr(self, "best_epoch_", self.n_epochs_)),
-            "rng_state": self._rng.bit_generator.state,
-            "cfm_version": __version__,
-        }
-        if hasattr(self, "classes_"):
-            header["classes"] = _encode_labels(self.classes_)
-        if hasattr(self, "feature_names_in_"):
-            header["feature_names"] = [str(c) for c in self.feature_names_in_]
+        })
         return arrays, header
 
     def _import_state(self, header, arrays):
-        from ._io import _decode_labels
-
-        params = header.get("params", {})
-        valid = self._get_param_names()
-        self.__init__(**{k: v for k, v in params.items() if k in valid})
-        if header.get("kind") != self._model_kind:
-            raise ValueError(f"model kind {header.get('kind')!r} does not match "
-                             f"{type(self).__name__}")
-        dtype = np.dtype(header["dtype"])
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
+        dtype = self._import_params(header)
         n, k, nf = int(header["n_features"]), int(header["n_factors"]), int(header["n_fields"])
         solver = header["solver"]
         if solver not in SOLVERS or n < 1 or k < 1 or nf < 1:
@@ -247,28 +220,10 @@ class _FFMMixin:
         self._lin[:, :_lin_width(solver)] = arrays["lin"]
         self._V = _aligned_table(n, nf * ks, dtype)
         self._V[:, :nf * ks] = arrays["V"]
-        self._w0_state = arrays["w0_state"].astype(np.float64)
         self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
         self.n_fields_ = nf
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
-        self._normalize = bool(header["normalize"])
-        self.n_features_in_ = n
-        self.history_ = list(header.get("history", []))
-        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
-        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
-        self._rng = np.random.default_rng()
-        try:
-            self._rng.bit_generator.state = header["rng_state"]
-        except (KeyError, TypeError, ValueError):
-            pass
-        if "classes" in header:
-            self.classes_ = _decode_labels(header["classes"])
-            if len(self.classes_) != 2:
-                raise ValueError("a binary model file must hold 2 class labels")
-        elif self._loss == "logistic":
-            raise ValueError("classifier model file has no class labels")
-        if header.get("feature_names") is not None:
-            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
+        self._import_common(header, arrays, n)
 
 
 class FFMRegressor(_FFMMixin, FMRegressor):
