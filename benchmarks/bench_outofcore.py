@@ -16,7 +16,6 @@ and prints a Markdown table: file size, fit time, peak RSS, test AUC.
 """
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -128,7 +127,7 @@ def main(argv=None):
         f"cache written in {conv:.1f}s ({Path(cache).stat().st_size / 1e9:.2f} GB)",
         f"- k={args.k}, epochs={args.epochs}, threads={args.threads}, block_rows="
         f"{args.block_rows:,}; test: {args.test_rows:,} rows from the same planted model",
-        f"- peak memory = max RSS of the whole Python process (/usr/bin/time -v)",
+        "- peak memory = max RSS of the whole Python process (/usr/bin/time -v)",
         "",
         "| mode | fit time (s) | of which loading (s) | peak RSS (MB) | test AUC |",
         "|---|---:|---:|---:|---:|",

@@ -19,7 +19,6 @@ from ._metrics import METRICS
 from ._validation import (
     check_sample_weight,
     check_X,
-    check_y,
     draw_seed,
     effective_n_threads,
     _feature_names,
@@ -536,9 +535,10 @@ class BaseFM(BaseEstimator):
                 )
             self.n_epochs_ = getattr(self, "n_epochs_", 0) + 1
             rec = {"epoch": epoch, "train_loss": loss_sum / w_sum if w_sum > 0 else float("nan")}
+            # metrics take raw scores: values for RMSE/MAE, log-odds for logloss/AUC
             for i, (Xv, yv) in enumerate(evals):
                 rec[f"eval{i}_{metric}" if i else f"eval_{metric}"] = metric_fn(
-                    yv, self._eval_transform(self._decision(Xv, n_threads)))
+                    yv, self._decision(Xv, n_threads))
             rec["time"] = time.perf_counter() - t0
             self.history_.append(rec)
             if self.verbose:

@@ -10,7 +10,7 @@ contract and model files as the FM estimators (see :mod:`cfm.models`).
 import numpy as np
 
 from . import _ffm, _utils
-from ._base import ADAGRAD_INIT, LOSSES, SOLVERS, BaseFM, _aligned_table
+from ._base import ADAGRAD_INIT, LOSSES, SOLVERS, _aligned_table
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 

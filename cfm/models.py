@@ -101,10 +101,6 @@ class FMRegressor(RegressorMixin, BaseFM):
         return check_y(y, n, name="eval_set y")
 
     @staticmethod
-    def _eval_transform(score):
-        return score
-
-    @staticmethod
     def _initial_bias(y, sw):
         return float(np.average(y, weights=sw))
 
@@ -173,10 +169,6 @@ class FMClassifier(ClassifierMixin, BaseFM):
     def _encode_eval_y(self, y, n):
         y = check_y(y, n, numeric=False, name="eval_set y")
         return (self._encode(y, "eval_set y") > 0).astype(np.float64)
-
-    def _eval_transform(self, score):
-        m = self.eval_metric or self._default_metric
-        return score if m in ("logloss", "auc") else score
 
     @staticmethod
     def _initial_bias(y_pm, sw):

@@ -44,40 +44,25 @@ def make_table(w, V, dtype, extra=0):
 
 
 def new_table(n_features, k, solver, dtype):
-    """Zeroed kernel table for (k, solver), with whatever extra columns cfm needs."""
+    """Zeroed kernel table for (k, solver)."""
     import cfm._base as base
 
-    if hasattr(base, "_new_table"):
-        return base._new_table(n_features, k, solver, dtype)
-    return _aligned_table(n_features, 1 + k + base._state_width(solver, k), dtype)
+    return base._new_table(n_features, k, solver, dtype)
 
 
 def train_epoch_kernel(X, y, sw, order, table, w0_state, k, loss, solver, fit_intercept,
-                       normalize, hp, n_threads=1, hot=None):
-    """Call cfm._fm.fm_train_epoch directly (copes with its optional trailing args)."""
-    import inspect
-
+                       normalize, hp, n_threads=1):
+    """Call cfm._fm.fm_train_epoch directly."""
     import cfm._base as base
     from cfm import _fm
 
     X = sp.csr_matrix(X)
-    args = [X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
-            np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-            np.asarray(order, dtype=np.int64), table, w0_state, k, base.LOSSES[loss],
-            base.SOLVERS[solver], fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"],
-            hp["l2_w"], hp["l2_v"], hp["l1"], hp["ftrl_beta"], n_threads]
-    # trailing, multi-threading-only arguments (ignored by the kernel with one thread)
-    params = list(inspect.signature(_fm.fm_train_epoch).parameters)
-    extra = {
-        "hot": np.empty(0, dtype=np.int64) if hot is None else np.asarray(hot, np.int64),
-        "slot_col": base._slot_col(solver, k) if hasattr(base, "_slot_col") else 0,
-        "sync_rows": getattr(base, "SYNC_ROWS", 16384),
-    }
-    for name in params[len(args):]:
-        if name not in extra:
-            raise TypeError(f"fm_train_epoch has a new parameter {name!r}: update conftest.py")
-        args.append(extra[name])
-    return _fm.fm_train_epoch(*args)
+    return _fm.fm_train_epoch(
+        X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
+        np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
+        np.asarray(order, dtype=np.int64), table, w0_state, k, base.LOSSES[loss],
+        base.SOLVERS[solver], fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"],
+        hp["l2_w"], hp["l2_v"], hp["l1"], hp["ftrl_beta"], n_threads)
 
 
 def set_params(model, w0, w, V):

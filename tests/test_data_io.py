@@ -8,7 +8,6 @@ import pytest
 import scipy.sparse as sp
 
 import cfm
-from cfm import _parse
 from cfm import data as D
 from cfm.exceptions import DataFormatError
 
