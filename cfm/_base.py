@@ -34,7 +34,7 @@ def _is_stream(X):
         return True
     if callable(X):
         return True
-    if isinstance(X, (list, tuple)) and X and isinstance(X[0], tuple) and len(X[0]) == 2 \
+    if isinstance(X, (list, tuple)) and X and isinstance(X[0], tuple) and len(X[0]) >= 2 \
             and hasattr(X[0][0], "shape"):
         return True
     return hasattr(X, "__next__")  # a generator / iterator of chunks
