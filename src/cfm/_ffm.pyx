@@ -40,6 +40,25 @@ from cfm._common cimport (
     init_thread_states, merge_thread_states,
 )
 
+# AVX2+FMA kernels for float32 (chosen at import from the CPU's features;
+# cfm._ffm.set_simd("sse2") forces the baseline path, e.g. for tests).
+cdef bint use_avx2 = cfm_ffm_have_avx2() != 0
+
+
+def simd_path():
+    """"avx2" or "sse2": which float32 FFM kernels are in use."""
+    return "avx2" if use_avx2 else "sse2"
+
+
+def set_simd(str path):
+    """Select the float32 FFM kernels: "avx2" (if the CPU has it) or "sse2"."""
+    global use_avx2
+    if path not in ("avx2", "sse2"):
+        raise ValueError(f"unknown SIMD path {path!r}")
+    use_avx2 = path == "avx2" and cfm_ffm_have_avx2() != 0
+    return simd_path()
+
+
 cdef enum:
     PF_ROWS = 1
     PF_IDX = 4
@@ -88,7 +107,11 @@ cdef inline double pair_score_dispatch(const floating* V, Py_ssize_t m, const do
                                        const int32_t* fl, const Py_ssize_t* off,
                                        Py_ssize_t ks, int kp) noexcept nogil:
     """pair_score with a literal kp for the common sizes: once inlined, the
-    factor loops have constant trip counts and are fully unrolled/vectorised."""
+    factor loops have constant trip counts and are fully unrolled/vectorised.
+    float32 with kp % 8 == 0 on a CPU with AVX2+FMA: the AVX2 kernel."""
+    if floating is float:
+        if kp % 8 == 0 and use_avx2:
+            return cfm_ffm_pair_score_avx2(V, m, xs, fl, off, ks, kp)
     if kp == 8:
         return pair_score(V, m, xs, fl, off, ks, 8)
     if kp == 4:
@@ -204,6 +227,13 @@ cdef inline floating sum_squares(const floating* g, int kp) noexcept nogil:
 cdef extern from "cfm_ffm_simd.h" nogil:
     void cfm_ffm_pair_update_f32(float* p1, float* p2, int kp, float kappa, float l2,
                                  float lr, float inv_k, int adagrad, float* g1, float* g2)
+    int cfm_ffm_have_avx2()
+    double cfm_ffm_pair_score_avx2(const float* V, Py_ssize_t m, const double* xs,
+                                   const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks,
+                                   int kp)
+    void cfm_ffm_update_pairs_avx2(float* V, Py_ssize_t m, const double* xs, const int32_t* fl,
+                                   const Py_ssize_t* off, Py_ssize_t ks, int kp, double g,
+                                   float l2, float lr, float inv_k, int adagrad)
 
 
 cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
@@ -262,6 +292,11 @@ cdef inline void update_pairs_dispatch(floating* V, Py_ssize_t m, const double* 
                                        Py_ssize_t ks, int kp, int k, double g, int optimizer,
                                        double lr, double l2_v) noexcept nogil:
     """update_pairs with a literal kp for the common sizes (see pair_score_dispatch)."""
+    if floating is float:
+        if kp % 8 == 0 and use_avx2:
+            cfm_ffm_update_pairs_avx2(V, m, xs, fl, off, ks, kp, g, <float>l2_v, <float>lr,
+                                      <float>(1.0 / k), optimizer != OPT_SGD)
+            return
     if kp == 8:
         update_pairs(V, m, xs, fl, off, ks, 8, k, g, optimizer, lr, l2_v)
     elif kp == 4:
