@@ -45,7 +45,8 @@ class _FFMMixin:
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         fields : array-like of int, shape (n_features,)
-            Field id of each column (0 .. n_fields-1). Required unless the
+            Field id of each column (0 .. n_fields-1; -1, as cfm.load_libffm
+            reports for a column that never occurs, counts as 0). Required unless the
             model is warm-started (then it must equal ``fields_``) or X is a
             libffm file / cache (then they come from the file).
         sample_weight, eval_set
@@ -72,9 +73,13 @@ class _FFMMixin:
             if np.abs(arr).max() >= 2**31 - 1:
                 raise ValueError("field ids must be >= 0 and < 2**31 - 1")
         arr = arr.astype(np.int64)
-        if arr.size and arr.min() < 0:
+        if arr.size and arr.min() < -1:
             j = int(np.argmin(arr))
-            raise ValueError(f"fields[{j}] = {int(arr[j])}: field ids must be >= 0")
+            raise ValueError(f"fields[{j}] = {int(arr[j])}: field ids must be >= 0 (or -1 "
+                             "for a column that never occurs)")
+        # -1 marks a column absent from the data (cfm.load_libffm reports such
+        # columns so); it takes field 0, which only matters if it ever occurs.
+        arr = np.maximum(arr, 0)
         if arr.size and arr.max() >= 2**31 - 1:
             raise ValueError("field ids must be < 2**31 - 1")
         arr = np.ascontiguousarray(arr, dtype=np.int32)

@@ -581,7 +581,7 @@ def test_fit_without_fields(vdata, cls):
     (np.zeros(5, dtype=int), "one entry per column"),
     (np.zeros(7, dtype=int), "one entry per column"),
     (np.zeros((6, 1), dtype=int), "one entry per column"),
-    (np.array([0, 1, -1, 0, 1, 0]), ">= 0"),
+    (np.array([0, 1, -2, 0, 1, 0]), ">= 0"),
     (np.array([0, 1, 0.5, 0, 1, 0]), "integer"),
     (np.array([0, 1, np.nan, 0, 1, 0]), "integer"),
     (np.array(["a", "b", "a", "a", "b", "a"]), "integer"),
@@ -680,3 +680,14 @@ def test_learns_planted_field_aware_signal():
     auc = cfm._metrics.auc(yte, m.decision_function(Xte))
     assert auc > 0.7, auc
     assert m.history_[-1]["train_loss"] < m.history_[0]["train_loss"]
+
+
+def test_minus_one_field_means_absent_column():
+    """cfm.load_libffm reports -1 for columns that never occur; fit accepts it."""
+    rng = np.random.default_rng(0)
+    X = sp.hstack([sp.random(200, 5, density=0.5, random_state=rng),
+                   sp.csr_matrix((200, 1))]).tocsr()  # column 5 never occurs
+    y = (rng.random(200) < 0.5).astype(int)
+    m = cfm.FFMClassifier(n_factors=2, n_epochs=2, random_state=0)
+    m.fit(X, y, fields=np.array([0, 1, 2, 0, 1, -1]))
+    assert m.fields_[5] == 0 and m.n_fields_ == 3
