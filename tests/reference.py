@@ -160,8 +160,8 @@ def _update_bias(st, g, lr, l2_w0, beta):
         t[0] = -t[1] / ((beta + np.sqrt(n_new)) / lr + l2_w0)
 
 
-def _update_feature(st, j, xj, g, gV_j, lr, l2_w, l2_v, l1, beta):
-    """Update w_j and v_j; gV_j = d score / d v_j (from pre-update sums)."""
+def _update_linear(st, j, xj, g, lr, l2_w, l1, beta):
+    """Update w_j (and its optimizer state in ``st``) with loss gradient g * x_j."""
     gx = g * xj
     w = st.w[j]
     if st.solver == "sgd":
@@ -180,6 +180,11 @@ def _update_feature(st, j, xj, g, gV_j, lr, l2_w, l2_v, l1, beta):
             st.w[j] = 0.0
         else:
             st.w[j] = -(z - np.sign(z) * l1) / ((beta + np.sqrt(n_new)) / lr + l2_w)
+
+
+def _update_feature(st, j, xj, g, gV_j, lr, l2_w, l2_v, l1, beta):
+    """Update w_j and v_j; gV_j = d score / d v_j (from pre-update sums)."""
+    _update_linear(st, j, xj, g, lr, l2_w, l1, beta)
     v = st.V[j].copy()
     gv = g * gV_j + l2_v * v
     if st.solver == "sgd":

@@ -17,6 +17,9 @@ row (repeated fields).  V is unpacked as (n_features, n_fields, k).
 import numpy as np
 import scipy.sparse as sp
 
+# the bias and linear steps are the FM kernel's, shared with the FM reference
+from reference import _update_bias, _update_linear  # noqa: E402
+
 SQUARED, LOGISTIC = "squared", "logistic"
 
 
@@ -168,43 +171,6 @@ class RefFFMState:
 
 
 # ------------------------------------------------------------ one epoch
-def _update_bias(st, g, lr, l2_w0, beta):
-    t = st.w0_state
-    if st.solver == "sgd":
-        t[0] -= lr * (g + l2_w0 * t[0])
-    elif st.solver == "adagrad":
-        gw = g + l2_w0 * t[0]
-        t[1] += gw * gw
-        t[0] -= lr * gw / np.sqrt(t[1])
-    else:  # FTRL-proximal, no L1 on the bias
-        n_new = t[2] + g * g
-        sigma = (np.sqrt(n_new) - np.sqrt(t[2])) / lr
-        t[1] += g - sigma * t[0]
-        t[2] = n_new
-        t[0] = -t[1] / ((beta + np.sqrt(n_new)) / lr + l2_w0)
-
-
-def _update_linear(st, j, xj, g, lr, l2_w, l1, beta):
-    gx = g * xj
-    w = st.w[j]
-    if st.solver == "sgd":
-        st.w[j] = w - lr * (gx + l2_w * w)
-    elif st.solver == "adagrad":
-        gw = gx + l2_w * w
-        st.Gw[j] += gw * gw
-        st.w[j] = w - lr * gw / np.sqrt(st.Gw[j])
-    else:
-        n_new = st.nw[j] + gx * gx
-        sigma = (np.sqrt(n_new) - np.sqrt(st.nw[j])) / lr
-        st.z[j] += gx - sigma * w
-        st.nw[j] = n_new
-        z = st.z[j]
-        if abs(z) <= l1:
-            st.w[j] = 0.0
-        else:
-            st.w[j] = -(z - np.sign(z) * l1) / ((beta + np.sqrt(n_new)) / lr + l2_w)
-
-
 def _update_pair(st, ja, fa, jb, fb, kappa, lr, l2_v):
     """libffm step on p1 = V[ja, fb] and p2 = V[jb, fa], gradients from current values."""
     p1 = st.V[ja, fb].copy()

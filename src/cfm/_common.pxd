@@ -204,3 +204,27 @@ cdef inline int merge_thread_states(const double* thr, int nt, double* w0_state,
         else:
             w0_state[0] = w0_avg / n_done
     return <int>bad
+
+
+cdef inline void linear_step(floating* w, floating* st, double gx, int optimizer, double lr,
+                             double l2_w, double l1, double ftrl_beta) noexcept nogil:
+    """One step on a linear weight w with loss gradient gx, and its optimizer
+    state st (adagrad: [G]; ftrl: [z, n]; sgd: unused).  L2 as in the
+    gradient for sgd/adagrad, inside the proximal step for ftrl (with L1)."""
+    cdef double wd = w[0], n_new, sigma, z
+    cdef floating gwf, accf
+    if optimizer == OPT_SGD:
+        w[0] = <floating>(wd - lr * (gx + l2_w * wd))
+    elif optimizer == OPT_ADAGRAD:
+        # in the parameter precision (single-precision sqrt/div for float32)
+        gwf = <floating>(gx + l2_w * wd)
+        accf = st[0] + gwf * gwf
+        st[0] = accf
+        w[0] = w[0] - <floating>lr * gwf / fsqrt(accf)
+    else:
+        n_new = <double>st[1] + gx * gx
+        sigma = (sqrt(n_new) - sqrt(<double>st[1])) / lr
+        z = <double>st[0] + gx - sigma * wd
+        st[0] = <floating>z
+        st[1] = <floating>n_new
+        w[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)

@@ -37,7 +37,7 @@ from cfm._common cimport (
     loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
-    init_thread_states, merge_thread_states,
+    init_thread_states, merge_thread_states, linear_step,
 )
 
 # AVX2+FMA kernels for float32 (chosen at import from the CPU's features;
@@ -188,26 +188,10 @@ cdef inline void update_linear(floating* lin, Py_ssize_t lw, const data_t* data,
                                double l2_w, double l1, double ftrl_beta) noexcept nogil:
     cdef Py_ssize_t jj
     cdef floating* rec
-    cdef double x, gx, w, gw, acc, n_new, sigma, z
     for jj in range(start, end):
         rec = lin + <Py_ssize_t>indices[jj] * lw
-        x = <double>data[jj] * scale
-        gx = g * x
-        w = rec[0]
-        if optimizer == OPT_SGD:
-            rec[0] = <floating>(w - lr * (gx + l2_w * w))
-        elif optimizer == OPT_ADAGRAD:
-            gw = gx + l2_w * w
-            acc = <double>rec[1] + gw * gw
-            rec[1] = <floating>acc
-            rec[0] = <floating>(w - lr * gw / sqrt(acc))
-        else:
-            n_new = <double>rec[2] + gx * gx
-            sigma = (sqrt(n_new) - sqrt(<double>rec[2])) / lr
-            z = <double>rec[1] + gx - sigma * w
-            rec[1] = <floating>z
-            rec[2] = <floating>n_new
-            rec[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)
+        linear_step(rec, rec + 1, g * <double>data[jj] * scale, optimizer, lr, l2_w, l1,
+                    ftrl_beta)
 
 
 cdef inline floating sum_squares(const floating* g, int kp) noexcept nogil:
@@ -265,26 +249,26 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
             kappa = <floating>(g * xs[a] * xs[b])
             if floating is float:
                 cfm_ffm_pair_update_f32(p1, p2, kp, kappa, l2f, lrf, inv_k, adagrad, g1, g2)
-                continue
-            for f in range(kp):
-                g1[f] = l2f * p1[f] + kappa * p2[f]
-                g2[f] = l2f * p2[f] + kappa * p1[f]
-            # one loop per vector: p1 and p2 may not be proven disjoint, so a
-            # loop writing both would not vectorise
-            if not adagrad:
-                s1 = lrf
-                s2 = lrf
             else:
-                G1 = p1[kp] + sum_squares(g1, kp) * inv_k
-                G2 = p2[kp] + sum_squares(g2, kp) * inv_k
-                p1[kp] = G1
-                p2[kp] = G2
-                s1 = lrf / fsqrt(G1)
-                s2 = lrf / fsqrt(G2)
-            for f in range(kp):
-                p1[f] = p1[f] - s1 * g1[f]
-            for f in range(kp):
-                p2[f] = p2[f] - s2 * g2[f]
+                for f in range(kp):
+                    g1[f] = l2f * p1[f] + kappa * p2[f]
+                    g2[f] = l2f * p2[f] + kappa * p1[f]
+                # one loop per vector: p1 and p2 may not be proven disjoint, so a
+                # loop writing both would not vectorise
+                if not adagrad:
+                    s1 = lrf
+                    s2 = lrf
+                else:
+                    G1 = p1[kp] + sum_squares(g1, kp) * inv_k
+                    G2 = p2[kp] + sum_squares(g2, kp) * inv_k
+                    p1[kp] = G1
+                    p2[kp] = G2
+                    s1 = lrf / fsqrt(G1)
+                    s2 = lrf / fsqrt(G2)
+                for f in range(kp):
+                    p1[f] = p1[f] - s1 * g1[f]
+                for f in range(kp):
+                    p2[f] = p2[f] - s2 * g2[f]
 
 
 cdef inline void update_pairs_dispatch(floating* V, Py_ssize_t m, const double* xs,

@@ -44,7 +44,7 @@ from cfm._common cimport (
     loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
-    init_thread_states, merge_thread_states,
+    init_thread_states, merge_thread_states, linear_step,
 )
 
 cdef double TWO_PI = 6.283185307179586
@@ -153,8 +153,8 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
     cdef floating* rec
     cdef floating* vrec
     cdef floating* grec
-    cdef double x, gx, w, gw, acc, sigma, n_new, z
-    cdef floating xf, gxf, v, gv, accf, gsq, step, gwf
+    cdef double x, gx
+    cdef floating xf, gxf, v, gv, accf, gsq, step
     cdef floating lrf = <floating>lr
     cdef floating l2vf = <floating>l2_v
     cdef floating inv_k = <floating>(1.0 / k) if k > 0 else 0
@@ -168,23 +168,7 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
         rec = tab + <Py_ssize_t>indices[jj] * stride
         x = <double>data[jj] * scale
         gx = g * x
-        w = rec[0]
-        # linear term
-        if optimizer == OPT_SGD:
-            rec[0] = <floating>(w - lr * (gx + l2_w * w))
-        elif optimizer == OPT_ADAGRAD:
-            # in the parameter precision (single-precision sqrt/div for float32)
-            gwf = <floating>(gx + l2_w * w)
-            accf = rec[1 + k] + gwf * gwf
-            rec[1 + k] = accf
-            rec[0] = rec[0] - lrf * gwf / fsqrt(accf)
-        else:
-            n_new = <double>rec[2 + k] + gx * gx
-            sigma = (sqrt(n_new) - sqrt(<double>rec[2 + k])) / lr
-            z = <double>rec[1 + k] + gx - sigma * w
-            rec[1 + k] = <floating>z
-            rec[2 + k] = <floating>n_new
-            rec[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)
+        linear_step(rec, rec + 1 + k, gx, optimizer, lr, l2_w, l1, ftrl_beta)
         # factors: grad v_jf = g x_j (s_f - v_jf x_j) + l2_v v_jf
         xf = <floating>x
         gxf = <floating>gx
