@@ -710,7 +710,7 @@ class BaseFM(BaseEstimator):
     def _import_state(self, header, arrays):
         dtype = self._import_params(header)
         n, k, solver = int(header["n_features"]), int(header["n_factors"]), header["solver"]
-        if solver not in SOLVERS or n < 1 or k < 0:
+        if solver not in SOLVERS or n < 1 or not 0 <= k <= MAX_FACTORS:
             raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}")
         width = _state_width(solver, k)
         expect = {"w": (n,), "V": (n, k), "opt_state": (n, width), "w0_state": (3,)}

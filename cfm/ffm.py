@@ -10,7 +10,7 @@ contract and model files as the FM estimators (see :mod:`cfm.models`).
 import numpy as np
 
 from . import _ffm, _utils
-from ._base import ADAGRAD_INIT, LOSSES, SOLVERS, _aligned_table
+from ._base import ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 
@@ -206,7 +206,7 @@ class _FFMMixin:
         dtype = self._import_params(header)
         n, k, nf = int(header["n_features"]), int(header["n_factors"]), int(header["n_fields"])
         solver = header["solver"]
-        if solver not in SOLVERS or n < 1 or k < 1 or nf < 1:
+        if solver not in SOLVERS or n < 1 or not 1 <= k <= MAX_FACTORS or nf < 1:
             raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}, {nf}")
         kp = _padded_k(k)
         ks = kp + (0 if solver == "sgd" else 1)

@@ -193,3 +193,29 @@ def test_save_unfitted_raises(tmp_path):
     with pytest.raises(cfm.NotFittedError):
         cfm.FMRegressor().save(tmp_path / "x.cfm")
     assert not (tmp_path / "x.cfm").exists()
+
+
+def test_model_file_with_too_many_factors_is_refused(tmp_path):
+    """A crafted file must not drive the kernels past their stack buffers."""
+    import json
+    import struct
+    import zlib
+
+    from cfm._io import MAGIC
+
+    X = np.eye(4)
+    m = cfm.FMRegressor(n_factors=2, n_epochs=1).fit(X, np.arange(4.0))
+    path = tmp_path / "m.cfm"
+    m.save(path)
+    buf = bytearray(path.read_bytes())
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    header = json.loads(bytes(buf[16:16 + hlen]))
+    header["n_factors"] = 100_000
+    new = json.dumps(header, sort_keys=True).encode()
+    assert len(new) <= hlen
+    buf[16:16 + hlen] = new + b" " * (hlen - len(new))
+    body = bytes(buf[:-4])
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    assert bytes(buf[:8]) == MAGIC
+    with pytest.raises(cfm.ModelFileError):
+        cfm.load(path)
