@@ -228,3 +228,13 @@ cdef inline void linear_step(floating* w, floating* st, double gx, int optimizer
         st[0] = <floating>z
         st[1] = <floating>n_new
         w[0] = <floating>ftrl_weight(z, n_new, lr, l1, l2_w, ftrl_beta)
+
+
+cdef inline double sample_grad(double* t, double pred, double yi, double sw,
+                               int loss) noexcept nogil:
+    """Record one sample's weighted loss in its thread's slots and return the
+    weighted gradient d loss / d pred (pred must be finite)."""
+    t[T_LOSS] += sw * loss_value(pred, yi, loss)
+    t[T_WSUM] += sw
+    t[T_COUNT] += 1.0
+    return sw * loss_grad(pred, yi, loss)

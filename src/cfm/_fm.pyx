@@ -41,10 +41,10 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
-    loss_value, loss_grad, OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
+    OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
-    init_thread_states, merge_thread_states, linear_step,
+    init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
 
 cdef double TWO_PI = 6.283185307179586
@@ -221,7 +221,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef Py_ssize_t n_lines = (stride * sizeof(floating) + 63) // 64
     cdef bint has_sw = sample_weight.shape[0] > 0
     cdef Py_ssize_t p, i, r, start, end, t_id
-    cdef double scale, pred, g, sw, yi
+    cdef double scale, pred, g
     cdef double* s
     cdef double* t
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
@@ -259,12 +259,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
             if not isfinite(pred):
                 t[T_BAD] += 1.0
             else:
-                sw = sample_weight[i] if has_sw else 1.0
-                yi = y[i]
-                t[T_LOSS] += sw * loss_value(pred, yi, loss)
-                t[T_WSUM] += sw
-                t[T_COUNT] += 1.0
-                g = sw * loss_grad(pred, yi, loss)
+                g = sample_grad(t, pred, y[i], sample_weight[i] if has_sw else 1.0, loss)
                 if fit_intercept:
                     update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
                 update_features(X, ind, start, end, tab, stride, k, scale, s, g,
