@@ -187,7 +187,56 @@ def machine_info(threads):
 # Runners
 # --------------------------------------------------------------------------
 
-class CfmRunner:
+class _InMemoryRunner:
+    """Fit / score loop shared by the libraries that train from in-memory arrays.
+
+    Subclasses provide ``_est(ds, lr)``; ``_fit`` and ``_score_note`` may be
+    overridden.  ``run`` records the median fit time over ``repeats``, the
+    test metric and the scoring speed for every thread count in
+    ``_score_jobs``.
+    """
+
+    _score_note = "score: in-memory decision_function"
+
+    def _fit(self, m, ds):
+        return m.fit(ds.X_train, ds.y_train)
+
+    def _score(self, m, ds, X):
+        return m.decision_function(X) if ds.task == "binary" else m.predict(X)
+
+    def _score_jobs(self):
+        return [None]  # score with the threads the estimator was built with
+
+    def run(self, ds, lr=None, repeats=1, time_scoring=True):
+        r = Result(ds.name, self.name, "", metric_name=ds.metric_name)
+        m = None
+        for _ in range(repeats):
+            m = None
+            gc.collect()
+            m = self._est(ds, lr)
+            dt, _ = timed(self._fit, m, ds)
+            r.fit_all.append(dt)
+        r.fit_s = median(r.fit_all)
+        r.metric = metric_value(ds.task, ds.y_test, self._score(m, ds, ds.X_test))
+        if time_scoring:
+            n = ds.X_test.shape[0]
+            jobs = self._score_jobs()
+            for nj in jobs:
+                if nj is not None:
+                    m.set_params(n_jobs=nj)
+                self._score(m, ds, ds.X_test)  # warm-up
+                ts = [timed(self._score, m, ds, ds.X_test)[0] for _ in range(max(3, repeats))]
+                r.scaling[nj] = n / median(ts)
+            if jobs == [None]:
+                r.score_rows_s = r.scaling.pop(None)
+            else:
+                m.set_params(n_jobs=self.args.threads)
+                r.score_rows_s = r.scaling[self.args.threads]
+            r.notes.append(self._score_note)
+        return r
+
+
+class CfmRunner(_InMemoryRunner):
     name = "cfm"
 
     def __init__(self, args):
@@ -211,37 +260,13 @@ class CfmRunner:
             return m.fit(ds.X_train, ds.y_train, fields=ds.fields)
         return m.fit(ds.X_train, ds.y_train)
 
-    def _score(self, m, ds, X):
-        return m.decision_function(X) if ds.task == "binary" else m.predict(X)
-
-    def run(self, ds, lr=None, repeats=1, time_scoring=True):
-        r = Result(ds.name, self.name, "", metric_name=ds.metric_name)
-        m = None
-        for _ in range(repeats):
-            m = None
-            gc.collect()
-            m = self._est(ds, lr)
-            dt, _ = timed(self._fit, m, ds)
-            r.fit_all.append(dt)
-        r.fit_s = median(r.fit_all)
-        r.metric = metric_value(ds.task, ds.y_test, self._score(m, ds, ds.X_test))
-        if time_scoring:
-            n = ds.X_test.shape[0]
-            jobs = sorted({1, self.args.threads})
-            for nj in jobs:
-                m.set_params(n_jobs=nj)
-                self._score(m, ds, ds.X_test)  # warm-up
-                ts = [timed(m.decision_function if ds.task == "binary" else m.predict,
-                            ds.X_test)[0] for _ in range(max(3, repeats))]
-                r.scaling[nj] = n / median(ts)
-            m.set_params(n_jobs=self.args.threads)
-            r.score_rows_s = r.scaling[self.args.threads]
-            r.notes.append("score: in-memory decision_function")
-        return r
+    def _score_jobs(self):
+        return sorted({1, self.args.threads})  # thread scaling table
 
 
-class ModernFmRunner:
+class ModernFmRunner(_InMemoryRunner):
     name = "modern_fm"
+    _score_note = "score: in-memory decision_function (converts X to float64)"
 
     def __init__(self, args):
         # Its Rust predict uses the rayon global pool: pin it before import.
@@ -257,27 +282,6 @@ class ModernFmRunner:
             kw["learning_rate"] = lr
         cls = self.mfm.FMClassifier if ds.task == "binary" else self.mfm.FMRegressor
         return cls(**kw)
-
-    def _score(self, m, ds, X):
-        return m.decision_function(X) if ds.task == "binary" else m.predict(X)
-
-    def run(self, ds, lr=None, repeats=1, time_scoring=True):
-        r = Result(ds.name, self.name, "", metric_name=ds.metric_name)
-        m = None
-        for _ in range(repeats):
-            m = None
-            gc.collect()
-            m = self._est(ds, lr)
-            dt, _ = timed(m.fit, ds.X_train, ds.y_train)
-            r.fit_all.append(dt)
-        r.fit_s = median(r.fit_all)
-        r.metric = metric_value(ds.task, ds.y_test, self._score(m, ds, ds.X_test))
-        if time_scoring:
-            self._score(m, ds, ds.X_test)
-            ts = [timed(self._score, m, ds, ds.X_test)[0] for _ in range(max(3, repeats))]
-            r.score_rows_s = ds.X_test.shape[0] / median(ts)
-            r.notes.append("score: in-memory decision_function (converts X to float64)")
-        return r
 
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")

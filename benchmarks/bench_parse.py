@@ -24,7 +24,6 @@ Usage::
     python benchmarks/bench_parse.py [--size-mb 520] [--threads 2] [--repeats 3]
 """
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -40,6 +39,7 @@ os.environ.setdefault("USER", "bench")  # xLearn aborts at import time without $
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets as bds  # noqa: E402
+from bench_fm import capture_fds  # noqa: E402
 
 import cfm  # noqa: E402
 
@@ -48,26 +48,6 @@ def timed(fn, *a, **k):
     t = time.perf_counter()
     out = fn(*a, **k)
     return time.perf_counter() - t, out
-
-
-@contextlib.contextmanager
-def capture_fds(path):
-    """Redirect fd 1 and 2 (C-level output, e.g. xLearn's) to a file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "ab") as fh:
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def make_files(workdir, size_mb, threads):
