@@ -18,9 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 
 # the bias and linear steps are the FM kernel's, shared with the FM reference
-from reference import _update_bias, _update_linear  # noqa: E402
+from reference import _update_bias, _update_linear, loss_dp, loss_value  # noqa: E402,F401
 
-SQUARED, LOGISTIC = "squared", "logistic"
+from reference import LOGISTIC, SQUARED  # noqa: E402,F401
 
 
 def _csr(X):
@@ -65,22 +65,6 @@ def ffm_predict(X, fields, w0, w, V, normalize=False):
         cols, x = row_entries(X, i, normalize)
         out[i] = ffm_score_entries(cols, x, fields, w0, w, V)
     return out
-
-
-# ----------------------------------------------------------------- losses
-def loss_value(p, y, loss):
-    """Squared 0.5 (p - y)^2, or logistic log(1 + exp(-y p)) with y in {-1, +1}."""
-    if loss == SQUARED:
-        return 0.5 * (p - y) ** 2
-    return float(np.logaddexp(0.0, -y * p))
-
-
-def loss_dp(p, y, loss):
-    """d loss / d p (the kernel clamps the logistic margin at 35, irrelevant here)."""
-    if loss == SQUARED:
-        return p - y
-    z = float(np.clip(y * p, -35.0, 35.0))
-    return -y / (1.0 + np.exp(z))
 
 
 def loss_and_grad(cols, x, y, fields, w0, w, V, loss):
