@@ -446,10 +446,8 @@ class BaseFM(BaseEstimator):
         return self._check_eval_set((Xv, yv), n_features)
 
     def _check_fields(self, fields, n_features, reset):
-        """FM models have no fields (FFM overrides this)."""
-        if fields is not None:
-            raise ValueError(f"{type(self).__name__} takes no fields; use FFMClassifier / "
-                             "FFMRegressor for field-aware models")
+        """FM models do not use fields (those of a libffm file are ignored);
+        FFM overrides this."""
         return None
 
     def _set_feature_names(self, X):

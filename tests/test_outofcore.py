@@ -136,3 +136,12 @@ def test_warm_start_on_a_file_checks_width(tmp_path, svm_file, clf_data):
     cfm.dump_libsvm(X[:, :100], y, narrow)
     with pytest.raises(ValueError, match="features"):
         m.fit(narrow)
+
+
+def test_fm_trains_on_a_libffm_file_ignoring_fields(tmp_path):
+    X, y = cfm.make_fm_classification(1000, n_features=200, n_fields=4, random_state=4)
+    path = tmp_path / "train.ffm"
+    cfm.dump_libffm(X, y, np.arange(200) // 50, path)
+    m = cfm.FMClassifier(n_epochs=2, random_state=0).fit(path)
+    assert m.n_features_in_ == 200
+    assert not hasattr(m, "fields_")
