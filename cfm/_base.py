@@ -225,24 +225,34 @@ class BaseFM(BaseEstimator):
         self._check_fitted()
         return self._table[:, 1:1 + self._k]
 
-    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+    def _seed(self):
+        """Set the row-order generator from random_state; return the seed of
+        the factor initialisation (an independent stream)."""
         seed = draw_seed(self.random_state)
         init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self._rng = np.random.default_rng(int(order_seed))
-        k = int(self.n_factors)
-        self._k = k
-        self._solver = self.solver
-        table = _new_table(n_features, k, self.solver, dtype)
-        _fm.fm_init_factors(table, k, float(self.init_std), int(init_seed),
-                            effective_n_threads(self.n_jobs))
-        self._init_optimizer_state(table, k, self.solver)
-        self._table = table
+        return int(init_seed)
+
+    def _init_common(self, n_features, y, sample_weight):
+        """State every estimator kind starts a fresh fit with, besides its tables."""
         w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
         self._w0_state = self._bias_state(w0, self.solver)
         self._normalize = bool(self.normalize)
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
+
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+        init_seed = self._seed()
+        k = int(self.n_factors)
+        self._k = k
+        self._solver = self.solver
+        table = _new_table(n_features, k, self.solver, dtype)
+        _fm.fm_init_factors(table, k, float(self.init_std), init_seed,
+                            effective_n_threads(self.n_jobs))
+        self._init_optimizer_state(table, k, self.solver)
+        self._table = table
+        self._init_common(n_features, y, sample_weight)
 
     @staticmethod
     def _init_optimizer_state(table, k, solver):

@@ -90,11 +90,7 @@ class _FFMMixin:
 
     # ------------------------------------------------------------ state
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
-        from ._validation import draw_seed
-
-        seed = draw_seed(self.random_state)
-        init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
-        self._rng = np.random.default_rng(int(order_seed))
+        init_seed = self._seed()
         k = int(self.n_factors)
         if k < 1:
             raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
@@ -117,16 +113,11 @@ class _FFMMixin:
                               f"for {n_features} features x {self.n_fields_} fields x {k} "
                               "factors)") from exc
         _ffm.ffm_init_factors(self._V, self.n_fields_, k, self._kp, self._ks, float(self.init_std),
-                              ADAGRAD_INIT, int(init_seed), effective_n_threads(self.n_jobs))
+                              ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
         self._lin = _aligned_table(n_features, _lin_width(self.solver), dtype)
         if self.solver == "adagrad":
             self._lin[:, 1] = ADAGRAD_INIT
-        w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
-        self._w0_state = self._bias_state(w0, self.solver)
-        self._normalize = bool(self.normalize)
-        self.n_features_in_ = n_features
-        self.history_ = []
-        self.n_epochs_ = 0
+        self._init_common(n_features, y, sample_weight)
 
     def _ensure_layout(self, dtype):
         k = int(self.n_factors)
