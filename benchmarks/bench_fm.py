@@ -70,6 +70,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets as bds  # noqa: E402
 
 LIBRARIES = ("cfm", "xlearn", "modern_fm")
+# extra runners, only when named in --libs: cfm_f16 = cfm with dtype="float16"
+# (FFM only: float16 factor table, float32 arithmetic)
+EXTRA_LIBRARIES = ("cfm_f16",)
 
 
 # --------------------------------------------------------------------------
@@ -264,6 +267,14 @@ class CfmRunner(_InMemoryRunner):
         return sorted({1, self.args.threads})  # thread scaling table
 
 
+class CfmF16Runner(CfmRunner):
+    """cfm FFM with its factor table stored as float16 (dtype="float16")."""
+    name = "cfm (float16)"
+
+    def _est(self, ds, lr):
+        return super()._est(ds, lr).set_params(dtype="float16")
+
+
 class ModernFmRunner(_InMemoryRunner):
     name = "modern_fm"
     _score_note = "score: in-memory decision_function (converts X to float64)"
@@ -411,7 +422,8 @@ class XLearnRunner:
         return r
 
 
-RUNNERS = {"cfm": CfmRunner, "xlearn": XLearnRunner, "modern_fm": ModernFmRunner}
+RUNNERS = {"cfm": CfmRunner, "xlearn": XLearnRunner, "modern_fm": ModernFmRunner,
+           "cfm_f16": CfmF16Runner}
 
 
 # --------------------------------------------------------------------------
@@ -479,11 +491,12 @@ def render(results, header, datasets_notes, args):
     scal = [r for r in results if r.scaling]
     if scal:
         out += ["", "cfm scoring thread scaling (in-memory decision_function, rows/s):", "",
-                "| dataset | n_jobs=1 | n_jobs=%d | speed-up |" % args.threads,
-                "|---|---:|---:|---:|"]
+                "| dataset | library | n_jobs=1 | n_jobs=%d | speed-up |" % args.threads,
+                "|---|---|---:|---:|---:|"]
         for r in scal:
             a, b = r.scaling.get(1, float("nan")), r.scaling.get(args.threads, float("nan"))
-            out.append(f"| {r.dataset} | {fmt(a, ',.0f')} | {fmt(b, ',.0f')} | {fmt(b / a, '.2f')}x |")
+            out.append(f"| {r.dataset} | {r.library} | {fmt(a, ',.0f')} | {fmt(b, ',.0f')} | "
+                       f"{fmt(b / a, '.2f')}x |")
     notes = [(r, n) for r in results for n in r.notes]
     if notes:
         out += ["", "Notes:"]
@@ -510,7 +523,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (medians reported)")
     ap.add_argument("--only", choices=("synthetic", "real", "all"), default="all")
     ap.add_argument("--libs", default=",".join(LIBRARIES),
-                    help="comma-separated subset of " + ",".join(LIBRARIES))
+                    help="comma-separated subset of " + ",".join(LIBRARIES + EXTRA_LIBRARIES))
     ap.add_argument("--lr-grid", default="",
                     help="comma-separated learning rates tried identically for every library "
                          "on the real data sets (best test metric reported), e.g. 0.02,0.05,0.1,0.2")
@@ -526,6 +539,9 @@ def main(argv=None):
     libs = [s.strip() for s in args.libs.split(",") if s.strip()]
     if args.model == "ffm":
         libs = [x for x in libs if x != "modern_fm"]  # modern_fm has no FFM
+    elif "cfm_f16" in libs:
+        print("[bench] cfm_f16 (dtype='float16') is FFM only; skipped", file=sys.stderr)
+        libs = [x for x in libs if x != "cfm_f16"]
     for name in libs:
         try:
             runners[name] = RUNNERS[name](args)

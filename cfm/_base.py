@@ -105,6 +105,7 @@ class BaseFM(BaseEstimator):
     _loss = None            # "squared" or "logistic"
     _default_metric = None  # metric for eval_set / early stopping
     _model_kind = "fm"
+    _table_dtypes = ("float32", "float64")  # accepted values of ``dtype``
     # values used when these parameters are None (tuned per task, see the estimators)
     _defaults = {"learning_rate": 0.1, "l2_w": 1e-5, "l2_v": 1e-5}
 
@@ -183,8 +184,9 @@ class BaseFM(BaseEstimator):
             dt = np.dtype(self.dtype)
         except TypeError:
             dt = None
-        if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if dt is None or dt.name not in self._table_dtypes:
+            allowed = " or ".join(repr(d) for d in self._table_dtypes)
+            raise ValueError(f"dtype must be {allowed}, got {self.dtype!r}")
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
 
@@ -686,8 +688,11 @@ class BaseFM(BaseEstimator):
         if header.get("kind") != self._model_kind:
             raise ValueError(f"model kind {header.get('kind')!r} does not match "
                              f"{type(self).__name__}")
-        dtype = np.dtype(header["dtype"])
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        try:
+            dtype = np.dtype(header["dtype"])
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.name not in self._table_dtypes:
             raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
         return dtype
 

@@ -29,7 +29,7 @@ from .exceptions import ModelFileError
 MAGIC = b"\x89CFM\r\n\x1a\n"
 FORMAT_VERSION = (1, 0)
 _PREFIX = struct.Struct("<8sHHI")
-_ALLOWED_DTYPES = {"<f4", "<f8", "<i8", "<i4", "<u8"}
+_ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "<u8"}
 
 
 def _json_default(obj):

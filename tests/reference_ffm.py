@@ -86,6 +86,15 @@ def loss_and_grad(cols, x, y, fields, w0, w, V, loss):
 
 
 # ------------------------------------------------------------ state
+def layout(dtype, k, solver):
+    """(kp, ks, half) of the kernel's V table for this dtype (see cfm/ffm.py)."""
+    half = np.dtype(dtype) == np.float16
+    step = 8 if half else 4
+    kp = max(step, -(-k // step) * step)
+    ks = kp + (0 if solver == "sgd" else (2 if half else 1))
+    return kp, ks, half
+
+
 class RefFFMState:
     """Float64 copy of an FFM model and its optimizer state.
 
@@ -112,19 +121,23 @@ class RefFFMState:
     @classmethod
     def from_tables(cls, lin, V, w0_state, n_fields, k, solver):
         """Unpack the kernel tables: lin = [w, opt state]; V = per (feature, field)
-        [v (kp coordinates, k used), G (adagrad/ftrl only)]."""
-        kp = max(4, -(-k // 4) * 4)
-        ks = kp + (0 if solver == "sgd" else 1)
+        [v (kp coordinates, k used), G (adagrad/ftrl only)].  A float16 V has
+        kp = k rounded up to 8 and G as a float32 in two float16 slots."""
+        kp, ks, half = layout(V.dtype, k, solver)
         lin = np.asarray(np.asarray(lin)[:, :3], dtype=np.float64)
-        Vt = np.asarray(np.asarray(V)[:, :n_fields * ks], dtype=np.float64).reshape(
+        raw = np.ascontiguousarray(np.asarray(V)[:, :n_fields * ks]).reshape(
             len(lin), n_fields, ks)
+        Vt = raw.astype(np.float64)
         kw = {}
         if solver == "adagrad":
             kw["Gw"] = lin[:, 1]
         elif solver == "ftrl":
             kw["z"], kw["nw"] = lin[:, 1], lin[:, 2]
         if solver != "sgd":
-            kw["GV"] = Vt[:, :, kp]
+            if half:
+                kw["GV"] = raw[:, :, kp:kp + 2].copy().view(np.float32)[..., 0]
+            else:
+                kw["GV"] = Vt[:, :, kp]
         return cls(w0_state, lin[:, 0], Vt[:, :, :k], solver, **kw)
 
     @classmethod
@@ -135,8 +148,7 @@ class RefFFMState:
         """Write the state into kernel tables of the matching layout (in place);
         padding coordinates are set to 0."""
         n, nf, k = self.V.shape
-        kp = max(4, -(-k // 4) * 4)
-        ks = kp + (0 if self.solver == "sgd" else 1)
+        kp, ks, half = layout(V.dtype, k, self.solver)
         lin[:, 0] = self.w
         if self.solver == "adagrad":
             lin[:, 1] = self.Gw
@@ -147,7 +159,11 @@ class RefFFMState:
             V[:, q * ks:q * ks + k] = self.V[:, q]
             V[:, q * ks + k:q * ks + kp] = 0.0
             if self.solver != "sgd":
-                V[:, q * ks + kp] = self.GV[:, q]
+                if half:
+                    V[:, q * ks + kp:q * ks + kp + 2] = (
+                        self.GV[:, q].astype(np.float32).view(np.float16).reshape(n, 2))
+                else:
+                    V[:, q * ks + kp] = self.GV[:, q]
         w0_state[:] = self.w0_state
 
     def to_model(self, m):

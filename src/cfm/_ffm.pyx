@@ -30,7 +30,7 @@ import numpy as np
 
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport sqrt, isfinite
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r,
@@ -412,3 +412,279 @@ def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >=
                         vec[f] = 0
                 if ks > kp:
                     vec[kp] = <floating>g_init
+
+
+# ---------------------------------------------------------------------------
+# Half-precision factor table (dtype="float16"): V holds float16 bits
+# (uint16), records of ks halves = [v (kp halves, kp % 8 == 0), G as float32
+# in 2 halves (not for SGD)]; the linear table stays float32.  See
+# cfm_ffm_half.h.
+
+cdef extern from "cfm_ffm_half.h" nogil:
+    int cfm_ffmh_have_simd()
+    float cfm_h2f(uint16_t h)
+    uint16_t cfm_f2h_rn(float f)
+    double cfm_ffmh_pair_score_c(const uint16_t* V, Py_ssize_t m, const double* xs,
+                                 const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks, int kp)
+    double cfm_ffmh_pair_score_avx2(const uint16_t* V, Py_ssize_t m, const double* xs,
+                                    const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks,
+                                    int kp)
+    void cfm_ffmh_update_pairs_c(uint16_t* V, Py_ssize_t m, const double* xs, const int32_t* fl,
+                                 const Py_ssize_t* off, Py_ssize_t ks, int kp, double g,
+                                 float l2, float lr, float inv_k, int adagrad, uint32_t* rng)
+    void cfm_ffmh_update_pairs_avx2(uint16_t* V, Py_ssize_t m, const double* xs,
+                                    const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks,
+                                    int kp, double g, float l2, float lr, float inv_k,
+                                    int adagrad, uint32_t* rng)
+    void cfm_h_store_g(uint16_t* p, float g)
+    float cfm_h_load_g(const uint16_t* p)
+
+cdef bint half_simd_ok = cfm_ffmh_have_simd() != 0
+
+
+cdef inline bint half_simd() noexcept nogil:
+    # set_simd("sse2") selects the portable half kernels too
+    return use_avx2 and half_simd_ok
+
+
+cdef inline double h_pair_score(const uint16_t* V, Py_ssize_t m, const double* xs,
+                                const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks,
+                                int kp) noexcept nogil:
+    if half_simd():
+        return cfm_ffmh_pair_score_avx2(V, m, xs, fl, off, ks, kp)
+    return cfm_ffmh_pair_score_c(V, m, xs, fl, off, ks, kp)
+
+
+def ffm_predict_half(const data_t[::1] data,          # IN  CSR values
+                     const index_t[::1] indices,      # IN  CSR column indices
+                     const int64_t[::1] indptr,       # IN  CSR row offsets
+                     const int32_t[::1] fields,       # IN  field of each column
+                     const float[:, ::1] lin,         # IN  linear table (n_features, lw)
+                     const uint16_t[:, ::1] V,        # IN  float16 factor table (bits)
+                     double w0, int kp, Py_ssize_t ks, bint normalize,
+                     double[::1] out,                 # OUT scores
+                     int n_threads, Py_ssize_t max_nnz):
+    """ffm_predict for a float16 factor table."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    cdef Py_ssize_t lw = lin.shape[1]
+    cdef Py_ssize_t vstride = V.shape[1]
+    cdef Py_ssize_t i, r, start, end, tid
+    cdef double scale
+    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
+    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const float* L = &lin[0, 0]
+    cdef const uint16_t* Vp = &V[0, 0]
+    cdef const int32_t* F = &fields[0]
+    if n_rows <= 0:
+        return
+    with nogil, parallel(num_threads=nt):
+        for i in prange(n_rows, schedule='static'):
+            tid = threadid()
+            r = i + PF_ROWS
+            if r < n_rows:
+                prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
+            start = indptr[i]
+            end = indptr[i + 1]
+            scale = row_scale(X, start, end, normalize)
+            gather_row(X, ind, start, end, F, scale, vstride,
+                       &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
+            out[i] = (w0 + lin_score(L, lw, X, ind, start, end, scale)
+                      + h_pair_score(Vp, end - start, &xs_buf[tid, 0], &fl_buf[tid, 0],
+                                     &off_buf[tid, 0], ks, kp))
+
+
+cdef inline void prefetch_blocks_bytes(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                                       const void* V, Py_ssize_t row_bytes) noexcept nogil:
+    cdef Py_ssize_t jj
+    cdef const char* base = <const char*>V
+    for jj in range(start, end):
+        prefetch_span(base + <Py_ssize_t>indices[jj] * row_bytes, row_bytes)
+
+
+def ffm_train_epoch_half(const data_t[::1] data,          # IN  CSR values
+                         const index_t[::1] indices,      # IN  CSR column indices
+                         const int64_t[::1] indptr,       # IN  CSR row offsets
+                         const double[::1] y,             # IN  targets (logistic: -1/+1)
+                         const double[::1] sample_weight,  # IN  per-row weights, or empty
+                         const int64_t[::1] order,        # IN  rows to visit, in this order
+                         const int32_t[::1] fields,       # IN  field of each column
+                         float[:, ::1] lin,               # IN/OUT linear table (float32)
+                         uint16_t[:, ::1] V,              # IN/OUT float16 factor table (bits)
+                         double[::1] w0_state,            # IN/OUT [w0, a, b]
+                         int k, int kp, Py_ssize_t ks, int loss, int optimizer,
+                         bint fit_intercept, bint normalize,
+                         double learning_rate, double l2_w0, double l2_w, double l2_v,
+                         double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
+                         uint64_t seed):
+    """ffm_train_epoch for a float16 factor table; ``seed`` seeds the
+    per-thread generators of the stochastic rounding (thread t: stream t)."""
+    cdef Py_ssize_t n = order.shape[0]
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
+    # 8 xorshift32 lanes per thread, rows 128 bytes apart; never 0
+    cdef uint32_t[:, ::1] rng = np.empty((nt, 32), dtype=np.uint32)
+    cdef Py_ssize_t lw = lin.shape[1]
+    cdef Py_ssize_t vstride = V.shape[1]
+    cdef bint has_sw = sample_weight.shape[0] > 0
+    cdef bint simd = half_simd()
+    cdef int adagrad = optimizer != OPT_SGD
+    cdef float lrf = <float>learning_rate
+    cdef float l2f = <float>l2_v
+    cdef float inv_k = <float>(1.0 / k)
+    cdef Py_ssize_t p, i, r, start, end, tid
+    cdef double scale, pred, g
+    cdef double* t
+    cdef double* xs
+    cdef int32_t* fl
+    cdef Py_ssize_t* off
+    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
+    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef float* L = &lin[0, 0]
+    cdef uint16_t* Vp = &V[0, 0]
+    cdef const int32_t* F = &fields[0]
+    cdef double total_loss = 0.0, total_w = 0.0
+    cdef int n_bad
+    cdef uint64_t state = seed
+    cdef Py_ssize_t q
+    for i in range(nt):
+        for q in range(32):
+            rng[i, q] = <uint32_t>(splitmix64(&state) >> 32) | 1u
+
+    init_thread_states(&thr[0, 0], nt, &w0_state[0])
+    if n == 0:
+        return 0.0, 0.0, 0
+
+    with nogil, parallel(num_threads=nt):
+        for p in prange(n, schedule='static'):
+            tid = threadid()
+            t = &thr[tid, 0]
+            xs = &xs_buf[tid, 0]
+            fl = &fl_buf[tid, 0]
+            off = &off_buf[tid, 0]
+            if p + PF_IDX < n:
+                r = order[p + PF_IDX]
+                cfm_prefetch_r(&indptr[r])
+            if p + PF_ROWS + 1 < n:
+                r = order[p + PF_ROWS + 1]
+                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+                cfm_prefetch_r(&y[r])
+            if p + PF_ROWS < n:
+                r = order[p + PF_ROWS]
+                prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
+            i = order[p]
+            start = indptr[i]
+            end = indptr[i + 1]
+            scale = row_scale(X, start, end, normalize)
+            gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
+            pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
+                    + h_pair_score(Vp, end - start, xs, fl, off, ks, kp))
+            if not isfinite(pred):
+                t[T_BAD] += 1.0
+            else:
+                g = sample_grad(t, pred, y[i], sample_weight[i] if has_sw else 1.0, loss)
+                if fit_intercept:
+                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
+                update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
+                              learning_rate, l2_w, l1, ftrl_beta)
+                if simd:
+                    cfm_ffmh_update_pairs_avx2(Vp, end - start, xs, fl, off, ks, kp, g, l2f,
+                                               lrf, inv_k, adagrad, &rng[tid, 0])
+                else:
+                    cfm_ffmh_update_pairs_c(Vp, end - start, xs, fl, off, ks, kp, g, l2f,
+                                            lrf, inv_k, adagrad, &rng[tid, 0])
+
+    n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
+                                learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
+    return total_loss, total_w, n_bad
+
+
+def ffm_init_factors_half(uint16_t[:, ::1] V,   # IN/OUT float16 table (bits)
+                          int n_fields, int k, int kp, Py_ssize_t ks, double std,
+                          double g_init, uint64_t seed, int n_threads):
+    """ffm_init_factors for a float16 table: the same draws, rounded to
+    nearest; the AdaGrad slot (when ks > kp) holds g_init as float32."""
+    cdef Py_ssize_t n = V.shape[0]
+    cdef Py_ssize_t j, q, f
+    cdef uint64_t state
+    cdef double half_width = std * sqrt(3.0)
+    cdef uint16_t* vec
+    if n <= 0:
+        return
+    with nogil:
+        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
+            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
+            splitmix64(&state)
+            for q in range(n_fields):
+                vec = &V[j, q * ks]
+                for f in range(kp):
+                    if f < k:
+                        vec[f] = cfm_f2h_rn(<float>(half_width * (2.0 * rand_uniform(&state) - 1.0)))
+                    else:
+                        vec[f] = 0
+                if ks > kp:
+                    cfm_h_store_g(vec + kp, <float>g_init)
+
+
+def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t ks,
+                    int n_threads=1):
+    """True when no factor (float16) or AdaGrad slot (float32) is NaN/inf."""
+    cdef Py_ssize_t n = V.shape[0]
+    cdef Py_ssize_t i, q, f
+    cdef int bad = 0
+    cdef const uint16_t* vec
+    with nogil:
+        for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
+            for q in range(n_fields):
+                vec = &V[i, q * ks]
+                for f in range(kp):
+                    if (vec[f] & 0x7c00) == 0x7c00:
+                        bad += 1
+                        break
+                if ks > kp and not isfinite(cfm_h_load_g(vec + kp)):
+                    bad += 1
+    return bad == 0
+
+
+def half_to_float(const uint16_t[::1] h):
+    """float16 bits -> float32 with the kernels' conversion (tests)."""
+    out = np.empty(h.shape[0], dtype=np.float32)
+    cdef float[::1] o = out
+    cdef Py_ssize_t i
+    for i in range(h.shape[0]):
+        o[i] = cfm_h2f(h[i])
+    return out
+
+
+def float_to_half(const float[::1] x, str rounding="nearest", uint32_t seed=1):
+    """float32 -> float16 bits with the kernels' conversion (tests):
+    rounding "nearest" or "stochastic"."""
+    out = np.empty(x.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] o = out
+    cdef Py_ssize_t i
+    cdef uint32_t s = seed | 1u
+    cdef bint sr = rounding == "stochastic"
+    for i in range(x.shape[0]):
+        if sr:
+            o[i] = cfm_f2h_sr_py(x[i], &s)
+        else:
+            o[i] = cfm_f2h_rn(x[i])
+    return out
+
+
+cdef extern from "cfm_ffm_half.h" nogil:
+    uint16_t cfm_f2h_sr(float f, uint32_t r)
+    uint32_t cfm_xorshift32(uint32_t* s)
+
+
+cdef inline uint16_t cfm_f2h_sr_py(float f, uint32_t* s) noexcept nogil:
+    return cfm_f2h_sr(f, cfm_xorshift32(s))

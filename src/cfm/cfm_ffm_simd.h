@@ -124,7 +124,17 @@ static inline float cfm_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* sum_{a<b} <v_{a,f(b)}, v_{b,f(a)}> x_a x_b */
+/* Sum of the 8 lanes in the order ((0+1)+(2+3)) + ((4+5)+(6+7)): the same
+ * order on every path that uses it. */
+__attribute__((target("avx2,fma")))
+static inline __m128 cfm_hsum256_tree(__m256 q) {
+    __m256 h = _mm256_hadd_ps(q, q);
+    h = _mm256_hadd_ps(h, h);
+    return _mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* sum_{a<b} <v_{a,f(b)}, v_{b,f(a)}> x_a x_b; four accumulators per 8 lanes
+ * so that the FMA latency does not serialise the pairs. */
 __attribute__((target("avx2,fma")))
 static double cfm_ffm_pair_score_avx2(const float *V, Py_ssize_t m, const double *xs,
                                       const int *fl, const Py_ssize_t *off, Py_ssize_t ks,
@@ -133,20 +143,57 @@ static double cfm_ffm_pair_score_avx2(const float *V, Py_ssize_t m, const double
     Py_ssize_t a, b;
     int f;
     for (f = 0; f < kp; f += 8) {
-        __m256 acc = _mm256_setzero_ps();
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
         for (a = 0; a < m; a++) {
             const float *va = V + off[a] + f;
             const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks + f;
-            for (b = a + 1; b < m; b++) {
-                __m256 p1 = _mm256_loadu_ps(va + (Py_ssize_t)fl[b] * ks);
-                __m256 p2 = _mm256_loadu_ps(V + off[b] + fa);
-                __m256 xab = _mm256_set1_ps((float)(xs[a] * xs[b]));
-                acc = _mm256_fmadd_ps(_mm256_mul_ps(p1, p2), xab, acc);
+            const double xa = xs[a];
+            for (b = a + 1; b + 4 <= m; b += 4) {
+                acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(va + (Py_ssize_t)fl[b] * ks),
+                                                     _mm256_loadu_ps(V + off[b] + fa)),
+                                       _mm256_set1_ps((float)(xa * xs[b])), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(va + (Py_ssize_t)fl[b + 1] * ks),
+                                                     _mm256_loadu_ps(V + off[b + 1] + fa)),
+                                       _mm256_set1_ps((float)(xa * xs[b + 1])), acc1);
+                acc2 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(va + (Py_ssize_t)fl[b + 2] * ks),
+                                                     _mm256_loadu_ps(V + off[b + 2] + fa)),
+                                       _mm256_set1_ps((float)(xa * xs[b + 2])), acc2);
+                acc3 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(va + (Py_ssize_t)fl[b + 3] * ks),
+                                                     _mm256_loadu_ps(V + off[b + 3] + fa)),
+                                       _mm256_set1_ps((float)(xa * xs[b + 3])), acc3);
+            }
+            for (; b < m; b++) {
+                acc0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(va + (Py_ssize_t)fl[b] * ks),
+                                                     _mm256_loadu_ps(V + off[b] + fa)),
+                                       _mm256_set1_ps((float)(xa * xs[b])), acc0);
             }
         }
-        total += cfm_hsum256(acc);
+        total += _mm_cvtss_f32(cfm_hsum256_tree(
+            _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))));
     }
     return total;
+}
+
+/* One k=8 pair step (see cfm_ffm_pair_update_f32). */
+__attribute__((target("avx2,fma")))
+static inline void cfm_ffm_pair_k8(float *p1, float *p2, float kappa, __m256 L, __m128 LR,
+                                   __m128 INVK, int adagrad) {
+    const __m256 K = _mm256_set1_ps(kappa);
+    __m256 x = _mm256_loadu_ps(p1), y = _mm256_loadu_ps(p2);
+    __m256 g1 = _mm256_fmadd_ps(K, y, _mm256_mul_ps(L, x));
+    __m256 g2 = _mm256_fmadd_ps(K, x, _mm256_mul_ps(L, y));
+    __m128 r1 = LR, r2 = LR;
+    if (adagrad) {
+        __m128 G1 = _mm_fmadd_ss(cfm_hsum256_tree(_mm256_mul_ps(g1, g1)), INVK, _mm_load_ss(p1 + 8));
+        __m128 G2 = _mm_fmadd_ss(cfm_hsum256_tree(_mm256_mul_ps(g2, g2)), INVK, _mm_load_ss(p2 + 8));
+        _mm_store_ss(p1 + 8, G1);
+        _mm_store_ss(p2 + 8, G2);
+        r1 = _mm_div_ss(LR, _mm_sqrt_ss(G1));
+        r2 = _mm_div_ss(LR, _mm_sqrt_ss(G2));
+    }
+    _mm256_storeu_ps(p1, _mm256_fnmadd_ps(_mm256_broadcastss_ps(r1), g1, x));
+    _mm256_storeu_ps(p2, _mm256_fnmadd_ps(_mm256_broadcastss_ps(r2), g2, y));
 }
 
 /* libffm-style per-pair steps for all a < b (see cfm_ffm_pair_update_f32) */
@@ -157,6 +204,19 @@ static void cfm_ffm_update_pairs_avx2(float *V, Py_ssize_t m, const double *xs, 
     Py_ssize_t a, b;
     int f;
     const __m256 L = _mm256_set1_ps(l2);
+    if (kp == 8) {  /* the common case: one register per vector */
+        const __m128 LR = _mm_set_ss(lr), INVK = _mm_set_ss(inv_k);
+        for (a = 0; a < m; a++) {
+            float *va = V + off[a];
+            const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks;
+            const double ga = g * xs[a];
+            for (b = a + 1; b < m; b++) {
+                cfm_ffm_pair_k8(va + (Py_ssize_t)fl[b] * ks, V + off[b] + fa,
+                                (float)(ga * xs[b]), L, LR, INVK, adagrad);
+            }
+        }
+        return;
+    }
     for (a = 0; a < m; a++) {
         float *va = V + off[a];
         for (b = a + 1; b < m; b++) {
@@ -164,48 +224,32 @@ static void cfm_ffm_update_pairs_avx2(float *V, Py_ssize_t m, const double *xs, 
             float *p2 = V + off[b] + (Py_ssize_t)fl[a] * ks;
             const __m256 K = _mm256_set1_ps((float)(g * xs[a] * xs[b]));
             float r1 = lr, r2 = lr;
-            if (kp == 8) {  /* the common case: one register per vector */
-                __m256 x = _mm256_loadu_ps(p1), y = _mm256_loadu_ps(p2);
+            float g1b[256], g2b[256];
+            __m256 s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
+            for (f = 0; f < kp; f += 8) {
+                __m256 x = _mm256_loadu_ps(p1 + f), y = _mm256_loadu_ps(p2 + f);
                 __m256 g1 = _mm256_fmadd_ps(K, y, _mm256_mul_ps(L, x));
                 __m256 g2 = _mm256_fmadd_ps(K, x, _mm256_mul_ps(L, y));
-                if (adagrad) {
-                    float G1 = p1[kp] + cfm_hsum256(_mm256_mul_ps(g1, g1)) * inv_k;
-                    float G2 = p2[kp] + cfm_hsum256(_mm256_mul_ps(g2, g2)) * inv_k;
-                    p1[kp] = G1;
-                    p2[kp] = G2;
-                    r1 = lr / sqrtf(G1);
-                    r2 = lr / sqrtf(G2);
-                }
-                _mm256_storeu_ps(p1, _mm256_fnmadd_ps(_mm256_set1_ps(r1), g1, x));
-                _mm256_storeu_ps(p2, _mm256_fnmadd_ps(_mm256_set1_ps(r2), g2, y));
-            } else {
-                float g1b[256], g2b[256];
-                __m256 s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
-                for (f = 0; f < kp; f += 8) {
-                    __m256 x = _mm256_loadu_ps(p1 + f), y = _mm256_loadu_ps(p2 + f);
-                    __m256 g1 = _mm256_fmadd_ps(K, y, _mm256_mul_ps(L, x));
-                    __m256 g2 = _mm256_fmadd_ps(K, x, _mm256_mul_ps(L, y));
-                    _mm256_storeu_ps(g1b + f, g1);
-                    _mm256_storeu_ps(g2b + f, g2);
-                    s1 = _mm256_fmadd_ps(g1, g1, s1);
-                    s2 = _mm256_fmadd_ps(g2, g2, s2);
-                }
-                if (adagrad) {
-                    float G1 = p1[kp] + cfm_hsum256(s1) * inv_k;
-                    float G2 = p2[kp] + cfm_hsum256(s2) * inv_k;
-                    p1[kp] = G1;
-                    p2[kp] = G2;
-                    r1 = lr / sqrtf(G1);
-                    r2 = lr / sqrtf(G2);
-                }
-                for (f = 0; f < kp; f += 8) {
-                    _mm256_storeu_ps(p1 + f, _mm256_fnmadd_ps(_mm256_set1_ps(r1),
-                                     _mm256_loadu_ps(g1b + f), _mm256_loadu_ps(p1 + f)));
-                }
-                for (f = 0; f < kp; f += 8) {
-                    _mm256_storeu_ps(p2 + f, _mm256_fnmadd_ps(_mm256_set1_ps(r2),
-                                     _mm256_loadu_ps(g2b + f), _mm256_loadu_ps(p2 + f)));
-                }
+                _mm256_storeu_ps(g1b + f, g1);
+                _mm256_storeu_ps(g2b + f, g2);
+                s1 = _mm256_fmadd_ps(g1, g1, s1);
+                s2 = _mm256_fmadd_ps(g2, g2, s2);
+            }
+            if (adagrad) {
+                float G1 = p1[kp] + cfm_hsum256(s1) * inv_k;
+                float G2 = p2[kp] + cfm_hsum256(s2) * inv_k;
+                p1[kp] = G1;
+                p2[kp] = G2;
+                r1 = lr / sqrtf(G1);
+                r2 = lr / sqrtf(G2);
+            }
+            for (f = 0; f < kp; f += 8) {
+                _mm256_storeu_ps(p1 + f, _mm256_fnmadd_ps(_mm256_set1_ps(r1),
+                                 _mm256_loadu_ps(g1b + f), _mm256_loadu_ps(p1 + f)));
+            }
+            for (f = 0; f < kp; f += 8) {
+                _mm256_storeu_ps(p2 + f, _mm256_fnmadd_ps(_mm256_set1_ps(r2),
+                                 _mm256_loadu_ps(g2b + f), _mm256_loadu_ps(p2 + f)));
             }
         }
     }
