@@ -128,7 +128,7 @@ class BaseFM(BaseEstimator):
         n_iter_no_change=3,
         tol=1e-4,
         eval_metric=None,
-        dtype="float32",
+        dtype=None,
         n_jobs=None,
         random_state=None,
         warm_start=False,
@@ -181,7 +181,7 @@ class BaseFM(BaseEstimator):
             raise ValueError(f"eval_metric must be one of {self._metrics_allowed()}, "
                              f"got {self.eval_metric!r}")
         try:
-            dt = np.dtype(self.dtype)
+            dt = np.dtype(self._default_dtype() if self.dtype is None else self.dtype)
         except TypeError:
             dt = None
         if dt is None or dt.name not in self._table_dtypes:
@@ -189,6 +189,10 @@ class BaseFM(BaseEstimator):
             raise ValueError(f"dtype must be {allowed}, got {self.dtype!r}")
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
+
+    def _default_dtype(self):
+        """Parameter dtype used when ``dtype`` is None."""
+        return "float32"
 
     def _hp(self, name):
         """A hyper-parameter's value, or the estimator's default when it is None."""

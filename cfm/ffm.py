@@ -145,6 +145,11 @@ class _FFMMixin:
             raise ValueError(f"warm start must keep solver and dtype ({self._solver!r}, "
                              f"{self._V.dtype}); refit with warm_start=False")
 
+    def _default_dtype(self):
+        if self.warm_start and hasattr(self, "_V"):
+            return self._V.dtype.name  # keep the fitted table's precision
+        return "float16" if _ffm.half_simd_available() else "float32"
+
     @property
     def _half(self):
         return self._V.dtype == np.float16
@@ -257,8 +262,10 @@ class _FFMMixin:
 
 
 _DTYPE_DOC = """
-    dtype : {"float32", "float64", "float16"}, default="float32"
-        As for the FM estimators, plus "float16": the factor table (by far the
+    dtype : {"float32", "float64", "float16"} or None, default=None
+        None means "float16" on CPUs with AVX2, FMA and F16C (x86-64 since
+        about 2013), where the float16 kernels are fast, and "float32"
+        elsewhere. "float16": the factor table (by far the
         largest part of an FFM: n_features x n_fields x k) is stored in IEEE
         half precision, with float32 arithmetic, float32 AdaGrad accumulators
         and linear weights. It halves the memory and most of the memory

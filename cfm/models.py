@@ -49,8 +49,10 @@ _COMMON_DOC = """
         Minimum improvement of the eval metric that resets the patience.
     eval_metric : str or None, default=None
         Metric of ``eval_set`` used for ``history_`` and early stopping.
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the parameters. Input X may be float32 or float64 either
+    dtype : {"float32", "float64"} or None, default=None
+        Precision of the parameters; None means float32 (for the FFM
+        estimators: float16 factor storage on CPUs with AVX2/F16C, see
+        :class:`cfm.FFMClassifier`). Input X may be float32 or float64 either
         way (it is not converted).
     n_jobs : int or None, default=None
         OpenMP threads, with scikit-learn's meaning: None uses OpenMP's default

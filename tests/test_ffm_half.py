@@ -221,3 +221,18 @@ def test_fm_estimators_refuse_float16(ctr_problem):
     X, y, _ = ctr_problem
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
         cfm.FMClassifier(dtype="float16").fit(X, y)
+
+
+def test_default_dtype(ctr_problem):
+    X, y, fields = ctr_problem
+    m = cfm.FFMClassifier(n_factors=2, n_epochs=1, n_jobs=1, random_state=0)
+    assert m.get_params()["dtype"] is None
+    m.fit(X, y, fields=fields)
+    want = np.float16 if _ffm.half_simd_available() else np.float32
+    assert m._V.dtype == want
+    assert cfm.FMClassifier(n_factors=2, n_epochs=1).fit(X, y)._table.dtype == np.float32
+    # a warm start with dtype=None keeps the fitted table's precision
+    m32 = cfm.FFMClassifier(n_factors=2, n_epochs=1, n_jobs=1, random_state=0,
+                            dtype="float32").fit(X, y, fields=fields)
+    m32.set_params(dtype=None, warm_start=True).fit(X, y)
+    assert m32._V.dtype == np.float32

@@ -442,6 +442,11 @@ cdef extern from "cfm_ffm_half.h" nogil:
 cdef bint half_simd_ok = cfm_ffmh_have_simd() != 0
 
 
+def half_simd_available():
+    """True when the CPU runs the AVX2+F16C float16 FFM kernels."""
+    return bool(half_simd_ok)
+
+
 cdef inline bint half_simd() noexcept nogil:
     # set_simd("sse2") selects the portable half kernels too
     return use_avx2 and half_simd_ok
