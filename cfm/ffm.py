@@ -112,7 +112,7 @@ class _FFMMixin:
             raise MemoryError(f"cannot allocate the FFM factor table ({nbytes / 2**30:.1f} GiB "
                               f"for {n_features} features x {self.n_fields_} fields x {k} "
                               "factors)") from exc
-        _ffm.ffm_init_factors(self._V, self.n_fields_, k, self._kp, self._ks, float(self.init_std),
+        _ffm.ffm_init_factors(self._V, self.n_fields_, k, self._kp, self._ks, self._init_std(),
                               ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
         self._lin = _aligned_table(n_features, _lin_width(self.solver), dtype)
         if self.solver == "adagrad":
