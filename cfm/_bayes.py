@@ -49,22 +49,27 @@ MU_0 = 0.0
 REG_0 = 1.0
 # total-loss L2 defaults of ALS (used when l2_w / l2_v are None); tuned on
 # MovieLens 100k u1 (see benchmarks/bench_mcmc.py)
-ALS_DEFAULTS = {"l2_w": 5.0, "l2_v": 10.0}
+ALS_DEFAULTS = {"l2_w": 5.0, "l2_v": 12.0}
 # Blocks of independent features with fewer non-zeros than this are swept by
 # one thread (thread start-up would cost more than it saves); results do not
 # depend on it.
 MIN_BLOCK_NNZ = 2048
 TASK_REGRESSION, TASK_PROBIT = 0, 1
+# Predictions (and so residuals and q caches) are recomputed from X after
+# every REFRESH_EVERY-th sweep (libFM: every sweep) to stop rounding drift;
+# in between, the sweeps keep them exact up to rounding.
+REFRESH_EVERY = 10
 
 
 class _Data:
-    """Training data in the layouts the kernels need (CSR + CSC copy)."""
+    """Training data in the layouts the kernels need: CSR and CSC copies with
+    float64 values (row scaling of ``normalize`` applied) and int32 indices."""
 
     def __init__(self, Xc, normalize):
         n_rows, n_features = Xc.shape
-        if n_rows >= 2**31 - 1:
-            raise ValueError(f"solver='als'/'mcmc' supports at most 2**31 - 2 rows, got {n_rows}")
-        self.Xc = Xc
+        if n_rows >= 2**31 - 1 or n_features >= 2**31 - 1:
+            raise ValueError("solver='als'/'mcmc' supports at most 2**31 - 2 rows and "
+                             f"columns, got {Xc.shape}")
         M = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=Xc.shape)
         vals = M.data.astype(np.float64)
         if normalize:  # same arithmetic, in the same order, as the kernels' row_scale
@@ -75,6 +80,9 @@ class _Data:
             pos = sq > 0
             scale[pos] = 1.0 / np.sqrt(sq[pos])
             vals = vals * scale[rows]
+        self.data = np.ascontiguousarray(vals)
+        self.indices = np.ascontiguousarray(Xc.indices, dtype=np.int32)
+        self.indptr = np.ascontiguousarray(Xc.indptr, dtype=np.int64)
         M = sp.csr_matrix((vals, M.indices, M.indptr), shape=Xc.shape)
         C = M.tocsc()
         C.sort_indices()
@@ -142,15 +150,52 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
     return est
 
 
+class ThreadTuner:
+    """Picks the faster of n_threads and 1 thread for the sweeps.
+
+    The sweep's parallel blocks need two barriers per factor; on a machine
+    whose cores are busy with other work, a descheduled thread stalls every
+    barrier and a parallel sweep can be far slower than a serial one.  Results
+    do not depend on the thread count, so the driver may time both: the
+    first TRIALS sweeps of every RECHECK alternate between them and the
+    faster (fastest trial of each) is used until the next check.
+    """
+
+    TRIALS = 4
+    RECHECK = 50
+
+    def __init__(self, n_threads):
+        self.n = n_threads
+        self.choice = n_threads
+        self.times = {}
+
+    def threads(self, t):
+        if self.n == 1:
+            return 1
+        phase = (t - 1) % self.RECHECK
+        if phase < self.TRIALS:
+            return self.n if phase % 2 == 0 else 1
+        return self.choice
+
+    def record(self, t, nt, seconds):
+        if self.n == 1:
+            return
+        phase = (t - 1) % self.RECHECK
+        if phase < self.TRIALS:
+            self.times[nt] = min(self.times.get(nt, np.inf), seconds)
+            if phase == self.TRIALS - 1:
+                self.choice = min(self.times, key=self.times.get)
+                self.times = {}
+
+
 def _task(est):
     return TASK_REGRESSION if est._loss == "squared" else TASK_PROBIT
 
 
-def _refresh(est, data, y, task, do_sample, seed, sweep_idx, cache, n_threads):
-    Xc = data.Xc
-    return _mcmc.refresh(Xc.data, Xc.indices, Xc.indptr, est._normalize, est._table, est._k,
-                         float(est._w0_state[0]), y, task, do_sample, seed, sweep_idx, cache,
-                         n_threads)
+def _refresh(data, P, k, w0, y, task, do_sample, seed, sweep_idx, cache, z, n_threads):
+    full = sweep_idx % REFRESH_EVERY == 0
+    return _mcmc.refresh(data.data, data.indices, data.indptr, P, k, w0, y, task, do_sample,
+                         seed, sweep_idx, cache, z, full, n_threads)
 
 
 # ---------------------------------------------------------------------- ALS
@@ -165,16 +210,25 @@ def _fit_als(est, data, y, evals):
     mu_v, lam_v = np.zeros((k, 1)), np.full((k, 1), l2_v)
     cache = np.empty((1 + k, data.n_rows))
     w0 = np.array([est._w0_state[0]])
+    P = np.ascontiguousarray(est._table[:, :1 + k], dtype=np.float64)  # working copy
     # initial residuals; probit: the labels +-1 stand for the latent targets
-    _refresh(est, data, y, TASK_REGRESSION, False, 0, 0, cache, n_threads)
+    z = np.array(y, dtype=np.float64)
+    _refresh(data, P, k, w0[0], y, TASK_REGRESSION, False, 0, 0, cache, z, n_threads)
+
+    tuner = ThreadTuner(n_threads)
+    sweeps = [0]
 
     def epoch(lr):
-        w0[0] = est._w0_state[0]
+        sweeps[0] += 1
+        t0 = time.perf_counter()
+        nt = tuner.threads(sweeps[0])
         _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
-                    est._table, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
-                    bool(est.fit_intercept), True, False, 0, 0, n_threads, MIN_BLOCK_NNZ)
+                    P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
+                    bool(est.fit_intercept), True, False, 0, 0, nt, MIN_BLOCK_NNZ)
         est._w0_state[0] = w0[0]
-        loss = _refresh(est, data, y, task, False, 0, 0, cache, n_threads)
+        est._table[:, :1 + k] = P
+        loss = _refresh(data, P, k, w0[0], y, task, False, 0, sweeps[0], cache, z, nt)
+        tuner.record(sweeps[0], nt, time.perf_counter() - t0)
         return loss, float(data.n_rows), 0 if np.isfinite(loss) else 1
 
     est._run_epoch_loop(epoch, evals, int(est.n_epochs), early_stopping=True)
@@ -271,22 +325,26 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         clip = (1.0, 0.0)
     cache = np.empty((1 + k, data.n_rows))
     w0 = np.zeros(1)
-    sq_err = 2.0 * _refresh(est, data, y, TASK_REGRESSION, False, kseed, 0, cache, n_threads)
+    P = np.ascontiguousarray(est._table[:, :1 + k], dtype=np.float64)  # working copy
+    z = np.array(y, dtype=np.float64)   # probit: latent targets start at the labels
+    sq_err = 2.0 * _refresh(data, P, k, 0.0, y, TASK_REGRESSION, False, kseed, 0, cache, z,
+                            n_threads)
     metric = est.eval_metric or est._default_metric
     metric_fn = METRICS[metric][0]
     acc = [(np.zeros(Xv.n_rows), np.zeros(Xv.n_rows)) for Xv, _ in evals]
     n_acc = 0
     alphas = []
+    tuner = ThreadTuner(n_threads)
     for t in range(1, n_epochs + 1):
         t0 = time.perf_counter()
-        hyper.draw(sq_err, data.n_rows, est._table, k, task, True)
-        w0[0] = est._w0_state[0]
+        nt = tuner.threads(t)
+        hyper.draw(sq_err, data.n_rows, P, k, task, True)
         _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
-                    est._table, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
+                    P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
                     hyper.mu_v, hyper.lam_v, bool(est.fit_intercept), True, True, kseed, t,
-                    n_threads, MIN_BLOCK_NNZ)
-        est._w0_state[0] = w0[0]
-        loss = _refresh(est, data, y, task, True, kseed, t, cache, n_threads)
+                    nt, MIN_BLOCK_NNZ)
+        loss = _refresh(data, P, k, w0[0], y, task, True, kseed, t, cache, z, nt)
+        tuner.record(t, nt, time.perf_counter() - t0)
         sq_err = 2.0 * loss
         if not np.isfinite(loss) or not np.isfinite(w0[0]):
             raise DivergenceError(f"{type(est).__name__}: the sampler produced non-finite "
@@ -294,7 +352,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         if t > n_burn_in:
             alphas.append(hyper.alpha)
         if t in kept_set:
-            samples[kept_set[t]] = est._table[:, :1 + k]
+            samples[kept_set[t]] = P
             sample_w0[kept_set[t]] = w0[0]
         rec = {"epoch": t, "train_loss": loss / data.n_rows}
         if task == TASK_REGRESSION:
@@ -307,8 +365,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
             if t > n_burn_in:
                 n_acc += 1
             for i, ((Xv, yv), (sp_, sq_)) in enumerate(zip(evals, acc)):
-                _predict_sum(est, Xv, est._table[None], np.array([w0[0]]), task, clip,
-                             sp_, sq_, n_threads)
+                _predict_sum(est, Xv, P[None], w0, task, clip, sp_, sq_, nt)
                 score = _to_score(sp_, sq_, max(n_acc, 1) if t > n_burn_in else 1, task)
                 rec[f"eval{i}_{metric}" if i else f"eval_{metric}"] = metric_fn(yv, score)
         rec["time"] = time.perf_counter() - t0
@@ -317,6 +374,8 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         if est.verbose:
             est._print_epoch(rec, n_epochs)
     est.best_epoch_ = n_epochs
+    est._table[:, :1 + k] = P
+    est._w0_state[0] = w0[0]
     est._samples = samples
     est._sample_w0 = sample_w0
     est._clip = clip

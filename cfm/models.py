@@ -43,7 +43,7 @@ _COMMON_DOC = """
         quickly), 1e-5 and 1e-5 for FMClassifier (click logs: frequent
         features carry the signal and must not be shrunk). With
         solver="als" they weight the squared norms in the total objective;
-        None then means 5 and 10. Unused by solver="mcmc".
+        None then means 5 and 12. Unused by solver="mcmc".
     l1 : float, default=0
         L1 regularisation of the linear weights (solver="ftrl" only).
     ftrl_beta : float, default=1.0

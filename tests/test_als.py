@@ -32,8 +32,8 @@ def test_one_als_sweep_matches_reference(rng, fit_w0):
     data = _bayes._Data(Xc, False)
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, n))
-    _mcmc.refresh(Xc.data, Xc.indices, Xc.indptr, False, table, k, w0, y, 0, False, 0, 0,
-                  cache, 1)
+    _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
+                  cache, np.array(y, dtype=float), True, 1)
     w0a = np.array([w0])
     l2_w0, l2_w, l2_v = 0.1, 0.7, 1.3
     group = np.zeros(d, dtype=np.int32)

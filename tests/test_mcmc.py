@@ -32,14 +32,14 @@ def test_tail_normal_matches_reference_and_truncates():
 
 
 # ----------------------------------------------------------------- one sweep
-def _kernel_state(X, y, w0, w, V, normalize, dtype):
+def _kernel_state(X, y, w0, w, V, normalize):
     Xc = check_X(sp.csr_matrix(X))
     data = _bayes._Data(Xc, normalize)
     k = V.shape[1]
-    table = make_table(w, V, dtype)
+    table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, Xc.n_rows))
-    _mcmc.refresh(Xc.data, Xc.indices, Xc.indptr, normalize, table, k, w0, y, 0, False, 0, 0,
-                  cache, 1)
+    _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
+                  cache, np.array(y, dtype=float), True, 1)
     return Xc, data, table, cache
 
 
@@ -54,7 +54,7 @@ def test_sweep_matches_reference(rng, do_sample, normalize):
     G = 3
     hyp = dict(alpha=1.7, reg0=0.5, mu0=0.2, mu_w=rng.normal(size=G), lam_w=rng.uniform(1, 3, G),
                mu_v=rng.normal(0, 0.1, (k, G)), lam_v=rng.uniform(1, 3, (k, G)))
-    Xc, data, table, cache = _kernel_state(X, y, w0, w, V, normalize, np.float64)
+    Xc, data, table, cache = _kernel_state(X, y, w0, w, V, normalize)
     w0a = np.array([w0])
     _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache, table, k,
                 w0a, hyp["alpha"], hyp["reg0"], hyp["mu0"], hyp["mu_w"], hyp["lam_w"],
@@ -72,21 +72,14 @@ def test_sweep_matches_reference(rng, do_sample, normalize):
     np.testing.assert_allclose(cache[1:].T, Xd @ rV, rtol=1e-9, atol=1e-10)
 
 
-def test_sweep_float32_table_close_to_reference(rng):
-    n, d, k = 30, 6, 2
-    X = random_sparse(n, d, 2, rng)
-    y = rng.normal(size=n)
-    w0, w, V = random_params(d, k, rng, scale=0.3)
-    group = np.zeros(d, dtype=np.int32)
-    Xc, data, table, cache = _kernel_state(X, y, w0, w, V, False, np.float32)
-    w0a = np.array([w0])
-    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache, table, k,
-                w0a, 2.0, 1.0, 0.0, np.zeros(1), np.ones(1), np.zeros((k, 1)), np.ones((k, 1)),
-                True, True, True, 5, 1, 1, 0)
-    _, rw, rV = ref.sweep(X.toarray(), y, w0, w.astype(np.float32), V.astype(np.float32), group,
-                          2.0, 1.0, 0.0, np.zeros(1), np.ones(1), np.zeros((k, 1)),
-                          np.ones((k, 1)), True, True, 5, 1, cast=np.float32)
-    np.testing.assert_allclose(table[:, 1:1 + k], rV, rtol=1e-5, atol=1e-6)
+def test_float32_model_close_to_float64():
+    rng = np.random.default_rng(11)
+    X, y, _ = _one_hot_ratings(rng, n=400)
+    kw = dict(n_factors=2, solver="mcmc", n_epochs=3, n_burn_in=0, random_state=0, n_jobs=1)
+    a = cfm.FMRegressor(dtype="float32", **kw).fit(X, y)
+    b = cfm.FMRegressor(dtype="float64", **kw).fit(X, y)
+    assert a._samples.dtype == np.float32 and b._samples.dtype == np.float64
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("do_sample", [True, False])
@@ -95,17 +88,25 @@ def test_refresh_probit_latent_targets(rng, do_sample):
     X = random_sparse(n, d, 3, rng)
     w0, w, V = random_params(d, k, rng, scale=0.8)
     y_pm = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    Xc = check_X(X)
+    data = _bayes._Data(check_X(X), False)
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, n))
-    loss = _mcmc.refresh(Xc.data, Xc.indices, Xc.indptr, False, table, k, w0, y_pm, 1,
-                         do_sample, 31, 2, cache, 1)
+    zbuf = np.zeros(n)
+    loss = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y_pm, 1,
+                         do_sample, 31, 2, cache, zbuf, True, 1)
     pred = ref.predict(X.toarray(), w0, w, V)
     z = ref.latent_targets(pred, y_pm, 31, 2, do_sample)
     np.testing.assert_allclose(cache[0], pred - z, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(zbuf, z, rtol=1e-9, atol=1e-10)
     assert np.all(np.sign(z) == y_pm)
     from scipy.stats import norm
     assert loss == pytest.approx(-norm.logcdf(y_pm * pred).sum(), rel=1e-9)
+    # the light pass (no recomputation from X) takes pred = e + z
+    loss2 = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y_pm, 1,
+                          do_sample, 31, 3, cache, zbuf, False, 1)
+    z3 = ref.latent_targets(pred, y_pm, 31, 3, do_sample)
+    np.testing.assert_allclose(cache[0], pred - z3, rtol=1e-9, atol=1e-10)
+    assert loss2 == pytest.approx(loss, rel=1e-9)
 
 
 def test_hyper_sampler_matches_reference(rng):
