@@ -116,7 +116,7 @@ class BaseFM(BaseEstimator):
         *,
         solver="adagrad",
         learning_rate=None,
-        n_epochs=10,
+        n_epochs=None,
         l2_w0=0.0,
         l2_w=None,
         l2_v=None,
@@ -164,7 +164,7 @@ class BaseFM(BaseEstimator):
     # ------------------------------------------------------------------ params
     def _validate_params(self):
         _check_number("n_factors", self.n_factors, low=0, high=MAX_FACTORS, integer=True)
-        _check_number("n_epochs", self.n_epochs, low=1, integer=True)
+        _check_number("n_epochs", self.n_epochs, low=1, integer=True, allow_none=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         _check_number("learning_rate", self.learning_rate, low=0, low_open=True,
@@ -175,9 +175,9 @@ class BaseFM(BaseEstimator):
         _check_number("n_burn_in", self.n_burn_in, low=0, integer=True, allow_none=True)
         _check_number("n_kept_samples", self.n_kept_samples, low=1, integer=True,
                       allow_none=True)
-        if self.n_burn_in is not None and self.n_burn_in >= self.n_epochs:
+        if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
             raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
-                             f"({self.n_epochs}): no posterior sample would be kept")
+                             f"({self._n_epochs()}): no posterior sample would be kept")
         for name in ("l2_w", "l2_v"):
             _check_number(name, getattr(self, name), low=0, allow_none=True)
         _check_number("ftrl_beta", self.ftrl_beta, low=0)
@@ -202,6 +202,13 @@ class BaseFM(BaseEstimator):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
         return dt
+
+    def _n_epochs(self):
+        """n_epochs, or its default: 10 for the per-sample solvers, 30 sweeps for
+        als, 200 for mcmc."""
+        if self.n_epochs is not None:
+            return int(self.n_epochs)
+        return {"als": 30, "mcmc": 200}.get(self.solver, 10)
 
     def _init_std(self):
         """init_std, or its default: 0.03 for the per-sample solvers, 0.1 (libFM's
@@ -350,8 +357,12 @@ class BaseFM(BaseEstimator):
         groups : array-like of int, shape (n_features,), default=None
             solver="mcmc" only: prior group of each column (as libFM's
             ``-meta``); the features of a group share the hyper-priors of
-            their linear weights and factors. None puts all columns in one
-            group.
+            their linear weights and factors. None detects one-hot fields
+            (runs of columns no two of which share a row, with at least 2
+            columns and non-zeros in at least half of the rows, e.g. user
+            ids, item ids): one group per field, one for all other columns.
+            ``np.zeros(n_features)`` gives libFM's / myFM's default of a
+            single group.
 
         Returns
         -------
@@ -379,7 +390,7 @@ class BaseFM(BaseEstimator):
         else:
             self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
             self._set_feature_names(X)
-        self._run_epochs(Xc, y_enc, sw, evals, int(self.n_epochs), early_stopping=True)
+        self._run_epochs(Xc, y_enc, sw, evals, self._n_epochs(), early_stopping=True)
         return self
 
     def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
@@ -483,7 +494,7 @@ class BaseFM(BaseEstimator):
 
         if warm:
             self._ensure_layout(dtype)
-        self._run_epoch_loop(epoch, evals, int(self.n_epochs), early_stopping=True)
+        self._run_epoch_loop(epoch, evals, self._n_epochs(), early_stopping=True)
         return self
 
     def _eval_from_file(self, path, n_features):

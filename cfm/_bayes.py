@@ -23,7 +23,9 @@ TIST 3(3)); the kernels are in src/cfm/_mcmc.pyx.
     for classification; w_j ~ N(mu_w[g], 1/lambda_w[g]), v_jf ~
     N(mu_v[g, f], 1/lambda_v[g, f]) with Normal-Gamma hyper-priors per prior
     group g (``groups``), libFM's defaults alpha_0 = beta_0 = gamma_0 = 1,
-    mu_0 = 0; w0 ~ N(0, 1).  ``n_epochs`` sweeps, the first ``n_burn_in``
+    mu_0 = 0; w0 ~ N(0, 1).  Without ``groups``, each one-hot field (see
+    ``auto_groups``) gets its own prior group and the other columns share
+    one.  ``n_epochs`` sweeps, the first ``n_burn_in``
     discarded; predictions are posterior means over the kept samples
     (regression: of the predictions clipped to the training target range, as
     libFM does; classification: of Phi(y_hat)).  The samples are kept on the
@@ -93,10 +95,21 @@ class _Data:
         self.n_rows, self.n_features = n_rows, n_features
 
 
+def auto_groups(data):
+    """Default prior groups: one per one-hot field -- an exclusive block (no
+    two of its columns share a row) of at least 2 columns whose non-zeros
+    cover at least half of the rows, e.g. the user ids or the item ids of
+    rating data --, and one group for all other columns."""
+    b = data.blocks
+    sizes = np.diff(b)
+    nnz = data.col_ptr[b[1:]] - data.col_ptr[b[:-1]]
+    field = (sizes >= 2) & (2 * nnz >= data.n_rows)
+    ids = np.cumsum(field) * field
+    return _check_groups(np.repeat(ids, sizes), data.n_features)
+
+
 def _check_groups(groups, n_features):
     """Validated prior groups as compact int32 ids, and their count."""
-    if groups is None:
-        return np.zeros(n_features, dtype=np.int32), 1
     g = np.asarray(groups)
     if g.ndim != 1 or g.shape[0] != n_features:
         raise ValueError(f"groups must be a 1-D array with one entry per feature "
@@ -135,9 +148,10 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
     Xc = check_X(X, estimator=est)
     y_enc = est._prepare_y(y, Xc.n_rows, reset=True)
     est._check_fields(fields, Xc.shape[1], reset=True)
-    group, n_groups = _check_groups(groups, Xc.shape[1])
+    if groups is not None:
+        group, n_groups = _check_groups(groups, Xc.shape[1])
     evals = est._check_eval_set(eval_set, Xc.shape[1])
-    for attr in ("_samples", "_sample_w0", "_clip", "alpha_"):
+    for attr in ("_samples", "_sample_w0", "_clip", "alpha_", "n_prior_groups_"):
         if hasattr(est, attr):
             delattr(est, attr)
     est._init_state(Xc.shape[1], y_enc, None, dtype)
@@ -146,6 +160,9 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
     if solver == "als":
         _fit_als(est, data, y_enc, evals)
     else:
+        if groups is None:
+            group, n_groups = auto_groups(data)
+        est.n_prior_groups_ = n_groups
         _fit_mcmc(est, data, y_enc, group, n_groups, evals)
     return est
 
@@ -231,7 +248,7 @@ def _fit_als(est, data, y, evals):
         tuner.record(sweeps[0], nt, time.perf_counter() - t0)
         return loss, float(data.n_rows), 0 if np.isfinite(loss) else 1
 
-    est._run_epoch_loop(epoch, evals, int(est.n_epochs), early_stopping=True)
+    est._run_epoch_loop(epoch, evals, est._n_epochs(), early_stopping=True)
 
 
 def als_objective(est, X, y):
@@ -305,7 +322,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
     k = est._k
     task = _task(est)
     n_threads = effective_n_threads(est.n_jobs)
-    n_epochs = int(est.n_epochs)
+    n_epochs = est._n_epochs()
     n_burn_in = default_burn_in(n_epochs) if est.n_burn_in is None else int(est.n_burn_in)
     kept = _kept_sweeps(n_epochs, n_burn_in, est.n_kept_samples)
     kept_set = {int(s): i for i, s in enumerate(kept)}

@@ -31,8 +31,10 @@ _COMMON_DOC = """
     learning_rate : float or None, default=None
         Step size (FTRL's alpha for solver="ftrl"). None means 0.15 for
         FMRegressor and 0.1 for FMClassifier.
-    n_epochs : int, default=10
-        Passes over the training data (per ``fit``; ``partial_fit`` does one).
+    n_epochs : int or None, default=None
+        Passes over the training data (per ``fit``; ``partial_fit`` does one);
+        sweeps for solver="als"/"mcmc". None means 10, or 30 for "als" and
+        200 for "mcmc".
     l2_w0 : float, default=0
         L2 regularisation of the bias.
     l2_w, l2_v : float or None, default=None
@@ -116,6 +118,8 @@ class FMRegressor(RegressorMixin, BaseFM):
         (solver="mcmc": also the sampled noise precision ``alpha``).
     alpha_ : float
         solver="mcmc" only: posterior mean of the noise precision.
+    n_prior_groups_ : int
+        solver="mcmc" only: number of prior groups used (see ``fit``).
     n_epochs_ : int
     best_epoch_ : int
     """)

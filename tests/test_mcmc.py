@@ -198,10 +198,28 @@ def test_seed_reproducible_and_groups_change_result():
     a = cfm.FMRegressor(**kw).fit(X, y).predict(X)
     b = cfm.FMRegressor(**kw).fit(X, y).predict(X)
     np.testing.assert_array_equal(a, b)
+    # default: one prior group per one-hot field (here users, items)
     groups = np.r_[np.zeros(60, int), np.ones(40, int)]
-    c = cfm.FMRegressor(**kw).fit(X, y, groups=groups).predict(X)
+    m = cfm.FMRegressor(**kw).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(a, m.predict(X))
+    assert m.n_prior_groups_ == 2
+    c = cfm.FMRegressor(**kw).fit(X, y, groups=np.zeros(100, int)).predict(X)
     assert not np.array_equal(a, c)
     assert np.sqrt(np.mean((c - y) ** 2)) < np.std(y)
+
+
+def test_auto_groups():
+    rng = np.random.default_rng(3)
+    X, y, _ = _one_hot_ratings(rng, n=300)
+    dense = rng.normal(size=(300, 2))
+    X2 = sp.hstack([sp.csr_matrix(dense[:, :1]), X, sp.csr_matrix(dense[:, 1:])]).tocsr()
+    g, n = _bayes.auto_groups(_bayes._Data(check_X(X2), False))
+    assert n == 3
+    assert g[0] == g[-1] == 0 and len(set(g[1:61])) == 1 and len(set(g[61:101])) == 1
+    assert g[1] != g[61] and 0 not in (g[1], g[61])
+    # nothing one-hot: a single group
+    g, n = _bayes.auto_groups(_bayes._Data(check_X(dense), False))
+    assert n == 1
 
 
 def test_burn_in_and_thinning():
