@@ -175,8 +175,12 @@ class ThreadTuner:
     barrier and a parallel sweep can be far slower than a serial one.  Results
     do not depend on the thread count, so the driver may time both: the
     first TRIALS sweeps of every RECHECK alternate between them and the
-    faster (fastest trial of each) is used until the next check.
+    faster (fastest trial of each; threads only if MARGIN faster) is used
+    until the next check.  (Row passes -- residual refresh, prediction --
+    always use every thread: they need no synchronisation inside.)
     """
+
+    MARGIN = 0.9
 
     TRIALS = 4
     RECHECK = 50
@@ -201,7 +205,8 @@ class ThreadTuner:
         if phase < self.TRIALS:
             self.times[nt] = min(self.times.get(nt, np.inf), seconds)
             if phase == self.TRIALS - 1:
-                self.choice = min(self.times, key=self.times.get)
+                par, seq = self.times.get(self.n, np.inf), self.times.get(1, np.inf)
+                self.choice = self.n if par < self.MARGIN * seq else 1
                 self.times = {}
 
 
@@ -244,7 +249,7 @@ def _fit_als(est, data, y, evals):
                     bool(est.fit_intercept), True, False, 0, 0, nt, MIN_BLOCK_NNZ)
         est._w0_state[0] = w0[0]
         est._table[:, :1 + k] = P
-        loss = _refresh(data, P, k, w0[0], y, task, False, 0, sweeps[0], cache, z, nt)
+        loss = _refresh(data, P, k, w0[0], y, task, False, 0, sweeps[0], cache, z, n_threads)
         tuner.record(sweeps[0], nt, time.perf_counter() - t0)
         return loss, float(data.n_rows), 0 if np.isfinite(loss) else 1
 
@@ -360,7 +365,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
                     P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
                     hyper.mu_v, hyper.lam_v, bool(est.fit_intercept), True, True, kseed, t,
                     nt, MIN_BLOCK_NNZ)
-        loss = _refresh(data, P, k, w0[0], y, task, True, kseed, t, cache, z, nt)
+        loss = _refresh(data, P, k, w0[0], y, task, True, kseed, t, cache, z, n_threads)
         tuner.record(t, nt, time.perf_counter() - t0)
         sq_err = 2.0 * loss
         if not np.isfinite(loss) or not np.isfinite(w0[0]):
@@ -382,7 +387,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
             if t > n_burn_in:
                 n_acc += 1
             for i, ((Xv, yv), (sp_, sq_)) in enumerate(zip(evals, acc)):
-                _predict_sum(est, Xv, P[None], w0, task, clip, sp_, sq_, nt)
+                _predict_sum(est, Xv, P[None], w0, task, clip, sp_, sq_, n_threads)
                 score = _to_score(sp_, sq_, max(n_acc, 1) if t > n_burn_in else 1, task)
                 rec[f"eval{i}_{metric}" if i else f"eval_{metric}"] = metric_fn(yv, score)
         rec["time"] = time.perf_counter() - t0
