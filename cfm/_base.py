@@ -25,7 +25,9 @@ from ._validation import (
 )
 from .exceptions import DivergenceError, NotFittedError
 
-SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
+SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2, "als": 3, "mcmc": 4}
+# Solvers that visit the parameters coordinate-wise (cfm/_bayes.py), not per sample.
+COORDINATE_SOLVERS = ("als", "mcmc")
 
 
 def _is_stream(X):
@@ -63,7 +65,7 @@ MIN_ROWS_PER_THREAD = 10_000
 
 def _state_width(solver, k):
     """Optimizer state columns after [w, v(k)]: adagrad [G_w, G_v], ftrl [z, n, G_v]."""
-    return {"sgd": 0, "adagrad": 2, "ftrl": 3}[solver]
+    return {"sgd": 0, "adagrad": 2, "ftrl": 3, "als": 0, "mcmc": 0}[solver]
 
 
 def _new_table(n_features, k, solver, dtype):
@@ -115,14 +117,14 @@ class BaseFM(BaseEstimator):
         *,
         solver="adagrad",
         learning_rate=None,
-        n_epochs=10,
+        n_epochs=None,
         l2_w0=0.0,
         l2_w=None,
         l2_v=None,
         l1=0.0,
         ftrl_beta=1.0,
-        init_std=0.03,
-        normalize=True,
+        init_std=None,
+        normalize=None,
         fit_intercept=True,
         shuffle=True,
         n_iter_no_change=3,
@@ -133,6 +135,8 @@ class BaseFM(BaseEstimator):
         random_state=None,
         warm_start=False,
         verbose=0,
+        n_burn_in=None,
+        n_kept_samples=None,
     ):
         self.n_factors = n_factors
         self.solver = solver
@@ -155,17 +159,26 @@ class BaseFM(BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.n_burn_in = n_burn_in
+        self.n_kept_samples = n_kept_samples
 
     # ------------------------------------------------------------------ params
     def _validate_params(self):
         _check_number("n_factors", self.n_factors, low=0, high=MAX_FACTORS, integer=True)
-        _check_number("n_epochs", self.n_epochs, low=1, integer=True)
+        _check_number("n_epochs", self.n_epochs, low=1, integer=True, allow_none=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         _check_number("learning_rate", self.learning_rate, low=0, low_open=True,
                       allow_none=True)
-        for name in ("l2_w0", "l1", "init_std", "tol"):
+        for name in ("l2_w0", "l1", "tol"):
             _check_number(name, getattr(self, name), low=0)
+        _check_number("init_std", self.init_std, low=0, allow_none=True)
+        _check_number("n_burn_in", self.n_burn_in, low=0, integer=True, allow_none=True)
+        _check_number("n_kept_samples", self.n_kept_samples, low=1, integer=True,
+                      allow_none=True)
+        if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
+            raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
+                             f"({self._n_epochs()}): no posterior sample would be kept")
         for name in ("l2_w", "l2_v"):
             _check_number(name, getattr(self, name), low=0, allow_none=True)
         _check_number("ftrl_beta", self.ftrl_beta, low=0)
@@ -174,7 +187,9 @@ class BaseFM(BaseEstimator):
                              f"regularisation); got solver={self.solver!r}")
         _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
         _check_number("verbose", self.verbose, low=0, integer=True)
-        for name in ("normalize", "fit_intercept", "shuffle", "warm_start"):
+        if self.normalize is not None and not isinstance(self.normalize, (bool, np.bool_)):
+            raise ValueError(f"normalize must be True, False or None, got {self.normalize!r}")
+        for name in ("fit_intercept", "shuffle", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.eval_metric is not None and self.eval_metric not in self._metrics_allowed():
@@ -193,6 +208,27 @@ class BaseFM(BaseEstimator):
     def _default_dtype(self):
         """Parameter dtype used when ``dtype`` is None."""
         return "float32"
+
+    def _n_epochs(self):
+        """n_epochs, or its default: 10 for the per-sample solvers, 30 sweeps for
+        als, 200 for mcmc."""
+        if self.n_epochs is not None:
+            return int(self.n_epochs)
+        return {"als": 30, "mcmc": 200}.get(self.solver, 10)
+
+    def _init_std(self):
+        """init_std, or its default: 0.03 for the per-sample solvers, 0.1 (libFM's
+        init_stdev) for als / mcmc."""
+        if self.init_std is not None:
+            return float(self.init_std)
+        return 0.1 if self.solver in COORDINATE_SOLVERS else 0.03
+
+    def _resolved_normalize(self):
+        """normalize, or its default: True for the per-sample solvers, False
+        for als / mcmc (libFM's solvers use the raw feature values)."""
+        if self.normalize is not None:
+            return bool(self.normalize)
+        return self.solver not in COORDINATE_SOLVERS
 
     def _hp(self, name):
         """A hyper-parameter's value, or the estimator's default when it is None."""
@@ -243,7 +279,7 @@ class BaseFM(BaseEstimator):
         """State every estimator kind starts a fresh fit with, besides its tables."""
         w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
         self._w0_state = self._bias_state(w0, self.solver)
-        self._normalize = bool(self.normalize)
+        self._normalize = self._resolved_normalize()
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
@@ -254,7 +290,7 @@ class BaseFM(BaseEstimator):
         self._k = k
         self._solver = self.solver
         table = _new_table(n_features, k, self.solver, dtype)
-        _fm.fm_init_factors(table, k, float(self.init_std), init_seed,
+        _fm.fm_init_factors(table, k, self._init_std(), init_seed,
                             effective_n_threads(self.n_jobs))
         self._init_optimizer_state(table, k, self.solver)
         self._table = table
@@ -297,7 +333,8 @@ class BaseFM(BaseEstimator):
         self._solver = self.solver
 
     # -------------------------------------------------------------- training
-    def fit(self, X, y=None, sample_weight=None, eval_set=None, block_rows=100_000):
+    def fit(self, X, y=None, sample_weight=None, eval_set=None, block_rows=100_000,
+            groups=None):
         """Fit the model.
 
         Parameters
@@ -323,14 +360,28 @@ class BaseFM(BaseEstimator):
             path to a data file is accepted too.
         block_rows : int, default=100_000
             Rows per block when X is a file (out-of-core training).
+        groups : array-like of int, shape (n_features,), default=None
+            solver="mcmc" only: prior group of each column (as libFM's
+            ``-meta``); the features of a group share the hyper-priors of
+            their linear weights and factors. None detects one-hot fields
+            (runs of columns no two of which share a row, with at least 2
+            columns and non-zeros in at least half of the rows, e.g. user
+            ids, item ids): one group per field, one for all other columns.
+            ``np.zeros(n_features)`` gives libFM's / myFM's default of a
+            single group.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight, eval_set, block_rows=block_rows)
+        return self._fit(X, y, sample_weight, eval_set, block_rows=block_rows, groups=groups)
 
-    def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000):
+    def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000,
+             groups=None):
+        if self.solver in COORDINATE_SOLVERS or groups is not None:
+            from . import _bayes
+
+            return _bayes.fit(self, X, y, sample_weight, eval_set, fields, groups)
         if _is_stream(X):
             return self._fit_stream(X, y, sample_weight, eval_set, fields, block_rows)
         dtype = self._validate_params()
@@ -345,11 +396,14 @@ class BaseFM(BaseEstimator):
         else:
             self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
             self._set_feature_names(X)
-        self._run_epochs(Xc, y_enc, sw, evals, int(self.n_epochs), early_stopping=True)
+        self._run_epochs(Xc, y_enc, sw, evals, self._n_epochs(), early_stopping=True)
         return self
 
     def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
         dtype = self._validate_params()
+        if self.solver in COORDINATE_SOLVERS:
+            raise ValueError(f"partial_fit is not available with solver={self.solver!r} "
+                             "(it sweeps over all the data); use fit")
         fitted = hasattr(self, "_w0_state")
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
@@ -446,7 +500,7 @@ class BaseFM(BaseEstimator):
 
         if warm:
             self._ensure_layout(dtype)
-        self._run_epoch_loop(epoch, evals, int(self.n_epochs), early_stopping=True)
+        self._run_epoch_loop(epoch, evals, self._n_epochs(), early_stopping=True)
         return self
 
     def _eval_from_file(self, path, n_features):
@@ -611,6 +665,10 @@ class BaseFM(BaseEstimator):
     def _decision(self, Xc, n_threads=None):
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
+        if self._solver == "mcmc":
+            from . import _bayes
+
+            return _bayes.mcmc_decision(self, Xc, n_threads)
         out = np.empty(Xc.n_rows, dtype=np.float64)
         _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
                        self._k, self._normalize, out, n_threads)
@@ -658,6 +716,10 @@ class BaseFM(BaseEstimator):
             "n_features": int(self._table.shape[0]),
             "n_factors": k,
         })
+        if self._solver == "mcmc":
+            from . import _bayes
+
+            _bayes.export_samples(self, arrays, header)
         return arrays, header
 
     def _common_header(self):
@@ -746,3 +808,7 @@ class BaseFM(BaseEstimator):
         table[:, 1 + k:1 + k + width] = arrays["opt_state"]
         self._table, self._k, self._solver = table, k, solver
         self._import_common(header, arrays, n)
+        if solver == "mcmc":
+            from . import _bayes
+
+            _bayes.import_samples(self, header, arrays, dtype)

@@ -129,7 +129,7 @@ class _FFMMixin:
                               f"for {n_features} features x {self.n_fields_} fields x {k} "
                               "factors)") from exc
         init = _ffm.ffm_init_factors_half if self._half else _ffm.ffm_init_factors
-        init(self._kernel_V, self.n_fields_, k, self._kp, self._ks, float(self.init_std),
+        init(self._kernel_V, self.n_fields_, k, self._kp, self._ks, self._init_std(),
              ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
         self._lin = _aligned_table(n_features, _lin_width(self.solver), _lin_dtype(dtype))
         if self.solver == "adagrad":

@@ -11,14 +11,30 @@ _COMMON_DOC = """
     n_factors : int, default=8
         Rank k of the pairwise interactions. ``0`` gives a plain linear model
         (logistic / linear regression, xLearn's "LR").
-    solver : {"adagrad", "sgd", "ftrl"}, default="adagrad"
-        Per-sample optimizer. "ftrl" is FTRL-proximal on w0 and w (with ``l1``
-        giving exact zeros) and AdaGrad on the factors.
+    solver : {"adagrad", "sgd", "ftrl", "als", "mcmc"}, default="adagrad"
+        "adagrad", "sgd", "ftrl": per-sample optimizers. "ftrl" is
+        FTRL-proximal on w0 and w (with ``l1`` giving exact zeros) and
+        AdaGrad on the factors.
+        "als": alternating least squares / coordinate descent (libFM's ALS):
+        each sweep sets every parameter to the minimiser of the L2-regularised
+        squared loss given the others (FMClassifier: probit model fitted by
+        EM). ``l2_w0``, ``l2_w``, ``l2_v`` regularise the *total* loss; no
+        learning rate.
+        "mcmc": Bayesian FM by Gibbs sampling (libFM's MCMC): no learning
+        rate or L2 to tune (hyper-priors instead), ``n_epochs`` sweeps of
+        which the first ``n_burn_in`` are discarded; predictions are
+        posterior means over the kept samples (regression: clipped to the
+        training target range, as libFM; FMClassifier: probit). ``fit``
+        takes ``groups`` (one prior per feature group, libFM's ``-meta``).
+        See :mod:`cfm._bayes`. als / mcmc need in-memory data, no
+        sample_weight, warm_start or partial_fit.
     learning_rate : float or None, default=None
         Step size (FTRL's alpha for solver="ftrl"). None means 0.15 for
         FMRegressor and 0.1 for FMClassifier.
-    n_epochs : int, default=10
-        Passes over the training data (per ``fit``; ``partial_fit`` does one).
+    n_epochs : int or None, default=None
+        Passes over the training data (per ``fit``; ``partial_fit`` does one);
+        sweeps for solver="als"/"mcmc". None means 10, or 30 for "als" and
+        200 for "mcmc".
     l2_w0 : float, default=0
         L2 regularisation of the bias.
     l2_w, l2_v : float or None, default=None
@@ -27,17 +43,21 @@ _COMMON_DOC = """
         regularised more, as in libFM and xLearn). None means the estimator's
         default: 1e-3 and 3e-2 for FMRegressor (rating-style data overfits
         quickly), 1e-5 and 1e-5 for FMClassifier (click logs: frequent
-        features carry the signal and must not be shrunk).
+        features carry the signal and must not be shrunk). With
+        solver="als" they weight the squared norms in the total objective;
+        None then means 5 and 12. Unused by solver="mcmc".
     l1 : float, default=0
         L1 regularisation of the linear weights (solver="ftrl" only).
     ftrl_beta : float, default=1.0
         FTRL-proximal's beta.
-    init_std : float, default=0.03
-        Standard deviation of the normal initialisation of the factors.
-    normalize : bool, default=True
+    init_std : float or None, default=None
+        Standard deviation of the normal initialisation of the factors. None
+        means 0.03, or 0.1 (libFM's default) for solver="als"/"mcmc".
+    normalize : bool or None, default=None
         Scale each row to unit L2 norm on the fly (instance-wise
         normalisation, as xLearn and libffm do by default). The input is not
         copied. Set to False for dense numeric features whose scale matters.
+        None means True, or False for solver="als"/"mcmc" (as libFM).
     fit_intercept : bool, default=True
         Learn the bias w0 (FMRegressor starts it at the mean target,
         FMClassifier at 0 as libFM and xLearn do).
@@ -65,11 +85,20 @@ _COMMON_DOC = """
     verbose : int, default=0
         When > 0, print one line per epoch (train loss, eval metrics, time)
         to stderr.
+    n_burn_in : int or None, default=None
+        solver="mcmc": sweeps discarded before samples are kept. None means
+        ``min(n_epochs // 10, 50)``.
+    n_kept_samples : int or None, default=None
+        solver="mcmc": number of posterior samples kept on the model (and in
+        its file) for prediction, evenly spaced over the sweeps after the
+        burn-in (always including the last). None keeps every one; each
+        sample costs n_features * (1 + n_factors) parameters of ``dtype``.
+        ``eval_set`` metrics during fit average every post-burn-in sample.
 
     Notes
     -----
     Reproducibility: with ``n_jobs=1`` and a fixed ``random_state`` training is
-    bit-for-bit reproducible. With several threads training is Hogwild
+    bit-for-bit reproducible (solver="als"/"mcmc": for any ``n_jobs``). With several threads training is Hogwild
     (lock-free updates of shared parameters), so results vary slightly from
     run to run. Predictions are identical for any ``n_jobs``.
 """
@@ -87,7 +116,12 @@ class FMRegressor(RegressorMixin, BaseFM):
     V_ : ndarray of shape (n_features, n_factors)
     n_features_in_ : int
     history_ : list of dict
-        Per epoch: train_loss (mean half squared error), eval metrics, time.
+        Per epoch: train_loss (mean half squared error), eval metrics, time
+        (solver="mcmc": also the sampled noise precision ``alpha``).
+    alpha_ : float
+        solver="mcmc" only: posterior mean of the noise precision.
+    n_prior_groups_ : int
+        solver="mcmc" only: number of prior groups used (see ``fit``).
     n_epochs_ : int
     best_epoch_ : int
     """)

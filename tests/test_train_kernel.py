@@ -189,4 +189,4 @@ def test_initial_state(rng, solver):
         assert np.all(m._table[:, 1 + k:3 + k] >= ADAGRAD_INIT)
     if solver == "ftrl":
         assert np.all(m._table[:, 3 + k] >= ADAGRAD_INIT)
-    assert np.std(m.V_) == pytest.approx(m.init_std, rel=0.3)
+    assert np.std(m.V_) == pytest.approx(m._init_std(), rel=0.3)

@@ -1,0 +1,732 @@
+"""Coordinate-wise kernels of the ALS and MCMC (Gibbs sampling) FM solvers.
+
+Both solvers visit the model parameters one at a time -- w0, then every w_j,
+then for each factor f every v_jf -- and set each to a draw from (MCMC) or
+the mean of (ALS) its conditional posterior given everything else
+(Rendle 2012, "Factorization Machines with libFM", ACM TIST 3(3)).  The
+conditional of a parameter theta is Gaussian because the FM is linear in
+theta: y_i = g_i + theta * h_i with h_i = d y_i / d theta, so with residuals
+e_i = y_hat_i - target_i, noise precision alpha and prior N(mu, 1/lambda):
+
+    precision = lambda + alpha * sum_i h_i^2
+    mean      = (alpha * sum_i h_i (theta h_i - e_i) + lambda * mu) / precision
+
+For w_j, h_i = x_ij; for v_jf, h_i = x_ij (q_if - v_jf x_ij) with the cache
+q_if = sum_l v_lf x_il.  After each update the residuals (and q for a factor)
+of the rows in column j are corrected, so a sweep costs O(k * nnz).
+
+Design
+------
+* Column access uses a CSC copy of X (row indices int32, values double, row
+  scaling of ``normalize`` already applied); row passes use the CSR input.
+* ``cache`` is (n_rows, 1 + k): [e_i, q_i0 .. q_i,k-1] per row, so a column
+  pass touches one cache line per non-zero.
+* The full prediction (and so e and q) is recomputed from scratch after every
+  sweep by a row pass (OpenMP over rows), as libFM does for stability; the
+  same pass draws the probit latent targets for classification.
+* Parallelism inside a sweep: features are cut into "exclusive blocks" --
+  contiguous runs of columns no two of which share a row (e.g. all users of a
+  one-hot user block).  The conditionals of the features of such a block do
+  not depend on each other and their updates touch disjoint rows, so they are
+  drawn in parallel and the result is exactly that of the sequential sweep.
+* Randomness is counter based: every draw has its own splitmix64 stream keyed
+  by (seed, sweep, kind, index) (kind 0 = w0, 1 = w, 2 + f = factor f,
+  LATENT = latent targets), so results never depend on the number of
+  threads or on the order of the work.  tests/reference_mcmc.py reproduces
+  these streams in Python.
+* Sums over all rows are taken per fixed chunk of CHUNK rows and the chunk
+  sums added in order: identical for any number of threads.
+* Hyper-parameters (alpha, mu, lambda) are drawn in Python (cfm/_bayes.py):
+  they only need O(n_features * k) sums.
+"""
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.math cimport sqrt, log, exp, cos, erfc, isfinite, fabs
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport malloc, calloc, free
+
+from cfm._common cimport floating, data_t, index_t, splitmix64, rand_uniform, row_scale
+
+cdef double TWO_PI = 6.283185307179586
+cdef double INV_SQRT2 = 0.7071067811865476
+cdef double LOG_SQRT_2PI = 0.9189385332046727
+
+cdef enum:
+    CHUNK = 4096
+    KIND_W0 = 0
+    KIND_W = 1
+    KIND_V0 = 2
+    LATENT = 1048576
+    TASK_REGRESSION = 0
+    TASK_PROBIT = 1
+
+# Python-visible constants (tests and cfm/_bayes.py)
+KIND_LATENT = LATENT
+ROW_CHUNK = CHUNK
+
+
+# ------------------------------------------------------------ random numbers
+cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t stream_key(uint64_t seed, uint64_t sweep, uint64_t kind,
+                                uint64_t index) noexcept nogil:
+    """Initial state of the stream of draw (sweep, kind, index)."""
+    cdef uint64_t s = mix64(seed ^ (sweep * <uint64_t>0x9E3779B97F4A7C15ULL))
+    s = mix64(s ^ (kind * <uint64_t>0xC2B2AE3D27D4EB4FULL))
+    return mix64(s ^ (index * <uint64_t>0x165667B19E3779F9ULL))
+
+
+cdef inline double std_normal(uint64_t* st) noexcept nogil:
+    """Box-Muller from two uniforms (the cosine half only)."""
+    cdef double u1 = 1.0 - rand_uniform(st)   # (0, 1]
+    cdef double u2 = rand_uniform(st)
+    return sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2)
+
+
+cdef inline double tail_normal(double a, uint64_t* st) noexcept nogil:
+    """x ~ N(0, 1) conditioned on x > a: plain rejection for a <= 0.5,
+    Robert's (1995) exponential proposal above."""
+    cdef double x, astar, u1, u2
+    cdef int tries
+    if not isfinite(a):
+        return 0.0 if a < 0 else a
+    if a <= 0.5:
+        for tries in range(10000):
+            x = std_normal(st)
+            if x > a:
+                return x
+        return a
+    astar = 0.5 * (a + sqrt(a * a + 4.0))
+    for tries in range(10000):
+        u1 = 1.0 - rand_uniform(st)
+        u2 = rand_uniform(st)
+        x = a - log(u1) / astar
+        if u2 <= exp(-0.5 * (x - astar) * (x - astar)):
+            return x
+    return a
+
+
+cdef inline double upper_tail(double a) noexcept nogil:
+    """Q(a) = P(N(0,1) > a)."""
+    return 0.5 * erfc(a * INV_SQRT2)
+
+
+cdef inline double mills(double a) noexcept nogil:
+    """E[x | x > a] for x ~ N(0, 1) (inverse Mills ratio phi(a) / Q(a))."""
+    cdef double q
+    if a > 30.0:
+        return a + 1.0 / a
+    q = upper_tail(a)
+    return exp(-0.5 * a * a - LOG_SQRT_2PI) / q
+
+
+cdef inline double log_cdf(double t) noexcept nogil:
+    """log Phi(t), accurate in the lower tail."""
+    if t < -30.0:
+        return -0.5 * t * t - log(-t) - LOG_SQRT_2PI
+    return log(upper_tail(-t))
+
+
+def normal_draws(uint64_t seed, uint64_t sweep, uint64_t kind, const int64_t[::1] index):
+    """Standard normal draw of each stream (sweep, kind, index[i]) (for tests)."""
+    out = np.empty(index.shape[0])
+    cdef double[::1] o = out
+    cdef Py_ssize_t i
+    cdef uint64_t st
+    for i in range(index.shape[0]):
+        st = stream_key(seed, sweep, kind, <uint64_t>index[i])
+        o[i] = std_normal(&st)
+    return out
+
+
+def latent_draws(uint64_t seed, uint64_t sweep, const double[::1] a):
+    """tail_normal(a[i]) on stream (sweep, LATENT, i) (for tests)."""
+    out = np.empty(a.shape[0])
+    cdef double[::1] o = out
+    cdef Py_ssize_t i
+    cdef uint64_t st
+    for i in range(a.shape[0]):
+        st = stream_key(seed, sweep, LATENT, <uint64_t>i)
+        o[i] = tail_normal(a[i], &st)
+    return out
+
+
+# ------------------------------------------------------------ exclusive blocks
+def exclusive_blocks(const int64_t[::1] col_ptr, const int32_t[::1] row_idx, int64_t n_rows):
+    """Cut the columns into contiguous runs no two columns of which share a
+    row; returns the run boundaries (n_blocks + 1,) as int64."""
+    cdef Py_ssize_t n_cols = col_ptr.shape[0] - 1
+    cdef int64_t[::1] mark = np.full(max(n_rows, 1), -1, dtype=np.int64)
+    cdef int64_t[::1] starts = np.empty(n_cols + 1, dtype=np.int64)
+    cdef Py_ssize_t j, p, nb = 0
+    cdef int64_t cur = 0
+    cdef bint clash
+    with nogil:
+        if n_cols > 0:
+            starts[0] = 0
+            nb = 1
+        for j in range(n_cols):
+            clash = False
+            for p in range(col_ptr[j], col_ptr[j + 1]):
+                if mark[row_idx[p]] == cur:
+                    clash = True
+                    break
+            if clash:
+                cur += 1
+                starts[nb] = j
+                nb += 1
+            for p in range(col_ptr[j], col_ptr[j + 1]):
+                mark[row_idx[p]] = cur
+        starts[nb] = n_cols
+    return np.asarray(starts[:nb + 1]).copy()
+
+
+# ------------------------------------------------------------ parallel jobs
+# A job is a sequence of phases, each a range of work items; any thread
+# claims the next item from a shared counter, and starts it once every item of
+# the earlier phases is done.  The calling thread works too and never waits
+# for a helper to arrive, so a helper that the OS does not schedule (busy
+# machine) costs nothing -- unlike an OpenMP barrier, which would stall the
+# sweep for a time slice at each of its 2 (k + 1) phase boundaries.  Items
+# write disjoint data, so the result does not depend on who runs what.
+cdef extern from "cfm_pool.h" nogil:
+    int64_t cfm_atomic_fetch_add(int64_t* p, int64_t v)
+    int64_t cfm_atomic_load(const int64_t* p)
+    void cfm_cpu_relax()
+    void cfm_yield()
+    int cfm_spawn_detached(void* (*fn)(void*) noexcept nogil, void* arg)
+
+cdef enum:
+    JOB_SWEEP = 0
+    JOB_REFRESH = 1
+    SPIN_BEFORE_YIELD = 4000
+
+
+cdef struct Job:
+    int64_t next          # next item to claim (atomic)
+    int64_t done          # items finished (atomic)
+    int64_t refs          # threads holding the job (atomic); the last frees it
+    int64_t n_items
+    int64_t n_phases
+    int kind
+    int64_t* phase_start  # (n_phases + 1) first item of each phase
+    int64_t* phase_f      # sweep: -1 = linear weights, f = factor f
+    int64_t* phase_lo     # sweep: feature range of the phase
+    int64_t* phase_hi
+    int64_t* phase_chunk  # sweep: features per item
+    # sweep
+    const int64_t* col_ptr
+    const int32_t* row_idx
+    const double* col_val
+    const int32_t* group
+    int64_t n_groups
+    double alpha
+    const double* mu_w
+    const double* lam_w
+    const double* mu_v    # (k, n_groups)
+    const double* lam_v
+    bint do_sample
+    uint64_t seed
+    uint64_t sweep
+    # both
+    double* cache         # (1 + k, n_rows): e, q_0 .. q_{k-1}
+    int64_t n_rows
+    double* P             # (n_features, ps): [w, v_0 .. v_{k-1}, ...]
+    int64_t ps
+    int k
+    # refresh
+    const double* X
+    const int32_t* ind
+    const int64_t* indptr
+    double w0
+    const double* y
+    int task
+    double* part          # per-item loss sums
+    double* z             # probit latent targets (n_rows)
+    bint full             # recompute predictions from X (else from e + z)
+
+
+cdef Job* job_new(int64_t n_phases) noexcept nogil:
+    cdef Job* job = <Job*>calloc(1, sizeof(Job))
+    if job == NULL:
+        return NULL
+    job.refs = 1
+    job.n_phases = n_phases
+    job.phase_start = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.phase_f = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.phase_lo = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.phase_hi = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.phase_chunk = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    if (job.phase_start == NULL or job.phase_f == NULL or job.phase_lo == NULL
+            or job.phase_hi == NULL or job.phase_chunk == NULL):
+        job_free(job)
+        return NULL
+    return job
+
+
+cdef void job_free(Job* job) noexcept nogil:
+    free(job.phase_start)
+    free(job.phase_f)
+    free(job.phase_lo)
+    free(job.phase_hi)
+    free(job.phase_chunk)
+    free(job)
+
+
+cdef void job_release(Job* job) noexcept nogil:
+    if cfm_atomic_fetch_add(&job.refs, -1) == 1:
+        job_free(job)
+
+
+cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
+    cdef int64_t local = item - job.phase_start[p]
+    cdef int64_t lo, hi, j, f, g, i, i_end
+    cdef double acc
+    if job.kind == JOB_SWEEP:
+        lo = job.phase_lo[p] + local * job.phase_chunk[p]
+        hi = min(job.phase_hi[p], lo + job.phase_chunk[p])
+        f = job.phase_f[p]
+        if f < 0:
+            for j in range(lo, hi):
+                g = job.group[j]
+                draw_w(j, job.col_ptr, job.row_idx, job.col_val, job.cache, job.P, job.ps,
+                       job.alpha, job.mu_w[g], job.lam_w[g], job.do_sample, job.seed,
+                       job.sweep)
+        else:
+            for j in range(lo, hi):
+                g = job.group[j]
+                draw_v(j, <int>f, job.col_ptr, job.row_idx, job.col_val, job.cache,
+                       job.cache + (1 + f) * job.n_rows, job.P, job.ps, job.alpha,
+                       job.mu_v[f * job.n_groups + g], job.lam_v[f * job.n_groups + g],
+                       job.do_sample, job.seed, job.sweep)
+    else:
+        i_end = min((item + 1) * CHUNK, job.n_rows)
+        acc = 0.0
+        for i in range(item * CHUNK, i_end):
+            acc += refresh_row(job, i)
+        job.part[item] = acc
+
+
+cdef void job_work(Job* job) noexcept nogil:
+    cdef int64_t i, p = 0, spins
+    while True:
+        i = cfm_atomic_fetch_add(&job.next, 1)
+        if i >= job.n_items:
+            return
+        while i >= job.phase_start[p + 1]:
+            p += 1
+        spins = 0
+        while cfm_atomic_load(&job.done) < job.phase_start[p]:
+            spins += 1
+            if spins < SPIN_BEFORE_YIELD:
+                cfm_cpu_relax()
+            else:
+                cfm_yield()
+        run_item(job, i, p)
+        cfm_atomic_fetch_add(&job.done, 1)
+
+
+cdef void* helper_main(void* arg) noexcept nogil:
+    cdef Job* job = <Job*>arg
+    job_work(job)
+    job_release(job)
+    return NULL
+
+
+cdef void job_run(Job* job, int n_threads) noexcept nogil:
+    """Run every item with up to n_threads threads (this one included), then
+    release the caller's reference."""
+    cdef int t
+    cdef int64_t spins = 0
+    job.phase_start[job.n_phases] = job.n_items
+    for t in range(n_threads - 1):
+        if job.n_items <= 1:
+            break
+        cfm_atomic_fetch_add(&job.refs, 1)
+        if cfm_spawn_detached(helper_main, job) != 0:
+            cfm_atomic_fetch_add(&job.refs, -1)
+            break
+    job_work(job)
+    while cfm_atomic_load(&job.done) < job.n_items:
+        spins += 1
+        if spins < SPIN_BEFORE_YIELD:
+            cfm_cpu_relax()
+        else:
+            cfm_yield()
+    job_release(job)
+
+
+# ------------------------------------------------------------ one sweep
+cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_idx,
+                        const double* col_val, double* e, double* P, int64_t ps,
+                        double alpha, double mu, double lam,
+                        bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
+    cdef int64_t p
+    cdef double x, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
+    cdef uint64_t st
+    old = P[j * ps]
+    for p in range(col_ptr[j], col_ptr[j + 1]):
+        x = col_val[p]
+        s1 += x * e[row_idx[p]]
+        s2 += x * x
+    prec = lam + alpha * s2
+    if not (prec > 0.0) or not isfinite(prec):
+        new = 0.0
+    else:
+        mean = (alpha * (old * s2 - s1) + lam * mu) / prec
+        new = mean
+        if do_sample:
+            st = stream_key(seed, sweep, KIND_W, <uint64_t>j)
+            new = mean + std_normal(&st) / sqrt(prec)
+    if not isfinite(new):
+        return
+    P[j * ps] = new
+    d = new - old
+    if d != 0.0:
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            e[row_idx[p]] += col_val[p] * d
+
+
+cdef inline void draw_v(int64_t j, int f, const int64_t* col_ptr, const int32_t* row_idx,
+                        const double* col_val, double* e, double* q, double* P, int64_t ps,
+                        double alpha, double mu, double lam,
+                        bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
+    cdef int64_t p, r
+    cdef double x, h, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
+    cdef uint64_t st
+    old = P[j * ps + 1 + f]
+    for p in range(col_ptr[j], col_ptr[j + 1]):
+        x = col_val[p]
+        r = row_idx[p]
+        h = x * (q[r] - x * old)
+        s1 += h * e[r]
+        s2 += h * h
+    prec = lam + alpha * s2
+    if not (prec > 0.0) or not isfinite(prec):
+        new = 0.0
+    else:
+        mean = (alpha * (old * s2 - s1) + lam * mu) / prec
+        new = mean
+        if do_sample:
+            st = stream_key(seed, sweep, KIND_V0 + f, <uint64_t>j)
+            new = mean + std_normal(&st) / sqrt(prec)
+    if not isfinite(new):
+        return
+    P[j * ps + 1 + f] = new
+    d = new - old
+    if d != 0.0:
+        for p in range(col_ptr[j], col_ptr[j + 1]):
+            x = col_val[p]
+            r = row_idx[p]
+            h = x * (q[r] - x * old)
+            q[r] += x * d
+            e[r] += h * d
+
+
+cdef int64_t add_phases(Job* job, int64_t n_ph, int64_t f, const int64_t* block_ptr,
+                        int64_t n_blocks, const int64_t* colp, int nt, int64_t min_block_nnz,
+                        int64_t chunk, bint count_only) noexcept nogil:
+    """Append the phases of one parameter column (f = -1: w): a parallel phase
+    per large exclusive block, consecutive other blocks merged into one
+    sequential phase.  Returns the new phase count."""
+    cdef int64_t b, lo, hi, run_lo = -1
+    for b in range(n_blocks):
+        lo = block_ptr[b]
+        hi = block_ptr[b + 1]
+        if nt > 1 and hi - lo > 1 and colp[hi] - colp[lo] >= min_block_nnz:
+            if run_lo >= 0:
+                if not count_only:
+                    set_phase(job, n_ph, f, run_lo, lo, lo - run_lo)
+                n_ph += 1
+                run_lo = -1
+            if not count_only:
+                set_phase(job, n_ph, f, lo, hi, chunk)
+            n_ph += 1
+        elif run_lo < 0:
+            run_lo = lo
+    if run_lo >= 0:
+        if not count_only:
+            set_phase(job, n_ph, f, run_lo, block_ptr[n_blocks], block_ptr[n_blocks] - run_lo)
+        n_ph += 1
+    return n_ph
+
+
+cdef inline void set_phase(Job* job, int64_t p, int64_t f, int64_t lo, int64_t hi,
+                           int64_t chunk) noexcept nogil:
+    job.phase_f[p] = f
+    job.phase_lo[p] = lo
+    job.phase_hi[p] = hi
+    job.phase_chunk[p] = chunk
+    job.phase_start[p] = job.n_items
+    job.n_items += (hi - lo + chunk - 1) // chunk
+
+
+def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features + 1)
+          const int32_t[::1] row_idx,       # IN  CSC row indices
+          const double[::1] col_val,        # IN  CSC values (row scaling applied)
+          const int64_t[::1] block_ptr,     # IN  exclusive blocks (n_blocks + 1)
+          const int32_t[::1] group,         # IN  prior group of each feature
+          double[:, ::1] cache,             # IN/OUT (1 + k, n_rows): e, q_0 .. q_{k-1}
+          double[:, ::1] P,                 # IN/OUT (n_features, >= 1 + k): [w, v_0..]
+          int k,
+          double[::1] w0,                   # IN/OUT (1,) bias
+          double alpha,                     # noise precision (1 for probit)
+          double reg0, double mu0,          # prior of w0: N(mu0, 1 / reg0)
+          const double[::1] mu_w, const double[::1] lam_w,        # (n_groups,)
+          const double[:, ::1] mu_v, const double[:, ::1] lam_v,  # (k, n_groups)
+          bint fit_w0, bint fit_linear, bint do_sample,
+          uint64_t seed, uint64_t sweep_idx, int n_threads, int64_t min_block_nnz,
+          int64_t chunk=8):
+    """One sweep over w0, w and V (draws if ``do_sample`` else conditional
+    means, i.e. one ALS step), keeping the residuals and q caches exact."""
+    cdef int64_t n_rows = cache.shape[1]
+    cdef int64_t n_features = P.shape[0]
+    cdef int64_t n_blocks = block_ptr.shape[0] - 1
+    cdef int64_t n_groups = mu_w.shape[0]
+    cdef int64_t i, n_ph, f
+    cdef int nt = max(n_threads, 1)
+    cdef double s, prec, mean, new, d
+    cdef uint64_t st
+    cdef double* e = &cache[0, 0]
+    cdef Job* job
+    if n_rows <= 0 or n_features <= 0:
+        return
+    if (cache.shape[0] < 1 + k or P.shape[1] < 1 + k or col_ptr.shape[0] != n_features + 1
+            or group.shape[0] != n_features or block_ptr[n_blocks] != n_features
+            or lam_w.shape[0] != n_groups or mu_v.shape[0] < k or lam_v.shape[0] < k
+            or (k > 0 and (mu_v.shape[1] != n_groups or lam_v.shape[1] != n_groups))
+            or chunk < 1):
+        raise ValueError("inconsistent arguments")
+    with nogil:
+        # ---- w0 (all rows; fixed-order sum)
+        if fit_w0:
+            s = 0.0
+            for i in range(n_rows):
+                s += e[i]
+            prec = reg0 + alpha * n_rows
+            mean = (alpha * (w0[0] * n_rows - s) + reg0 * mu0) / prec
+            new = mean
+            if do_sample:
+                st = stream_key(seed, sweep_idx, KIND_W0, 0)
+                new = mean + std_normal(&st) / sqrt(prec)
+            if isfinite(new):
+                d = new - w0[0]
+                w0[0] = new
+                for i in range(n_rows):
+                    e[i] += d
+        # ---- phases: w, then each factor column
+        n_ph = 0
+        if fit_linear:
+            n_ph = add_phases(NULL, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0], nt,
+                              min_block_nnz, chunk, True)
+        for f in range(k):
+            n_ph = add_phases(NULL, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0], nt,
+                              min_block_nnz, chunk, True)
+        job = job_new(n_ph) if n_ph > 0 else NULL
+    if n_ph == 0:
+        return
+    if job == NULL:
+        raise MemoryError()
+    with nogil:
+        job.kind = JOB_SWEEP
+        n_ph = 0
+        if fit_linear:
+            n_ph = add_phases(job, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0], nt,
+                              min_block_nnz, chunk, False)
+        for f in range(k):
+            n_ph = add_phases(job, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0], nt,
+                              min_block_nnz, chunk, False)
+        job.col_ptr = &col_ptr[0]
+        job.row_idx = &row_idx[0] if row_idx.shape[0] > 0 else NULL
+        job.col_val = &col_val[0] if col_val.shape[0] > 0 else NULL
+        job.group = &group[0]
+        job.n_groups = n_groups
+        job.alpha = alpha
+        job.mu_w = &mu_w[0]
+        job.lam_w = &lam_w[0]
+        job.mu_v = &mu_v[0, 0] if k > 0 else NULL
+        job.lam_v = &lam_v[0, 0] if k > 0 else NULL
+        job.do_sample = do_sample
+        job.seed = seed
+        job.sweep = sweep_idx
+        job.cache = e
+        job.n_rows = n_rows
+        job.P = &P[0, 0]
+        job.ps = P.shape[1]
+        job.k = k
+        job_run(job, nt)
+
+
+# ------------------------------------------------------------ row passes
+cdef inline double row_pred(const data_t* X, const index_t* ind, Py_ssize_t start,
+                            Py_ssize_t end, const floating* P, Py_ssize_t ps, int k,
+                            double scale, double w0, double* q, Py_ssize_t qs) noexcept nogil:
+    """w0 + linear + pairwise of one row; leaves q_f = sum_j v_jf x_j in q[f * qs]."""
+    cdef Py_ssize_t jj, f
+    cdef const floating* rec
+    cdef double x, v, lin = 0.0, sq = 0.0, pair = 0.0
+    cdef double acc[256]
+    for f in range(k):
+        acc[f] = 0.0
+    for jj in range(start, end):
+        rec = P + <Py_ssize_t>ind[jj] * ps
+        x = <double>X[jj] * scale
+        lin += <double>rec[0] * x
+        for f in range(k):
+            v = <double>rec[1 + f] * x
+            acc[f] += v
+            sq += v * v
+    for f in range(k):
+        pair += acc[f] * acc[f]
+        if q != NULL:
+            q[f * qs] = acc[f]
+    return w0 + lin + 0.5 * (pair - sq)
+
+
+cdef inline double refresh_row(Job* job, int64_t i) noexcept nogil:
+    """Row i's prediction -- recomputed with q when ``full``, else e + target
+    (the sweep keeps e exact) --; set e (drawing the probit latent target);
+    return the row's loss."""
+    cdef double pred, t, z, loss, yi = job.y[i]
+    cdef uint64_t st
+    cdef int64_t start, end
+    if job.full:
+        start = job.indptr[i]
+        end = job.indptr[i + 1]
+        pred = row_pred(job.X, job.ind, start, end, <const double*>job.P, job.ps, job.k, 1.0,
+                        job.w0, job.cache + job.n_rows + i, job.n_rows)
+    elif job.task == TASK_REGRESSION:
+        t = job.cache[i]
+        return 0.5 * t * t
+    else:
+        pred = job.cache[i] + job.z[i]
+    if job.task == TASK_REGRESSION:
+        t = pred - yi
+        job.cache[i] = t
+        return 0.5 * t * t
+    loss = -log_cdf(pred if yi > 0 else -pred)
+    if job.do_sample:
+        st = stream_key(job.seed, job.sweep, LATENT, <uint64_t>i)
+        if yi > 0:
+            z = pred + tail_normal(-pred, &st)
+        else:
+            z = pred - tail_normal(pred, &st)
+    elif yi > 0:
+        z = pred + mills(-pred)
+    else:
+        z = pred - mills(pred)
+    job.cache[i] = pred - z
+    job.z[i] = z
+    return loss
+
+
+def refresh(const double[::1] data,         # IN  CSR values, row scaling applied
+            const int32_t[::1] indices,     # IN  CSR column indices
+            const int64_t[::1] indptr,      # IN  CSR row offsets
+            const double[:, ::1] P, int k, double w0,
+            const double[::1] y,          # targets (regression) or +-1 labels (probit)
+            int task, bint do_sample, uint64_t seed, uint64_t sweep_idx,
+            double[:, ::1] cache,         # IN/OUT (1 + k, n_rows): e, q_0 .. q_{k-1}
+            double[::1] z,                # IN/OUT probit latent targets (n_rows; else unused)
+            bint full,
+            int n_threads):
+    """Set e = pred - target for every row.  ``full``: recompute every
+    prediction (and q) from X, as libFM does after each sweep; otherwise the
+    predictions are taken as e + target (exact after a sweep, up to rounding).
+    For probit the target is a new latent draw from N(pred, 1) truncated to
+    the label's side (or its expectation when not ``do_sample``), stored in z.
+    Returns the training loss sum (half squared error, or probit negative
+    log-likelihood) of the current parameters, chunk-wise in fixed order."""
+    cdef int64_t n_rows = indptr.shape[0] - 1
+    cdef int64_t n_chunks = (n_rows + CHUNK - 1) // CHUNK
+    cdef int64_t c
+    cdef double acc
+    cdef double[::1] part = np.zeros(max(n_chunks, 1))
+    cdef Job* job
+    if n_rows <= 0:
+        return 0.0
+    if cache.shape[0] < 1 + k or cache.shape[1] != n_rows or y.shape[0] != n_rows \
+            or P.shape[1] < 1 + k or (task != TASK_REGRESSION and z.shape[0] != n_rows):
+        raise ValueError("inconsistent arguments")
+    job = job_new(1)
+    if job == NULL:
+        raise MemoryError()
+    job.kind = JOB_REFRESH
+    job.n_items = n_chunks
+    job.X = &data[0] if data.shape[0] > 0 else NULL
+    job.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    job.indptr = &indptr[0]
+    job.P = <double*>&P[0, 0]
+    job.ps = P.shape[1]
+    job.k = k
+    job.w0 = w0
+    job.y = &y[0]
+    job.task = task
+    job.do_sample = do_sample
+    job.seed = seed
+    job.sweep = sweep_idx
+    job.cache = &cache[0, 0]
+    job.n_rows = n_rows
+    job.part = &part[0]
+    job.z = &z[0] if z.shape[0] > 0 else NULL
+    job.full = full
+    with nogil:
+        job_run(job, max(n_threads, 1))
+    acc = 0.0
+    for c in range(n_chunks):
+        acc += part[c]
+    return acc
+
+
+def predict_sum(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] indptr,
+                bint normalize,
+                const floating[:, :, ::1] S,   # IN  samples (n_samples, n_features, >= 1 + k)
+                const double[::1] w0s,         # IN  bias of each sample
+                int k, int task, double lo, double hi,
+                double[::1] out_p,             # IN/OUT sum over samples (added to)
+                double[::1] out_q,             # IN/OUT probit: sum of 1 - p (added to)
+                int n_threads):
+    """Add each sample's prediction to out_p: clipped to [lo, hi] for
+    regression (no clipping when lo > hi); for probit Phi(pred) to out_p and
+    Phi(-pred) to out_q.  Rows in parallel, samples in order."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t n_s = S.shape[0]
+    cdef Py_ssize_t ps = S.shape[2]
+    cdef Py_ssize_t sstride = S.shape[1] * S.shape[2]
+    cdef Py_ssize_t i, s
+    cdef int nt = max(n_threads, 1)
+    cdef double pred, scale, sp, sq
+    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
+    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const floating* base
+    if n_rows <= 0 or n_s <= 0:
+        return
+    if k > 256 or ps < 1 + k:
+        raise ValueError("bad sample table shape")
+    base = &S[0, 0, 0]
+    with nogil:
+        for i in prange(n_rows, schedule='static', num_threads=nt):
+            scale = row_scale(X, indptr[i], indptr[i + 1], normalize)
+            sp = 0.0
+            sq = 0.0
+            for s in range(n_s):
+                pred = row_pred(X, ind, indptr[i], indptr[i + 1], base + s * sstride, ps, k,
+                                scale, w0s[s], NULL, 0)
+                if task == TASK_REGRESSION:
+                    if lo <= hi:
+                        if pred < lo:
+                            pred = lo
+                        elif pred > hi:
+                            pred = hi
+                    sp = sp + pred
+                else:
+                    sp = sp + upper_tail(-pred)
+                    sq = sq + upper_tail(pred)
+            out_p[i] += sp
+            if task != TASK_REGRESSION:
+                out_q[i] += sq
