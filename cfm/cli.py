@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 # Option types
 # --------------------------------------------------------------------------
 
-def _int_at_least(low):
+def _int_at_least(low, high=None):
     def conv(text):
         try:
             v = int(text)
@@ -52,6 +52,8 @@ def _int_at_least(low):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {v}")
         return v
     return conv
 
@@ -121,7 +123,7 @@ def build_parser():
                    help="binary classification or regression; default: binary when the "
                    "training labels take exactly two values, else reg")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl"), default="adagrad")
-    t.add_argument("-k", "--factors", type=_int_at_least(1), default=None, metavar="K",
+    t.add_argument("-k", "--factors", type=_int_at_least(1, 256), default=None, metavar="K",
                    help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
     t.add_argument("-e", "--epochs", type=_int_at_least(1), default=10)
     t.add_argument("-r", "--lr", type=_float_range(0, low_open=True), default=None,
@@ -186,7 +188,7 @@ def build_parser():
     pr.add_argument("--eval", action="store_true",
                     help="print metrics against the file's labels on stderr (AUC and log "
                     "loss, or RMSE and MAE); keeps 12 bytes per row in memory")
-    pr.add_argument("--precision", type=_int_at_least(1), default=9, metavar="P",
+    pr.add_argument("--precision", type=_int_at_least(1, 17), default=9, metavar="P",
                     help="significant digits written (1-17, default 9)")
     pr.add_argument("--block-rows", type=_int_at_least(1), default=65_536, metavar="N",
                     help="most rows scored at once")
@@ -348,6 +350,23 @@ def cmd_train(args, log):
         if args.validate == "-":
             raise UsageError("--validate must be a file")
 
+    k = 0 if args.model == "lr" else (args.factors if args.factors is not None
+                                      else (4 if args.model == "ffm" else 8))
+    l2_w = args.l2_w if args.l2_w is not None else args.l2
+    l2_v = args.l2_v if args.l2_v is not None else args.l2
+    params = dict(n_factors=k, solver=args.solver, learning_rate=args.lr, n_epochs=args.epochs,
+                  l2_w0=args.l2_w0, l2_w=l2_w, l2_v=l2_v, l1=args.l1, ftrl_beta=args.ftrl_beta,
+                  init_std=args.init_std, normalize=not args.no_norm,
+                  fit_intercept=not args.no_bias, shuffle=not args.no_shuffle,
+                  n_iter_no_change=args.patience, tol=args.tol, eval_metric=args.metric,
+                  dtype=args.dtype, n_jobs=args.threads, random_state=args.seed,
+                  verbose=0 if args.quiet else 1)
+    try:  # before reading anything
+        (FMRegressor if args.metric in ("rmse", "mae") else FMClassifier)(
+            **params)._validate_params()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
     t0 = time.perf_counter()
     info = cfm_data.scan_file(args.train,
                               zero_based=args.zero_based if args.zero_based != "auto" else "auto")
@@ -372,21 +391,7 @@ def cmd_train(args, log):
         log(f"task: {task} (labels {shown}; set --task to override)")
     cls = {("binary", False): FMClassifier, ("reg", False): FMRegressor,
            ("binary", True): FFMClassifier, ("reg", True): FFMRegressor}[(task, args.model == "ffm")]
-    k = 0 if args.model == "lr" else (args.factors if args.factors is not None
-                                      else (4 if args.model == "ffm" else 8))
-    l2_w = args.l2_w if args.l2_w is not None else args.l2
-    l2_v = args.l2_v if args.l2_v is not None else args.l2
-    model = cls(n_factors=k, solver=args.solver, learning_rate=args.lr, n_epochs=args.epochs,
-                l2_w0=args.l2_w0, l2_w=l2_w, l2_v=l2_v, l1=args.l1, ftrl_beta=args.ftrl_beta,
-                init_std=args.init_std, normalize=not args.no_norm,
-                fit_intercept=not args.no_bias, shuffle=not args.no_shuffle,
-                n_iter_no_change=args.patience, tol=args.tol, eval_metric=args.metric,
-                dtype=args.dtype, n_jobs=args.threads, random_state=args.seed,
-                verbose=0 if args.quiet else 1)
-    try:
-        model._validate_params()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    model = cls(**params)
     n_features = info["n_features"]
     zero_based = info.get("zero_based", True) if fmt == "libsvm" else True
     log(f"training {cls.__name__}(k={k}, solver={args.solver}) on {args.train}: "
@@ -429,8 +434,6 @@ def cmd_train(args, log):
 # --------------------------------------------------------------------------
 
 def cmd_predict(args, log):
-    if args.precision > 17:
-        raise UsageError(f"--precision must be <= 17, got {args.precision}")
     _check_data_file(args.data)
     model = _load_model(args.model)
     if args.output != "-" and os.path.isdir(args.output):
