@@ -188,9 +188,17 @@ def cfm_predict(model, test, out, args):
     return timed_process(cmd, cfm_env())[:2]
 
 
+def xl_log(work):
+    """xLearn writes 3 log files per run: keep them in one folder, emptied per run."""
+    d = work / "xl_logs"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    return str(d / "xl")
+
+
 def xl_train(kind, train, model, txt, args, work):
     cmd = [sys.executable, "-c", XL_TRAIN, kind, str(train), str(model), str(txt or "-"),
-           str(args.k), str(args.epochs), str(args.threads), str(work / "xl_log")]
+           str(args.k), str(args.epochs), str(args.threads), xl_log(work)]
     return timed_process(cmd)[0]
 
 
@@ -199,14 +207,19 @@ def xl_predict(kind, model, test, out, args, work, warm):
     if not warm and bin_path.exists():
         bin_path.unlink()
     cmd = [sys.executable, "-c", XL_PREDICT, kind, str(model), str(test), str(out),
-           str(args.threads), str(work / "xl_log")]
+           str(args.threads), xl_log(work)]
     return timed_process(cmd)[:2]
 
 
-def load_time(model):
-    code = "import cfm, sys; cfm.load(sys.argv[1])"
-    t_import = timed_process([sys.executable, "-c", "import cfm"], cfm_env())[0]
-    t_load = timed_process([sys.executable, "-c", code, str(model)], cfm_env())[0]
+def load_time(model, repeats):
+    """Start-up (+ model loading) of a process configured as `cfm predict` is
+    (no scikit-learn import, see cfm/_compat.py); medians."""
+    env = dict(cfm_env(), CFM_SKLEARN="0")
+    code = "import cfm, cfm.cli, cfm.scoring, sys; cfm.load(sys.argv[1])"
+    t_import = median([timed_process([sys.executable, "-c", "import cfm, cfm.cli, cfm.scoring"],
+                                     env)[0] for _ in range(repeats)])
+    t_load = median([timed_process([sys.executable, "-c", code, str(model)], env)[0]
+                     for _ in range(repeats)])
     return t_import, t_load
 
 
@@ -310,7 +323,7 @@ def main(argv=None):
                          "auc_cfm": auc_c, "auc_xl": auc_x,
                          "cfm_model_mb": cm.stat().st_size / 1e6,
                          "xl_model_mb": xm.stat().st_size / 1e6})
-            t_import, t_load = load_time(cm)
+            t_import, t_load = load_time(cm, args.repeats)
             st = stage_times(cm, tf, work / "out_stage.txt", args.threads)
             breakdown.append((kind, t_import, t_load, st))
             if have_import and xtxt.exists():

@@ -42,7 +42,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from . import _format, _parse
+from . import _fastparse, _format
 from . import data as cfm_data
 from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
@@ -163,12 +163,32 @@ def _resolve_zero_based(src, fmt, zero_based, n_threads):
 
 def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_threads,
                  chunks=None):
+    """Blocks of a text input: each chunk of lines goes through the fast parser
+    (cfm._fastparse: plain machine-written lines, bit-identical results), and
+    through cfm's general parser when it holds anything else (comments,
+    exponents, ...) -- which also reports malformed lines as file:line."""
     name = _name(src)
     shift = fmt == "libsvm" and not zero_based
-    for r in cfm_data._parse_stream(name if chunks is not None else src, fmt, f32=True,
-                                    zero_ok=not shift, strict_order=False,
-                                    n_threads=n_threads, chunk_bytes=chunk_bytes,
-                                    chunks=chunks):
+    if chunks is None:
+        chunks = cfm_data._read_chunks(src, chunk_bytes)
+    lines = 0
+    for buf in chunks:
+        pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
+        if pieces is None:
+            yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
+                                       lines)
+        else:
+            for y, indptr, indices, data, dropped, unsorted in pieces:
+                if unsorted:
+                    data, indices, indptr, _ = _fit_to_model(data, indices, indptr, n_features,
+                                                             True)
+                yield from _split(data, indices, indptr, y, block_rows, dropped)
+        lines += buf.count(b"\n")
+
+
+def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line):
+    for r in cfm_data._parse_stream(name, fmt, f32=True, zero_ok=not shift, strict_order=False,
+                                    n_threads=n_threads, chunks=[buf], first_line=first_line):
         y = r["labels"]
         indptr = np.empty(len(y) + 1, dtype=np.int64)
         indptr[0] = 0
@@ -179,11 +199,23 @@ def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_th
         if len(data) and not np.isfinite(data).all():
             k = int(np.flatnonzero(~np.isfinite(data))[0])
             row = int(np.searchsorted(indptr, k, side="right"))
-            raise DataFormatError(f"{name}: data row {row} (of this chunk) has a non-finite "
-                                  f"value {float(data[k])!r}; cannot score it")
+            line = first_line + _line_of_row(buf, row - 1) + 1
+            raise DataFormatError(f"{name}:{line}: non-finite value {float(data[k])!r}; "
+                                  "cannot score it")
         data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
                                                        r["unsorted"])
         yield from _split(data, indices, indptr, y, block_rows, dropped)
+
+
+def _line_of_row(buf, row):
+    """0-based line of data row ``row`` of a buffer (for error messages)."""
+    seen = 0
+    for i, line in enumerate(bytes(buf).split(b"\n")):
+        if line.split(b"#", 1)[0].strip():
+            if seen == row:
+                return i
+            seen += 1
+    return 0
 
 
 def _cache_blocks(src, n_features, block_rows):

@@ -206,3 +206,87 @@ def test_format_scores():
     assert _format.format_scores(np.zeros(0)) == bytearray()
     with pytest.raises(ValueError):
         _format.format_scores(v, 0)
+
+
+# --------------------------------------------------------------------------- fast parser
+
+def _general(buf, ffm, shift):
+    from cfm import _parse
+
+    r = _parse.parse_chunk(buf, _parse.FMT_LIBFFM if ffm else _parse.FMT_LIBSVM, True,
+                           not shift, False, 2**63 - 1, -1, 1)
+    assert r["error"] is None
+    return r
+
+
+def _fast(buf, ffm, shift, n_features=10**9, n_pieces=0):
+    from cfm import _fastparse
+
+    return _fastparse.parse_plain(buf, ffm, shift, n_features, 2, n_pieces)
+
+
+@pytest.mark.parametrize("ffm", [False, True])
+@pytest.mark.parametrize("shift", [False, True])
+def test_fast_parser_is_bit_identical_to_the_general_one(ffm, shift):
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(3000):
+        label = rng.choice(["0", "1", "-1", "0.25", "-3.5", "12.000", ".5", "-0", "7."])
+        ids = np.unique(rng.integers(1, 500, rng.integers(0, 12)))
+        vals = rng.choice(["1", "0.5", "-2.25", "0.1", "3.14159265358979", "100", "0", "0.000001",
+                           "123456.789", "-0.0", "9007199254740992", "0.123456789012345"],
+                          len(ids))
+        toks = [(f"{j % 7}:" if ffm else "") + f"{j}:{v}" for j, v in zip(ids, vals)]
+        sep = rng.choice([" ", "  ", "\t"])
+        lines.append(label + (sep + sep.join(toks) if toks else "") + rng.choice(["", " ", "\r"]))
+    buf = ("\n".join(lines) + "\n").encode()
+    g = _general(buf, ffm, shift)
+    for n_pieces in (1, 5):
+        pieces = _fast(buf, ffm, shift, n_pieces=n_pieces)
+        assert pieces is not None and len(pieces) == n_pieces
+        y = np.concatenate([p[0] for p in pieces])
+        ind = np.concatenate([p[2] for p in pieces]).astype(np.int64)
+        val = np.concatenate([p[3] for p in pieces])
+        np.testing.assert_array_equal(y, g["labels"])  # bitwise, incl. -0.0
+        assert np.array_equal(np.signbit(y), np.signbit(g["labels"]))
+        np.testing.assert_array_equal(ind, g["indices"].astype(np.int64) - shift)
+        np.testing.assert_array_equal(val.view(np.int32), g["values"].view(np.int32))
+        ends = np.concatenate([p[1][1:] + off for p, off in
+                               zip(pieces, np.cumsum([0] + [len(p[2]) for p in pieces[:-1]]))])
+        np.testing.assert_array_equal(ends, g["row_end"])
+
+
+def test_fast_parser_drops_ids_beyond_the_model_and_flags_unsorted():
+    pieces = _fast(b"1 3:1 9:2 12:1\n0 5:1 2:1\n", False, False, n_features=10, n_pieces=1)
+    y, indptr, ind, val, dropped, unsorted = pieces[0]
+    assert list(ind) == [3, 9, 5, 2] and list(indptr) == [0, 2, 4] and dropped == 1 and unsorted
+
+
+@pytest.mark.parametrize("text", [
+    b"# comment\n1 1:1\n", b"1 1:1\n\n0 2:1\n", b"1 qid:3 1:1\n", b"1 1:1e-3\n", b"+1 1:1\n",
+    b"1 1:inf\n", b"1 1:nan\n", b"1 1_0:1\n", b"1 1:1 # c\n", b"1 1:12345678901234567890\n",
+    b"1 1:x\n", b"1 1\n", b"1 :1\n", b"x 1:1\n", b"1 -1:1\n", b" 1 1:1\n", b"1 1:1\x0b2:1\n",
+    b"1 1:0.00000000000000000000001\n", b"1 1:1234567890123456789\n",
+])
+def test_fast_parser_hands_other_syntax_to_the_general_parser(text):
+    assert _fast(text, False, False) is None
+
+
+def test_fast_parser_one_based_id_zero_goes_to_the_general_parser():
+    assert _fast(b"1 0:1\n", False, True) is None
+    assert _fast(b"1 0:1\n", False, False) is not None
+
+
+def test_mixed_chunks_and_error_lines(fm, tmp_path):
+    # plain chunks, a chunk with comments (general parser), then an error: the
+    # line number counts the lines of all previous chunks
+    plain = "".join(f"1 {i % 100}:1 {100 + i % 20}:0.5\n" for i in range(300))
+    path = tmp_path / "mixed.svm"
+    path.write_text(plain + "# a comment\n0 3:1e0\n" + plain)
+    out = tmp_path / "p.txt"
+    fm.predict_file(path, out, raw=True, zero_based=True, precision=17, chunk_bytes=1500)
+    X, _ = cfm.load_libsvm(path, n_features=120, zero_based=True)
+    np.testing.assert_allclose(read_out(out), fm.decision_function(X), rtol=1e-12)
+    path.write_text(plain + plain + "1 3:1 4:bad\n")
+    with pytest.raises(cfm.DataFormatError, match=r"mixed.svm:601: cannot parse '4:bad'"):
+        fm.predict_file(path, out, zero_based=True, chunk_bytes=1000)
