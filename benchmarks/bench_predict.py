@@ -368,7 +368,7 @@ def render(rows, mem_rows, breakdown, interop, header, args, have_import):
     out += ["Model files: " + ", ".join(
         f"{r['kind']} cfm {r['cfm_model_mb']:.0f} MB / xLearn {r['xl_model_mb']:.0f} MB"
         for r in rows) + ".", ""]
-    out += ["## Peak memory vs file size (FM)", "",
+    out += ["## Peak memory vs file size", "",
             "| model | rows | file MB | cfm predict (s) | cfm peak RSS (MB) | xLearn predict (s) | "
             "xLearn peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for kind, scale, n, size, ct, cm, xt, xm in mem_rows:
@@ -377,10 +377,10 @@ def render(rows, mem_rows, breakdown, interop, header, args, have_import):
     out += ["", "## Where cfm's time goes", "",
             "`model.predict_file` in-process (the engine behind `cfm predict`): busy time of "
             "each pipeline stage -- they overlap, so the wall time is less than their sum -- "
-            "plus the start-up of a `cfm predict` process (`python -c 'import cfm'`) and "
-            "model loading (`cfm.load`, including start-up).", "",
+            "plus the start-up of a process importing what `cfm predict` imports, and the same "
+            "followed by `cfm.load(MODEL)`.", "",
             "| model | wall (s) | read + parse busy (s) | score busy (s) | format + write busy "
-            "(s) | rows/s | python + import cfm (s) | + load model (s) |",
+            "(s) | rows/s | start-up: python + import (s) | start-up + load model (s) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, ti, tl, st in breakdown:
         out.append(f"| {kind.upper()} | {st['seconds']:.2f} | {st['read_parse_s']:.2f} | "

@@ -281,10 +281,13 @@ def _load_model(path):
         except ImportError:
             raise exc from None
         try:
-            return load_xlearn(path)
+            model = load_xlearn(path)
         except (ModelFileError, ValueError) as exc2:
             raise ModelFileError(f"{path} is neither a cfm model file nor an xLearn TXT model "
                                  f"({exc2})") from None
+        if getattr(model, "_input_zero_based", None) is None:
+            model._input_zero_based = True  # xLearn reads libsvm ids as written
+        return model
 
 
 # --------------------------------------------------------------------------

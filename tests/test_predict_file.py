@@ -290,3 +290,16 @@ def test_mixed_chunks_and_error_lines(fm, tmp_path):
     path.write_text(plain + plain + "1 3:1 4:bad\n")
     with pytest.raises(cfm.DataFormatError, match=r"mixed.svm:601: cannot parse '4:bad'"):
         fm.predict_file(path, out, zero_based=True, chunk_bytes=1000)
+
+
+def test_format_fast_path_is_byte_identical_to_snprintf():
+    rng = np.random.default_rng(3)
+    v = np.concatenate([rng.random(100_000), rng.normal(0, 3, 50_000),
+                        10 ** rng.uniform(-6, 12, 50_000) * rng.choice([-1, 1], 50_000),
+                        np.round(rng.random(20_000), 9), np.round(rng.random(20_000) * 1e3, 5),
+                        [0.99999999996, 9.9999999995, 1e-4, 0.1, 1.0, 10.0, 1e8, 999999999.6,
+                         123456789.5, 0.5, 1e9, -0.0, np.nan, np.inf, -np.inf]])
+    for precision in (1, 4, 6, 9, 10):
+        for sig in (False, True):
+            fast = _format.format_scores(v, precision, sig, 2, True)
+            assert fast == _format.format_scores(v, precision, sig, 2, False)
