@@ -283,6 +283,8 @@ class BaseFM(BaseEstimator):
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
+        # index base of the libsvm file the model was fitted on (set by fit(path))
+        self._input_zero_based = None
 
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
         init_seed = self._seed()
@@ -501,6 +503,10 @@ class BaseFM(BaseEstimator):
         if warm:
             self._ensure_layout(dtype)
         self._run_epoch_loop(epoch, evals, self._n_epochs(), early_stopping=True)
+        if isinstance(source, (str, os.PathLike)) and info.get("format") != "cache":
+            # how the file's column ids were read ("auto" decided per file), so
+            # that predict_file reads other files the same way
+            self._input_zero_based = bool(info.get("zero_based", True))
         return self
 
     def _eval_from_file(self, path, n_features):
@@ -680,6 +686,44 @@ class BaseFM(BaseEstimator):
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_)
         return self._decision(Xc)
 
+    def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
+                     zero_based=None, precision=9, evaluate=False, format="auto",
+                     chunk_bytes=8 << 20):
+        """Score a data file into a text file, one prediction per line, in bounded memory.
+
+        Reading, parsing, scoring and writing run as a pipeline of threads over
+        blocks of rows (output in input order); memory is a few blocks plus the
+        model, whatever the file size.  See :func:`cfm.scoring.predict_file` for
+        the details (feature ids beyond the model are ignored, FFM fields come
+        from the model, output precision, ``zero_based``).
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+            libsvm / libFM / libffm text (plain or gzip) or a ``.cfmdata`` cache.
+        out_path : str, path-like or binary file object
+        raw : bool, default=False
+            Classifiers: write raw scores (log-odds) instead of probabilities of
+            ``classes_[1]``.  Regressors always write predicted values.
+        block_rows : int, default=65536
+            Most rows scored at once.
+        n_jobs : int or None
+            Threads (None: the estimator's ``n_jobs``).
+        zero_based, precision, evaluate, format, chunk_bytes
+            See :func:`cfm.scoring.predict_file`.
+
+        Returns
+        -------
+        dict
+            ``n_rows``, ``seconds``, ``ignored_values`` and per-stage times; with
+            ``evaluate=True`` also ``metrics``.
+        """
+        from .scoring import predict_file
+
+        return predict_file(self, path, out_path, raw=raw, block_rows=block_rows, n_jobs=n_jobs,
+                            zero_based=zero_based, precision=precision, evaluate=evaluate,
+                            format=format, chunk_bytes=chunk_bytes)
+
     # -------------------------------------------------------- serialization
     def save(self, path):
         """Save the fitted model to ``path`` in cfm's versioned binary format.
@@ -740,6 +784,8 @@ class BaseFM(BaseEstimator):
             "rng_state": self._rng.bit_generator.state,
             "cfm_version": __version__,
         }
+        if getattr(self, "_input_zero_based", None) is not None:
+            header["input_zero_based"] = bool(self._input_zero_based)
         if hasattr(self, "classes_"):
             header["classes"] = _encode_labels(self.classes_)
         if hasattr(self, "feature_names_in_"):
@@ -772,6 +818,8 @@ class BaseFM(BaseEstimator):
         self.history_ = list(header.get("history", []))
         self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
         self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
+        zb = header.get("input_zero_based")
+        self._input_zero_based = bool(zb) if isinstance(zb, bool) else None
         self._rng = np.random.default_rng()
         try:
             self._rng.bit_generator.state = header["rng_state"]

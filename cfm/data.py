@@ -191,15 +191,20 @@ def _fmt_code(fmt):
 
 
 def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
-                  max_index=2**63 - 1, n_fields=None, n_threads=1, chunk_bytes=CHUNK_BYTES):
+                  max_index=2**63 - 1, n_fields=None, n_threads=1, chunk_bytes=CHUNK_BYTES,
+                  chunks=None, first_line=0):
     """Parse a text file chunk by chunk; yield the kernel's dicts.
+
+    ``chunks``: an iterable of buffers of complete lines to parse instead of
+    reading ``path`` (e.g. read from a pipe); ``path`` then only names the
+    input in error messages, whose line numbers start after ``first_line``.
 
     Raises DataFormatError (file:line: token) on the first malformed line.
     """
     name = os.fspath(path)
-    lines = 0
+    lines = first_line
     code = _fmt_code(fmt)
-    for buf in _read_chunks(path, chunk_bytes):
+    for buf in (_read_chunks(path, chunk_bytes) if chunks is None else chunks):
         r = _parse.parse_chunk(buf, code, f32, zero_ok, strict_order, max_index,
                                -1 if n_fields is None else n_fields, n_threads)
         if r["error"] is not None:

@@ -1,9 +1,11 @@
 """Exceptions raised by cfm."""
 
 
-try:  # the same class as scikit-learn's when it is installed
+from ._compat import HAVE_SKLEARN
+
+if HAVE_SKLEARN:  # the same class as scikit-learn's when it is installed
     from sklearn.exceptions import NotFittedError as _SkNotFittedError
-except ImportError:  # pragma: no cover
+else:  # pragma: no cover
     _SkNotFittedError = None
 
 if _SkNotFittedError is not None:

@@ -1,0 +1,537 @@
+"""Batch scoring of data files: ``model.predict_file(path, out_path)``.
+
+The file is scored as a pipeline of three stages over blocks of rows, each in
+its own thread, connected by bounded queues (so memory holds a few blocks,
+whatever the file size, and the output keeps the input order):
+
+1. read + parse: text is read in chunks of whole lines (``chunk_bytes``, the
+   next chunk read ahead by a helper thread) and parsed by cfm's compiled
+   parser (OpenMP, without the GIL) into CSR blocks; a ``.cfmdata`` cache is
+   sliced from its memory map instead;
+2. score: the model's compiled kernel (OpenMP, without the GIL), at most
+   ``block_rows`` rows at a time;
+3. format + write: a compiled formatter (``cfm._format``, without the GIL)
+   and the file write.
+
+Input rules (what a user scoring a production file expects):
+
+* Feature ids the model has never seen (>= ``model.n_features_in_``) are
+  ignored: they contribute nothing to the score, as a feature with zero
+  weight would.  Their count is returned (``ignored_values``).
+* FFM models take the field of each feature from the model (``fields_``); the
+  field tokens of a libffm file are ignored, so libsvm files score with FFM
+  models too.  FM models ignore libffm field tokens.
+* Within a line, unsorted feature ids are accepted and duplicates summed (as
+  ``load_libffm`` does).
+* libsvm column ids are read the way the model's training file was read when
+  the model was fitted on a file (recorded in the model); otherwise with
+  scikit-learn's ``zero_based="auto"`` rule, which needs a first pass over the
+  file (pass ``zero_based=True`` / ``False`` to stream in one pass).
+* A malformed line raises :class:`cfm.DataFormatError` naming file, line and
+  token (nothing is left in ``out_path``); NaN / infinite values raise it too.
+
+Output: one number per line, ``'%.{precision}g'`` (default 9 significant
+digits, which round-trips float32); probabilities of ``classes_[1]`` for
+classifiers (``raw=True``: log-odds), predicted values for regressors.
+"""
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _fastparse, _format
+from . import data as cfm_data
+from ._metrics import METRICS
+from ._validation import CSRInput, effective_n_threads
+from .exceptions import DataFormatError
+
+__all__ = ["predict_file", "read_for_model"]
+
+_INT64_MAX = 2**63 - 1
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+def _is_fileobj(obj):
+    return hasattr(obj, "read") and not isinstance(obj, (str, bytes, os.PathLike))
+
+
+def _name(src):
+    if _is_fileobj(src):
+        name = getattr(src, "name", None)
+        return "<stdin>" if name in (None, 0, "<stdin>") or not isinstance(name, str) else name
+    return os.fspath(src)
+
+
+def _fileobj_chunks(fh, chunk_bytes):
+    """Buffers of complete lines read from a binary file object (a pipe is fine)."""
+    import gzip
+
+    head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
+    if head == b"\x1f\x8b":
+        fh = gzip.GzipFile(fileobj=fh, mode="rb")
+    rest = b""
+    while True:
+        block = fh.read(chunk_bytes)
+        if not block:
+            if rest:
+                yield rest
+            return
+        buf = rest + block if rest else block
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            rest = buf
+            continue
+        rest = buf[cut:]
+        yield buf[:cut]
+
+
+def _sniff_format(buf):
+    """'libffm' or 'libsvm' from the first data line of a buffer."""
+    for line in bytes(buf[:1 << 20]).split(b"\n"):
+        toks = line.split(b"#", 1)[0].split()
+        feats = [t for t in toks[1:] if not t.startswith(b"qid")]
+        if feats:
+            return "libffm" if feats[0].count(b":") >= 2 else "libsvm"
+    return "libsvm"
+
+
+class _Block:
+    """Rows of the input as CSR arrays the kernels take, plus their labels."""
+
+    __slots__ = ("data", "indices", "indptr", "y", "ignored")
+
+    def __init__(self, data, indices, indptr, y, ignored=0):
+        self.data, self.indices, self.indptr, self.y = data, indices, indptr, y
+        self.ignored = ignored
+
+    @property
+    def n_rows(self):
+        return len(self.y)
+
+
+def _fit_to_model(data, indices, indptr, n_features, unsorted):
+    """Canonical rows with only the model's columns; returns (data, indices, indptr, n_dropped)."""
+    dropped = 0
+    if len(indices) and int(indices.max()) >= n_features:
+        keep = indices < n_features
+        dropped = int(len(keep) - np.count_nonzero(keep))
+        c = np.empty(len(indices) + 1, dtype=np.int64)
+        c[0] = 0
+        np.cumsum(keep, out=c[1:])
+        indptr = c[indptr]
+        indices, data = indices[keep], data[keep]
+    if unsorted:
+        M = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_features))
+        M.sum_duplicates()
+        data, indices = M.data, M.indices
+        indptr = M.indptr.astype(np.int64, copy=False)
+    return data, indices, indptr, dropped
+
+
+def _split(data, indices, indptr, y, block_rows, ignored):
+    n = len(y)
+    if n <= block_rows:
+        yield _Block(data, indices, indptr, y, ignored)
+        return
+    for r0 in range(0, n, block_rows):
+        r1 = min(n, r0 + block_rows)
+        a, b = int(indptr[r0]), int(indptr[r1])
+        yield _Block(data[a:b], indices[a:b], indptr[r0:r1 + 1] - a, y[r0:r1],
+                     ignored if r0 == 0 else 0)
+
+
+def _resolve_zero_based(src, fmt, zero_based, n_threads):
+    if fmt != "libsvm":
+        return True
+    if zero_based is None:
+        zero_based = "auto"
+    if zero_based not in (True, False, "auto"):
+        raise ValueError(f"zero_based must be None, True, False or 'auto', got {zero_based!r}")
+    if zero_based == "auto":
+        if _is_fileobj(src):
+            raise ValueError("zero_based='auto' needs two passes over the input and cannot "
+                             "read a stream twice; pass zero_based=True or False")
+        zero_based = bool(cfm_data.scan_file(src, format="libsvm", n_jobs=n_threads)["zero_based"])
+    return zero_based
+
+
+def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_threads,
+                 chunks=None):
+    """Blocks of a text input: each chunk of lines goes through the fast parser
+    (cfm._fastparse: plain machine-written lines, bit-identical results), and
+    through cfm's general parser when it holds anything else (comments,
+    exponents, ...) -- which also reports malformed lines as file:line."""
+    name = _name(src)
+    shift = fmt == "libsvm" and not zero_based
+    if chunks is None:
+        chunks = cfm_data._read_chunks(src, chunk_bytes)
+    lines = 0
+    for buf in chunks:
+        pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
+        if pieces is None:
+            yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
+                                       lines)
+        else:
+            for y, indptr, indices, data, dropped, unsorted in pieces:
+                if unsorted:
+                    data, indices, indptr, _ = _fit_to_model(data, indices, indptr, n_features,
+                                                             True)
+                yield from _split(data, indices, indptr, y, block_rows, dropped)
+        lines += buf.count(b"\n")
+
+
+def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line):
+    for r in cfm_data._parse_stream(name, fmt, f32=True, zero_ok=not shift, strict_order=False,
+                                    n_threads=n_threads, chunks=[buf], first_line=first_line):
+        y = r["labels"]
+        indptr = np.empty(len(y) + 1, dtype=np.int64)
+        indptr[0] = 0
+        indptr[1:] = r["row_end"]
+        indices, data = r["indices"], r["values"]
+        if shift and len(indices):
+            indices = indices - 1
+        if len(data) and not np.isfinite(data).all():
+            k = int(np.flatnonzero(~np.isfinite(data))[0])
+            row = int(np.searchsorted(indptr, k, side="right"))
+            line = first_line + _line_of_row(buf, row - 1) + 1
+            raise DataFormatError(f"{name}:{line}: non-finite value {float(data[k])!r}; "
+                                  "cannot score it")
+        data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
+                                                       r["unsorted"])
+        yield from _split(data, indices, indptr, y, block_rows, dropped)
+
+
+def _line_of_row(buf, row):
+    """0-based line of data row ``row`` of a buffer (for error messages)."""
+    seen = 0
+    for i, line in enumerate(bytes(buf).split(b"\n")):
+        if line.split(b"#", 1)[0].strip():
+            if seen == row:
+                return i
+            seen += 1
+    return 0
+
+
+def _cache_blocks(src, n_features, block_rows):
+    c = cfm_data._CacheFile(src)
+    width = c.header["n_features"]
+    for X, y, _ in cfm_data.iter_blocks(src, block_rows=block_rows, format="cache"):
+        indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
+        data, indices = X.data, X.indices
+        if len(data) and not np.isfinite(data).all():
+            raise DataFormatError(f"{_name(src)}: the cache holds non-finite values")
+        if width > n_features:
+            data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
+                                                           False)
+        else:
+            dropped = 0
+        yield _Block(data, indices, indptr, y, dropped)
+
+
+def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, format):
+    """Iterator of _Block over ``src`` (path or binary file object)."""
+    if format not in ("auto", "libsvm", "libfm", "libffm", "cache"):
+        raise ValueError(f"format must be 'auto', 'libsvm', 'libfm', 'libffm' or 'cache', "
+                         f"got {format!r}")
+    fmt = "libsvm" if format == "libfm" else format
+    if _is_fileobj(src):
+        chunks = _fileobj_chunks(src, chunk_bytes)
+        first = next(chunks, b"")
+        if first[:8] == cfm_data.CACHE_MAGIC:
+            raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
+        if fmt == "auto":
+            fmt = _sniff_format(first)
+        if fmt == "cache":
+            raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
+
+        def all_chunks():
+            if first:
+                yield first
+            yield from chunks
+
+        zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
+        return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads,
+                            chunks=all_chunks())
+    if not os.path.exists(os.fspath(src)):
+        raise FileNotFoundError(f"{os.fspath(src)}: no such file")
+    if os.path.isdir(os.fspath(src)):
+        raise IsADirectoryError(f"{os.fspath(src)}: is a directory")
+    fmt = cfm_data._resolve_format(src, fmt)
+    if fmt == "cache":
+        return _cache_blocks(src, n_features, block_rows)
+    zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
+    return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads)
+
+
+# --------------------------------------------------------------------------
+# Pipeline plumbing
+# --------------------------------------------------------------------------
+
+class _Prefetch:
+    """Run an iterator in a background thread, at most ``depth`` items ahead;
+    exceptions are re-raised in the consumer."""
+
+    def __init__(self, make_iter, depth=2, name="cfm-read"):
+        self._q = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.busy = 0.0
+        self._t = threading.Thread(target=self._run, args=(make_iter,), daemon=True, name=name)
+        self._t.start()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self, make_iter):
+        it = None
+        try:
+            it = iter(make_iter())
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                self.busy += time.perf_counter() - t0
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def __iter__(self):
+        while True:
+            kind, item = self._q.get()
+            if kind == "item":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise item
+
+    def close(self):
+        self._stop.set()
+        self._t.join()
+
+
+class _Writer:
+    """Format and write score blocks in a background thread, in order."""
+
+    def __init__(self, fh, precision, sigmoid, n_threads, depth=2):
+        self._fh, self._precision, self._sigmoid, self._nt = fh, precision, sigmoid, n_threads
+        self._q = queue.Queue(maxsize=depth)
+        self.error = None
+        self.busy = 0.0
+        self._t = threading.Thread(target=self._run, daemon=True, name="cfm-write")
+        self._t.start()
+
+    def _run(self):
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                t0 = time.perf_counter()
+                self._fh.write(_format.format_scores(item, self._precision, self._sigmoid,
+                                                     self._nt))
+                self.busy += time.perf_counter() - t0
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
+                self.error = exc
+
+    def put(self, scores):
+        if self.error is not None:
+            raise self.error
+        while True:
+            try:
+                self._q.put(scores, timeout=0.05)
+                return
+            except queue.Full:
+                if self.error is not None:
+                    raise self.error
+
+    def finish(self):
+        self._q.put(None)
+        self._t.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self):
+        self.error = self.error or RuntimeError("aborted")
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._q.put(None)
+        self._t.join()
+
+
+# --------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
+                 zero_based=None, precision=9, evaluate=False, format="auto",
+                 chunk_bytes=8 << 20):
+    """Score the rows of a data file with a fitted model into a text file.
+
+    Parameters
+    ----------
+    model : fitted cfm estimator (FM / FFM, classifier or regressor)
+    path : str, path-like or binary file object (e.g. ``sys.stdin.buffer``)
+        libsvm / libFM / libffm text, plain or gzip, or a ``.cfmdata`` cache
+        (path only).
+    out_path : str, path-like or binary file object (e.g. ``sys.stdout.buffer``)
+        Written one prediction per line, in input order.  A path is written
+        through a temporary file and renamed at the end, so a failure leaves
+        no partial output.
+    raw : bool, default=False
+        Classifiers: log-odds instead of probabilities of ``classes_[1]``.
+    block_rows : int, default=65536
+        Most rows scored at once.
+    n_jobs : int or None
+        Threads of the parser, kernel and formatter (None: ``model.n_jobs``).
+    zero_based : None, bool or "auto"
+        libsvm column ids: None uses the rule recorded when the model was
+        fitted on a file, else "auto" (scikit-learn's rule: one-based when
+        the file has no id 0; costs a first pass over the file).
+    precision : int in [1, 17], default=9
+        Significant digits written (``'%.{precision}g'``).
+    evaluate : bool, default=False
+        Also compute metrics against the file's labels (AUC and log loss for
+        classifiers, RMSE and MAE for regressors).  Keeps labels and scores,
+        12 bytes per row.
+    format : {"auto", "libsvm", "libfm", "libffm", "cache"}
+    chunk_bytes : int, default=8 MiB
+        Text read and parsed at once.
+
+    Returns
+    -------
+    dict
+        ``n_rows``, ``seconds``, ``ignored_values`` (stored values of feature
+        ids beyond the model, which were ignored), stage busy times
+        ``read_parse_s`` / ``score_s`` / ``write_s`` (they overlap), and
+        ``metrics`` when ``evaluate``.
+    """
+    model._check_fitted()
+    t_start = time.perf_counter()
+    block_rows = _check_int("block_rows", block_rows, 1)
+    chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
+    precision = _check_int("precision", precision, 1)
+    if precision > 17:
+        raise ValueError(f"precision must be <= 17, got {precision}")
+    n_threads = effective_n_threads(model.n_jobs if n_jobs is None else n_jobs)
+    classifier = model._loss == "logistic"
+    sigmoid = classifier and not raw
+
+    if zero_based is None:
+        zero_based = getattr(model, "_input_zero_based", None)
+    blocks = _blocks(path, int(model.n_features_in_), block_rows, chunk_bytes, n_threads,
+                     zero_based, format)
+    own_file = not _is_fileobj(out_path)
+    tmp = None
+    if own_file:
+        out_name = os.fspath(out_path)
+        regular = not os.path.exists(out_name) or os.path.isfile(out_name)
+        tmp = f"{out_name}.tmp{os.getpid()}" if regular else None
+        try:
+            fh = open(tmp or out_name, "wb", buffering=1 << 20)
+        except OSError as exc:
+            raise OSError(f"cannot write {out_name}: {exc.strerror or exc}") from None
+    else:
+        fh = out_path
+    reader = _Prefetch(lambda: blocks, depth=2)
+    writer = _Writer(fh, precision, sigmoid, n_threads)
+    n_rows = ignored = 0
+    score_s = 0.0
+    labels, scores = [], []
+    ok = False
+    try:
+        for b in reader:
+            t0 = time.perf_counter()
+            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
+            s = model._decision(Xc, n_threads) if b.n_rows else np.zeros(0)
+            score_s += time.perf_counter() - t0
+            writer.put(s)
+            n_rows += b.n_rows
+            ignored += b.ignored
+            if evaluate:
+                labels.append(b.y)
+                scores.append(s)
+        writer.finish()
+        if own_file:
+            fh.close()
+            if tmp is not None:
+                os.replace(tmp, out_name)
+        else:
+            fh.flush()
+        ok = True
+    finally:
+        reader.close()
+        if not ok:
+            writer.abort()
+            if own_file:
+                fh.close()
+                if tmp is not None and os.path.exists(tmp):
+                    os.remove(tmp)
+    stats = {"n_rows": n_rows, "ignored_values": ignored,
+             "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
+             "score_s": score_s, "write_s": writer.busy, "threads": n_threads}
+    if evaluate:
+        stats["metrics"] = _evaluate(model, labels, scores)
+    return stats
+
+
+def _evaluate(model, labels, scores):
+    y = np.concatenate(labels) if labels else np.zeros(0)
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    if not len(y):
+        return {}
+    y_enc = model._encode_eval_y(y, len(y))
+    names = ("auc", "logloss") if model._loss == "logistic" else ("rmse", "mae")
+    return {n: METRICS[n][0](y_enc, s) for n in names}
+
+
+def read_for_model(path, n_features, zero_based=True, n_jobs=None):
+    """Load a whole data file as ``(X, y)`` with exactly ``n_features`` columns.
+
+    Columns beyond ``n_features`` are dropped (as :func:`predict_file` ignores
+    feature ids beyond the model); libsvm ids are read with ``zero_based``.
+    Used for validation files, whose ids may exceed the training file's.
+    """
+    nt = effective_n_threads(n_jobs)
+    parts = list(_blocks(path, n_features, 1 << 30, cfm_data.CHUNK_BYTES, nt, zero_based, "auto"))
+    if not parts:
+        raise ValueError(f"{_name(path)}: no data rows")
+    Xs = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.n_rows, n_features))
+          for b in parts]
+    X = Xs[0] if len(Xs) == 1 else sp.vstack(Xs, format="csr")
+    y = np.concatenate([b.y for b in parts])
+    return X, y
+

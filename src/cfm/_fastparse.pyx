@@ -1,0 +1,281 @@
+"""Fast path of the text parser for batch scoring (cfm/scoring.py).
+
+``parse_plain`` parses buffers of *plain* libsvm / libffm lines -- what
+machine-written files contain -- straight into per-piece CSR arrays sized for
+the model: ids shifted (one-based files), ids beyond the model dropped and
+counted, values as float32.  Plain means:
+
+* a line is ``label token token ...`` with tokens ``index:value`` (libsvm) or
+  ``field:index:value`` (libffm), separated by spaces or tabs (``\\r`` before
+  the newline is fine);
+* numbers are ``[-]digits[.digits]`` with at most 19 significant digits whose
+  value is exact in Clinger's fast path (mantissa <= 2**53, decimal exponent
+  in [-22, 22]); ids and fields are plain digits.
+
+Values are then computed with exactly the same operations as cfm's general
+parser (``cfm._parse``), so the results are bit-identical.  Anything else --
+comments, blank lines, ``qid:``, exponents, ``inf`` / ``nan``, ``+`` signs,
+underscores, long mantissas, malformed tokens -- makes the call return None,
+and the caller parses that buffer with the general parser, which accepts the
+full grammar and reports errors as ``file:line: token``.
+
+The buffer is cut at newlines into pieces parsed in parallel (OpenMP, no
+GIL); each piece's arrays are returned as they are (no gather copy): the
+caller scores them as consecutive blocks.
+"""
+import numpy as np
+cimport numpy as cnp
+
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
+from libc.string cimport memchr
+
+cnp.import_array()
+
+cdef double[23] POW10
+cdef int _i
+for _i in range(23):
+    POW10[_i] = 10.0 ** _i
+cdef uint64_t TWO53 = (<uint64_t>1) << 53
+
+
+cdef inline bint is_sep(unsigned char c) noexcept nogil:
+    # token separators of the fast path (the general parser also takes \v \f)
+    return c == 32 or c == 9 or c == 13
+
+
+cdef inline const char* parse_num(const char* p, const char* end, double* out) noexcept nogil:
+    """[-]digits[.digits]; the same arithmetic as cfm._parse.parse_double's
+    fast path.  NULL when the token needs the general parser."""
+    cdef bint neg = False, any_digit = False
+    cdef uint64_t m = 0
+    cdef int nd = 0
+    cdef int64_t dexp = 0
+    cdef unsigned char c
+    cdef double v
+    if p < end and p[0] == 45:
+        neg = True
+        p += 1
+    while p < end:
+        c = <unsigned char>p[0]
+        if c < 48 or c > 57:
+            break
+        any_digit = True
+        if m == 0 and c == 48:
+            pass
+        elif nd < 19:
+            m = m * 10 + (c - 48)
+            nd += 1
+        else:
+            return NULL
+        p += 1
+    if p < end and p[0] == 46:
+        p += 1
+        while p < end:
+            c = <unsigned char>p[0]
+            if c < 48 or c > 57:
+                break
+            any_digit = True
+            if m == 0 and c == 48:
+                dexp -= 1
+            elif nd < 19:
+                m = m * 10 + (c - 48)
+                nd += 1
+                dexp -= 1
+            else:
+                return NULL
+            p += 1
+    if not any_digit:
+        return NULL
+    if m == 0:
+        out[0] = -0.0 if neg else 0.0
+        return p
+    if m > TWO53 or dexp < -22 or dexp > 22:
+        return NULL
+    if dexp >= 0:
+        v = (<double>m) * POW10[dexp]
+    else:
+        v = (<double>m) / POW10[-dexp]
+    out[0] = -v if neg else v
+    return p
+
+
+cdef inline const char* parse_id(const char* p, const char* end, int64_t* out) noexcept nogil:
+    """Plain digits (at most 18); NULL otherwise."""
+    cdef int64_t v = 0
+    cdef int n = 0
+    cdef unsigned char c
+    while p < end:
+        c = <unsigned char>p[0]
+        if c < 48 or c > 57:
+            break
+        v = v * 10 + (c - 48)
+        n += 1
+        p += 1
+    if n == 0 or n > 18:
+        return NULL
+    out[0] = v
+    return p
+
+
+cdef struct Piece:
+    const char* start
+    const char* end
+    double* labels
+    int64_t* indptr
+    int32_t* indices
+    float* values
+    int64_t n_rows
+    int64_t nnz
+    int64_t dropped
+    int unsorted
+    int ok
+
+
+cdef void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexcept nogil:
+    cdef const char* p = pc.start
+    cdef const char* end = pc.end
+    cdef const char* q
+    cdef double label, val
+    cdef int64_t idx, fld, prev
+    cdef int64_t row = 0, k = 0, dropped = 0
+    cdef bint unsorted = False
+    cdef unsigned char c
+    pc.indptr[0] = 0
+    while p < end:
+        q = parse_num(p, end, &label)
+        if q == NULL:
+            return
+        p = q
+        if p < end and not (is_sep(<unsigned char>p[0]) or p[0] == 10):
+            return
+        prev = -1
+        while True:
+            while p < end and is_sep(<unsigned char>p[0]):
+                p += 1
+            if p >= end:
+                break
+            if p[0] == 10:
+                p += 1
+                break
+            if ffm:
+                p = parse_id(p, end, &fld)
+                if p == NULL or p >= end or p[0] != 58:
+                    return
+                p += 1
+            p = parse_id(p, end, &idx)
+            if p == NULL or p >= end or p[0] != 58:
+                return
+            p = parse_num(p + 1, end, &val)
+            if p == NULL or (p < end and not (is_sep(<unsigned char>p[0]) or p[0] == 10)):
+                return
+            if shift:
+                if idx == 0:
+                    return  # the general parser reports it
+                idx -= 1
+            if idx <= prev:
+                unsorted = True
+            prev = idx
+            if idx >= n_features:
+                dropped += 1
+                continue
+            pc.indices[k] = <int32_t>idx
+            pc.values[k] = <float>val
+            k += 1
+        pc.labels[row] = label
+        row += 1
+        pc.indptr[row] = k
+    pc.n_rows = row
+    pc.nnz = k
+    pc.dropped = dropped
+    pc.unsorted = unsorted
+    pc.ok = 1
+
+
+def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_features,
+                int n_threads=1, int n_pieces=0):
+    """Parse a buffer of complete plain lines; None if the general parser is needed.
+
+    Parameters
+    ----------
+    buf : bytes-like, complete lines (the last one may lack its newline)
+    ffm : bool
+        libffm tokens (``field:index:value``; fields are validated, not returned).
+    shift : bool
+        One-based ids: id 0 makes the call return None, others are shifted down.
+    n_features : int
+        Ids >= n_features (after the shift) are dropped and counted.
+    n_threads, n_pieces : int
+        Threads, and pieces the buffer is cut into (0: two per thread).
+
+    Returns
+    -------
+    list of (labels float64, indptr int64, indices int32, values float32,
+    n_dropped, unsorted) per piece, in order; or None.
+    """
+    cdef Py_ssize_t n = buf.shape[0]
+    cdef int nt = max(1, n_threads)
+    cdef int np_, i
+    cdef Py_ssize_t pos, prev = 0, size
+    cdef const char* base
+    cdef const char* nl
+    if n_features > INT32_MAX or n_features < 1:
+        return None
+    if n == 0:
+        return []
+    base = <const char*>&buf[0]
+    np_ = n_pieces if n_pieces > 0 else 2 * nt
+    if n < (256 << 10) and n_pieces <= 0:
+        np_ = 1
+    if np_ > n // 64 + 1:
+        np_ = <int>(n // 64 + 1)
+    if np_ > 64:
+        np_ = 64
+    arrays = []
+    starts = []
+    for i in range(np_):
+        if i == np_ - 1:
+            pos = n
+        else:
+            pos = (n * (i + 1)) // np_
+            if pos < prev:
+                pos = prev
+            nl = <const char*>memchr(base + pos, 10, n - pos) if pos < n else NULL
+            pos = n if nl == NULL else (nl - base) + 1
+        starts.append((prev, pos))
+        prev = pos
+    cdef Piece[64] local
+    cdef Py_ssize_t a, b
+    for i in range(np_):
+        a, b = starts[i]
+        size = b - a
+        # upper bounds (untouched pages of np.empty are never committed):
+        # a row takes >= 2 bytes ("0\n"), a token >= 4 ("1:1 ")
+        lab = np.empty(size // 2 + 1, dtype=np.float64)
+        ptr = np.empty(size // 2 + 2, dtype=np.int64)
+        ind = np.empty(size // 4 + 1, dtype=np.int32)
+        val = np.empty(size // 4 + 1, dtype=np.float32)
+        arrays.append((lab, ptr, ind, val))
+        local[i].start = base + a
+        local[i].end = base + b
+        local[i].labels = <double*>cnp.PyArray_DATA(lab)
+        local[i].indptr = <int64_t*>cnp.PyArray_DATA(ptr)
+        local[i].indices = <int32_t*>cnp.PyArray_DATA(ind)
+        local[i].values = <float*>cnp.PyArray_DATA(val)
+        local[i].n_rows = 0
+        local[i].nnz = 0
+        local[i].dropped = 0
+        local[i].unsorted = 0
+        local[i].ok = 0
+    with nogil:
+        for i in prange(np_, schedule='dynamic', num_threads=min(nt, np_)):
+            parse_piece(&local[i], ffm, shift, n_features)
+    out = []
+    for i in range(np_):
+        if not local[i].ok:
+            return None
+        lab, ptr, ind, val = arrays[i]
+        r, k = local[i].n_rows, local[i].nnz
+        out.append((lab[:r], ptr[:r + 1], ind[:k], val[:k], local[i].dropped,
+                    bool(local[i].unsorted)))
+    return out
