@@ -266,30 +266,40 @@ def _parse_txt(path):
     return bias, w, None, "lr"
 
 
-def _infer_fields(fields, n_features, n_fields):
-    """Field id of each column: an array-like, or the first field each
-    feature has in a libffm data file."""
-    if fields is None:
-        raise ValueError(
-            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
-            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
-            "n_features field ids, or the path of a libffm data file to take them from")
-    if isinstance(fields, (str, os.PathLike)):
-        from .data import _scan
+def _fields_from_files(paths, n_features):
+    """First field of each feature over libffm files (in order); -1 if absent."""
+    from .data import _scan
 
-        info, arr = _scan(fields, "libffm", want_fields=True)
+    out = np.full(n_features, -1, dtype=np.int64)
+    for p in paths:
+        info, arr = _scan(p, "libffm", want_fields=True)
         if info["format"] != "libffm":
-            raise ValueError(f"fields file {os.fspath(fields)!r} is not a libffm file")
+            raise ValueError(f"fields file {os.fspath(p)!r} is not a libffm file")
         if len(arr) > n_features:
             used = np.flatnonzero(arr[n_features:] >= 0)
             if used.size:
                 raise ValueError(
-                    f"fields file {os.fspath(fields)!r} has feature {n_features + int(used[0])} "
+                    f"fields file {os.fspath(p)!r} has feature {n_features + int(used[0])} "
                     f"but the model has {n_features} features (pass n_features= to pad)")
             arr = arr[:n_features]
-        out = np.full(n_features, -1, dtype=np.int64)
-        out[:len(arr)] = arr
-        arr = out
+        todo = out[:len(arr)] < 0
+        out[:len(arr)][todo] = arr[todo]
+    return out
+
+
+def _infer_fields(fields, n_features, n_fields):
+    """Field id of each column: an array-like, or the first field each
+    feature has in one or more libffm data files."""
+    if fields is None:
+        raise ValueError(
+            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
+            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
+            "n_features field ids, or the path(s) of libffm data file(s) to take them from")
+    if isinstance(fields, (str, os.PathLike)):
+        arr = _fields_from_files([fields], n_features)
+    elif isinstance(fields, (list, tuple)) and fields and all(
+            isinstance(p, (str, os.PathLike)) for p in fields):
+        arr = _fields_from_files(fields, n_features)
     else:
         arr = np.asarray(fields)
         if arr.ndim != 1 or arr.shape[0] != n_features:
@@ -336,12 +346,17 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
         default; False if you called ``disableNorm()`` / passed ``--no-norm``
         to xLearn's predict).  The file does not record it.  xLearn's LR never
         normalises its scores, so it does not matter for LR.
-    fields : array-like of int, path, or None
+    fields : array-like of int, path, list of paths, or None
         FFM only (required): the field of each feature.  cfm's FFM takes one
         field per column while a libffm line names the field of each entry:
-        pass an array of ``n_features`` field ids, or the path of a libffm
-        data file (e.g. the training file), whose first field for each
-        feature is taken.  Features that never occur get field 0.
+        pass an array of ``n_features`` field ids, or the path(s) of libffm
+        data file(s) (e.g. the training file), whose first field for each
+        feature is taken (earlier files first).  Features that occur in none
+        of them get field 0; if such a feature occurs in data you score, its
+        field there may differ, and xLearn (which uses each entry's field)
+        scores its -- untrained, randomly initialised -- vectors differently.
+        Pass an array, or files covering the data you score, when that
+        matters.
     n_features : int, optional
         Number of columns of the model, at least the number of features in
         the file (largest ``i_<j>`` + 1).  Extra columns get zero parameters:

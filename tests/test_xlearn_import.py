@@ -162,6 +162,11 @@ def test_ffm_fields_from_a_libffm_file(tmp_path):
     np.testing.assert_array_equal(m.fields_, [0, 1, 0, 1, 0])
     assert m.n_fields_ == nf
     m2 = cfm.load_xlearn(path, fields=[0, 1, 0, 1, 0])
+    # several files: the first one that has a feature decides its field
+    more = tmp_path / "e.ffm"
+    more.write_text("1 0:0:1 0:1:1 1:4:1\n")
+    m3 = cfm.load_xlearn(path, fields=[data, more])
+    np.testing.assert_array_equal(m3.fields_, [0, 1, 0, 1, 1])
     X = random_rows(10, n, rng, nnz=3)
     np.testing.assert_allclose(m.decision_function(X), m2.decision_function(X))
 
