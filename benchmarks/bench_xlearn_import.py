@@ -95,6 +95,7 @@ def run_kind(kind, args, tmp, train_svm, train_ffm, test_svm, test_ffm, y_test, 
     pred = tmp / f"{kind}.pred"
     m = create()
     m.setTrain(str(train))
+    m.setNoBin()
     m.setTXTModel(str(txt))
     if args.no_norm:
         m.disableNorm()
@@ -106,6 +107,7 @@ def run_kind(kind, args, tmp, train_svm, train_ffm, test_svm, test_ffm, y_test, 
     fit_s = time.perf_counter() - t0
     m = create()
     m.setTest(str(test))
+    m.setNoBin()  # parse the text each time (no .bin cache left from an earlier kind)
     m.setSigmoid()
     if args.no_norm:
         m.disableNorm()
