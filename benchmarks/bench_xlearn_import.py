@@ -95,7 +95,6 @@ def run_kind(kind, args, tmp, train_svm, train_ffm, test_svm, test_ffm, y_test, 
     pred = tmp / f"{kind}.pred"
     m = create()
     m.setTrain(str(train))
-    m.setNoBin()
     m.setTXTModel(str(txt))
     if args.no_norm:
         m.disableNorm()
@@ -107,7 +106,9 @@ def run_kind(kind, args, tmp, train_svm, train_ffm, test_svm, test_ffm, y_test, 
     fit_s = time.perf_counter() - t0
     m = create()
     m.setTest(str(test))
-    m.setNoBin()  # parse the text each time (no .bin cache left from an earlier kind)
+    # xLearn caches a parsed copy as <file>.bin: remove it so that every kind's
+    # predict reads the text file, as cfm does
+    Path(str(test) + ".bin").unlink(missing_ok=True)
     m.setSigmoid()
     if args.no_norm:
         m.disableNorm()
