@@ -121,9 +121,11 @@ def run_kind(kind, args, tmp, train_svm, train_ffm, test_svm, test_ffm, y_test, 
 
     t0 = time.perf_counter()
     if kind == "ffm":
-        # the field of every column (as a user who knows the id -> field map):
-        # test rows hold ids the training file lacks (see load_xlearn's fields)
-        model = cfm.load_xlearn(txt, "binary", norm=not args.no_norm, fields=fields,
+        # default: the field of every column (as a user who knows the id ->
+        # field map); test rows hold ids the training file lacks, whose field
+        # --fields train gets wrong (see load_xlearn's fields)
+        model = cfm.load_xlearn(txt, "binary", norm=not args.no_norm,
+                                fields=fields if args.fields == "map" else train,
                                 n_features=n_features)
     else:
         model = cfm.load_xlearn(txt, "binary", norm=not args.no_norm, n_features=n_features)
@@ -170,7 +172,8 @@ def to_markdown(rows, args, machine):
            f"Command: `python benchmarks/bench_xlearn_import.py --rows {args.rows} "
            f"--train-rows {args.train_rows} --ids-per-field {args.ids_per_field} --k {args.k} "
            f"--epochs {args.epochs} --threads {args.threads}"
-           + (" --no-norm" if args.no_norm else "") + "`", "",
+           + (" --no-norm" if args.no_norm else "")
+           + (" --fields train" if args.fields == "train" else "") + "`", "",
            *machine, "",
            "xLearn trains on a Criteo-shaped file (39 one-hot fields) and writes its TXT model; "
            "xLearn's predict (setSigmoid) and cfm (cfm.load_xlearn + predict_proba) score the "
@@ -210,6 +213,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", default="lr,fm,ffm")
     ap.add_argument("--no-norm", action="store_true", help="train/predict with disableNorm()")
+    ap.add_argument("--fields", choices=("map", "train"), default="map",
+                    help="FFM fields for load_xlearn: the full column -> field map (default), "
+                         "or those seen in the training file (unseen ids get field 0)")
     ap.add_argument("--out", default=str(HERE / "RESULTS_xlearn_import.md"))
     ap.add_argument("--json", default=None, help="also write the result rows as JSON")
     args = ap.parse_args(argv)
