@@ -641,8 +641,12 @@ def main(argv=None):
             return 0
         (tmp / "data").mkdir()
         machine = machine_description(args.threads)
+        plt = _plt()
+        if plt is None:
+            print("[run_all] matplotlib is not installed: no plots (tables only)",
+                  file=sys.stderr)
         results = []
-        for n in names:
+        for i, n in enumerate(names):
             try:
                 results.append(run_one(n, specs[n], args, tmp))
             except Exception as exc:  # noqa: BLE001  (one benchmark must not kill the report)
@@ -650,13 +654,15 @@ def main(argv=None):
                                 "status": f"runner error: {type(exc).__name__}: {exc}",
                                 "seconds": 0.0, "markdown": "", "json": None, "log_tail": "",
                                 "note": ""})
-        plt = _plt()
-        if plt is None:
-            print("[run_all] matplotlib is not installed: no plots (tables only)",
-                  file=sys.stderr)
-        make_figures(results, specs, figdir, plt)
-        report = build_report(results, specs, machine, args, figdir, out, plt, started)
-    out.write_text(report)
+            # rewrite the report after every benchmark: an interrupted run
+            # still leaves the results so far
+            make_figures(results[-1:], specs, figdir, plt)
+            pending = [{"name": m, "title": specs[m]["title"], "script": specs[m]["script"],
+                        "status": "not run yet (run in progress or interrupted)",
+                        "seconds": 0.0, "markdown": "", "json": None, "log_tail": "",
+                        "note": "", "figures": []} for m in names[i + 1:]]
+            out.write_text(build_report(results + pending, specs, machine, args, figdir, out,
+                                        plt, started))
     print(f"[run_all] wrote {out}" + (f" and {sum(len(r['figures']) for r in results)} plot(s) "
                                       f"in {figdir}" if plt else ""), file=sys.stderr)
     failed = [r["name"] for r in results if r["status"] not in ("ok", "skipped")]
