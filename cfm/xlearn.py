@@ -141,6 +141,112 @@ MODEL_CLASSES.setdefault("XLearnFMRegressor", XLearnFMRegressor)
 # TXT parsing
 # --------------------------------------------------------------------------
 
+_CHUNK = 32 << 20
+# bytes.translate table: the key characters of "i_<j>:", "v_<j>:" and
+# "v_<j>_<f>:" become blanks, leaving the ids as numbers
+_KEY_BLANKS = bytes.maketrans(b"iv_:", b"    ")
+
+
+def _numbers(buf):
+    """All whitespace-separated numbers of ``buf`` (bytes) with the key
+    characters blanked, parsed in C block by block; None if any token is not a
+    number."""
+    import warnings
+
+    parts = []
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        end = min(n, pos + _CHUNK)
+        if end < n:
+            nl = buf.rfind(b"\n", pos, end)
+            end = nl + 1 if nl >= pos else buf.find(b"\n", end) + 1 or n
+        chunk = buf[pos:end].translate(_KEY_BLANKS)
+        pos = end
+        if not chunk.strip():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                parts.append(np.fromstring(chunk, sep=" "))
+            except (ValueError, DeprecationWarning):
+                return None
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _n_lines(buf):
+    return buf.count(b"\n") + (not buf.endswith(b"\n"))
+
+
+def _parse_fast(raw):
+    """Vectorised parse of a well-formed TXT model in xLearn's own order
+    (bias, i_0..i_{n-1}, then v_ lines by feature and field).  Returns None
+    on anything unexpected: the line-by-line parser then finds and reports
+    the problem, or reads an unusual but valid file."""
+    first_nl = raw.find(b"\n")
+    first = raw[:first_nl if first_nl >= 0 else len(raw)].strip()
+    if not first.startswith(b"bias:"):
+        return None
+    try:
+        bias = float(first[5:])
+    except ValueError:
+        return None
+    if first_nl < 0:
+        return None
+    body = raw[first_nl + 1:]
+    vpos = body.find(b"v_")
+    if vpos > 0 and body[vpos - 1:vpos] != b"\n":
+        return None
+    lin_part = body if vpos < 0 else body[:vpos]
+    vec_part = b"" if vpos < 0 else body[vpos:]
+    if b"bias" in lin_part or b"v" in lin_part:
+        return None
+    lin = _numbers(lin_part)
+    if lin is None or lin.size == 0 or lin.size % 2:
+        return None
+    lin = lin.reshape(-1, 2)
+    n = lin.shape[0]
+    if not np.array_equal(lin[:, 0], np.arange(n)) or not all(
+            lin_part.count(t) == n for t in (b"i_", b":")) or _n_lines(lin_part) != n:
+        return None
+    w = lin[:, 1]
+    if not (np.isfinite(w).all() and np.isfinite(bias)):
+        return None
+    if not vec_part:
+        return bias, w, None, "lr"
+    line_end = vec_part.find(b"\n")
+    first_v = vec_part[:line_end if line_end >= 0 else len(vec_part)]
+    key, sep, vals = first_v.partition(b":")
+    if not sep or not _KEY.match(key.decode("ascii", "replace")):
+        return None
+    is_ffm = key.count(b"_") == 2
+    k = len(vals.split())
+    if not 1 <= k <= MAX_FACTORS:
+        return None
+    cols = (2 if is_ffm else 1) + k
+    arr = _numbers(vec_part)
+    if arr is None or arr.size % cols:
+        return None
+    arr = arr.reshape(-1, cols)
+    m = arr.shape[0]
+    if not all(vec_part.count(t) == m for t in (b"v_", b":")) or _n_lines(vec_part) != m \
+            or b"i_" in vec_part or b"bias" in vec_part:
+        return None
+    if not np.isfinite(arr).all():
+        return None
+    if is_ffm:
+        if arr.shape[0] % n:
+            return None
+        nf = arr.shape[0] // n
+        if not (np.array_equal(arr[:, 0], np.repeat(np.arange(n), nf))
+                and np.array_equal(arr[:, 1], np.tile(np.arange(nf), n))):
+            return None
+        return bias, w, arr[:, 2:].reshape(n, nf, k), "ffm"
+    if arr.shape[0] != n or not np.array_equal(arr[:, 0], np.arange(n)):
+        return None
+    return bias, w, arr[:, 1:], "fm"
+
+
 def _parse_txt(path):
     """Parse an xLearn TXT model; return (bias, w, V, kind) with V of shape
     (n, k) for FM, (n, n_fields, k) for FFM, None for LR."""
@@ -153,15 +259,26 @@ def _parse_txt(path):
     if raw.startswith(MAGIC):
         raise ModelFileError(f"{where!r} is a cfm model file, not an xLearn TXT model: "
                              "load it with cfm.load")
+    if b"\0" not in raw[:4096]:
+        fast = _parse_fast(raw)
+        if fast is not None:
+            return fast
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
         raise ModelFileError(
             f"{where!r} is not an xLearn TXT model (binary content; xLearn's binary model "
-            "cannot be read: save a text model with setTXTModel(path) in Python or --txt on "
-            "xLearn's command line)") from None
+            "cannot be read: save a text model with setTXTModel(path) in Python or -t "
+            "<file> on xlearn_train's command line)")
     if not text.strip():
         raise ModelFileError(f"{where!r} is empty: not an xLearn TXT model")
+    return _parse_lines(text, where)
+
+
+def _parse_lines(text, where):
+    """Line-by-line parse with precise errors (file:line)."""
     bias = None
     lin = {}
     fm = {}

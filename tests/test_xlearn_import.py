@@ -111,6 +111,35 @@ def test_handwritten_model_matches_xlearn_formula(tmp_path, kind, norm, task):
     np.testing.assert_allclose(score(X), ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["lr", "fm", "ffm"])
+def test_fast_parser_equals_line_parser(tmp_path, kind):
+    from cfm.xlearn import _parse_fast, _parse_lines
+
+    rng = np.random.default_rng(5)
+    n, nf, k = 50, 4, 3
+    V = {"lr": None, "fm": rng.normal(size=(n, k)), "ffm": rng.normal(size=(n, nf, k))}[kind]
+    path = write_txt(tmp_path / "m.txt", -0.25, rng.normal(size=n), V)
+    raw = path.read_bytes()
+    fast = _parse_fast(raw)
+    assert fast is not None  # xLearn's own order: the vectorised path
+    slow = _parse_lines(raw.decode(), str(path))
+    assert fast[0] == slow[0] and fast[3] == slow[3] == kind
+    np.testing.assert_array_equal(fast[1], slow[1])
+    if V is not None:
+        np.testing.assert_array_equal(fast[2], slow[2])
+        np.testing.assert_array_equal(fast[2], V)
+    # another line order: the line parser reads it all the same
+    lines = raw.decode().splitlines()
+    shuffled = [lines[0]] + list(rng.permutation(lines[1:]))
+    other = tmp_path / "shuffled.txt"
+    other.write_text("\n".join(shuffled) + "\n")
+    assert _parse_fast(other.read_bytes()) is None
+    m1, m2 = cfm.load_xlearn(path, fields=[0] * n if kind == "ffm" else None), \
+        cfm.load_xlearn(other, fields=[0] * n if kind == "ffm" else None)
+    X = random_rows(20, n, rng)
+    np.testing.assert_array_equal(m1.decision_function(X), m2.decision_function(X))
+
+
 def test_parameters_land_in_the_estimator(tmp_path):
     path = tmp_path / "fm.txt"
     path.write_text("bias: -0.5\ni_0: 1.5\ni_1: -2\nv_0: 0.1 0.2\nv_1: 0.3 0.4\n")
@@ -322,6 +351,8 @@ def test_matches_xlearn_predictions(tmp_path, kind, norm, task):
         model.setSigmoid()
     model.predict(str(tmp_path / "model.bin"), str(tmp_path / "pred.txt"))
     expected = np.loadtxt(tmp_path / "pred.txt")
+    from cfm.xlearn import _parse_fast
+    assert _parse_fast((tmp_path / "model.txt").read_bytes()) is not None
 
     if kind == "ffm":
         X, _, _ = cfm.load_libffm(test, n_features=12)
