@@ -56,7 +56,7 @@ from .exceptions import ModelFileError
 from .ffm import FFMClassifier, FFMRegressor, MODEL_CLASSES, _lin_width, _padded_k
 from .models import FMClassifier, FMRegressor
 
-__all__ = ["load_xlearn", "XLearnFMClassifier", "XLearnFMRegressor"]
+__all__ = ["load_xlearn", "is_xlearn_txt", "XLearnFMClassifier", "XLearnFMRegressor"]
 
 _TASKS = {"binary": "binary", "reg": "reg", "regression": "reg", "classification": "binary"}
 _KINDS = ("auto", "lr", "fm", "ffm")
@@ -436,8 +436,28 @@ def _infer_fields(fields, n_features, n_fields):
 
 
 # --------------------------------------------------------------------------
-# public entry point
+# public entry points
 # --------------------------------------------------------------------------
+
+def is_xlearn_txt(path):
+    """True if ``path`` looks like an xLearn TXT model (its first line is
+    ``bias: <number>``); reads only the start of the file.  For callers that
+    accept several model formats (e.g. a command line), before
+    :func:`load_xlearn`."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0].strip()
+    if not first.startswith(b"bias:"):
+        return False
+    try:
+        float(first[5:])
+    except ValueError:
+        return False
+    return True
+
 
 def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
                 kind="auto", dtype="float32", classes=(0, 1)):

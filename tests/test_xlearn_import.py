@@ -285,6 +285,18 @@ def test_not_an_xlearn_file(tmp_path):
         cfm.load_xlearn(tmp_path)
 
 
+def test_is_xlearn_txt(tmp_path):
+    from cfm.xlearn import is_xlearn_txt
+
+    txt = write_txt(tmp_path / "lr.txt", 0.5, np.ones(2))
+    assert is_xlearn_txt(txt)
+    cfm.load_xlearn(txt).save(tmp_path / "m.cfm")
+    assert not is_xlearn_txt(tmp_path / "m.cfm")
+    (tmp_path / "d.svm").write_text("1 0:1\n")
+    assert not is_xlearn_txt(tmp_path / "d.svm")
+    assert not is_xlearn_txt(tmp_path / "missing")
+
+
 def test_wrong_kind(tmp_path):
     fm = write_txt(tmp_path / "fm.txt", 0.0, np.ones(2), np.ones((2, 2)))
     with pytest.raises(cfm.ModelFileError, match="xLearn FM model, not FFM"):
