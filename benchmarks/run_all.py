@@ -93,7 +93,9 @@ def benchmarks(threads, workdir):
         "predict": dict(
             script="bench_predict.py",
             full=["--threads", t],
-            quick=["--threads", t],
+            # bench_predict.py (branch issue5a) has no --quick: small sizes instead
+            quick=["--threads", t, "--rows", "50000", "--train-rows", "20000", "--repeats", "1",
+                   "--scales", "1", "--workdir", wd],
             quick_opts=["--quick"],
             title="Batch scoring: file -> file and in memory, cfm vs xLearn",
             plot="generic"),
