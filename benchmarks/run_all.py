@@ -336,7 +336,7 @@ def to_number(cell):
     if cell is None:
         return None
     m = re.fullmatch(r"(?:[A-Za-z]+\s+)?([-+]?[\d,]*\.?\d+(?:[eE][-+]?\d+)?)\s*(x|s|%|MB|GB)?",
-                     str(cell).strip())
+                     str(cell).strip().strip("*`").strip())
     if not m:
         return None
     try:
@@ -497,9 +497,24 @@ def plot_xlearn_import(plt, res, figdir):
     return [_save(plt, fig, figdir, res["name"])]
 
 
+def _grouped(plt, ax, labels, series, title):
+    """Grouped bars: ``series`` is [(name, values)], one group per label."""
+    n = max(len(series), 1)
+    width = 0.8 / n
+    for i, (name, vals) in enumerate(series):
+        xs = [x - 0.4 + width * (i + 0.5) for x in range(len(labels))]
+        ax.bar(xs, [v if v is not None else 0.0 for v in vals], width=width, label=name)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def plot_generic(plt, res, figdir):
-    """Bar charts of the numeric columns of the first tables of a report
-    (for scripts without a dedicated plot, e.g. bench_predict / bench_mcmc)."""
+    """Plots of the numeric columns of a script's first tables (for scripts
+    without a dedicated plot, e.g. bench_predict / bench_mcmc).  Columns named
+    "<library> <quantity>" that share the quantity (e.g. "cfm time (s)" and
+    "myFM time (s)") are drawn as grouped bars, one group per row."""
     tables = []
     doc = res["json"]
     if doc and isinstance(doc.get("rows"), list) and doc["rows"] and isinstance(
@@ -507,7 +522,7 @@ def plot_generic(plt, res, figdir):
         tables.append((list(doc["rows"][0].keys()), doc["rows"]))
     tables += parse_md_tables(res["markdown"])
     paths = []
-    for t, (header, rows) in enumerate(tables[:3]):
+    for t, (header, rows) in enumerate(tables[:4]):
         if not rows:
             continue
         num = [h for h in header if all(to_number(r.get(h)) is not None or r.get(h) in ("", None)
@@ -516,14 +531,26 @@ def plot_generic(plt, res, figdir):
         text = [h for h in header if h not in num]
         if not num:
             continue
-        labels = [" / ".join(str(r.get(h, "")) for h in text[:2])[:40] for r in rows]
-        num = num[:4]
-        fig, axes = plt.subplots(1, len(num), figsize=(3.6 * len(num) + 0.5, 4), squeeze=False)
-        for j, h in enumerate(num):
-            vals = [to_number(r.get(h)) for r in rows]
-            pos = [v for v in vals if v]
-            log = len(pos) > 1 and max(pos) / max(min(pos), 1e-300) > 100 and min(pos) > 0
-            _bar(plt, axes[0][j], labels, vals, h, h, log=log)
+        labels = [" / ".join(str(r.get(h, "")).strip("*` ") for h in text[:2])[:40]
+                  for r in rows]
+        groups = {}
+        for h in num:
+            who, _, what = h.partition(" ")
+            groups.setdefault(what if what else h, []).append((who if what else h, h))
+        panels = [(what, cols) for what, cols in groups.items() if len(cols) > 1]
+        panels += [(cols[0][1], cols) for what, cols in groups.items() if len(cols) == 1]
+        panels = panels[:4]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 0.5, 4),
+                                 squeeze=False)
+        for j, (what, cols) in enumerate(panels):
+            if len(cols) > 1:
+                _grouped(plt, axes[0][j], labels,
+                         [(who, [to_number(r.get(h)) for r in rows]) for who, h in cols], what)
+            else:
+                vals = [to_number(r.get(cols[0][1])) for r in rows]
+                pos = [v for v in vals if v]
+                log = len(pos) > 1 and min(pos) > 0 and max(pos) / min(pos) > 100
+                _bar(plt, axes[0][j], labels, vals, what, what, log=log)
         paths.append(_save(plt, fig, figdir, f"{res['name']}_{t + 1}"))
     return paths
 
