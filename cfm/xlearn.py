@@ -89,10 +89,12 @@ class _XLearnFMNorm:
         _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
                        0, True, lin, n_threads)
         sq = np.square(Xc.data, dtype=np.float64)
-        n2 = np.add.reduceat(sq, Xc.indptr[:-1]) if sq.size else np.zeros(Xc.n_rows)
-        # reduceat repeats the next value for an empty row; such rows have n2 = 0
-        n2[Xc.indptr[1:] == Xc.indptr[:-1]] = 0.0
-        # a row of norm 0 is not scaled (as cfm's row_scale)
+        starts = Xc.indptr[:-1]
+        nonempty = Xc.indptr[1:] > starts
+        n2 = np.ones(Xc.n_rows)  # a row of norm 0 is not scaled (as cfm's row_scale)
+        if sq.size:
+            # segments between consecutive non-empty row starts are exactly those rows
+            n2[nonempty] = np.add.reduceat(sq, starts[nonempty])
         n2[n2 <= 0.0] = 1.0
         return lin + (full - lin) / n2
 

@@ -152,6 +152,21 @@ def test_parameters_land_in_the_estimator(tmp_path):
     np.testing.assert_allclose(m.predict(sp.csr_matrix([[1.0, 1.0]])), [-0.89], atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["lr", "fm", "ffm"])
+def test_empty_rows_score_the_bias(tmp_path, kind):
+    rng = np.random.default_rng(4)
+    V = {"lr": None, "fm": rng.normal(size=(3, 2)), "ffm": rng.normal(size=(3, 2, 2))}[kind]
+    path = write_txt(tmp_path / "m.txt", 0.5, rng.normal(size=3), V)
+    m = cfm.load_xlearn(path, "reg", fields=[0, 1, 1] if kind == "ffm" else None)
+    X = sp.csr_matrix(np.array([[0, 0, 0], [1.0, 2.0, 0], [0, 0, 0], [0, 0, 3.0], [0, 0, 0]]))
+    got = m.predict(X)
+    ref = xlearn_reference(kind, 0.5, m.w_.astype(np.float64),
+                           None if V is None else np.asarray(m.V_, dtype=np.float64), X,
+                           [0, 1, 1], True)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    np.testing.assert_allclose(got[[0, 2, 4]], 0.5)
+
+
 def test_lr_ignores_norm_and_has_no_factors(tmp_path):
     path = write_txt(tmp_path / "lr.txt", 0.1, np.array([1.0, 2.0, 3.0]))
     X = sp.csr_matrix([[1.0, 2.0, 0.0], [0.0, 0.0, 4.0]])
