@@ -1,4 +1,4 @@
-"""Import of xLearn models saved as text (``setTXTModel`` / ``--txt``).
+"""Import of xLearn models saved as text (``setTXTModel`` in Python, ``-t`` on xlearn_train).
 
 xLearn (https://github.com/aksnzhy/xlearn) writes, besides its binary model,
 an optional text model::
@@ -466,7 +466,7 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
     """Load a model that xLearn saved as text into a fitted cfm estimator.
 
     In xLearn, save the text model with ``model.setTXTModel("model.txt")``
-    before ``fit`` (Python) or ``xlearn_train ... --txt model.txt`` (command
+    before ``fit`` (Python) or ``xlearn_train ... -t model.txt`` (command
     line).  The returned estimator's ``predict`` / ``predict_proba`` /
     ``decision_function`` equal xLearn's ``predict`` output on the same data
     (``setSigmoid()`` for probabilities), and it saves with ``save`` and
