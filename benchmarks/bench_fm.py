@@ -507,6 +507,19 @@ def render(results, header, datasets_notes, args):
     return "\n".join(out) + "\n"
 
 
+def write_json(path, results, header, datasets_notes, args):
+    """The result rows (one per dataset x library x config) as JSON."""
+    import dataclasses
+    import json
+
+    doc = {"benchmark": f"bench_fm --model {args.model}", "machine": header,
+           "settings": {"model": args.model, "k": args.k, "epochs": args.epochs,
+                        "threads": args.threads, "repeats": args.repeats},
+           "datasets": dict(datasets_notes),
+           "rows": [dataclasses.asdict(r) for r in results]}
+    Path(path).write_text(json.dumps(doc, indent=1, default=str, allow_nan=True))
+
+
 # --------------------------------------------------------------------------
 
 def main(argv=None):
@@ -531,6 +544,8 @@ def main(argv=None):
                     help="also run the lr grid on the synthetic set (slow)")
     ap.add_argument("--data-dir", type=Path, default=bds.DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the result rows as JSON (used by run_all.py)")
     args = ap.parse_args(argv)
 
     grid = [float(x) for x in args.lr_grid.split(",") if x.strip()]
@@ -605,6 +620,8 @@ def main(argv=None):
     print(md)
     if args.out:
         args.out.write_text(md)
+    if args.json:
+        write_json(args.json, results, header, ds_notes, args)
     return 0
 
 

@@ -43,6 +43,8 @@ else:
     m.fit(path, block_rows=int(block))
     load = 0.0
 fit = time.perf_counter() - t0
+if t.shape[1] > m.n_features_in_:  # small --rows: the file lacks the largest ids
+    t = t[:, :m.n_features_in_]
 print(json.dumps({"fit_s": fit, "load_s": load, "auc": auc(yt, m.decision_function(t))}))
 """
 
@@ -101,6 +103,8 @@ def main(argv=None):
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cfm_bench"))
     ap.add_argument("--skip-in-memory", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the result rows as JSON (used by run_all.py)")
     args = ap.parse_args(argv)
     if not Path("/usr/bin/time").exists():
         sys.exit("needs /usr/bin/time (Debian package 'time') to measure peak memory")
@@ -139,6 +143,11 @@ def main(argv=None):
     print(md)
     if args.out:
         args.out.write_text(md + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "benchmark": "bench_outofcore", "file_gb": size_gb, "rows": args.rows,
+            "k": args.k, "epochs": args.epochs, "threads": args.threads,
+            "results": [dict(r, mode=mode) for mode, r in rows]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--skip-xlearn", action="store_true")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the result rows as JSON (used by run_all.py)")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     svm, ffm = make_files(args.workdir, args.size_mb, args.threads)
@@ -187,6 +189,13 @@ def main():
     for name, mb, sec, note in rows:
         rate = mb / sec if sec == sec and sec > 0 else float("nan")
         print(f"| {name} | {mb:.0f} | {sec:.2f} | {rate:.0f} | {note} |")
+    if args.json:
+        import json
+        doc = {"benchmark": "bench_parse", "threads": nt, "repeats": rep,
+               "rows": [{"task": name, "input_mb": mb, "seconds": sec,
+                         "mb_s": mb / sec if sec == sec and sec > 0 else float("nan"),
+                         "notes": note} for name, mb, sec, note in rows]}
+        args.json.write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

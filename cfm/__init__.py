@@ -16,6 +16,7 @@ from .datasets import make_fm_classification, make_fm_regression
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError
 from .models import FMClassifier, FMRegressor
 from .ffm import FFMClassifier, FFMRegressor
+from .xlearn import load_xlearn
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "FMClassifier",
     "FMRegressor",
     "load",
+    "load_xlearn",
     "make_fm_classification",
     "make_fm_regression",
     "openmp_enabled",

@@ -1,0 +1,626 @@
+"""Import of xLearn models saved as text (``setTXTModel`` in Python, ``-t`` on xlearn_train).
+
+xLearn (https://github.com/aksnzhy/xlearn) writes, besides its binary model,
+an optional text model::
+
+    bias: 0.0757382              every kind
+    i_0: 0.25995                 linear weight of feature 0, for all features
+    ...
+    v_0: 0.0164 0.0793 0.3191    FM: factor vector of feature 0 (k values)
+    v_0_0: 0.0324 0.0770 0.2675  FFM: vector of feature 0 for field 0 (k values)
+    v_0_1: ...                   ... for every (feature, field) pair
+
+:func:`load_xlearn` turns such a file into a fitted cfm estimator whose
+predictions equal xLearn's own ``predict`` on the same data (measured within
+1e-5, see tests/test_xlearn_import.py).  How xLearn scores a row ``x``
+(src/score/*_score.cc, checked against xLearn 0.40 output), with
+``n2 = sum_i x_i^2`` over *all* entries of the row and ``norm`` xLearn's
+instance-wise normalisation (on by default, off with ``disableNorm()`` /
+``--no-norm``):
+
+=====  ==========================  ==============================================
+kind   norm on                     cfm estimator
+=====  ==========================  ==============================================
+LR     b + sum w_i x_i             FM*(n_factors=0, normalize=False) -- xLearn's
+       (norm is *not* applied)     LR ignores ``norm`` when scoring
+FM     b + sum w_i x_i / sqrt(n2)  XLearnFM* (FM* subclass): the pairwise term is
+       + pair(x) / n2**2           divided by ``n2**2``, cfm's ``normalize`` divides
+                                   it by ``n2`` (see below)
+FFM    b + sum w_i x_i / sqrt(n2)  FFM*(normalize=True): exactly cfm's
+       + pair(x) / n2              normalisation
+=====  ==========================  ==============================================
+
+With norm off every kind is ``b + sum w_i x_i + pair(x)``, i.e. cfm with
+``normalize=False`` (FM: FM*, FFM: FFM*).
+
+xLearn's FM normalisation cannot be expressed by cfm's kernels: xLearn
+multiplies each value by ``1/sqrt(n2)`` in the linear term but by ``1/n2`` in
+the factor sums, so the pairwise term is scaled by ``1/n2**2`` where cfm's
+``normalize=True`` gives ``1/n2``.  :class:`XLearnFMClassifier` /
+:class:`XLearnFMRegressor` compute it exactly from two calls of cfm's FM
+kernel (``lin + (full - lin) / n2`` where ``full`` is cfm's normalised score
+and ``lin`` the same with the factors left out).  They predict, save and
+load like any cfm model, but cannot be trained further (xLearn's FM training
+uses the same scaling).
+"""
+import os
+import re
+
+import numpy as np
+
+from . import _fm
+from ._base import ADAGRAD_INIT, MAX_FACTORS
+from ._io import MAGIC, _encode_labels
+from ._validation import effective_n_threads
+from .exceptions import ModelFileError
+from .ffm import FFMClassifier, FFMRegressor, MODEL_CLASSES, _lin_width, _padded_k
+from .models import FMClassifier, FMRegressor
+
+__all__ = ["load_xlearn", "is_xlearn_txt", "XLearnFMClassifier", "XLearnFMRegressor"]
+
+_TASKS = {"binary": "binary", "reg": "reg", "regression": "reg", "classification": "binary"}
+_KINDS = ("auto", "lr", "fm", "ffm")
+_KEY = re.compile(r"(bias|i_(\d+)|v_(\d+)(?:_(\d+))?)\Z")
+
+
+# --------------------------------------------------------------------------
+# FM with xLearn's normalisation
+# --------------------------------------------------------------------------
+
+class _XLearnFMNorm:
+    """FM scores with xLearn's instance-wise normalisation.
+
+    xLearn's FM score is ``w0 + sum w_i x_i / sqrt(n2) + pair(x) / n2**2``
+    with ``n2 = sum x_i^2``; cfm's kernel with ``normalize=True`` gives
+    ``full = w0 + lin / sqrt(n2) + pair(x) / n2``.  Two kernel calls (with and
+    without the factors) recover xLearn's score as
+    ``lin_part + (full - lin_part) / n2``.
+    """
+
+    _xlearn_norm = True
+
+    def _decision(self, Xc, n_threads=None):
+        if n_threads is None:
+            n_threads = effective_n_threads(self.n_jobs)
+        full = super()._decision(Xc, n_threads)  # normalize=True (checked at import)
+        if self._k == 0 or Xc.n_rows == 0:
+            return full
+        lin = np.empty(Xc.n_rows, dtype=np.float64)
+        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
+                       0, True, lin, n_threads)
+        sq = np.square(Xc.data, dtype=np.float64)
+        starts = Xc.indptr[:-1]
+        nonempty = Xc.indptr[1:] > starts
+        n2 = np.ones(Xc.n_rows)  # a row of norm 0 is not scaled (as cfm's row_scale)
+        if sq.size:
+            # segments between consecutive non-empty row starts are exactly those rows
+            n2[nonempty] = np.add.reduceat(sq, starts[nonempty])
+        n2[n2 <= 0.0] = 1.0
+        return lin + (full - lin) / n2
+
+    def _refuse_training(self, *args, **kwargs):
+        raise ValueError(
+            f"{type(self).__name__} scores an xLearn FM model with xLearn's instance-wise "
+            "normalisation, which cfm's FM training does not use; it cannot be trained "
+            "further. Import with norm=False, or train a cfm FMClassifier/FMRegressor.")
+
+    fit = _refuse_training
+    partial_fit = _refuse_training
+
+    def _export_state(self):
+        arrays, header = super()._export_state()
+        header["xlearn_fm_norm"] = True
+        return arrays, header
+
+    def _import_state(self, header, arrays):
+        super()._import_state(header, arrays)
+        if not header.get("xlearn_fm_norm") or not self._normalize:
+            raise ValueError(f"{type(self).__name__} model file lacks xLearn's FM "
+                             "normalisation flag")
+
+
+class XLearnFMClassifier(_XLearnFMNorm, FMClassifier):
+    __doc__ = ("xLearn FM binary model scored with xLearn's instance-wise normalisation.\n\n"
+               "    Made by :func:`cfm.load_xlearn` (FM, task='binary', norm=True); predicts, "
+               "saves and\n    loads as :class:`cfm.FMClassifier`, but cannot be trained "
+               "(see :mod:`cfm.xlearn`).\n")
+
+
+class XLearnFMRegressor(_XLearnFMNorm, FMRegressor):
+    __doc__ = ("xLearn FM regression model scored with xLearn's instance-wise normalisation."
+               "\n\n    Made by :func:`cfm.load_xlearn` (FM, task='reg', norm=True); predicts, "
+               "saves and\n    loads as :class:`cfm.FMRegressor`, but cannot be trained "
+               "(see :mod:`cfm.xlearn`).\n")
+
+
+# cfm.load finds estimator classes in cfm.ffm.MODEL_CLASSES (besides the FM
+# ones): register these so that a saved XLearnFM* model loads back.
+MODEL_CLASSES.setdefault("XLearnFMClassifier", XLearnFMClassifier)
+MODEL_CLASSES.setdefault("XLearnFMRegressor", XLearnFMRegressor)
+
+
+# --------------------------------------------------------------------------
+# TXT parsing
+# --------------------------------------------------------------------------
+
+_CHUNK = 32 << 20
+# bytes.translate table: the key characters of "i_<j>:", "v_<j>:" and
+# "v_<j>_<f>:" become blanks, leaving the ids as numbers
+_KEY_BLANKS = bytes.maketrans(b"iv_:", b"    ")
+
+
+def _numbers(buf):
+    """All whitespace-separated numbers of ``buf`` (bytes) with the key
+    characters blanked, parsed in C block by block; None if any token is not a
+    number."""
+    import warnings
+
+    parts = []
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        end = min(n, pos + _CHUNK)
+        if end < n:
+            nl = buf.rfind(b"\n", pos, end)
+            end = nl + 1 if nl >= pos else buf.find(b"\n", end) + 1 or n
+        chunk = buf[pos:end].translate(_KEY_BLANKS)
+        pos = end
+        if not chunk.strip():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                parts.append(np.fromstring(chunk, sep=" "))
+            except (ValueError, DeprecationWarning):
+                return None
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _n_lines(buf):
+    return buf.count(b"\n") + (not buf.endswith(b"\n"))
+
+
+def _parse_fast(raw):
+    """Vectorised parse of a well-formed TXT model in xLearn's own order
+    (bias, i_0..i_{n-1}, then v_ lines by feature and field).  Returns None
+    on anything unexpected: the line-by-line parser then finds and reports
+    the problem, or reads an unusual but valid file."""
+    first_nl = raw.find(b"\n")
+    first = raw[:first_nl if first_nl >= 0 else len(raw)].strip()
+    if not first.startswith(b"bias:"):
+        return None
+    try:
+        bias = float(first[5:])
+    except ValueError:
+        return None
+    if first_nl < 0:
+        return None
+    body = raw[first_nl + 1:]
+    vpos = body.find(b"v_")
+    if vpos > 0 and body[vpos - 1:vpos] != b"\n":
+        return None
+    lin_part = body if vpos < 0 else body[:vpos]
+    vec_part = b"" if vpos < 0 else body[vpos:]
+    if b"bias" in lin_part or b"v" in lin_part:
+        return None
+    lin = _numbers(lin_part)
+    if lin is None or lin.size == 0 or lin.size % 2:
+        return None
+    lin = lin.reshape(-1, 2)
+    n = lin.shape[0]
+    if not np.array_equal(lin[:, 0], np.arange(n)) or not all(
+            lin_part.count(t) == n for t in (b"i_", b":")) or _n_lines(lin_part) != n:
+        return None
+    w = lin[:, 1]
+    if not (np.isfinite(w).all() and np.isfinite(bias)):
+        return None
+    if not vec_part:
+        return bias, w, None, "lr"
+    line_end = vec_part.find(b"\n")
+    first_v = vec_part[:line_end if line_end >= 0 else len(vec_part)]
+    key, sep, vals = first_v.partition(b":")
+    if not sep or not _KEY.match(key.decode("ascii", "replace")):
+        return None
+    is_ffm = key.count(b"_") == 2
+    k = len(vals.split())
+    if not 1 <= k <= MAX_FACTORS:
+        return None
+    cols = (2 if is_ffm else 1) + k
+    arr = _numbers(vec_part)
+    if arr is None or arr.size % cols:
+        return None
+    arr = arr.reshape(-1, cols)
+    m = arr.shape[0]
+    if not all(vec_part.count(t) == m for t in (b"v_", b":")) or _n_lines(vec_part) != m \
+            or b"i_" in vec_part or b"bias" in vec_part:
+        return None
+    if not np.isfinite(arr).all():
+        return None
+    if is_ffm:
+        if arr.shape[0] % n:
+            return None
+        nf = arr.shape[0] // n
+        if not (np.array_equal(arr[:, 0], np.repeat(np.arange(n), nf))
+                and np.array_equal(arr[:, 1], np.tile(np.arange(nf), n))):
+            return None
+        return bias, w, arr[:, 2:].reshape(n, nf, k), "ffm"
+    if arr.shape[0] != n or not np.array_equal(arr[:, 0], np.arange(n)):
+        return None
+    return bias, w, arr[:, 1:], "fm"
+
+
+def _parse_txt(path):
+    """Parse an xLearn TXT model; return (bias, w, V, kind) with V of shape
+    (n, k) for FM, (n, n_fields, k) for FFM, None for LR."""
+    where = os.fspath(path)
+    try:
+        with open(where, "rb") as f:
+            raw = f.read()
+    except IsADirectoryError:
+        raise ModelFileError(f"{where!r} is a directory, not an xLearn TXT model") from None
+    if raw.startswith(MAGIC):
+        raise ModelFileError(f"{where!r} is a cfm model file, not an xLearn TXT model: "
+                             "load it with cfm.load")
+    if b"\0" not in raw[:4096]:
+        fast = _parse_fast(raw)
+        if fast is not None:
+            return fast
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise ModelFileError(
+            f"{where!r} is not an xLearn TXT model (binary content; xLearn's binary model "
+            "cannot be read: save a text model with setTXTModel(path) in Python or -t "
+            "<file> on xlearn_train's command line)")
+    if not text.strip():
+        raise ModelFileError(f"{where!r} is empty: not an xLearn TXT model")
+    return _parse_lines(text, where)
+
+
+def _parse_lines(text, where):
+    """Line-by-line parse with precise errors (file:line)."""
+    bias = None
+    lin = {}
+    fm = {}
+    ffm = {}
+    k = None
+
+    def bad(lineno, msg):
+        return ModelFileError(f"{where}:{lineno}: {msg}")
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        key, sep, rest = line.partition(":")
+        m = _KEY.match(key.strip())
+        if not sep or m is None:
+            if bias is None:
+                raise ModelFileError(
+                    f"{where!r} is not an xLearn TXT model (line {lineno} is {line[:40]!r}; "
+                    "expected 'bias: <value>', 'i_<feature>: <value>', 'v_<feature>: ...' or "
+                    "'v_<feature>_<field>: ...')")
+            raise bad(lineno, f"malformed line {line[:60]!r} (expected 'bias: <value>', "
+                              "'i_<feature>: <value>', 'v_<feature>: <k values>' or "
+                              "'v_<feature>_<field>: <k values>')")
+        try:
+            vals = [float(t) for t in rest.split()]
+        except ValueError:
+            raise bad(lineno, f"malformed number in {line[:60]!r}") from None
+        if not all(np.isfinite(vals)):
+            raise bad(lineno, f"non-finite parameter in {line[:60]!r}")
+        name = m.group(1)
+        if name == "bias":
+            if len(vals) != 1:
+                raise bad(lineno, f"'bias' needs one value, got {len(vals)}")
+            if bias is not None:
+                raise bad(lineno, "duplicate 'bias' line")
+            bias = vals[0]
+            continue
+        if bias is None:
+            raise ModelFileError(f"{where!r} is not an xLearn TXT model (line {lineno}: "
+                                 "the first line must be 'bias: <value>')")
+        if m.group(2) is not None:  # i_j
+            if len(vals) != 1:
+                raise bad(lineno, f"{name!r} needs one value, got {len(vals)}")
+            j = int(m.group(2))
+            if j in lin:
+                raise bad(lineno, f"duplicate line for {name!r}")
+            lin[j] = vals[0]
+            continue
+        if not vals:
+            raise bad(lineno, f"{name!r} has no values")
+        if k is None:
+            k = len(vals)
+            if k > MAX_FACTORS:
+                raise bad(lineno, f"{k} factors: cfm supports at most {MAX_FACTORS}")
+        elif len(vals) != k:
+            raise bad(lineno, f"{name!r} has {len(vals)} values, earlier vectors have {k}")
+        j = int(m.group(3))
+        if m.group(4) is None:
+            if ffm:
+                raise bad(lineno, f"FM vector {name!r} in an FFM model (v_<feature>_<field> "
+                                  "lines before)")
+            if j in fm:
+                raise bad(lineno, f"duplicate line for {name!r}")
+            fm[j] = vals
+        else:
+            if fm:
+                raise bad(lineno, f"FFM vector {name!r} in an FM model (v_<feature> lines "
+                                  "before)")
+            key2 = (j, int(m.group(4)))
+            if key2 in ffm:
+                raise bad(lineno, f"duplicate line for {name!r}")
+            ffm[key2] = vals
+    if bias is None:
+        raise ModelFileError(f"{where!r} is not an xLearn TXT model (no 'bias:' line)")
+    if not lin:
+        raise ModelFileError(f"{where!r}: no linear weights ('i_<feature>:' lines)")
+    n = max(lin) + 1
+    if len(lin) != n:
+        missing = min(set(range(n)) - set(lin))
+        raise ModelFileError(f"{where!r}: incomplete model, no line for 'i_{missing}' "
+                             f"({len(lin)} linear weights for {n} features)")
+    w = np.array([lin[j] for j in range(n)], dtype=np.float64)
+    if fm:
+        if max(fm) >= n or len(fm) != n:
+            bad_j = max(fm) if max(fm) >= n else min(set(range(n)) - set(fm))
+            raise ModelFileError(f"{where!r}: factor vectors do not match the {n} linear "
+                                 f"weights (feature {bad_j})")
+        V = np.array([fm[j] for j in range(n)], dtype=np.float64).reshape(n, k)
+        return bias, w, V, "fm"
+    if ffm:
+        nf = max(f for _, f in ffm) + 1
+        if max(j for j, _ in ffm) >= n or len(ffm) != n * nf:
+            missing = [(j, f) for j in range(n) for f in range(nf) if (j, f) not in ffm]
+            what = f"no line for 'v_{missing[0][0]}_{missing[0][1]}'" if missing else \
+                "vectors for features without a linear weight"
+            raise ModelFileError(f"{where!r}: incomplete FFM model ({n} features, {nf} "
+                                 f"fields): {what}")
+        V = np.array([ffm[(j, f)] for j in range(n) for f in range(nf)],
+                     dtype=np.float64).reshape(n, nf, k)
+        return bias, w, V, "ffm"
+    return bias, w, None, "lr"
+
+
+def _fields_from_files(paths, n_features):
+    """First field of each feature over libffm files (in order); -1 if absent."""
+    from .data import _scan
+
+    out = np.full(n_features, -1, dtype=np.int64)
+    for p in paths:
+        info, arr = _scan(p, "libffm", want_fields=True)
+        if info["format"] != "libffm":
+            raise ValueError(f"fields file {os.fspath(p)!r} is not a libffm file")
+        if len(arr) > n_features:
+            used = np.flatnonzero(arr[n_features:] >= 0)
+            if used.size:
+                raise ValueError(
+                    f"fields file {os.fspath(p)!r} has feature {n_features + int(used[0])} "
+                    f"but the model has {n_features} features (pass n_features= to pad)")
+            arr = arr[:n_features]
+        todo = out[:len(arr)] < 0
+        out[:len(arr)][todo] = arr[todo]
+    return out
+
+
+def _infer_fields(fields, n_features, n_fields):
+    """Field id of each column: an array-like, or the first field each
+    feature has in one or more libffm data files."""
+    if fields is None:
+        raise ValueError(
+            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
+            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
+            "n_features field ids, or the path(s) of libffm data file(s) to take them from")
+    if isinstance(fields, (str, os.PathLike)):
+        arr = _fields_from_files([fields], n_features)
+    elif isinstance(fields, (list, tuple)) and fields and all(
+            isinstance(p, (str, os.PathLike)) for p in fields):
+        arr = _fields_from_files(fields, n_features)
+    else:
+        arr = np.asarray(fields)
+        if arr.ndim != 1 or arr.shape[0] != n_features:
+            raise ValueError(f"fields must have one entry per feature: expected shape "
+                             f"({n_features},), got {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"fields must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    if arr.size and arr.min() < -1:
+        j = int(np.argmin(arr))
+        raise ValueError(f"fields[{j}] = {int(arr[j])}: field ids must be >= 0")
+    if arr.size and arr.max() >= n_fields:
+        j = int(np.argmax(arr))
+        raise ValueError(f"feature {j} has field {int(arr[j])} but the xLearn model has "
+                         f"{n_fields} fields (0..{n_fields - 1})")
+    return np.ascontiguousarray(np.maximum(arr, 0), dtype=np.int32)
+
+
+# --------------------------------------------------------------------------
+# public entry points
+# --------------------------------------------------------------------------
+
+def is_xlearn_txt(path):
+    """True if ``path`` looks like an xLearn TXT model (its first line is
+    ``bias: <number>``); reads only the start of the file.  For callers that
+    accept several model formats (e.g. a command line), before
+    :func:`load_xlearn`."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0].strip()
+    if not first.startswith(b"bias:"):
+        return False
+    try:
+        float(first[5:])
+    except ValueError:
+        return False
+    return True
+
+
+def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
+                kind="auto", dtype="float32", classes=(0, 1)):
+    """Load a model that xLearn saved as text into a fitted cfm estimator.
+
+    In xLearn, save the text model with ``model.setTXTModel("model.txt")``
+    before ``fit`` (Python) or ``xlearn_train ... -t model.txt`` (command
+    line).  The returned estimator's ``predict`` / ``predict_proba`` /
+    ``decision_function`` equal xLearn's ``predict`` output on the same data
+    (``setSigmoid()`` for probabilities), and it saves with ``save`` and
+    loads back with :func:`cfm.load`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        xLearn TXT model (LR, FM or FFM).
+    task : {"binary", "reg"}, default="binary"
+        xLearn's task; the TXT file does not record it.  "binary" gives a
+        classifier (``predict_proba`` = xLearn's ``setSigmoid()`` output,
+        ``decision_function`` = xLearn's raw output), "reg" a regressor.
+    norm : bool, default=True
+        Whether xLearn scored with instance-wise normalisation (xLearn's
+        default; False if you called ``disableNorm()`` / passed ``--no-norm``
+        to xLearn's predict).  The file does not record it.  xLearn's LR never
+        normalises its scores, so it does not matter for LR.
+    fields : array-like of int, path, list of paths, or None
+        FFM only (required): the field of each feature.  cfm's FFM takes one
+        field per column while a libffm line names the field of each entry:
+        pass an array of ``n_features`` field ids, or the path(s) of libffm
+        data file(s) (e.g. the training file), whose first field for each
+        feature is taken (earlier files first).  Features that occur in none
+        of them get field 0; if such a feature occurs in data you score, its
+        field there may differ, and xLearn (which uses each entry's field)
+        scores its -- untrained, randomly initialised -- vectors differently.
+        Pass an array, or files covering the data you score, when that
+        matters.
+    n_features : int, optional
+        Number of columns of the model, at least the number of features in
+        the file (largest ``i_<j>`` + 1).  Extra columns get zero parameters:
+        like xLearn, which skips feature ids beyond its model when scoring,
+        they add nothing to the score but still count in the row norm.  Use it
+        when the data to score has larger feature ids than the training data.
+    kind : {"auto", "lr", "fm", "ffm"}, default="auto"
+        The kind of model expected; "auto" detects it from the file
+        (``v_<j>`` lines: FM, ``v_<j>_<f>``: FFM, neither: LR).  A file of
+        another kind raises :class:`cfm.ModelFileError`.
+    dtype : {"float32", "float64"}, default="float32"
+        Parameter precision (xLearn uses float32).
+    classes : pair of labels, default=(0, 1)
+        ``classes_`` of a classifier (negative, positive): what ``predict``
+        returns.
+
+    Returns
+    -------
+    estimator
+        LR: :class:`cfm.FMClassifier` / :class:`cfm.FMRegressor` with
+        ``n_factors=0, normalize=False``.  FM: the same with ``n_factors=k``
+        and ``normalize=False`` when ``norm=False``, else
+        :class:`cfm.xlearn.XLearnFMClassifier` / ``XLearnFMRegressor``
+        (xLearn's FM normalisation, see :mod:`cfm.xlearn`).  FFM:
+        :class:`cfm.FFMClassifier` / :class:`cfm.FFMRegressor` with
+        ``normalize=norm``.  The optimizer state is fresh (AdaGrad), so the
+        plain cfm estimators can continue training with ``warm_start=True``.
+
+    Notes
+    -----
+    xLearn reads feature ids as written in the data file (libsvm ids are not
+    shifted): column ``j`` of the cfm model is xLearn's feature ``j``.  Load
+    libsvm data for it with ``cfm.load_libsvm(path, zero_based=True,
+    n_features=model.n_features_in_)``.
+
+    Raises
+    ------
+    cfm.ModelFileError
+        Not an xLearn TXT model, a malformed line (``file:line`` in the
+        message), an incomplete model, or a model of another ``kind``.
+    ValueError
+        Bad arguments (task, fields, n_features, ...).
+    """
+    if task not in _TASKS:
+        raise ValueError(f"task must be 'binary' or 'reg', got {task!r}")
+    task = _TASKS[task]
+    if not isinstance(norm, (bool, np.bool_)):
+        raise ValueError(f"norm must be True or False, got {norm!r}")
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    classes = np.asarray(classes)
+    if task == "binary" and (classes.ndim != 1 or len(classes) != 2 or classes[0] == classes[1]):
+        raise ValueError(f"classes must be two distinct labels, got {classes!r}")
+    if not os.path.exists(os.fspath(path)):
+        raise FileNotFoundError(f"xLearn model file not found: {os.fspath(path)!r}")
+
+    bias, w, V, found = _parse_txt(path)
+    if kind != "auto" and kind != found:
+        raise ModelFileError(f"{os.fspath(path)!r} holds an xLearn {found.upper()} model, "
+                             f"not {kind.upper()}")
+    n = w.shape[0]
+    if n_features is not None:
+        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)):
+            raise ValueError(f"n_features must be an integer, got {n_features!r}")
+        if n_features < n:
+            raise ValueError(f"n_features={n_features} is smaller than the {n} features of "
+                             f"the xLearn model {os.fspath(path)!r}")
+        pad = int(n_features) - n
+        w = np.concatenate([w, np.zeros(pad)])
+        if V is not None:
+            V = np.concatenate([V, np.zeros((pad,) + V.shape[1:])])
+        n = int(n_features)
+
+    header = {
+        "task": "binary" if task == "binary" else "regression",
+        "solver": "adagrad",
+        "dtype": dt.name,
+        "n_features": n,
+        "history": [],
+        "n_epochs_": 0,
+        "best_epoch_": 0,
+    }
+    if task == "binary":
+        header["classes"] = _encode_labels(classes)
+    w0_state = np.array([bias, ADAGRAD_INIT, 0.0])
+
+    if found == "ffm":
+        nf, k = V.shape[1], V.shape[2]
+        flds = _infer_fields(fields, n, nf)
+        cls = FFMClassifier if task == "binary" else FFMRegressor
+        kp = _padded_k(k)
+        ks = kp + 1  # adagrad: one accumulator per (feature, field) vector
+        Vt = np.zeros((n, nf, ks), dtype=dt)
+        Vt[:, :, :k] = V
+        Vt[:, :, kp] = ADAGRAD_INIT
+        lin = np.empty((n, _lin_width("adagrad")), dtype=dt)
+        lin[:, 0] = w
+        lin[:, 1] = ADAGRAD_INIT
+        arrays = {"lin": lin, "V": Vt.reshape(n, nf * ks), "w0_state": w0_state,
+                  "fields": flds}
+        header.update(kind="ffm", n_factors=k, n_fields=nf, normalize=bool(norm))
+    else:
+        if fields is not None:
+            raise ValueError(f"fields= is for FFM models; {os.fspath(path)!r} is an xLearn "
+                             f"{found.upper()} model")
+        k = 0 if V is None else V.shape[1]
+        xl_norm = found == "fm" and bool(norm) and k > 0
+        if xl_norm:
+            cls = XLearnFMClassifier if task == "binary" else XLearnFMRegressor
+        else:
+            cls = FMClassifier if task == "binary" else FMRegressor
+        arrays = {"w": w.astype(dt), "V": (V if V is not None else np.zeros((n, 0))).astype(dt),
+                  "opt_state": np.full((n, 2), ADAGRAD_INIT, dtype=dt), "w0_state": w0_state}
+        header.update(kind="fm", n_factors=k, normalize=xl_norm)
+        if xl_norm:
+            header["xlearn_fm_norm"] = True
+    header["estimator"] = cls.__name__
+    header["params"] = {"n_factors": header["n_factors"], "normalize": header["normalize"],
+                        "dtype": dt.name, "solver": "adagrad"}
+    model = cls.__new__(cls)
+    model._import_state(header, arrays)
+    return model
