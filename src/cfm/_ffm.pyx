@@ -438,6 +438,7 @@ cdef extern from "cfm_ffm_half.h" nogil:
                                     int adagrad, uint32_t* rng)
     void cfm_h_store_g(uint16_t* p, float g)
     float cfm_h_load_g(const uint16_t* p)
+    void cfm_f2h_rn_n(const float* src, uint16_t* dst, int n)
 
 cdef bint half_simd_ok = cfm_ffmh_have_simd() != 0
 
@@ -619,23 +620,27 @@ def ffm_init_factors_half(uint16_t[:, ::1] V,   # IN/OUT float16 table (bits)
     """ffm_init_factors for a float16 table: the same draws, rounded to
     nearest; the AdaGrad slot (when ks > kp) holds g_init as float32."""
     cdef Py_ssize_t n = V.shape[0]
-    cdef Py_ssize_t j, q, f
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t j, q, f, tid
     cdef uint64_t state
     cdef double half_width = std * sqrt(3.0)
     cdef uint16_t* vec
+    cdef float* buf
+    # per-thread float32 staging vector (converted 8 at a time), rows 256 B apart
+    cdef float[:, ::1] stage = np.zeros((nt, kp + 64), dtype=np.float32)
     if n <= 0:
         return
-    with nogil:
-        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        buf = &stage[tid, 0]
+        for j in prange(n, schedule='static'):
             state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
             splitmix64(&state)
             for q in range(n_fields):
                 vec = &V[j, q * ks]
-                for f in range(kp):
-                    if f < k:
-                        vec[f] = cfm_f2h_rn(<float>(half_width * (2.0 * rand_uniform(&state) - 1.0)))
-                    else:
-                        vec[f] = 0
+                for f in range(k):
+                    buf[f] = <float>(half_width * (2.0 * rand_uniform(&state) - 1.0))
+                cfm_f2h_rn_n(buf, vec, kp)  # buf[k:kp] stays 0: zero padding
                 if ks > kp:
                     cfm_h_store_g(vec + kp, <float>g_init)
 
@@ -646,17 +651,18 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
     cdef Py_ssize_t n = V.shape[0]
     cdef Py_ssize_t i, q, f
     cdef int bad = 0
+    cdef int row_bad
     cdef const uint16_t* vec
     with nogil:
         for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
+            row_bad = 0
             for q in range(n_fields):
                 vec = &V[i, q * ks]
-                for f in range(kp):
-                    if (vec[f] & 0x7c00) == 0x7c00:
-                        bad += 1
-                        break
+                for f in range(kp):  # no early exit: vectorises
+                    row_bad = row_bad | ((vec[f] & 0x7c00) == 0x7c00)
                 if ks > kp and not isfinite(cfm_h_load_g(vec + kp)):
-                    bad += 1
+                    row_bad = 1
+            bad += row_bad
     return bad == 0
 
 

@@ -301,8 +301,31 @@ static void cfm_ffmh_update_pairs_avx2(uint16_t *V, Py_ssize_t m, const double *
     _mm256_storeu_si256((__m256i *)(void *)rng, S);
 }
 
+/* dst[i] = float16(src[i]), round to nearest even; n a multiple of 8 */
+__attribute__((target("avx2,fma,f16c")))
+static void cfm_f2h_rn_n_f16c(const float *src, uint16_t *dst, int n) {
+    int i;
+    for (i = 0; i < n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+static inline void cfm_f2h_rn_n(const float *src, uint16_t *dst, int n) {
+    int i;
+    if (cfm_ffmh_have_simd()) {
+        cfm_f2h_rn_n_f16c(src, dst, n);
+        return;
+    }
+    for (i = 0; i < n; i++) dst[i] = cfm_f2h_rn(src[i]);
+}
+
 #else
 static inline int cfm_ffmh_have_simd(void) { return 0; }
+static inline void cfm_f2h_rn_n(const float *src, uint16_t *dst, int n) {
+    int i;
+    for (i = 0; i < n; i++) dst[i] = cfm_f2h_rn(src[i]);
+}
 static inline double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m,
                                               const double *xs, const int *fl,
                                               const Py_ssize_t *off, Py_ssize_t ks, int kp) {
