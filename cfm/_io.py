@@ -119,7 +119,12 @@ def read_model_file(path):
     """Parse and verify a model file; return (header, {name: array})."""
     path = os.fspath(path)
     with open(path, "rb") as f:
-        buf = f.read()
+        size = os.fstat(f.fileno()).st_size
+        buf = bytearray(size)  # writable: large arrays are returned as views of it
+        with memoryview(buf) as mv:
+            got = f.readinto(mv)
+        if got != size:
+            del buf[got:]
     where = f"{path!r}"
     if len(buf) < _PREFIX.size + 4:
         if buf[:4] == MAGIC[:4] or not buf:
@@ -129,7 +134,7 @@ def read_model_file(path):
     magic, major, minor, hlen = _PREFIX.unpack_from(buf)
     if magic != MAGIC:
         raise ModelFileError(f"{where} is not a cfm model file (bad magic bytes "
-                             f"{buf[:8]!r})")
+                             f"{bytes(buf[:8])!r})")
     if major > FORMAT_VERSION[0]:
         raise ModelFileError(
             f"{where} uses cfm model format {major}.{minor}, newer than the {FORMAT_VERSION[0]}.x "
@@ -172,8 +177,11 @@ def read_model_file(path):
                              f"computed {crc:#010x})")
     out = {}
     for name, (start, dt, shape, nbytes) in arrays.items():
-        out[name] = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)),
-                                  offset=start).reshape(shape).copy()
+        arr = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)), offset=start).reshape(shape)
+        # Small arrays are copied (so that a kept small array does not pin the
+        # whole file in memory); large ones are returned as writable views of
+        # the buffer, which the estimators copy into their tables anyway.
+        out[name] = arr.copy() if nbytes < (1 << 20) else arr
     return header, out
 
 
