@@ -46,7 +46,6 @@ What it does, in one run:
 Nothing is hard-coded: the Markdown table is produced from the measurements.
 """
 import argparse
-import json
 import os
 import re
 import shutil
