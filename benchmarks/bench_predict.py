@@ -46,7 +46,6 @@ What it does, in one run:
 Nothing is hard-coded: the Markdown table is produced from the measurements.
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -157,7 +156,8 @@ def scaled(path, factor):
 # --------------------------------------------------------------------------
 
 def timed_process(cmd, env=None):
-    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, max RSS MB, stderr)."""
+    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, max RSS MB, CPU seconds
+    (user + system), stderr)."""
     full = ["/usr/bin/time", "-v"] + cmd if os.path.exists("/usr/bin/time") else cmd
     t0 = time.perf_counter()
     p = subprocess.run(full, capture_output=True, text=True, env=env)
@@ -166,7 +166,9 @@ def timed_process(cmd, env=None):
         raise RuntimeError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n"
                            f"{p.stderr[-3000:]}")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    return dt, (int(m.group(1)) / 1024 if m else float("nan")), p.stderr
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)",
+                                           p.stderr)) or float("nan")
+    return dt, (int(m.group(1)) / 1024 if m else float("nan")), cpu, p.stderr
 
 
 def cfm_env():
@@ -185,7 +187,7 @@ def cfm_train(kind, train, model, args):
 def cfm_predict(model, test, out, args):
     cmd = [sys.executable, "-m", "cfm", "predict", str(model), str(test), "-o", str(out),
            "--threads", str(args.threads), "-q"]
-    return timed_process(cmd, cfm_env())[:2]
+    return timed_process(cmd, cfm_env())[:3]
 
 
 def xl_log(work):
@@ -208,7 +210,7 @@ def xl_predict(kind, model, test, out, args, work, warm):
         bin_path.unlink()
     cmd = [sys.executable, "-c", XL_PREDICT, kind, str(model), str(test), str(out),
            str(args.threads), xl_log(work)]
-    return timed_process(cmd)[:2]
+    return timed_process(cmd)[:3]
 
 
 def load_time(model, repeats):
@@ -291,16 +293,20 @@ def main(argv=None):
         for scale in (scales if kind == "fm" else [1]):
             tf = scaled(test, scale)
             n_rows = args.rows * scale
-            c_t, c_m, x_t, x_m, w_t, w_m = [], [], [], [], [], []
+            c_t, c_m, x_t, x_m, w_t, w_m, c_c, x_c = [], [], [], [], [], [], [], []
             for r in range(args.repeats):
-                dt, rss = cfm_predict(cm, tf, work / "out_cfm.txt", args)
+                dt, rss, cpu = cfm_predict(cm, tf, work / "out_cfm.txt", args)
                 c_t.append(dt)
                 c_m.append(rss)
-                dt, rss = xl_predict(kind, xm, tf, work / "out_xl.txt", args, work, warm=False)
+                c_c.append(cpu)
+                dt, rss, cpu = xl_predict(kind, xm, tf, work / "out_xl.txt", args, work,
+                                          warm=False)
                 x_t.append(dt)
                 x_m.append(rss)
+                x_c.append(cpu)
                 if not args.no_warm_bin and scale == 1:
-                    dt, rss = xl_predict(kind, xm, tf, work / "out_xl.txt", args, work, warm=True)
+                    dt, rss, _ = xl_predict(kind, xm, tf, work / "out_xl.txt", args, work,
+                                            warm=True)
                     w_t.append(dt)
                     w_m.append(rss)
                 log(f"{kind} x{scale} run {r + 1}: cfm {c_t[-1]:.2f}s {c_m[-1]:.0f} MB, "
@@ -320,6 +326,7 @@ def main(argv=None):
                          "xl": median(x_t), "xl_all": x_t,
                          "xl_warm": median(w_t) if w_t else float("nan"),
                          "cfm_rss": max(c_m), "xl_rss": max(x_m),
+                         "cfm_cpu": median(c_c), "xl_cpu": median(x_c),
                          "auc_cfm": auc_c, "auc_xl": auc_x,
                          "cfm_model_mb": cm.stat().st_size / 1e6,
                          "xl_model_mb": xm.stat().st_size / 1e6})
@@ -330,7 +337,7 @@ def main(argv=None):
                 out = work / "out_cfm_xlmodel.txt"
                 cmd = [sys.executable, "-m", "cfm", "predict", str(xtxt), str(tf), "-o",
                        str(out), "--threads", str(args.threads), "-q", "--zero-based", "true"]
-                dt, rss, _ = timed_process(cmd, cfm_env())
+                dt = timed_process(cmd, cfm_env())[0]
                 p_i = np.loadtxt(out, ndmin=1)
                 same_rank = bool(np.array_equal(np.argsort(p_i, kind="stable"),
                                                 np.argsort(p_x, kind="stable")))
@@ -362,6 +369,10 @@ def render(rows, mem_rows, breakdown, interop, header, args, have_import):
             f"**{r['cfm']:.2f}** | {r['xl']:.2f} | **{r['xl'] / r['cfm']:.1f}x** | "
             f"{r['xl_warm']:.2f} | {r['cfm_rss']:.0f} | {r['xl_rss']:.0f} | "
             f"{r['auc_cfm']:.4f} / {r['auc_xl']:.4f} |")
+    out += ["", "CPU time (user + system, median) of the same processes -- less sensitive than "
+            "wall time to the other processes sharing the machine: " + "; ".join(
+                f"{r['kind'].upper()} cfm {r['cfm_cpu']:.2f} s vs xLearn {r['xl_cpu']:.2f} s "
+                f"({r['xl_cpu'] / r['cfm_cpu']:.1f}x)" for r in rows) + "."]
     out += ["", "All runs (s): " + "; ".join(
         f"{r['kind']}: cfm {', '.join(f'{t:.2f}' for t in r['cfm_all'])} / xLearn "
         f"{', '.join(f'{t:.2f}' for t in r['xl_all'])}" for r in rows), ""]
@@ -397,6 +408,8 @@ def render(rows, mem_rows, breakdown, interop, header, args, have_import):
     elif not have_import:
         out += ["(`cfm.load_xlearn` not available in this build: the xLearn-model interop "
                 "rows are skipped.)", ""]
+    if hasattr(os, "getloadavg"):
+        out += [f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.", ""]
     out += ["Notes:",
             "- xLearn writes probabilities with 6 decimals; cfm with 9 significant digits "
             "(`--precision`).",

@@ -50,7 +50,6 @@ from .exceptions import DataFormatError
 
 __all__ = ["predict_file", "read_for_model"]
 
-_INT64_MAX = 2**63 - 1
 
 
 # --------------------------------------------------------------------------

@@ -351,3 +351,16 @@ def test_subprocess_broken_pipe_is_quiet(d, fm_model, tmp_path):
     assert float(first) > 0
     assert b"Traceback" not in err and b"error" not in err
     assert rc == 141  # as a tool killed by SIGPIPE
+
+
+def test_progress_bar_on_a_terminal(capsys):
+    log = cli._Log(False)
+    bar = cli._Progress(3, log, tty=True)
+    for e in (1, 2, 3):
+        bar.epoch({"epoch": e, "train_loss": 0.5, "eval_auc": 0.7, "time": 0.01}, 3)
+    bar.clear()
+    err = capsys.readouterr().err
+    assert "epoch   2/3" in err and "[" in err and "epochs" in err and "\r" in err
+    quiet = cli._Progress(3, cli._Log(True), tty=True)
+    quiet.epoch({"epoch": 1, "train_loss": 0.5, "time": 0.01}, 3)
+    assert capsys.readouterr().err == ""
