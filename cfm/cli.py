@@ -122,10 +122,18 @@ def build_parser():
     t.add_argument("--task", choices=("binary", "reg"), default=None,
                    help="binary classification or regression; default: binary when the "
                    "training labels take exactly two values, else reg")
-    t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl"), default="adagrad")
+    t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
+                   default="adagrad",
+                   help="per-sample optimizers adagrad (default), sgd, ftrl; or libFM's "
+                   "coordinate-wise solvers als and mcmc (Gibbs sampling; --model fm/lr, "
+                   "training file read into memory)")
     t.add_argument("-k", "--factors", type=_int_at_least(1, 256), default=None, metavar="K",
                    help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
-    t.add_argument("-e", "--epochs", type=_int_at_least(1), default=10)
+    t.add_argument("-e", "--epochs", type=_int_at_least(1), default=None,
+                   help="epochs, or sweeps for als/mcmc (default 10; als 30, mcmc 200)")
+    t.add_argument("--burn-in", type=_int_at_least(0), default=None, metavar="N",
+                   help="mcmc: sweeps discarded before averaging (default: epochs // 10, "
+                   "at most 50)")
     t.add_argument("-r", "--lr", type=_float_range(0, low_open=True), default=None,
                    metavar="RATE", help="learning rate (default: the estimator's, 0.1 binary / "
                    "0.15 reg)")
@@ -137,8 +145,8 @@ def build_parser():
     t.add_argument("--l1", type=_float_range(), default=0.0, metavar="L",
                    help="L1 of the linear weights (--solver ftrl only)")
     t.add_argument("--ftrl-beta", type=_float_range(), default=1.0, metavar="B")
-    t.add_argument("--init-std", type=_float_range(), default=0.03, metavar="S",
-                   help="std of the factors' initialisation (default 0.03)")
+    t.add_argument("--init-std", type=_float_range(), default=None, metavar="S",
+                   help="std of the factors' initialisation (default 0.03; 0.1 for als/mcmc)")
     t.add_argument("--no-norm", action="store_true",
                    help="no instance-wise L2 normalisation of the rows (on by default, as in "
                    "xLearn/libffm)")
@@ -154,8 +162,9 @@ def build_parser():
                    help="early stopping: epochs without improvement (default 3)")
     t.add_argument("--tol", type=_float_range(), default=1e-4,
                    help="early stopping: minimum improvement (default 1e-4)")
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="parameter precision")
+    t.add_argument("--dtype", choices=("float32", "float64", "float16"), default=None,
+                   help="parameter precision (default float32; ffm: float16 factor storage "
+                   "on CPUs with AVX2/F16C)")
     t.add_argument("--block-rows", type=_int_at_least(1), default=100_000, metavar="N",
                    help="rows per block when streaming the file (memory ~ one block)")
     t.add_argument("--zero-based", type=_zero_based, default="auto", metavar="{auto,true,false}",
@@ -359,11 +368,11 @@ def cmd_train(args, log):
     l2_v = args.l2_v if args.l2_v is not None else args.l2
     params = dict(n_factors=k, solver=args.solver, learning_rate=args.lr, n_epochs=args.epochs,
                   l2_w0=args.l2_w0, l2_w=l2_w, l2_v=l2_v, l1=args.l1, ftrl_beta=args.ftrl_beta,
-                  init_std=args.init_std, normalize=not args.no_norm,
+                  init_std=args.init_std, normalize=False if args.no_norm else None,
                   fit_intercept=not args.no_bias, shuffle=not args.no_shuffle,
                   n_iter_no_change=args.patience, tol=args.tol, eval_metric=args.metric,
                   dtype=args.dtype, n_jobs=args.threads, random_state=args.seed,
-                  verbose=0 if args.quiet else 1)
+                  verbose=0 if args.quiet else 1, n_burn_in=args.burn_in)
     try:  # before reading anything
         (FMRegressor if args.metric in ("rmse", "mae") else FMClassifier)(
             **params)._validate_params()
@@ -406,10 +415,16 @@ def cmd_train(args, log):
                                 n_jobs=args.threads)
         eval_set = (Xv, yv)
         log(f"validation: {args.validate}, {_fmt_int(Xv.shape[0])} rows")
-    progress = _Progress(args.epochs, log, sys.stderr.isatty())
+    progress = _Progress(model._n_epochs(), log, sys.stderr.isatty())
     model._print_epoch = progress.epoch  # per-epoch lines and the live bar
     try:
-        if fmt == "libsvm" and args.zero_based != "auto":
+        if args.solver in ("als", "mcmc"):
+            # coordinate-wise solvers sweep over columns: the data must be in memory
+            Xt, yt = read_for_model(args.train, n_features, zero_based=zero_based,
+                                    n_jobs=args.threads)
+            model.fit(Xt, yt, eval_set=eval_set)
+            model._input_zero_based = bool(zero_based)
+        elif fmt == "libsvm" and args.zero_based != "auto":
             # fit(path) reads ids with the "auto" rule: stream the blocks ourselves
             def chunks():
                 for Xb, yb, _ in cfm_data.iter_blocks(args.train, block_rows=args.block_rows,
