@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick         # small data: a smoke test of the whole chain
     python benchmarks/run_all.py --only fm,ffm   # a subset (names below)
     python benchmarks/run_all.py --list          # what would run, with the commands
+    python benchmarks/run_all.py --replot benchmarks/REPORT.md   # redraw the plots only
 
 Benchmarks (each its own script, run in its own process, side by side with
 the other libraries within that script):
