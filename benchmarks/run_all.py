@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick         # small data: a smoke test of the whole chain
     python benchmarks/run_all.py --only fm,ffm   # a subset (names below)
     python benchmarks/run_all.py --list          # what would run, with the commands
+    python benchmarks/run_all.py --replot benchmarks/REPORT.md   # redraw the plots only
 
 Benchmarks (each its own script, run in its own process, side by side with
 the other libraries within that script):
@@ -378,8 +379,14 @@ def _bar(plt, ax, labels, values, title, ylabel, log=False):
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
-    if log and any(v > 0 for v in vals):
+    pos = [v for v in vals if v > 0]
+    # a log axis only for values spanning more than 20x, and with bars
+    # starting well below the smallest (else their heights mislead)
+    if log and len(pos) > 1 and max(pos) / min(pos) > 20:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=min(pos) / 5, top=max(pos) * 3)
+    else:
+        ax.set_ylim(bottom=0, top=max(vals + [0]) * 1.15 or 1)
     for i, v in enumerate(values):
         if v is not None and v == v:
             ax.annotate(_short(v), (i, vals[i]), ha="center", va="bottom", fontsize=7)
@@ -474,9 +481,21 @@ def plot_outofcore(plt, res, figdir):
 
 def plot_xlearn_import(plt, res, figdir):
     doc = res["json"]
-    if not doc:
-        return []
-    rows = [r for r in doc["rows"] if "error" not in r]
+    if doc:
+        rows = [r for r in doc["rows"] if "error" not in r]
+    else:  # from the Markdown table
+        rows = []
+        for header, trs in parse_md_tables(res["markdown"]):
+            if "max abs diff" in header:
+                for r in trs:
+                    parse_score = [to_number(x) for x in
+                                   r.get("cfm parse + score s", "").split("+")]
+                    if None in parse_score or len(parse_score) != 2:
+                        continue
+                    rows.append({"kind": r["model"], "rows": int(to_number(r["rows"]) or 0),
+                                 "max_abs_diff": to_number(r["max abs diff"]),
+                                 "xlearn_predict_s": to_number(r["xLearn predict s"]),
+                                 "cfm_parse_s": parse_score[0], "cfm_score_s": parse_score[1]})
     if not rows:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
@@ -573,6 +592,11 @@ def build_report(results, specs, machine, args, figdir, out_path, plt, started):
         lines += ["> **Quick smoke run** (`--quick`): small data sets, one repeat. The figures "
                   "below only show that every benchmark runs; they are **not** representative "
                   "performance numbers.", ""]
+    busy = getattr(args, "busy_note", "")
+    if busy:
+        lines += [f"> **Busy machine**: {busy} Timings are slower and noisier than on an idle "
+                  "machine; the comparisons within each benchmark (same run, same load) remain "
+                  "meaningful.", ""]
     lines += ["Every figure here comes from the command shown with it; rerun "
               "`python benchmarks/run_all.py` (or one script) to reproduce it. Libraries are "
               "compared side by side within each run, on the same machine, with the same "
@@ -623,6 +647,27 @@ def make_figures(results, specs, figdir, plt):
             r["plot_note"] = f"plotting failed: {type(exc).__name__}: {exc}"
 
 
+def replot(report_path, figdir):
+    """Redraw the plots of a report from the tables it contains."""
+    text = Path(report_path).read_text()
+    parts = re.split(r'<a id="([\w-]+)"></a>', text)
+    specs = benchmarks(1, Path("."))
+    plt = _plt()
+    if plt is None:
+        print("[run_all] matplotlib is not installed", file=sys.stderr)
+        return 1
+    results = []
+    for anchor, body in zip(parts[1::2], parts[2::2]):
+        name = anchor.replace("-", "_")
+        if name in specs:
+            results.append({"name": name, "status": "ok", "json": None, "markdown": body})
+    make_figures(results, specs, Path(figdir), plt)
+    for r in results:
+        print(f"[run_all] {r['name']}: {[str(p) for p in r['figures']] or r.get('plot_note')}",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -641,6 +686,9 @@ def main(argv=None):
     ap.add_argument("--figures", type=Path, default=None,
                     help="PNG directory (default benchmarks/figures, figures_quick with --quick)")
     ap.add_argument("--list", action="store_true", help="print the benchmarks and exit")
+    ap.add_argument("--replot", type=Path, default=None, metavar="REPORT",
+                    help="redraw the PNG plots from the tables of an existing report, "
+                         "without running anything")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.timeout is None:
@@ -648,6 +696,8 @@ def main(argv=None):
     out = args.out or HERE / ("REPORT_quick.md" if args.quick else "REPORT.md")
     figdir = args.figures or HERE / ("figures_quick" if args.quick else "figures")
 
+    if args.replot:
+        return replot(args.replot, args.figures or args.replot.parent / "figures")
     started = _dt.datetime.now(_dt.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="cfm_run_all_") as d:
         tmp = Path(d)
@@ -675,6 +725,8 @@ def main(argv=None):
             print("[run_all] matplotlib is not installed: no plots (tables only)",
                   file=sys.stderr)
         results = []
+        load_max = [os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0]
+        ncpu = os.cpu_count() or 1
         for i, n in enumerate(names):
             try:
                 results.append(run_one(n, specs[n], args, tmp))
@@ -683,6 +735,14 @@ def main(argv=None):
                                 "status": f"runner error: {type(exc).__name__}: {exc}",
                                 "seconds": 0.0, "markdown": "", "json": None, "log_tail": "",
                                 "note": ""})
+            if hasattr(os, "getloadavg"):
+                load_max.append(os.getloadavg()[0])
+            # our own benchmark keeps up to --threads cores busy: more load
+            # than that comes from other processes
+            if max(load_max) > args.threads + 0.5 * ncpu:
+                args.busy_note = (f"the 1-minute load average reached {max(load_max):.1f} on "
+                                  f"{ncpu} CPUs during the run (sampled between benchmarks), "
+                                  "so other processes competed for the cores.")
             # rewrite the report after every benchmark: an interrupted run
             # still leaves the results so far
             make_figures(results[-1:], specs, figdir, plt)
