@@ -251,7 +251,8 @@ def test_malformed_line_names_file_and_line(fm_model, tmp_path, capsys):
 def test_wrong_kind_of_file(d, fm_model, tmp_path, capsys):
     rc, _, err = run(["predict", d / "test.svm", d / "test.svm"], capsys)  # data as model
     assert rc == 1
-    one_error_line(err, "not a cfm model file")
+    # predict also accepts xLearn TXT models: the message names both formats
+    one_error_line(err, "neither a cfm model file nor an xLearn TXT model", "line 1")
     rc, _, err = run(["predict", fm_model, fm_model], capsys)  # model as data
     assert rc == 1
     one_error_line(err, "is a cfm model file, not a data file")
