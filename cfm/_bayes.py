@@ -92,6 +92,7 @@ class _Data:
         self.row_idx = np.ascontiguousarray(C.indices, dtype=np.int32)
         self.col_val = np.ascontiguousarray(C.data, dtype=np.float64)
         self.blocks = _mcmc.exclusive_blocks(self.col_ptr, self.row_idx, n_rows)
+        self.colseg = _mcmc.column_segments(self.col_ptr, self.row_idx, self.indptr)
         self.n_rows, self.n_features = n_rows, n_features
 
 
@@ -175,14 +176,14 @@ class ThreadTuner:
     barrier and a parallel sweep can be far slower than a serial one.  Results
     do not depend on the thread count, so the driver may time both: the
     first TRIALS sweeps of every RECHECK alternate between them and the
-    faster (fastest trial of each; threads only if MARGIN faster) is used
-    until the next check.  (Row passes -- residual refresh, prediction --
+    faster (by the median of its trials; threads only if MARGIN faster) is
+    used until the next check.  (Row passes -- residual refresh, prediction --
     always use every thread: they need no synchronisation inside.)
     """
 
     MARGIN = 0.9
 
-    TRIALS = 4
+    TRIALS = 6
     RECHECK = 50
 
     def __init__(self, n_threads):
@@ -203,9 +204,10 @@ class ThreadTuner:
             return
         phase = (t - 1) % self.RECHECK
         if phase < self.TRIALS:
-            self.times[nt] = min(self.times.get(nt, np.inf), seconds)
+            self.times.setdefault(nt, []).append(seconds)
             if phase == self.TRIALS - 1:
-                par, seq = self.times.get(self.n, np.inf), self.times.get(1, np.inf)
+                par = float(np.median(self.times.get(self.n, [np.inf])))
+                seq = float(np.median(self.times.get(1, [np.inf])))
                 self.choice = self.n if par < self.MARGIN * seq else 1
                 self.times = {}
 
@@ -216,6 +218,8 @@ def _task(est):
 
 def _refresh(data, P, k, w0, y, task, do_sample, seed, sweep_idx, cache, z, n_threads):
     full = sweep_idx % REFRESH_EVERY == 0
+    if not full and data.n_rows < 1_000_000:
+        n_threads = 1   # an O(n_rows) pass: a helper thread would cost more than it saves
     return _mcmc.refresh(data.data, data.indices, data.indptr, P, k, w0, y, task, do_sample,
                          seed, sweep_idx, cache, z, full, n_threads)
 
@@ -244,7 +248,7 @@ def _fit_als(est, data, y, evals):
         sweeps[0] += 1
         t0 = time.perf_counter()
         nt = tuner.threads(sweeps[0])
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group, cache,
                     P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
                     bool(est.fit_intercept), True, False, 0, 0, nt, MIN_BLOCK_NNZ)
         est._w0_state[0] = w0[0]
@@ -361,7 +365,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         t0 = time.perf_counter()
         nt = tuner.threads(t)
         hyper.draw(sq_err, data.n_rows, P, k, task, True)
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group, cache,
                     P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
                     hyper.mu_v, hyper.lam_v, bool(est.fit_intercept), True, True, kseed, t,
                     nt, MIN_BLOCK_NNZ)

@@ -56,7 +56,7 @@ def test_sweep_matches_reference(rng, do_sample, normalize):
                mu_v=rng.normal(0, 0.1, (k, G)), lam_v=rng.uniform(1, 3, (k, G)))
     Xc, data, table, cache = _kernel_state(X, y, w0, w, V, normalize)
     w0a = np.array([w0])
-    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache, table, k,
+    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group, cache, table, k,
                 w0a, hyp["alpha"], hyp["reg0"], hyp["mu0"], hyp["mu_w"], hyp["lam_w"],
                 hyp["mu_v"], hyp["lam_v"], True, True, do_sample, 777, 3, 1, 0)
     Xd = ref.scale_rows(X.toarray(), normalize)
@@ -349,3 +349,54 @@ def test_bad_usage():
             cfm.FFMRegressor(solver=solver).fit(X, y, fields=np.zeros(X.shape[1], int))
     with pytest.raises(ValueError, match="X has 3 features"):
         cfm.FMRegressor(solver="mcmc", n_epochs=3).fit(X, y).predict(np.ones((2, 3)))
+
+
+def test_sweep_block_phases_thread_independent_and_match_serial():
+    """Exclusive-block phases (segment sums, draws, updates): bit-identical for
+    any thread count, and equal (up to summation order) to the serial path."""
+    rng = np.random.default_rng(12)
+    X, y, _ = _one_hot_ratings(rng, n=700)
+    k = 3
+    Xc = check_X(X)
+    data = _bayes._Data(Xc, False)
+    assert len(data.blocks) == 3
+    w0, w, V = random_params(X.shape[1], k, rng, scale=0.2)
+    group = np.zeros(X.shape[1], dtype=np.int32)
+    outs = []
+    for nt, min_nnz in [(1, 0), (3, 0), (2, 0), (1, 10**9)]:
+        table = make_table(w, V, np.float64)
+        cache = np.empty((1 + k, Xc.n_rows))
+        _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
+                      cache, np.zeros(0), True, 1)
+        w0a = np.array([w0])
+        for t in range(3):
+            _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg,
+                        group, cache, table, k, w0a, 2.0, 1.0, 0.0, np.zeros(1), np.ones(1),
+                        np.zeros((k, 1)), np.ones((k, 1)), True, True, True, 9, t, nt, min_nnz,
+                        1)
+        outs.append((table.copy(), cache.copy(), w0a[0]))
+    for o in outs[1:3]:
+        np.testing.assert_array_equal(outs[0][0], o[0])
+        np.testing.assert_array_equal(outs[0][1], o[1])
+    np.testing.assert_allclose(outs[0][0], outs[3][0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(outs[0][1], outs[3][1], rtol=1e-8, atol=1e-9)
+
+
+def test_column_segments():
+    rng = np.random.default_rng(13)
+    X = random_sparse(100, 12, 3, rng)
+    data = _bayes._Data(check_X(X), False)
+    cs = data.colseg
+    assert cs.shape == (12, _mcmc.N_SEG_PY + 1)
+    np.testing.assert_array_equal(cs[:, 0], data.col_ptr[:-1])
+    np.testing.assert_array_equal(cs[:, -1], data.col_ptr[1:])
+    assert np.all(np.diff(cs, axis=1) >= 0)
+    # segment s of every column holds rows of the same row range [b_s, b_{s+1})
+    S = cs.shape[1] - 1
+    lo_hi = []
+    for s in range(S):
+        rows = np.concatenate([data.row_idx[cs[j, s]:cs[j, s + 1]] for j in range(12)])
+        lo_hi.append((rows.min(), rows.max()) if rows.size else None)
+    filled = [r for r in lo_hi if r is not None]
+    assert all(a[1] < b[0] for a, b in zip(filled, filled[1:]))
+    assert sum(int(cs[j, s + 1] - cs[j, s]) for j in range(12) for s in range(S)) == X.nnz
