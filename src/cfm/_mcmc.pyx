@@ -18,17 +18,27 @@ of the rows in column j are corrected, so a sweep costs O(k * nnz).
 Design
 ------
 * Column access uses a CSC copy of X (row indices int32, values double, row
-  scaling of ``normalize`` already applied); row passes use the CSR input.
-* ``cache`` is (n_rows, 1 + k): [e_i, q_i0 .. q_i,k-1] per row, so a column
-  pass touches one cache line per non-zero.
-* The full prediction (and so e and q) is recomputed from scratch after every
-  sweep by a row pass (OpenMP over rows), as libFM does for stability; the
-  same pass draws the probit latent targets for classification.
+  scaling of ``normalize`` already applied); row passes use a CSR copy of the
+  same values.  The working parameters are float64, (n_features, 1 + k).
+* ``cache`` is (1 + k, n_rows): e, then q_f for each factor, so the pass of
+  factor f touches two arrays of n_rows doubles (L2-resident for 100k rows).
+* Every REFRESH_EVERY sweeps (cfm/_bayes.py) predictions, e and q are
+  recomputed from X (libFM does it after every sweep, for stability); between
+  those, the sweep keeps them exact up to rounding, and the pass after a
+  sweep only draws the probit latent targets (pred = e + z).
 * Parallelism inside a sweep: features are cut into "exclusive blocks" --
   contiguous runs of columns no two of which share a row (e.g. all users of a
   one-hot user block).  The conditionals of the features of such a block do
-  not depend on each other and their updates touch disjoint rows, so they are
-  drawn in parallel and the result is exactly that of the sequential sweep.
+  not depend on each other and their updates touch disjoint rows.  A large
+  block is swept in three phases -- partial sums over N_SEG fixed row
+  segments, draws (features split between threads), residual / q updates
+  per row segment -- so each thread works on its own rows of e and q; on one
+  thread the same arithmetic runs feature by feature (fused), so results are
+  bit-identical for any number of threads.
+* Threads do not meet at OpenMP barriers: a job is a list of phases whose
+  items any thread claims (the caller from the front, helpers from the
+  back); a thread waits only for items already claimed, so a helper that a
+  busy machine does not schedule costs nothing (see cfm_pool.h).
 * Randomness is counter based: every draw has its own splitmix64 stream keyed
   by (seed, sweep, kind, index) (kind 0 = w0, 1 = w, 2 + f = factor f,
   LATENT = latent targets), so results never depend on the number of
