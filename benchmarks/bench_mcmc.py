@@ -32,10 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import numpy as np  # noqa: E402
-
-import datasets as bds  # noqa: E402
-from bench_fm import capture_fds, machine_info, median  # noqa: E402
+import datasets as bds
+import numpy as np
+from bench_fm import capture_fds, machine_info, median
 
 SGD_GRID = [("adagrad", lr) for lr in (0.05, 0.1, 0.15, 0.2, 0.3)] + \
            [("sgd", lr) for lr in (0.02, 0.05, 0.1)]
@@ -106,7 +105,7 @@ def main(argv=None):
     import cfm
 
     try:
-        import myfm  # noqa: F401
+        import myfm
         have_myfm = True
     except ImportError:
         have_myfm = False

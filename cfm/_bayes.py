@@ -37,7 +37,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from . import _fm, _mcmc
+from . import _mcmc
 from ._metrics import METRICS
 from ._validation import check_X, draw_seed, effective_n_threads
 from .exceptions import DivergenceError
@@ -128,7 +128,7 @@ def _check_groups(groups, n_features):
 
 def fit(est, X, y, sample_weight, eval_set, fields, groups):
     """``fit`` of an FM estimator with solver 'als' or 'mcmc'."""
-    from ._base import COORDINATE_SOLVERS, _is_stream
+    from ._base import _is_stream
 
     solver = est.solver
     dtype = est._validate_params()
@@ -171,10 +171,12 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
 class ThreadTuner:
     """Picks the faster of n_threads and 1 thread for the sweeps.
 
-    The sweep's parallel blocks need two barriers per factor; on a machine
-    whose cores are busy with other work, a descheduled thread stalls every
-    barrier and a parallel sweep can be far slower than a serial one.  Results
-    do not depend on the thread count, so the driver may time both: the
+    A parallel sweep synchronises at every phase (three per exclusive block
+    and parameter column) and splits the rows of a block in halves between
+    the threads; on a machine whose cores are busy with other work a helper
+    preempted in the middle of its half delays the phase, and a parallel
+    sweep can be slower than a serial one.  Results do not depend on the
+    thread count, so the driver may time both: the
     first TRIALS sweeps of every RECHECK alternate between them and the
     faster (by the median of its trials; threads only if MARGIN faster) is
     used until the next check.  (Row passes -- residual refresh, prediction --
@@ -248,8 +250,8 @@ def _fit_als(est, data, y, evals):
         sweeps[0] += 1
         t0 = time.perf_counter()
         nt = tuner.threads(sweeps[0])
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group, cache,
-                    P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group,
+                    cache, P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
                     bool(est.fit_intercept), True, False, 0, 0, nt, MIN_BLOCK_NNZ)
         est._w0_state[0] = w0[0]
         est._table[:, :1 + k] = P
@@ -365,8 +367,8 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         t0 = time.perf_counter()
         nt = tuner.threads(t)
         hyper.draw(sq_err, data.n_rows, P, k, task, True)
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group, cache,
-                    P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, data.colseg, group,
+                    cache, P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
                     hyper.mu_v, hyper.lam_v, bool(est.fit_intercept), True, True, kseed, t,
                     nt, MIN_BLOCK_NNZ)
         loss = _refresh(data, P, k, w0[0], y, task, True, kseed, t, cache, z, n_threads)

@@ -2,13 +2,13 @@
 n_jobs independence, classification (probit EM), early stopping."""
 import numpy as np
 import pytest
+import reference_mcmc as ref
 import scipy.sparse as sp
+from conftest import make_table, random_params, random_sparse
 
 import cfm
-import reference_mcmc as ref
 from cfm import _bayes, _mcmc
 from cfm._validation import check_X
-from conftest import make_table, random_params, random_sparse
 
 
 def _ratings(rng, n_users=50, n_items=30, n=2000, k=2, noise=0.3):

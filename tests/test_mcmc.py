@@ -2,13 +2,13 @@
 planted data, n_jobs independence, model files, bad input."""
 import numpy as np
 import pytest
+import reference_mcmc as ref
 import scipy.sparse as sp
+from conftest import make_table, random_params, random_sparse
 
 import cfm
-import reference_mcmc as ref
 from cfm import _bayes, _mcmc
 from cfm._validation import check_X
-from conftest import make_table, random_params, random_sparse
 
 
 # ----------------------------------------------------------------- RNG
