@@ -220,8 +220,8 @@ def _task(est):
 
 def _refresh(data, P, k, w0, y, task, do_sample, seed, sweep_idx, cache, z, n_threads):
     full = sweep_idx % REFRESH_EVERY == 0
-    if not full and data.n_rows < 1_000_000:
-        n_threads = 1   # an O(n_rows) pass: a helper thread would cost more than it saves
+    if not full and task == TASK_REGRESSION and data.n_rows < 1_000_000:
+        n_threads = 1   # a trivial O(n_rows) pass: a helper would cost more than it saves
     return _mcmc.refresh(data.data, data.indices, data.indptr, P, k, w0, y, task, do_sample,
                          seed, sweep_idx, cache, z, full, n_threads)
 
