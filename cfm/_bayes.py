@@ -23,7 +23,7 @@ TIST 3(3)); the kernels are in src/cfm/_mcmc.pyx.
     for classification; w_j ~ N(mu_w[g], 1/lambda_w[g]), v_jf ~
     N(mu_v[g, f], 1/lambda_v[g, f]) with Normal-Gamma hyper-priors per prior
     group g (``groups``), libFM's defaults alpha_0 = beta_0 = gamma_0 = 1,
-    mu_0 = 0; w0 ~ N(0, 1).  Without ``groups``, each one-hot field (see
+    mu_0 = 0; flat prior on w0 (libFM's reg0 = 0).  Without ``groups``, each one-hot field (see
     ``auto_groups``) gets its own prior group and the other columns share
     one.  ``n_epochs`` sweeps, the first ``n_burn_in``
     discarded; predictions are posterior means over the kept samples
@@ -47,8 +47,10 @@ ALPHA_0 = 1.0
 BETA_0 = 1.0
 GAMMA_0 = 1.0
 MU_0 = 0.0
-# prior precision of w0 (N(0, 1 / REG_0)), as myFM
-REG_0 = 1.0
+# prior precision of w0 (N(0, 1 / REG_0)); 0 = flat, as libFM: a proper N(0, 1)
+# prior (myFM's reg_0 = 1) pulls w0 towards 0 when the targets have a large
+# offset and few rows
+REG_0 = 0.0
 # total-loss L2 defaults of ALS (used when l2_w / l2_v are None); tuned on
 # MovieLens 100k u1 (see benchmarks/bench_mcmc.py)
 ALS_DEFAULTS = {"l2_w": 5.0, "l2_v": 12.0}
