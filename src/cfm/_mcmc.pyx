@@ -253,6 +253,7 @@ cdef struct Job:
     const int64_t* col_ptr
     const int32_t* row_idx
     const double* col_val
+    const double* col_wval   # sample weight * col_val (== col_val without weights)
     const int32_t* group
     int64_t n_groups
     double alpha
@@ -278,6 +279,7 @@ cdef struct Job:
     int task
     double* part          # per-item loss sums
     double* z             # probit latent targets (n_rows)
+    const double* sw      # sample weights (n_rows) or NULL
     bint full             # recompute predictions from X (else from e + z)
 
 
@@ -322,7 +324,7 @@ cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
     cdef int64_t local = item - job.phase_start[p]
     cdef int64_t lo, hi, j, f, g, i, i_end, t, q0
     cdef int64_t typ = job.phase_type[p]
-    cdef double acc, s1, s2, x, h, d, old, new
+    cdef double acc, s1, s2, x, h, d, old, new, xw, hw, r0
     cdef double* e = job.cache
     cdef double* q
     cdef double* sp
@@ -346,13 +348,14 @@ cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
         if f < 0:
             for j in range(lo, hi):
                 g = job.group[j]
-                draw_w(j, job.col_ptr, job.row_idx, job.col_val, e, job.P, job.ps,
+                draw_w(j, job.col_ptr, job.row_idx, job.col_val, job.col_wval, e, job.P, job.ps,
                        job.alpha, job.mu_w[g], job.lam_w[g], job.do_sample, job.seed,
                        job.sweep)
         else:
             for j in range(lo, hi):
                 g = job.group[j]
-                draw_v(j, <int>f, job.col_ptr, job.row_idx, job.col_val, e, q, job.P, job.ps,
+                draw_v(j, <int>f, job.col_ptr, job.row_idx, job.col_val, job.col_wval, e, q,
+                       job.P, job.ps,
                        job.alpha, job.mu_v[f * job.n_groups + g],
                        job.lam_v[f * job.n_groups + g], job.do_sample, job.seed, job.sweep)
     elif typ == PH_FUSED:
@@ -365,17 +368,19 @@ cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
             s2 = 0.0
             if f < 0:
                 for t in range(cs[0], cs[1]):
-                    x = job.col_val[t]
-                    s1 += x * e[job.row_idx[t]]
-                    s2 += x * x
+                    xw = job.col_wval[t]
+                    s1 += xw * e[job.row_idx[t]]
+                    s2 += xw * job.col_val[t]
             else:
                 old = job.P[j * job.ps + 1 + f]
                 for t in range(cs[0], cs[1]):
                     x = job.col_val[t]
                     i = job.row_idx[t]
-                    h = x * (q[i] - x * old)
-                    s1 += h * e[i]
-                    s2 += h * h
+                    r0 = q[i] - x * old
+                    h = x * r0
+                    hw = job.col_wval[t] * r0
+                    s1 += hw * e[i]
+                    s2 += hw * h
             sp = job.spart + (j * N_SEG + local) * 2
             sp[0] = s1
             sp[1] = s2
@@ -426,7 +431,7 @@ cdef inline void fused_draw(Job* job, int64_t j, int64_t f, double* q) noexcept 
     in segment order, draw, update -- bit-identical to the phased path."""
     cdef const int64_t* cs = job.colseg + j * (N_SEG + 1)
     cdef double* e = job.cache
-    cdef double s1 = 0.0, s2 = 0.0, p1, p2, x, h, old, new, d
+    cdef double s1 = 0.0, s2 = 0.0, p1, p2, x, h, old, new, d, xw, hw, r0
     cdef int64_t s, t, i, g = job.group[j]
     cdef int64_t q0 = j * job.ps + 1 + f
     old = job.P[q0]
@@ -435,16 +440,18 @@ cdef inline void fused_draw(Job* job, int64_t j, int64_t f, double* q) noexcept 
         p2 = 0.0
         if f < 0:
             for t in range(cs[s], cs[s + 1]):
-                x = job.col_val[t]
-                p1 += x * e[job.row_idx[t]]
-                p2 += x * x
+                xw = job.col_wval[t]
+                p1 += xw * e[job.row_idx[t]]
+                p2 += xw * job.col_val[t]
         else:
             for t in range(cs[s], cs[s + 1]):
                 x = job.col_val[t]
                 i = job.row_idx[t]
-                h = x * (q[i] - x * old)
-                p1 += h * e[i]
-                p2 += h * h
+                r0 = q[i] - x * old
+                h = x * r0
+                hw = job.col_wval[t] * r0
+                p1 += hw * e[i]
+                p2 += hw * h
         s1 += p1
         s2 += p2
     if f < 0:
@@ -561,7 +568,8 @@ cdef inline double posterior_draw(double s1, double s2, double old, double alpha
 
 # ------------------------------------------------------------ one sweep
 cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_idx,
-                        const double* col_val, double* e, double* P, int64_t ps,
+                        const double* col_val, const double* col_wval, double* e, double* P,
+                        int64_t ps,
                         double alpha, double mu, double lam,
                         bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
     cdef int64_t p
@@ -569,9 +577,8 @@ cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_id
     cdef uint64_t st
     old = P[j * ps]
     for p in range(col_ptr[j], col_ptr[j + 1]):
-        x = col_val[p]
-        s1 += x * e[row_idx[p]]
-        s2 += x * x
+        s1 += col_wval[p] * e[row_idx[p]]
+        s2 += col_wval[p] * col_val[p]
     new = posterior_draw(s1, s2, old, alpha, mu, lam, do_sample, seed, sweep, KIND_W, j)
     if not isfinite(new):
         return
@@ -583,19 +590,22 @@ cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_id
 
 
 cdef inline void draw_v(int64_t j, int f, const int64_t* col_ptr, const int32_t* row_idx,
-                        const double* col_val, double* e, double* q, double* P, int64_t ps,
+                        const double* col_val, const double* col_wval, double* e, double* q,
+                        double* P, int64_t ps,
                         double alpha, double mu, double lam,
                         bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
     cdef int64_t p, r
-    cdef double x, h, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
+    cdef double x, h, hw, r0, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
     cdef uint64_t st
     old = P[j * ps + 1 + f]
     for p in range(col_ptr[j], col_ptr[j + 1]):
         x = col_val[p]
         r = row_idx[p]
-        h = x * (q[r] - x * old)
-        s1 += h * e[r]
-        s2 += h * h
+        r0 = q[r] - x * old
+        h = x * r0
+        hw = col_wval[p] * r0
+        s1 += hw * e[r]
+        s2 += hw * h
     new = posterior_draw(s1, s2, old, alpha, mu, lam, do_sample, seed, sweep, KIND_V0 + f, j)
     if not isfinite(new):
         return
@@ -693,6 +703,9 @@ def column_segments(const int64_t[::1] col_ptr, const int32_t[::1] row_idx,
 def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features + 1)
           const int32_t[::1] row_idx,       # IN  CSC row indices
           const double[::1] col_val,        # IN  CSC values (row scaling applied)
+          const double[::1] col_wval,       # IN  col_val * sample weight of the row
+                                            #     (pass col_val itself without weights)
+          const double[::1] sw,             # IN  sample weights (n_rows) or empty
           const int64_t[::1] block_ptr,     # IN  exclusive blocks (n_blocks + 1)
           const int64_t[:, ::1] colseg,     # IN  column_segments(...)
           const int32_t[::1] group,         # IN  prior group of each feature
@@ -715,9 +728,10 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
     cdef int64_t n_groups = mu_w.shape[0]
     cdef int64_t i, n_ph, f
     cdef int nt = max(n_threads, 1)
-    cdef double s, prec, mean, new, d
+    cdef double s, prec, mean, new, d, n_eff
     cdef uint64_t st
     cdef double* e = &cache[0, 0]
+    cdef bint has_sw = sw.shape[0] > 0
     cdef Job* job
     if n_rows <= 0 or n_features <= 0:
         return
@@ -725,16 +739,24 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
             or group.shape[0] != n_features or block_ptr[n_blocks] != n_features
             or lam_w.shape[0] != n_groups or mu_v.shape[0] < k or lam_v.shape[0] < k
             or (k > 0 and (mu_v.shape[1] != n_groups or lam_v.shape[1] != n_groups))
-            or chunk < 1 or colseg.shape[0] != n_features or colseg.shape[1] != N_SEG + 1):
+            or chunk < 1 or colseg.shape[0] != n_features or colseg.shape[1] != N_SEG + 1
+            or col_wval.shape[0] != col_val.shape[0] or (has_sw and sw.shape[0] != n_rows)):
         raise ValueError("inconsistent arguments")
     with nogil:
         # ---- w0 (all rows; fixed-order sum)
         if fit_w0:
             s = 0.0
-            for i in range(n_rows):
-                s += e[i]
-            prec = reg0 + alpha * n_rows
-            mean = (alpha * (w0[0] * n_rows - s) + reg0 * mu0) / prec
+            n_eff = 0.0
+            if has_sw:
+                for i in range(n_rows):
+                    s += sw[i] * e[i]
+                    n_eff += sw[i]
+            else:
+                for i in range(n_rows):
+                    s += e[i]
+                n_eff = <double>n_rows
+            prec = reg0 + alpha * n_eff
+            mean = (alpha * (w0[0] * n_eff - s) + reg0 * mu0) / prec
             new = mean
             if do_sample:
                 st = stream_key(seed, sweep_idx, KIND_W0, 0)
@@ -775,6 +797,7 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
         job.col_ptr = &col_ptr[0]
         job.row_idx = &row_idx[0] if row_idx.shape[0] > 0 else NULL
         job.col_val = &col_val[0] if col_val.shape[0] > 0 else NULL
+        job.col_wval = &col_wval[0] if col_wval.shape[0] > 0 else NULL
         job.group = &group[0]
         job.n_groups = n_groups
         job.alpha = alpha
@@ -833,14 +856,14 @@ cdef inline double refresh_row(Job* job, int64_t i) noexcept nogil:
                         job.w0, job.cache + job.n_rows + i, job.n_rows)
     elif job.task == TASK_REGRESSION:
         t = job.cache[i]
-        return 0.5 * t * t
+        return 0.5 * t * t * (job.sw[i] if job.sw != NULL else 1.0)
     else:
         pred = job.cache[i] + job.z[i]
     if job.task == TASK_REGRESSION:
         t = pred - yi
         job.cache[i] = t
-        return 0.5 * t * t
-    loss = -log_cdf(pred if yi > 0 else -pred)
+        return 0.5 * t * t * (job.sw[i] if job.sw != NULL else 1.0)
+    loss = -log_cdf(pred if yi > 0 else -pred) * (job.sw[i] if job.sw != NULL else 1.0)
     if job.do_sample:
         st = stream_key(job.seed, job.sweep, LATENT, <uint64_t>i)
         if yi > 0:
@@ -865,6 +888,7 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
             double[:, ::1] cache,         # IN/OUT (1 + k, n_rows): e, q_0 .. q_{k-1}
             double[::1] z,                # IN/OUT probit latent targets (n_rows; else unused)
             bint full,
+            const double[::1] sw,         # sample weights (n_rows) or empty: weight the loss
             int n_threads):
     """Set e = pred - target for every row.  ``full``: recompute every
     prediction (and q) from X, as libFM does after each sweep; otherwise the
@@ -882,7 +906,8 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     if n_rows <= 0:
         return 0.0
     if cache.shape[0] < 1 + k or cache.shape[1] != n_rows or y.shape[0] != n_rows \
-            or P.shape[1] < 1 + k or (task != TASK_REGRESSION and z.shape[0] != n_rows):
+            or P.shape[1] < 1 + k or (task != TASK_REGRESSION and z.shape[0] != n_rows) \
+            or sw.shape[0] not in (0, n_rows):
         raise ValueError("inconsistent arguments")
     job = job_new(1)
     if job == NULL:
@@ -905,6 +930,7 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     job.n_rows = n_rows
     job.part = &part[0]
     job.z = &z[0] if z.shape[0] > 0 else NULL
+    job.sw = &sw[0] if sw.shape[0] > 0 else NULL
     job.full = full
     with nogil:
         job_run(job, max(n_threads, 1))
