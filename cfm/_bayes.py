@@ -61,7 +61,7 @@ ALS_DEFAULTS = {"l2_w": 5.0, "l2_v": 12.0}
 # Blocks of independent features with fewer non-zeros than this are swept by
 # one thread (thread start-up would cost more than it saves); results do not
 # depend on it.
-MIN_BLOCK_NNZ = 2048
+MIN_BLOCK_NNZ = 20_000
 TASK_REGRESSION, TASK_PROBIT = 0, 1
 # Predictions (and so residuals and q caches) are recomputed from X after
 # every REFRESH_EVERY-th sweep (libFM: every sweep) to stop rounding drift;
