@@ -32,10 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import numpy as np  # noqa: E402
-
-import datasets as bds  # noqa: E402
-from bench_fm import capture_fds, machine_info, median  # noqa: E402
+import datasets as bds
+import numpy as np
+from bench_fm import capture_fds, machine_info, median
 
 SGD_GRID = [("adagrad", lr) for lr in (0.05, 0.1, 0.15, 0.2, 0.3)] + \
            [("sgd", lr) for lr in (0.02, 0.05, 0.1)]
@@ -106,7 +105,7 @@ def main(argv=None):
     import cfm
 
     try:
-        import myfm  # noqa: F401
+        import myfm
         have_myfm = True
     except ImportError:
         have_myfm = False
@@ -127,11 +126,11 @@ def main(argv=None):
     rows, grows, arows = [], [], []
     for fold in folds:
         Xtr, ytr, Xte, yte = bds.load_movielens_fold(fold, args.data_dir)
-        times_c, times_m = [], []
+        times_c, times_m, times_1 = [], [], []
         r_c = r_m = float("nan")
         n_groups = None
         for rep in range(args.repeats):
-            order = ("cfm", "myfm") if rep % 2 == 0 else ("myfm", "cfm")
+            order = ("cfm", "myfm", "cfm1") if rep % 2 == 0 else ("cfm1", "myfm", "cfm")
             for lib in order:
                 if lib == "cfm":
                     dt, p, m = run_cfm_mcmc(cfm.FMRegressor, Xtr, ytr, Xte, args.k, args.sweeps,
@@ -139,13 +138,19 @@ def main(argv=None):
                     times_c.append(dt)
                     r_c = rmse(yte, p)
                     n_groups = m.n_prior_groups_
+                elif lib == "cfm1":  # the same fit on one thread (identical results)
+                    dt, p, _ = run_cfm_mcmc(cfm.FMRegressor, Xtr, ytr, Xte, args.k, args.sweeps,
+                                            1, args.seed)
+                    times_1.append(dt)
+                    if not np.isnan(r_c) and rmse(yte, p) != r_c:
+                        raise AssertionError("cfm results depend on n_jobs")
                 elif have_myfm:
                     dt, p = run_myfm("MyFMGibbsRegressor", Xtr, ytr, Xte, args.k, args.sweeps,
                                      args.seed, log)
                     times_m.append(dt)
                     r_m = rmse(yte, p)
-        tc, tm = median(times_c), median(times_m)
-        rows.append((fold, r_c, r_m, tc, tm, n_groups))
+        tc, tm, t1 = median(times_c), median(times_m), median(times_1)
+        rows.append((fold, r_c, r_m, tc, tm, n_groups, t1))
         print(f"{fold}: mcmc RMSE cfm {r_c:.4f} myfm {r_m:.4f}  time cfm {tc:.2f}s "
               f"myfm {tm:.2f}s  ratio {tm / tc:.2f}x", flush=True)
         if not args.no_groups:
@@ -193,14 +198,17 @@ def main(argv=None):
            f"{sorted(set(r[5] for r in rows))} groups = users, items). myFM: "
            f"`MyFMGibbsRegressor(rank={args.k}).fit(X, y, n_iter={args.sweeps})` (one prior "
            "group). Time = fit + prediction of the test fold (median of runs).", "",
-           "| fold | cfm RMSE | myFM RMSE | cfm time (s) | myFM time (s) | cfm speed-up |",
-           "|---|---:|---:|---:|---:|---:|"]
-    for fold, r_c, r_m, tc, tm, _ in rows:
-        out.append(f"| {fold} | {r_c:.4f} | {r_m:.4f} | {tc:.2f} | {tm:.2f} | {tm / tc:.2f}x |")
+           f"| fold | cfm RMSE | myFM RMSE | cfm time (s), n_jobs={args.threads} | myFM time (s) "
+           "| cfm speed-up | cfm time (s), n_jobs=1 |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for fold, r_c, r_m, tc, tm, _, t1 in rows:
+        out.append(f"| {fold} | {r_c:.4f} | {r_m:.4f} | {tc:.2f} | {tm:.2f} | {tm / tc:.2f}x | "
+                   f"{t1:.2f} |")
     out.append(f"| **mean** | **{mean([r[1] for r in rows]):.4f}** | "
                f"**{mean([r[2] for r in rows]):.4f}** | {mean([r[3] for r in rows]):.2f} | "
                f"{mean([r[4] for r in rows]):.2f} | "
-               f"**{mean([r[4] for r in rows]) / mean([r[3] for r in rows]):.2f}x** |")
+               f"**{mean([r[4] for r in rows]) / mean([r[3] for r in rows]):.2f}x** | "
+               f"{mean([r[6] for r in rows]):.2f} |")
     out.append("")
     if grows:
         out += ["Identical priors in both libraries, test RMSE: one prior group for all "
@@ -232,18 +240,24 @@ def main(argv=None):
 
     # ------------------------------------------------------------ mushroom
     Xtr, ytr, Xte, yte = bds.load_mushroom(args.data_dir)
-    tc, pc, _ = run_cfm_mcmc(cfm.FMClassifier, Xtr, ytr, Xte, args.k, args.sweeps,
-                             args.threads, args.seed, proba=True)
-    a_c = auc(yte, pc)
-    a_m = tm = float("nan")
-    if have_myfm:
-        tm, pm = run_myfm("MyFMGibbsClassifier", Xtr, ytr, Xte, args.k, args.sweeps, args.seed,
-                          log, proba=True)
-        a_m = auc(yte, pm)
+    tcs, tms = [], []
+    a_m = float("nan")
+    for _ in range(args.repeats):
+        dt, pc, _ = run_cfm_mcmc(cfm.FMClassifier, Xtr, ytr, Xte, args.k, args.sweeps,
+                                 args.threads, args.seed, proba=True)
+        tcs.append(dt)
+        a_c = auc(yte, pc)
+        if have_myfm:
+            dt, pm = run_myfm("MyFMGibbsClassifier", Xtr, ytr, Xte, args.k, args.sweeps,
+                              args.seed, log, proba=True)
+            tms.append(dt)
+            a_m = auc(yte, pm)
+    tc, tm = median(tcs), median(tms)
     mush = ["## Mushroom (agaricus): probit MCMC classification", "",
             f"{Xtr.shape[0]:,} train / {Xte.shape[0]:,} test rows, {Xtr.shape[1]} columns, "
             f"k={args.k}, {args.sweeps} sweeps. cfm `FMClassifier(solver=\"mcmc\")` vs myFM "
-            "`MyFMGibbsClassifier`; AUC of the posterior-mean probability.", "",
+            "`MyFMGibbsClassifier`; AUC of the posterior-mean probability; time = fit + "
+            "prediction (median of runs).", "",
             "| library | test AUC | time (s) |", "|---|---:|---:|",
             f"| cfm | {a_c:.6f} | {tc:.2f} |", f"| myFM | {a_m:.6f} | {tm:.2f} |", ""]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"

@@ -23,13 +23,17 @@ TIST 3(3)); the kernels are in src/cfm/_mcmc.pyx.
     for classification; w_j ~ N(mu_w[g], 1/lambda_w[g]), v_jf ~
     N(mu_v[g, f], 1/lambda_v[g, f]) with Normal-Gamma hyper-priors per prior
     group g (``groups``), libFM's defaults alpha_0 = beta_0 = gamma_0 = 1,
-    mu_0 = 0; w0 ~ N(0, 1).  Without ``groups``, each one-hot field (see
+    mu_0 = 0; flat prior on w0 (libFM's reg0 = 0).  Without ``groups``, each one-hot field (see
     ``auto_groups``) gets its own prior group and the other columns share
     one.  ``n_epochs`` sweeps, the first ``n_burn_in``
     discarded; predictions are posterior means over the kept samples
     (regression: of the predictions clipped to the training target range, as
     libFM does; classification: of Phi(y_hat)).  The samples are kept on the
     model and saved in the model file, so new rows can be predicted any time.
+
+``sample_weight`` multiplies a row's likelihood precision (ALS: its squared
+error), which is the same as repeating the row; it is refused by the probit
+sampler (a weighted probit likelihood has no exact latent-variable form).
 """
 import sys
 import time
@@ -37,9 +41,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from . import _fm, _mcmc
+from . import _mcmc
 from ._metrics import METRICS
-from ._validation import check_X, draw_seed, effective_n_threads
+from ._validation import check_sample_weight, check_X, draw_seed, effective_n_threads
 from .exceptions import DivergenceError
 
 # libFM's hyper-prior defaults
@@ -47,15 +51,17 @@ ALPHA_0 = 1.0
 BETA_0 = 1.0
 GAMMA_0 = 1.0
 MU_0 = 0.0
-# prior precision of w0 (N(0, 1 / REG_0)), as myFM
-REG_0 = 1.0
+# prior precision of w0 (N(0, 1 / REG_0)); 0 = flat, as libFM: a proper N(0, 1)
+# prior (myFM's reg_0 = 1) pulls w0 towards 0 when the targets have a large
+# offset and few rows
+REG_0 = 0.0
 # total-loss L2 defaults of ALS (used when l2_w / l2_v are None); tuned on
 # MovieLens 100k u1 (see benchmarks/bench_mcmc.py)
 ALS_DEFAULTS = {"l2_w": 5.0, "l2_v": 12.0}
 # Blocks of independent features with fewer non-zeros than this are swept by
 # one thread (thread start-up would cost more than it saves); results do not
 # depend on it.
-MIN_BLOCK_NNZ = 2048
+MIN_BLOCK_NNZ = 20_000
 TASK_REGRESSION, TASK_PROBIT = 0, 1
 # Predictions (and so residuals and q caches) are recomputed from X after
 # every REFRESH_EVERY-th sweep (libFM: every sweep) to stop rounding drift;
@@ -67,7 +73,7 @@ class _Data:
     """Training data in the layouts the kernels need: CSR and CSC copies with
     float64 values (row scaling of ``normalize`` applied) and int32 indices."""
 
-    def __init__(self, Xc, normalize):
+    def __init__(self, Xc, normalize, sample_weight=None):
         n_rows, n_features = Xc.shape
         if n_rows >= 2**31 - 1 or n_features >= 2**31 - 1:
             raise ValueError("solver='als'/'mcmc' supports at most 2**31 - 2 rows and "
@@ -91,7 +97,16 @@ class _Data:
         self.col_ptr = np.ascontiguousarray(C.indptr, dtype=np.int64)
         self.row_idx = np.ascontiguousarray(C.indices, dtype=np.int32)
         self.col_val = np.ascontiguousarray(C.data, dtype=np.float64)
+        if sample_weight is None:
+            self.sw = np.empty(0)
+            self.col_wval = self.col_val     # the same array: unweighted sums
+            self.n_eff = float(n_rows)
+        else:
+            self.sw = np.ascontiguousarray(sample_weight, dtype=np.float64)
+            self.col_wval = self.col_val * self.sw[self.row_idx]
+            self.n_eff = float(self.sw.sum())
         self.blocks = _mcmc.exclusive_blocks(self.col_ptr, self.row_idx, n_rows)
+        self.colseg = _mcmc.column_segments(self.col_ptr, self.row_idx, self.indptr)
         self.n_rows, self.n_features = n_rows, n_features
 
 
@@ -127,7 +142,7 @@ def _check_groups(groups, n_features):
 
 def fit(est, X, y, sample_weight, eval_set, fields, groups):
     """``fit`` of an FM estimator with solver 'als' or 'mcmc'."""
-    from ._base import COORDINATE_SOLVERS, _is_stream
+    from ._base import _is_stream
 
     solver = est.solver
     dtype = est._validate_params()
@@ -141,12 +156,15 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
         raise ValueError(f"solver={solver!r} needs the training data in memory (it sweeps "
                          "over the columns); load the file first, e.g. with "
                          "cfm.load_libsvm")
-    if sample_weight is not None:
-        raise ValueError(f"sample_weight is not supported with solver={solver!r}")
+    if sample_weight is not None and solver == "mcmc" and est._loss != "squared":
+        raise ValueError("sample_weight is not supported by FMClassifier(solver='mcmc') (a "
+                         "weighted probit likelihood has no exact latent-variable sampler); "
+                         "it is by FMRegressor(solver='mcmc') and by solver='als'")
     if est.warm_start:
         raise ValueError(f"warm_start is not supported with solver={solver!r}")
     Xc = check_X(X, estimator=est)
     y_enc = est._prepare_y(y, Xc.n_rows, reset=True)
+    sw = check_sample_weight(sample_weight, Xc.n_rows)
     est._check_fields(fields, Xc.shape[1], reset=True)
     if groups is not None:
         group, n_groups = _check_groups(groups, Xc.shape[1])
@@ -154,9 +172,9 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
     for attr in ("_samples", "_sample_w0", "_clip", "alpha_", "n_prior_groups_"):
         if hasattr(est, attr):
             delattr(est, attr)
-    est._init_state(Xc.shape[1], y_enc, None, dtype)
+    est._init_state(Xc.shape[1], y_enc, sw, dtype)
     est._set_feature_names(X)
-    data = _Data(Xc, est._normalize)
+    data = _Data(Xc, est._normalize, sw)
     if solver == "als":
         _fit_als(est, data, y_enc, evals)
     else:
@@ -170,19 +188,21 @@ def fit(est, X, y, sample_weight, eval_set, fields, groups):
 class ThreadTuner:
     """Picks the faster of n_threads and 1 thread for the sweeps.
 
-    The sweep's parallel blocks need two barriers per factor; on a machine
-    whose cores are busy with other work, a descheduled thread stalls every
-    barrier and a parallel sweep can be far slower than a serial one.  Results
-    do not depend on the thread count, so the driver may time both: the
+    A parallel sweep synchronises at every phase (three per exclusive block
+    and parameter column) and splits the rows of a block in halves between
+    the threads; on a machine whose cores are busy with other work a helper
+    preempted in the middle of its half delays the phase, and a parallel
+    sweep can be slower than a serial one.  Results do not depend on the
+    thread count, so the driver may time both: the
     first TRIALS sweeps of every RECHECK alternate between them and the
-    faster (fastest trial of each; threads only if MARGIN faster) is used
-    until the next check.  (Row passes -- residual refresh, prediction --
+    faster (by the median of its trials; threads only if MARGIN faster) is
+    used until the next check.  (Row passes -- residual refresh, prediction --
     always use every thread: they need no synchronisation inside.)
     """
 
     MARGIN = 0.9
 
-    TRIALS = 4
+    TRIALS = 6
     RECHECK = 50
 
     def __init__(self, n_threads):
@@ -203,9 +223,10 @@ class ThreadTuner:
             return
         phase = (t - 1) % self.RECHECK
         if phase < self.TRIALS:
-            self.times[nt] = min(self.times.get(nt, np.inf), seconds)
+            self.times.setdefault(nt, []).append(seconds)
             if phase == self.TRIALS - 1:
-                par, seq = self.times.get(self.n, np.inf), self.times.get(1, np.inf)
+                par = float(np.median(self.times.get(self.n, [np.inf])))
+                seq = float(np.median(self.times.get(1, [np.inf])))
                 self.choice = self.n if par < self.MARGIN * seq else 1
                 self.times = {}
 
@@ -216,8 +237,10 @@ def _task(est):
 
 def _refresh(data, P, k, w0, y, task, do_sample, seed, sweep_idx, cache, z, n_threads):
     full = sweep_idx % REFRESH_EVERY == 0
+    if not full and task == TASK_REGRESSION and data.n_rows < 1_000_000:
+        n_threads = 1   # a trivial O(n_rows) pass: a helper would cost more than it saves
     return _mcmc.refresh(data.data, data.indices, data.indptr, P, k, w0, y, task, do_sample,
-                         seed, sweep_idx, cache, z, full, n_threads)
+                         seed, sweep_idx, cache, z, full, data.sw, n_threads)
 
 
 # ---------------------------------------------------------------------- ALS
@@ -244,14 +267,15 @@ def _fit_als(est, data, y, evals):
         sweeps[0] += 1
         t0 = time.perf_counter()
         nt = tuner.threads(sweeps[0])
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
-                    P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw,
+                    data.blocks, data.colseg, group,
+                    cache, P, k, w0, 1.0, float(est.l2_w0), 0.0, mu_w, lam_w, mu_v, lam_v,
                     bool(est.fit_intercept), True, False, 0, 0, nt, MIN_BLOCK_NNZ)
         est._w0_state[0] = w0[0]
         est._table[:, :1 + k] = P
         loss = _refresh(data, P, k, w0[0], y, task, False, 0, sweeps[0], cache, z, n_threads)
         tuner.record(sweeps[0], nt, time.perf_counter() - t0)
-        return loss, float(data.n_rows), 0 if np.isfinite(loss) else 1
+        return loss, data.n_eff, 0 if np.isfinite(loss) else 1
 
     est._run_epoch_loop(epoch, evals, est._n_epochs(), early_stopping=True)
 
@@ -360,9 +384,10 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
     for t in range(1, n_epochs + 1):
         t0 = time.perf_counter()
         nt = tuner.threads(t)
-        hyper.draw(sq_err, data.n_rows, P, k, task, True)
-        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache,
-                    P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
+        hyper.draw(sq_err, data.n_eff, P, k, task, True)
+        _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw,
+                    data.blocks, data.colseg, group,
+                    cache, P, k, w0, hyper.alpha, REG_0, 0.0, hyper.mu_w, hyper.lam_w,
                     hyper.mu_v, hyper.lam_v, bool(est.fit_intercept), True, True, kseed, t,
                     nt, MIN_BLOCK_NNZ)
         loss = _refresh(data, P, k, w0[0], y, task, True, kseed, t, cache, z, n_threads)
@@ -376,7 +401,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
         if t in kept_set:
             samples[kept_set[t]] = P
             sample_w0[kept_set[t]] = w0[0]
-        rec = {"epoch": t, "train_loss": loss / data.n_rows}
+        rec = {"epoch": t, "train_loss": loss / data.n_eff}
         if task == TASK_REGRESSION:
             rec["alpha"] = hyper.alpha
         if evals:

@@ -26,8 +26,10 @@ _COMMON_DOC = """
         posterior means over the kept samples (regression: clipped to the
         training target range, as libFM; FMClassifier: probit). ``fit``
         takes ``groups`` (one prior per feature group, libFM's ``-meta``).
-        See :mod:`cfm._bayes`. als / mcmc need in-memory data, no
-        sample_weight, warm_start or partial_fit.
+        See :mod:`cfm._bayes`. als / mcmc need in-memory data and support
+        neither warm_start nor partial_fit; sample_weight (a per-row
+        likelihood weight, equivalent to repeating rows) works except with
+        FMClassifier(solver="mcmc").
     learning_rate : float or None, default=None
         Step size (FTRL's alpha for solver="ftrl"). None means 0.15 for
         FMRegressor and 0.1 for FMClassifier.

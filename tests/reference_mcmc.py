@@ -73,22 +73,24 @@ def scale_rows(X, normalize):
 
 
 def sweep(X, target, w0, w, V, group, alpha, reg0, mu0, mu_w, lam_w, mu_v, lam_v,
-          fit_w0, do_sample, seed, sweep_idx, cast=np.float64):
+          fit_w0, do_sample, seed, sweep_idx, cast=np.float64, sw=None):
     """One sequential sweep (w0, w_0..w_{d-1}, then v_.0, v_.1, ...) drawing
     each parameter from its conditional (or taking its mean).  ``target``:
     the regression targets or the latent probit targets.  Returns new
-    (w0, w, V); ``cast`` rounds stored w / V like the kernel's table dtype."""
+    (w0, w, V); ``cast`` rounds stored w / V like the kernel's table dtype;
+    ``sw``: sample weights (each row's likelihood precision is alpha * sw)."""
     w = w.astype(np.float64).copy()
     V = V.astype(np.float64).copy()
     n, d = X.shape
     k = V.shape[1]
+    sw = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
 
     def draw(h, theta, lam, mu, kind, idx):
         e = predict(X, w0, w, V) - target
-        prec = lam + alpha * (h @ h)
+        prec = lam + alpha * (sw * h @ h)
         if not prec > 0:
             return 0.0
-        mean = (alpha * (h @ (theta * h - e)) + lam * mu) / prec
+        mean = (alpha * (sw * h @ (theta * h - e)) + lam * mu) / prec
         if do_sample:
             return mean + Stream(seed, sweep_idx, kind, idx).normal() / math.sqrt(prec)
         return mean

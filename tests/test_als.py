@@ -2,13 +2,13 @@
 n_jobs independence, classification (probit EM), early stopping."""
 import numpy as np
 import pytest
+import reference_mcmc as ref
 import scipy.sparse as sp
+from conftest import make_table, random_params, random_sparse
 
 import cfm
-import reference_mcmc as ref
 from cfm import _bayes, _mcmc
 from cfm._validation import check_X
-from conftest import make_table, random_params, random_sparse
 
 
 def _ratings(rng, n_users=50, n_items=30, n=2000, k=2, noise=0.3):
@@ -33,11 +33,12 @@ def test_one_als_sweep_matches_reference(rng, fit_w0):
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, n))
     _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
-                  cache, np.array(y, dtype=float), True, 1)
+                  cache, np.array(y, dtype=float), True, np.empty(0), 1)
     w0a = np.array([w0])
     l2_w0, l2_w, l2_v = 0.1, 0.7, 1.3
     group = np.zeros(d, dtype=np.int32)
-    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache, table, k,
+    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw,
+                data.blocks, data.colseg, group, cache, table, k,
                 w0a, 1.0, l2_w0, 0.0, np.zeros(1), np.full(1, l2_w), np.zeros((k, 1)),
                 np.full((k, 1), l2_v), fit_w0, True, False, 0, 0, 1, 0)
     rw0, rw, rV = ref.sweep(X.toarray(), y, w0, w, V, group, 1.0, l2_w0, 0.0, np.zeros(1),

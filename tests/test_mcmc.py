@@ -2,13 +2,13 @@
 planted data, n_jobs independence, model files, bad input."""
 import numpy as np
 import pytest
+import reference_mcmc as ref
 import scipy.sparse as sp
+from conftest import make_table, random_params, random_sparse
 
 import cfm
-import reference_mcmc as ref
 from cfm import _bayes, _mcmc
 from cfm._validation import check_X
-from conftest import make_table, random_params, random_sparse
 
 
 # ----------------------------------------------------------------- RNG
@@ -39,7 +39,7 @@ def _kernel_state(X, y, w0, w, V, normalize):
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, Xc.n_rows))
     _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
-                  cache, np.array(y, dtype=float), True, 1)
+                  cache, np.array(y, dtype=float), True, np.empty(0), 1)
     return Xc, data, table, cache
 
 
@@ -56,7 +56,8 @@ def test_sweep_matches_reference(rng, do_sample, normalize):
                mu_v=rng.normal(0, 0.1, (k, G)), lam_v=rng.uniform(1, 3, (k, G)))
     Xc, data, table, cache = _kernel_state(X, y, w0, w, V, normalize)
     w0a = np.array([w0])
-    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.blocks, group, cache, table, k,
+    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw,
+                data.blocks, data.colseg, group, cache, table, k,
                 w0a, hyp["alpha"], hyp["reg0"], hyp["mu0"], hyp["mu_w"], hyp["lam_w"],
                 hyp["mu_v"], hyp["lam_v"], True, True, do_sample, 777, 3, 1, 0)
     Xd = ref.scale_rows(X.toarray(), normalize)
@@ -93,7 +94,7 @@ def test_refresh_probit_latent_targets(rng, do_sample):
     cache = np.empty((1 + k, n))
     zbuf = np.zeros(n)
     loss = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y_pm, 1,
-                         do_sample, 31, 2, cache, zbuf, True, 1)
+                         do_sample, 31, 2, cache, zbuf, True, np.empty(0), 1)
     pred = ref.predict(X.toarray(), w0, w, V)
     z = ref.latent_targets(pred, y_pm, 31, 2, do_sample)
     np.testing.assert_allclose(cache[0], pred - z, rtol=1e-9, atol=1e-10)
@@ -103,7 +104,7 @@ def test_refresh_probit_latent_targets(rng, do_sample):
     assert loss == pytest.approx(-norm.logcdf(y_pm * pred).sum(), rel=1e-9)
     # the light pass (no recomputation from X) takes pred = e + z
     loss2 = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y_pm, 1,
-                          do_sample, 31, 3, cache, zbuf, False, 1)
+                          do_sample, 31, 3, cache, zbuf, False, np.empty(0), 1)
     z3 = ref.latent_targets(pred, y_pm, 31, 3, do_sample)
     np.testing.assert_allclose(cache[0], pred - z3, rtol=1e-9, atol=1e-10)
     assert loss2 == pytest.approx(loss, rel=1e-9)
@@ -333,7 +334,9 @@ def test_bad_usage():
     with pytest.raises(ValueError, match="groups is only used"):
         cfm.FMRegressor(solver="als").fit(X, y, groups=groups)
     with pytest.raises(ValueError, match="sample_weight"):
-        cfm.FMRegressor(solver="mcmc").fit(X, y, sample_weight=np.ones(200))
+        cfm.FMClassifier(solver="mcmc").fit(X, y > 3, sample_weight=np.ones(200))
+    with pytest.raises(ValueError, match="sample_weight"):
+        cfm.FMRegressor(solver="mcmc").fit(X, y, sample_weight=-np.ones(200))
     with pytest.raises(ValueError, match="partial_fit"):
         cfm.FMRegressor(solver="mcmc").partial_fit(X, y)
     with pytest.raises(ValueError, match="warm_start"):
@@ -349,3 +352,96 @@ def test_bad_usage():
             cfm.FFMRegressor(solver=solver).fit(X, y, fields=np.zeros(X.shape[1], int))
     with pytest.raises(ValueError, match="X has 3 features"):
         cfm.FMRegressor(solver="mcmc", n_epochs=3).fit(X, y).predict(np.ones((2, 3)))
+
+
+def test_sweep_block_phases_thread_independent_and_match_serial():
+    """Exclusive-block phases (segment sums, draws, updates): bit-identical for
+    any thread count, and equal (up to summation order) to the serial path."""
+    rng = np.random.default_rng(12)
+    X, y, _ = _one_hot_ratings(rng, n=700)
+    k = 3
+    Xc = check_X(X)
+    data = _bayes._Data(Xc, False)
+    assert len(data.blocks) == 3
+    w0, w, V = random_params(X.shape[1], k, rng, scale=0.2)
+    group = np.zeros(X.shape[1], dtype=np.int32)
+    outs = []
+    for nt, min_nnz in [(1, 0), (3, 0), (2, 0), (1, 10**9)]:
+        table = make_table(w, V, np.float64)
+        cache = np.empty((1 + k, Xc.n_rows))
+        _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
+                      cache, np.zeros(0), True, np.empty(0), 1)
+        w0a = np.array([w0])
+        for t in range(3):
+            _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw,
+                data.blocks, data.colseg,
+                        group, cache, table, k, w0a, 2.0, 1.0, 0.0, np.zeros(1), np.ones(1),
+                        np.zeros((k, 1)), np.ones((k, 1)), True, True, True, 9, t, nt, min_nnz,
+                        1)
+        outs.append((table.copy(), cache.copy(), w0a[0]))
+    for o in outs[1:3]:
+        np.testing.assert_array_equal(outs[0][0], o[0])
+        np.testing.assert_array_equal(outs[0][1], o[1])
+    np.testing.assert_allclose(outs[0][0], outs[3][0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(outs[0][1], outs[3][1], rtol=1e-8, atol=1e-9)
+
+
+def test_column_segments():
+    rng = np.random.default_rng(13)
+    X = random_sparse(100, 12, 3, rng)
+    data = _bayes._Data(check_X(X), False)
+    cs = data.colseg
+    assert cs.shape == (12, _mcmc.N_SEG_PY + 1)
+    np.testing.assert_array_equal(cs[:, 0], data.col_ptr[:-1])
+    np.testing.assert_array_equal(cs[:, -1], data.col_ptr[1:])
+    assert np.all(np.diff(cs, axis=1) >= 0)
+    # segment s of every column holds rows of the same row range [b_s, b_{s+1})
+    S = cs.shape[1] - 1
+    lo_hi = []
+    for s in range(S):
+        rows = np.concatenate([data.row_idx[cs[j, s]:cs[j, s + 1]] for j in range(12)])
+        lo_hi.append((rows.min(), rows.max()) if rows.size else None)
+    filled = [r for r in lo_hi if r is not None]
+    assert all(a[1] < b[0] for a, b in zip(filled, filled[1:]))
+    assert sum(int(cs[j, s + 1] - cs[j, s]) for j in range(12) for s in range(S)) == X.nnz
+
+
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_weighted_sweep_matches_reference(rng, do_sample):
+    n, d, k = 40, 8, 2
+    X = random_sparse(n, d, 3, rng)
+    y = rng.normal(size=n)
+    sw = rng.uniform(0, 3, n)
+    w0, w, V = random_params(d, k, rng, scale=0.3)
+    group = np.zeros(d, dtype=np.int32)
+    Xc = check_X(X)
+    data = _bayes._Data(Xc, False, sw)
+    table = make_table(w, V, np.float64)
+    cache = np.empty((1 + k, n))
+    loss = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,
+                         cache, np.empty(0), True, data.sw, 1)
+    assert loss == pytest.approx(0.5 * np.sum(sw * (ref.predict(X.toarray(), w0, w, V) - y) ** 2))
+    w0a = np.array([w0])
+    _mcmc.sweep(data.col_ptr, data.row_idx, data.col_val, data.col_wval, data.sw, data.blocks,
+                data.colseg, group, cache, table, k, w0a, 1.5, 0.0, 0.0, np.zeros(1), np.ones(1),
+                np.zeros((k, 1)), np.ones((k, 1)), True, True, do_sample, 4, 2, 1, 0)
+    rw0, rw, rV = ref.sweep(X.toarray(), y, w0, w, V, group, 1.5, 0.0, 0.0, np.zeros(1),
+                            np.ones(1), np.zeros((k, 1)), np.ones((k, 1)), True, do_sample, 4, 2,
+                            sw=sw)
+    assert w0a[0] == pytest.approx(rw0, rel=1e-10)
+    np.testing.assert_allclose(table[:, 0], rw, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(table[:, 1:1 + k], rV, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_integer_weights_equal_repeated_rows(solver):
+    rng = np.random.default_rng(14)
+    X, y, _ = _one_hot_ratings(rng, n=400)
+    reps = rng.integers(1, 4, 400)
+    Xr = X[np.repeat(np.arange(400), reps)]
+    yr = np.repeat(y, reps)
+    kw = dict(n_factors=2, solver=solver, n_epochs=4, random_state=0, n_jobs=1,
+              dtype="float64")
+    a = cfm.FMRegressor(**kw).fit(X, y, sample_weight=reps)
+    b = cfm.FMRegressor(**kw).fit(Xr, yr)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-6, atol=1e-6)

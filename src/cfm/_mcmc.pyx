@@ -18,17 +18,27 @@ of the rows in column j are corrected, so a sweep costs O(k * nnz).
 Design
 ------
 * Column access uses a CSC copy of X (row indices int32, values double, row
-  scaling of ``normalize`` already applied); row passes use the CSR input.
-* ``cache`` is (n_rows, 1 + k): [e_i, q_i0 .. q_i,k-1] per row, so a column
-  pass touches one cache line per non-zero.
-* The full prediction (and so e and q) is recomputed from scratch after every
-  sweep by a row pass (OpenMP over rows), as libFM does for stability; the
-  same pass draws the probit latent targets for classification.
+  scaling of ``normalize`` already applied); row passes use a CSR copy of the
+  same values.  The working parameters are float64, (n_features, 1 + k).
+* ``cache`` is (1 + k, n_rows): e, then q_f for each factor, so the pass of
+  factor f touches two arrays of n_rows doubles (L2-resident for 100k rows).
+* Every REFRESH_EVERY sweeps (cfm/_bayes.py) predictions, e and q are
+  recomputed from X (libFM does it after every sweep, for stability); between
+  those, the sweep keeps them exact up to rounding, and the pass after a
+  sweep only draws the probit latent targets (pred = e + z).
 * Parallelism inside a sweep: features are cut into "exclusive blocks" --
   contiguous runs of columns no two of which share a row (e.g. all users of a
   one-hot user block).  The conditionals of the features of such a block do
-  not depend on each other and their updates touch disjoint rows, so they are
-  drawn in parallel and the result is exactly that of the sequential sweep.
+  not depend on each other and their updates touch disjoint rows.  A large
+  block is swept in three phases -- partial sums over N_SEG fixed row
+  segments, draws (features split between threads), residual / q updates
+  per row segment -- so each thread works on its own rows of e and q; on one
+  thread the same arithmetic runs feature by feature (fused), so results are
+  bit-identical for any number of threads.
+* Threads do not meet at OpenMP barriers: a job is a list of phases whose
+  items any thread claims (the caller from the front, helpers from the
+  back); a thread waits only for items already claimed, so a helper that a
+  busy machine does not schedule costs nothing (see cfm_pool.h).
 * Randomness is counter based: every draw has its own splitmix64 stream keyed
   by (seed, sweep, kind, index) (kind 0 = w0, 1 = w, 2 + f = factor f,
   LATENT = latent targets), so results never depend on the number of
@@ -197,6 +207,7 @@ def exclusive_blocks(const int64_t[::1] col_ptr, const int32_t[::1] row_idx, int
 cdef extern from "cfm_pool.h" nogil:
     int64_t cfm_atomic_fetch_add(int64_t* p, int64_t v)
     int64_t cfm_atomic_load(const int64_t* p)
+    bint cfm_atomic_cas(int64_t* p, int64_t expected, int64_t desired)
     void cfm_cpu_relax()
     void cfm_yield()
     int cfm_spawn_detached(void* (*fn)(void*) noexcept nogil, void* arg)
@@ -205,6 +216,19 @@ cdef enum:
     JOB_SWEEP = 0
     JOB_REFRESH = 1
     SPIN_BEFORE_YIELD = 4000
+    # phase types of a sweep job
+    PH_SERIAL = 0     # items = feature chunks, each drawn in full (one thread)
+    PH_SUMS = 1       # exclusive block, items = row segments: partial sums
+    PH_DRAW = 2       # exclusive block, items = feature chunks: combine and draw
+    PH_UPDATE = 3     # exclusive block, items = row segments: residual / q updates
+    PH_FUSED = 4      # exclusive block on one thread: the same arithmetic as
+                      # PH_SUMS + PH_DRAW + PH_UPDATE, feature by feature
+    # Row segments of the exclusive-block phases.  Fixed (not the thread
+    # count) so that the partial sums, and so the results, never depend on
+    # n_threads.  The calling thread claims segments from the front and the
+    # helpers from the back, so each keeps "its" rows of e and q in its own
+    # cache from phase to phase.
+    N_SEG = 2
 
 
 cdef struct Job:
@@ -219,10 +243,17 @@ cdef struct Job:
     int64_t* phase_lo     # sweep: feature range of the phase
     int64_t* phase_hi
     int64_t* phase_chunk  # sweep: features per item
+    int64_t* phase_type   # sweep: PH_*
+    int64_t* claim        # per phase: packed (hi << 32 | lo) of unclaimed items
+    const int64_t* colseg # (n_features, N_SEG + 1) offsets of the row segments in a column
+    double* spart         # (n_features, N_SEG, 2) partial sums
+    double* delta         # (n_features,) change of the drawn parameter
+    double* oldv          # (n_features,) its value before the draw
     # sweep
     const int64_t* col_ptr
     const int32_t* row_idx
     const double* col_val
+    const double* col_wval   # sample weight * col_val (== col_val without weights)
     const int32_t* group
     int64_t n_groups
     double alpha
@@ -248,6 +279,7 @@ cdef struct Job:
     int task
     double* part          # per-item loss sums
     double* z             # probit latent targets (n_rows)
+    const double* sw      # sample weights (n_rows) or NULL
     bint full             # recompute predictions from X (else from e + z)
 
 
@@ -262,8 +294,11 @@ cdef Job* job_new(int64_t n_phases) noexcept nogil:
     job.phase_lo = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
     job.phase_hi = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
     job.phase_chunk = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.phase_type = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
+    job.claim = <int64_t*>calloc(n_phases + 1, sizeof(int64_t))
     if (job.phase_start == NULL or job.phase_f == NULL or job.phase_lo == NULL
-            or job.phase_hi == NULL or job.phase_chunk == NULL):
+            or job.phase_hi == NULL or job.phase_chunk == NULL or job.phase_type == NULL
+            or job.claim == NULL):
         job_free(job)
         return NULL
     return job
@@ -275,6 +310,8 @@ cdef void job_free(Job* job) noexcept nogil:
     free(job.phase_lo)
     free(job.phase_hi)
     free(job.phase_chunk)
+    free(job.phase_type)
+    free(job.claim)
     free(job)
 
 
@@ -285,55 +322,203 @@ cdef void job_release(Job* job) noexcept nogil:
 
 cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
     cdef int64_t local = item - job.phase_start[p]
-    cdef int64_t lo, hi, j, f, g, i, i_end
-    cdef double acc
-    if job.kind == JOB_SWEEP:
-        lo = job.phase_lo[p] + local * job.phase_chunk[p]
-        hi = min(job.phase_hi[p], lo + job.phase_chunk[p])
-        f = job.phase_f[p]
-        if f < 0:
-            for j in range(lo, hi):
-                g = job.group[j]
-                draw_w(j, job.col_ptr, job.row_idx, job.col_val, job.cache, job.P, job.ps,
-                       job.alpha, job.mu_w[g], job.lam_w[g], job.do_sample, job.seed,
-                       job.sweep)
-        else:
-            for j in range(lo, hi):
-                g = job.group[j]
-                draw_v(j, <int>f, job.col_ptr, job.row_idx, job.col_val, job.cache,
-                       job.cache + (1 + f) * job.n_rows, job.P, job.ps, job.alpha,
-                       job.mu_v[f * job.n_groups + g], job.lam_v[f * job.n_groups + g],
-                       job.do_sample, job.seed, job.sweep)
-    else:
+    cdef int64_t lo, hi, j, f, g, i, i_end, t, q0
+    cdef int64_t typ = job.phase_type[p]
+    cdef double acc, s1, s2, x, h, d, old, new, xw, hw, r0
+    cdef double* e = job.cache
+    cdef double* q
+    cdef double* sp
+    cdef const int64_t* cs
+    if job.kind == JOB_REFRESH:
         i_end = min((item + 1) * CHUNK, job.n_rows)
         acc = 0.0
         for i in range(item * CHUNK, i_end):
             acc += refresh_row(job, i)
         job.part[item] = acc
-
-
-cdef void job_work(Job* job) noexcept nogil:
-    cdef int64_t i, p = 0, spins
-    while True:
-        i = cfm_atomic_fetch_add(&job.next, 1)
-        if i >= job.n_items:
-            return
-        while i >= job.phase_start[p + 1]:
-            p += 1
-        spins = 0
-        while cfm_atomic_load(&job.done) < job.phase_start[p]:
-            spins += 1
-            if spins < SPIN_BEFORE_YIELD:
-                cfm_cpu_relax()
+        return
+    f = job.phase_f[p]
+    q = job.cache + (1 + f) * job.n_rows
+    if typ == PH_SERIAL or typ == PH_DRAW or typ == PH_FUSED:
+        lo = job.phase_lo[p] + local * job.phase_chunk[p]
+        hi = min(job.phase_hi[p], lo + job.phase_chunk[p])
+    else:
+        lo = job.phase_lo[p]
+        hi = job.phase_hi[p]
+    if typ == PH_SERIAL:
+        if f < 0:
+            for j in range(lo, hi):
+                g = job.group[j]
+                draw_w(j, job.col_ptr, job.row_idx, job.col_val, job.col_wval, e, job.P, job.ps,
+                       job.alpha, job.mu_w[g], job.lam_w[g], job.do_sample, job.seed,
+                       job.sweep)
+        else:
+            for j in range(lo, hi):
+                g = job.group[j]
+                draw_v(j, <int>f, job.col_ptr, job.row_idx, job.col_val, job.col_wval, e, q,
+                       job.P, job.ps,
+                       job.alpha, job.mu_v[f * job.n_groups + g],
+                       job.lam_v[f * job.n_groups + g], job.do_sample, job.seed, job.sweep)
+    elif typ == PH_FUSED:
+        for j in range(lo, hi):
+            fused_draw(job, j, f, q)
+    elif typ == PH_SUMS:
+        for j in range(lo, hi):
+            cs = job.colseg + j * (N_SEG + 1) + local
+            s1 = 0.0
+            s2 = 0.0
+            if f < 0:
+                for t in range(cs[0], cs[1]):
+                    xw = job.col_wval[t]
+                    s1 += xw * e[job.row_idx[t]]
+                    s2 += xw * job.col_val[t]
             else:
-                cfm_yield()
-        run_item(job, i, p)
-        cfm_atomic_fetch_add(&job.done, 1)
+                old = job.P[j * job.ps + 1 + f]
+                for t in range(cs[0], cs[1]):
+                    x = job.col_val[t]
+                    i = job.row_idx[t]
+                    r0 = q[i] - x * old
+                    h = x * r0
+                    hw = job.col_wval[t] * r0
+                    s1 += hw * e[i]
+                    s2 += hw * h
+            sp = job.spart + (j * N_SEG + local) * 2
+            sp[0] = s1
+            sp[1] = s2
+    elif typ == PH_DRAW:
+        for j in range(lo, hi):
+            s1 = 0.0
+            s2 = 0.0
+            sp = job.spart + j * N_SEG * 2
+            for t in range(N_SEG):
+                s1 += sp[2 * t]
+                s2 += sp[2 * t + 1]
+            g = job.group[j]
+            q0 = j * job.ps + 1 + f      # f = -1: the linear weight
+            old = job.P[q0]
+            if f < 0:
+                new = posterior_draw(s1, s2, old, job.alpha, job.mu_w[g], job.lam_w[g],
+                                     job.do_sample, job.seed, job.sweep, KIND_W, j)
+            else:
+                new = posterior_draw(s1, s2, old, job.alpha, job.mu_v[f * job.n_groups + g],
+                                     job.lam_v[f * job.n_groups + g], job.do_sample, job.seed,
+                                     job.sweep, KIND_V0 + f, j)
+            if not isfinite(new):
+                new = old
+            job.P[q0] = new
+            job.oldv[j] = old
+            job.delta[j] = new - old
+    else:  # PH_UPDATE
+        for j in range(lo, hi):
+            d = job.delta[j]
+            if d == 0.0:
+                continue
+            cs = job.colseg + j * (N_SEG + 1) + local
+            if f < 0:
+                for t in range(cs[0], cs[1]):
+                    e[job.row_idx[t]] += job.col_val[t] * d
+            else:
+                old = job.oldv[j]
+                for t in range(cs[0], cs[1]):
+                    x = job.col_val[t]
+                    i = job.row_idx[t]
+                    h = x * (q[i] - x * old)
+                    q[i] += x * d
+                    e[i] += h * d
+
+
+cdef inline void fused_draw(Job* job, int64_t j, int64_t f, double* q) noexcept nogil:
+    """One parameter of an exclusive block: per-segment partial sums combined
+    in segment order, draw, update -- bit-identical to the phased path."""
+    cdef const int64_t* cs = job.colseg + j * (N_SEG + 1)
+    cdef double* e = job.cache
+    cdef double s1 = 0.0, s2 = 0.0, p1, p2, x, h, old, new, d, xw, hw, r0
+    cdef int64_t s, t, i, g = job.group[j]
+    cdef int64_t q0 = j * job.ps + 1 + f
+    old = job.P[q0]
+    for s in range(N_SEG):
+        p1 = 0.0
+        p2 = 0.0
+        if f < 0:
+            for t in range(cs[s], cs[s + 1]):
+                xw = job.col_wval[t]
+                p1 += xw * e[job.row_idx[t]]
+                p2 += xw * job.col_val[t]
+        else:
+            for t in range(cs[s], cs[s + 1]):
+                x = job.col_val[t]
+                i = job.row_idx[t]
+                r0 = q[i] - x * old
+                h = x * r0
+                hw = job.col_wval[t] * r0
+                p1 += hw * e[i]
+                p2 += hw * h
+        s1 += p1
+        s2 += p2
+    if f < 0:
+        new = posterior_draw(s1, s2, old, job.alpha, job.mu_w[g], job.lam_w[g],
+                             job.do_sample, job.seed, job.sweep, KIND_W, j)
+    else:
+        new = posterior_draw(s1, s2, old, job.alpha, job.mu_v[f * job.n_groups + g],
+                             job.lam_v[f * job.n_groups + g], job.do_sample, job.seed,
+                             job.sweep, KIND_V0 + f, j)
+    if not isfinite(new):
+        return
+    job.P[q0] = new
+    d = new - old
+    if d == 0.0:
+        return
+    if f < 0:
+        for t in range(cs[0], cs[N_SEG]):
+            e[job.row_idx[t]] += job.col_val[t] * d
+    else:
+        for t in range(cs[0], cs[N_SEG]):
+            x = job.col_val[t]
+            i = job.row_idx[t]
+            h = x * (q[i] - x * old)
+            q[i] += x * d
+            e[i] += h * d
+
+
+cdef inline int64_t claim_item(Job* job, int64_t p, bint from_back) noexcept nogil:
+    """Claim an unclaimed item of phase p (the lowest, or the highest when
+    ``from_back``); -1 when none is left."""
+    cdef int64_t old, lo, hi
+    while True:
+        old = cfm_atomic_load(&job.claim[p])
+        lo = old & <int64_t>0xFFFFFFFF
+        hi = old >> 32
+        if lo >= hi:
+            return -1
+        if from_back:
+            if cfm_atomic_cas(&job.claim[p], old, ((hi - 1) << 32) | lo):
+                return job.phase_start[p] + hi - 1
+        elif cfm_atomic_cas(&job.claim[p], old, (hi << 32) | (lo + 1)):
+            return job.phase_start[p] + lo
+
+
+cdef void job_work(Job* job, bint from_back) noexcept nogil:
+    """Go through the phases in order, running claimed items of each once
+    every item of the earlier phases is done."""
+    cdef int64_t i, p, spins
+    for p in range(job.n_phases):
+        while True:
+            i = claim_item(job, p, from_back)
+            if i < 0:
+                break
+            spins = 0
+            while cfm_atomic_load(&job.done) < job.phase_start[p]:
+                spins += 1
+                if spins < SPIN_BEFORE_YIELD:
+                    cfm_cpu_relax()
+                else:
+                    cfm_yield()
+            run_item(job, i, p)
+            cfm_atomic_fetch_add(&job.done, 1)
 
 
 cdef void* helper_main(void* arg) noexcept nogil:
     cdef Job* job = <Job*>arg
-    job_work(job)
+    job_work(job, True)
     job_release(job)
     return NULL
 
@@ -342,8 +527,10 @@ cdef void job_run(Job* job, int n_threads) noexcept nogil:
     """Run every item with up to n_threads threads (this one included), then
     release the caller's reference."""
     cdef int t
-    cdef int64_t spins = 0
+    cdef int64_t spins = 0, p
     job.phase_start[job.n_phases] = job.n_items
+    for p in range(job.n_phases):
+        job.claim[p] = (job.phase_start[p + 1] - job.phase_start[p]) << 32
     for t in range(n_threads - 1):
         if job.n_items <= 1:
             break
@@ -351,7 +538,7 @@ cdef void job_run(Job* job, int n_threads) noexcept nogil:
         if cfm_spawn_detached(helper_main, job) != 0:
             cfm_atomic_fetch_add(&job.refs, -1)
             break
-    job_work(job)
+    job_work(job, False)
     while cfm_atomic_load(&job.done) < job.n_items:
         spins += 1
         if spins < SPIN_BEFORE_YIELD:
@@ -361,9 +548,28 @@ cdef void job_run(Job* job, int n_threads) noexcept nogil:
     job_release(job)
 
 
+cdef inline double posterior_draw(double s1, double s2, double old, double alpha, double mu,
+                                  double lam, bint do_sample, uint64_t seed, uint64_t sweep,
+                                  uint64_t kind, int64_t j) noexcept nogil:
+    """Draw (or mean) of a parameter from its Gaussian conditional, given
+    s1 = sum h e and s2 = sum h^2 over its rows (e including its current
+    value old); 0 when the conditional is improper."""
+    cdef double prec = lam + alpha * s2, mean, new
+    cdef uint64_t st
+    if not (prec > 0.0) or not isfinite(prec):
+        return 0.0
+    mean = (alpha * (old * s2 - s1) + lam * mu) / prec
+    new = mean
+    if do_sample:
+        st = stream_key(seed, sweep, kind, <uint64_t>j)
+        new = mean + std_normal(&st) / sqrt(prec)
+    return new
+
+
 # ------------------------------------------------------------ one sweep
 cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_idx,
-                        const double* col_val, double* e, double* P, int64_t ps,
+                        const double* col_val, const double* col_wval, double* e, double* P,
+                        int64_t ps,
                         double alpha, double mu, double lam,
                         bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
     cdef int64_t p
@@ -371,18 +577,9 @@ cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_id
     cdef uint64_t st
     old = P[j * ps]
     for p in range(col_ptr[j], col_ptr[j + 1]):
-        x = col_val[p]
-        s1 += x * e[row_idx[p]]
-        s2 += x * x
-    prec = lam + alpha * s2
-    if not (prec > 0.0) or not isfinite(prec):
-        new = 0.0
-    else:
-        mean = (alpha * (old * s2 - s1) + lam * mu) / prec
-        new = mean
-        if do_sample:
-            st = stream_key(seed, sweep, KIND_W, <uint64_t>j)
-            new = mean + std_normal(&st) / sqrt(prec)
+        s1 += col_wval[p] * e[row_idx[p]]
+        s2 += col_wval[p] * col_val[p]
+    new = posterior_draw(s1, s2, old, alpha, mu, lam, do_sample, seed, sweep, KIND_W, j)
     if not isfinite(new):
         return
     P[j * ps] = new
@@ -393,28 +590,23 @@ cdef inline void draw_w(int64_t j, const int64_t* col_ptr, const int32_t* row_id
 
 
 cdef inline void draw_v(int64_t j, int f, const int64_t* col_ptr, const int32_t* row_idx,
-                        const double* col_val, double* e, double* q, double* P, int64_t ps,
+                        const double* col_val, const double* col_wval, double* e, double* q,
+                        double* P, int64_t ps,
                         double alpha, double mu, double lam,
                         bint do_sample, uint64_t seed, uint64_t sweep) noexcept nogil:
     cdef int64_t p, r
-    cdef double x, h, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
+    cdef double x, h, hw, r0, s1 = 0.0, s2 = 0.0, prec, mean, new, old, d
     cdef uint64_t st
     old = P[j * ps + 1 + f]
     for p in range(col_ptr[j], col_ptr[j + 1]):
         x = col_val[p]
         r = row_idx[p]
-        h = x * (q[r] - x * old)
-        s1 += h * e[r]
-        s2 += h * h
-    prec = lam + alpha * s2
-    if not (prec > 0.0) or not isfinite(prec):
-        new = 0.0
-    else:
-        mean = (alpha * (old * s2 - s1) + lam * mu) / prec
-        new = mean
-        if do_sample:
-            st = stream_key(seed, sweep, KIND_V0 + f, <uint64_t>j)
-            new = mean + std_normal(&st) / sqrt(prec)
+        r0 = q[r] - x * old
+        h = x * r0
+        hw = col_wval[p] * r0
+        s1 += hw * e[r]
+        s2 += hw * h
+    new = posterior_draw(s1, s2, old, alpha, mu, lam, do_sample, seed, sweep, KIND_V0 + f, j)
     if not isfinite(new):
         return
     P[j * ps + 1 + f] = new
@@ -429,47 +621,93 @@ cdef inline void draw_v(int64_t j, int f, const int64_t* col_ptr, const int32_t*
 
 
 cdef int64_t add_phases(Job* job, int64_t n_ph, int64_t f, const int64_t* block_ptr,
-                        int64_t n_blocks, const int64_t* colp, int nt, int64_t min_block_nnz,
-                        int64_t chunk, bint count_only) noexcept nogil:
-    """Append the phases of one parameter column (f = -1: w): a parallel phase
-    per large exclusive block, consecutive other blocks merged into one
-    sequential phase.  Returns the new phase count."""
+                        int64_t n_blocks, const int64_t* colp, int64_t min_block_nnz,
+                        int64_t chunk, bint phased, bint count_only) noexcept nogil:
+    """Append the phases of one parameter column (f = -1: w): per large
+    exclusive block three phases (sums, draws, updates) when ``phased``
+    (several threads), else one fused phase with the same arithmetic;
+    consecutive other blocks merged into one sequential phase.  Which blocks
+    are "large" depends on the data only, so the results never depend on the
+    thread count.  Returns the new phase count."""
     cdef int64_t b, lo, hi, run_lo = -1
     for b in range(n_blocks):
         lo = block_ptr[b]
         hi = block_ptr[b + 1]
-        if nt > 1 and hi - lo > 1 and colp[hi] - colp[lo] >= min_block_nnz:
+        if hi - lo > 1 and colp[hi] - colp[lo] >= min_block_nnz:
             if run_lo >= 0:
                 if not count_only:
-                    set_phase(job, n_ph, f, run_lo, lo, lo - run_lo)
+                    set_phase(job, n_ph, PH_SERIAL, f, run_lo, lo, lo - run_lo, 1)
                 n_ph += 1
                 run_lo = -1
+            if not phased:
+                if not count_only:
+                    set_phase(job, n_ph, PH_FUSED, f, lo, hi, hi - lo, 1)
+                n_ph += 1
+                continue
             if not count_only:
-                set_phase(job, n_ph, f, lo, hi, chunk)
-            n_ph += 1
+                set_phase(job, n_ph, PH_SUMS, f, lo, hi, 1, N_SEG)
+                set_phase(job, n_ph + 1, PH_DRAW, f, lo, hi, chunk, (hi - lo + chunk - 1) // chunk)
+                set_phase(job, n_ph + 2, PH_UPDATE, f, lo, hi, 1, N_SEG)
+            n_ph += 3
         elif run_lo < 0:
             run_lo = lo
     if run_lo >= 0:
         if not count_only:
-            set_phase(job, n_ph, f, run_lo, block_ptr[n_blocks], block_ptr[n_blocks] - run_lo)
+            set_phase(job, n_ph, PH_SERIAL, f, run_lo, block_ptr[n_blocks],
+                      block_ptr[n_blocks] - run_lo, 1)
         n_ph += 1
     return n_ph
 
 
-cdef inline void set_phase(Job* job, int64_t p, int64_t f, int64_t lo, int64_t hi,
-                           int64_t chunk) noexcept nogil:
+cdef inline void set_phase(Job* job, int64_t p, int64_t typ, int64_t f, int64_t lo, int64_t hi,
+                           int64_t chunk, int64_t n_items) noexcept nogil:
+    job.phase_type[p] = typ
     job.phase_f[p] = f
     job.phase_lo[p] = lo
     job.phase_hi[p] = hi
     job.phase_chunk[p] = chunk
     job.phase_start[p] = job.n_items
-    job.n_items += (hi - lo + chunk - 1) // chunk
+    job.n_items += n_items
+
+
+N_SEG_PY = N_SEG
+
+
+def column_segments(const int64_t[::1] col_ptr, const int32_t[::1] row_idx,
+                    const int64_t[::1] indptr):
+    """(n_features, N_SEG + 1) offsets of N_SEG row segments (about equal
+    numbers of non-zeros) inside each CSC column (row indices sorted)."""
+    cdef int64_t n_rows = indptr.shape[0] - 1
+    cdef int64_t n_features = col_ptr.shape[0] - 1
+    cdef int64_t nnz = indptr[n_rows] if n_rows > 0 else 0
+    out = np.empty((max(n_features, 0), N_SEG + 1), dtype=np.int64)
+    cdef int64_t[:, ::1] o = out
+    cdef int64_t[N_SEG + 1] bound
+    cdef int64_t s, r = 0, j, t
+    for s in range(N_SEG + 1):   # first row of each segment
+        while r < n_rows and indptr[r] * N_SEG < s * nnz:
+            r += 1
+        bound[s] = r
+    bound[N_SEG] = n_rows
+    with nogil:
+        for j in range(n_features):
+            t = col_ptr[j]
+            for s in range(N_SEG):
+                while t < col_ptr[j + 1] and row_idx[t] < bound[s]:
+                    t += 1
+                o[j, s] = t
+            o[j, N_SEG] = col_ptr[j + 1]
+    return out
 
 
 def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features + 1)
           const int32_t[::1] row_idx,       # IN  CSC row indices
           const double[::1] col_val,        # IN  CSC values (row scaling applied)
+          const double[::1] col_wval,       # IN  col_val * sample weight of the row
+                                            #     (pass col_val itself without weights)
+          const double[::1] sw,             # IN  sample weights (n_rows) or empty
           const int64_t[::1] block_ptr,     # IN  exclusive blocks (n_blocks + 1)
+          const int64_t[:, ::1] colseg,     # IN  column_segments(...)
           const int32_t[::1] group,         # IN  prior group of each feature
           double[:, ::1] cache,             # IN/OUT (1 + k, n_rows): e, q_0 .. q_{k-1}
           double[:, ::1] P,                 # IN/OUT (n_features, >= 1 + k): [w, v_0..]
@@ -490,9 +728,10 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
     cdef int64_t n_groups = mu_w.shape[0]
     cdef int64_t i, n_ph, f
     cdef int nt = max(n_threads, 1)
-    cdef double s, prec, mean, new, d
+    cdef double s, prec, mean, new, d, n_eff
     cdef uint64_t st
     cdef double* e = &cache[0, 0]
+    cdef bint has_sw = sw.shape[0] > 0
     cdef Job* job
     if n_rows <= 0 or n_features <= 0:
         return
@@ -500,16 +739,24 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
             or group.shape[0] != n_features or block_ptr[n_blocks] != n_features
             or lam_w.shape[0] != n_groups or mu_v.shape[0] < k or lam_v.shape[0] < k
             or (k > 0 and (mu_v.shape[1] != n_groups or lam_v.shape[1] != n_groups))
-            or chunk < 1):
+            or chunk < 1 or colseg.shape[0] != n_features or colseg.shape[1] != N_SEG + 1
+            or col_wval.shape[0] != col_val.shape[0] or (has_sw and sw.shape[0] != n_rows)):
         raise ValueError("inconsistent arguments")
     with nogil:
         # ---- w0 (all rows; fixed-order sum)
         if fit_w0:
             s = 0.0
-            for i in range(n_rows):
-                s += e[i]
-            prec = reg0 + alpha * n_rows
-            mean = (alpha * (w0[0] * n_rows - s) + reg0 * mu0) / prec
+            n_eff = 0.0
+            if has_sw:
+                for i in range(n_rows):
+                    s += sw[i] * e[i]
+                    n_eff += sw[i]
+            else:
+                for i in range(n_rows):
+                    s += e[i]
+                n_eff = <double>n_rows
+            prec = reg0 + alpha * n_eff
+            mean = (alpha * (w0[0] * n_eff - s) + reg0 * mu0) / prec
             new = mean
             if do_sample:
                 st = stream_key(seed, sweep_idx, KIND_W0, 0)
@@ -522,28 +769,35 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
         # ---- phases: w, then each factor column
         n_ph = 0
         if fit_linear:
-            n_ph = add_phases(NULL, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0], nt,
-                              min_block_nnz, chunk, True)
+            n_ph = add_phases(NULL, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0],
+                              min_block_nnz, chunk, nt > 1, True)
         for f in range(k):
-            n_ph = add_phases(NULL, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0], nt,
-                              min_block_nnz, chunk, True)
+            n_ph = add_phases(NULL, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0],
+                              min_block_nnz, chunk, nt > 1, True)
         job = job_new(n_ph) if n_ph > 0 else NULL
     if n_ph == 0:
         return
     if job == NULL:
         raise MemoryError()
+    work = np.zeros(n_features * (2 * N_SEG + 2))
+    cdef double[::1] wk = work
+    job.spart = &wk[0]
+    job.delta = &wk[2 * N_SEG * n_features]
+    job.oldv = &wk[(2 * N_SEG + 1) * n_features]
+    job.colseg = &colseg[0, 0]
     with nogil:
         job.kind = JOB_SWEEP
         n_ph = 0
         if fit_linear:
-            n_ph = add_phases(job, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0], nt,
-                              min_block_nnz, chunk, False)
+            n_ph = add_phases(job, n_ph, -1, &block_ptr[0], n_blocks, &col_ptr[0],
+                              min_block_nnz, chunk, nt > 1, False)
         for f in range(k):
-            n_ph = add_phases(job, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0], nt,
-                              min_block_nnz, chunk, False)
+            n_ph = add_phases(job, n_ph, f, &block_ptr[0], n_blocks, &col_ptr[0],
+                              min_block_nnz, chunk, nt > 1, False)
         job.col_ptr = &col_ptr[0]
         job.row_idx = &row_idx[0] if row_idx.shape[0] > 0 else NULL
         job.col_val = &col_val[0] if col_val.shape[0] > 0 else NULL
+        job.col_wval = &col_wval[0] if col_wval.shape[0] > 0 else NULL
         job.group = &group[0]
         job.n_groups = n_groups
         job.alpha = alpha
@@ -602,14 +856,14 @@ cdef inline double refresh_row(Job* job, int64_t i) noexcept nogil:
                         job.w0, job.cache + job.n_rows + i, job.n_rows)
     elif job.task == TASK_REGRESSION:
         t = job.cache[i]
-        return 0.5 * t * t
+        return 0.5 * t * t * (job.sw[i] if job.sw != NULL else 1.0)
     else:
         pred = job.cache[i] + job.z[i]
     if job.task == TASK_REGRESSION:
         t = pred - yi
         job.cache[i] = t
-        return 0.5 * t * t
-    loss = -log_cdf(pred if yi > 0 else -pred)
+        return 0.5 * t * t * (job.sw[i] if job.sw != NULL else 1.0)
+    loss = -log_cdf(pred if yi > 0 else -pred) * (job.sw[i] if job.sw != NULL else 1.0)
     if job.do_sample:
         st = stream_key(job.seed, job.sweep, LATENT, <uint64_t>i)
         if yi > 0:
@@ -634,6 +888,7 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
             double[:, ::1] cache,         # IN/OUT (1 + k, n_rows): e, q_0 .. q_{k-1}
             double[::1] z,                # IN/OUT probit latent targets (n_rows; else unused)
             bint full,
+            const double[::1] sw,         # sample weights (n_rows) or empty: weight the loss
             int n_threads):
     """Set e = pred - target for every row.  ``full``: recompute every
     prediction (and q) from X, as libFM does after each sweep; otherwise the
@@ -651,7 +906,8 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     if n_rows <= 0:
         return 0.0
     if cache.shape[0] < 1 + k or cache.shape[1] != n_rows or y.shape[0] != n_rows \
-            or P.shape[1] < 1 + k or (task != TASK_REGRESSION and z.shape[0] != n_rows):
+            or P.shape[1] < 1 + k or (task != TASK_REGRESSION and z.shape[0] != n_rows) \
+            or sw.shape[0] not in (0, n_rows):
         raise ValueError("inconsistent arguments")
     job = job_new(1)
     if job == NULL:
@@ -674,6 +930,7 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     job.n_rows = n_rows
     job.part = &part[0]
     job.z = &z[0] if z.shape[0] > 0 else NULL
+    job.sw = &sw[0] if sw.shape[0] > 0 else NULL
     job.full = full
     with nogil:
         job_run(job, max(n_threads, 1))

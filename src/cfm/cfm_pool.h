@@ -35,6 +35,16 @@ static inline int64_t cfm_atomic_load(const int64_t *p) {
 #endif
 }
 
+static inline int cfm_atomic_cas(int64_t *p, int64_t expected, int64_t desired) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+#else
+    if (*p != expected) return 0;
+    *p = desired; return 1;
+#endif
+}
+
 static inline void cfm_cpu_relax(void) {
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     __builtin_ia32_pause();
