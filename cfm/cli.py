@@ -205,6 +205,15 @@ def build_parser():
                     help="libsvm column ids (default: as the model's training file was read)")
     pr.add_argument("--threads", type=_threads, default=None, metavar="N")
     pr.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    xl = pr.add_argument_group("xLearn TXT models (what the text file does not record)")
+    xl.add_argument("--xlearn-task", choices=("binary", "reg"), default="binary",
+                    help="the model's task (default binary)")
+    xl.add_argument("--xlearn-no-norm", action="store_true",
+                    help="the model is scored without instance-wise normalisation "
+                    "(xLearn's disableNorm / --no-norm)")
+    xl.add_argument("--xlearn-fields", metavar="FILE", default=None,
+                    help="FFM: a libffm file giving each feature's field (e.g. the training "
+                    "file)")
     pr.set_defaults(func=cmd_predict)
 
     # ---- convert
@@ -274,8 +283,9 @@ def _fmt_int(n):
     return f"{n:,}"
 
 
-def _load_model(path):
-    """A cfm model file, or an xLearn TXT model when cfm.xlearn.load_xlearn exists."""
+def _load_model(path, xlearn=None):
+    """A cfm model file, or an xLearn TXT model when cfm.xlearn.load_xlearn exists
+    (``xlearn``: keyword arguments for cfm.load_xlearn)."""
     from . import _io
     from .exceptions import ModelFileError
 
@@ -290,7 +300,7 @@ def _load_model(path):
         except ImportError:
             raise exc from None
         try:
-            model = load_xlearn(path)
+            model = load_xlearn(path, **(xlearn or {}))
         except (ModelFileError, ValueError) as exc2:
             raise ModelFileError(f"{path} is neither a cfm model file nor an xLearn TXT model "
                                  f"({exc2})") from None
@@ -453,7 +463,11 @@ def cmd_train(args, log):
 
 def cmd_predict(args, log):
     _check_data_file(args.data)
-    model = _load_model(args.model)
+    xl = {"task": args.xlearn_task, "norm": not args.xlearn_no_norm}
+    if args.xlearn_fields is not None:
+        _check_data_file(args.xlearn_fields)
+        xl["fields"] = args.xlearn_fields
+    model = _load_model(args.model, xl)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
     src = sys.stdin.buffer if args.data == "-" else args.data

@@ -395,3 +395,33 @@ def test_matches_xlearn_predictions(tmp_path, kind, norm, task):
     back = cfm.load(tmp_path / "m.cfm")
     again = back.predict_proba(X)[:, 1] if task == "binary" else back.predict(X)
     np.testing.assert_array_equal(again, got)
+
+
+# ------------------------------------------------------------ via the CLI
+@pytest.mark.parametrize("kind", ["fm", "ffm"])
+@pytest.mark.parametrize("norm", [True, False])
+def test_cli_predict_takes_xlearn_txt_models(tmp_path, kind, norm):
+    from cfm import cli
+
+    rng = np.random.default_rng(11)
+    n, k, nf = 12, 3, 3
+    fields = np.arange(n) % nf
+    V = rng.normal(0, 0.5, (n, k)) if kind == "fm" else rng.normal(0, 0.5, (n, nf, k))
+    model = write_txt(tmp_path / "m.txt", 0.3, rng.normal(size=n), V)
+    X = random_rows(50, n, rng)
+    y = rng.normal(size=50)
+    data = tmp_path / ("d.ffm" if kind == "ffm" else "d.svm")
+    if kind == "ffm":
+        cfm.dump_libffm(X, y, fields, data)
+    else:
+        cfm.dump_libsvm(X, y, data, zero_based=True)
+    out = tmp_path / "p.txt"
+    argv = ["predict", str(model), str(data), "-o", str(out), "-q", "--xlearn-task", "reg"]
+    if not norm:
+        argv.append("--xlearn-no-norm")
+    if kind == "ffm":
+        argv += ["--xlearn-fields", str(data)]
+    assert cli.main(argv) == 0
+    want = cfm.load_xlearn(model, task="reg", norm=norm,
+                           fields=fields if kind == "ffm" else None).predict(X)
+    np.testing.assert_allclose(np.loadtxt(out), want, rtol=1e-6, atol=1e-7)
