@@ -36,6 +36,13 @@ def _record_size(kp, solver, dtype):
     return kp + (2 if np.dtype(dtype) == np.float16 else 1)
 
 
+def _lin_table(n_features, solver, dtype):
+    """Zeroed linear table (n_features, lw) = [w, optimizer state], rows not
+    padded: a row touches one record per feature, so a compact table (8 bytes
+    per feature with AdaGrad) keeps more of them in cache than 64-byte rows."""
+    return np.zeros((n_features, _lin_width(solver)), dtype=_lin_dtype(dtype))
+
+
 def _lin_dtype(dtype):
     """The linear table is float32 when the factors are stored as float16."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
@@ -131,7 +138,7 @@ class _FFMMixin:
         init = _ffm.ffm_init_factors_half if self._half else _ffm.ffm_init_factors
         init(self._kernel_V, self.n_fields_, k, self._kp, self._ks, self._init_std(),
              ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
-        self._lin = _aligned_table(n_features, _lin_width(self.solver), _lin_dtype(dtype))
+        self._lin = _lin_table(n_features, self.solver, dtype)
         if self.solver == "adagrad":
             self._lin[:, 1] = ADAGRAD_INIT
         self._init_common(n_features, y, sample_weight)
@@ -251,7 +258,7 @@ class _FFMMixin:
         fields = arrays["fields"]
         if fields.min() < 0 or fields.max() >= nf:
             raise ValueError("field ids in the file are out of range")
-        self._lin = _aligned_table(n, _lin_width(solver), _lin_dtype(dtype))
+        self._lin = _lin_table(n, solver, dtype)
         self._lin[:, :_lin_width(solver)] = arrays["lin"]
         self._V = _aligned_table(n, nf * ks, dtype)
         self._V[:, :nf * ks] = arrays["V"]

@@ -131,6 +131,14 @@ cdef inline double lin_score(const floating* lin, Py_ssize_t lw, const data_t* d
     return s
 
 
+cdef inline void prefetch_lin(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                              const floating* lin, Py_ssize_t lw) noexcept nogil:
+    """Prefetch the linear records [w, state] of a row's features."""
+    cdef Py_ssize_t jj
+    for jj in range(start, end):
+        cfm_prefetch_r(lin + <Py_ssize_t>indices[jj] * lw)
+
+
 cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
                                  const floating* V, Py_ssize_t vstride) noexcept nogil:
     cdef Py_ssize_t jj
@@ -172,6 +180,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
             r = i + PF_ROWS
             if r < n_rows:
                 prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             start = indptr[i]
             end = indptr[i + 1]
             scale = row_scale(X, start, end, normalize)
@@ -357,6 +366,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
                 prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             i = order[p]
             start = indptr[i]
             end = indptr[i + 1]
@@ -494,6 +504,7 @@ def ffm_predict_half(const data_t[::1] data,          # IN  CSR values
             r = i + PF_ROWS
             if r < n_rows:
                 prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
+                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             start = indptr[i]
             end = indptr[i + 1]
             scale = row_scale(X, start, end, normalize)
@@ -587,6 +598,7 @@ def ffm_train_epoch_half(const data_t[::1] data,          # IN  CSR values
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
                 prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
+                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             i = order[p]
             start = indptr[i]
             end = indptr[i + 1]
