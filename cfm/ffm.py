@@ -275,10 +275,11 @@ _DTYPE_DOC = """
         elsewhere. "float16": the factor table (by far the
         largest part of an FFM: n_features x n_fields x k) is stored in IEEE
         half precision, with float32 arithmetic, float32 AdaGrad accumulators
-        and linear weights. It halves the memory and most of the memory
-        traffic of training and scoring (about 1.7x faster epochs on a
-        Criteo-shaped set, see benchmarks/RESULTS_ffm.md) at equal accuracy
-        on the data sets we measured. Updates are stored with stochastic
+        and linear weights. It halves the table's memory and model files;
+        on a Criteo-shaped set (benchmarks/RESULTS_ffm.md) scoring is about
+        1.7x faster and training a few percent faster (training is bound by
+        arithmetic, scoring by memory), at equal accuracy on every data set
+        we measured. Updates are stored with stochastic
         rounding, so steps smaller than float16's resolution are kept on
         average instead of being rounded away; with ``n_jobs=1`` and a fixed
         ``random_state`` training is still bit-for-bit reproducible. Values
