@@ -337,6 +337,10 @@ def main(argv=None):
                 out = work / "out_cfm_xlmodel.txt"
                 cmd = [sys.executable, "-m", "cfm", "predict", str(xtxt), str(tf), "-o",
                        str(out), "--threads", str(args.threads), "-q", "--zero-based", "true"]
+                if kind == "ffm":
+                    # the TXT model does not record fields: take them from the scored file
+                    # (the time includes reading them)
+                    cmd += ["--xlearn-fields", str(tf)]
                 dt = timed_process(cmd, cfm_env())[0]
                 p_i = np.loadtxt(out, ndmin=1)
                 same_rank = bool(np.array_equal(np.argsort(p_i, kind="stable"),
