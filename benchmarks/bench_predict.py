@@ -281,7 +281,7 @@ def main(argv=None):
         have_import = False
 
     header = machine_info(args.threads)
-    rows, notes, breakdown, mem_rows, interop = [], [], [], [], []
+    rows, breakdown, mem_rows, interop = [], [], [], []
     for kind in kinds:
         ext = "ffm" if kind == "ffm" else "svm"
         train, test = paths[("train", ext)], paths[("test", ext)]
