@@ -135,9 +135,8 @@ class _FFMMixin:
             raise MemoryError(f"cannot allocate the FFM factor table ({nbytes / 2**30:.1f} GiB "
                               f"for {n_features} features x {self.n_fields_} fields x {k} "
                               "factors)") from exc
-        init = _ffm.ffm_init_factors_half if self._half else _ffm.ffm_init_factors
-        init(self._kernel_V, self.n_fields_, k, self._kp, self._ks, self._init_std(),
-             ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
+        _ffm.ffm_init_factors(self._kernel_V, self.n_fields_, k, self._kp, self._ks, self._init_std(),
+                              ADAGRAD_INIT, init_seed, effective_n_threads(self.n_jobs))
         self._lin = _lin_table(n_features, self.solver, dtype)
         if self.solver == "adagrad":
             self._lin[:, 1] = ADAGRAD_INIT
@@ -194,17 +193,16 @@ class _FFMMixin:
             float(self.l2_w0), self._hp("l2_w"), self._hp("l2_v"), float(self.l1),
             float(self.ftrl_beta), n_threads, self._max_nnz(Xc),
         )
-        if self._half:
-            # seeds the stochastic rounding of the float16 updates
-            return _ffm.ffm_train_epoch_half(*args, int(self._rng.integers(2**63)))
-        return _ffm.ffm_train_epoch(*args)
+        # float16: seeds the stochastic rounding of the updates (drawn only then,
+        # so that float32/float64 fits keep their row-order stream)
+        seed = int(self._rng.integers(2**63)) if self._half else 0
+        return _ffm.ffm_train_epoch(*args, seed)
 
     def _decision(self, Xc, n_threads=None):
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
         out = np.empty(Xc.n_rows, dtype=np.float64)
-        predict = _ffm.ffm_predict_half if self._half else _ffm.ffm_predict
-        predict(Xc.data, Xc.indices, Xc.indptr, self.fields_, self._lin, self._kernel_V,
+        _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self.fields_, self._lin, self._kernel_V,
                 float(self._w0_state[0]), self._kp, self._ks, self._normalize, out,
                 n_threads, self._max_nnz(Xc))
         return out

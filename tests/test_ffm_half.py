@@ -76,7 +76,7 @@ def test_predict_matches_reference(rng, simd_path, k, normalize):
 def kernel_epoch_half(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr, seed=1,
                       l1=0.0, **hp):
     X = sp.csr_matrix(X)
-    return _ffm.ffm_train_epoch_half(
+    return _ffm.ffm_train_epoch(
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
         np.asarray(order, dtype=np.int64), m.fields_, m._lin, m._kernel_V, m._w0_state,

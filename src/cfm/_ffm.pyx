@@ -40,6 +40,14 @@ from cfm._common cimport (
     init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
 
+# Storage of the factor table V: float32, float64, or float16 bits (uint16_t,
+# dtype="float16", see cfm_ffm_half.h; the linear table is then float32).
+ctypedef fused vtab_t:
+    float
+    double
+    uint16_t
+
+
 # AVX2+FMA kernels for float32 (chosen at import from the CPU's features;
 # cfm._ffm.set_simd("sse2") forces the baseline path, e.g. for tests).
 cdef bint use_avx2 = cfm_ffm_have_avx2() != 0
@@ -103,22 +111,28 @@ cdef inline double pair_score(const floating* V, Py_ssize_t m, const double* xs,
     return total
 
 
-cdef inline double pair_score_dispatch(const floating* V, Py_ssize_t m, const double* xs,
+cdef inline double pair_score_dispatch(const vtab_t* V, Py_ssize_t m, const double* xs,
                                        const int32_t* fl, const Py_ssize_t* off,
                                        Py_ssize_t ks, int kp) noexcept nogil:
     """pair_score with a literal kp for the common sizes: once inlined, the
     factor loops have constant trip counts and are fully unrolled/vectorised.
-    float32 with kp % 8 == 0 on a CPU with AVX2+FMA: the AVX2 kernel."""
-    if floating is float:
-        if kp % 8 == 0 and use_avx2:
-            return cfm_ffm_pair_score_avx2(V, m, xs, fl, off, ks, kp)
-    if kp == 8:
-        return pair_score(V, m, xs, fl, off, ks, 8)
-    if kp == 4:
-        return pair_score(V, m, xs, fl, off, ks, 4)
-    if kp == 16:
-        return pair_score(V, m, xs, fl, off, ks, 16)
-    return pair_score(V, m, xs, fl, off, ks, kp)
+    float32 with kp % 8 == 0 on a CPU with AVX2+FMA: the AVX2 kernel; a
+    float16 table: the kernels of cfm_ffm_half.h."""
+    if vtab_t is uint16_t:
+        if half_simd():
+            return cfm_ffmh_pair_score_avx2(V, m, xs, fl, off, ks, kp)
+        return cfm_ffmh_pair_score_c(V, m, xs, fl, off, ks, kp)
+    else:
+        if vtab_t is float:
+            if kp % 8 == 0 and use_avx2:
+                return cfm_ffm_pair_score_avx2(V, m, xs, fl, off, ks, kp)
+        if kp == 8:
+            return pair_score(V, m, xs, fl, off, ks, 8)
+        if kp == 4:
+            return pair_score(V, m, xs, fl, off, ks, 4)
+        if kp == 16:
+            return pair_score(V, m, xs, fl, off, ks, 16)
+        return pair_score(V, m, xs, fl, off, ks, kp)
 
 
 cdef inline double lin_score(const floating* lin, Py_ssize_t lw, const data_t* data,
@@ -139,19 +153,12 @@ cdef inline void prefetch_lin(const index_t* indices, Py_ssize_t start, Py_ssize
         cfm_prefetch_r(lin + <Py_ssize_t>indices[jj] * lw)
 
 
-cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
-                                 const floating* V, Py_ssize_t vstride) noexcept nogil:
-    cdef Py_ssize_t jj
-    for jj in range(start, end):
-        prefetch_span(V + <Py_ssize_t>indices[jj] * vstride, vstride * sizeof(floating))
-
-
 def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 const index_t[::1] indices,      # IN  CSR column indices
                 const int64_t[::1] indptr,       # IN  CSR row offsets
                 const int32_t[::1] fields,       # IN  field of each column
                 const floating[:, ::1] lin,      # IN  linear table (n_features, lw)
-                const floating[:, ::1] V,        # IN  factor table (n_features, n_fields*ks)
+                const vtab_t[:, ::1] V,          # IN  factor table (n_features, n_fields*ks)
                 double w0, int kp, Py_ssize_t ks, bint normalize,
                 double[::1] out,                 # OUT scores
                 int n_threads, Py_ssize_t max_nnz):
@@ -170,7 +177,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating* L = &lin[0, 0]
-    cdef const floating* Vp = &V[0, 0]
+    cdef const vtab_t* Vp = &V[0, 0]
     cdef const int32_t* F = &fields[0]
     if n_rows <= 0:
         return
@@ -179,7 +186,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
             tid = threadid()
             r = i + PF_ROWS
             if r < n_rows:
-                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             start = indptr[i]
             end = indptr[i + 1]
@@ -280,24 +287,33 @@ cdef inline void update_pairs(floating* V, Py_ssize_t m, const double* xs,
                     p2[f] = p2[f] - s2 * g2[f]
 
 
-cdef inline void update_pairs_dispatch(floating* V, Py_ssize_t m, const double* xs,
+cdef inline void update_pairs_dispatch(vtab_t* V, Py_ssize_t m, const double* xs,
                                        const int32_t* fl, const Py_ssize_t* off,
                                        Py_ssize_t ks, int kp, int k, double g, int optimizer,
-                                       double lr, double l2_v) noexcept nogil:
-    """update_pairs with a literal kp for the common sizes (see pair_score_dispatch)."""
-    if floating is float:
-        if kp % 8 == 0 and use_avx2:
-            cfm_ffm_update_pairs_avx2(V, m, xs, fl, off, ks, kp, g, <float>l2_v, <float>lr,
-                                      <float>(1.0 / k), optimizer != OPT_SGD)
-            return
-    if kp == 8:
-        update_pairs(V, m, xs, fl, off, ks, 8, k, g, optimizer, lr, l2_v)
-    elif kp == 4:
-        update_pairs(V, m, xs, fl, off, ks, 4, k, g, optimizer, lr, l2_v)
-    elif kp == 16:
-        update_pairs(V, m, xs, fl, off, ks, 16, k, g, optimizer, lr, l2_v)
+                                       double lr, double l2_v, uint32_t* rng) noexcept nogil:
+    """update_pairs with a literal kp for the common sizes (see pair_score_dispatch).
+    rng: the thread's stochastic-rounding generator (float16 tables only)."""
+    if vtab_t is uint16_t:
+        if half_simd():
+            cfm_ffmh_update_pairs_avx2(V, m, xs, fl, off, ks, kp, g, <float>l2_v, <float>lr,
+                                       <float>(1.0 / k), optimizer != OPT_SGD, rng)
+        else:
+            cfm_ffmh_update_pairs_c(V, m, xs, fl, off, ks, kp, g, <float>l2_v, <float>lr,
+                                    <float>(1.0 / k), optimizer != OPT_SGD, rng)
     else:
-        update_pairs(V, m, xs, fl, off, ks, kp, k, g, optimizer, lr, l2_v)
+        if vtab_t is float:
+            if kp % 8 == 0 and use_avx2:
+                cfm_ffm_update_pairs_avx2(V, m, xs, fl, off, ks, kp, g, <float>l2_v, <float>lr,
+                                          <float>(1.0 / k), optimizer != OPT_SGD)
+                return
+        if kp == 8:
+            update_pairs(V, m, xs, fl, off, ks, 8, k, g, optimizer, lr, l2_v)
+        elif kp == 4:
+            update_pairs(V, m, xs, fl, off, ks, 4, k, g, optimizer, lr, l2_v)
+        elif kp == 16:
+            update_pairs(V, m, xs, fl, off, ks, 16, k, g, optimizer, lr, l2_v)
+        else:
+            update_pairs(V, m, xs, fl, off, ks, kp, k, g, optimizer, lr, l2_v)
 
 
 def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
@@ -308,13 +324,17 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                     const int64_t[::1] order,        # IN  rows to visit, in this order
                     const int32_t[::1] fields,       # IN  field of each column
                     floating[:, ::1] lin,            # IN/OUT linear table
-                    floating[:, ::1] V,              # IN/OUT factor table
+                    vtab_t[:, ::1] V,                # IN/OUT factor table
                     double[::1] w0_state,            # IN/OUT [w0, a, b]
                     int k, int kp, Py_ssize_t ks, int loss, int optimizer,
                     bint fit_intercept, bint normalize,
                     double learning_rate, double l2_w0, double l2_w, double l2_v,
-                    double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz):
+                    double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
+                    uint64_t seed=0):
     """One libffm-style pass over ``order``; Hogwild across threads.
+
+    ``seed`` (float16 tables) seeds the per-thread generators of the
+    stochastic rounding of the updates (thread t: stream t).
 
     Returns (sum of weighted losses before each update, sum of weights,
     number of rows whose prediction was not finite).
@@ -327,10 +347,13 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
     cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
+    # 8 xorshift32 lanes per thread, rows 128 bytes apart; never 0
+    cdef uint32_t[:, ::1] rng = np.empty((nt, 32), dtype=np.uint32)
+    cdef uint64_t state = seed
     cdef Py_ssize_t lw = lin.shape[1]
     cdef Py_ssize_t vstride = V.shape[1]
     cdef bint has_sw = sample_weight.shape[0] > 0
-    cdef Py_ssize_t p, i, r, start, end, tid, t_id
+    cdef Py_ssize_t p, i, r, start, end, tid, q
     cdef double scale, pred, g
     cdef double* t
     cdef double* xs
@@ -339,10 +362,13 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
     cdef floating* L = &lin[0, 0]
-    cdef floating* Vp = &V[0, 0]
+    cdef vtab_t* Vp = &V[0, 0]
     cdef const int32_t* F = &fields[0]
     cdef double total_loss = 0.0, total_w = 0.0
     cdef int n_bad
+    for i in range(nt):
+        for q in range(32):
+            rng[i, q] = <uint32_t>(splitmix64(&state) >> 32) | 1u
 
     init_thread_states(&thr[0, 0], nt, &w0_state[0])
     if n == 0:
@@ -365,7 +391,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                 cfm_prefetch_r(&y[r])
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
-                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride)
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             i = order[p]
             start = indptr[i]
@@ -383,52 +409,66 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                 update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
                               learning_rate, l2_w, l1, ftrl_beta)
                 update_pairs_dispatch(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
-                                      learning_rate, l2_v)
+                                      learning_rate, l2_v, &rng[tid, 0])
 
     n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
                                 learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
     return total_loss, total_w, n_bad
 
 
-def ffm_init_factors(floating[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
+def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
                      int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
                      uint64_t seed, int n_threads):
     """Fill each vector with draws of mean 0 and standard deviation ``std``
     (uniform on [-sqrt(3) std, sqrt(3) std]: an FFM table holds hundreds of
     millions of coordinates, and a uniform draw costs one hash, no log/cos)
     in its first k coordinates, 0 in the padding, and g_init in the AdaGrad
-    slot (when ks > kp).
+    slot (when ks > kp).  A float16 table gets the same draws rounded to
+    nearest, and g_init as a float32.
 
     Draws come from a stream per feature (splitmix64), so the result does not
     depend on the number of threads.
     """
     cdef Py_ssize_t n = V.shape[0]
-    cdef Py_ssize_t j, q, f
+    cdef int nt = max(n_threads, 1)
+    cdef Py_ssize_t j, q, f, tid
     cdef uint64_t state
     cdef double half_width = std * sqrt(3.0)
-    cdef floating* vec
+    cdef vtab_t* vec
+    cdef float* buf
+    # float16: per-thread float32 staging vector (converted 8 at a time), rows 256 B apart
+    cdef float[:, ::1] stage = np.zeros((nt, kp + 64), dtype=np.float32)
     if n <= 0:
         return
-    with nogil:
-        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        buf = &stage[tid, 0]
+        for j in prange(n, schedule='static'):
             state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
             splitmix64(&state)
             for q in range(n_fields):
                 vec = &V[j, q * ks]
-                for f in range(kp):
-                    if f < k:
-                        vec[f] = <floating>(half_width * (2.0 * rand_uniform(&state) - 1.0))
-                    else:
-                        vec[f] = 0
-                if ks > kp:
-                    vec[kp] = <floating>g_init
+                if vtab_t is uint16_t:
+                    for f in range(k):
+                        buf[f] = <float>(half_width * (2.0 * rand_uniform(&state) - 1.0))
+                    cfm_f2h_rn_n(buf, vec, kp)  # buf[k:kp] stays 0: zero padding
+                    if ks > kp:
+                        cfm_h_store_g(vec + kp, <float>g_init)
+                else:
+                    for f in range(kp):
+                        if f < k:
+                            vec[f] = <vtab_t>(half_width * (2.0 * rand_uniform(&state) - 1.0))
+                        else:
+                            vec[f] = 0
+                    if ks > kp:
+                        vec[kp] = <vtab_t>g_init
 
 
 # ---------------------------------------------------------------------------
 # Half-precision factor table (dtype="float16"): V holds float16 bits
 # (uint16), records of ks halves = [v (kp halves, kp % 8 == 0), G as float32
-# in 2 halves (not for SGD)]; the linear table stays float32.  See
-# cfm_ffm_half.h.
+# in 2 halves (not for SGD)]; the linear table stays float32.  The kernels
+# above take such a table through vtab_t = uint16_t; see cfm_ffm_half.h.
 
 cdef extern from "cfm_ffm_half.h" nogil:
     int cfm_ffmh_have_simd()
@@ -463,198 +503,12 @@ cdef inline bint half_simd() noexcept nogil:
     return use_avx2 and half_simd_ok
 
 
-cdef inline double h_pair_score(const uint16_t* V, Py_ssize_t m, const double* xs,
-                                const int32_t* fl, const Py_ssize_t* off, Py_ssize_t ks,
-                                int kp) noexcept nogil:
-    if half_simd():
-        return cfm_ffmh_pair_score_avx2(V, m, xs, fl, off, ks, kp)
-    return cfm_ffmh_pair_score_c(V, m, xs, fl, off, ks, kp)
-
-
-def ffm_predict_half(const data_t[::1] data,          # IN  CSR values
-                     const index_t[::1] indices,      # IN  CSR column indices
-                     const int64_t[::1] indptr,       # IN  CSR row offsets
-                     const int32_t[::1] fields,       # IN  field of each column
-                     const float[:, ::1] lin,         # IN  linear table (n_features, lw)
-                     const uint16_t[:, ::1] V,        # IN  float16 factor table (bits)
-                     double w0, int kp, Py_ssize_t ks, bint normalize,
-                     double[::1] out,                 # OUT scores
-                     int n_threads, Py_ssize_t max_nnz):
-    """ffm_predict for a float16 factor table."""
-    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
-    cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
-    cdef double[:, ::1] xs_buf = np.empty((nt, width))
-    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
-    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
-    cdef Py_ssize_t lw = lin.shape[1]
-    cdef Py_ssize_t vstride = V.shape[1]
-    cdef Py_ssize_t i, r, start, end, tid
-    cdef double scale
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef const float* L = &lin[0, 0]
-    cdef const uint16_t* Vp = &V[0, 0]
-    cdef const int32_t* F = &fields[0]
-    if n_rows <= 0:
-        return
-    with nogil, parallel(num_threads=nt):
-        for i in prange(n_rows, schedule='static'):
-            tid = threadid()
-            r = i + PF_ROWS
-            if r < n_rows:
-                prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
-                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
-            start = indptr[i]
-            end = indptr[i + 1]
-            scale = row_scale(X, start, end, normalize)
-            gather_row(X, ind, start, end, F, scale, vstride,
-                       &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
-            out[i] = (w0 + lin_score(L, lw, X, ind, start, end, scale)
-                      + h_pair_score(Vp, end - start, &xs_buf[tid, 0], &fl_buf[tid, 0],
-                                     &off_buf[tid, 0], ks, kp))
-
-
-cdef inline void prefetch_blocks_bytes(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
                                        const void* V, Py_ssize_t row_bytes) noexcept nogil:
     cdef Py_ssize_t jj
     cdef const char* base = <const char*>V
     for jj in range(start, end):
         prefetch_span(base + <Py_ssize_t>indices[jj] * row_bytes, row_bytes)
-
-
-def ffm_train_epoch_half(const data_t[::1] data,          # IN  CSR values
-                         const index_t[::1] indices,      # IN  CSR column indices
-                         const int64_t[::1] indptr,       # IN  CSR row offsets
-                         const double[::1] y,             # IN  targets (logistic: -1/+1)
-                         const double[::1] sample_weight,  # IN  per-row weights, or empty
-                         const int64_t[::1] order,        # IN  rows to visit, in this order
-                         const int32_t[::1] fields,       # IN  field of each column
-                         float[:, ::1] lin,               # IN/OUT linear table (float32)
-                         uint16_t[:, ::1] V,              # IN/OUT float16 factor table (bits)
-                         double[::1] w0_state,            # IN/OUT [w0, a, b]
-                         int k, int kp, Py_ssize_t ks, int loss, int optimizer,
-                         bint fit_intercept, bint normalize,
-                         double learning_rate, double l2_w0, double l2_w, double l2_v,
-                         double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
-                         uint64_t seed):
-    """ffm_train_epoch for a float16 factor table; ``seed`` seeds the
-    per-thread generators of the stochastic rounding (thread t: stream t)."""
-    cdef Py_ssize_t n = order.shape[0]
-    cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
-    cdef double[:, ::1] xs_buf = np.empty((nt, width))
-    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
-    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
-    cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
-    # 8 xorshift32 lanes per thread, rows 128 bytes apart; never 0
-    cdef uint32_t[:, ::1] rng = np.empty((nt, 32), dtype=np.uint32)
-    cdef Py_ssize_t lw = lin.shape[1]
-    cdef Py_ssize_t vstride = V.shape[1]
-    cdef bint has_sw = sample_weight.shape[0] > 0
-    cdef bint simd = half_simd()
-    cdef int adagrad = optimizer != OPT_SGD
-    cdef float lrf = <float>learning_rate
-    cdef float l2f = <float>l2_v
-    cdef float inv_k = <float>(1.0 / k)
-    cdef Py_ssize_t p, i, r, start, end, tid
-    cdef double scale, pred, g
-    cdef double* t
-    cdef double* xs
-    cdef int32_t* fl
-    cdef Py_ssize_t* off
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef float* L = &lin[0, 0]
-    cdef uint16_t* Vp = &V[0, 0]
-    cdef const int32_t* F = &fields[0]
-    cdef double total_loss = 0.0, total_w = 0.0
-    cdef int n_bad
-    cdef uint64_t state = seed
-    cdef Py_ssize_t q
-    for i in range(nt):
-        for q in range(32):
-            rng[i, q] = <uint32_t>(splitmix64(&state) >> 32) | 1u
-
-    init_thread_states(&thr[0, 0], nt, &w0_state[0])
-    if n == 0:
-        return 0.0, 0.0, 0
-
-    with nogil, parallel(num_threads=nt):
-        for p in prange(n, schedule='static'):
-            tid = threadid()
-            t = &thr[tid, 0]
-            xs = &xs_buf[tid, 0]
-            fl = &fl_buf[tid, 0]
-            off = &off_buf[tid, 0]
-            if p + PF_IDX < n:
-                r = order[p + PF_IDX]
-                cfm_prefetch_r(&indptr[r])
-            if p + PF_ROWS + 1 < n:
-                r = order[p + PF_ROWS + 1]
-                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
-                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
-                cfm_prefetch_r(&y[r])
-            if p + PF_ROWS < n:
-                r = order[p + PF_ROWS]
-                prefetch_blocks_bytes(ind, indptr[r], indptr[r + 1], Vp, vstride * 2)
-                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
-            i = order[p]
-            start = indptr[i]
-            end = indptr[i + 1]
-            scale = row_scale(X, start, end, normalize)
-            gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
-            pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
-                    + h_pair_score(Vp, end - start, xs, fl, off, ks, kp))
-            if not isfinite(pred):
-                t[T_BAD] += 1.0
-            else:
-                g = sample_grad(t, pred, y[i], sample_weight[i] if has_sw else 1.0, loss)
-                if fit_intercept:
-                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
-                              learning_rate, l2_w, l1, ftrl_beta)
-                if simd:
-                    cfm_ffmh_update_pairs_avx2(Vp, end - start, xs, fl, off, ks, kp, g, l2f,
-                                               lrf, inv_k, adagrad, &rng[tid, 0])
-                else:
-                    cfm_ffmh_update_pairs_c(Vp, end - start, xs, fl, off, ks, kp, g, l2f,
-                                            lrf, inv_k, adagrad, &rng[tid, 0])
-
-    n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
-                                learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
-    return total_loss, total_w, n_bad
-
-
-def ffm_init_factors_half(uint16_t[:, ::1] V,   # IN/OUT float16 table (bits)
-                          int n_fields, int k, int kp, Py_ssize_t ks, double std,
-                          double g_init, uint64_t seed, int n_threads):
-    """ffm_init_factors for a float16 table: the same draws, rounded to
-    nearest; the AdaGrad slot (when ks > kp) holds g_init as float32."""
-    cdef Py_ssize_t n = V.shape[0]
-    cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t j, q, f, tid
-    cdef uint64_t state
-    cdef double half_width = std * sqrt(3.0)
-    cdef uint16_t* vec
-    cdef float* buf
-    # per-thread float32 staging vector (converted 8 at a time), rows 256 B apart
-    cdef float[:, ::1] stage = np.zeros((nt, kp + 64), dtype=np.float32)
-    if n <= 0:
-        return
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        buf = &stage[tid, 0]
-        for j in prange(n, schedule='static'):
-            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
-            splitmix64(&state)
-            for q in range(n_fields):
-                vec = &V[j, q * ks]
-                for f in range(k):
-                    buf[f] = <float>(half_width * (2.0 * rand_uniform(&state) - 1.0))
-                cfm_f2h_rn_n(buf, vec, kp)  # buf[k:kp] stays 0: zero padding
-                if ks > kp:
-                    cfm_h_store_g(vec + kp, <float>g_init)
 
 
 def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t ks,

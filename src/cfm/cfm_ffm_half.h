@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <Python.h>  /* Py_ssize_t */
+#include "cfm_ffm_simd.h"  /* cfm_hsum256 */
 
 /* ---------------------------------------------------------------- portable */
 static inline float cfm_h2f(uint16_t h) {
@@ -181,14 +182,6 @@ static inline int cfm_ffmh_have_simd(void) {
         _mm256_add_epi32(_mm256_castps_si256(v), (r))), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC))
 
 __attribute__((target("avx2,fma,f16c")))
-static inline float cfm_h_hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-    return _mm_cvtss_f32(s);
-}
-
-__attribute__((target("avx2,fma,f16c")))
 static double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m, const double *xs,
                                        const int *fl, const Py_ssize_t *off, Py_ssize_t ks,
                                        int kp) {
@@ -215,7 +208,7 @@ static double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m, const do
                                        _mm256_set1_ps((float)(xa * xs[b])), acc0);
             }
         }
-        total += cfm_h_hsum256(_mm256_add_ps(acc0, acc1));
+        total += cfm_hsum256(_mm256_add_ps(acc0, acc1));
     }
     return total;
 }
@@ -254,8 +247,8 @@ static void cfm_ffmh_update_pairs_avx2(uint16_t *V, Py_ssize_t m, const double *
                 __m256 g1 = _mm256_fmadd_ps(K, y, _mm256_mul_ps(L, x));
                 __m256 g2 = _mm256_fmadd_ps(K, x, _mm256_mul_ps(L, y));
                 if (adagrad) {
-                    float G1 = cfm_h_load_g(p1 + 8) + cfm_h_hsum256(_mm256_mul_ps(g1, g1)) * inv_k;
-                    float G2 = cfm_h_load_g(p2 + 8) + cfm_h_hsum256(_mm256_mul_ps(g2, g2)) * inv_k;
+                    float G1 = cfm_h_load_g(p1 + 8) + cfm_hsum256(_mm256_mul_ps(g1, g1)) * inv_k;
+                    float G2 = cfm_h_load_g(p2 + 8) + cfm_hsum256(_mm256_mul_ps(g2, g2)) * inv_k;
                     cfm_h_store_g(p1 + 8, G1);
                     cfm_h_store_g(p2 + 8, G2);
                     r1 = lr / sqrtf(G1);
@@ -280,8 +273,8 @@ static void cfm_ffmh_update_pairs_avx2(uint16_t *V, Py_ssize_t m, const double *
                     s2 = _mm256_fmadd_ps(g2, g2, s2);
                 }
                 if (adagrad) {
-                    float G1 = cfm_h_load_g(p1 + kp) + cfm_h_hsum256(s1) * inv_k;
-                    float G2 = cfm_h_load_g(p2 + kp) + cfm_h_hsum256(s2) * inv_k;
+                    float G1 = cfm_h_load_g(p1 + kp) + cfm_hsum256(s1) * inv_k;
+                    float G2 = cfm_h_load_g(p2 + kp) + cfm_hsum256(s2) * inv_k;
                     cfm_h_store_g(p1 + kp, G1);
                     cfm_h_store_g(p2 + kp, G2);
                     r1 = lr / sqrtf(G1);
