@@ -5,6 +5,7 @@
 #   data_t    -- values of the input matrix (float32 / float64), independent of
 #                the parameter dtype so that CSR input is used without a copy
 #   index_t   -- CSR column indices (int32 / int64); row offsets are int64
+from libc.string cimport memchr
 from libc.math cimport exp, log1p, sqrt, sqrtf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
 
@@ -238,3 +239,19 @@ cdef inline double sample_grad(double* t, double pred, double yi, double sw,
     t[T_WSUM] += sw
     t[T_COUNT] += 1.0
     return sw * loss_grad(pred, yi, loss)
+
+
+cdef inline Py_ssize_t line_split(const char* buf, Py_ssize_t n, Py_ssize_t i, Py_ssize_t n_pieces,
+                                  Py_ssize_t prev) noexcept nogil:
+    """End (exclusive) of piece i when buf[:n] is cut into n_pieces of about
+    equal size at line starts; ``prev`` is the end of piece i-1 (0 for i=0).
+    The last piece ends at n."""
+    cdef Py_ssize_t pos
+    cdef const char* nl
+    if i == n_pieces - 1:
+        return n
+    pos = (n * (i + 1)) // n_pieces
+    if pos < prev:
+        pos = prev
+    nl = <const char*>memchr(buf + pos, 10, n - pos) if pos < n else NULL
+    return n if nl == NULL else (nl - buf) + 1

@@ -28,7 +28,8 @@ cimport numpy as cnp
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
-from libc.string cimport memchr
+
+from cfm._common cimport line_split
 
 cnp.import_array()
 
@@ -218,7 +219,6 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
     cdef int np_, i
     cdef Py_ssize_t pos, prev = 0, size
     cdef const char* base
-    cdef const char* nl
     if n_features > INT32_MAX or n_features < 1:
         return None
     if n == 0:
@@ -234,14 +234,7 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
     arrays = []
     starts = []
     for i in range(np_):
-        if i == np_ - 1:
-            pos = n
-        else:
-            pos = (n * (i + 1)) // np_
-            if pos < prev:
-                pos = prev
-            nl = <const char*>memchr(base + pos, 10, n - pos) if pos < n else NULL
-            pos = n if nl == NULL else (nl - base) + 1
+        pos = line_split(base, n, i, np_, prev)
         starts.append((prev, pos))
         prev = pos
     cdef Piece[64] local

@@ -35,6 +35,8 @@ from libc.string cimport memchr, memcpy
 from libc.stdio cimport snprintf
 from libc.math cimport isfinite, signbit, NAN, INFINITY
 
+from cfm._common cimport line_split
+
 cnp.import_array()
 
 # Error codes (keep in sync with cfm/data.py)
@@ -519,16 +521,8 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
 
 cdef void split_pieces(const char* buf, Py_ssize_t n, Piece* pieces, int n_pieces) noexcept nogil:
     cdef Py_ssize_t i, pos, prev = 0
-    cdef const char* nl
     for i in range(n_pieces):
-        if i == n_pieces - 1:
-            pos = n
-        else:
-            pos = (n * (i + 1)) // n_pieces
-            if pos < prev:
-                pos = prev
-            nl = <const char*>memchr(buf + pos, 10, n - pos) if pos < n else NULL
-            pos = n if nl == NULL else (nl - buf) + 1
+        pos = line_split(buf, n, i, n_pieces, prev)
         pieces[i].start = buf + prev
         pieces[i].end = buf + pos
         prev = pos
