@@ -5,7 +5,7 @@
 #   data_t    -- values of the input matrix (float32 / float64), independent of
 #                the parameter dtype so that CSR input is used without a copy
 #   index_t   -- CSR column indices (int32 / int64); row offsets are int64
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
 from libc.math cimport exp, log1p, sqrt, sqrtf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
 
@@ -255,3 +255,19 @@ cdef inline Py_ssize_t line_split(const char* buf, Py_ssize_t n, Py_ssize_t i, P
         pos = prev
     nl = <const char*>memchr(buf + pos, 10, n - pos) if pos < n else NULL
     return n if nl == NULL else (nl - buf) + 1
+
+
+cdef inline bytearray join_buffers(char** bufs, const Py_ssize_t[::1] sizes, int nt):
+    """The nt text buffers bufs[t][:sizes[t]] (filled by threads), in order,
+    as one bytearray; the caller frees them."""
+    cdef Py_ssize_t total = 0
+    cdef int t
+    cdef char* q
+    for t in range(nt):
+        total += sizes[t]
+    out = bytearray(total)
+    q = out
+    for t in range(nt):
+        memcpy(q, bufs[t], sizes[t])
+        q += sizes[t]
+    return out

@@ -19,7 +19,8 @@ from libc.math cimport exp, isfinite
 from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+
+from cfm._common cimport join_buffers
 
 # widest line: sign, 17 digits, '.', 'e-308', newline (< 32 bytes); 40 for safety
 DEF LINE_MAX = 40
@@ -163,8 +164,6 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     cdef const double* v = &values[0]
     cdef int t
     cdef bint fail = False
-    cdef Py_ssize_t total
-    cdef char* q
     if bufs == NULL:
         raise MemoryError()
     for t in range(nt):
@@ -180,15 +179,7 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
                                             apply_sigmoid, fast)
         if fail:
             raise MemoryError()
-        total = 0
-        for t in range(nt):
-            total += sizes[t]
-        out = bytearray(total)
-        q = out
-        for t in range(nt):
-            memcpy(q, bufs[t], sizes[t])
-            q += sizes[t]
-        return out
+        return join_buffers(bufs, sizes, nt)
     finally:
         for t in range(nt):
             free(bufs[t])

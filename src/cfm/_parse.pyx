@@ -35,7 +35,7 @@ from libc.string cimport memchr, memcpy
 from libc.stdio cimport snprintf
 from libc.math cimport isfinite, signbit, NAN, INFINITY
 
-from cfm._common cimport line_split
+from cfm._common cimport join_buffers, line_split
 
 cnp.import_array()
 
@@ -764,8 +764,7 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
     cdef Py_ssize_t[::1] sizes = np.zeros(nt, dtype=np.intp)
     cdef char** bufs = <char**>malloc(nt * sizeof(char*))
     cdef int t
-    cdef Py_ssize_t r, k, cap, total
-    cdef char* q
+    cdef Py_ssize_t r, k, cap
     cdef char* b
     cdef bint fail = False
     if bufs == NULL:
@@ -789,15 +788,7 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
                                             index_offset, bounds[t], bounds[t + 1])
         if fail:
             raise MemoryError()
-        total = 0
-        for t in range(nt):
-            total += sizes[t]
-        out = bytearray(total)
-        q = out
-        for t in range(nt):
-            memcpy(q, bufs[t], sizes[t])
-            q += sizes[t]
-        return out
+        return join_buffers(bufs, sizes, nt)
     finally:
         for t in range(nt):
             free(bufs[t])
