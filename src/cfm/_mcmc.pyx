@@ -320,6 +320,18 @@ cdef void job_release(Job* job) noexcept nogil:
         job_free(job)
 
 
+cdef inline double job_draw(Job* job, int64_t f, int64_t g, int64_t j, double s1, double s2,
+                           double old) noexcept nogil:
+    """The new value of coordinate f (-1: the linear weight) of column j in
+    prior group g, from the sufficient statistics s1, s2 (posterior_draw)."""
+    if f < 0:
+        return posterior_draw(s1, s2, old, job.alpha, job.mu_w[g], job.lam_w[g],
+                              job.do_sample, job.seed, job.sweep, KIND_W, j)
+    return posterior_draw(s1, s2, old, job.alpha, job.mu_v[f * job.n_groups + g],
+                          job.lam_v[f * job.n_groups + g], job.do_sample, job.seed,
+                          job.sweep, KIND_V0 + f, j)
+
+
 cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
     cdef int64_t local = item - job.phase_start[p]
     cdef int64_t lo, hi, j, f, g, i, i_end, t, q0
@@ -395,13 +407,7 @@ cdef void run_item(Job* job, int64_t item, int64_t p) noexcept nogil:
             g = job.group[j]
             q0 = j * job.ps + 1 + f      # f = -1: the linear weight
             old = job.P[q0]
-            if f < 0:
-                new = posterior_draw(s1, s2, old, job.alpha, job.mu_w[g], job.lam_w[g],
-                                     job.do_sample, job.seed, job.sweep, KIND_W, j)
-            else:
-                new = posterior_draw(s1, s2, old, job.alpha, job.mu_v[f * job.n_groups + g],
-                                     job.lam_v[f * job.n_groups + g], job.do_sample, job.seed,
-                                     job.sweep, KIND_V0 + f, j)
+            new = job_draw(job, f, g, j, s1, s2, old)
             if not isfinite(new):
                 new = old
             job.P[q0] = new
@@ -454,13 +460,7 @@ cdef inline void fused_draw(Job* job, int64_t j, int64_t f, double* q) noexcept 
                 p2 += hw * h
         s1 += p1
         s2 += p2
-    if f < 0:
-        new = posterior_draw(s1, s2, old, job.alpha, job.mu_w[g], job.lam_w[g],
-                             job.do_sample, job.seed, job.sweep, KIND_W, j)
-    else:
-        new = posterior_draw(s1, s2, old, job.alpha, job.mu_v[f * job.n_groups + g],
-                             job.lam_v[f * job.n_groups + g], job.do_sample, job.seed,
-                             job.sweep, KIND_V0 + f, j)
+    new = job_draw(job, f, g, j, s1, s2, old)
     if not isfinite(new):
         return
     job.P[q0] = new
