@@ -39,8 +39,8 @@ import sys
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._lazy import sparse as sp
 from . import _mcmc
 from ._metrics import METRICS
 from ._validation import check_sample_weight, check_X, draw_seed, effective_n_threads

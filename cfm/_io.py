@@ -185,12 +185,18 @@ def read_model_file(path):
     return header, out
 
 
-def load(path):
+def load(path, scoring_only=False):
     """Load a model saved with ``model.save(path)``.
 
     Returns a fitted estimator of the class that was saved.  Raises
     :class:`cfm.ModelFileError` (a ValueError) when the file is truncated,
     corrupted, not a cfm model, or written by a newer major format version.
+
+    ``scoring_only=True`` (what ``cfm predict`` uses) leaves out what only
+    training needs: an FFM's factor table is then kept without its AdaGrad
+    accumulators, about 20% smaller, and scoring reads correspondingly less
+    memory (same predictions).  Such a model predicts but cannot be trained
+    further or saved; load it again without the option for that.
     """
     from . import models
 
@@ -207,6 +213,8 @@ def load(path):
         raise ModelFileError(f"{os.fspath(path)!r} holds an unknown model class {cls_name!r}")
     cls = registry[cls_name]
     model = cls.__new__(cls)
+    if scoring_only:
+        model._scoring_only = True  # read by _import_state; guards training/saving
     try:
         model._import_state(header, arrays)
     except ModelFileError:

@@ -10,8 +10,8 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._lazy import sparse as sp
 from . import _utils
 from ._compat import DataConversionWarning
 

@@ -283,15 +283,16 @@ def _fmt_int(n):
     return f"{n:,}"
 
 
-def _load_model(path, xlearn=None):
+def _load_model(path, xlearn=None, scoring_only=False):
     """A cfm model file, or an xLearn TXT model when cfm.xlearn.load_xlearn exists
-    (``xlearn``: keyword arguments for cfm.load_xlearn)."""
+    (``xlearn``: keyword arguments for cfm.load_xlearn; ``scoring_only``: see
+    cfm.load)."""
     from . import _io
     from .exceptions import ModelFileError
 
     _check_input(path, "model file")
     try:
-        return _io.load(path)
+        return _io.load(path, scoring_only=scoring_only)
     except ModelFileError as exc:
         if _is_model_file(path):
             raise  # a damaged cfm model: its own message is the useful one
@@ -467,7 +468,7 @@ def cmd_predict(args, log):
     if args.xlearn_fields is not None:
         _check_data_file(args.xlearn_fields)
         xl["fields"] = args.xlearn_fields
-    model = _load_model(args.model, xl)
+    model = _load_model(args.model, xl, scoring_only=True)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
     src = sys.stdin.buffer if args.data == "-" else args.data

@@ -37,8 +37,8 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._lazy import sparse as sp
 from . import _parse
 from ._validation import effective_n_threads
 from .exceptions import DataFormatError

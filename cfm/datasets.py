@@ -6,8 +6,8 @@ field drawn from a Zipf-like distribution.  Targets come from a random FM, so
 that an FM can learn them and a linear model cannot fully.
 """
 import numpy as np
-import scipy.sparse as sp
 
+from ._lazy import sparse as sp
 from ._validation import check_random_state
 
 

@@ -114,6 +114,7 @@ class _FFMMixin:
     # ------------------------------------------------------------ state
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
         init_seed = self._seed()
+        self._scoring_only = False  # a fresh fit of a model loaded for scoring
         k = int(self.n_factors)
         if k < 1:
             raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
@@ -142,7 +143,15 @@ class _FFMMixin:
             self._lin[:, 1] = ADAGRAD_INIT
         self._init_common(n_features, y, sample_weight)
 
+    def _check_trainable(self):
+        if getattr(self, "_scoring_only", False):
+            raise ValueError(f"this {type(self).__name__} was loaded with "
+                             "cfm.load(..., scoring_only=True), without the optimizer state "
+                             "that training needs; load it without scoring_only to train or "
+                             "save it")
+
     def _ensure_layout(self, dtype):
+        self._check_trainable()
         k = int(self.n_factors)
         if k != self._k:
             raise ValueError(f"warm start with n_factors={k} but the model has {self._k} "
@@ -225,6 +234,7 @@ class _FFMMixin:
 
     # ------------------------------------------------------------ model files
     def _export_state(self):
+        self._check_trainable()
         arrays = {"lin": self._lin[:, :_lin_width(self._solver)],
                   "V": self._V[:, :self.n_fields_ * self._ks], "w0_state": self._w0_state,
                   "fields": self.fields_}
@@ -258,8 +268,16 @@ class _FFMMixin:
             raise ValueError("field ids in the file are out of range")
         self._lin = _lin_table(n, solver, dtype)
         self._lin[:, :_lin_width(solver)] = arrays["lin"]
-        self._V = _aligned_table(n, nf * ks, dtype)
-        self._V[:, :nf * ks] = arrays["V"]
+        if getattr(self, "_scoring_only", False) and ks > kp:
+            # scoring only: the vectors without their AdaGrad slots (ks = kp)
+            self._V = _aligned_table(n, nf * kp, dtype, zeros=False)
+            self._V[:, :nf * kp].reshape(n, nf, kp)[...] = (
+                arrays["V"].reshape(n, nf, ks)[:, :, :kp])
+            self._V[:, nf * kp:] = 0
+            ks = kp
+        else:
+            self._V = _aligned_table(n, nf * ks, dtype)
+            self._V[:, :nf * ks] = arrays["V"]
         self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
         self.n_fields_ = nf
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver

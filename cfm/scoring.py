@@ -40,8 +40,8 @@ import threading
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._lazy import sparse as sp
 from . import _fastparse, _format
 from . import data as cfm_data
 from ._metrics import METRICS

@@ -186,7 +186,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
             tid = threadid()
             r = i + PF_ROWS
             if r < n_rows:
-                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+                prefetch_blocks_l2(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             start = indptr[i]
             end = indptr[i + 1]
@@ -391,7 +391,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                 cfm_prefetch_r(&y[r])
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
-                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+                prefetch_blocks_l2(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             i = order[p]
             start = indptr[i]
@@ -501,6 +501,23 @@ def half_simd_available():
 cdef inline bint half_simd() noexcept nogil:
     # set_simd("sse2") selects the portable half kernels too
     return use_avx2 and half_simd_ok
+
+
+cdef extern from *:
+    """
+    #define CFM_PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
+    """
+    void CFM_PREFETCH_L2(const void* p) nogil
+
+
+cdef inline void prefetch_blocks_l2(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                                    const void* V, Py_ssize_t row_bytes) noexcept nogil:
+    cdef Py_ssize_t jj, o
+    cdef const char* b
+    for jj in range(start, end):
+        b = <const char*>V + <Py_ssize_t>indices[jj] * row_bytes
+        for o in range(0, row_bytes, 64):
+            CFM_PREFETCH_L2(b + o)
 
 
 cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,

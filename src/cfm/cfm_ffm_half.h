@@ -188,6 +188,33 @@ static double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m, const do
     double total = 0.0;
     Py_ssize_t a, b;
     int f;
+    if (kp == 8 && m <= 512) {
+        /* per a: sum_b x_b (v_{a,f(b)} * v_{b,f(a)}) in two accumulators, then
+         * times x_a: one broadcast (a load) per pair instead of a double
+         * product, its conversion and a broadcast */
+        float xf[512];
+        __m256 acc = _mm256_setzero_ps();
+        for (b = 0; b < m; b++) xf[b] = (float)xs[b];
+        for (a = 0; a + 1 < m; a++) {
+            const uint16_t *va = V + off[a];
+            const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks;
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+            for (b = a + 1; b + 2 <= m; b += 2) {
+                s0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
+                                                   CFM_H_LOAD(V + off[b] + fa)),
+                                     _mm256_broadcast_ss(xf + b), s0);
+                s1 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b + 1] * ks),
+                                                   CFM_H_LOAD(V + off[b + 1] + fa)),
+                                     _mm256_broadcast_ss(xf + b + 1), s1);
+            }
+            if (b < m)
+                s0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
+                                                   CFM_H_LOAD(V + off[b] + fa)),
+                                     _mm256_broadcast_ss(xf + b), s0);
+            acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_broadcast_ss(xf + a), acc);
+        }
+        return cfm_hsum256(acc);
+    }
     for (f = 0; f < kp; f += 8) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         for (a = 0; a < m; a++) {
