@@ -532,19 +532,29 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
                     int n_threads=1):
     """True when no factor (float16) or AdaGrad slot (float32) is NaN/inf."""
     cdef Py_ssize_t n = V.shape[0]
-    cdef Py_ssize_t i, q, f
+    cdef Py_ssize_t width = n_fields * ks
+    cdef Py_ssize_t i, u, q
     cdef int bad = 0
-    cdef int row_bad
+    cdef uint16_t row_bad
     cdef const uint16_t* vec
+    # per position of a block: exponent mask and the value meaning NaN/inf
+    # (float16 coordinates; the high half of a float32 slot; its low half
+    # never matches), so that the scan is one vectorisable loop
+    cdef uint16_t[::1] am = np.zeros(max(width, 1), dtype=np.uint16)
+    cdef uint16_t[::1] cm = np.full(max(width, 1), 0xffff, dtype=np.uint16)
+    for q in range(n_fields):
+        for u in range(kp):
+            am[q * ks + u] = 0x7c00
+            cm[q * ks + u] = 0x7c00
+        if ks > kp:
+            am[q * ks + kp + 1] = 0x7f80  # little-endian: the float32's high half
+            cm[q * ks + kp + 1] = 0x7f80
     with nogil:
         for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
             row_bad = 0
-            for q in range(n_fields):
-                vec = &V[i, q * ks]
-                for f in range(kp):  # no early exit: vectorises
-                    row_bad = row_bad | ((vec[f] & 0x7c00) == 0x7c00)
-                if ks > kp and not isfinite(cfm_h_load_g(vec + kp)):
-                    row_bad = 1
+            vec = &V[i, 0]
+            for u in range(width):  # no early exit: vectorises
+                row_bad = row_bad | ((vec[u] & am[u]) == cm[u])
             bad += row_bad
     return bad == 0
 
