@@ -288,6 +288,7 @@ class BaseFM(BaseEstimator):
 
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
         init_seed = self._seed()
+        self._scoring_only = False  # a fresh fit of a model loaded for scoring
         k = int(self.n_factors)
         self._k = k
         self._solver = self.solver
@@ -315,8 +316,17 @@ class BaseFM(BaseEstimator):
             return np.array([w0, z, 0.0])
         return np.array([w0, 0.0, 0.0])
 
+    def _check_trainable(self):
+        """Refuse training/saving a model loaded with cfm.load(..., scoring_only=True)."""
+        if getattr(self, "_scoring_only", False):
+            raise ValueError(f"this {type(self).__name__} was loaded with "
+                             "cfm.load(..., scoring_only=True), without the optimizer state "
+                             "that training needs; load it without scoring_only to train or "
+                             "save it")
+
     def _ensure_layout(self, dtype):
         """Rebuild the table if solver, k or dtype changed between warm starts."""
+        self._check_trainable()
         k = int(self.n_factors)
         if k != self._k:
             raise ValueError(f"warm start with n_factors={k} but the model has {self._k} "
@@ -746,6 +756,7 @@ class BaseFM(BaseEstimator):
     # ------------------------------------------------------ model file state
     def _export_state(self):
         """Arrays and JSON header describing the fitted model (see cfm/_io.py)."""
+        self._check_trainable()
         k = self._k
         width = _state_width(self._solver, k)
         arrays = {
@@ -850,10 +861,16 @@ class BaseFM(BaseEstimator):
             if arrays[name].dtype != want:
                 raise ValueError(f"array {name!r} has dtype {arrays[name].dtype}, expected "
                                  f"{np.dtype(want)}")
-        table = _new_table(n, k, solver, dtype)
+        if getattr(self, "_scoring_only", False) and solver != "mcmc":
+            # scoring only: rows [w, v] without the optimizer state (k = 8,
+            # float32: one cache line per feature instead of two)
+            table = _aligned_table(n, 1 + k, dtype)
+        else:
+            self._scoring_only = False
+            table = _new_table(n, k, solver, dtype)
+            table[:, 1 + k:1 + k + width] = arrays["opt_state"]
         table[:, 0] = arrays["w"]
         table[:, 1:1 + k] = arrays["V"]
-        table[:, 1 + k:1 + k + width] = arrays["opt_state"]
         self._table, self._k, self._solver = table, k, solver
         self._import_common(header, arrays, n)
         if solver == "mcmc":

@@ -143,13 +143,6 @@ class _FFMMixin:
             self._lin[:, 1] = ADAGRAD_INIT
         self._init_common(n_features, y, sample_weight)
 
-    def _check_trainable(self):
-        if getattr(self, "_scoring_only", False):
-            raise ValueError(f"this {type(self).__name__} was loaded with "
-                             "cfm.load(..., scoring_only=True), without the optimizer state "
-                             "that training needs; load it without scoring_only to train or "
-                             "save it")
-
     def _ensure_layout(self, dtype):
         self._check_trainable()
         k = int(self.n_factors)

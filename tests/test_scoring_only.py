@@ -71,3 +71,29 @@ def test_lazy_sparse_proxy():
 
     assert sparse.csr_matrix is sp.csr_matrix
     assert sparse.issparse(sp.eye(3, format="csr")) and not sparse.issparse(np.eye(3))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adagrad", "ftrl"])
+def test_scoring_only_fm_drops_optimizer_state(rng, tmp_path, solver):
+    X, _ = ffm_data(rng)
+    y = (rng.random(X.shape[0]) < 0.5).astype(int)
+    m = cfm.FMClassifier(n_factors=8, n_epochs=2, random_state=0, solver=solver).fit(X, y)
+    m.save(tmp_path / "fm.cfm")
+    lean = cfm.load(tmp_path / "fm.cfm", scoring_only=True)
+    np.testing.assert_array_equal(lean.predict_proba(X), m.predict_proba(X))
+    np.testing.assert_array_equal(lean.w_, m.w_)
+    np.testing.assert_array_equal(lean.V_, m.V_)
+    assert lean._table.shape[1] <= m._table.shape[1]
+    with pytest.raises(ValueError, match="scoring_only"):
+        lean.partial_fit(X, y)
+    with pytest.raises(ValueError, match="scoring_only"):
+        lean.save(tmp_path / "again.cfm")
+
+
+def test_scoring_only_mcmc_model_keeps_its_samples(rng, tmp_path):
+    X, _ = ffm_data(rng)
+    y = rng.normal(size=X.shape[0])
+    m = cfm.FMRegressor(n_factors=3, solver="mcmc", n_epochs=20, random_state=0).fit(X, y)
+    m.save(tmp_path / "mc.cfm")
+    np.testing.assert_array_equal(cfm.load(tmp_path / "mc.cfm", scoring_only=True).predict(X),
+                                  m.predict(X))
