@@ -181,63 +181,54 @@ static inline int cfm_ffmh_have_simd(void) {
     _mm_storeu_si128((__m128i *)(void *)(p), _mm256_cvtps_ph(_mm256_castsi256_ps( \
         _mm256_add_epi32(_mm256_castps_si256(v), (r))), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC))
 
-__attribute__((target("avx2,fma,f16c")))
-static double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m, const double *xs,
-                                       const int *fl, const Py_ssize_t *off, Py_ssize_t ks,
-                                       int kp) {
+/* sum_{a<b} <v_{a,f(b)}, v_{b,f(a)}> x_a x_b, 8 coordinates at a time: per a,
+ * sum_b x_b (v_{a,f(b)} * v_{b,f(a)}) in two accumulators, then times x_a.
+ * The weights x_b come as floats from xf, one broadcast load per pair (rows
+ * up to 512 non-zeros), or, with xf == NULL, converted from xs. */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline double cfm_ffmh_pair_score_core(const uint16_t *V, Py_ssize_t m,
+                                              const float *xf, const double *xs, const int *fl,
+                                              const Py_ssize_t *off, Py_ssize_t ks, int kp) {
+#define CFM_XB(i) (xf ? _mm256_broadcast_ss(xf + (i)) : _mm256_set1_ps((float)xs[i]))
     double total = 0.0;
     Py_ssize_t a, b;
     int f;
-    if (kp == 8 && m <= 512) {
-        /* per a: sum_b x_b (v_{a,f(b)} * v_{b,f(a)}) in two accumulators, then
-         * times x_a: one broadcast (a load) per pair instead of a double
-         * product, its conversion and a broadcast */
-        float xf[512];
+    for (f = 0; f < kp; f += 8) {
         __m256 acc = _mm256_setzero_ps();
-        for (b = 0; b < m; b++) xf[b] = (float)xs[b];
         for (a = 0; a + 1 < m; a++) {
-            const uint16_t *va = V + off[a];
-            const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks;
+            const uint16_t *va = V + off[a] + f;
+            const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks + f;
             __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
             for (b = a + 1; b + 2 <= m; b += 2) {
                 s0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
                                                    CFM_H_LOAD(V + off[b] + fa)),
-                                     _mm256_broadcast_ss(xf + b), s0);
+                                     CFM_XB(b), s0);
                 s1 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b + 1] * ks),
                                                    CFM_H_LOAD(V + off[b + 1] + fa)),
-                                     _mm256_broadcast_ss(xf + b + 1), s1);
+                                     CFM_XB(b + 1), s1);
             }
             if (b < m)
                 s0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
                                                    CFM_H_LOAD(V + off[b] + fa)),
-                                     _mm256_broadcast_ss(xf + b), s0);
-            acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_broadcast_ss(xf + a), acc);
+                                     CFM_XB(b), s0);
+            acc = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), CFM_XB(a), acc);
         }
-        return cfm_hsum256(acc);
-    }
-    for (f = 0; f < kp; f += 8) {
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        for (a = 0; a < m; a++) {
-            const uint16_t *va = V + off[a] + f;
-            const Py_ssize_t fa = (Py_ssize_t)fl[a] * ks + f;
-            const double xa = xs[a];
-            for (b = a + 1; b + 2 <= m; b += 2) {
-                acc0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
-                                                     CFM_H_LOAD(V + off[b] + fa)),
-                                       _mm256_set1_ps((float)(xa * xs[b])), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b + 1] * ks),
-                                                     CFM_H_LOAD(V + off[b + 1] + fa)),
-                                       _mm256_set1_ps((float)(xa * xs[b + 1])), acc1);
-            }
-            if (b < m) {
-                acc0 = _mm256_fmadd_ps(_mm256_mul_ps(CFM_H_LOAD(va + (Py_ssize_t)fl[b] * ks),
-                                                     CFM_H_LOAD(V + off[b] + fa)),
-                                       _mm256_set1_ps((float)(xa * xs[b])), acc0);
-            }
-        }
-        total += cfm_hsum256(_mm256_add_ps(acc0, acc1));
+        total += cfm_hsum256(acc);
     }
     return total;
+#undef CFM_XB
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static double cfm_ffmh_pair_score_avx2(const uint16_t *V, Py_ssize_t m, const double *xs,
+                                       const int *fl, const Py_ssize_t *off, Py_ssize_t ks,
+                                       int kp) {
+    float xf[512];
+    Py_ssize_t b;
+    if (m > 512)
+        return cfm_ffmh_pair_score_core(V, m, NULL, xs, fl, off, ks, kp);
+    for (b = 0; b < m; b++) xf[b] = (float)xs[b];
+    return cfm_ffmh_pair_score_core(V, m, xf, xs, fl, off, ks, kp);
 }
 
 __attribute__((target("avx2,fma,f16c")))
