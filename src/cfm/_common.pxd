@@ -27,6 +27,7 @@ cdef extern from "cfm_compat.h" nogil:
     int cfm_omp_num_procs()
     void cfm_prefetch_r(const void *p)
     void cfm_prefetch_w(const void *p)
+    void cfm_prefetch_l2(const void *p)
 
 # Loss codes (keep in sync with cfm/_base.py)
 cdef enum:

@@ -33,7 +33,7 @@ from libc.math cimport sqrt, isfinite
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 from cfm._common cimport (
-    floating, data_t, index_t, cfm_prefetch_r,
+    floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_l2,
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
@@ -186,7 +186,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
             tid = threadid()
             r = i + PF_ROWS
             if r < n_rows:
-                prefetch_blocks_l2(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             start = indptr[i]
             end = indptr[i + 1]
@@ -391,7 +391,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                 cfm_prefetch_r(&y[r])
             if p + PF_ROWS < n:
                 r = order[p + PF_ROWS]
-                prefetch_blocks_l2(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
                 prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
             i = order[p]
             start = indptr[i]
@@ -503,29 +503,17 @@ cdef inline bint half_simd() noexcept nogil:
     return use_avx2 and half_simd_ok
 
 
-cdef extern from *:
-    """
-    #define CFM_PREFETCH_L2(p) __builtin_prefetch((const void *)(p), 0, 2)
-    """
-    void CFM_PREFETCH_L2(const void* p) nogil
-
-
-cdef inline void prefetch_blocks_l2(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
-                                    const void* V, Py_ssize_t row_bytes) noexcept nogil:
+cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
+                                 const void* V, Py_ssize_t row_bytes) noexcept nogil:
+    """Prefetch a row's factor blocks into L2 (the pair loops then find them
+    there; an L1 prefetch of hundreds of lines at once stalls on the fill
+    buffers and was slower)."""
     cdef Py_ssize_t jj, o
     cdef const char* b
     for jj in range(start, end):
         b = <const char*>V + <Py_ssize_t>indices[jj] * row_bytes
         for o in range(0, row_bytes, 64):
-            CFM_PREFETCH_L2(b + o)
-
-
-cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ssize_t end,
-                                       const void* V, Py_ssize_t row_bytes) noexcept nogil:
-    cdef Py_ssize_t jj
-    cdef const char* base = <const char*>V
-    for jj in range(start, end):
-        prefetch_span(base + <Py_ssize_t>indices[jj] * row_bytes, row_bytes)
+            cfm_prefetch_l2(b + o)
 
 
 def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t ks,
