@@ -84,6 +84,36 @@ def _aligned_table(n_rows, n_cols, dtype, zeros=True):
     return buf[off:off + n_rows * stride].reshape(n_rows, stride)
 
 
+def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
+    """``dst[...] = src`` split by rows over threads when large (NumPy copies
+    without the GIL): loading a model copies hundreds of MB into fresh memory,
+    and in a VM first touches of fresh pages cost as much as the copy."""
+    n = dst.shape[0]
+    if n_threads < 2 or dst.nbytes < min_bytes or n < n_threads:
+        dst[...] = src
+        return
+    import threading
+
+    cuts = [n * t // n_threads for t in range(n_threads + 1)]
+    errors = []
+
+    def work(a, b):
+        try:
+            dst[a:b] = src[a:b]
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(cuts[t], cuts[t + 1]))
+               for t in range(1, n_threads)]
+    for t in threads:
+        t.start()
+    work(cuts[0], cuts[1])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def _check_number(name, value, *, low=None, high=None, integer=False, low_open=False,
                   allow_none=False):
     if value is None and allow_none:
@@ -870,7 +900,7 @@ class BaseFM(BaseEstimator):
             table = _new_table(n, k, solver, dtype)
             table[:, 1 + k:1 + k + width] = arrays["opt_state"]
         table[:, 0] = arrays["w"]
-        table[:, 1:1 + k] = arrays["V"]
+        _copy_rows(table[:, 1:1 + k], arrays["V"])
         self._table, self._k, self._solver = table, k, solver
         self._import_common(header, arrays, n)
         if solver == "mcmc":

@@ -476,7 +476,7 @@ def import_samples(est, header, arrays, dtype):
     clip = info.get("clip")
     if not (isinstance(clip, list) and len(clip) == 2):
         raise ValueError("bad MCMC clip range in header")
-    est._samples = np.ascontiguousarray(S)
-    est._sample_w0 = np.ascontiguousarray(w0s)
+    est._samples = np.array(S, order="C")  # copies: S may be a view of the mapped file
+    est._sample_w0 = np.array(w0s, order="C")
     est._clip = (float(clip[0]), float(clip[1]))
     est.alpha_ = float(info.get("alpha", 1.0))

@@ -115,16 +115,63 @@ def save_model(model, path):
             os.remove(tmp)
 
 
+def _map_file(path):
+    """The bytes of a file as a private (copy-on-write) memory map, or a
+    bytes object when it cannot be mapped (empty file, special file).
+
+    A map costs no read copy, no zeroed buffer and no page faults on fresh
+    anonymous memory (which dominate loading a large model in a VM)."""
+    import mmap
+
+    with open(path, "rb") as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size > 0:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            pass
+        return f.read()
+
+
 def read_model_file(path):
     """Parse and verify a model file; return (header, {name: array})."""
+    header, arrays, _, verify = _read_model_file(path)
+    verify()
+    return header, arrays
+
+
+class _Checksum:
+    """CRC32 of a buffer computed in a background thread (zlib releases the
+    GIL), so that loading a large model checks its file while it copies the
+    tables."""
+
+    def __init__(self, data):
+        import threading
+
+        self._data, self.value = data, None
+        self._t = threading.Thread(target=self._run, daemon=True, name="cfm-crc")
+        self._t.start()
+
+    def _run(self):
+        try:
+            self.value = zlib.crc32(self._data)
+        finally:
+            self._data.release()
+
+    def result(self):
+        self._t.join()
+        return self.value
+
+
+def _read_model_file(path):
+    """read_model_file, with the checksum still being computed: returns
+    (header, arrays, buffer, verify), where ``buffer`` is what the large
+    arrays are views of (a memory map that :func:`load` closes once the
+    model holds its copies) and ``verify()`` raises ModelFileError on a
+    checksum mismatch.  Nothing but sizes has been checked before verify():
+    the arrays must only be copied and validated until then."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        buf = bytearray(size)  # writable: large arrays are returned as views of it
-        with memoryview(buf) as mv:
-            got = f.readinto(mv)
-        if got != size:
-            del buf[got:]
+    buf = _map_file(path)
     where = f"{path!r}"
     if len(buf) < _PREFIX.size + 4:
         if buf[:4] == MAGIC[:4] or not buf:
@@ -145,11 +192,11 @@ def read_model_file(path):
         raise ModelFileError(f"{where} is truncated: header needs {hlen} bytes but the file "
                              f"has {len(buf)}")
     (stored_crc,) = struct.unpack_from("<I", buf, len(buf) - 4)
-    crc = zlib.crc32(memoryview(buf)[: len(buf) - 4])
+    crc_job = _Checksum(memoryview(buf)[: len(buf) - 4])
     try:
         header = json.loads(buf[_PREFIX.size:_PREFIX.size + hlen].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if crc != stored_crc:
+        if crc_job.result() != stored_crc:
             raise ModelFileError(f"{where} is corrupted or truncated (checksum mismatch)") from exc
         raise ModelFileError(f"{where} has an unreadable header: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != "cfm-model":
@@ -172,17 +219,22 @@ def read_model_file(path):
         arrays[name] = (start, dt, shape, nbytes)
     if needed + 4 > len(buf):
         raise ModelFileError(f"{where} is truncated: {len(buf)} bytes, arrays need {needed + 4}")
-    if crc != stored_crc:
-        raise ModelFileError(f"{where} is corrupted (checksum mismatch: stored {stored_crc:#010x}, "
-                             f"computed {crc:#010x})")
+
+    def verify():
+        crc = crc_job.result()
+        if crc != stored_crc:
+            raise ModelFileError(f"{where} is corrupted (checksum mismatch: stored "
+                                 f"{stored_crc:#010x}, computed {crc:#010x})")
+
     out = {}
     for name, (start, dt, shape, nbytes) in arrays.items():
         arr = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)), offset=start).reshape(shape)
         # Small arrays are copied (so that a kept small array does not pin the
-        # whole file in memory); large ones are returned as writable views of
-        # the buffer, which the estimators copy into their tables anyway.
+        # whole file in memory); large ones are returned as writable
+        # (copy-on-write) views of the map, which the estimators copy into
+        # their tables anyway.
         out[name] = arr.copy() if nbytes < (1 << 20) else arr
-    return header, out
+    return header, out, buf, verify
 
 
 def load(path, scoring_only=False):
@@ -198,9 +250,30 @@ def load(path, scoring_only=False):
     memory (same predictions).  Such a model predicts but cannot be trained
     further or saved; load it again without the option for that.
     """
+    header, arrays, buf, verify = _read_model_file(path)
+    try:
+        try:
+            model = _build(path, header, arrays, scoring_only)
+        except BaseException:
+            verify()  # a corrupted file is reported as such
+            raise
+        verify()
+        return model
+    finally:
+        # The model holds copies: unmap the file now rather than at garbage
+        # collection (a view still alive would keep the map open instead).
+        arrays.clear()
+        close = getattr(buf, "close", None)
+        if close is not None:
+            try:
+                close()
+            except BufferError:
+                pass
+
+
+def _build(path, header, arrays, scoring_only):
     from . import models
 
-    header, arrays = read_model_file(path)
     cls_name = header.get("estimator")
     registry = {c.__name__: c for c in (models.FMRegressor, models.FMClassifier)}
     try:

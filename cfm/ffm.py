@@ -10,7 +10,7 @@ contract and model files as the FM estimators (see :mod:`cfm.models`).
 import numpy as np
 
 from . import _ffm, _utils
-from ._base import ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table
+from ._base import ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table, _copy_rows
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 
@@ -264,13 +264,14 @@ class _FFMMixin:
         if getattr(self, "_scoring_only", False) and ks > kp:
             # scoring only: the vectors without their AdaGrad slots (ks = kp)
             self._V = _aligned_table(n, nf * kp, dtype, zeros=False)
-            self._V[:, :nf * kp].reshape(n, nf, kp)[...] = (
-                arrays["V"].reshape(n, nf, ks)[:, :, :kp])
+            _copy_rows(self._V[:, :nf * kp].reshape(n, nf, kp),
+                       arrays["V"].reshape(n, nf, ks)[:, :, :kp])
             self._V[:, nf * kp:] = 0
             ks = kp
         else:
-            self._V = _aligned_table(n, nf * ks, dtype)
-            self._V[:, :nf * ks] = arrays["V"]
+            self._V = _aligned_table(n, nf * ks, dtype, zeros=False)
+            _copy_rows(self._V[:, :nf * ks], arrays["V"])
+            self._V[:, nf * ks:] = 0
         self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
         self.n_fields_ = nf
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver

@@ -176,13 +176,15 @@ def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_th
         if pieces is None:
             yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
                                        lines)
+            lines += buf.count(b"\n")
         else:
+            # the fast path takes only data lines: a row per line
+            lines += sum(len(p[0]) for p in pieces)
             for y, indptr, indices, data, dropped, unsorted in pieces:
                 if unsorted:
                     data, indices, indptr, _ = _fit_to_model(data, indices, indptr, n_features,
                                                              True)
                 yield from _split(data, indices, indptr, y, block_rows, dropped)
-        lines += buf.count(b"\n")
 
 
 def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line):

@@ -219,3 +219,64 @@ def test_model_file_with_too_many_factors_is_refused(tmp_path):
     assert bytes(buf[:8]) == MAGIC
     with pytest.raises(cfm.ModelFileError):
         cfm.load(path)
+
+
+# ----------------------------------------------------------------------------
+# Loading maps the file: nothing of the map may outlive load()
+
+@pytest.mark.parametrize("scoring_only", [False, True])
+def test_loaded_model_does_not_keep_the_file(models, tmp_path, scoring_only):
+    """The file is memory-mapped while loading; the model must own copies,
+    so rewriting the file in place afterwards cannot change (or crash) it."""
+    m, X = models["clf_str"]
+    path = tmp_path / "m.cfm"
+    m.save(path)
+    loaded = cfm.load(path, scoring_only=scoring_only)
+    before = loaded.decision_function(X)
+    with open(path, "r+b") as f:  # in place: same inode, shorter
+        f.truncate(100)
+    np.testing.assert_array_equal(loaded.decision_function(X), before)
+    path.unlink()
+    np.testing.assert_array_equal(loaded.decision_function(X), before)
+
+
+def test_ffm_loaded_model_does_not_keep_the_file(tmp_path):
+    rng = np.random.default_rng(1)
+    X = random_sparse(200, 12, 4, rng)
+    y = (rng.random(200) > 0.5).astype(int)
+    fields = np.arange(12) % 3
+    m = cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=1, random_state=0).fit(
+        X, y, fields=fields)
+    path = tmp_path / "f.cfm"
+    m.save(path)
+    for scoring_only in (False, True):
+        loaded = cfm.load(path, scoring_only=scoring_only)
+        np.testing.assert_array_equal(loaded.decision_function(X), m.decision_function(X))
+    with open(path, "r+b") as f:
+        f.truncate(64)
+    np.testing.assert_array_equal(loaded.decision_function(X), m.decision_function(X))
+
+
+def test_corrupted_table_reported_after_the_copy(saved, tmp_path):
+    """The checksum is verified while the tables are copied: a flipped byte
+    inside an array still fails the load with a checksum error."""
+    path, raw = saved
+    bad = bytearray(raw)
+    bad[len(raw) - 200] ^= 0x01  # inside the last array, not the header
+    p = tmp_path / "bad.cfm"
+    p.write_bytes(bytes(bad))
+    msg = _expect_model_file_error(p, "checksum")
+    assert "corrupt" in msg
+    with pytest.raises(cfm.ModelFileError, match="checksum"):
+        cfm.load(p, scoring_only=True)
+
+
+def test_copy_rows_threads_match_plain_copy():
+    from cfm._base import _copy_rows
+
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(1001, 7, 5)).astype(np.float32)
+    for n_threads in (1, 2, 3):
+        dst = np.zeros((1001, 7, 4), dtype=np.float32)
+        _copy_rows(dst, src[:, :, :4], n_threads=n_threads, min_bytes=0)
+        np.testing.assert_array_equal(dst, src[:, :, :4])

@@ -28,6 +28,7 @@ cimport numpy as cnp
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
+from libc.string cimport memchr
 
 from cfm._common cimport line_split
 
@@ -117,6 +118,19 @@ cdef inline const char* parse_id(const char* p, const char* end, int64_t* out) n
         return NULL
     out[0] = v
     return p
+
+
+cdef Py_ssize_t count_lines(const char* p, const char* end) noexcept nogil:
+    """Lines in [p, end): newlines, plus one for a last line without one."""
+    cdef Py_ssize_t n = 0
+    cdef const char* nl
+    while p < end:
+        nl = <const char*>memchr(p, 10, end - p)
+        n += 1
+        if nl == NULL:
+            break
+        p = nl + 1
+    return n
 
 
 cdef struct Piece:
@@ -238,19 +252,27 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
         starts.append((prev, pos))
         prev = pos
     cdef Piece[64] local
+    cdef Py_ssize_t[64] n_lines
     cdef Py_ssize_t a, b
     for i in range(np_):
         a, b = starts[i]
+        local[i].start = base + a
+        local[i].end = base + b
+    with nogil:
+        for i in prange(np_, schedule='static', num_threads=min(nt, np_)):
+            n_lines[i] = count_lines(local[i].start, local[i].end)
+    for i in range(np_):
+        a, b = starts[i]
         size = b - a
-        # upper bounds (untouched pages of np.empty are never committed):
-        # a row takes >= 2 bytes ("0\n"), a token >= 4 ("1:1 ")
-        lab = np.empty(size // 2 + 1, dtype=np.float64)
-        ptr = np.empty(size // 2 + 2, dtype=np.int64)
+        # Upper bounds: a row per line; a token takes >= 4 bytes ("1:1 ").
+        # Exact row bounds keep the label / row-offset arrays small: sized
+        # for 2-byte rows they would be large enough for NumPy to back them
+        # with huge pages, each first touch zeroing 2 MB for a few kB used.
+        lab = np.empty(n_lines[i] + 1, dtype=np.float64)
+        ptr = np.empty(n_lines[i] + 2, dtype=np.int64)
         ind = np.empty(size // 4 + 1, dtype=np.int32)
         val = np.empty(size // 4 + 1, dtype=np.float32)
         arrays.append((lab, ptr, ind, val))
-        local[i].start = base + a
-        local[i].end = base + b
         local[i].labels = <double*>cnp.PyArray_DATA(lab)
         local[i].indptr = <int64_t*>cnp.PyArray_DATA(ptr)
         local[i].indices = <int32_t*>cnp.PyArray_DATA(ind)
