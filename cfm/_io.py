@@ -133,6 +133,25 @@ def _map_file(path):
         return f.read()
 
 
+def peek_header(path):
+    """The JSON header of a cfm model file, read without the arrays and not
+    yet verified (the checksum covers the whole file: :func:`load` checks it);
+    None when the file does not look like a readable cfm model file (then
+    :func:`load` says why)."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size:
+                return None
+            magic, major, _, hlen = _PREFIX.unpack(prefix)
+            if magic != MAGIC or major != FORMAT_VERSION[0] or hlen > (64 << 20):
+                return None
+            header = json.loads(f.read(hlen).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return header if isinstance(header, dict) and header.get("format") == "cfm-model" else None
+
+
 def read_model_file(path):
     """Parse and verify a model file; return (header, {name: array})."""
     header, arrays, _, verify = _read_model_file(path)

@@ -468,7 +468,9 @@ def cmd_predict(args, log):
     if args.xlearn_fields is not None:
         _check_data_file(args.xlearn_fields)
         xl["fields"] = args.xlearn_fields
-    model = _load_model(args.model, xl, scoring_only=True)
+    _check_input(args.model, "model file")
+    cfm_model = _is_model_file(args.model)
+    model = None if cfm_model else _load_model(args.model, xl, scoring_only=True)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
     src = sys.stdin.buffer if args.data == "-" else args.data
@@ -477,9 +479,15 @@ def cmd_predict(args, log):
         sys.stdout.flush()
     else:
         out = args.output
-    stats = model.predict_file(src, out, raw=args.raw, block_rows=args.block_rows,
-                               n_jobs=args.threads, zero_based=args.zero_based,
-                               precision=args.precision, evaluate=args.eval)
+    kw = dict(raw=args.raw, block_rows=args.block_rows, n_jobs=args.threads,
+              zero_based=args.zero_based, precision=args.precision, evaluate=args.eval)
+    if cfm_model:
+        # a cfm model file loads while the first blocks of data are parsed
+        from .scoring import predict_model_file
+
+        model, stats = predict_model_file(args.model, src, out, scoring_only=True, **kw)
+    else:
+        stats = model.predict_file(src, out, **kw)
     n, secs = stats["n_rows"], stats["seconds"]
     where = "stdout" if args.output == "-" else args.output
     log(f"scored {_fmt_int(n)} rows in {secs:.2f}s ({n / max(secs, 1e-9):,.0f} rows/s) -> {where}")

@@ -48,7 +48,7 @@ from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
 from .exceptions import DataFormatError
 
-__all__ = ["predict_file", "read_for_model"]
+__all__ = ["predict_file", "predict_model_file", "read_for_model"]
 
 
 
@@ -441,19 +441,88 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
         ``metrics`` when ``evaluate``.
     """
     model._check_fitted()
+    info = _ModelInfo(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
+                      getattr(model, "_input_zero_based", None))
+    return _predict_file(lambda: model, info, path, out_path, raw=raw, block_rows=block_rows,
+                         n_jobs=n_jobs, zero_based=zero_based, precision=precision,
+                         evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
+
+
+def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwargs):
+    """Load a cfm model file and score a data file with it (``cfm predict``).
+
+    Same as ``cfm.load(model_path, scoring_only=scoring_only).predict_file(
+    path, out_path, **kwargs)``, except that the data is read and parsed
+    while the model loads (what the model's header says -- its number of
+    features, how it read libsvm ids -- is all the parser needs).
+
+    Returns ``(model, stats)``.
+    """
+    from . import _io
+
+    header = _io.peek_header(model_path)
+    info = _ModelInfo.from_header(header) if header is not None else None
+    if info is None:  # not a readable model file: load() raises the precise error
+        model = _io.load(model_path, scoring_only=scoring_only)
+        return model, model.predict_file(path, out_path, **kwargs)
+    loaded = []
+
+    def get_model():
+        model = _io.load(model_path, scoring_only=scoring_only)
+        got = _ModelInfo(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
+                         getattr(model, "_input_zero_based", None))
+        if got != info:  # the file changed between the two reads
+            raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
+        loaded.append(model)
+        return model
+
+    stats = _predict_file(get_model, info, path, out_path, **kwargs)
+    return loaded[0], stats
+
+
+class _ModelInfo:
+    """What scoring a file needs to know of the model before it is loaded."""
+
+    __slots__ = ("n_features", "n_jobs", "classifier", "zero_based")
+
+    def __init__(self, n_features, n_jobs, classifier, zero_based):
+        self.n_features, self.n_jobs = n_features, n_jobs
+        self.classifier, self.zero_based = classifier, zero_based
+
+    def __eq__(self, other):
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    @classmethod
+    def from_header(cls, header):
+        try:
+            n = int(header["n_features"])
+            params = header.get("params") or {}
+            n_jobs = params.get("n_jobs")
+            zb = header.get("input_zero_based")
+            if n < 1 or not (n_jobs is None or isinstance(n_jobs, int)):
+                return None
+            return cls(n, n_jobs, header["task"] == "binary", zb if isinstance(zb, bool) else None)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
+                  zero_based=None, precision=9, evaluate=False, format="auto",
+                  chunk_bytes=8 << 20):
+    """predict_file, with the model from ``get_model()`` called once the
+    reader thread has started (``info``: what the reader needs before)."""
     t_start = time.perf_counter()
     block_rows = _check_int("block_rows", block_rows, 1)
     chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
     precision = _check_int("precision", precision, 1)
     if precision > 17:
         raise ValueError(f"precision must be <= 17, got {precision}")
-    n_threads = effective_n_threads(model.n_jobs if n_jobs is None else n_jobs)
-    classifier = model._loss == "logistic"
-    sigmoid = classifier and not raw
+    n_threads = effective_n_threads(info.n_jobs if n_jobs is None else n_jobs)
+    sigmoid = info.classifier and not raw
 
     if zero_based is None:
-        zero_based = getattr(model, "_input_zero_based", None)
-    blocks = _blocks(path, int(model.n_features_in_), block_rows, chunk_bytes, n_threads,
+        zero_based = info.zero_based
+    blocks = _blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
                      zero_based, format)
     own_file = not _is_fileobj(out_path)
     tmp = None
@@ -468,12 +537,14 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     else:
         fh = out_path
     reader = _Prefetch(lambda: blocks, depth=2)
-    writer = _Writer(fh, precision, sigmoid, n_threads)
+    writer = None
     n_rows = ignored = 0
     score_s = 0.0
     labels, scores = [], []
     ok = False
     try:
+        model = get_model()  # while the reader parses the first blocks
+        writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
@@ -496,7 +567,8 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     finally:
         reader.close()
         if not ok:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             if own_file:
                 fh.close()
                 if tmp is not None and os.path.exists(tmp):

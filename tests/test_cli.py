@@ -313,7 +313,9 @@ def test_interrupt_exits_130(monkeypatch, fm_model, d, capsys):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cfm.FMClassifier, "predict_file", boom)
+    import cfm.scoring
+
+    monkeypatch.setattr(cfm.scoring, "_predict_file", boom)  # behind both predict paths
     rc, _, err = run(["predict", fm_model, d / "test.svm"], capsys)
     assert rc == 130 and "interrupted" in err
 

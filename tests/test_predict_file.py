@@ -303,3 +303,46 @@ def test_format_fast_path_is_byte_identical_to_snprintf():
         for sig in (False, True):
             fast = _format.format_scores(v, precision, sig, 2, True)
             assert fast == _format.format_scores(v, precision, sig, 2, False)
+
+
+# --------------------------------------------------------------------------- model files
+
+@pytest.mark.parametrize("kind", ["fm", "ffm"])
+@pytest.mark.parametrize("scoring_only", [True, False])
+def test_predict_model_file_equals_load_then_predict(fm, ffm, files, tmp_path, kind,
+                                                    scoring_only):
+    """predict_model_file parses while the model loads: same bytes as
+    load() followed by predict_file."""
+    from cfm.scoring import predict_model_file
+
+    model = fm if kind == "fm" else ffm
+    mpath = tmp_path / "m.cfm"
+    model.save(mpath)
+    src = files / ("a.svm" if kind == "fm" else "a.ffm")
+    m2, stats = predict_model_file(mpath, src, tmp_path / "a.txt", scoring_only=scoring_only,
+                                   zero_based=True, block_rows=500, chunk_bytes=20_000)
+    cfm.load(mpath).predict_file(src, tmp_path / "b.txt", zero_based=True)
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    assert stats["n_rows"] == 3000 and type(m2) is type(model)
+    assert getattr(m2, "_scoring_only", False) == scoring_only
+
+
+def test_predict_model_file_errors_leave_no_output(fm, files, tmp_path):
+    from cfm.scoring import predict_model_file
+
+    mpath = tmp_path / "m.cfm"
+    fm.save(mpath)
+    raw = bytearray(mpath.read_bytes())
+    raw[len(raw) - 100] ^= 0x10  # inside the arrays: only the checksum tells
+    bad = tmp_path / "bad.cfm"
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "out.txt"
+    with pytest.raises(cfm.ModelFileError, match="checksum"):
+        predict_model_file(bad, files / "a.svm", out, zero_based=True)
+    assert not out.exists() and list(tmp_path.glob("out.txt*")) == []
+    bad.write_bytes(b"not a model at all, not a model at all")
+    with pytest.raises(cfm.ModelFileError, match="not a cfm model"):
+        predict_model_file(bad, files / "a.svm", out, zero_based=True)
+    with pytest.raises(FileNotFoundError):
+        predict_model_file(mpath, tmp_path / "missing.svm", out)
+    assert not out.exists()
