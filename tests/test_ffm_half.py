@@ -236,3 +236,55 @@ def test_default_dtype(ctr_problem):
                             dtype="float32").fit(X, y, fields=fields)
     m32.set_params(dtype=None, warm_start=True).fit(X, y)
     assert m32._V.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- table init
+
+def _fmix32(h):
+    h = np.asarray(h, dtype=np.uint64) & 0xFFFFFFFF
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+    return h ^ (h >> np.uint64(16))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 100, 1003])
+@pytest.mark.parametrize("key", [0, 1, 2**63 + 12345, 0xDEADBEEFCAFEBABE])
+def test_init_draws_simd_and_portable_paths_agree_with_numpy(n, key):
+    """cfm_rand.h: draw c = ((fmix32(fmix32(c*phi ^ k1) ^ k2) >> 8) - 2^23) * scale,
+    bit for bit on the AVX2 and the C path."""
+    c0, hw = 5, 0.3
+    a = _ffm.init_draws(key, n, c0, hw, True)
+    b = _ffm.init_draws(key, n, c0, hw, False)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    c = (np.arange(n, dtype=np.uint64) + np.uint64(c0))
+    k1, k2 = np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32)
+    h = _fmix32(_fmix32(((c * np.uint64(0x9E3779B9)) & np.uint64(0xFFFFFFFF)) ^ k1) ^ k2)
+    expect = ((h >> np.uint64(8)).astype(np.float32) - np.float32(8388608.0)) * np.float32(
+        hw / 8388608.0)
+    np.testing.assert_array_equal(a, expect.astype(np.float32))
+
+
+def test_init_draws_are_uniform():
+    x = _ffm.init_draws(7, 1 << 20, 0, 1.0)
+    assert -1.0 <= x.min() and x.max() < 1.0
+    assert abs(x.mean()) < 3e-3 and x.std() == pytest.approx(1 / np.sqrt(3), rel=3e-3)
+    hist = np.histogram(x, bins=16, range=(-1, 1))[0]
+    assert hist.min() > 0.97 * hist.mean()
+    # neighbouring features' keys give unrelated draws
+    y = _ffm.init_draws(8, 1 << 20, 0, 1.0)
+    assert abs(np.corrcoef(x, y)[0, 1]) < 5e-3
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_init_table_does_not_depend_on_threads(dtype):
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 40, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    y = (rng.random(300) > 0.5).astype(int)
+    fields = np.arange(40) % 7
+    kw = dict(n_factors=5, n_epochs=1, random_state=3, dtype=dtype, learning_rate=1e-12)
+    V1 = cfm.FFMClassifier(n_jobs=1, **kw).fit(X, y, fields=fields).V_
+    V2 = cfm.FFMClassifier(n_jobs=2, **kw).fit(X, y, fields=fields).V_
+    np.testing.assert_allclose(V1, V2, atol=1e-6)
+    assert np.std(V1) == pytest.approx(cfm.FFMClassifier(**kw)._init_std(), rel=0.2)

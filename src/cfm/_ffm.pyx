@@ -416,50 +416,76 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     return total_loss, total_w, n_bad
 
 
+cdef extern from "cfm_rand.h" nogil:
+    void cfm_init_draws(float* out, int n, uint32_t k1, uint32_t k2, uint32_t c0, float scale)
+    void cfm_init_draws_set_simd(int on)
+
+
+def init_draws(uint64_t key, int n, uint32_t c0=0, double half_width=1.0, bint simd=True):
+    """The draws ffm_init_factors makes (``key``: a feature's 64-bit key),
+    by the SIMD or the portable path; for tests."""
+    out = np.zeros(max(n, 0), dtype=np.float32)
+    cdef float[::1] o = out
+    cfm_init_draws_set_simd(1 if simd else 0)
+    if n > 0:
+        cfm_init_draws(&o[0], n, <uint32_t>key, <uint32_t>(key >> 32), c0,
+                       <float>(half_width / 8388608.0))
+    cfm_init_draws_set_simd(1)
+    return out
+
+
 def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
                      int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
                      uint64_t seed, int n_threads):
     """Fill each vector with draws of mean 0 and standard deviation ``std``
     (uniform on [-sqrt(3) std, sqrt(3) std]: an FFM table holds hundreds of
-    millions of coordinates, and a uniform draw costs one hash, no log/cos)
-    in its first k coordinates, 0 in the padding, and g_init in the AdaGrad
-    slot (when ks > kp).  A float16 table gets the same draws rounded to
-    nearest, and g_init as a float32.
+    millions of coordinates, and a uniform draw costs a few integer
+    operations, no log/cos) in its first k coordinates, 0 in the padding, and
+    g_init in the AdaGrad slot (when ks > kp).  A float16 table gets the same
+    draws rounded to nearest, and g_init as a float32.
 
-    Draws come from a stream per feature (splitmix64), so the result does not
-    depend on the number of threads.
+    Draw (j, q, f) is a hash of feature j's key (splitmix64 of the seed and
+    j) and the counter q*k + f (cfm_rand.h), 8 at a time with AVX2, so the
+    result depends neither on the number of threads nor on the CPU.
     """
     cdef Py_ssize_t n = V.shape[0]
     cdef int nt = max(n_threads, 1)
     cdef Py_ssize_t j, q, f, tid
-    cdef uint64_t state
-    cdef double half_width = std * sqrt(3.0)
+    cdef uint64_t state, key
+    cdef float scale = <float>(std * sqrt(3.0) / 8388608.0)
     cdef vtab_t* vec
     cdef float* buf
-    # float16: per-thread float32 staging vector (converted 8 at a time), rows 256 B apart
-    cdef float[:, ::1] stage = np.zeros((nt, kp + 64), dtype=np.float32)
+    cdef float* src
+    cdef float* pad
+    # per thread: a feature's n_fields*k draws, then a kp-vector whose padding
+    # stays 0 (when k < kp); rows >= 256 B apart
+    cdef Py_ssize_t width = n_fields * k + kp + 64
+    cdef float[:, ::1] stage = np.zeros((nt, width), dtype=np.float32)
     if n <= 0:
         return
+    cfm_init_draws_set_simd(1)  # CPU detection before the threads start
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         buf = &stage[tid, 0]
+        pad = buf + n_fields * k
         for j in prange(n, schedule='static'):
             state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
-            splitmix64(&state)
+            key = splitmix64(&state)
+            cfm_init_draws(buf, n_fields * k, <uint32_t>key, <uint32_t>(key >> 32), 0, scale)
             for q in range(n_fields):
                 vec = &V[j, q * ks]
-                if vtab_t is uint16_t:
+                src = buf + q * k
+                if k < kp:
                     for f in range(k):
-                        buf[f] = <float>(half_width * (2.0 * rand_uniform(&state) - 1.0))
-                    cfm_f2h_rn_n(buf, vec, kp)  # buf[k:kp] stays 0: zero padding
+                        pad[f] = src[f]
+                    src = pad
+                if vtab_t is uint16_t:
+                    cfm_f2h_rn_n(src, vec, kp)
                     if ks > kp:
                         cfm_h_store_g(vec + kp, <float>g_init)
                 else:
                     for f in range(kp):
-                        if f < k:
-                            vec[f] = <vtab_t>(half_width * (2.0 * rand_uniform(&state) - 1.0))
-                        else:
-                            vec[f] = 0
+                        vec[f] = <vtab_t>src[f]
                     if ks > kp:
                         vec[kp] = <vtab_t>g_init
 
