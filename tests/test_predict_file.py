@@ -256,6 +256,38 @@ def test_fast_parser_is_bit_identical_to_the_general_one(ffm, shift):
         np.testing.assert_array_equal(ends, g["row_end"])
 
 
+@pytest.mark.parametrize("ffm", [False, True])
+def test_fast_parser_ids_of_every_length(ffm):
+    """Ids and fields of 1 to 18 digits (8 bytes at a time below 8 digits),
+    with leading zeros, at the very end of the buffer (fewer than 8 bytes
+    left, no newline) and before every separator, match the general parser."""
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(2000):
+        toks = []
+        for _ in range(rng.integers(1, 6)):
+            nd = int(rng.integers(1, 19))
+            j = int(rng.integers(10 ** (nd - 1) if nd > 1 else 0, 10 ** nd))
+            js = str(j).zfill(min(18, nd + int(rng.integers(0, 3))) if rng.random() < 0.2 else nd)
+            fld = str(int(rng.integers(0, 10 ** int(rng.integers(1, 9)))))
+            toks.append((fld + ":" if ffm else "") + js + ":" + rng.choice(["1", "0.5", "7"]))
+        lines.append("1 " + rng.choice([" ", "\t"]).join(toks) + rng.choice(["", "\r"]))
+    for tail in ("", "\n"):
+        buf = ("\n".join(lines) + tail).encode()
+        g = _general(buf, ffm, False)
+        pieces = _fast(buf, ffm, False, n_features=2**31 - 1, n_pieces=3)
+        assert pieces is not None
+        keep = g["indices"] < 2**31 - 1
+        ind = np.concatenate([p[2] for p in pieces]).astype(np.int64)
+        np.testing.assert_array_equal(ind, g["indices"][keep])
+        assert sum(p[4] for p in pieces) == int((~keep).sum())
+    for short in (b"1 5:1", b"1 12:1", b"0 1234567:1", b"0 12345678:1", b"1 3:1 7"):
+        assert (_fast(short, False, False, n_pieces=1) is None) == short.endswith(b" 7")
+        if not short.endswith(b" 7"):
+            assert _fast(short, False, False, n_pieces=1)[0][2][-1] == int(
+                short.split(b" ")[-1].split(b":")[0])
+
+
 def test_fast_parser_drops_ids_beyond_the_model_and_flags_unsorted():
     pieces = _fast(b"1 3:1 9:2 12:1\n0 5:1 2:1\n", False, False, n_features=10, n_pieces=1)
     y, indptr, ind, val, dropped, unsorted = pieces[0]
