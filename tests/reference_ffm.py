@@ -95,6 +95,20 @@ def layout(dtype, k, solver):
     return kp, ks, half
 
 
+def record_offsets(dtype, k, solver, n_fields):
+    """Offset (in table entries) of field q's record in a row: contiguous
+    (q * ks), except 20-byte float16 records [8 halves, float32 G], packed
+    three per 64-byte line (32 halves) so that none straddles two lines."""
+    kp, ks, half = layout(dtype, k, solver)
+    if half and ks == 10:
+        return np.array([32 * (q // 3) + 10 * (q % 3) for q in range(n_fields)])
+    return np.array([q * ks for q in range(n_fields)])
+
+
+def _offsets(rec_off, n_fields, ks):
+    return np.arange(n_fields) * ks if rec_off is None else np.asarray(rec_off)
+
+
 class RefFFMState:
     """Float64 copy of an FFM model and its optimizer state.
 
@@ -119,13 +133,16 @@ class RefFFMState:
                            self.nw, self.GV)
 
     @classmethod
-    def from_tables(cls, lin, V, w0_state, n_fields, k, solver):
+    def from_tables(cls, lin, V, w0_state, n_fields, k, solver, rec_off=None):
         """Unpack the kernel tables: lin = [w, opt state]; V = per (feature, field)
-        [v (kp coordinates, k used), G (adagrad/ftrl only)].  A float16 V has
-        kp = k rounded up to 8 and G as a float32 in two float16 slots."""
+        [v (kp coordinates, k used), G (adagrad/ftrl only)] at rec_off[field]
+        of the feature's row (default: contiguous).  A float16 V has kp = k
+        rounded up to 8 and G as a float32 in two float16 slots."""
         kp, ks, half = layout(V.dtype, k, solver)
         lin = np.asarray(np.asarray(lin)[:, :3], dtype=np.float64)
-        raw = np.ascontiguousarray(np.asarray(V)[:, :n_fields * ks]).reshape(
+        V = np.asarray(V)
+        raw = np.ascontiguousarray(np.stack(
+            [V[:, o:o + ks] for o in _offsets(rec_off, n_fields, ks)], axis=1)).reshape(
             len(lin), n_fields, ks)
         Vt = raw.astype(np.float64)
         kw = {}
@@ -142,13 +159,15 @@ class RefFFMState:
 
     @classmethod
     def from_model(cls, m):
-        return cls.from_tables(m._lin, m._V, m._w0_state, m.n_fields_, m._k, m._solver)
+        return cls.from_tables(m._lin, m._V, m._w0_state, m.n_fields_, m._k, m._solver,
+                               m._rec_off)
 
-    def to_tables(self, lin, V, w0_state):
+    def to_tables(self, lin, V, w0_state, rec_off=None):
         """Write the state into kernel tables of the matching layout (in place);
         padding coordinates are set to 0."""
         n, nf, k = self.V.shape
         kp, ks, half = layout(V.dtype, k, self.solver)
+        offs = _offsets(rec_off, nf, ks)
         lin[:, 0] = self.w
         if self.solver == "adagrad":
             lin[:, 1] = self.Gw
@@ -156,18 +175,19 @@ class RefFFMState:
             lin[:, 1] = self.z
             lin[:, 2] = self.nw
         for q in range(nf):
-            V[:, q * ks:q * ks + k] = self.V[:, q]
-            V[:, q * ks + k:q * ks + kp] = 0.0
+            o = int(offs[q])
+            V[:, o:o + k] = self.V[:, q]
+            V[:, o + k:o + kp] = 0.0
             if self.solver != "sgd":
                 if half:
-                    V[:, q * ks + kp:q * ks + kp + 2] = (
+                    V[:, o + kp:o + kp + 2] = (
                         self.GV[:, q].astype(np.float32).view(np.float16).reshape(n, 2))
                 else:
-                    V[:, q * ks + kp] = self.GV[:, q]
+                    V[:, o + kp] = self.GV[:, q]
         w0_state[:] = self.w0_state
 
     def to_model(self, m):
-        self.to_tables(m._lin, m._V, m._w0_state)
+        self.to_tables(m._lin, m._V, m._w0_state, m._rec_off)
 
 
 # ------------------------------------------------------------ one epoch

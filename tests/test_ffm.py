@@ -78,8 +78,8 @@ def kernel_epoch(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr, l1=0
     return _ffm.ffm_train_epoch(
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-        np.asarray(order, dtype=np.int64), m.fields_, m._lin, m._V, m._w0_state,
-        m._k, m._kp, m._ks, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
+        np.asarray(order, dtype=np.int64), m._foff, m._lin, m._V, m._w0_state,
+        m._k, m._kp, 1, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
         lr, hp["l2_w0"], hp["l2_w"], hp["l2_v"], l1, hp["ftrl_beta"], n_threads, max_nnz)
 
 

@@ -79,8 +79,8 @@ def kernel_epoch_half(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr,
     return _ffm.ffm_train_epoch(
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-        np.asarray(order, dtype=np.int64), m.fields_, m._lin, m._kernel_V, m._w0_state,
-        m._k, m._kp, m._ks, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
+        np.asarray(order, dtype=np.int64), m._foff, m._lin, m._kernel_V, m._w0_state,
+        m._k, m._kp, 1, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
         lr, hp["l2_w0"], hp["l2_w"], hp["l2_v"], l1, hp["ftrl_beta"], 1,
         int(np.diff(X.indptr).max()), seed)
 
@@ -116,7 +116,9 @@ def test_kernel_epoch_close_to_reference(rng, simd_path, solver, loss):
     assert np.abs(st.V - st0.V).max() > 1e-2  # not vacuous
     # padding coordinates stay exactly 0
     kp, ks, _ = ref.layout(np.float16, m._k, solver)
-    V = m._V[:, :m.n_fields_ * ks].reshape(m.n_features_in_, m.n_fields_, ks)
+    np.testing.assert_array_equal(m._rec_off, ref.record_offsets(np.float16, m._k, solver,
+                                                                 m.n_fields_))
+    V = np.stack([m._V[:, o:o + ks] for o in m._rec_off], axis=1)
     assert np.all(V[:, :, m._k:kp] == 0)
 
 
@@ -176,8 +178,7 @@ def test_float16_reproducible_with_one_thread(ctr_problem):
     kw = dict(n_factors=4, n_epochs=2, n_jobs=1, random_state=5, dtype="float16")
     a = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
     b = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
-    used = a.n_fields_ * a._ks  # (row padding is not initialised)
-    np.testing.assert_array_equal(a._V[:, :used].view(np.uint16), b._V[:, :used].view(np.uint16))
+    np.testing.assert_array_equal(a._V.view(np.uint16), b._V.view(np.uint16))
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
 
 
@@ -288,3 +289,65 @@ def test_init_table_does_not_depend_on_threads(dtype):
     V2 = cfm.FFMClassifier(n_jobs=2, **kw).fit(X, y, fields=fields).V_
     np.testing.assert_allclose(V1, V2, atol=1e-6)
     assert np.std(V1) == pytest.approx(cfm.FFMClassifier(**kw)._init_std(), rel=0.2)
+
+
+# --------------------------------------------------------------------------- packed records
+
+@pytest.mark.parametrize("n_fields", [1, 2, 3, 4, 5, 7])
+def test_packed_records_predict_train_save_load(rng, tmp_path, n_fields):
+    """float16 AdaGrad records (20 bytes) sit 3 per 64-byte line; every way
+    in and out of the table sees the same records."""
+    X, fields = ffm_data(rng, n_features=24, n_fields=n_fields)
+    y = rng.normal(size=X.shape[0])
+    m = half_model(cfm.FFMRegressor, X, y, fields, n_factors=5)
+    expect_off = ref.record_offsets(np.float16, 5, "adagrad", n_fields)
+    np.testing.assert_array_equal(m._rec_off, expect_off)
+    assert m._V.shape[1] == -(-n_fields // 3) * 32  # ceil(n_fields / 3) lines
+    st = with_random_state(m, rng, scale=0.5)
+    np.testing.assert_array_equal(m.V_, st.V)
+    if n_fields > 3:  # (up to 3 fields, packed and contiguous records coincide)
+        assert not m.V_.flags.writeable  # a copy: writing to it would change nothing
+    expected = ref.ffm_predict(X, fields, st.w0_state[0], st.w, st.V, True)
+    np.testing.assert_allclose(m.predict(X), expected, rtol=1e-5, atol=1e-5)
+    # padding between records stays 0 through training
+    m.set_params(learning_rate=0.1, warm_start=True).fit(X, y, fields=fields)
+    used = np.zeros(m._V.shape[1], dtype=bool)
+    for o in m._rec_off:
+        used[o:o + m._ks] = True
+    assert np.all(m._V[:, ~used].view(np.uint16) == 0)
+    # the file holds the records contiguously; loading restores the packed table
+    path = tmp_path / "m.cfm"
+    m.save(path)
+    from cfm._io import read_model_file
+
+    _, arrays = read_model_file(path)
+    recs = np.stack([m._V[:, o:o + m._ks] for o in m._rec_off], axis=1)
+    np.testing.assert_array_equal(arrays["V"].view(np.uint16),
+                                  recs.reshape(len(recs), -1).view(np.uint16))
+    m2 = cfm.load(path)
+    np.testing.assert_array_equal(m2._V.view(np.uint16), m._V.view(np.uint16))
+    np.testing.assert_array_equal(m2.predict(X), m.predict(X))
+    lean = cfm.load(path, scoring_only=True)
+    np.testing.assert_array_equal(lean.predict(X), m.predict(X))
+    np.testing.assert_array_equal(lean.V_, m.V_)
+
+
+def test_packed_and_contiguous_layouts_train_identically(rng):
+    """The record layout moves vectors, not arithmetic: with one thread, a
+    float16 AdaGrad fit equals the same fit on a contiguous table."""
+    from cfm import ffm as ffm_mod
+
+    X, fields = ffm_data(rng, n=60, n_features=30, n_fields=5)
+    y = (rng.random(60) > 0.5).astype(int)
+    kw = dict(n_factors=8, n_epochs=3, n_jobs=1, random_state=0, dtype="float16")
+    a = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
+    contiguous = lambda nf, ks, dtype: ((np.arange(nf) * ks).astype(np.int32), nf * ks)
+    orig = ffm_mod._layout
+    try:
+        ffm_mod._layout = contiguous
+        b = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
+    finally:
+        ffm_mod._layout = orig
+    assert not np.array_equal(a._rec_off, b._rec_off)
+    np.testing.assert_array_equal(a.V_.view(np.uint16), b.V_.view(np.uint16))
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))

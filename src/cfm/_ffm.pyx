@@ -434,9 +434,10 @@ def init_draws(uint64_t key, int n, uint32_t c0=0, double half_width=1.0, bint s
     return out
 
 
-def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, >= n_fields*ks)
+def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row width)
                      int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
-                     uint64_t seed, int n_threads):
+                     uint64_t seed, int n_threads,
+                     const int32_t[::1] rec_off):  # IN  field q's record at rec_off[q] of a row
     """Fill each vector with draws of mean 0 and standard deviation ``std``
     (uniform on [-sqrt(3) std, sqrt(3) std]: an FFM table holds hundreds of
     millions of coordinates, and a uniform draw costs a few integer
@@ -461,6 +462,11 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, >= n
     # stays 0 (when k < kp); rows >= 256 B apart
     cdef Py_ssize_t width = n_fields * k + kp + 64
     cdef float[:, ::1] stage = np.zeros((nt, width), dtype=np.float32)
+    if rec_off.shape[0] < n_fields:
+        raise ValueError("rec_off needs one offset per field")
+    for q in range(n_fields):
+        if rec_off[q] < 0 or rec_off[q] + ks > V.shape[1]:
+            raise ValueError("record offsets outside the table's rows")
     if n <= 0:
         return
     cfm_init_draws_set_simd(1)  # CPU detection before the threads start
@@ -473,7 +479,7 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, >= n
             key = splitmix64(&state)
             cfm_init_draws(buf, n_fields * k, <uint32_t>key, <uint32_t>(key >> 32), 0, scale)
             for q in range(n_fields):
-                vec = &V[j, q * ks]
+                vec = &V[j, 0] + rec_off[q]
                 src = buf + q * k
                 if k < kp:
                     for f in range(k):
@@ -543,11 +549,12 @@ cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ss
 
 
 def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t ks,
-                    int n_threads=1):
-    """True when no factor (float16) or AdaGrad slot (float32) is NaN/inf."""
+                    const int32_t[::1] rec_off, int n_threads=1):
+    """True when no factor (float16) or AdaGrad slot (float32) is NaN/inf;
+    field q's record starts at rec_off[q] of a row."""
     cdef Py_ssize_t n = V.shape[0]
-    cdef Py_ssize_t width = n_fields * ks
-    cdef Py_ssize_t i, u, q
+    cdef Py_ssize_t width = V.shape[1]
+    cdef Py_ssize_t i, u, q, o
     cdef int bad = 0
     cdef uint16_t row_bad
     cdef const uint16_t* vec
@@ -556,13 +563,18 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
     # never matches), so that the scan is one vectorisable loop
     cdef uint16_t[::1] am = np.zeros(max(width, 1), dtype=np.uint16)
     cdef uint16_t[::1] cm = np.full(max(width, 1), 0xffff, dtype=np.uint16)
+    if rec_off.shape[0] < n_fields:
+        raise ValueError("rec_off needs one offset per field")
     for q in range(n_fields):
+        o = rec_off[q]
+        if o < 0 or o + ks > width:
+            raise ValueError("record offsets outside the table's rows")
         for u in range(kp):
-            am[q * ks + u] = 0x7c00
-            cm[q * ks + u] = 0x7c00
+            am[o + u] = 0x7c00
+            cm[o + u] = 0x7c00
         if ks > kp:
-            am[q * ks + kp + 1] = 0x7f80  # little-endian: the float32's high half
-            cm[q * ks + kp + 1] = 0x7f80
+            am[o + kp + 1] = 0x7f80  # little-endian: the float32's high half
+            cm[o + kp + 1] = 0x7f80
     with nogil:
         for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
             row_bad = 0
