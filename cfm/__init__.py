@@ -8,15 +8,19 @@ Estimators follow scikit-learn conventions::
     model.save("model.cfm")
     model = cfm.load("model.cfm")
 """
-from . import _utils
-from ._io import FORMAT_VERSION, load
-from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks, load_cache, load_libffm,
-                   load_libfm, load_libsvm, scan_file)
-from .datasets import make_fm_classification, make_fm_regression
-from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError
-from .models import FMClassifier, FMRegressor
-from .ffm import FFMClassifier, FFMRegressor
-from .xlearn import load_xlearn
+from ._process import configure_cli_process
+
+configure_cli_process()  # before NumPy's import
+
+from . import _utils  # noqa: E402
+from ._io import FORMAT_VERSION, load  # noqa: E402
+from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks,  # noqa: E402
+                   load_cache, load_libffm, load_libfm, load_libsvm, scan_file)
+from .datasets import make_fm_classification, make_fm_regression  # noqa: E402
+from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError  # noqa: E402
+from .models import FMClassifier, FMRegressor  # noqa: E402
+from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
+from .xlearn import load_xlearn  # noqa: E402
 
 __version__ = "0.1.0"
 

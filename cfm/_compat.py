@@ -8,7 +8,6 @@ native estimators do.  Without it, a small stand-in provides ``get_params``,
 """
 import inspect
 import os
-import sys
 
 import numpy as np
 
@@ -18,13 +17,12 @@ def _want_sklearn():
     cfm``): the CLI uses no scikit-learn integration, and importing
     scikit-learn would be ~0.7 s of its ~1 s start-up.  ``CFM_SKLEARN=1`` /
     ``CFM_SKLEARN=0`` forces either way."""
+    from ._process import is_cli_process
+
     env = os.environ.get("CFM_SKLEARN", "").strip()
     if env in ("0", "1"):
         return env == "1"
-    argv = list(getattr(sys, "orig_argv", None) or [])
-    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "cfm":
-        return False
-    return os.path.basename(sys.argv[0] if sys.argv else "") not in ("cfm", "cfm.exe")
+    return not is_cli_process()
 
 
 try:  # pragma: no cover - exercised in both configurations by CI/users

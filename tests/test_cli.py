@@ -367,3 +367,23 @@ def test_progress_bar_on_a_terminal(capsys):
     quiet = cli._Progress(3, cli._Log(True), tty=True)
     quiet.epoch({"epoch": 1, "train_loss": 0.5, "time": 0.01}, 3)
     assert capsys.readouterr().err == ""
+
+
+def test_cli_process_gives_openblas_one_thread():
+    """In a cfm command-line process OpenBLAS gets one thread (its idle
+    threads would compete with cfm's kernels); a user's setting wins, and
+    importing cfm as a library changes nothing."""
+    code = ("import sys; sys.argv[0] = {argv0!r}; import cfm, os; "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("OPENBLAS_NUM_THREADS", None)
+
+    def run_py(argv0, **extra):
+        p = subprocess.run([sys.executable, "-c", code.format(argv0=argv0)],
+                           capture_output=True, text=True, env=dict(env, **extra), timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    assert run_py("/usr/local/bin/cfm") == "1"
+    assert run_py("/usr/local/bin/cfm", OPENBLAS_NUM_THREADS="2") == "2"
+    assert run_py("-c") == "None"
