@@ -268,14 +268,18 @@ class _FFMMixin:
         seed = int(self._rng.integers(2**63)) if self._half else 0
         return _ffm.ffm_train_epoch(*args, seed)
 
-    def _decision(self, Xc, n_threads=None):
+    def _decision(self, Xc, n_threads=None, shared=False):
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
         out = np.empty(Xc.n_rows, dtype=np.float64)
         _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self._foff, self._lin, self._kernel_V,
                 float(self._w0_state[0]), self._kp, 1, self._normalize, out,
-                n_threads, self._max_nnz(Xc))
+                n_threads, self._max_nnz(Xc), shared)
         return out
+
+    def _decision_shared(self, Xc, n_threads):
+        """_decision while other work shares the cores (batch scoring)."""
+        return self._decision(Xc, n_threads, shared=True)
 
     def _params_finite(self):
         nt = effective_n_threads(self.n_jobs)

@@ -544,11 +544,13 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     ok = False
     try:
         model = get_model()  # while the reader parses the first blocks
+        # the parser and the formatter share the cores with the kernel
+        decide = getattr(model, "_decision_shared", model._decision)
         writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
-            s = model._decision(Xc, n_threads) if b.n_rows else np.zeros(0)
+            s = decide(Xc, n_threads) if b.n_rows else np.zeros(0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows
