@@ -43,6 +43,9 @@ def _lin_table(n_features, solver, dtype):
     return np.zeros((n_features, _lin_width(solver)), dtype=_lin_dtype(dtype))
 
 
+_PER_LINE = 3  # packed float16 AdaGrad records per 64-byte line (see _layout)
+
+
 def _layout(n_fields, ks, dtype):
     """Where the records of a factor-table row are: (offset of field q's
     record, in table entries, for each q; row width).
@@ -56,27 +59,28 @@ def _layout(n_fields, ks, dtype):
     dt = np.dtype(dtype)
     q = np.arange(n_fields, dtype=np.int64)
     if dt == np.float16 and ks * dt.itemsize == 20:
-        line = 64 // dt.itemsize
-        return (q // 3 * line + q % 3 * ks).astype(np.int32), -(-n_fields // 3) * line
+        line, per = 64 // dt.itemsize, _PER_LINE
+        return (q // per * line + q % per * ks).astype(np.int32), -(-n_fields // per) * line
     return (q * ks).astype(np.int32), n_fields * ks
 
 
 def _record_views(V, rec_off, n_fields, ks):
     """[(view of V of shape (n, c, ks), fields it holds)] covering every record:
     one view for a contiguous layout, one per slot of a cache line for a
-    packed one (field q in slot q % 3 of line q // 3)."""
+    packed one (field q in slot q % _PER_LINE of line q // _PER_LINE)."""
     n = V.shape[0]
     if n_fields == 0:
         return []
     if np.array_equal(rec_off, np.arange(n_fields) * ks):
         return [(V[:, :n_fields * ks].reshape(n, n_fields, ks), slice(None))]
-    line = 64 // V.itemsize
-    lines = V.reshape(n, V.shape[1] // line, line)
+    line, per = 64 // V.itemsize, _PER_LINE
+    lines = V.view()
+    lines.shape = (n, V.shape[1] // line, line)  # raises rather than copy
     out = []
-    for r in range(3):
-        c = len(range(r, n_fields, 3))
+    for r in range(per):
+        c = len(range(r, n_fields, per))
         if c:
-            out.append((lines[:, :c, r * ks:(r + 1) * ks], slice(r, None, 3)))
+            out.append((lines[:, :c, r * ks:(r + 1) * ks], slice(r, None, per)))
     return out
 
 
