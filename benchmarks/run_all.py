@@ -72,7 +72,9 @@ def benchmarks(threads, workdir):
             plot="fm"),
         "ffm": dict(
             script="bench_fm.py",
-            full=["--model", "ffm", "--threads", t],
+            # as the README's FFM command: float32 table too, and the lr grid
+            full=["--model", "ffm", "--libs", "cfm,cfm_f32,xlearn", "--lr-grid",
+                  "0.05,0.1,0.2", "--threads", t],
             quick=["--model", "ffm", "--repeats", "1", "--epochs", "2", "--k", "4",
                    "--only", "real", "--threads", t],
             title="FFM training and scoring: cfm vs xLearn",
