@@ -71,6 +71,31 @@ def _decode_labels(spec):
     return np.array(spec["values"], dtype=dt)
 
 
+class RowBlocks:
+    """An array to save that is written a block of rows at a time, so that
+    saving a large table that is not stored as the file lays it out (padded
+    rows, packed records) needs a block of temporary memory, not a copy of
+    the table: ``block(i, j)`` returns rows i:j as an array."""
+
+    def __init__(self, shape, dtype, block, block_bytes=64 << 20):
+        self.shape, self.dtype, self._block = tuple(shape), np.dtype(dtype), block
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        row = max(1, self.nbytes // max(1, self.shape[0])) if self.shape else 1
+        self.rows_per_block = max(1, block_bytes // row)
+
+    @classmethod
+    def of(cls, arr, **kw):
+        return cls(arr.shape, arr.dtype, lambda i, j: arr[i:j], **kw)
+
+    def blocks(self):
+        """Contiguous little-endian blocks, in order."""
+        n = self.shape[0] if self.shape else 0
+        le = self.dtype.newbyteorder("<")
+        for i in range(0, n, self.rows_per_block):
+            b = np.ascontiguousarray(self._block(i, min(n, i + self.rows_per_block)))
+            yield b.astype(le, copy=False)
+
+
 def save_model(model, path):
     """Write a fitted estimator to ``path`` (see module docstring for the format)."""
     model._check_fitted()
@@ -81,10 +106,15 @@ def save_model(model, path):
     offset = 0
     blobs = []
     for name, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        entries.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
-                        "offset": offset, "nbytes": arr.nbytes})
+        if not isinstance(arr, RowBlocks):
+            arr = np.asarray(arr)
+            if arr.ndim >= 2 and not arr.flags.c_contiguous:
+                arr = RowBlocks.of(arr)  # e.g. a table with padded rows: no full copy
+            else:
+                arr = np.ascontiguousarray(arr)
+                arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        entries.append({"name": name, "dtype": arr.dtype.newbyteorder("<").str,
+                        "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes})
         blobs.append(arr)
         offset += -(-arr.nbytes // 64) * 64
     header["arrays"] = entries
@@ -103,8 +133,11 @@ def save_model(model, path):
             put(_PREFIX.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], len(hbytes)))
             put(hbytes)
             for entry, arr in zip(entries, blobs):
-                b = memoryview(arr).cast("B") if arr.nbytes else b""
-                put(b)
+                if isinstance(arr, RowBlocks):
+                    for block in arr.blocks():
+                        put(memoryview(block).cast("B"))
+                elif arr.nbytes:
+                    put(memoryview(arr).cast("B"))
                 pad = -(-arr.nbytes // 64) * 64 - arr.nbytes
                 if pad:
                     put(b"\0" * pad)

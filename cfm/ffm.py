@@ -305,10 +305,17 @@ class _FFMMixin:
     # ------------------------------------------------------------ model files
     def _export_state(self):
         self._check_trainable()
+        from ._io import RowBlocks
+
         nf, ks = self.n_fields_, self._ks
-        # the file holds records contiguously (n_features, n_fields * ks)
-        V = (self._V[:, :nf * ks] if np.array_equal(self._rec_off, np.arange(nf) * ks)
-             else _get_records(self._V, self._rec_off, nf, ks).reshape(-1, nf * ks))
+        # the file holds records contiguously (n_features, n_fields * ks), written a
+        # block of rows at a time
+        if np.array_equal(self._rec_off, np.arange(nf) * ks):
+            V = RowBlocks.of(self._V[:, :nf * ks])
+        else:
+            V = RowBlocks((self._V.shape[0], nf * ks), self._V.dtype,
+                          lambda i, j: _get_records(self._V[i:j], self._rec_off, nf,
+                                                    ks).reshape(j - i, nf * ks))
         arrays = {"lin": self._lin[:, :_lin_width(self._solver)],
                   "V": V, "w0_state": self._w0_state, "fields": self.fields_}
         header = self._common_header()

@@ -369,3 +369,31 @@ def test_shared_schedule_scores_identically(rng, dtype):
     b = m._decision_shared(Xc, 2)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, m.decision_function(X))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_save_writes_tables_in_row_blocks(rng, tmp_path, monkeypatch, dtype):
+    """The factor table is saved a block of rows at a time (no copy of the
+    whole table): tiny blocks give the same file, which loads back."""
+    from cfm import _io
+
+    X, fields = ffm_data(rng, n=300, n_features=40, n_fields=7, nnz=6)
+    y = (rng.random(X.shape[0]) > 0.5).astype(int)
+    m = cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=1, random_state=0, dtype=dtype).fit(
+        X, y, fields=fields)
+    m.save(tmp_path / "a.cfm")
+    seen = []
+    orig = _io.RowBlocks.blocks
+
+    def small_blocks(self):
+        self.rows_per_block = 7
+        for b in orig(self):
+            seen.append(len(b))
+            yield b
+
+    monkeypatch.setattr(_io.RowBlocks, "blocks", small_blocks)
+    m.save(tmp_path / "b.cfm")
+    assert len(seen) > 1 and sum(seen) == m.n_features_in_
+    assert (tmp_path / "a.cfm").read_bytes() == (tmp_path / "b.cfm").read_bytes()
+    np.testing.assert_array_equal(cfm.load(tmp_path / "b.cfm").decision_function(X),
+                                  m.decision_function(X))
