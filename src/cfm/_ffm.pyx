@@ -35,7 +35,7 @@ from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_l2,
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
-    splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
+    splitmix64, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
@@ -439,20 +439,39 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
 
 
 cdef extern from "cfm_rand.h" nogil:
-    void cfm_init_draws(float* out, int n, uint32_t k1, uint32_t k2, uint32_t c0, float scale)
-    void cfm_init_draws_set_simd(int on)
+    void cfm_init_draws_c(float* out, int n, uint32_t k1, uint32_t k2, uint32_t c0, float scale)
+    void cfm_init_draws_avx2(float* out, int n, uint32_t k1, uint32_t k2, uint32_t c0,
+                             float scale)
+
+
+cdef inline void init_draws_dispatch(float* out, int n, uint64_t key, uint32_t c0, float scale,
+                                     bint simd) noexcept nogil:
+    """Draws c0 .. c0+n-1 of a feature's 64-bit key (cfm_rand.h); both paths
+    give the same bits."""
+    if simd:
+        cfm_init_draws_avx2(out, n, <uint32_t>key, <uint32_t>(key >> 32), c0, scale)
+    else:
+        cfm_init_draws_c(out, n, <uint32_t>key, <uint32_t>(key >> 32), c0, scale)
+
+
+cdef check_rec_off(const int32_t[::1] rec_off, int n_fields, Py_ssize_t ks, Py_ssize_t width):
+    """Every field's record (ks entries at rec_off[q]) lies inside a row."""
+    cdef Py_ssize_t q
+    if rec_off.shape[0] < n_fields:
+        raise ValueError("rec_off needs one offset per field")
+    for q in range(n_fields):
+        if rec_off[q] < 0 or rec_off[q] + ks > width:
+            raise ValueError("record offsets outside the table's rows")
 
 
 def init_draws(uint64_t key, int n, uint32_t c0=0, double half_width=1.0, bint simd=True):
     """The draws ffm_init_factors makes (``key``: a feature's 64-bit key),
-    by the SIMD or the portable path; for tests."""
+    by the SIMD path (when the CPU has AVX2) or the portable one; for tests."""
     out = np.zeros(max(n, 0), dtype=np.float32)
     cdef float[::1] o = out
-    cfm_init_draws_set_simd(1 if simd else 0)
     if n > 0:
-        cfm_init_draws(&o[0], n, <uint32_t>key, <uint32_t>(key >> 32), c0,
-                       <float>(half_width / 8388608.0))
-    cfm_init_draws_set_simd(1)
+        init_draws_dispatch(&o[0], n, key, c0, <float>(half_width / 8388608.0),
+                            simd and use_avx2)
     return out
 
 
@@ -468,8 +487,9 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row 
     draws rounded to nearest, and g_init as a float32.
 
     Draw (j, q, f) is a hash of feature j's key (splitmix64 of the seed and
-    j) and the counter q*k + f (cfm_rand.h), 8 at a time with AVX2, so the
-    result depends neither on the number of threads nor on the CPU.
+    j) and the counter q*k + f (cfm_rand.h), 8 at a time with AVX2 (the
+    float32 kernels' switch, set_simd), so the result depends neither on the
+    number of threads nor on the CPU.
     """
     cdef Py_ssize_t n = V.shape[0]
     cdef int nt = max(n_threads, 1)
@@ -484,14 +504,10 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row 
     # stays 0 (when k < kp); rows >= 256 B apart
     cdef Py_ssize_t width = n_fields * k + kp + 64
     cdef float[:, ::1] stage = np.zeros((nt, width), dtype=np.float32)
-    if rec_off.shape[0] < n_fields:
-        raise ValueError("rec_off needs one offset per field")
-    for q in range(n_fields):
-        if rec_off[q] < 0 or rec_off[q] + ks > V.shape[1]:
-            raise ValueError("record offsets outside the table's rows")
+    cdef bint simd = use_avx2
+    check_rec_off(rec_off, n_fields, ks, V.shape[1])
     if n <= 0:
         return
-    cfm_init_draws_set_simd(1)  # CPU detection before the threads start
     with nogil, parallel(num_threads=nt):
         tid = threadid()
         buf = &stage[tid, 0]
@@ -499,7 +515,7 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row 
         for j in prange(n, schedule='static'):
             state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
             key = splitmix64(&state)
-            cfm_init_draws(buf, n_fields * k, <uint32_t>key, <uint32_t>(key >> 32), 0, scale)
+            init_draws_dispatch(buf, n_fields * k, key, 0, scale, simd)
             for q in range(n_fields):
                 vec = &V[j, 0] + rec_off[q]
                 src = buf + q * k
@@ -541,7 +557,6 @@ cdef extern from "cfm_ffm_half.h" nogil:
                                     int kp, double g, float l2, float lr, float inv_k,
                                     int adagrad, uint32_t* rng)
     void cfm_h_store_g(uint16_t* p, float g)
-    float cfm_h_load_g(const uint16_t* p)
     void cfm_f2h_rn_n(const float* src, uint16_t* dst, int n)
 
 cdef bint half_simd_ok = cfm_ffmh_have_simd() != 0
@@ -585,12 +600,9 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
     # never matches), so that the scan is one vectorisable loop
     cdef uint16_t[::1] am = np.zeros(max(width, 1), dtype=np.uint16)
     cdef uint16_t[::1] cm = np.full(max(width, 1), 0xffff, dtype=np.uint16)
-    if rec_off.shape[0] < n_fields:
-        raise ValueError("rec_off needs one offset per field")
+    check_rec_off(rec_off, n_fields, ks, width)
     for q in range(n_fields):
         o = rec_off[q]
-        if o < 0 or o + ks > width:
-            raise ValueError("record offsets outside the table's rows")
         for u in range(kp):
             am[o + u] = 0x7c00
             cm[o + u] = 0x7c00

@@ -5,7 +5,8 @@
  * twice, keyed by the two halves of a 64-bit per-feature key).  Each draw is
  * a pure function of (key, counter), so a table can be filled 8 draws at a
  * time (AVX2) or one at a time (portable C) with bit-identical results, by
- * any number of threads.  24-bit resolution is far finer than any
+ * any number of threads.  The caller picks the path (cfm/_ffm.pyx: the same
+ * CPU check and switch as the other FFM kernels).  24-bit resolution is far finer than any
  * initialisation needs; the arithmetic is exact up to one final rounding.
  */
 #ifndef CFM_RAND_H
@@ -65,32 +66,12 @@ static void cfm_init_draws_avx2(float *out, int n, uint32_t k1, uint32_t k2, uin
     for (; i < n; i++) out[i] = cfm_init_draw(k1, k2, c0 + (uint32_t)i, scale);
 }
 
-static int cfm_rand_avx2_state = -1;
-
-static inline void cfm_init_draws(float *out, int n, uint32_t k1, uint32_t k2, uint32_t c0,
-                                  float scale) {
-    if (cfm_rand_avx2_state < 0) {
-        __builtin_cpu_init();
-        cfm_rand_avx2_state = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (cfm_rand_avx2_state)
-        cfm_init_draws_avx2(out, n, k1, k2, c0, scale);
-    else
-        cfm_init_draws_c(out, n, k1, k2, c0, scale);
-}
-
-/* detect the CPU (call before parallel regions); on = 0 forces the C path (tests) */
-static inline void cfm_init_draws_set_simd(int on) {
-    cfm_rand_avx2_state = -1;
-    cfm_init_draws(NULL, 0, 0, 0, 0, 0.0f);
-    if (!on) cfm_rand_avx2_state = 0;
-}
 #else
-static inline void cfm_init_draws(float *out, int n, uint32_t k1, uint32_t k2, uint32_t c0,
-                                  float scale) {
+/* no AVX2 build: the caller's CPU check (cfm_ffm_have_avx2) is false anyway */
+static inline void cfm_init_draws_avx2(float *out, int n, uint32_t k1, uint32_t k2,
+                                       uint32_t c0, float scale) {
     cfm_init_draws_c(out, n, k1, k2, c0, scale);
 }
-static inline void cfm_init_draws_set_simd(int on) { (void)on; }
 #endif
 
 #endif /* CFM_RAND_H */
