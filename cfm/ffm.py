@@ -64,6 +64,11 @@ def _layout(n_fields, ks, dtype):
     return (q * ks).astype(np.int32), n_fields * ks
 
 
+def _contiguous(rec_off, ks):
+    """True when field q's record is at q * ks (no packing)."""
+    return np.array_equal(rec_off, np.arange(len(rec_off)) * ks)
+
+
 def _record_views(V, rec_off, n_fields, ks):
     """[(view of V of shape (n, c, ks), fields it holds)] covering every record:
     one view for a contiguous layout, one per slot of a cache line for a
@@ -71,7 +76,7 @@ def _record_views(V, rec_off, n_fields, ks):
     n = V.shape[0]
     if n_fields == 0:
         return []
-    if np.array_equal(rec_off, np.arange(n_fields) * ks):
+    if _contiguous(rec_off, ks):
         return [(V[:, :n_fields * ks].reshape(n, n_fields, ks), slice(None))]
     line, per = 64 // V.itemsize, _PER_LINE
     lines = V.view()
@@ -247,7 +252,7 @@ class _FFMMixin:
         self._check_fitted()
         V = self._V
         item = V.itemsize
-        if not np.array_equal(self._rec_off, np.arange(self.n_fields_) * self._ks):
+        if not _contiguous(self._rec_off, self._ks):
             out = _get_records(V, self._rec_off, self.n_fields_, self._ks, self._k)
             out.flags.writeable = False
             return out
@@ -310,12 +315,9 @@ class _FFMMixin:
         nf, ks = self.n_fields_, self._ks
         # the file holds records contiguously (n_features, n_fields * ks), written a
         # block of rows at a time
-        if np.array_equal(self._rec_off, np.arange(nf) * ks):
-            V = RowBlocks.of(self._V[:, :nf * ks])
-        else:
-            V = RowBlocks((self._V.shape[0], nf * ks), self._V.dtype,
-                          lambda i, j: _get_records(self._V[i:j], self._rec_off, nf,
-                                                    ks).reshape(j - i, nf * ks))
+        V = RowBlocks((self._V.shape[0], nf * ks), self._V.dtype,
+                      lambda i, j: _get_records(self._V[i:j], self._rec_off, nf,
+                                                ks).reshape(j - i, nf * ks))
         arrays = {"lin": self._lin[:, :_lin_width(self._solver)],
                   "V": V, "w0_state": self._w0_state, "fields": self.fields_}
         header = self._common_header()
@@ -350,20 +352,14 @@ class _FFMMixin:
         self._lin[:, :_lin_width(solver)] = arrays["lin"]
         self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
         self.n_fields_ = nf
-        if getattr(self, "_scoring_only", False) and ks > kp:
-            # scoring only: the vectors without their AdaGrad slots (ks = kp),
-            # contiguous
-            self._V = _aligned_table(n, nf * kp, dtype, zeros=False)
-            _copy_rows(self._V[:, :nf * kp].reshape(n, nf, kp),
-                       arrays["V"].reshape(n, nf, ks)[:, :, :kp])
-            self._V[:, nf * kp:] = 0
+        records = arrays["V"].reshape(n, nf, ks)
+        if getattr(self, "_scoring_only", False):
+            # scoring only: the vectors without their AdaGrad slots (ks = kp)
             ks = kp
-            self._set_layout(*_layout(nf, ks, "float32"))  # contiguous
-        else:
-            self._set_layout(*_layout(nf, ks, dtype))
-            # zeroed (free for a large table), so that any padding is 0
-            self._V = _aligned_table(n, self._row_width, dtype)
-            _set_records(self._V, self._rec_off, nf, ks, arrays["V"].reshape(n, nf, ks))
+        self._set_layout(*_layout(nf, ks, dtype))
+        # zeroed (free for a large table), so that any padding is 0
+        self._V = _aligned_table(n, self._row_width, dtype)
+        _set_records(self._V, self._rec_off, nf, ks, records[:, :, :ks])
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
         self._import_common(header, arrays, n)
 
