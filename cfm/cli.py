@@ -468,8 +468,7 @@ def cmd_predict(args, log):
     if args.xlearn_fields is not None:
         _check_data_file(args.xlearn_fields)
         xl["fields"] = args.xlearn_fields
-    _check_input(args.model, "model file")
-    cfm_model = _is_model_file(args.model)
+    cfm_model = _is_model_file(args.model)  # else _load_model checks the path
     model = None if cfm_model else _load_model(args.model, xl, scoring_only=True)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")

@@ -286,10 +286,6 @@ class _FFMMixin:
                 n_threads, self._max_nnz(Xc), shared)
         return out
 
-    def _decision_shared(self, Xc, n_threads):
-        """_decision while other work shares the cores (batch scoring)."""
-        return self._decision(Xc, n_threads, shared=True)
-
     def _params_finite(self):
         nt = effective_n_threads(self.n_jobs)
         if self._half:

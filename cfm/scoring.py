@@ -441,9 +441,7 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
         ``metrics`` when ``evaluate``.
     """
     model._check_fitted()
-    info = _ModelInfo(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
-                      getattr(model, "_input_zero_based", None))
-    return _predict_file(lambda: model, info, path, out_path, raw=raw, block_rows=block_rows,
+    return _predict_file(lambda: model, _ModelInfo.of(model), path, out_path, raw=raw, block_rows=block_rows,
                          n_jobs=n_jobs, zero_based=zero_based, precision=precision,
                          evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
 
@@ -469,9 +467,7 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
 
     def get_model():
         model = _io.load(model_path, scoring_only=scoring_only)
-        got = _ModelInfo(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
-                         getattr(model, "_input_zero_based", None))
-        if got != info:  # the file changed between the two reads
+        if _ModelInfo.of(model) != info:  # the file changed between the two reads
             raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
         loaded.append(model)
         return model
@@ -488,6 +484,11 @@ class _ModelInfo:
     def __init__(self, n_features, n_jobs, classifier, zero_based):
         self.n_features, self.n_jobs = n_features, n_jobs
         self.classifier, self.zero_based = classifier, zero_based
+
+    @classmethod
+    def of(cls, model):
+        return cls(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
+                   getattr(model, "_input_zero_based", None))
 
     def __eq__(self, other):
         return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
@@ -544,13 +545,12 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     ok = False
     try:
         model = get_model()  # while the reader parses the first blocks
-        # the parser and the formatter share the cores with the kernel
-        decide = getattr(model, "_decision_shared", model._decision)
         writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
-            s = decide(Xc, n_threads) if b.n_rows else np.zeros(0)
+            # shared: the parser and the formatter use the cores meanwhile
+            s = model._decision(Xc, n_threads, shared=True) if b.n_rows else np.zeros(0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows

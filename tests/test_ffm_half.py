@@ -366,7 +366,7 @@ def test_shared_schedule_scores_identically(rng, dtype):
     Xs = sp.csr_matrix(X, dtype=np.float64)
     Xc = CSRInput(Xs.data, Xs.indices, Xs.indptr.astype(np.int64), Xs.shape)
     a = m._decision(Xc, 2)
-    b = m._decision_shared(Xc, 2)
+    b = m._decision(Xc, 2, shared=True)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, m.decision_function(X))
 
