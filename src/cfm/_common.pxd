@@ -272,3 +272,15 @@ cdef inline bytearray join_buffers(char** bufs, const Py_ssize_t[::1] sizes, int
         memcpy(q, bufs[t], sizes[t])
         q += sizes[t]
     return out
+
+
+cdef inline int64_t chunk_rows(const int64_t* indptr, Py_ssize_t n_rows,
+                               int64_t target) noexcept nogil:
+    """Rows per chunk of parallel work (cfm._pool.parallel_for) so that a
+    chunk holds about ``target`` non-zeros of an average row (a row counts
+    as at least one)."""
+    cdef int64_t units
+    if n_rows <= 0:
+        return 1
+    units = indptr[n_rows] - indptr[0] + n_rows
+    return max(<int64_t>1, min(<int64_t>n_rows, target * <int64_t>n_rows // units))

@@ -19,18 +19,18 @@ underscores, long mantissas, malformed tokens -- makes the call return None,
 and the caller parses that buffer with the general parser, which accepts the
 full grammar and reports errors as ``file:line: token``.
 
-The buffer is cut at newlines into pieces parsed in parallel (OpenMP, no
+The buffer is cut at newlines into pieces parsed in parallel (cfm._pool, no
 GIL); each piece's arrays are returned as they are (no gather copy): the
 caller scores them as consecutive blocks.
 """
 import numpy as np
 cimport numpy as cnp
 
-from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
 from libc.string cimport memchr
 
 from cfm._common cimport line_split
+from cfm._pool cimport parallel_for
 
 cnp.import_array()
 
@@ -221,6 +221,27 @@ cdef void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexc
     pc.ok = 1
 
 
+cdef struct PlainJob:
+    Piece* pieces
+    Py_ssize_t* n_lines
+    bint ffm, shift
+    int64_t n_features
+
+
+cdef void count_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef PlainJob* job = <PlainJob*>p
+    cdef int64_t i
+    for i in range(lo, hi):
+        job.n_lines[i] = count_lines(job.pieces[i].start, job.pieces[i].end)
+
+
+cdef void parse_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef PlainJob* job = <PlainJob*>p
+    cdef int64_t i
+    for i in range(lo, hi):
+        parse_piece(&job.pieces[i], job.ffm, job.shift, job.n_features)
+
+
 def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_features,
                 int n_threads=1, int n_pieces=0):
     """Parse a buffer of complete plain lines; None if the general parser is needed.
@@ -272,9 +293,14 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
         a, b = starts[i]
         local[i].start = base + a
         local[i].end = base + b
+    cdef PlainJob job
+    job.pieces = local
+    job.n_lines = n_lines
+    job.ffm = ffm
+    job.shift = shift
+    job.n_features = n_features
     with nogil:
-        for i in prange(np_, schedule='static', num_threads=min(nt, np_)):
-            n_lines[i] = count_lines(local[i].start, local[i].end)
+        parallel_for(count_task, &job, np_, 1, nt)
     for i in range(np_):
         a, b = starts[i]
         size = b - a
@@ -297,8 +323,7 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
         local[i].unsorted = 0
         local[i].ok = 0
     with nogil:
-        for i in prange(np_, schedule='dynamic', num_threads=min(nt, np_)):
-            parse_piece(&local[i], ffm, shift, n_features)
+        parallel_for(parse_task, &job, np_, 1, nt)
     out = []
     for i in range(np_):
         if not local[i].ok:

@@ -24,11 +24,13 @@ Design
 * Dot products are accumulated per coordinate (vectorisable) and reduced at
   the end; sums of squares for AdaGrad likewise, in 4 lanes.
 * The blocks of the features of the rows a few steps ahead are prefetched.
+* Threads: cfm's worker pool (cfm._pool, see src/cfm/_fm.pyx): rows in
+  chunks of about CHUNK_PAIRS pair products that any thread claims; per-thread
+  buffers are indexed by the pool's slot.
 * Inputs (CSR structure, column indices, field ids) are validated in Python.
 """
 import numpy as np
 
-from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport sqrt, isfinite
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
@@ -39,6 +41,7 @@ from cfm._common cimport (
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
+from cfm._pool cimport parallel_for
 
 # Storage of the factor table V: float32, float64, or float16 bits (uint16_t,
 # dtype="float16", see cfm_ffm_half.h; the linear table is then float32).
@@ -70,6 +73,35 @@ def set_simd(str path):
 cdef enum:
     PF_ROWS = 1
     PF_IDX = 4
+    # pair products (a, b) per chunk of rows handed to a thread: ~50-100 us
+    # of scoring (training costs about three times as much per pair)
+    CHUNK_PAIRS_PREDICT = 16384
+    CHUNK_PAIRS_TRAIN = 8192
+    CHUNK_INIT = 256     # features per chunk of ffm_init_factors
+    CHUNK_FINITE = 4096  # features per chunk of ffm_half_finite
+
+
+cdef inline int64_t pair_chunk(const int64_t* indptr, int64_t n_rows,
+                               int64_t target) noexcept nogil:
+    """Rows per chunk: about ``target`` pair products of an average row."""
+    cdef int64_t m, cost
+    if n_rows <= 0:
+        return 1
+    m = (indptr[n_rows] - indptr[0]) // n_rows
+    cost = m * (m - 1) // 2 + m + 1
+    return max(<int64_t>1, min(n_rows, target // cost))
+
+
+cdef inline int table_types(int lin_size, int v_size) noexcept nogil:
+    """0: float32 tables, 1: float64 tables, 2: float32 linear + float16 V;
+    -1 for other pairs (never built by cfm/ffm.py)."""
+    if lin_size == 4 and v_size == 4:
+        return 0
+    if lin_size == 8 and v_size == 8:
+        return 1
+    if lin_size == 4 and v_size == 2:
+        return 2
+    return -1
 
 
 cdef inline void gather_row(const data_t* data, const index_t* indices,
@@ -172,6 +204,58 @@ cdef inline double predict_row(const data_t* X, const index_t* ind, const int64_
             + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
 
 
+cdef struct Predict:
+    const void* X
+    const void* ind
+    const int64_t* P
+    const int32_t* F
+    const void* L
+    const void* V
+    double* out
+    double* xs_buf        # (nt, width) per-thread row buffers
+    int32_t* fl_buf
+    Py_ssize_t* off_buf
+    Py_ssize_t width, lw, vstride, ks, n_rows
+    double w0
+    int kp, types
+    bint normalize
+
+
+cdef inline void predict_rows(Predict* c, const floating* L, const vtab_t* Vp, const data_t* X,
+                              const index_t* ind, int64_t lo, int64_t hi,
+                              int slot) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double* xs = c.xs_buf + slot * c.width
+    cdef int32_t* fl = c.fl_buf + slot * c.width
+    cdef Py_ssize_t* off = c.off_buf + slot * c.width
+    for i in range(lo, hi):
+        c.out[i] = predict_row(X, ind, c.P, i, c.n_rows, c.F, L, c.lw, Vp, c.vstride,
+                               c.normalize, c.w0, c.kp, c.ks, xs, fl, off)
+
+
+cdef inline void predict_tables(Predict* c, const data_t* X, const index_t* ind, int64_t lo,
+                                int64_t hi, int slot) noexcept nogil:
+    if (c.types & 3) == 0:
+        predict_rows(c, <const float*>c.L, <const float*>c.V, X, ind, lo, hi, slot)
+    elif (c.types & 3) == 1:
+        predict_rows(c, <const double*>c.L, <const double*>c.V, X, ind, lo, hi, slot)
+    else:
+        predict_rows(c, <const float*>c.L, <const uint16_t*>c.V, X, ind, lo, hi, slot)
+
+
+cdef void predict_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Predict* c = <Predict*>p
+    cdef bint x64 = c.types & 4, i64 = c.types & 8
+    if not x64 and not i64:
+        predict_tables(c, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif x64 and not i64:
+        predict_tables(c, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif not x64:
+        predict_tables(c, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        predict_tables(c, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
 def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 const index_t[::1] indices,      # IN  CSR column indices
                 const int64_t[::1] indptr,       # IN  CSR row offsets
@@ -181,43 +265,46 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 double w0, int kp, Py_ssize_t ks, bint normalize,
                 double[::1] out,                 # OUT scores
                 int n_threads, Py_ssize_t max_nnz, bint shared=False):
-    """Raw FFM scores of the rows of a CSR matrix, OpenMP over rows.
+    """Raw FFM scores of the rows of a CSR matrix, rows in parallel.
 
-    ``shared``: other work shares the cores (the batch-scoring pipeline
-    parses the next blocks meanwhile): rows are handed out in chunks of 256
-    instead of one static half per thread, so that a thread the OS sets
-    aside does not leave the other waiting at the end (about 4% faster
-    there, about 2% slower alone)."""
+    ``shared`` (other work shares the cores) is accepted for compatibility:
+    rows are always handed out in chunks that any thread claims, which is
+    what a machine with other work needs."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef int nt = max(n_threads, 1)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line
     cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef Predict c
+    c.types = table_types(sizeof(floating), sizeof(vtab_t))
+    if c.types < 0:
+        raise ValueError("unsupported pair of table dtypes")
+    if n_rows <= 0:
+        return
     cdef double[:, ::1] xs_buf = np.empty((nt, width))
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
-    cdef Py_ssize_t lw = lin.shape[1]
-    cdef Py_ssize_t vstride = V.shape[1]
-    cdef Py_ssize_t i, tid
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef const floating* L = &lin[0, 0]
-    cdef const vtab_t* Vp = &V[0, 0]
-    cdef const int32_t* F = &fields[0]
-    cdef const int64_t* P = &indptr[0]
-    if n_rows <= 0:
-        return
-    if shared:
-        with nogil, parallel(num_threads=nt):
-            for i in prange(n_rows, schedule='dynamic', chunksize=256):
-                tid = threadid()
-                out[i] = predict_row(X, ind, P, i, n_rows, F, L, lw, Vp, vstride, normalize, w0,
-                                     kp, ks, &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
-    else:
-        with nogil, parallel(num_threads=nt):
-            for i in prange(n_rows, schedule='static'):
-                tid = threadid()
-                out[i] = predict_row(X, ind, P, i, n_rows, F, L, lw, Vp, vstride, normalize, w0,
-                                     kp, ks, &xs_buf[tid, 0], &fl_buf[tid, 0], &off_buf[tid, 0])
+    c.types += 4 * (sizeof(data_t) == 8) + 8 * (sizeof(index_t) == 8)
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.P = &indptr[0]
+    c.F = &fields[0]
+    c.L = &lin[0, 0]
+    c.V = &V[0, 0]
+    c.out = &out[0]
+    c.xs_buf = &xs_buf[0, 0]
+    c.fl_buf = &fl_buf[0, 0]
+    c.off_buf = &off_buf[0, 0]
+    c.width = width
+    c.lw = lin.shape[1]
+    c.vstride = V.shape[1]
+    c.ks = ks
+    c.n_rows = n_rows
+    c.w0 = w0
+    c.kp = kp
+    c.normalize = normalize
+    with nogil:
+        parallel_for(predict_task, &c, n_rows,
+                     pair_chunk(&indptr[0], n_rows, CHUNK_PAIRS_PREDICT), nt)
 
 
 cdef inline void update_linear(floating* lin, Py_ssize_t lw, const data_t* data,
@@ -338,6 +425,96 @@ cdef inline void update_pairs_dispatch(vtab_t* V, Py_ssize_t m, const double* xs
             update_pairs(V, m, xs, fl, off, ks, kp, k, g, optimizer, lr, l2_v)
 
 
+cdef struct Train:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    const double* y
+    const double* sw      # NULL: all weights 1
+    const int64_t* order
+    const int32_t* F
+    void* L
+    void* V
+    double* thr           # (nt, THR_STRIDE)
+    double* xs_buf        # (nt, width)
+    int32_t* fl_buf
+    Py_ssize_t* off_buf
+    uint32_t* rng         # (nt, 32)
+    Py_ssize_t n, width, lw, vstride, ks
+    int k, kp, loss, optimizer, types
+    bint fit_intercept, normalize
+    double lr, l2_w0, l2_w, l2_v, l1, ftrl_beta
+
+
+cdef inline void train_rows(Train* c, floating* L, vtab_t* Vp, const data_t* X,
+                            const index_t* ind, int64_t lo, int64_t hi,
+                            int slot) noexcept nogil:
+    cdef Py_ssize_t p, i, r, start, end
+    cdef Py_ssize_t n = c.n, lw = c.lw, vstride = c.vstride, ks = c.ks
+    cdef int kp = c.kp
+    cdef const int64_t* order = c.order
+    cdef const int64_t* indptr = c.indptr
+    cdef double scale, pred, g
+    cdef double* t = c.thr + slot * THR_STRIDE
+    cdef double* xs = c.xs_buf + slot * c.width
+    cdef int32_t* fl = c.fl_buf + slot * c.width
+    cdef Py_ssize_t* off = c.off_buf + slot * c.width
+    cdef uint32_t* rng = c.rng + slot * 32
+    for p in range(lo, hi):
+        if p + PF_IDX < n:
+            r = order[p + PF_IDX]
+            cfm_prefetch_r(&indptr[r])
+        if p + PF_ROWS + 1 < n:
+            r = order[p + PF_ROWS + 1]
+            prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+            prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+            cfm_prefetch_r(&c.y[r])
+        if p + PF_ROWS < n:
+            r = order[p + PF_ROWS]
+            prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+            prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
+        i = order[p]
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        gather_row(X, ind, start, end, c.F, scale, vstride, xs, fl, off)
+        pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
+                + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
+        if not isfinite(pred):
+            t[T_BAD] += 1.0
+        else:
+            g = sample_grad(t, pred, c.y[i], c.sw[i] if c.sw != NULL else 1.0, c.loss)
+            if c.fit_intercept:
+                update_bias(t, g, c.optimizer, c.lr, c.l2_w0, c.ftrl_beta)
+            update_linear(L, lw, X, ind, start, end, scale, g, c.optimizer,
+                          c.lr, c.l2_w, c.l1, c.ftrl_beta)
+            update_pairs_dispatch(Vp, end - start, xs, fl, off, ks, kp, c.k, g, c.optimizer,
+                                  c.lr, c.l2_v, rng)
+
+
+cdef inline void train_tables(Train* c, const data_t* X, const index_t* ind, int64_t lo,
+                              int64_t hi, int slot) noexcept nogil:
+    if (c.types & 3) == 0:
+        train_rows(c, <float*>c.L, <float*>c.V, X, ind, lo, hi, slot)
+    elif (c.types & 3) == 1:
+        train_rows(c, <double*>c.L, <double*>c.V, X, ind, lo, hi, slot)
+    else:
+        train_rows(c, <float*>c.L, <uint16_t*>c.V, X, ind, lo, hi, slot)
+
+
+cdef void train_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Train* c = <Train*>p
+    cdef int tt = c.types
+    if (tt & 4) == 0 and (tt & 8) == 0:
+        train_tables(c, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif (tt & 8) == 0:
+        train_tables(c, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif (tt & 4) == 0:
+        train_tables(c, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        train_tables(c, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
 def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                     const index_t[::1] indices,      # IN  CSR column indices
                     const int64_t[::1] indptr,       # IN  CSR row offsets
@@ -356,7 +533,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     """One libffm-style pass over ``order``; Hogwild across threads.
 
     ``seed`` (float16 tables) seeds the per-thread generators of the
-    stochastic rounding of the updates (thread t: stream t).
+    stochastic rounding of the updates (thread slot t: stream t).
 
     Returns (sum of weighted losses before each update, sum of weights,
     number of rows whose prediction was not finite).
@@ -365,6 +542,10 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     cdef int nt = max(n_threads, 1)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line
     cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef Train c
+    c.types = table_types(sizeof(floating), sizeof(vtab_t))
+    if c.types < 0:
+        raise ValueError("unsupported pair of table dtypes")
     cdef double[:, ::1] xs_buf = np.empty((nt, width))
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
@@ -372,22 +553,10 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     # 8 xorshift32 lanes per thread, rows 128 bytes apart; never 0
     cdef uint32_t[:, ::1] rng = np.empty((nt, 32), dtype=np.uint32)
     cdef uint64_t state = seed
-    cdef Py_ssize_t lw = lin.shape[1]
-    cdef Py_ssize_t vstride = V.shape[1]
-    cdef bint has_sw = sample_weight.shape[0] > 0
-    cdef Py_ssize_t p, i, r, start, end, tid, q
-    cdef double scale, pred, g
-    cdef double* t
-    cdef double* xs
-    cdef int32_t* fl
-    cdef Py_ssize_t* off
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef floating* L = &lin[0, 0]
-    cdef vtab_t* Vp = &V[0, 0]
-    cdef const int32_t* F = &fields[0]
+    cdef Py_ssize_t i, q
     cdef double total_loss = 0.0, total_w = 0.0
     cdef int n_bad
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     for i in range(nt):
         for q in range(32):
             rng[i, q] = <uint32_t>(splitmix64(&state) >> 32) | 1u
@@ -395,43 +564,40 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     init_thread_states(&thr[0, 0], nt, &w0_state[0])
     if n == 0:
         return 0.0, 0.0, 0
-
-    with nogil, parallel(num_threads=nt):
-        for p in prange(n, schedule='static'):
-            tid = threadid()
-            t = &thr[tid, 0]
-            xs = &xs_buf[tid, 0]
-            fl = &fl_buf[tid, 0]
-            off = &off_buf[tid, 0]
-            if p + PF_IDX < n:
-                r = order[p + PF_IDX]
-                cfm_prefetch_r(&indptr[r])
-            if p + PF_ROWS + 1 < n:
-                r = order[p + PF_ROWS + 1]
-                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
-                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
-                cfm_prefetch_r(&y[r])
-            if p + PF_ROWS < n:
-                r = order[p + PF_ROWS]
-                prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
-                prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
-            i = order[p]
-            start = indptr[i]
-            end = indptr[i + 1]
-            scale = row_scale(X, start, end, normalize)
-            gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
-            pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
-                    + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
-            if not isfinite(pred):
-                t[T_BAD] += 1.0
-            else:
-                g = sample_grad(t, pred, y[i], sample_weight[i] if has_sw else 1.0, loss)
-                if fit_intercept:
-                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                update_linear(L, lw, X, ind, start, end, scale, g, optimizer,
-                              learning_rate, l2_w, l1, ftrl_beta)
-                update_pairs_dispatch(Vp, end - start, xs, fl, off, ks, kp, k, g, optimizer,
-                                      learning_rate, l2_v, &rng[tid, 0])
+    c.types += 4 * (sizeof(data_t) == 8) + 8 * (sizeof(index_t) == 8)
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.y = &y[0]
+    c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    c.order = &order[0]
+    c.F = &fields[0]
+    c.L = &lin[0, 0]
+    c.V = &V[0, 0]
+    c.thr = &thr[0, 0]
+    c.xs_buf = &xs_buf[0, 0]
+    c.fl_buf = &fl_buf[0, 0]
+    c.off_buf = &off_buf[0, 0]
+    c.rng = &rng[0, 0]
+    c.n = n
+    c.width = width
+    c.lw = lin.shape[1]
+    c.vstride = V.shape[1]
+    c.ks = ks
+    c.k = k
+    c.kp = kp
+    c.loss = loss
+    c.optimizer = optimizer
+    c.fit_intercept = fit_intercept
+    c.normalize = normalize
+    c.lr = learning_rate
+    c.l2_w0 = l2_w0
+    c.l2_w = l2_w
+    c.l2_v = l2_v
+    c.l1 = l1
+    c.ftrl_beta = ftrl_beta
+    with nogil:
+        parallel_for(train_task, &c, n, pair_chunk(&indptr[0], n_rows, CHUNK_PAIRS_TRAIN), nt)
 
     n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
                                 learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
@@ -475,6 +641,58 @@ def init_draws(uint64_t key, int n, uint32_t c0=0, double half_width=1.0, bint s
     return out
 
 
+cdef struct Init:
+    void* V
+    const int32_t* rec_off
+    float* stage          # (nt, swidth) per-thread draws
+    Py_ssize_t swidth, vstride, ks
+    int n_fields, k, kp, vsize
+    float scale
+    double g_init
+    uint64_t seed
+    bint simd
+
+
+cdef inline void init_rows(Init* c, vtab_t* V, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Py_ssize_t j, q, f
+    cdef uint64_t state, key
+    cdef int k = c.k, kp = c.kp, n_fields = c.n_fields
+    cdef vtab_t* vec
+    cdef float* src
+    cdef float* buf = c.stage + slot * c.swidth
+    cdef float* pad = buf + n_fields * k
+    for j in range(lo, hi):
+        state = c.seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
+        key = splitmix64(&state)
+        init_draws_dispatch(buf, n_fields * k, key, 0, c.scale, c.simd)
+        for q in range(n_fields):
+            vec = V + j * c.vstride + c.rec_off[q]
+            src = buf + q * k
+            if k < kp:
+                for f in range(k):
+                    pad[f] = src[f]
+                src = pad
+            if vtab_t is uint16_t:
+                cfm_f2h_rn_n(src, vec, kp)
+                if c.ks > kp:
+                    cfm_h_store_g(vec + kp, <float>c.g_init)
+            else:
+                for f in range(kp):
+                    vec[f] = <vtab_t>src[f]
+                if c.ks > kp:
+                    vec[kp] = <vtab_t>c.g_init
+
+
+cdef void init_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Init* c = <Init*>p
+    if c.vsize == 4:
+        init_rows(c, <float*>c.V, lo, hi, slot)
+    elif c.vsize == 8:
+        init_rows(c, <double*>c.V, lo, hi, slot)
+    else:
+        init_rows(c, <uint16_t*>c.V, lo, hi, slot)
+
+
 def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row width)
                      int n_fields, int k, int kp, Py_ssize_t ks, double std, double g_init,
                      uint64_t seed, int n_threads,
@@ -493,45 +711,30 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row 
     """
     cdef Py_ssize_t n = V.shape[0]
     cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t j, q, f, tid
-    cdef uint64_t state, key
-    cdef float scale = <float>(std * sqrt(3.0) / 8388608.0)
-    cdef vtab_t* vec
-    cdef float* buf
-    cdef float* src
-    cdef float* pad
+    cdef Init c
     # per thread: a feature's n_fields*k draws, then a kp-vector whose padding
     # stays 0 (when k < kp); rows >= 256 B apart
     cdef Py_ssize_t width = n_fields * k + kp + 64
-    cdef float[:, ::1] stage = np.zeros((nt, width), dtype=np.float32)
-    cdef bint simd = use_avx2
     check_rec_off(rec_off, n_fields, ks, V.shape[1])
     if n <= 0:
         return
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        buf = &stage[tid, 0]
-        pad = buf + n_fields * k
-        for j in prange(n, schedule='static'):
-            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
-            key = splitmix64(&state)
-            init_draws_dispatch(buf, n_fields * k, key, 0, scale, simd)
-            for q in range(n_fields):
-                vec = &V[j, 0] + rec_off[q]
-                src = buf + q * k
-                if k < kp:
-                    for f in range(k):
-                        pad[f] = src[f]
-                    src = pad
-                if vtab_t is uint16_t:
-                    cfm_f2h_rn_n(src, vec, kp)
-                    if ks > kp:
-                        cfm_h_store_g(vec + kp, <float>g_init)
-                else:
-                    for f in range(kp):
-                        vec[f] = <vtab_t>src[f]
-                    if ks > kp:
-                        vec[kp] = <vtab_t>g_init
+    cdef float[:, ::1] stage = np.zeros((nt, width), dtype=np.float32)
+    c.V = &V[0, 0]
+    c.rec_off = &rec_off[0]
+    c.stage = &stage[0, 0]
+    c.swidth = width
+    c.vstride = V.shape[1]
+    c.ks = ks
+    c.n_fields = n_fields
+    c.k = k
+    c.kp = kp
+    c.vsize = sizeof(vtab_t)
+    c.scale = <float>(std * sqrt(3.0) / 8388608.0)
+    c.g_init = g_init
+    c.seed = seed
+    c.simd = use_avx2
+    with nogil:
+        parallel_for(init_task, &c, n, CHUNK_INIT, nt)
 
 
 # ---------------------------------------------------------------------------
@@ -585,21 +788,43 @@ cdef inline void prefetch_blocks(const index_t* indices, Py_ssize_t start, Py_ss
             cfm_prefetch_l2(b + o)
 
 
+cdef struct HalfFinite:
+    const uint16_t* V
+    const uint16_t* am
+    const uint16_t* cm
+    Py_ssize_t width
+    int* bad              # per slot, 16 apart
+
+
+cdef void half_finite_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef HalfFinite* c = <HalfFinite*>p
+    cdef Py_ssize_t i, u
+    cdef uint16_t row_bad = 0
+    cdef const uint16_t* vec
+    for i in range(lo, hi):
+        vec = c.V + i * c.width
+        for u in range(c.width):  # no early exit: vectorises
+            row_bad = row_bad | ((vec[u] & c.am[u]) == c.cm[u])
+    if row_bad:
+        c.bad[16 * slot] = 1
+
+
 def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t ks,
                     const int32_t[::1] rec_off, int n_threads=1):
     """True when no factor (float16) or AdaGrad slot (float32) is NaN/inf;
     field q's record starts at rec_off[q] of a row."""
     cdef Py_ssize_t n = V.shape[0]
     cdef Py_ssize_t width = V.shape[1]
-    cdef Py_ssize_t i, u, q, o
-    cdef int bad = 0
-    cdef uint16_t row_bad
-    cdef const uint16_t* vec
+    cdef Py_ssize_t u, q, o
+    cdef int nt = max(1, n_threads)
+    cdef int t
+    cdef HalfFinite c
     # per position of a block: exponent mask and the value meaning NaN/inf
     # (float16 coordinates; the high half of a float32 slot; its low half
     # never matches), so that the scan is one vectorisable loop
     cdef uint16_t[::1] am = np.zeros(max(width, 1), dtype=np.uint16)
     cdef uint16_t[::1] cm = np.full(max(width, 1), 0xffff, dtype=np.uint16)
+    cdef int[:, ::1] bad = np.zeros((nt, 16), dtype=np.intc)
     check_rec_off(rec_off, n_fields, ks, width)
     for q in range(n_fields):
         o = rec_off[q]
@@ -609,14 +834,19 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
         if ks > kp:
             am[o + kp + 1] = 0x7f80  # little-endian: the float32's high half
             cm[o + kp + 1] = 0x7f80
+    if n <= 0:
+        return True
+    c.V = &V[0, 0]
+    c.am = &am[0]
+    c.cm = &cm[0]
+    c.width = width
+    c.bad = &bad[0, 0]
     with nogil:
-        for i in prange(n, schedule='static', num_threads=max(1, n_threads)):
-            row_bad = 0
-            vec = &V[i, 0]
-            for u in range(width):  # no early exit: vectorises
-                row_bad = row_bad | ((vec[u] & am[u]) == cm[u])
-            bad += row_bad
-    return bad == 0
+        parallel_for(half_finite_task, &c, n, CHUNK_FINITE, nt)
+    for t in range(nt):
+        if bad[t, 0]:
+            return False
+    return True
 
 
 def half_to_float(const uint16_t[::1] h):

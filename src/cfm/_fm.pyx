@@ -22,8 +22,14 @@ Design
   feature's whole record [w, v(k), G_w, G_v] is one 64-byte cache line.
 * The parameter records of the rows a few steps ahead are prefetched in
   software, which hides most of the miss latency.
-* Scoring: OpenMP ``prange`` over rows, static schedule; each row is computed
-  independently in the same order, so results do not depend on ``n_threads``.
+* Threads: cfm's worker pool (src/cfm/cfm_workers.h, cfm._pool), not OpenMP
+  regions: rows are cut into chunks of about CHUNK_NNZ non-zeros that any
+  thread claims, the calling thread works from the start and never waits for
+  a helper to arrive, and idle helpers sleep -- so on a busy machine a
+  descheduled helper costs nothing, and an input of one chunk runs on the
+  calling thread alone.  Per-thread scratch is indexed by the pool's slot.
+* Scoring: each row is computed independently in the same order, so results
+  do not depend on ``n_threads``.
 * Training: per-sample updates, Hogwild (lock-free, racy) across threads on
   the shared table.  The bias w0 is kept per thread during an epoch and merged
   afterwards (a single shared scalar would bounce one cache line between all
@@ -35,7 +41,6 @@ Design
 """
 import numpy as np
 
-from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport sqrt, sqrtf, isfinite, fabs, log, cos, sin
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
@@ -44,8 +49,9 @@ from cfm._common cimport (
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
-    init_thread_states, merge_thread_states, linear_step, sample_grad,
+    init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
 )
+from cfm._pool cimport parallel_for
 
 cdef double TWO_PI = 6.283185307179586
 
@@ -54,6 +60,11 @@ cdef double TWO_PI = 6.283185307179586
 cdef enum:
     PF_ROWS = 2
     PF_IDX = 6
+    # non-zeros per chunk of rows handed to a thread (scoring: ~50 us of
+    # work; training, about three times the work per non-zero: ~150 us)
+    CHUNK_NNZ_PREDICT = 8192
+    CHUNK_NNZ_TRAIN = 8192
+    CHUNK_INIT = 4096    # features per chunk of fm_init_factors
 
 
 cdef inline double row_score(const data_t* data, const index_t* indices,
@@ -101,6 +112,58 @@ cdef inline void prefetch_records(const index_t* indices, Py_ssize_t start, Py_s
             cfm_prefetch_r(p + 64 * l)
 
 
+cdef struct Predict:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    const void* tab
+    double* out
+    double* scratch
+    Py_ssize_t n_rows, stride, kpad, n_lines
+    double w0
+    int k, types
+    bint normalize
+
+
+cdef inline void predict_rows(Predict* c, const floating* tab, const data_t* X,
+                              const index_t* ind, int64_t lo, int64_t hi,
+                              int slot) noexcept nogil:
+    cdef Py_ssize_t i, r, start, end
+    cdef double scale
+    cdef double* s = c.scratch + slot * c.kpad
+    cdef const int64_t* indptr = c.indptr
+    for i in range(lo, hi):
+        r = i + PF_ROWS
+        if r < c.n_rows:
+            prefetch_records(ind, indptr[r], indptr[r + 1], tab, c.stride, c.n_lines)
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        c.out[i] = c.w0 + row_score(X, ind, start, end, tab, c.stride, c.k, scale, s)
+
+
+cdef void predict_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    # one branch per (table, values, indices) dtype: the row loop is compiled
+    # for each, as the fused def entry point is
+    cdef Predict* c = <Predict*>p
+    if c.types == 0:
+        predict_rows(c, <const float*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 1:
+        predict_rows(c, <const double*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 2:
+        predict_rows(c, <const float*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 3:
+        predict_rows(c, <const double*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 4:
+        predict_rows(c, <const float*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 5:
+        predict_rows(c, <const double*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 6:
+        predict_rows(c, <const float*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        predict_rows(c, <const double*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
 def fm_predict(const data_t[::1] data,        # IN  CSR values
                const index_t[::1] indices,    # IN  CSR column indices
                const int64_t[::1] indptr,     # IN  CSR row offsets (n_rows + 1)
@@ -110,31 +173,31 @@ def fm_predict(const data_t[::1] data,        # IN  CSR values
                bint normalize,                # IN  instance-wise L2 normalisation
                double[::1] out,               # OUT scores (n_rows,)
                int n_threads):
-    """Raw FM scores of the rows of a CSR matrix, OpenMP over rows."""
+    """Raw FM scores of the rows of a CSR matrix, rows in parallel."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
-    cdef Py_ssize_t stride = table.shape[1]
     cdef int k = n_factors
-    cdef Py_ssize_t kpad = (k // 8 + 2) * 8
-    cdef double[:, ::1] scratch = np.zeros((max(n_threads, 1), kpad))
-    cdef Py_ssize_t n_lines = (((1 + k) * sizeof(floating)) + 63) // 64
-    cdef Py_ssize_t i, r, start, end
-    cdef double scale
-    cdef double* s
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef const floating* tab = &table[0, 0]
+    cdef int nt = max(n_threads, 1)
+    cdef Predict c
     if n_rows <= 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        for i in prange(n_rows, schedule='static'):
-            s = &scratch[threadid(), 0]
-            r = i + PF_ROWS
-            if r < n_rows:
-                prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, n_lines)
-            start = indptr[i]
-            end = indptr[i + 1]
-            scale = row_scale(X, start, end, normalize)
-            out[i] = w0 + row_score(X, ind, start, end, tab, stride, k, scale, s)
+    c.kpad = (k // 8 + 2) * 8
+    cdef double[:, ::1] scratch = np.zeros((nt, c.kpad))
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.tab = &table[0, 0]
+    c.out = &out[0]
+    c.scratch = &scratch[0, 0]
+    c.n_rows = n_rows
+    c.stride = table.shape[1]
+    c.n_lines = (((1 + k) * sizeof(floating)) + 63) // 64
+    c.w0 = w0
+    c.k = k
+    c.normalize = normalize
+    c.types = (sizeof(floating) == 8) + 2 * (sizeof(data_t) == 8) + 4 * (sizeof(index_t) == 8)
+    with nogil:
+        parallel_for(predict_task, &c, n_rows,
+                     chunk_rows(&indptr[0], n_rows, CHUNK_NNZ_PREDICT), nt)
 
 
 cdef inline void update_features(const data_t* data, const index_t* indices,
@@ -194,6 +257,80 @@ cdef inline void update_features(const data_t* data, const index_t* indices,
                 vrec[f] = vrec[f] - step * gbuf[f]
 
 
+cdef struct Train:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    void* tab
+    const double* y
+    const double* sw      # NULL: all weights 1
+    const int64_t* order
+    double* thr           # (nt, THR_STRIDE) per-thread bias states and sums
+    double* scratch       # (nt, kpad)
+    Py_ssize_t n, stride, kpad, n_lines
+    int k, loss, optimizer, types
+    bint fit_intercept, normalize
+    double lr, l2_w0, l2_w, l2_v, l1, ftrl_beta
+
+
+cdef inline void train_rows(Train* c, floating* tab, const data_t* X, const index_t* ind,
+                            int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Py_ssize_t p, i, r, start, end
+    cdef Py_ssize_t n = c.n, stride = c.stride
+    cdef const int64_t* order = c.order
+    cdef const int64_t* indptr = c.indptr
+    cdef double scale, pred, g
+    cdef double* t = c.thr + slot * THR_STRIDE
+    cdef double* s = c.scratch + slot * c.kpad
+    for p in range(lo, hi):
+        # Prefetch pipeline for a random row order: offsets of the row
+        # PF_IDX ahead, then its index array, then parameter records.
+        if p + PF_IDX < n:
+            r = order[p + PF_IDX]
+            cfm_prefetch_r(&indptr[r])
+        if p + PF_ROWS + 1 < n:
+            r = order[p + PF_ROWS + 1]
+            prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+            prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+            cfm_prefetch_r(&c.y[r])
+        if p + PF_ROWS < n:
+            r = order[p + PF_ROWS]
+            prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, c.n_lines)
+        i = order[p]
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        pred = t[T_W0] + row_score(X, ind, start, end, tab, stride, c.k, scale, s)
+        if not isfinite(pred):
+            t[T_BAD] += 1.0
+        else:
+            g = sample_grad(t, pred, c.y[i], c.sw[i] if c.sw != NULL else 1.0, c.loss)
+            if c.fit_intercept:
+                update_bias(t, g, c.optimizer, c.lr, c.l2_w0, c.ftrl_beta)
+            update_features(X, ind, start, end, tab, stride, c.k, scale, s, g,
+                            c.optimizer, c.lr, c.l2_w, c.l2_v, c.l1, c.ftrl_beta)
+
+
+cdef void train_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Train* c = <Train*>p
+    if c.types == 0:
+        train_rows(c, <float*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 1:
+        train_rows(c, <double*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 2:
+        train_rows(c, <float*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 3:
+        train_rows(c, <double*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 4:
+        train_rows(c, <float*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 5:
+        train_rows(c, <double*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 6:
+        train_rows(c, <float*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        train_rows(c, <double*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
 def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                    const index_t[::1] indices,     # IN  CSR column indices
                    const int64_t[::1] indptr,      # IN  CSR row offsets
@@ -212,64 +349,90 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     number of rows whose prediction was not finite).
     """
     cdef Py_ssize_t n = order.shape[0]
-    cdef Py_ssize_t stride = table.shape[1]
     cdef int k = n_factors
     cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t kpad = (k // 8 + 2) * 8
-    cdef double[:, ::1] scratch = np.zeros((nt, kpad))
+    cdef Train c
+    c.kpad = (k // 8 + 2) * 8
+    cdef double[:, ::1] scratch = np.zeros((nt, c.kpad))
     cdef double[:, ::1] thr = np.zeros((nt, THR_STRIDE))
-    cdef Py_ssize_t n_lines = (stride * sizeof(floating) + 63) // 64
-    cdef bint has_sw = sample_weight.shape[0] > 0
-    cdef Py_ssize_t p, i, r, start, end, t_id
-    cdef double scale, pred, g
-    cdef double* s
-    cdef double* t
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef floating* tab = &table[0, 0]
     cdef double total_loss = 0.0, total_w = 0.0
     cdef int n_bad
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
 
     init_thread_states(&thr[0, 0], nt, &w0_state[0])
     if n == 0:
         return 0.0, 0.0, 0
-
-    with nogil, parallel(num_threads=nt):
-        for p in prange(n, schedule='static'):
-            t = &thr[threadid(), 0]
-            s = &scratch[threadid(), 0]
-            # Prefetch pipeline for a random row order: offsets of the row
-            # PF_IDX ahead, then its index array, then parameter records.
-            if p + PF_IDX < n:
-                r = order[p + PF_IDX]
-                cfm_prefetch_r(&indptr[r])
-            if p + PF_ROWS + 1 < n:
-                r = order[p + PF_ROWS + 1]
-                prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
-                prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
-                cfm_prefetch_r(&y[r])
-            if p + PF_ROWS < n:
-                r = order[p + PF_ROWS]
-                prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, n_lines)
-            i = order[p]
-            start = indptr[i]
-            end = indptr[i + 1]
-            scale = row_scale(X, start, end, normalize)
-            pred = t[T_W0] + row_score(X, ind, start, end, tab, stride, k, scale, s)
-            if not isfinite(pred):
-                t[T_BAD] += 1.0
-            else:
-                g = sample_grad(t, pred, y[i], sample_weight[i] if has_sw else 1.0, loss)
-                if fit_intercept:
-                    update_bias(t, g, optimizer, learning_rate, l2_w0, ftrl_beta)
-                update_features(X, ind, start, end, tab, stride, k, scale, s, g,
-                                optimizer, learning_rate, l2_w, l2_v, l1, ftrl_beta)
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.tab = &table[0, 0]
+    c.y = &y[0]
+    c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    c.order = &order[0]
+    c.thr = &thr[0, 0]
+    c.scratch = &scratch[0, 0]
+    c.n = n
+    c.stride = table.shape[1]
+    c.n_lines = (c.stride * sizeof(floating) + 63) // 64
+    c.k = k
+    c.loss = loss
+    c.optimizer = optimizer
+    c.fit_intercept = fit_intercept
+    c.normalize = normalize
+    c.lr = learning_rate
+    c.l2_w0 = l2_w0
+    c.l2_w = l2_w
+    c.l2_v = l2_v
+    c.l1 = l1
+    c.ftrl_beta = ftrl_beta
+    c.types = (sizeof(floating) == 8) + 2 * (sizeof(data_t) == 8) + 4 * (sizeof(index_t) == 8)
+    with nogil:
+        # chunk from the average row (``order`` may visit a subset of rows)
+        parallel_for(train_task, &c, n,
+                     chunk_rows(&indptr[0], n_rows, CHUNK_NNZ_TRAIN), nt)
 
     # Merge per-thread bias states in a fixed order: count-weighted mean of
     # w0, summed increments of the accumulators.  Exact with one thread.
     n_bad = merge_thread_states(&thr[0, 0], nt, &w0_state[0], optimizer, fit_intercept,
                                 learning_rate, l2_w0, ftrl_beta, &total_loss, &total_w)
     return total_loss, total_w, n_bad
+
+
+cdef struct Init:
+    void* tab
+    Py_ssize_t stride
+    int k
+    bint f64
+    double std
+    uint64_t seed
+
+
+cdef inline void init_rows(Init* c, floating* tab, int64_t lo, int64_t hi) noexcept nogil:
+    cdef Py_ssize_t j, f
+    cdef uint64_t state
+    cdef double u1, u2, r
+    cdef floating* row
+    for j in range(lo, hi):
+        row = tab + j * c.stride
+        state = c.seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
+        splitmix64(&state)
+        f = 0
+        while f < c.k:
+            u1 = 1.0 - rand_uniform(&state)      # (0, 1]
+            u2 = rand_uniform(&state)
+            r = c.std * sqrt(-2.0 * log(u1))
+            row[1 + f] = <floating>(r * cos(TWO_PI * u2))
+            if f + 1 < c.k:
+                row[2 + f] = <floating>(r * sin(TWO_PI * u2))
+            f = f + 2
+
+
+cdef void init_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Init* c = <Init*>p
+    if c.f64:
+        init_rows(c, <double*>c.tab, lo, hi)
+    else:
+        init_rows(c, <float*>c.tab, lo, hi)
 
 
 def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
@@ -282,22 +445,14 @@ def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
     any number of threads, and the work runs in parallel.
     """
     cdef Py_ssize_t n = table.shape[0]
-    cdef Py_ssize_t j, f
-    cdef int k = n_factors
-    cdef uint64_t state
-    cdef double u1, u2, r
-    if k <= 0 or n <= 0:
+    cdef Init c
+    if n_factors <= 0 or n <= 0:
         return
+    c.tab = &table[0, 0]
+    c.stride = table.shape[1]
+    c.k = n_factors
+    c.f64 = floating is double
+    c.std = std
+    c.seed = seed
     with nogil:
-        for j in prange(n, schedule='static', num_threads=max(n_threads, 1)):
-            state = seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL)
-            splitmix64(&state)
-            f = 0
-            while f < k:
-                u1 = 1.0 - rand_uniform(&state)      # (0, 1]
-                u2 = rand_uniform(&state)
-                r = std * sqrt(-2.0 * log(u1))
-                table[j, 1 + f] = <floating>(r * cos(TWO_PI * u2))
-                if f + 1 < k:
-                    table[j, 2 + f] = <floating>(r * sin(TWO_PI * u2))
-                f = f + 2
+        parallel_for(init_task, &c, n, CHUNK_INIT, max(n_threads, 1))

@@ -14,16 +14,18 @@ fraction lies within 1e-6 of one half -- those values, and all others, go to
 """
 import numpy as np
 
-from cython.parallel cimport prange
 from libc.math cimport exp, isfinite
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
 
 from cfm._common cimport join_buffers
+from cfm._pool cimport parallel_for
 
 # widest line: sign, 17 digits, '.', 'e-308', newline (< 32 bytes); 40 for safety
 DEF LINE_MAX = 40
+# rows per piece of format_scores handed to a thread
+DEF PIECE_ROWS = 16384
 
 
 cdef inline double sigmoid(double z) noexcept nogil:
@@ -130,6 +132,27 @@ cdef Py_ssize_t format_range(char* b, const double* v, Py_ssize_t r0, Py_ssize_t
     return q - b
 
 
+cdef struct Format:
+    const double* v
+    const Py_ssize_t* bounds   # piece t: rows bounds[t] .. bounds[t + 1]
+    char** bufs
+    Py_ssize_t* sizes
+    int precision
+    bint apply_sigmoid, fast, fail
+
+
+cdef void format_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Format* c = <Format*>p
+    cdef int64_t t
+    for t in range(lo, hi):
+        c.bufs[t] = <char*>malloc((c.bounds[t + 1] - c.bounds[t]) * LINE_MAX + 1)
+        if c.bufs[t] == NULL:
+            c.fail = True
+        else:
+            c.sizes[t] = format_range(c.bufs[t], c.v, c.bounds[t], c.bounds[t + 1],
+                                      c.precision, c.apply_sigmoid, c.fast)
+
+
 def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=False,
                   int n_threads=1, bint fast=True):
     """Format ``values`` as text, one ``'%.{precision}g'`` number per line.
@@ -142,7 +165,8 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     apply_sigmoid : bool
         Write ``1 / (1 + exp(-v))`` instead of ``v`` (probabilities).
     n_threads : int
-        OpenMP threads (ranges of rows formatted in parallel, joined in order).
+        Threads (pieces of PIECE_ROWS rows formatted in parallel by cfm's
+        worker pool, joined in order).
     fast : bool
         Use the fast path where it applies (False: ``snprintf`` only; same bytes).
 
@@ -155,32 +179,32 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     cdef Py_ssize_t n = values.shape[0]
     if n == 0:
         return bytearray()
-    cdef int nt = max(1, n_threads)
-    if n < 20_000:
-        nt = 1
-    cdef Py_ssize_t[::1] bounds = np.linspace(0, n, nt + 1).astype(np.intp)
-    cdef Py_ssize_t[::1] sizes = np.zeros(nt, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(nt * sizeof(char*))
-    cdef const double* v = &values[0]
+    # pieces of about PIECE_ROWS rows (~0.5-1 ms each), which any thread claims
+    cdef int n_pieces = <int>min((n + PIECE_ROWS - 1) // PIECE_ROWS, 4096)
+    cdef Py_ssize_t[::1] bounds = np.linspace(0, n, n_pieces + 1).astype(np.intp)
+    cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
+    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
     cdef int t
-    cdef bint fail = False
+    cdef Format c
     if bufs == NULL:
         raise MemoryError()
-    for t in range(nt):
+    for t in range(n_pieces):
         bufs[t] = NULL
+    c.v = &values[0]
+    c.bounds = &bounds[0]
+    c.bufs = bufs
+    c.sizes = &sizes[0]
+    c.precision = precision
+    c.apply_sigmoid = apply_sigmoid
+    c.fast = fast
+    c.fail = False
     try:
         with nogil:
-            for t in prange(nt, schedule='static', num_threads=nt):
-                bufs[t] = <char*>malloc((bounds[t + 1] - bounds[t]) * LINE_MAX + 1)
-                if bufs[t] == NULL:
-                    fail = True
-                else:
-                    sizes[t] = format_range(bufs[t], v, bounds[t], bounds[t + 1], precision,
-                                            apply_sigmoid, fast)
-        if fail:
+            parallel_for(format_task, &c, n_pieces, 1, max(1, n_threads))
+        if c.fail:
             raise MemoryError()
-        return join_buffers(bufs, sizes, nt)
+        return join_buffers(bufs, sizes, n_pieces)
     finally:
-        for t in range(nt):
+        for t in range(n_pieces):
             free(bufs[t])
         free(bufs)

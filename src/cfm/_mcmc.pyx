@@ -51,12 +51,13 @@ Design
 """
 import numpy as np
 
-from cython.parallel cimport prange
 from libc.math cimport sqrt, log, exp, cos, erfc, isfinite, fabs
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 
-from cfm._common cimport floating, data_t, index_t, splitmix64, rand_uniform, row_scale
+from cfm._common cimport (floating, data_t, index_t, splitmix64, rand_uniform, row_scale,
+                          chunk_rows)
+from cfm._pool cimport parallel_for
 
 cdef double TWO_PI = 6.283185307179586
 cdef double INV_SQRT2 = 0.7071067811865476
@@ -940,6 +941,67 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     return acc
 
 
+cdef struct PredictSum:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    const void* S
+    const double* w0s
+    double* out_p
+    double* out_q
+    Py_ssize_t n_s, ps, sstride
+    double lo, hi
+    int k, task, types
+    bint normalize
+
+
+cdef inline void predict_sum_rows(PredictSum* c, const floating* base, const data_t* X,
+                                  const index_t* ind, int64_t r0, int64_t r1) noexcept nogil:
+    cdef Py_ssize_t i, s
+    cdef double pred, scale, sp, sq
+    cdef const int64_t* indptr = c.indptr
+    for i in range(r0, r1):
+        scale = row_scale(X, indptr[i], indptr[i + 1], c.normalize)
+        sp = 0.0
+        sq = 0.0
+        for s in range(c.n_s):
+            pred = row_pred(X, ind, indptr[i], indptr[i + 1], base + s * c.sstride, c.ps, c.k,
+                            scale, c.w0s[s], NULL, 0)
+            if c.task == TASK_REGRESSION:
+                if c.lo <= c.hi:
+                    if pred < c.lo:
+                        pred = c.lo
+                    elif pred > c.hi:
+                        pred = c.hi
+                sp = sp + pred
+            else:
+                sp = sp + upper_tail(-pred)
+                sq = sq + upper_tail(pred)
+        c.out_p[i] += sp
+        if c.task != TASK_REGRESSION:
+            c.out_q[i] += sq
+
+
+cdef void predict_sum_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef PredictSum* c = <PredictSum*>p
+    if c.types == 0:
+        predict_sum_rows(c, <const float*>c.S, <const float*>c.X, <const int32_t*>c.ind, lo, hi)
+    elif c.types == 1:
+        predict_sum_rows(c, <const double*>c.S, <const float*>c.X, <const int32_t*>c.ind, lo, hi)
+    elif c.types == 2:
+        predict_sum_rows(c, <const float*>c.S, <const double*>c.X, <const int32_t*>c.ind, lo, hi)
+    elif c.types == 3:
+        predict_sum_rows(c, <const double*>c.S, <const double*>c.X, <const int32_t*>c.ind, lo, hi)
+    elif c.types == 4:
+        predict_sum_rows(c, <const float*>c.S, <const float*>c.X, <const int64_t*>c.ind, lo, hi)
+    elif c.types == 5:
+        predict_sum_rows(c, <const double*>c.S, <const float*>c.X, <const int64_t*>c.ind, lo, hi)
+    elif c.types == 6:
+        predict_sum_rows(c, <const float*>c.S, <const double*>c.X, <const int64_t*>c.ind, lo, hi)
+    else:
+        predict_sum_rows(c, <const double*>c.S, <const double*>c.X, <const int64_t*>c.ind, lo, hi)
+
+
 def predict_sum(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] indptr,
                 bint normalize,
                 const floating[:, :, ::1] S,   # IN  samples (n_samples, n_features, >= 1 + k)
@@ -950,40 +1012,34 @@ def predict_sum(const data_t[::1] data, const index_t[::1] indices, const int64_
                 int n_threads):
     """Add each sample's prediction to out_p: clipped to [lo, hi] for
     regression (no clipping when lo > hi); for probit Phi(pred) to out_p and
-    Phi(-pred) to out_q.  Rows in parallel, samples in order."""
+    Phi(-pred) to out_q.  Rows in parallel (cfm._pool), samples in order."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t n_s = S.shape[0]
-    cdef Py_ssize_t ps = S.shape[2]
-    cdef Py_ssize_t sstride = S.shape[1] * S.shape[2]
-    cdef Py_ssize_t i, s
-    cdef int nt = max(n_threads, 1)
-    cdef double pred, scale, sp, sq
-    cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
-    cdef const index_t* ind = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef const floating* base
+    cdef PredictSum c
     if n_rows <= 0 or n_s <= 0:
         return
-    if k > 256 or ps < 1 + k:
+    if k > 256 or S.shape[2] < 1 + k:
         raise ValueError("bad sample table shape")
-    base = &S[0, 0, 0]
+    if out_p.shape[0] < n_rows or (task != TASK_REGRESSION and out_q.shape[0] < n_rows):
+        raise ValueError("output arrays shorter than the rows")
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.S = &S[0, 0, 0]
+    c.w0s = &w0s[0]
+    c.out_p = &out_p[0]
+    c.out_q = &out_q[0] if out_q.shape[0] > 0 else NULL
+    c.n_s = n_s
+    c.ps = S.shape[2]
+    c.sstride = S.shape[1] * S.shape[2]
+    c.lo = lo
+    c.hi = hi
+    c.k = k
+    c.task = task
+    c.normalize = normalize
+    c.types = (sizeof(floating) == 8) + 2 * (sizeof(data_t) == 8) + 4 * (sizeof(index_t) == 8)
     with nogil:
-        for i in prange(n_rows, schedule='static', num_threads=nt):
-            scale = row_scale(X, indptr[i], indptr[i + 1], normalize)
-            sp = 0.0
-            sq = 0.0
-            for s in range(n_s):
-                pred = row_pred(X, ind, indptr[i], indptr[i + 1], base + s * sstride, ps, k,
-                                scale, w0s[s], NULL, 0)
-                if task == TASK_REGRESSION:
-                    if lo <= hi:
-                        if pred < lo:
-                            pred = lo
-                        elif pred > hi:
-                            pred = hi
-                    sp = sp + pred
-                else:
-                    sp = sp + upper_tail(-pred)
-                    sq = sq + upper_tail(pred)
-            out_p[i] += sp
-            if task != TASK_REGRESSION:
-                out_q[i] += sq
+        # a row costs n_samples passes over its non-zeros
+        parallel_for(predict_sum_task, &c, n_rows,
+                     max(<int64_t>1, chunk_rows(&indptr[0], n_rows, 8192) // n_s),
+                     max(n_threads, 1))

@@ -2,7 +2,7 @@
 
 ``parse_chunk`` parses a buffer of complete lines (the caller cuts chunks at
 the last newline) into CSR pieces.  The buffer is split at newlines into
-pieces that OpenMP threads parse in parallel without the GIL, each into its
+pieces that threads (cfm._pool) parse in parallel without the GIL, each into its
 own growing buffers; the pieces are then copied in order into NumPy arrays.
 
 Grammar (chosen to accept exactly what scikit-learn's ``load_svmlight_file``
@@ -28,7 +28,6 @@ does.
 import numpy as np
 cimport numpy as cnp
 
-from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT32_MAX
 from libc.stdlib cimport malloc, realloc, free, strtod
 from libc.string cimport memchr, memcpy
@@ -36,6 +35,7 @@ from libc.stdio cimport snprintf
 from libc.math cimport isfinite, signbit, NAN, INFINITY
 
 from cfm._common cimport join_buffers, line_split
+from cfm._pool cimport parallel_for
 
 cnp.import_array()
 
@@ -528,6 +528,39 @@ cdef void split_pieces(const char* buf, Py_ssize_t n, Piece* pieces, int n_piece
         prev = pos
 
 
+cdef struct ParseJob:
+    Piece* pieces
+    int fmt
+    bint f32, zero_ok, strict_order
+    int64_t max_index, n_fields
+
+
+cdef void parse_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef ParseJob* job = <ParseJob*>p
+    cdef Piece* pieces = job.pieces
+    cdef bint f32 = job.f32, ffm = job.fmt == FMT_LIBFFM
+    cdef int64_t i, est
+    for i in range(lo, hi):
+        # initial capacity from the piece size (grown on demand)
+        est = (pieces[i].end - pieces[i].start) // 8 + 16
+        pieces[i].cap_nnz = est
+        pieces[i].indices = <int64_t*>malloc(est * sizeof(int64_t))
+        pieces[i].values = malloc(est * (4 if f32 else 8))
+        if ffm:
+            pieces[i].fields = <int32_t*>malloc(est * sizeof(int32_t))
+        est = (pieces[i].end - pieces[i].start) // 64 + 16
+        pieces[i].cap_rows = est
+        pieces[i].labels = <double*>malloc(est * sizeof(double))
+        pieces[i].row_end = <int64_t*>malloc(est * sizeof(int64_t))
+        if (pieces[i].indices == NULL or pieces[i].values == NULL or pieces[i].labels == NULL
+                or pieces[i].row_end == NULL or (ffm and pieces[i].fields == NULL)):
+            pieces[i].err = ERR_NOMEM
+            pieces[i].err_tok = pieces[i].start
+        else:
+            parse_piece(&pieces[i], job.fmt, f32, job.zero_ok, job.strict_order, job.max_index,
+                        job.n_fields)
+
+
 def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                 bint zero_ok=True, bint strict_order=True, int64_t max_index=INT64_MAX,
                 int64_t n_fields=-1, int n_threads=1):
@@ -571,28 +604,18 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
         pieces[i].err = ERR_NONE
         pieces[i].err_tok = NULL
         pieces[i].err_val = 0
-    cdef int64_t est
+    cdef ParseJob job
+    job.pieces = pieces
+    job.fmt = fmt
+    job.f32 = f32
+    job.zero_ok = zero_ok
+    job.strict_order = strict_order
+    job.max_index = max_index
+    job.n_fields = n_fields
     try:
         with nogil:
             split_pieces(base, n, pieces, n_pieces)
-            for i in prange(n_pieces, schedule='dynamic', num_threads=nt):
-                # initial capacity from the piece size (grown on demand)
-                est = (pieces[i].end - pieces[i].start) // 8 + 16
-                pieces[i].cap_nnz = est
-                pieces[i].indices = <int64_t*>malloc(est * sizeof(int64_t))
-                pieces[i].values = malloc(est * (4 if f32 else 8))
-                if ffm:
-                    pieces[i].fields = <int32_t*>malloc(est * sizeof(int32_t))
-                est = (pieces[i].end - pieces[i].start) // 64 + 16
-                pieces[i].cap_rows = est
-                pieces[i].labels = <double*>malloc(est * sizeof(double))
-                pieces[i].row_end = <int64_t*>malloc(est * sizeof(int64_t))
-                if (pieces[i].indices == NULL or pieces[i].values == NULL or pieces[i].labels == NULL
-                        or pieces[i].row_end == NULL or (ffm and pieces[i].fields == NULL)):
-                    pieces[i].err = ERR_NOMEM
-                    pieces[i].err_tok = pieces[i].start
-                else:
-                    parse_piece(&pieces[i], fmt, f32, zero_ok, strict_order, max_index, n_fields)
+            parallel_for(parse_task, &job, n_pieces, 1, nt)
         return _gather(pieces, n_pieces, base, f32, ffm, nt)
     finally:
         for i in range(n_pieces):
@@ -602,6 +625,44 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
             free(pieces[i].values)
             free(pieces[i].fields)
         free(pieces)
+
+
+cdef struct GatherJob:
+    Piece* pieces
+    const int64_t* roff
+    const int64_t* noff
+    char* lab
+    int64_t* rend
+    char* ind
+    char* val
+    char* fld
+    int vsize
+    bint ffm, idx32
+
+
+cdef void gather_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef GatherJob* job = <GatherJob*>p
+    cdef Piece* pieces = job.pieces
+    cdef int vsize = job.vsize
+    cdef int64_t i, j, r0, k0
+    cdef int32_t* ind32
+    for i in range(lo, hi):
+        r0 = job.roff[i]
+        k0 = job.noff[i]
+        if pieces[i].n_rows:
+            memcpy(job.lab + r0 * 8, pieces[i].labels, pieces[i].n_rows * 8)
+            for j in range(pieces[i].n_rows):
+                job.rend[r0 + j] = pieces[i].row_end[j] + k0
+        if pieces[i].nnz:
+            memcpy(job.val + k0 * vsize, pieces[i].values, pieces[i].nnz * vsize)
+            if job.ffm:
+                memcpy(job.fld + k0 * 4, pieces[i].fields, pieces[i].nnz * 4)
+            if job.idx32:
+                ind32 = (<int32_t*>job.ind) + k0
+                for j in range(pieces[i].nnz):
+                    ind32[j] = <int32_t>pieces[i].indices[j]
+            else:
+                memcpy(job.ind + k0 * 8, pieces[i].indices, pieces[i].nnz * 8)
 
 
 cdef object _gather(Piece* pieces, int n_pieces, const char* base, bint f32, bint ffm, int nt):
@@ -640,24 +701,20 @@ cdef object _gather(Piece* pieces, int n_pieces, const char* base, bint f32, bin
     cdef int64_t j, o, r0, k0
     cdef int32_t* ind32
     cdef int64_t* ind64
+    cdef GatherJob job
+    job.pieces = pieces
+    job.roff = &roff[0]
+    job.noff = &noff[0]
+    job.lab = lab
+    job.rend = rend
+    job.ind = ind
+    job.val = val
+    job.fld = fld
+    job.vsize = vsize
+    job.ffm = ffm
+    job.idx32 = idx32
     with nogil:
-        for i in prange(n_pieces, schedule='dynamic', num_threads=nt):
-            r0 = roff[i]
-            k0 = noff[i]
-            if pieces[i].n_rows:
-                memcpy(lab + r0 * 8, pieces[i].labels, pieces[i].n_rows * 8)
-                for j in range(pieces[i].n_rows):
-                    rend[r0 + j] = pieces[i].row_end[j] + k0
-            if pieces[i].nnz:
-                memcpy(val + k0 * vsize, pieces[i].values, pieces[i].nnz * vsize)
-                if ffm:
-                    memcpy(fld + k0 * 4, pieces[i].fields, pieces[i].nnz * 4)
-                if idx32:
-                    ind32 = (<int32_t*>ind) + k0
-                    for j in range(pieces[i].nnz):
-                        ind32[j] = <int32_t>pieces[i].indices[j]
-                else:
-                    memcpy(ind + k0 * 8, pieces[i].indices, pieces[i].nnz * 8)
+        parallel_for(gather_task, &job, n_pieces, 1, nt)
     return {"error": None, "labels": labels_a, "row_end": row_end_a, "indices": indices_a,
             "values": values_a, "fields": fields_a if ffm else None, "n_lines": lines,
             "min_idx": mn if nnz else -1, "max_idx": mx, "max_field": mf,
@@ -745,6 +802,49 @@ cdef Py_ssize_t format_range(char* b, const int64_t* indptr, const idx_t* indice
     return q - b
 
 
+cdef struct FormatJob:
+    const int64_t* indptr
+    const void* indices
+    const void* data
+    const double* labels
+    const int32_t* fields
+    bint with_fields, fail
+    int64_t index_offset
+    const Py_ssize_t* bounds
+    char** bufs
+    Py_ssize_t* sizes
+    int types
+
+
+cdef inline void format_piece(FormatJob* job, const idx_t* indices, const val_t* data,
+                              int64_t t) noexcept nogil:
+    cdef const Py_ssize_t* bounds = job.bounds
+    # upper bound: label 32 + per nonzero (2 ints <= 21 each + value <= 32 + 3)
+    cdef Py_ssize_t cap = (bounds[t + 1] - bounds[t]) * 34 + (
+        job.indptr[bounds[t + 1]] - job.indptr[bounds[t]]) * 80 + 64
+    cdef char* b = <char*>malloc(cap)
+    job.bufs[t] = b
+    if b == NULL:
+        job.fail = True
+    else:
+        job.sizes[t] = format_range(b, job.indptr, indices, data, job.labels, job.fields,
+                                    job.with_fields, job.index_offset, bounds[t], bounds[t + 1])
+
+
+cdef void format_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef FormatJob* job = <FormatJob*>p
+    cdef int64_t t
+    for t in range(lo, hi):
+        if job.types == 0:
+            format_piece(job, <const int32_t*>job.indices, <const float*>job.data, t)
+        elif job.types == 1:
+            format_piece(job, <const int64_t*>job.indices, <const float*>job.data, t)
+        elif job.types == 2:
+            format_piece(job, <const int32_t*>job.indices, <const double*>job.data, t)
+        else:
+            format_piece(job, <const int64_t*>job.indices, <const double*>job.data, t)
+
+
 def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t[::1] data,
                 const double[::1] labels, const int32_t[::1] fields, bint with_fields,
                 int64_t index_offset, Py_ssize_t row_start, Py_ssize_t row_end, int n_threads=1):
@@ -758,38 +858,39 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
     cdef Py_ssize_t n_rows = row_end - row_start
     if n_rows <= 0:
         return b""
-    if nt > n_rows:
-        nt = <int>n_rows
-    cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, nt + 1).astype(np.intp)
-    cdef Py_ssize_t[::1] sizes = np.zeros(nt, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(nt * sizeof(char*))
+    # pieces that any thread claims (4 per thread: a thread the OS sets aside
+    # leaves little for the others to wait for)
+    cdef int n_pieces = <int>min(n_rows, 4 * nt if nt > 1 else 1)
+    cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, n_pieces + 1).astype(np.intp)
+    cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
+    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
     cdef int t
-    cdef Py_ssize_t r, k, cap
-    cdef char* b
     cdef bint fail = False
     if bufs == NULL:
         raise MemoryError()
-    for t in range(nt):
+    for t in range(n_pieces):
         bufs[t] = NULL
+    cdef FormatJob job
+    job.indptr = &indptr[0]
+    job.indices = &indices[0] if indices.shape[0] else NULL
+    job.data = &data[0] if data.shape[0] else NULL
+    job.labels = &labels[0]
+    job.fields = &fields[0] if fields.shape[0] else NULL
+    job.with_fields = with_fields
+    job.index_offset = index_offset
+    job.bounds = &bounds[0]
+    job.bufs = bufs
+    job.sizes = &sizes[0]
+    job.fail = False
+    job.types = (sizeof(idx_t) == 8) + 2 * (sizeof(val_t) == 8)
     try:
         with nogil:
-            for t in prange(nt, schedule='static', num_threads=nt):
-                # upper bound: label 32 + per nonzero (2 ints <= 21 each + value <= 32 + 3)
-                cap = (bounds[t + 1] - bounds[t]) * 34 + (
-                    indptr[bounds[t + 1]] - indptr[bounds[t]]) * 80 + 64
-                b = <char*>malloc(cap)
-                bufs[t] = b
-                if b == NULL:
-                    fail = True
-                else:
-                    sizes[t] = format_range(b, &indptr[0], &indices[0] if indices.shape[0] else NULL,
-                                            &data[0] if data.shape[0] else NULL, &labels[0],
-                                            &fields[0] if fields.shape[0] else NULL, with_fields,
-                                            index_offset, bounds[t], bounds[t + 1])
+            parallel_for(format_task, &job, n_pieces, 1, nt)
+        fail = job.fail
         if fail:
             raise MemoryError()
-        return join_buffers(bufs, sizes, nt)
+        return join_buffers(bufs, sizes, n_pieces)
     finally:
-        for t in range(nt):
+        for t in range(n_pieces):
             free(bufs[t])
         free(bufs)
