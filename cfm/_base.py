@@ -18,6 +18,7 @@ from ._compat import BaseEstimator
 from ._metrics import METRICS
 from ._validation import (
     check_sample_weight,
+    check_n_jobs,
     check_X,
     draw_seed,
     effective_n_threads,
@@ -841,6 +842,9 @@ class BaseFM(BaseEstimator):
         params = header.get("params", {})
         valid = self._get_param_names()
         self.__init__(**{k: v for k, v in params.items() if k in valid})
+        # kept as a parameter (capped by effective_n_threads when used; cfm
+        # predict never uses it), but it must be one
+        check_n_jobs(self.n_jobs, "the saved n_jobs")
         if header.get("kind") != self._model_kind:
             raise ValueError(f"model kind {header.get('kind')!r} does not match "
                              f"{type(self).__name__}")

@@ -220,33 +220,65 @@ def check_sample_weight(sample_weight, n_samples):
     return np.ascontiguousarray(sw)
 
 
-def effective_n_threads(n_jobs):
-    """Number of OpenMP threads for ``n_jobs`` with scikit-learn's meaning.
+# Most threads cfm runs per usable core: ``n_jobs`` (or ``--threads``, or
+# OMP_NUM_THREADS) above MAX_THREADS_PER_CORE * usable_cores() is reduced to
+# it.  More threads than cores never speeds up cfm's CPU-bound kernels; a few
+# per core are allowed (e.g. to exercise Hogwild on a small machine), but an
+# unbounded count would let a typo or a crafted model file start 10**5
+# threads or allocate per-thread buffers for 10**9.
+MAX_THREADS_PER_CORE = 4
 
-    None -> OpenMP's default (honours OMP_NUM_THREADS and threadpoolctl limits),
-    -1 -> all usable cores, -k -> all + 1 - k, k > 0 -> k; 0 is an error.
-    Always 1 when cfm was built without OpenMP.
-    """
+
+def usable_cores():
+    """CPUs this process may run on: its CPU affinity (what taskset, cgroup
+    cpusets and container CPU sets allow), not the machine's core count."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = _utils.omp_num_procs() if _utils.openmp_enabled() else (os.cpu_count() or 1)
+    return max(1, int(n))
+
+
+def max_threads():
+    """The most threads cfm uses: MAX_THREADS_PER_CORE per usable core."""
+    return MAX_THREADS_PER_CORE * usable_cores()
+
+
+def check_n_jobs(n_jobs, name="n_jobs"):
+    """Raise ValueError unless n_jobs is None or a non-zero integer."""
     if n_jobs is not None and (
         isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral)
     ):
-        raise ValueError(f"n_jobs must be None or a non-zero integer, got {n_jobs!r}")
+        raise ValueError(f"{name} must be None or a non-zero integer, got {n_jobs!r}")
     if n_jobs == 0:
-        raise ValueError("n_jobs == 0 has no meaning; use None, a positive or a negative int")
+        raise ValueError(f"{name} == 0 has no meaning; use None, a positive or a negative int")
+
+
+def effective_n_threads(n_jobs):
+    """Number of threads for ``n_jobs`` with scikit-learn's meaning.
+
+    None -> OpenMP's default (honours OMP_NUM_THREADS and threadpoolctl limits;
+    without them, the usable cores), -1 -> all usable cores, -k -> all + 1 - k,
+    k > 0 -> k; 0 is an error.  The result is at most :func:`max_threads`
+    (MAX_THREADS_PER_CORE threads per usable core): larger requests are
+    reduced to it.  "Usable cores" is the process's CPU affinity
+    (``os.sched_getaffinity``), not ``os.cpu_count()``.  Always 1 when cfm was
+    built without OpenMP.
+    """
+    check_n_jobs(n_jobs)
     if not _utils.openmp_enabled():
         return 1
-    max_threads = _utils.omp_max_threads()
+    cap = max_threads()
+    default = _utils.omp_max_threads()
     if os.environ.get("OMP_NUM_THREADS") is None:
-        try:
-            usable = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            usable = os.cpu_count() or 1
-        max_threads = min(max_threads, usable)
+        default = min(default, usable_cores())
     if n_jobs is None:
-        return max(1, max_threads)
-    if n_jobs < 0:
-        return max(1, max_threads + int(n_jobs) + 1)
-    return int(n_jobs)
+        n = default
+    elif n_jobs < 0:
+        n = default + int(n_jobs) + 1 if n_jobs >= -cap else 1
+    else:
+        n = int(n_jobs) if n_jobs <= cap else cap
+    return max(1, min(n, cap))
 
 
 def check_random_state(seed):

@@ -77,9 +77,15 @@ _COMMON_DOC = """
         :class:`cfm.FFMClassifier`). Input X may be float32 or float64 either
         way (it is not converted).
     n_jobs : int or None, default=None
-        OpenMP threads, with scikit-learn's meaning: None uses OpenMP's default
-        (all cores unless limited by OMP_NUM_THREADS or threadpoolctl), -1 all
-        cores, -k all but k-1; 0 is an error.
+        Threads, with scikit-learn's meaning: None uses OpenMP's default (the
+        usable cores unless limited by OMP_NUM_THREADS or threadpoolctl), -1
+        all usable cores, -k all but k-1; 0 is an error.  "Usable cores" is
+        the process's CPU affinity, not the machine's core count.  At most 4
+        threads per usable core are used (``cfm._validation.max_threads()``);
+        larger values are reduced to that.  Small inputs use fewer threads
+        (work is handed out in chunks; an input of one chunk runs on the
+        calling thread).  A loaded model keeps its saved ``n_jobs``, but
+        ``cfm predict`` scores with ``--threads`` or the default.
     random_state : int, RandomState, Generator or None, default=None
         Seeds the initialisation and the row order.
     warm_start : bool, default=False

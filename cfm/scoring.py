@@ -452,7 +452,9 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
     Same as ``cfm.load(model_path, scoring_only=scoring_only).predict_file(
     path, out_path, **kwargs)``, except that the data is read and parsed
     while the model loads (what the model's header says -- its number of
-    features, how it read libsvm ids -- is all the parser needs).
+    features, how it read libsvm ids -- is all the parser needs), and that
+    ``n_jobs=None`` means the default threads, not the ``n_jobs`` saved in
+    the file.
 
     Returns ``(model, stats)``.
     """
@@ -462,6 +464,8 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
     info = _ModelInfo.from_header(header) if header is not None else None
     if info is None:  # not a readable model file: load() raises the precise error
         model = _io.load(model_path, scoring_only=scoring_only)
+        kwargs.setdefault("n_jobs", None)
+        kwargs["n_jobs"] = effective_n_threads(kwargs["n_jobs"])  # not the file's n_jobs
         return model, model.predict_file(path, out_path, **kwargs)
     loaded = []
 
@@ -477,9 +481,16 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
 
 
 class _ModelInfo:
-    """What scoring a file needs to know of the model before it is loaded."""
+    """What scoring a file needs to know of the model before it is loaded.
+
+    ``n_jobs``: the threads when the caller gives none -- a model object's
+    own ``n_jobs``, but never one read from a model file's header (a file
+    does not choose how many threads score it: ``predict_model_file`` and
+    ``cfm predict`` use their ``n_jobs`` / ``--threads`` or the default).
+    """
 
     __slots__ = ("n_features", "n_jobs", "classifier", "zero_based")
+    _DESCRIBES_MODEL = ("n_features", "classifier", "zero_based")
 
     def __init__(self, n_features, n_jobs, classifier, zero_based):
         self.n_features, self.n_jobs = n_features, n_jobs
@@ -491,18 +502,16 @@ class _ModelInfo:
                    getattr(model, "_input_zero_based", None))
 
     def __eq__(self, other):
-        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+        return all(getattr(self, a) == getattr(other, a) for a in self._DESCRIBES_MODEL)
 
     @classmethod
     def from_header(cls, header):
         try:
             n = int(header["n_features"])
-            params = header.get("params") or {}
-            n_jobs = params.get("n_jobs")
             zb = header.get("input_zero_based")
-            if n < 1 or not (n_jobs is None or isinstance(n_jobs, int)):
+            if n < 1:
                 return None
-            return cls(n, n_jobs, header["task"] == "binary", zb if isinstance(zb, bool) else None)
+            return cls(n, None, header["task"] == "binary", zb if isinstance(zb, bool) else None)
         except (KeyError, TypeError, ValueError):
             return None
 

@@ -30,7 +30,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
 from libc.string cimport memchr
 
 from cfm._common cimport line_split
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 cnp.import_array()
 
@@ -264,7 +264,7 @@ def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_fe
     n_dropped, unsorted) per piece, in order; or None.
     """
     cdef Py_ssize_t n = buf.shape[0]
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef int np_, i
     cdef Py_ssize_t pos, prev = 0, size
     cdef const char* base

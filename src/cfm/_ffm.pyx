@@ -41,7 +41,7 @@ from cfm._common cimport (
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 # Storage of the factor table V: float32, float64, or float16 bits (uint16_t,
 # dtype="float16", see cfm_ffm_half.h; the linear table is then float32).
@@ -271,7 +271,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
     rows are always handed out in chunks that any thread claims, which is
     what a machine with other work needs."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line
     cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
     cdef Predict c
@@ -539,7 +539,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     number of rows whose prediction was not finite).
     """
     cdef Py_ssize_t n = order.shape[0]
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line
     cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
     cdef Train c
@@ -710,7 +710,7 @@ def ffm_init_factors(vtab_t[:, ::1] V,   # IN/OUT factor table (n_features, row 
     number of threads nor on the CPU.
     """
     cdef Py_ssize_t n = V.shape[0]
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     cdef Init c
     # per thread: a feature's n_fields*k draws, then a kp-vector whose padding
     # stays 0 (when k < kp); rows >= 256 B apart
@@ -816,7 +816,7 @@ def ffm_half_finite(const uint16_t[:, ::1] V, int n_fields, int kp, Py_ssize_t k
     cdef Py_ssize_t n = V.shape[0]
     cdef Py_ssize_t width = V.shape[1]
     cdef Py_ssize_t u, q, o
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef int t
     cdef HalfFinite c
     # per position of a block: exponent mask and the value meaning NaN/inf

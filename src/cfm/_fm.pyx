@@ -51,7 +51,7 @@ from cfm._common cimport (
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
 )
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 cdef double TWO_PI = 6.283185307179586
 
@@ -176,7 +176,7 @@ def fm_predict(const data_t[::1] data,        # IN  CSR values
     """Raw FM scores of the rows of a CSR matrix, rows in parallel."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef int k = n_factors
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     cdef Predict c
     if n_rows <= 0:
         return
@@ -350,7 +350,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
     """
     cdef Py_ssize_t n = order.shape[0]
     cdef int k = n_factors
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     cdef Train c
     c.kpad = (k // 8 + 2) * 8
     cdef double[:, ::1] scratch = np.zeros((nt, c.kpad))
@@ -455,4 +455,4 @@ def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
     c.std = std
     c.seed = seed
     with nogil:
-        parallel_for(init_task, &c, n, CHUNK_INIT, max(n_threads, 1))
+        parallel_for(init_task, &c, n, CHUNK_INIT, team(n_threads))

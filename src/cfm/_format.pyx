@@ -20,7 +20,7 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
 
 from cfm._common cimport join_buffers
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 # widest line: sign, 17 digits, '.', 'e-308', newline (< 32 bytes); 40 for safety
 DEF LINE_MAX = 40
@@ -200,7 +200,7 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     c.fail = False
     try:
         with nogil:
-            parallel_for(format_task, &c, n_pieces, 1, max(1, n_threads))
+            parallel_for(format_task, &c, n_pieces, 1, team(n_threads))
         if c.fail:
             raise MemoryError()
         return join_buffers(bufs, sizes, n_pieces)

@@ -57,7 +57,7 @@ from libc.stdlib cimport malloc, calloc, free
 
 from cfm._common cimport (floating, data_t, index_t, splitmix64, rand_uniform, row_scale,
                           chunk_rows)
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 cdef double TWO_PI = 6.283185307179586
 cdef double INV_SQRT2 = 0.7071067811865476
@@ -728,7 +728,7 @@ def sweep(const int64_t[::1] col_ptr,       # IN  CSC column offsets (n_features
     cdef int64_t n_blocks = block_ptr.shape[0] - 1
     cdef int64_t n_groups = mu_w.shape[0]
     cdef int64_t i, n_ph, f
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = team(n_threads)
     cdef double s, prec, mean, new, d, n_eff
     cdef uint64_t st
     cdef double* e = &cache[0, 0]
@@ -934,7 +934,7 @@ def refresh(const double[::1] data,         # IN  CSR values, row scaling applie
     job.sw = &sw[0] if sw.shape[0] > 0 else NULL
     job.full = full
     with nogil:
-        job_run(job, max(n_threads, 1))
+        job_run(job, team(n_threads))
     acc = 0.0
     for c in range(n_chunks):
         acc += part[c]
@@ -1042,4 +1042,4 @@ def predict_sum(const data_t[::1] data, const index_t[::1] indices, const int64_
         # a row costs n_samples passes over its non-zeros
         parallel_for(predict_sum_task, &c, n_rows,
                      max(<int64_t>1, chunk_rows(&indptr[0], n_rows, 8192) // n_s),
-                     max(n_threads, 1))
+                     team(n_threads))

@@ -35,7 +35,7 @@ from libc.stdio cimport snprintf
 from libc.math cimport isfinite, signbit, NAN, INFINITY
 
 from cfm._common cimport join_buffers, line_split
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 cnp.import_array()
 
@@ -575,7 +575,7 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
     """
     cdef Py_ssize_t n = buf.shape[0]
     cdef const char* base = <const char*>&buf[0] if n > 0 else NULL
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef int n_pieces = 1
     cdef int i
     cdef bint ffm = fmt == FMT_LIBFFM
@@ -854,7 +854,7 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
     (float64), so that parsing the text gives back the same numbers.
     """
     cdef bint f32 = val_t is float
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef Py_ssize_t n_rows = row_end - row_start
     if n_rows <= 0:
         return b""

@@ -12,7 +12,7 @@ from libc.stdint cimport int32_t, int64_t
 
 from cfm._common cimport (data_t, index_t, cfm_openmp_enabled, cfm_omp_max_threads,
                           cfm_omp_num_procs, chunk_rows)
-from cfm._pool cimport parallel_for
+from cfm._pool cimport parallel_for, team
 
 cdef enum:
     CHUNK_NNZ = 65536   # non-zeros per chunk of check_csr (~50 us)
@@ -105,7 +105,7 @@ def check_csr(const data_t[::1] data, const index_t[::1] indices,
     """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t pos = -1, first_bad
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef Py_ssize_t[:, ::1] first = np.full((nt, 8), n_rows, dtype=np.intp)
     cdef Py_ssize_t[:, ::1] unsorted = np.zeros((nt, 8), dtype=np.intp)
     cdef int st, tid
@@ -172,7 +172,7 @@ cdef void finite_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
 def all_finite(const real_t[:, ::1] a, Py_ssize_t n_cols, int n_threads=1):
     """True when a[:, :n_cols] holds no NaN or infinity (parallel over rows)."""
     cdef Py_ssize_t n = a.shape[0]
-    cdef int nt = max(1, n_threads)
+    cdef int nt = team(n_threads)
     cdef int[:, ::1] bad = np.zeros((nt, 16), dtype=np.intc)
     cdef int t
     cdef AllFinite c
