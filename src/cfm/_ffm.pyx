@@ -228,6 +228,10 @@ cdef inline void predict_rows(Predict* c, const floating* L, const vtab_t* Vp, c
     cdef double* xs = c.xs_buf + slot * c.width
     cdef int32_t* fl = c.fl_buf + slot * c.width
     cdef Py_ssize_t* off = c.off_buf + slot * c.width
+    # the row this chunk starts with was not prefetched by the previous
+    # chunk's pipeline (another thread may have run it)
+    prefetch_blocks(ind, c.P[lo], c.P[lo + 1], Vp, c.vstride * sizeof(vtab_t))
+    prefetch_lin(ind, c.P[lo], c.P[lo + 1], L, c.lw)
     for i in range(lo, hi):
         c.out[i] = predict_row(X, ind, c.P, i, c.n_rows, c.F, L, c.lw, Vp, c.vstride,
                                c.normalize, c.w0, c.kp, c.ks, xs, fl, off)
@@ -460,6 +464,9 @@ cdef inline void train_rows(Train* c, floating* L, vtab_t* Vp, const data_t* X,
     cdef int32_t* fl = c.fl_buf + slot * c.width
     cdef Py_ssize_t* off = c.off_buf + slot * c.width
     cdef uint32_t* rng = c.rng + slot * 32
+    r = order[lo]  # see predict_rows
+    prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
+    prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
     for p in range(lo, hi):
         if p + PF_IDX < n:
             r = order[p + PF_IDX]

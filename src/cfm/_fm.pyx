@@ -60,10 +60,10 @@ cdef double TWO_PI = 6.283185307179586
 cdef enum:
     PF_ROWS = 2
     PF_IDX = 6
-    # non-zeros per chunk of rows handed to a thread (scoring: ~50 us of
-    # work; training, about three times the work per non-zero: ~150 us)
+    # non-zeros per chunk of rows handed to a thread (scoring: ~50-100 us
+    # of work; training, about three times the work per non-zero: ~0.5 ms)
     CHUNK_NNZ_PREDICT = 8192
-    CHUNK_NNZ_TRAIN = 8192
+    CHUNK_NNZ_TRAIN = 16384
     CHUNK_INIT = 4096    # features per chunk of fm_init_factors
 
 
@@ -132,6 +132,10 @@ cdef inline void predict_rows(Predict* c, const floating* tab, const data_t* X,
     cdef double scale
     cdef double* s = c.scratch + slot * c.kpad
     cdef const int64_t* indptr = c.indptr
+    # the rows this chunk starts with were not prefetched by the previous
+    # chunk's pipeline (another thread may have run it)
+    for i in range(lo, min(lo + PF_ROWS, hi)):
+        prefetch_records(ind, indptr[i], indptr[i + 1], tab, c.stride, c.n_lines)
     for i in range(lo, hi):
         r = i + PF_ROWS
         if r < c.n_rows:
@@ -282,6 +286,9 @@ cdef inline void train_rows(Train* c, floating* tab, const data_t* X, const inde
     cdef double scale, pred, g
     cdef double* t = c.thr + slot * THR_STRIDE
     cdef double* s = c.scratch + slot * c.kpad
+    for p in range(lo, min(lo + PF_ROWS, hi)):  # see predict_rows
+        r = order[p]
+        prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, c.n_lines)
     for p in range(lo, hi):
         # Prefetch pipeline for a random row order: offsets of the row
         # PF_IDX ahead, then its index array, then parameter records.

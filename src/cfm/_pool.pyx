@@ -16,6 +16,7 @@ cdef extern from "cfm_workers.h" nogil:
     int cfm_pool_workers()
     int cfm_pool_spawn_failures()
     void cfm_pool_test_no_spawn(int on)
+    void cfm_pool_stats(int64_t* out)
     int CFM_MAX_WORKERS
 
 MAX_WORKERS = CFM_MAX_WORKERS
@@ -35,6 +36,16 @@ def spawn_failures():
     """How many times starting a helper thread failed (the work then ran on
     the threads there were)."""
     return cfm_pool_spawn_failures()
+
+
+def stats():
+    """Counters since the process started: parallel jobs run with helpers
+    asked for, chunks helpers ran, and the times a calling thread waited for
+    chunks helpers had claimed (count and seconds) -- how much a busy
+    machine delayed the callers."""
+    cdef int64_t[4] s
+    cfm_pool_stats(s)
+    return {"jobs": s[0], "helper_chunks": s[1], "waits": s[2], "wait_s": s[3] * 1e-9}
 
 
 def _test_no_spawn(bint on):

@@ -80,7 +80,11 @@ static struct {
     int spawn_failed;     /* pthread_create failed (counted, for tests) */
     int test_no_spawn;    /* tests: behave as if no thread can be created */
     int atfork_done;
-} cfm_pool_s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0};
+    /* diagnostics (atomic): jobs run with helpers asked for, chunks run by
+     * helpers, and callers' waits for claimed chunks (count, nanoseconds) */
+    int64_t jobs, helper_chunks, waits, wait_ns;
+} cfm_pool_s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0,
+                0, 0, 0, 0};
 
 static void cfm_job_release(cfm_job *j) {
     if (cfm_atomic_fetch_add(&j->refs, -1) == 1) {
@@ -92,10 +96,14 @@ static void cfm_job_release(cfm_job *j) {
 
 /* Claim and run chunks until none is left. */
 static void cfm_job_work(cfm_job *j, int slot) {
-    int64_t lo, hi, n = j->n, chunk = j->chunk;
+    int64_t lo, hi, n = j->n, chunk = j->chunk, ran = 0;
     for (;;) {
         lo = cfm_atomic_fetch_add(&j->claim, chunk);
-        if (lo >= n) return;
+        if (lo >= n) {
+            if (slot > 0 && ran > 0) cfm_atomic_fetch_add(&cfm_pool_s.helper_chunks, ran);
+            return;
+        }
+        ran++;
         hi = lo + chunk < n ? lo + chunk : n;
         j->fn(j->ctx, lo, hi, slot);
         if (cfm_atomic_fetch_add(&j->done, hi - lo) + (hi - lo) == n) {
@@ -236,8 +244,10 @@ static int cfm_parallel_for(cfm_range_fn fn, void *ctx, int64_t n, int64_t chunk
     pthread_mutex_unlock(&cfm_pool_s.lock);
 
     /* wait for the chunks helpers have claimed */
+    cfm_atomic_fetch_add(&cfm_pool_s.jobs, 1);
     if (cfm_atomic_load(&j->done) < n) {
         t0 = cfm_now_ns();
+        cfm_atomic_fetch_add(&cfm_pool_s.waits, 1);
         while (cfm_atomic_load(&j->done) < n && cfm_now_ns() - t0 < CFM_WAIT_SPIN_NS)
             cfm_cpu_relax();
         if (cfm_atomic_load(&j->done) < n) {
@@ -246,6 +256,7 @@ static int cfm_parallel_for(cfm_range_fn fn, void *ctx, int64_t n, int64_t chunk
             while (cfm_atomic_load(&j->done) < n) pthread_cond_wait(&j->c, &j->m);
             pthread_mutex_unlock(&j->m);
         }
+        cfm_atomic_fetch_add(&cfm_pool_s.wait_ns, cfm_now_ns() - t0);
     }
     cfm_job_release(j);
     return 0;
@@ -260,6 +271,12 @@ static int cfm_pool_workers(void) {
 }
 
 static int cfm_pool_spawn_failures(void) { return cfm_pool_s.spawn_failed; }
+static void cfm_pool_stats(int64_t *out) {
+    out[0] = cfm_atomic_load(&cfm_pool_s.jobs);
+    out[1] = cfm_atomic_load(&cfm_pool_s.helper_chunks);
+    out[2] = cfm_atomic_load(&cfm_pool_s.waits);
+    out[3] = cfm_atomic_load(&cfm_pool_s.wait_ns);
+}
 static void cfm_pool_test_no_spawn(int on) {
     pthread_mutex_lock(&cfm_pool_s.lock);
     cfm_pool_s.test_no_spawn = on;
@@ -276,6 +293,7 @@ static int cfm_parallel_for(cfm_range_fn fn, void *ctx, int64_t n, int64_t chunk
 }
 static int cfm_pool_workers(void) { return 0; }
 static int cfm_pool_spawn_failures(void) { return 0; }
+static void cfm_pool_stats(int64_t *out) { out[0] = out[1] = out[2] = out[3] = 0; }
 static void cfm_pool_test_no_spawn(int on) { (void)on; }
 
 #endif
