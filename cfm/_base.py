@@ -709,10 +709,8 @@ class BaseFM(BaseEstimator):
         self._w0_state[...] = state[1]
 
     # ------------------------------------------------------------ prediction
-    def _decision(self, Xc, n_threads=None, shared=False):
-        """Raw scores of validated rows.  ``shared``: other threads share the
-        cores meanwhile (batch scoring parses the next blocks); kernels whose
-        schedule depends on it (FFM) adapt, the others ignore it."""
+    def _decision(self, Xc, n_threads=None):
+        """Raw scores of validated rows."""
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
         if self._solver == "mcmc":

@@ -277,13 +277,13 @@ class _FFMMixin:
         seed = int(self._rng.integers(2**63)) if self._half else 0
         return _ffm.ffm_train_epoch(*args, seed)
 
-    def _decision(self, Xc, n_threads=None, shared=False):
+    def _decision(self, Xc, n_threads=None):
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
         out = np.empty(Xc.n_rows, dtype=np.float64)
         _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self._foff, self._lin, self._kernel_V,
                 float(self._w0_state[0]), self._kp, 1, self._normalize, out,
-                n_threads, self._max_nnz(Xc), shared)
+                n_threads, self._max_nnz(Xc))
         return out
 
     def _params_finite(self):

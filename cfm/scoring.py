@@ -558,8 +558,9 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
-            # shared: the parser and the formatter use the cores meanwhile
-            s = model._decision(Xc, n_threads, shared=True) if b.n_rows else np.zeros(0)
+            # the parser and the formatter use the cores meanwhile: the kernels
+            # hand out chunks of rows, so a thread the OS sets aside costs little
+            s = model._decision(Xc, n_threads) if b.n_rows else np.zeros(0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows

@@ -79,10 +79,10 @@ class _XLearnFMNorm:
 
     _xlearn_norm = True
 
-    def _decision(self, Xc, n_threads=None, shared=False):
+    def _decision(self, Xc, n_threads=None):
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
-        full = super()._decision(Xc, n_threads, shared)  # normalize=True (checked at import)
+        full = super()._decision(Xc, n_threads)  # normalize=True (checked at import)
         if self._k == 0 or Xc.n_rows == 0:
             return full
         lin = np.empty(Xc.n_rows, dtype=np.float64)

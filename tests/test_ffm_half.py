@@ -354,9 +354,9 @@ def test_packed_and_contiguous_layouts_train_identically(rng):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_shared_schedule_scores_identically(rng, dtype):
-    """The batch pipeline's chunked schedule gives the same bits as the
-    in-memory one (every row is scored on its own)."""
+def test_chunked_schedule_scores_identically(rng, dtype):
+    """Rows handed out in chunks to 2 threads give the same bits as one
+    thread (every row is scored on its own)."""
     X, fields = ffm_data(rng, n=2000, n_features=50, n_fields=7, nnz=8)
     y = (rng.random(X.shape[0]) > 0.5).astype(int)
     m = cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=2, random_state=0, dtype=dtype).fit(
@@ -366,7 +366,7 @@ def test_shared_schedule_scores_identically(rng, dtype):
     Xs = sp.csr_matrix(X, dtype=np.float64)
     Xc = CSRInput(Xs.data, Xs.indices, Xs.indptr.astype(np.int64), Xs.shape)
     a = m._decision(Xc, 2)
-    b = m._decision(Xc, 2, shared=True)
+    b = m._decision(Xc, 1)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, m.decision_function(X))
 

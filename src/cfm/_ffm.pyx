@@ -268,12 +268,10 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 const vtab_t[:, ::1] V,          # IN  factor table (n_features, row width)
                 double w0, int kp, Py_ssize_t ks, bint normalize,
                 double[::1] out,                 # OUT scores
-                int n_threads, Py_ssize_t max_nnz, bint shared=False):
-    """Raw FFM scores of the rows of a CSR matrix, rows in parallel.
-
-    ``shared`` (other work shares the cores) is accepted for compatibility:
-    rows are always handed out in chunks that any thread claims, which is
-    what a machine with other work needs."""
+                int n_threads, Py_ssize_t max_nnz):
+    """Raw FFM scores of the rows of a CSR matrix, rows in parallel (in
+    chunks that any thread claims: also right while other work shares the
+    cores, e.g. the batch-scoring pipeline's parser)."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef int nt = team(n_threads)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line

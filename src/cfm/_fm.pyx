@@ -23,7 +23,7 @@ Design
 * The parameter records of the rows a few steps ahead are prefetched in
   software, which hides most of the miss latency.
 * Threads: cfm's worker pool (src/cfm/cfm_workers.h, cfm._pool), not OpenMP
-  regions: rows are cut into chunks of about CHUNK_NNZ non-zeros that any
+  regions: rows are cut into chunks of about CHUNK_NNZ_* non-zeros that any
   thread claims, the calling thread works from the start and never waits for
   a helper to arrive, and idle helpers sleep -- so on a busy machine a
   descheduled helper costs nothing, and an input of one chunk runs on the
