@@ -338,3 +338,18 @@ def test_cli_threads_option_is_capped(tmp_path, data):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.loadtxt(tmp_path / "o.txt"), m.predict_proba(X[:500])[:, 1],
                                rtol=1e-8)
+
+
+def test_model_copy_without_threads(monkeypatch):
+    """Loading copies large tables with a helper thread; when none can be
+    started the copy runs on the calling thread."""
+    from cfm._base import _copy_rows
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    src = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    dst = np.zeros_like(src)
+    _copy_rows(dst, src, n_threads=3, min_bytes=0)
+    np.testing.assert_array_equal(dst, src)

@@ -118,6 +118,9 @@ static void *cfm_worker_main(void *arg) {
     cfm_job *j;
     int slot;
     (void)arg;
+#if defined(__linux__) && defined(__GLIBC__)
+    pthread_setname_np(pthread_self(), "cfm-worker");  /* for top -H, gdb, py-spy */
+#endif
     pthread_mutex_lock(&cfm_pool_s.lock);
     for (;;) {
         while (cfm_pool_s.head == NULL) {
