@@ -338,6 +338,12 @@ def test_cli_threads_option_is_capped(tmp_path, data):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.loadtxt(tmp_path / "o.txt"), m.predict_proba(X[:500])[:, 1],
                                rtol=1e-8)
+    # cfm train --threads 100000 segfaulted (libgomp)
+    r = subprocess.run([sys.executable, "-m", "cfm", "train", str(svm), "-o",
+                        str(tmp_path / "t.cfm"), "-e", "1", "-q", "--threads", "100000"],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert cfm.load(tmp_path / "t.cfm").n_jobs == 100_000
 
 
 def test_model_copy_without_threads(monkeypatch):
