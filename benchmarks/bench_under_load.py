@@ -264,7 +264,7 @@ def phase(work, repo, cases, k, rounds):
 
 def render(phases, info, args):
     lines = ["# Threads on a busy machine (issue 11, item 9)", "",
-             f"`python benchmarks/bench_under_load.py {' '.join(args.argv)}`".replace("  ", " "),
+             f"`python benchmarks/bench_under_load.py {' '.join(args.argv)}`".replace(" `", "`"),
              "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, usable "
              f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}; "
@@ -272,8 +272,10 @@ def render(phases, info, args):
              "",
              "Each cell: median seconds of the rounds (the first, cold call in brackets when "
              "it differs by more than 20%), and the ratio to n_jobs=1 of the same phase. "
-             f"K = background processes each spinning a busy loop. MCMC data: {info['mcmc_data']}; "
-             f"large FFM call: {info['ffm_rows']:,} rows.", ""]
+             f"K = background processes each spinning a busy loop, started by the benchmark; "
+             "the load average at the start of each phase says what else was running (on 2 "
+             "cores, above about 1 + K the machine was shared with other work). "
+             f"MCMC data: {info['mcmc_data']}; large FFM call: {info['ffm_rows']:,} rows.", ""]
     for ph in phases:
         la = ", ".join(f"{x:.2f}" for x in ph["loadavg"])
         lines += [f"## K = {ph['k']} background processes (load average at start: {la})", "",
@@ -323,9 +325,12 @@ def ab(work, repo, other, cases, rounds, pairs):
 
 
 def render_ab(res, repo, other, la):
-    lines = [f"## Quiet machine: this build (A, {repo}) vs {other} (B)", "",
-             f"Load average at start: {', '.join(f'{x:.2f}' for x in la)}. Median seconds over "
-             "alternating worker processes (A B A B ...); ratio A / B (below 1: A faster).", "",
+    lines = [f"## A/B without added load: this build (A, {repo}) vs {other} (B)", "",
+             f"`python benchmarks/bench_under_load.py --ab {other}`. No background processes are "
+             "started: on a quiet machine this is the quiet-speed comparison; load average at "
+             f"start: {', '.join(f'{x:.2f}' for x in la)} (above about 1 on 2 cores, other work "
+             "was running and the figures are not quiet ones). Median seconds over alternating "
+             "worker processes (A B A B ...); ratio A / B (below 1: A faster).", "",
              "| case | n_jobs | A | B | A / B |", "|---|---|---|---|---|"]
     for case, (a_t, b_t) in res.items():
         for nj in a_t:

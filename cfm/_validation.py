@@ -275,9 +275,9 @@ def effective_n_threads(n_jobs):
     if n_jobs is None:
         n = default
     elif n_jobs < 0:
-        n = default + int(n_jobs) + 1 if n_jobs >= -cap else 1
+        n = default + int(n_jobs) + 1
     else:
-        n = int(n_jobs) if n_jobs <= cap else cap
+        n = int(n_jobs)
     return max(1, min(n, cap))
 
 

@@ -464,8 +464,7 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
     info = _ModelInfo.from_header(header) if header is not None else None
     if info is None:  # not a readable model file: load() raises the precise error
         model = _io.load(model_path, scoring_only=scoring_only)
-        kwargs.setdefault("n_jobs", None)
-        kwargs["n_jobs"] = effective_n_threads(kwargs["n_jobs"])  # not the file's n_jobs
+        kwargs["n_jobs"] = effective_n_threads(kwargs.get("n_jobs"))  # not the file's
         return model, model.predict_file(path, out_path, **kwargs)
     loaded = []
 
