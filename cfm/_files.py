@@ -50,7 +50,7 @@ def _kind(mode):
     return "not a regular file"
 
 
-def open_regular(path, what="model file", error=ModelFileError):
+def open_regular(path, what="a model file", error=ModelFileError):
     """``(fd, size)`` of the regular file ``path`` opened for reading.
 
     The file is opened without blocking (a FIFO without a writer would block
@@ -65,10 +65,10 @@ def open_regular(path, what="model file", error=ModelFileError):
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, f"is a directory, not a {what}", path)
+            raise IsADirectoryError(errno.EISDIR, f"is a directory, not {what}", path)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{path!r} is {_kind(st.st_mode)}, not a {what}: a {what} must be a "
-                        "regular file")
+            raise error(f"{path!r} is {_kind(st.st_mode)}, not {what} (only regular files "
+                        "are read)")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
     except BaseException:

@@ -365,6 +365,10 @@ def _check_header(header, where, data_start, size):
             raise bad(f"'classes': {why}")
     elif task == "binary":
         raise bad("a binary model needs its 'classes' (labels)")
+    n_jobs = header.get("params", {}).get("n_jobs")
+    if n_jobs is not None and not (_is_int(n_jobs, -2**31, 2**31 - 1) and n_jobs != 0):
+        raise bad(f"'params': n_jobs must be null or a non-zero 32-bit integer, got "
+                  f"{_short(n_jobs)}")
     names = header.get("feature_names")
     if names is not None and not (isinstance(names, list) and len(names) == header["n_features"]
                                   and all(isinstance(c, str) for c in names)):
@@ -372,7 +376,8 @@ def _check_header(header, where, data_start, size):
     out, seen = [], set()
     for e in header["arrays"]:
         if not (isinstance(e, dict) and isinstance(e.get("name"), str) and len(e["name"]) <= 100
-                and e.get("dtype") in _ALLOWED_DTYPES and isinstance(e.get("shape"), list)
+                and isinstance(e.get("dtype"), str) and e["dtype"] in _ALLOWED_DTYPES
+                and isinstance(e.get("shape"), list)
                 and len(e["shape"]) <= 8 and all(_is_int(s, 0, 2**62) for s in e["shape"])
                 and _is_int(e.get("offset")) and _is_int(e.get("nbytes"))):
             raise bad(f"malformed array entry {_short(e)}")
@@ -463,7 +468,8 @@ class _FileArray:
             self._mf.read(self._start + a, b - a, out=flat[a:b])
         return out
 
-    def row_blocks(self, block_bytes=_BLOCK_BYTES):
+    def row_blocks(self, block_bytes=None):
+        block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
         n = self.shape[0] if self.shape else 1
         row = self.nbytes // n if n else 0
         if row == 0:
@@ -500,7 +506,9 @@ class _ModelFile:
     piece read is kept so that :meth:`verify` reads only what nobody read.
     Use as a context manager (``close`` joins helper threads, closes the file)."""
 
-    def __init__(self, path, eager_bytes=_EAGER_BYTES, whole_bytes=_WHOLE_BYTES):
+    def __init__(self, path, eager_bytes=None, whole_bytes=None):
+        eager_bytes = _EAGER_BYTES if eager_bytes is None else eager_bytes
+        whole_bytes = _WHOLE_BYTES if whole_bytes is None else whole_bytes
         self.path = os.fspath(path)
         self.where = repr(self.path)
         self._lock = threading.Lock()

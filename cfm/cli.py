@@ -293,8 +293,8 @@ def _check_model_path(path):
     _check_input(path, "model file")
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
-        raise ModelFileError(f"{path} is {_kind(mode)}, not a model file (a model file must be "
-                             "a regular file)")
+        raise ModelFileError(f"{path} is {_kind(mode)}, not a model file (only regular files "
+                             "are read)")
 
 
 def _check_output(path, inputs, what="-o/--output"):

@@ -273,7 +273,7 @@ def _read_bounded(where):
     """The bytes of a regular file, read up to the size it had when opened
     (a FIFO or a device is refused before reading)."""
     try:
-        fd, size = open_regular(where, "xLearn TXT model")
+        fd, size = open_regular(where, "an xLearn TXT model")
     except IsADirectoryError:
         raise ModelFileError(f"{where!r} is a directory, not an xLearn TXT model") from None
     with os.fdopen(fd, "rb") as f:
