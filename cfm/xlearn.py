@@ -494,10 +494,11 @@ def is_xlearn_txt(path):
     accept several model formats (e.g. a command line), before
     :func:`load_xlearn`."""
     try:
-        with open(os.fspath(path), "rb") as f:
-            head = f.read(256)
-    except OSError:
+        fd, _ = open_regular(os.fspath(path), "an xLearn TXT model")  # a FIFO: not read
+    except (OSError, ModelFileError):
         return False
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(256)
     first = head.split(b"\n", 1)[0].strip()
     if not first.startswith(b"bias:"):
         return False
