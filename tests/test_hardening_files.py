@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import cfm
-from cfm import _io, cli
+from cfm import _io, _reader, cli
 from conftest import random_sparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def expect_model_file_error(path, *fragments, **kw):
 SANDBOX = r"""
 import contextlib, io, json, os, sys, threading, time
 import numpy as np, scipy.sparse as sp
-import cfm, cfm._io as cio
+import cfm, cfm._io as cio, cfm._reader as crd
 from cfm import cli
 from cfm.xlearn import load_xlearn
 
@@ -167,9 +167,9 @@ def sigbus():
 @case
 def shrinking():
     # the file truncated in place while its tables are read a block at a time
-    saved = cio._WHOLE_BYTES, cio._EAGER_BYTES, cio._BLOCK_BYTES
-    cio._WHOLE_BYTES = cio._EAGER_BYTES = 0
-    cio._BLOCK_BYTES = 512
+    saved = crd._WHOLE_BYTES, crd._EAGER_BYTES, crd._BLOCK_BYTES
+    crd._WHOLE_BYTES = crd._EAGER_BYTES = 0
+    crd._BLOCK_BYTES = 512
     try:
         X = np.random.default_rng(0).normal(size=(300, 400))
         m = cfm.FMRegressor(n_factors=16, n_epochs=1, n_jobs=1, random_state=0).fit(X, X[:, 0])
@@ -193,7 +193,7 @@ def shrinking():
                 seen.add("helper thread left running")
         return sorted(seen)
     finally:
-        cio._WHOLE_BYTES, cio._EAGER_BYTES, cio._BLOCK_BYTES = saved
+        crd._WHOLE_BYTES, crd._EAGER_BYTES, crd._BLOCK_BYTES = saved
 
 
 @case
@@ -364,9 +364,9 @@ def test_item1_file_shrinking_while_loading_gives_an_error(sandbox):
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "blocks"])
 def test_item1_helper_threads_joined_on_every_error(models, tmp_path, monkeypatch, stream):
     if stream:
-        monkeypatch.setattr(_io, "_WHOLE_BYTES", 0)
-        monkeypatch.setattr(_io, "_EAGER_BYTES", 0)
-        monkeypatch.setattr(_io, "_BLOCK_BYTES", 64)
+        monkeypatch.setattr(_reader, "_WHOLE_BYTES", 0)
+        monkeypatch.setattr(_reader, "_EAGER_BYTES", 0)
+        monkeypatch.setattr(_reader, "_BLOCK_BYTES", 64)
     path = tmp_path / "m.cfm"
     models["ffm32"].save(path)
     raw = path.read_bytes()
@@ -388,9 +388,9 @@ def test_item1_block_reading_gives_identical_models(models, data, tmp_path, monk
     path = tmp_path / "m.cfm"
     models[name].save(path)
     whole = cfm.load(path)
-    monkeypatch.setattr(_io, "_WHOLE_BYTES", 0)
-    monkeypatch.setattr(_io, "_EAGER_BYTES", 0)
-    monkeypatch.setattr(_io, "_BLOCK_BYTES", 100)
+    monkeypatch.setattr(_reader, "_WHOLE_BYTES", 0)
+    monkeypatch.setattr(_reader, "_EAGER_BYTES", 0)
+    monkeypatch.setattr(_reader, "_BLOCK_BYTES", 100)
     for scoring_only in (False, True):
         blocks = cfm.load(path, scoring_only=scoring_only)
         np.testing.assert_array_equal(blocks.predict(X), whole.predict(X))
