@@ -123,13 +123,17 @@ def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(cuts[t], cuts[t + 1]))
-               for t in range(1, n_threads)]
-    for t in threads:
-        t.start()
+    started = []
+    for t in range(1, n_threads):
+        th = threading.Thread(target=work, args=(cuts[t], cuts[t + 1]))
+        try:
+            th.start()
+            started.append(th)
+        except RuntimeError:  # no thread can be created: copy that part here
+            work(cuts[t], cuts[t + 1])
     work(cuts[0], cuts[1])
-    for t in threads:
-        t.join()
+    for th in started:
+        th.join()
     if errors:
         raise errors[0]
 

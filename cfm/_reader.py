@@ -69,10 +69,16 @@ class _Job(threading.Thread):
 
     def __init__(self, fn, owner):
         super().__init__(daemon=True, name="cfm-read")
-        self._fn, self._owner, self.error = fn, owner, None
+        self._fn, self._owner, self.error, self._inline = fn, owner, None, False
         with owner._lock:
             owner._jobs.add(self)
-        self.start()
+        try:
+            self.start()
+        except RuntimeError:  # no thread can be created: do the work here
+            with owner._lock:
+                owner._jobs.discard(self)
+            self._inline = True
+            self.run()
 
     def run(self):
         try:
@@ -81,7 +87,8 @@ class _Job(threading.Thread):
             self.error = exc
 
     def result(self):
-        self.join()
+        if not self._inline:
+            self.join()
         with self._owner._lock:
             self._owner._jobs.discard(self)
         if self.error is not None:
