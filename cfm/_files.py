@@ -113,9 +113,9 @@ def same_file(a, b):
 # Writing
 # --------------------------------------------------------------------------
 
-# temporary files alive in this process (removed by the signal handler)
+# (pid, path) of the temporary files alive (removed by the signal handler)
 _TEMPS = set()
-_TEMPS_LOCK = threading.Lock()
+_TEMPS_LOCK = threading.RLock()  # re-entrant: the handler may interrupt its holder
 _GUARD = {"depth": 0, "saved": {}}
 _GUARD_LOCK = threading.Lock()
 _GUARDED_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s))
@@ -124,11 +124,12 @@ _GUARDED_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if ha
 def _on_signal(signum, frame):  # pragma: no cover - exercised in a subprocess test
     with _TEMPS_LOCK:
         temps = list(_TEMPS)
-    for p in temps:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
+    for pid, p in temps:
+        if pid == os.getpid():  # not a forked child's copy of the set
+            try:
+                os.remove(p)
+            except OSError:
+                pass
     # die of the signal, as the process would have without this handler
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -259,7 +260,7 @@ def atomic_output(path, buffering=1 << 20):
         except OSError as exc:
             raise _write_error(shown, exc) from None
         with _TEMPS_LOCK:
-            _TEMPS.add(tmp)
+            _TEMPS.add((os.getpid(), tmp))
         try:
             if st is not None:  # keep the permissions of the file it replaces
                 try:
@@ -282,7 +283,7 @@ def atomic_output(path, buffering=1 << 20):
                 raise _write_error(shown, exc) from exc
         finally:
             with _TEMPS_LOCK:
-                _TEMPS.discard(tmp)
+                _TEMPS.discard((os.getpid(), tmp))
             try:
                 os.remove(tmp)
             except OSError:
