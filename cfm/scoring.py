@@ -34,9 +34,9 @@ Output: one number per line, ``'%.{precision}g'`` (default 9 significant
 digits, which round-trips float32); probabilities of ``classes_[1]`` for
 classifiers (``raw=True``: log-odds), predicted values for regressors.
 """
-import contextlib
 import os
 import queue
+import sys
 import threading
 import time
 
@@ -528,41 +528,49 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     blocks = _blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
                      zero_based, format)
     own_file = not _is_fileobj(out_path)
+    # a path: written through a unique temporary file renamed at the end (a
+    # device or FIFO is written in place; see cfm._files.atomic_output)
+    output = atomic_output(out_path) if own_file else None
+    fh = output.__enter__() if own_file else out_path
+    reader = _Prefetch(lambda: blocks, depth=2)
     writer = None
     n_rows = ignored = 0
     score_s = 0.0
     labels, scores = [], []
-    with contextlib.ExitStack() as output:
-        # a path: written through a unique temporary file renamed at the end
-        # (a device or FIFO is written in place; see cfm._files.atomic_output)
-        fh = output.enter_context(atomic_output(out_path)) if own_file else out_path
-        reader = _Prefetch(lambda: blocks, depth=2)
-        ok = False
-        try:
-            model = get_model()  # while the reader parses the first blocks
-            tables = model._current_tables()  # one consistent set for the whole file
-            writer = _Writer(fh, precision, sigmoid, n_threads)
-            for b in reader:
-                t0 = time.perf_counter()
-                Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
-                # shared: the parser and the formatter use the cores meanwhile
-                s = model._decision(Xc, n_threads, shared=True, tables=tables) if b.n_rows \
-                    else np.zeros(0)
-                score_s += time.perf_counter() - t0
-                writer.put(s)
-                n_rows += b.n_rows
-                ignored += b.ignored
-                if evaluate:
-                    labels.append(b.y)
-                    scores.append(s)
-            writer.finish()
-            if not own_file:
-                fh.flush()
-            ok = True
-        finally:
-            reader.close()
-            if not ok and writer is not None:
+    ok = False
+    try:
+        model = get_model()  # while the reader parses the first blocks
+        tables = model._current_tables()  # one consistent set for the whole file
+        writer = _Writer(fh, precision, sigmoid, n_threads)
+        for b in reader:
+            t0 = time.perf_counter()
+            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
+            # shared: the parser and the formatter use the cores meanwhile
+            s = model._decision(Xc, n_threads, shared=True, tables=tables) if b.n_rows \
+                else np.zeros(0)
+            score_s += time.perf_counter() - t0
+            writer.put(s)
+            n_rows += b.n_rows
+            ignored += b.ignored
+            if evaluate:
+                labels.append(b.y)
+                scores.append(s)
+        writer.finish()
+        if own_file:
+            done, output = output, None
+            done.__exit__(None, None, None)  # closes and renames onto out_path
+        else:
+            fh.flush()
+        ok = True
+    finally:
+        reader.close()
+        if not ok:
+            if writer is not None:
                 writer.abort()
+            if output is not None:  # removes the temporary file
+                exc = sys.exc_info()
+                output.__exit__(*(exc if exc[0] is not None else
+                                  (RuntimeError, RuntimeError("aborted"), None)))
     stats = {"n_rows": n_rows, "ignored_values": ignored,
              "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
              "score_s": score_s, "write_s": writer.busy, "threads": n_threads}
