@@ -670,8 +670,9 @@ def test_item6_cli_train_checks_output_before_training(tmp_path, capsys):
         rc, err = run(["train", train, "-o", out, "-e", "1"])
         assert rc == 1, err
         assert "epoch" not in err and ".tmp" not in err and str(out) in err, err
-    rc, err = run(["train", train, "-o", "", "-e", "1"])
-    assert rc == 2 and "-o" in err and ".tmp" not in err, err
+    for argv in (["train", train], ["predict", "m.cfm", train]):
+        rc, err = run([*argv, "-o", "", "-e", "1"] if argv[0] == "train" else [*argv, "-o", ""])
+        assert rc == 2 and "-o" in err and ".tmp" not in err, err
     valid = tmp_path / "v.svm"
     valid.write_bytes(before)
     for out, extra in ((train, []), (valid, ["--validate", valid])):
