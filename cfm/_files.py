@@ -180,11 +180,9 @@ def _resolve(path):
 def _temp_in(directory, base):
     """Create a unique temporary file next to the target; returns (fd, path).
     Created with mode 0o666 (the umask applies, as for any new file)."""
-    import secrets
-
     base = base[:200]  # the name stays within NAME_MAX
     for _ in range(100):
-        name = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        name = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
                          | getattr(os, "O_BINARY", 0), 0o666)
