@@ -4,6 +4,7 @@ for the file layout).  Pure Python over the parsed JSON: no size taken from
 a header is trusted until :func:`check_header` has bounded it by the file's
 size."""
 import json
+import reprlib
 import struct
 
 import numpy as np
@@ -28,9 +29,15 @@ class ChecksumError(ModelFileError):
     """The file's CRC32 does not match its content."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 40, 40, 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
+
+
 def _short(v):
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
+    """A short repr for messages, whatever the size or nesting of ``v``."""
+    r = _REPR.repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 def _is_int(v, lo=0, hi=_MAX_INT):
@@ -192,7 +199,7 @@ def check_header(header, where, data_start, size):
         start = data_start + e["offset"]
         if start + e["nbytes"] + 4 > size:
             raise SizeError(f"{where} is truncated: {size} bytes, array {name!r} needs "
-                             f"{start + e['nbytes'] + 4}")
+                            f"{start + e['nbytes'] + 4}")
         out.append((name, e["dtype"], shape, start, e["nbytes"]))
     end = data_start
     for name, _, _, start, nbytes in sorted(out, key=lambda a: (a[3], a[4])):
