@@ -106,7 +106,7 @@ def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
     array of a model file is copied a block at a time as it is read."""
     if hasattr(src, "row_blocks"):
         for i, j, block in src.row_blocks():
-            _copy_rows(dst[i:j], block, n_threads, min(min_bytes, 8 << 20))
+            _copy_rows(dst[i:j], block, n_threads, min_bytes)
         return
     n = dst.shape[0]
     if n_threads < 2 or dst.nbytes < min_bytes or n < n_threads:

@@ -3,6 +3,7 @@ memory map), every piece checksummed as it is read (CRC32s combined in file
 order), large arrays read a block at a time by a helper thread while the
 previous block is copied into the model's tables (see cfm/_io.py)."""
 import os
+import queue
 import struct
 import threading
 import zlib
@@ -18,8 +19,11 @@ from .exceptions import ModelFileError
 _WHOLE_BYTES = 16 << 20
 # Arrays up to this size are read whole; larger ones a block at a time.
 _EAGER_BYTES = 16 << 20
-# Block of a large array read (and checksummed) while the previous one is copied.
-_BLOCK_BYTES = 32 << 20
+# Block of a large array read (and checksummed) while the previous one is copied:
+# small enough that the two buffers stay in the CPU's cache, so the copy from
+# the page cache, the checksum and the copy into the tables read memory once.
+_BLOCK_BYTES = 4 << 20
+_N_BUFFERS = 3
 
 
 # CRC32 of concatenated pieces (zlib's crc32_combine, which Python's zlib
@@ -64,21 +68,22 @@ def crc32_combine(crc1, crc2, len2):
 
 
 class _Job(threading.Thread):
-    """A helper thread running ``fn()`` once; ``result()`` joins it and
-    re-raises what it raised."""
+    """A helper thread running ``fn()``, registered with its model file (which
+    joins it on close); ``started`` is False when no thread could be created.
+    ``result()`` joins it and re-raises what it raised."""
 
     def __init__(self, fn, owner):
         super().__init__(daemon=True, name="cfm-read")
-        self._fn, self._owner, self.error, self._inline = fn, owner, None, False
+        self._fn, self._owner, self.error = fn, owner, None
         with owner._lock:
             owner._jobs.add(self)
         try:
             self.start()
-        except RuntimeError:  # no thread can be created: do the work here
+            self.started = True
+        except RuntimeError:  # no thread can be created
+            self.started = False
             with owner._lock:
                 owner._jobs.discard(self)
-            self._inline = True
-            self.run()
 
     def run(self):
         try:
@@ -87,7 +92,7 @@ class _Job(threading.Thread):
             self.error = exc
 
     def result(self):
-        if not self._inline:
+        if self.started:
             self.join()
         with self._owner._lock:
             self._owner._jobs.discard(self)
@@ -130,27 +135,47 @@ class _FileArray:
             return
         per = max(1, block_bytes // row)
         spans = [(i, min(n, i + per)) for i in range(0, n, per)]
-        bufs = [np.empty(per * row, dtype=np.uint8) for _ in range(min(2, len(spans)))]
+        bufs = [np.empty(per * row, dtype=np.uint8) for _ in range(min(_N_BUFFERS, len(spans)))]
+        free, ready, stop = queue.Queue(), queue.Queue(), threading.Event()
+        for b in range(len(bufs)):
+            free.put(b)
         mf = self._mf
 
-        def fetch(t):
-            i, j = spans[t]
-            mf.read(self._start + i * row, (j - i) * row, out=bufs[t % 2][:(j - i) * row])
-
-        job = _Job(lambda: fetch(0), mf)
-        try:
-            for t, (i, j) in enumerate(spans):
-                job.result()
-                # read the next block into the other buffer while this one is used
-                job = _Job(lambda t=t: fetch(t + 1), mf) if t + 1 < len(spans) else None
-                yield i, j, bufs[t % 2][:(j - i) * row].view(self.dtype).reshape(
-                    (j - i,) + self.shape[1:])
-        finally:
-            if job is not None:
+        def reader():  # one helper thread reads the blocks ahead, in order
+            for i, j in spans:
+                while True:
+                    if stop.is_set() or mf._closing:
+                        return
+                    try:
+                        b = free.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        pass
                 try:
-                    job.result()
-                except BaseException:  # noqa: BLE001 - the consumer's error wins
-                    pass
+                    mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row])
+                except BaseException as exc:  # noqa: BLE001 - raised by the consumer
+                    ready.put((b, exc))
+                    return
+                ready.put((b, None))
+
+        job = _Job(reader, mf)
+        if not job.started:  # no helper thread: read each block here
+            for i, j in spans:
+                buf = bufs[0][:(j - i) * row]
+                mf.read(self._start + i * row, (j - i) * row, out=buf)
+                yield i, j, buf.view(self.dtype).reshape((j - i,) + self.shape[1:])
+            return
+        try:
+            for i, j in spans:
+                b, exc = ready.get()
+                if exc is not None:
+                    raise exc
+                yield i, j, bufs[b][:(j - i) * row].view(self.dtype).reshape(
+                    (j - i,) + self.shape[1:])
+                free.put(b)  # the caller is done with it
+        finally:
+            stop.set()
+            job.result()
 
 
 class _ModelFile:
@@ -168,6 +193,7 @@ class _ModelFile:
         self._jobs = set()
         self._crcs = {}  # start -> (end, crc32) of the pieces read so far
         self._verified = False
+        self._closing = False  # tells helper threads to stop
         self._check_crc = False  # errors before the header is read are not checksum errors
         self.stored_crc = None
         self.fd, self.size = open_regular(self.path)
@@ -190,9 +216,10 @@ class _ModelFile:
         self.close()
 
     def close(self):
+        self._closing = True
         with self._lock:
             jobs = list(self._jobs)
-        for job in jobs:  # at most one block read each: bounded
+        for job in jobs:  # each stops after at most one block read
             job.join()
         if self.fd is not None:
             os.close(self.fd)

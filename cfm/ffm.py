@@ -100,11 +100,10 @@ def _get_records(V, rec_off, n_fields, ks, width=None):
     return out
 
 
-def _set_records(V, rec_off, n_fields, ks, src, min_bytes=32 << 20):
-    """Write (n, n_fields, ks) records ``src`` into the table V (in threads
-    from ``min_bytes``, see _copy_rows)."""
+def _set_records(V, rec_off, n_fields, ks, src):
+    """Write (n, n_fields, ks) records ``src`` into the table V."""
     for view, qs in _record_views(V, rec_off, n_fields, ks):
-        _copy_rows(view, src[:, qs, :], min_bytes=min_bytes)
+        _copy_rows(view, src[:, qs, :])
 
 
 def _lin_dtype(dtype):
@@ -380,7 +379,7 @@ class _FFMMixin:
         # the file's records, a block of rows at a time as they are read
         for i, j, rows in _row_blocks(arrays["V"]):
             _set_records(self._V[i:j], self._rec_off, nf, ks,
-                         rows.reshape(j - i, nf, ks_file)[:, :, :ks], min_bytes=4 << 20)
+                         rows.reshape(j - i, nf, ks_file)[:, :, :ks])
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
         self._import_common(header, arrays, n)
         self._publish()

@@ -408,6 +408,25 @@ def test_item1_block_reading_gives_identical_models(models, data, tmp_path, monk
     expect_model_file_error(path, "checksum")
 
 
+def test_item1_load_without_helper_threads(models, data, tmp_path, monkeypatch):
+    """When no thread can be created, loading reads in the calling thread."""
+    monkeypatch.setattr(_reader, "_WHOLE_BYTES", 0)
+    monkeypatch.setattr(_reader, "_EAGER_BYTES", 0)
+    monkeypatch.setattr(_reader, "_BLOCK_BYTES", 100)
+    path = tmp_path / "m.cfm"
+    models["ffm32"].save(path)
+    start = threading.Thread.start
+
+    def refuse(self):
+        if self.name == "cfm-read":
+            raise RuntimeError("can't start new thread")
+        return start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    np.testing.assert_array_equal(cfm.load(path).predict(data[0]),
+                                  models["ffm32"].predict(data[0]))
+
+
 def test_item1_crc32_combine_matches_zlib():
     rng = np.random.default_rng(0)
     for la, lb in [(0, 0), (0, 5), (7, 0), (1, 1), (100, 4097), (65536, 3)]:
