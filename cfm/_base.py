@@ -84,19 +84,24 @@ def _aligned_table(n_rows, n_cols, dtype, zeros=True):
     return buf[off:off + n_rows * stride].reshape(n_rows, stride)
 
 
-def _row_blocks(src):
-    """``(i, j, rows i:j)`` covering ``src``: an array in one block, or an
-    array of a model file being read (cfm._io._FileArray) a block at a time."""
-    blocks = getattr(src, "row_blocks", None)
-    if blocks is not None:
-        yield from blocks()
+def _each_block(src, fn):
+    """``fn(i, j, rows i:j)`` over blocks covering ``src``: an array in one
+    block, or an array of a model file (cfm._reader._FileArray) a block at a
+    time as it is read, in two threads."""
+    each = getattr(src, "for_each_block", None)
+    if each is not None:
+        each(fn)
     else:
-        yield 0, len(src), src
+        fn(0, len(src), src)
 
 
 def _as_array(src):
     """``src`` as an in-memory array (an array of a model file is read)."""
-    return src.read() if hasattr(src, "row_blocks") else src
+    return src.read() if hasattr(src, "for_each_block") else src
+
+
+def _assign(dst, i, j, src):
+    dst[i:j] = src
 
 
 def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
@@ -104,9 +109,8 @@ def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
     without the GIL): loading a model copies hundreds of MB into fresh memory,
     and in a VM first touches of fresh pages cost as much as the copy.  An
     array of a model file is copied a block at a time as it is read."""
-    if hasattr(src, "row_blocks"):
-        for i, j, block in src.row_blocks():
-            _copy_rows(dst[i:j], block, n_threads, min_bytes)
+    if hasattr(src, "for_each_block"):
+        src.for_each_block(lambda i, j, block: _assign(dst, i, j, block))
         return
     n = dst.shape[0]
     if n_threads < 2 or dst.nbytes < min_bytes or n < n_threads:

@@ -23,7 +23,6 @@ _EAGER_BYTES = 16 << 20
 # small enough that the two buffers stay in the CPU's cache, so the copy from
 # the page cache, the checksum and the copy into the tables read memory once.
 _BLOCK_BYTES = 4 << 20
-_N_BUFFERS = 3
 
 
 # CRC32 of concatenated pieces (zlib's crc32_combine, which Python's zlib
@@ -103,11 +102,13 @@ class _Job(threading.Thread):
 class _FileArray:
     """A large array of a model file, read a block of rows at a time.
 
-    ``row_blocks()`` yields ``(i, j, rows i:j)``: each block is read (and
-    checksummed) by a helper thread while the caller copies the previous one
-    into its tables, so that loading needs two blocks of memory besides the
-    model, not a second copy of the table.  ``read()`` returns the whole
-    array.  Shapes and dtypes are those of the validated header."""
+    ``for_each_block(fn)`` calls ``fn(i, j, rows i:j)`` for every block as
+    it is read: a helper thread reads (and checksums) the blocks ahead into a
+    few cache-sized buffers while worker threads (the caller and helpers)
+    copy the blocks read into the model's tables, so loading needs a few
+    blocks of memory besides the model, never a second copy of a table.
+    ``read()`` returns the whole array.  Shapes and dtypes are those of the
+    validated header."""
 
     def __init__(self, mf, start, dtype, shape):
         self._mf, self._start = mf, start
@@ -126,23 +127,39 @@ class _FileArray:
             self._mf.read(self._start + a, b - a, out=flat[a:b])
         return out
 
-    def row_blocks(self, block_bytes=None):
-        block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
+    def for_each_block(self, fn, n_workers=2):
         n = self.shape[0] if self.shape else 1
         row = self.nbytes // n if n else 0
         if row == 0:
-            yield 0, n, np.empty(self.shape, dtype=self.dtype)
+            fn(0, n, np.empty(self.shape, dtype=self.dtype))
             return
-        per = max(1, block_bytes // row)
+        per = max(1, _BLOCK_BYTES // row)
         spans = [(i, min(n, i + per)) for i in range(0, n, per)]
-        bufs = [np.empty(per * row, dtype=np.uint8) for _ in range(min(_N_BUFFERS, len(spans)))]
-        free, ready, stop = queue.Queue(), queue.Queue(), threading.Event()
+        n_workers = max(1, min(n_workers, len(spans)))
+        bufs = [np.empty(per * row, dtype=np.uint8)
+                for _ in range(min(n_workers + 2, len(spans)))]
+        mf, shape = self._mf, self.shape
+
+        def block(t, b):
+            i, j = spans[t]
+            return bufs[b][:(j - i) * row].view(self.dtype).reshape((j - i,) + shape[1:])
+
+        def read(t, b):
+            i, j = spans[t]
+            mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row])
+
+        free, ready, stop, failed = queue.Queue(), queue.Queue(), threading.Event(), []
         for b in range(len(bufs)):
             free.put(b)
-        mf = self._mf
 
-        def reader():  # one helper thread reads the blocks ahead, in order
-            for i, j in spans:
+        def fail(exc):
+            failed.append(exc)
+            stop.set()
+            for _ in range(n_workers):
+                ready.put(None)  # wakes the workers
+
+        def reader():  # reads the blocks ahead, in file order
+            for t in range(len(spans)):
                 while True:
                     if stop.is_set() or mf._closing:
                         return
@@ -152,30 +169,42 @@ class _FileArray:
                     except queue.Empty:
                         pass
                 try:
-                    mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row])
-                except BaseException as exc:  # noqa: BLE001 - raised by the consumer
-                    ready.put((b, exc))
+                    read(t, b)
+                except BaseException as exc:  # noqa: BLE001 - raised by the caller
+                    fail(exc)
                     return
-                ready.put((b, None))
+                ready.put((t, b))
+            for _ in range(n_workers):
+                ready.put(None)
 
-        job = _Job(reader, mf)
-        if not job.started:  # no helper thread: read each block here
-            for i, j in spans:
-                buf = bufs[0][:(j - i) * row]
-                mf.read(self._start + i * row, (j - i) * row, out=buf)
-                yield i, j, buf.view(self.dtype).reshape((j - i,) + self.shape[1:])
+        def work():  # copies the blocks read, in any order
+            while True:
+                item = ready.get()
+                if item is None or stop.is_set():
+                    return
+                t, b = item
+                try:
+                    fn(*spans[t], block(t, b))
+                except BaseException as exc:  # noqa: BLE001 - raised by the caller
+                    fail(exc)
+                    return
+                free.put(b)
+
+        reading = _Job(reader, mf)
+        if not reading.started:  # no helper thread: read each block here
+            for t, (i, j) in enumerate(spans):
+                read(t, 0)
+                fn(i, j, block(t, 0))
             return
+        helpers = [_Job(work, mf) for _ in range(n_workers - 1)]
         try:
-            for i, j in spans:
-                b, exc = ready.get()
-                if exc is not None:
-                    raise exc
-                yield i, j, bufs[b][:(j - i) * row].view(self.dtype).reshape(
-                    (j - i,) + self.shape[1:])
-                free.put(b)  # the caller is done with it
+            work()
         finally:
             stop.set()
-            job.result()
+            for job in helpers + [reading]:
+                job.result()
+        if failed:
+            raise failed[0]
 
 
 class _ModelFile:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _ffm, _utils
 from ._base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table, _as_array,
-                    _check_width, _copy_rows, _row_blocks, _Tables)
+                    _check_width, _copy_rows, _each_block, _Tables)
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 
@@ -377,9 +377,9 @@ class _FFMMixin:
         # zeroed (free for a large table), so that any padding is 0
         self._V = _aligned_table(n, self._row_width, dtype)
         # the file's records, a block of rows at a time as they are read
-        for i, j, rows in _row_blocks(arrays["V"]):
-            _set_records(self._V[i:j], self._rec_off, nf, ks,
-                         rows.reshape(j - i, nf, ks_file)[:, :, :ks])
+        V, rec_off = self._V, self._rec_off
+        _each_block(arrays["V"], lambda i, j, rows: _set_records(
+            V[i:j], rec_off, nf, ks, rows.reshape(j - i, nf, ks_file)[:, :, :ks]))
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
         self._import_common(header, arrays, n)
         self._publish()
