@@ -201,6 +201,8 @@ class _FileArray:
             work()
         finally:
             stop.set()
+            for _ in helpers:
+                ready.put(None)  # e.g. after Ctrl-C in the caller's wait
             for job in helpers + [reading]:
                 job.result()
         if failed:
