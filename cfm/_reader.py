@@ -144,9 +144,10 @@ class _FileArray:
             i, j = spans[t]
             return bufs[b][:(j - i) * row].view(self.dtype).reshape((j - i,) + shape[1:])
 
-        def read(t, b):
+        def read(t, b, checksum=True):
             i, j = spans[t]
-            mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row])
+            mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row],
+                    checksum=checksum)
 
         free, ready, stop, failed = queue.Queue(), queue.Queue(), threading.Event(), []
         for b in range(len(bufs)):
@@ -158,7 +159,7 @@ class _FileArray:
             for _ in range(n_workers):
                 ready.put(None)  # wakes the workers
 
-        def reader():  # reads the blocks ahead, in file order
+        def reader():  # reads the blocks ahead, in file order (the workers checksum them)
             for t in range(len(spans)):
                 while True:
                     if stop.is_set() or mf._closing:
@@ -169,7 +170,7 @@ class _FileArray:
                     except queue.Empty:
                         pass
                 try:
-                    read(t, b)
+                    read(t, b, checksum=False)
                 except BaseException as exc:  # noqa: BLE001 - raised by the caller
                     fail(exc)
                     return
@@ -183,8 +184,10 @@ class _FileArray:
                 if item is None or stop.is_set():
                     return
                 t, b = item
+                i, j = spans[t]
                 try:
-                    fn(*spans[t], block(t, b))
+                    mf.checksum(self._start + i * row, bufs[b][:(j - i) * row])
+                    fn(i, j, block(t, b))
                 except BaseException as exc:  # noqa: BLE001 - raised by the caller
                     fail(exc)
                     return
@@ -257,21 +260,28 @@ class _ModelFile:
             self.fd = None
 
     # ---------------------------------------------------------- reading
-    def read(self, start, n, out=None):
+    def read(self, start, n, out=None, checksum=True):
         """``n`` bytes at ``start`` (into ``out`` when given, else a new
-        bytearray); the file ending early raises ModelFileError."""
+        bytearray); the file ending early raises ModelFileError.  Their
+        CRC32 is recorded (unless ``checksum=False``: then the caller must
+        :meth:`checksum` exactly the bytes it uses)."""
         buf = bytearray(n) if out is None else out
         got = pread_into(self.fd, buf, start) if n else 0
         if got < n:
             raise SizeError(f"{self.where} is truncated: it ended at byte {start + got} while "
-                             f"{start + n} bytes were expected (was it changed while loading?)")
-        crc = zlib.crc32(buf)
+                            f"{start + n} bytes were expected (was it changed while loading?)")
+        if checksum:
+            self.checksum(start, buf)
+        return buf
+
+    def checksum(self, start, buf):
+        """Record the CRC32 of ``buf``, the bytes read at ``start``."""
+        n, crc = len(memoryview(buf).cast("B")), zlib.crc32(buf)
         with self._lock:
             if self._crcs.get(start, (start + n, crc)) != (start + n, crc) \
                     and self._crcs[start][0] == start + n:
                 raise ModelFileError(f"{self.where} changed while it was being read")
             self._crcs[start] = (start + n, crc)
-        return buf
 
     def _open(self, eager_bytes, whole_bytes):
         where, size = self.where, self.size
