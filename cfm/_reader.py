@@ -1,7 +1,15 @@
 """Reading a cfm model file: only regular files, with ``pread`` (never a
-memory map), every piece checksummed as it is read (CRC32s combined in file
-order), large arrays read a block at a time by a helper thread while the
-previous block is copied into the model's tables (see cfm/_io.py)."""
+memory map, so a file truncated meanwhile gives an error, not SIGBUS), every
+piece checksummed (CRC32s combined in file order), large arrays read a block
+at a time by a helper thread while worker threads checksum the blocks read
+and copy them into the model's tables (see cfm/_io.py).
+
+Design: mapping the file saved one copy (the kernel's, from the page cache),
+but a mapped file that shrinks kills the process; reading costs that copy
+(about 0.2 s of CPU per 1.5 GB here) into a few cache-sized buffers, which
+the checksum and the copy into the tables then read from the cache.  Peak
+memory is the tables plus a few blocks, no longer the tables plus the
+mapped file."""
 import os
 import queue
 import struct
@@ -19,9 +27,8 @@ from .exceptions import ModelFileError
 _WHOLE_BYTES = 16 << 20
 # Arrays up to this size are read whole; larger ones a block at a time.
 _EAGER_BYTES = 16 << 20
-# Block of a large array read (and checksummed) while the previous one is copied:
-# small enough that the two buffers stay in the CPU's cache, so the copy from
-# the page cache, the checksum and the copy into the tables read memory once.
+# Block of a large array read ahead while the blocks already read are checksummed
+# and copied: small enough that the few buffers stay in the CPU's cache.
 _BLOCK_BYTES = 4 << 20
 
 
