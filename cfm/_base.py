@@ -85,10 +85,34 @@ def _aligned_table(n_rows, n_cols, dtype, zeros=True):
     return buf[off:off + n_rows * stride].reshape(n_rows, stride)
 
 
+def _each_block(src, fn):
+    """``fn(i, j, rows i:j)`` over blocks covering ``src``: an array in one
+    block, or an array of a model file (cfm._reader._FileArray) a block at a
+    time as it is read, in two threads."""
+    each = getattr(src, "for_each_block", None)
+    if each is not None:
+        each(fn)
+    else:
+        fn(0, len(src), src)
+
+
+def _as_array(src):
+    """``src`` as an in-memory array (an array of a model file is read)."""
+    return src.read() if hasattr(src, "for_each_block") else src
+
+
+def _assign(dst, i, j, src):
+    dst[i:j] = src
+
+
 def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
     """``dst[...] = src`` split by rows over threads when large (NumPy copies
     without the GIL): loading a model copies hundreds of MB into fresh memory,
-    and in a VM first touches of fresh pages cost as much as the copy."""
+    and in a VM first touches of fresh pages cost as much as the copy.  An
+    array of a model file is copied a block at a time as it is read."""
+    if hasattr(src, "for_each_block"):
+        src.for_each_block(lambda i, j, block: _assign(dst, i, j, block))
+        return
     n = dst.shape[0]
     if n_threads < 2 or dst.nbytes < min_bytes or n < n_threads:
         dst[...] = src
@@ -104,16 +128,16 @@ def _copy_rows(dst, src, n_threads=2, min_bytes=32 << 20):
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 
-    threads = []
+    started = []
     for t in range(1, n_threads):
         th = threading.Thread(target=work, args=(cuts[t], cuts[t + 1]))
         try:
             th.start()
-            threads.append(th)
-        except RuntimeError:  # no thread can be created now: copy here instead
+            started.append(th)
+        except RuntimeError:  # no thread can be created: copy that part here
             work(cuts[t], cuts[t + 1])
     work(cuts[0], cuts[1])
-    for th in threads:
+    for th in started:
         th.join()
     if errors:
         raise errors[0]
@@ -134,6 +158,34 @@ def _check_number(name, value, *, low=None, high=None, integer=False, low_open=F
         raise ValueError(f"{name} must be {op} {low}, got {value!r}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+class _Tables:
+    """What prediction needs of a fitted model, as one immutable object.
+
+    An estimator publishes a new one (one attribute assignment, after the
+    consistency checks the kernels rely on) whenever its tables are replaced
+    -- a fresh fit, a warm start that changes the layout, a load -- and every
+    prediction takes it once.  So a predict call that runs while another
+    thread refits the estimator scores with one consistent set of tables and
+    shapes (the previous model's, or the new one's), never a mix, and cannot
+    read out of bounds.  Training updates the values of the published arrays
+    in place (their shapes never change): a call during training sees
+    parameters mid-update."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("published model tables are immutable")
+
+
+def _check_width(Xc, tables):
+    """The rows' column ids are below Xc.shape[1] (validated): the model
+    must have at least that many features."""
+    if Xc.shape[1] > tables.n_features:
+        raise ValueError(f"X has {Xc.shape[1]} features, but the model has "
+                         f"{tables.n_features} (it was refitted meanwhile?)")
 
 
 class BaseFM(BaseEstimator):
@@ -275,10 +327,36 @@ class BaseFM(BaseEstimator):
 
     # ------------------------------------------------------------ fitted state
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "_w0_state")
+        return "_tables" in self.__dict__
+
+    def __setstate__(self, state):
+        parent = getattr(super(), "__setstate__", None)
+        if parent is not None:
+            parent(state)
+        else:  # scikit-learn not installed
+            self.__dict__.update(state)
+        if "_tables" not in self.__dict__ and "_w0_state" in self.__dict__:
+            self._publish()  # pickled by a cfm without published tables
+
+    def _publish(self):
+        """Publish the current tables for prediction (see _Tables)."""
+        table, k, n = self._table, self._k, self._table.shape[0]
+        samples = getattr(self, "_samples", None) if self._solver == "mcmc" else None
+        if table.ndim != 2 or not 0 <= k <= MAX_FACTORS or table.shape[1] < 1 + k \
+                or self._w0_state.shape != (3,):
+            raise RuntimeError("inconsistent FM tables")  # a bug, never bad input
+        if samples is not None and (samples.ndim != 3 or samples.shape[1:] != (n, 1 + k)
+                                    or self._sample_w0.shape != (samples.shape[0],)):
+            raise RuntimeError("inconsistent MCMC samples")
+        self._tables = _Tables(
+            n_features=n, table=table, w0_state=self._w0_state, k=k,
+            normalize=bool(self._normalize), samples=samples,
+            sample_w0=self._sample_w0 if samples is not None else None,
+            clip=self._clip if samples is not None else None)
+        return self._tables
 
     def _check_fitted(self):
-        if not hasattr(self, "_w0_state"):
+        if "_tables" not in self.__dict__:
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
@@ -333,6 +411,7 @@ class BaseFM(BaseEstimator):
         self._init_optimizer_state(table, k, self.solver)
         self._table = table
         self._init_common(n_features, y, sample_weight)
+        self._publish()
 
     @staticmethod
     def _init_optimizer_state(table, k, solver):
@@ -378,6 +457,7 @@ class BaseFM(BaseEstimator):
         self._table = new
         self._w0_state = self._bias_state(self._w0_state[0], self.solver)
         self._solver = self.solver
+        self._publish()
 
     # -------------------------------------------------------------- training
     def fit(self, X, y=None, sample_weight=None, eval_set=None, block_rows=100_000,
@@ -713,24 +793,35 @@ class BaseFM(BaseEstimator):
         self._w0_state[...] = state[1]
 
     # ------------------------------------------------------------ prediction
-    def _decision(self, Xc, n_threads=None):
-        """Raw scores of validated rows."""
+    def _decision(self, Xc, n_threads=None, tables=None):
+        """Raw scores of validated rows.  ``tables``:
+        the published tables to use (default: the current ones), which Xc was
+        validated against."""
+        t = self._current_tables() if tables is None else tables
+        _check_width(Xc, t)
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
-        if self._solver == "mcmc":
+        if t.samples is not None:
             from . import _bayes
 
-            return _bayes.mcmc_decision(self, Xc, n_threads)
+            return _bayes.mcmc_decision(self, Xc, n_threads, t)
         out = np.empty(Xc.n_rows, dtype=np.float64)
-        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
-                       self._k, self._normalize, out, n_threads)
+        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, t.table, float(t.w0_state[0]),
+                       t.k, t.normalize, out, n_threads)
         return out
 
+    def _current_tables(self):
+        """The published tables (see _Tables), taken once per prediction."""
+        t = self.__dict__.get("_tables")
+        if t is None:
+            self._check_fitted()
+        return t
+
     def _raw_predict(self, X):
-        self._check_fitted()
+        t = self._current_tables()
         self._check_feature_names(X)
-        Xc = check_X(X, estimator=self, n_features=self.n_features_in_)
-        return self._decision(Xc)
+        Xc = check_X(X, estimator=self, n_features=t.n_features)
+        return self._decision(Xc, tables=t)
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",
@@ -862,25 +953,22 @@ class BaseFM(BaseEstimator):
         """Restore what every estimator kind keeps besides its parameter tables."""
         from ._io import _decode_labels
 
-        self._w0_state = arrays["w0_state"].astype(np.float64)
+        task = "binary" if self._loss == "logistic" else "regression"
+        if header["task"] != task:
+            raise ValueError(f"a {header['task']} model cannot be a {type(self).__name__}")
+        self._w0_state = np.array(_as_array(arrays["w0_state"]), dtype=np.float64)
         self._normalize = bool(header["normalize"])
         self.n_features_in_ = n_features
-        self.history_ = list(header.get("history", []))
+        self.history_ = [dict(e) for e in header.get("history", [])]
         self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
         self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
         zb = header.get("input_zero_based")
         self._input_zero_based = bool(zb) if isinstance(zb, bool) else None
         self._rng = np.random.default_rng()
-        try:
+        if "rng_state" in header:  # validated by cfm._io (a PCG64 state)
             self._rng.bit_generator.state = header["rng_state"]
-        except (KeyError, TypeError, ValueError):
-            pass
         if "classes" in header:
             self.classes_ = _decode_labels(header["classes"])
-            if len(self.classes_) != 2:
-                raise ValueError("a binary model file must hold 2 class labels")
-        elif self._loss == "logistic":
-            raise ValueError("classifier model file has no class labels")
         if header.get("feature_names") is not None:
             self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
 
@@ -907,8 +995,8 @@ class BaseFM(BaseEstimator):
         else:
             self._scoring_only = False
             table = _new_table(n, k, solver, dtype)
-            table[:, 1 + k:1 + k + width] = arrays["opt_state"]
-        table[:, 0] = arrays["w"]
+            _copy_rows(table[:, 1 + k:1 + k + width], arrays["opt_state"])
+        _copy_rows(table[:, 0], arrays["w"])
         _copy_rows(table[:, 1:1 + k], arrays["V"])
         self._table, self._k, self._solver = table, k, solver
         self._import_common(header, arrays, n)
@@ -916,3 +1004,4 @@ class BaseFM(BaseEstimator):
             from . import _bayes
 
             _bayes.import_samples(self, header, arrays, dtype)
+        self._publish()

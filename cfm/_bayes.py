@@ -427,6 +427,7 @@ def _fit_mcmc(est, data, y, group, n_groups, evals):
     est._sample_w0 = sample_w0
     est._clip = clip
     est.alpha_ = float(np.mean(alphas)) if task == TASK_REGRESSION else 1.0
+    est._publish()
     if est.verbose:
         print(f"mcmc: {n_epochs} sweeps, burn-in {n_burn_in}, {len(kept)} samples kept",
               file=sys.stderr, flush=True)
@@ -445,14 +446,16 @@ def _to_score(sum_p, sum_q, n, task):
         return np.log(sum_p) - np.log(sum_q)
 
 
-def mcmc_decision(est, Xc, n_threads):
-    """Posterior mean over the kept samples (log-odds of the posterior mean
-    probability for classification)."""
+def mcmc_decision(est, Xc, n_threads, tables):
+    """Posterior mean over the kept samples of the published ``tables``
+    (log-odds of the posterior mean probability for classification)."""
     task = _task(est)
     p = np.zeros(Xc.n_rows)
     q = np.zeros(Xc.n_rows)
-    _predict_sum(est, Xc, est._samples, est._sample_w0, task, est._clip, p, q, n_threads)
-    return _to_score(p, q, est._samples.shape[0], task)
+    t = tables
+    _mcmc.predict_sum(Xc.data, Xc.indices, Xc.indptr, t.normalize, t.samples, t.sample_w0, t.k,
+                      task, t.clip[0], t.clip[1], p, q, n_threads)
+    return _to_score(p, q, t.samples.shape[0], task)
 
 
 # ------------------------------------------------------------- model files
@@ -476,7 +479,10 @@ def import_samples(est, header, arrays, dtype):
     clip = info.get("clip")
     if not (isinstance(clip, list) and len(clip) == 2):
         raise ValueError("bad MCMC clip range in header")
-    est._samples = np.array(S, order="C")  # copies: S may be a view of the mapped file
-    est._sample_w0 = np.array(w0s, order="C")
+    from ._base import _as_array
+
+    # the arrays cfm._io hands over are fresh copies (or read now): no second copy
+    est._samples = np.ascontiguousarray(_as_array(S))
+    est._sample_w0 = np.ascontiguousarray(_as_array(w0s))
     est._clip = (float(clip[0]), float(clip[1]))
     est.alpha_ = float(info.get("alpha", 1.0))

@@ -12,10 +12,33 @@ Layout (all integers little-endian)::
     ...        raw little-endian arrays, each at a 64-byte aligned offset
     last 4     uint32    CRC32 of every byte before it
 
-Loading checks magic, version, size, checksum, dtypes, shapes and offsets
-before building anything, and never unpickles: an untrusted file can fail to
-load but cannot run code.  Readers accept any minor version of their major
-version (unknown header keys are ignored); a newer major version is refused.
+Loading never unpickles and trusts nothing in the file: an untrusted file can
+fail to load but cannot run code, crash the process or make it allocate more
+than the file can justify.  Precisely:
+
+* only a regular file is read (a FIFO or a device such as ``/dev/zero`` is
+  refused before reading), with ``read`` calls, never a memory map: a file
+  truncated or rewritten by another process while it loads gives an error,
+  never a crash (SIGBUS);
+* every byte read is checksummed; a file of up to 16 MiB (``_reader._WHOLE_BYTES``) is read
+  and its checksum verified before its header is parsed; a larger one has
+  its header validated first and its tables are copied a block at a time
+  while the next block is read and checksummed, and ``load`` returns only
+  once the whole file's checksum matched;
+* the header is validated against a schema before use (types, ranges, sizes
+  of at most 64 MiB, JSON nesting, array offsets inside the data area and not
+  overlapping, sizes matching shapes, class labels unique and of the task's
+  kind); every size is bounded by what the file holds;
+* every failure is :class:`cfm.ModelFileError` (a ValueError), or an OSError
+  for a real I/O error; a damaged file is reported as corrupted (checksum
+  mismatch) whenever its checksum does not match.
+
+Readers accept any minor version of their major version (unknown header keys
+are ignored); a newer major version is refused.
+
+Saving writes through :func:`cfm._files.atomic_output`: a temporary file next
+to the target, renamed onto it when complete (symbolic links are followed; a
+device or FIFO is written in place, never replaced).
 """
 import json
 import os
@@ -24,12 +47,14 @@ import zlib
 
 import numpy as np
 
+from ._files import atomic_output, pread_into
+from ._header import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, PREFIX as _PREFIX, SizeError
+from ._reader import _FileArray, _ModelFile, crc32_combine, peek_header
 from .exceptions import ModelFileError
 
-MAGIC = b"\x89CFM\r\n\x1a\n"
-FORMAT_VERSION = (1, 0)
-_PREFIX = struct.Struct("<8sHHI")
-_ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "<u8"}
+__all__ = ["FORMAT_VERSION", "MAGIC", "load", "save_model", "read_model_file",
+           "describe_model_file", "peek_header", "crc32_combine"]
+
 
 
 def _json_default(obj):
@@ -63,12 +88,14 @@ def _encode_labels(classes):
 
 
 def _decode_labels(spec):
+    """Class labels from a header entry that :func:`_check_header` accepted."""
+    values = spec["values"]
     if spec["dtype"] == "object":
-        return np.array(spec["values"], dtype=object)
+        return np.array(values, dtype=object)
     dt = np.dtype(spec["dtype"])
-    if dt.kind not in "biufU":
-        raise ModelFileError(f"unsupported label dtype {spec['dtype']!r} in model file")
-    return np.array(spec["values"], dtype=dt)
+    if dt.kind == "U":  # as wide as the labels, whatever width the file declares
+        dt = np.dtype(f"<U{max([1] + [len(v) for v in values])}")
+    return np.array(values, dtype=dt)
 
 
 class RowBlocks:
@@ -121,172 +148,71 @@ def save_model(model, path):
     hbytes = json.dumps(header, default=_json_default, sort_keys=True).encode("utf-8")
     data_start = -(-(_PREFIX.size + len(hbytes)) // 64) * 64
     hbytes += b" " * (data_start - _PREFIX.size - len(hbytes))
+    if len(hbytes) > MAX_HEADER_BYTES:
+        raise ValueError(f"cannot save to {os.fspath(path)}: the model's header would take "
+                         f"{len(hbytes) / 2**20:.0f} MiB (more than {MAX_HEADER_BYTES >> 20} "
+                         f"MiB; history_ has {len(getattr(model, 'history_', []))} entries): "
+                         "clear history_ before saving")
     crc = 0
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            def put(b):
-                nonlocal crc
-                crc = zlib.crc32(b, crc)
-                f.write(b)
+    with atomic_output(path) as f:
+        def put(b):
+            nonlocal crc
+            crc = zlib.crc32(b, crc)
+            f.write(b)
 
-            put(_PREFIX.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], len(hbytes)))
-            put(hbytes)
-            for entry, arr in zip(entries, blobs):
-                if isinstance(arr, RowBlocks):
-                    for block in arr.blocks():
-                        put(memoryview(block).cast("B"))
-                elif arr.nbytes:
-                    put(memoryview(arr).cast("B"))
-                pad = -(-arr.nbytes // 64) * 64 - arr.nbytes
-                if pad:
-                    put(b"\0" * pad)
-            f.write(struct.pack("<I", crc))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _map_file(path):
-    """The bytes of a file as a private (copy-on-write) memory map, or a
-    bytes object when it cannot be mapped (empty file, special file).
-
-    A map costs no read copy, no zeroed buffer and no page faults on fresh
-    anonymous memory (which dominate loading a large model in a VM)."""
-    import mmap
-
-    with open(path, "rb") as f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            if size > 0:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        except (OSError, ValueError):
-            pass
-        return f.read()
-
-
-def peek_header(path):
-    """The JSON header of a cfm model file, read without the arrays and not
-    yet verified (the checksum covers the whole file: :func:`load` checks it);
-    None when the file does not look like a readable cfm model file (then
-    :func:`load` says why)."""
-    try:
-        with open(os.fspath(path), "rb") as f:
-            prefix = f.read(_PREFIX.size)
-            if len(prefix) < _PREFIX.size:
-                return None
-            magic, major, _, hlen = _PREFIX.unpack(prefix)
-            if magic != MAGIC or major != FORMAT_VERSION[0] or hlen > (64 << 20):
-                return None
-            header = json.loads(f.read(hlen).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return header if isinstance(header, dict) and header.get("format") == "cfm-model" else None
+        put(_PREFIX.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], len(hbytes)))
+        put(hbytes)
+        for entry, arr in zip(entries, blobs):
+            if isinstance(arr, RowBlocks):
+                for block in arr.blocks():
+                    put(memoryview(block).cast("B"))
+            elif arr.nbytes:
+                put(memoryview(arr).cast("B"))
+            pad = -(-arr.nbytes // 64) * 64 - arr.nbytes
+            if pad:
+                put(b"\0" * pad)
+        f.write(struct.pack("<I", crc))
 
 
 def read_model_file(path):
     """Parse and verify a model file; return (header, {name: array})."""
-    header, arrays, _, verify = _read_model_file(path)
-    verify()
-    return header, arrays
-
-
-class _Checksum:
-    """CRC32 of a buffer computed in a background thread (zlib releases the
-    GIL), so that loading a large model checks its file while it copies the
-    tables."""
-
-    def __init__(self, data):
-        import threading
-
-        self._data, self.value = data, None
-        self._t = threading.Thread(target=self._run, daemon=True, name="cfm-crc")
-        self._t.start()
-
-    def _run(self):
+    with _ModelFile(path) as mf:
         try:
-            self.value = zlib.crc32(self._data)
-        finally:
-            self._data.release()
+            arrays = {k: v.read() if isinstance(v, _FileArray) else v
+                      for k, v in mf.arrays.items()}
+            mf.verify()
+        except ModelFileError as exc:
+            err = mf.corruption(exc)
+            if err is not None:
+                raise err from exc
+            raise
+        return mf.header, arrays
 
-    def result(self):
-        self._t.join()
-        return self.value
 
+def describe_model_file(path):
+    """What ``cfm info`` shows of a model file, read in bounded memory and
+    verified: ``(header, {name: (shape, dtype)}, facts)`` with ``facts`` the
+    format version, file size, stored CRC32 and SHA-256."""
+    import hashlib
 
-def _read_model_file(path):
-    """read_model_file, with the checksum still being computed: returns
-    (header, arrays, buffer, verify), where ``buffer`` is what the large
-    arrays are views of (a memory map that :func:`load` closes once the
-    model holds its copies) and ``verify()`` raises ModelFileError on a
-    checksum mismatch.  Nothing but sizes has been checked before verify():
-    the arrays must only be copied and validated until then."""
-    path = os.fspath(path)
-    buf = _map_file(path)
-    where = f"{path!r}"
-    if len(buf) < _PREFIX.size + 4:
-        if buf[:4] == MAGIC[:4] or not buf:
-            raise ModelFileError(f"{where} is truncated ({len(buf)} bytes): not a complete "
-                                 "cfm model file")
-        raise ModelFileError(f"{where} is not a cfm model file (too short, bad magic)")
-    magic, major, minor, hlen = _PREFIX.unpack_from(buf)
-    if magic != MAGIC:
-        raise ModelFileError(f"{where} is not a cfm model file (bad magic bytes "
-                             f"{bytes(buf[:8])!r})")
-    if major > FORMAT_VERSION[0]:
-        raise ModelFileError(
-            f"{where} uses cfm model format {major}.{minor}, newer than the {FORMAT_VERSION[0]}.x "
-            "this version of cfm reads; upgrade cfm to load it")
-    if major < 1:
-        raise ModelFileError(f"{where} has unknown model format version {major}.{minor}")
-    if _PREFIX.size + hlen + 4 > len(buf):
-        raise ModelFileError(f"{where} is truncated: header needs {hlen} bytes but the file "
-                             f"has {len(buf)}")
-    (stored_crc,) = struct.unpack_from("<I", buf, len(buf) - 4)
-    crc_job = _Checksum(memoryview(buf)[: len(buf) - 4])
-    try:
-        header = json.loads(buf[_PREFIX.size:_PREFIX.size + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if crc_job.result() != stored_crc:
-            raise ModelFileError(f"{where} is corrupted or truncated (checksum mismatch)") from exc
-        raise ModelFileError(f"{where} has an unreadable header: {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != "cfm-model":
-        raise ModelFileError(f"{where} is not a cfm model file (bad header)")
-    data_start = _PREFIX.size + hlen
-    arrays = {}
-    needed = data_start
-    for e in header.get("arrays", []):
-        try:
-            name, dt, shape = e["name"], e["dtype"], tuple(int(s) for s in e["shape"])
-            off, nbytes = int(e["offset"]), int(e["nbytes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{where} has a malformed array entry: {e!r}") from exc
-        if dt not in _ALLOWED_DTYPES:
-            raise ModelFileError(f"{where}: array {name!r} has unsupported dtype {dt!r}")
-        if any(s < 0 for s in shape) or int(np.prod(shape)) * np.dtype(dt).itemsize != nbytes:
-            raise ModelFileError(f"{where}: array {name!r} shape {shape} does not match its size")
-        start = data_start + off
-        needed = max(needed, start + nbytes)
-        arrays[name] = (start, dt, shape, nbytes)
-    if needed + 4 > len(buf):
-        raise ModelFileError(f"{where} is truncated: {len(buf)} bytes, arrays need {needed + 4}")
-
-    def verify():
-        crc = crc_job.result()
-        if crc != stored_crc:
-            raise ModelFileError(f"{where} is corrupted (checksum mismatch: stored "
-                                 f"{stored_crc:#010x}, computed {crc:#010x})")
-
-    out = {}
-    for name, (start, dt, shape, nbytes) in arrays.items():
-        arr = np.frombuffer(buf, dtype=dt, count=int(np.prod(shape)), offset=start).reshape(shape)
-        # Small arrays are copied (so that a kept small array does not pin the
-        # whole file in memory); large ones are returned as writable
-        # (copy-on-write) views of the map, which the estimators copy into
-        # their tables anyway.
-        out[name] = arr.copy() if nbytes < (1 << 20) else arr
-    return header, out, buf, verify
+    with _ModelFile(path, eager_bytes=0, whole_bytes=0) as mf:
+        mf.verify()
+        sha = hashlib.sha256()
+        buf = np.empty(min(8 << 20, max(1, mf.size)), dtype=np.uint8)
+        pos = 0
+        while pos < mf.size:
+            got = pread_into(mf.fd, buf, pos)
+            if got == 0:
+                raise SizeError(f"{mf.where} is truncated (it changed while being read)")
+            sha.update(buf[:got])
+            pos += got
+        prefix = bytearray(_PREFIX.size)
+        pread_into(mf.fd, prefix, 0)
+        major, minor = _PREFIX.unpack(bytes(prefix))[1:3]
+        shapes = {k: (tuple(v.shape), np.dtype(v.dtype).name) for k, v in mf.arrays.items()}
+        facts = {"format_version": f"{major}.{minor}", "file_bytes": mf.size,
+                 "crc32": f"{mf.stored_crc:08x}", "sha256": sha.hexdigest()}
+        return mf.header, shapes, facts
 
 
 def load(path, scoring_only=False):
@@ -294,7 +220,10 @@ def load(path, scoring_only=False):
 
     Returns a fitted estimator of the class that was saved.  Raises
     :class:`cfm.ModelFileError` (a ValueError) when the file is truncated,
-    corrupted, not a cfm model, or written by a newer major format version.
+    corrupted, not a cfm model (or not a regular file), invalid, or written
+    by a newer major format version; OSError for I/O errors (a missing file,
+    a directory, an unreadable disk).  See the module docstring for what is
+    checked.
 
     ``scoring_only=True`` (what ``cfm predict`` uses) leaves out what only
     training needs: an FFM's factor table is then kept without its AdaGrad
@@ -302,25 +231,18 @@ def load(path, scoring_only=False):
     memory (same predictions).  Such a model predicts but cannot be trained
     further or saved; load it again without the option for that.
     """
-    header, arrays, buf, verify = _read_model_file(path)
-    try:
+    with _ModelFile(path) as mf:
         try:
-            model = _build(path, header, arrays, scoring_only)
-        except BaseException:
-            verify()  # a corrupted file is reported as such
+            model = _build(path, mf.header, mf.arrays, scoring_only)
+            mf.verify()
+        except ModelFileError as exc:
+            err = mf.corruption(exc)  # a corrupted file is reported as such
+            if err is not None:
+                raise err from exc
             raise
-        verify()
+        finally:
+            mf.arrays.clear()
         return model
-    finally:
-        # The model holds copies: unmap the file now rather than at garbage
-        # collection (a view still alive would keep the map open instead).
-        arrays.clear()
-        close = getattr(buf, "close", None)
-        if close is not None:
-            try:
-                close()
-            except BufferError:
-                pass
 
 
 def _build(path, header, arrays, scoring_only):
@@ -344,6 +266,6 @@ def _build(path, header, arrays, scoring_only):
         model._import_state(header, arrays)
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
         raise ModelFileError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
     return model

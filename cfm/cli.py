@@ -264,13 +264,50 @@ def _check_input(path, what="file"):
 
 
 def _is_model_file(path):
+    """True when ``path`` is a regular file starting with a cfm model's magic
+    bytes (a pipe or device is not opened for reading: nothing is consumed)."""
+    from ._files import open_regular, pread_into
     from ._io import MAGIC
 
     try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
+        fd, _ = open_regular(path)
+    except (OSError, ValueError):
+        return False
+    try:
+        head = bytearray(len(MAGIC))
+        return pread_into(fd, head, 0) == len(MAGIC) and bytes(head) == MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
+
+
+def _check_model_path(path):
+    """A model path must name an existing regular file (a FIFO or a device
+    would block or never end)."""
+    import stat
+
+    from ._files import _kind
+    from .exceptions import ModelFileError
+
+    _check_input(path, "model file")
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{path} is {_kind(mode)}, not a model file (only regular files "
+                             "are read)")
+
+
+def _check_output(path, inputs, what="-o/--output"):
+    """Refuse an empty output path or one naming an input file (it would be
+    replaced by the output)."""
+    from ._files import same_file
+
+    if path == "":
+        raise UsageError(f"{what} must not be empty")
+    for name in inputs:
+        if name not in (None, "-") and os.path.exists(path) and same_file(path, name):
+            raise UsageError(f"{what} {path} is the input file {name}: it would be "
+                             "overwritten; choose another output path")
 
 
 def _check_data_file(path):
@@ -290,7 +327,7 @@ def _load_model(path, xlearn=None, scoring_only=False):
     from . import _io
     from .exceptions import ModelFileError
 
-    _check_input(path, "model file")
+    _check_model_path(path)
     try:
         return _io.load(path, scoring_only=scoring_only)
     except ModelFileError as exc:
@@ -300,8 +337,16 @@ def _load_model(path, xlearn=None, scoring_only=False):
             from .xlearn import load_xlearn
         except ImportError:
             raise exc from None
+        from .xlearn import FieldsNeeded
+
         try:
             model = load_xlearn(path, **(xlearn or {}))
+        except FieldsNeeded as exc2:
+            raise ValueError(f"{path} is an xLearn FFM model with {exc2.n_fields} fields; cfm "
+                             "needs the field of each feature, which xLearn's TXT model does "
+                             "not record: pass --xlearn-fields FILE, a libffm data file (e.g. "
+                             "the training file) whose first field for each feature is taken"
+                             ) from None
         except (ModelFileError, ValueError) as exc2:
             raise ModelFileError(f"{path} is neither a cfm model file nor an xLearn TXT model "
                                  f"({exc2})") from None
@@ -372,6 +417,10 @@ def cmd_train(args, log):
         _check_data_file(args.validate)
         if args.validate == "-":
             raise UsageError("--validate must be a file")
+    _check_output(args.output, [args.train, args.validate])
+    from ._files import check_writable
+
+    check_writable(args.output)  # before training, not after the last epoch
 
     k = 0 if args.model == "lr" else (args.factors if args.factors is not None
                                       else (4 if args.model == "ffm" else 8))
@@ -468,7 +517,9 @@ def cmd_predict(args, log):
     if args.xlearn_fields is not None:
         _check_data_file(args.xlearn_fields)
         xl["fields"] = args.xlearn_fields
-    cfm_model = _is_model_file(args.model)  # else _load_model checks the path
+    _check_output(args.output, [args.data, args.model, args.xlearn_fields])
+    _check_model_path(args.model)
+    cfm_model = _is_model_file(args.model)
     model = None if cfm_model else _load_model(args.model, xl, scoring_only=True)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
@@ -525,43 +576,37 @@ def cmd_convert(args, log):
 
 
 def _model_summary(path):
-    import hashlib
-    import struct
+    from ._io import FORMAT_VERSION, describe_model_file
 
-    from ._io import FORMAT_VERSION, _PREFIX, read_model_file
-
-    header, arrays = read_model_file(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    major, minor = _PREFIX.unpack_from(raw)[1:3]
-    (crc,) = struct.unpack_from("<I", raw, len(raw) - 4)
-    task = header.get("task")
+    # validated and checksum-verified, read in bounded memory
+    header, shapes, facts = describe_model_file(path)
+    classes = header.get("classes")
     out = {
         "file": os.fspath(path),
-        "kind": header.get("kind"),
-        "model": ("lr" if header.get("kind") == "fm" and header.get("n_factors") == 0
-                  else header.get("kind")),
-        "estimator": header.get("estimator"),
-        "task": task,
-        "n_features": header.get("n_features"),
-        "n_factors": header.get("n_factors"),
+        "kind": header["kind"],
+        "model": ("lr" if header["kind"] == "fm" and header["n_factors"] == 0
+                  else header["kind"]),
+        "estimator": header["estimator"],
+        "task": header["task"],
+        "n_features": header["n_features"],
+        "n_factors": header["n_factors"],
         "n_fields": header.get("n_fields"),
-        "dtype": header.get("dtype"),
-        "solver": header.get("solver"),
-        "normalize": header.get("normalize"),
-        "classes": (header.get("classes") or {}).get("values"),
+        "dtype": header["dtype"],
+        "solver": header["solver"],
+        "normalize": header["normalize"],
+        "classes": classes["values"] if classes else None,
         "n_epochs": header.get("n_epochs_"),
         "best_epoch": header.get("best_epoch_"),
         "input_zero_based": header.get("input_zero_based"),
         "params": header.get("params", {}),
         "history": header.get("history", []),
         "cfm_version": header.get("cfm_version"),
-        "format_version": f"{major}.{minor}",
+        "format_version": facts["format_version"],
         "reader_format_version": f"{FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}",
-        "file_bytes": len(raw),
-        "crc32": f"{crc:08x}",
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "file_bytes": facts["file_bytes"],
+        "crc32": facts["crc32"],
+        "sha256": facts["sha256"],
+        "arrays": {k: {"shape": list(shape), "dtype": dt} for k, (shape, dt) in shapes.items()},
     }
     return out
 
@@ -581,7 +626,7 @@ def _cache_summary(path):
 def cmd_info(args, log):
     from . import data as cfm_data
 
-    _check_input(args.model, "model file")
+    _check_model_path(args.model)
     if cfm_data._is_cache(args.model):
         s = _cache_summary(args.model)
     else:

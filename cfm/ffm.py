@@ -10,7 +10,8 @@ contract and model files as the FM estimators (see :mod:`cfm.models`).
 import numpy as np
 
 from . import _ffm, _utils
-from ._base import ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table, _copy_rows
+from ._base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table, _as_array,
+                    _check_width, _copy_rows, _each_block, _Tables)
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 
@@ -209,6 +210,22 @@ class _FFMMixin:
         if self.solver == "adagrad":
             self._lin[:, 1] = ADAGRAD_INIT
         self._init_common(n_features, y, sample_weight)
+        self._publish()
+
+    def _publish(self):
+        """Publish the tables for prediction (see cfm._base._Tables), after
+        checking what the scoring kernel relies on: one record offset per
+        column, every record inside a row of the factor table."""
+        V, lin, foff, kp = self._V, self._lin, self._foff, self._kp
+        n = V.shape[0]
+        if V.ndim != 2 or lin.ndim != 2 or lin.shape[0] != n or lin.shape[1] < 1 \
+                or foff.shape != (n,) or foff.dtype != np.int32 or self._w0_state.shape != (3,) \
+                or not 1 <= kp <= MAX_FACTORS + 8 \
+                or (n and (int(foff.min()) < 0 or int(foff.max()) + kp > V.shape[1])):
+            raise RuntimeError("inconsistent FFM tables")  # a bug, never bad input
+        self._tables = _Tables(n_features=n, foff=foff, lin=lin, V=V, w0_state=self._w0_state,
+                               kp=kp, normalize=bool(self._normalize), samples=None)
+        return self._tables
 
     def _set_layout(self, rec_off, width):
         self._rec_off, self._row_width = rec_off, int(width)
@@ -277,12 +294,15 @@ class _FFMMixin:
         seed = int(self._rng.integers(2**63)) if self._half else 0
         return _ffm.ffm_train_epoch(*args, seed)
 
-    def _decision(self, Xc, n_threads=None):
+    def _decision(self, Xc, n_threads=None, tables=None):
+        t = self._current_tables() if tables is None else tables  # one consistent set
+        _check_width(Xc, t)
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
         out = np.empty(Xc.n_rows, dtype=np.float64)
-        _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self._foff, self._lin, self._kernel_V,
-                float(self._w0_state[0]), self._kp, 1, self._normalize, out,
+        V = t.V.view(np.uint16) if t.V.dtype == np.float16 else t.V
+        _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, t.foff, t.lin, V,
+                float(t.w0_state[0]), t.kp, 1, t.normalize, out,
                 n_threads, self._max_nnz(Xc))
         return out
 
@@ -329,7 +349,8 @@ class _FFMMixin:
         dtype = self._import_params(header)
         n, k, nf = int(header["n_features"]), int(header["n_factors"]), int(header["n_fields"])
         solver = header["solver"]
-        if solver not in SOLVERS or n < 1 or not 1 <= k <= MAX_FACTORS or nf < 1:
+        if solver not in ("sgd", "adagrad", "ftrl") or n < 1 or not 1 <= k <= MAX_FACTORS \
+                or nf < 1:
             raise ValueError(f"bad solver/shape in header: {solver!r}, {n}, {k}, {nf}")
         kp = _padded_k(k, dtype)
         ks = _record_size(kp, solver, dtype)
@@ -341,23 +362,27 @@ class _FFMMixin:
             if arrays[name].shape != shape or arrays[name].dtype != dt:
                 raise ValueError(f"array {name!r} has shape {arrays[name].shape} and dtype "
                                  f"{arrays[name].dtype}, expected {shape} and {np.dtype(dt)}")
-        fields = arrays["fields"]
+        fields = np.ascontiguousarray(_as_array(arrays["fields"]), dtype=np.int32)
         if fields.min() < 0 or fields.max() >= nf:
             raise ValueError("field ids in the file are out of range")
         self._lin = _lin_table(n, solver, dtype)
-        self._lin[:, :_lin_width(solver)] = arrays["lin"]
-        self.fields_ = np.ascontiguousarray(fields, dtype=np.int32)
+        _copy_rows(self._lin[:, :_lin_width(solver)], arrays["lin"])
+        self.fields_ = fields
         self.n_fields_ = nf
-        records = arrays["V"].reshape(n, nf, ks)
+        ks_file = ks
         if getattr(self, "_scoring_only", False):
             # scoring only: the vectors without their AdaGrad slots (ks = kp)
             ks = kp
         self._set_layout(*_layout(nf, ks, dtype))
         # zeroed (free for a large table), so that any padding is 0
         self._V = _aligned_table(n, self._row_width, dtype)
-        _set_records(self._V, self._rec_off, nf, ks, records[:, :, :ks])
+        # the file's records, a block of rows at a time as they are read
+        V, rec_off = self._V, self._rec_off
+        _each_block(arrays["V"], lambda i, j, rows: _set_records(
+            V[i:j], rec_off, nf, ks, rows.reshape(j - i, nf, ks_file)[:, :, :ks]))
         self._k, self._kp, self._ks, self._solver = k, kp, ks, solver
         self._import_common(header, arrays, n)
+        self._publish()
 
 
 _DTYPE_DOC = """

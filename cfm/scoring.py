@@ -36,6 +36,7 @@ classifiers (``raw=True``: log-odds), predicted values for regressors.
 """
 import os
 import queue
+import sys
 import threading
 import time
 
@@ -44,6 +45,7 @@ import numpy as np
 from ._lazy import sparse as sp
 from . import _fastparse, _format
 from . import data as cfm_data
+from ._files import atomic_output
 from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
 from .exceptions import DataFormatError
@@ -534,17 +536,10 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     blocks = _blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
                      zero_based, format)
     own_file = not _is_fileobj(out_path)
-    tmp = None
-    if own_file:
-        out_name = os.fspath(out_path)
-        regular = not os.path.exists(out_name) or os.path.isfile(out_name)
-        tmp = f"{out_name}.tmp{os.getpid()}" if regular else None
-        try:
-            fh = open(tmp or out_name, "wb", buffering=1 << 20)
-        except OSError as exc:
-            raise OSError(f"cannot write {out_name}: {exc.strerror or exc}") from None
-    else:
-        fh = out_path
+    # a path: written through a unique temporary file renamed at the end (a
+    # device or FIFO is written in place; see cfm._files.atomic_output)
+    output = atomic_output(out_path) if own_file else None
+    fh = output.__enter__() if own_file else out_path
     reader = _Prefetch(lambda: blocks, depth=2)
     writer = None
     n_rows = ignored = 0
@@ -553,13 +548,14 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     ok = False
     try:
         model = get_model()  # while the reader parses the first blocks
+        tables = model._current_tables()  # one consistent set for the whole file
         writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
-            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, model.n_features_in_))
+            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
             # the parser and the formatter use the cores meanwhile: the kernels
             # hand out chunks of rows, so a thread the OS sets aside costs little
-            s = model._decision(Xc, n_threads) if b.n_rows else np.zeros(0)
+            s = model._decision(Xc, n_threads, tables=tables) if b.n_rows else np.zeros(0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows
@@ -569,9 +565,8 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
                 scores.append(s)
         writer.finish()
         if own_file:
-            fh.close()
-            if tmp is not None:
-                os.replace(tmp, out_name)
+            done, output = output, None
+            done.__exit__(None, None, None)  # closes and renames onto out_path
         else:
             fh.flush()
         ok = True
@@ -580,10 +575,10 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
         if not ok:
             if writer is not None:
                 writer.abort()
-            if own_file:
-                fh.close()
-                if tmp is not None and os.path.exists(tmp):
-                    os.remove(tmp)
+            if output is not None:  # removes the temporary file
+                exc = sys.exc_info()
+                output.__exit__(*(exc if exc[0] is not None else
+                                  (RuntimeError, RuntimeError("aborted"), None)))
     stats = {"n_rows": n_rows, "ignored_values": ignored,
              "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
              "score_s": score_s, "write_s": writer.busy, "threads": n_threads}

@@ -50,6 +50,7 @@ import numpy as np
 
 from . import _fm
 from ._base import ADAGRAD_INIT, MAX_FACTORS
+from ._files import open_regular
 from ._io import MAGIC, _encode_labels
 from ._validation import effective_n_threads
 from .exceptions import ModelFileError
@@ -60,7 +61,24 @@ __all__ = ["load_xlearn", "is_xlearn_txt", "XLearnFMClassifier", "XLearnFMRegres
 
 _TASKS = {"binary": "binary", "reg": "reg", "regression": "reg", "classification": "binary"}
 _KINDS = ("auto", "lr", "fm", "ffm")
-_KEY = re.compile(r"(bias|i_(\d+)|v_(\d+)(?:_(\d+))?)\Z")
+# ids of at most 18 digits (int64); longer ones are malformed lines
+_KEY = re.compile(r"(bias|i_(\d{1,18})|v_(\d{1,18})(?:_(\d{1,18}))?)\Z")
+
+
+# Largest xLearn TXT model read (bytes): about 10**8 parameters.
+MAX_TXT_BYTES = 4 << 30
+
+
+class FieldsNeeded(ValueError):
+    """An xLearn FFM model was loaded without ``fields`` (the TXT model does
+    not record the field of each feature)."""
+
+    def __init__(self, n_fields):
+        self.n_fields = n_fields
+        super().__init__(
+            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
+            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
+            "n_features field ids, or the path(s) of libffm data file(s) to take them from")
 
 
 # --------------------------------------------------------------------------
@@ -79,14 +97,16 @@ class _XLearnFMNorm:
 
     _xlearn_norm = True
 
-    def _decision(self, Xc, n_threads=None):
+    def _decision(self, Xc, n_threads=None, tables=None):
+        t = self._current_tables() if tables is None else tables  # one consistent set
         if n_threads is None:
             n_threads = effective_n_threads(self.n_jobs)
-        full = super()._decision(Xc, n_threads)  # normalize=True (checked at import)
-        if self._k == 0 or Xc.n_rows == 0:
+        # normalize=True (checked at import); validates Xc against t
+        full = super()._decision(Xc, n_threads, tables=t)
+        if t.k == 0 or Xc.n_rows == 0:
             return full
         lin = np.empty(Xc.n_rows, dtype=np.float64)
-        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self._table, float(self._w0_state[0]),
+        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, t.table, float(t.w0_state[0]),
                        0, True, lin, n_threads)
         sq = np.square(Xc.data, dtype=np.float64)
         starts = Xc.indptr[:-1]
@@ -249,15 +269,25 @@ def _parse_fast(raw):
     return bias, w, arr[:, 1:], "fm"
 
 
+def _read_bounded(where):
+    """The bytes of a regular file, read up to the size it had when opened
+    (a FIFO or a device is refused before reading)."""
+    try:
+        fd, size = open_regular(where, "an xLearn TXT model")
+    except IsADirectoryError:
+        raise ModelFileError(f"{where!r} is a directory, not an xLearn TXT model") from None
+    with os.fdopen(fd, "rb") as f:
+        if size > MAX_TXT_BYTES:
+            raise ModelFileError(f"{where!r}: {size} bytes is larger than any xLearn TXT model "
+                                 f"cfm reads ({MAX_TXT_BYTES >> 30} GiB)")
+        return f.read(size)  # at most the size it had when opened
+
+
 def _parse_txt(path):
     """Parse an xLearn TXT model; return (bias, w, V, kind) with V of shape
     (n, k) for FM, (n, n_fields, k) for FFM, None for LR."""
     where = os.fspath(path)
-    try:
-        with open(where, "rb") as f:
-            raw = f.read()
-    except IsADirectoryError:
-        raise ModelFileError(f"{where!r} is a directory, not an xLearn TXT model") from None
+    raw = _read_bounded(where)
     if raw.startswith(MAGIC):
         raise ModelFileError(f"{where!r} is a cfm model file, not an xLearn TXT model: "
                              "load it with cfm.load")
@@ -358,15 +388,17 @@ def _parse_lines(text, where):
         raise ModelFileError(f"{where!r} is not an xLearn TXT model (no 'bias:' line)")
     if not lin:
         raise ModelFileError(f"{where!r}: no linear weights ('i_<feature>:' lines)")
+    # every id below the largest needs its own line: sizes are bounded by the
+    # number of lines, and the first missing id is found without a range of ids
     n = max(lin) + 1
     if len(lin) != n:
-        missing = min(set(range(n)) - set(lin))
-        raise ModelFileError(f"{where!r}: incomplete model, no line for 'i_{missing}' "
-                             f"({len(lin)} linear weights for {n} features)")
+        raise ModelFileError(f"{where!r}: incomplete model, no line for "
+                             f"'i_{_first_missing(lin)}' ({len(lin)} linear weights, but "
+                             f"feature ids up to {n - 1})")
     w = np.array([lin[j] for j in range(n)], dtype=np.float64)
     if fm:
         if max(fm) >= n or len(fm) != n:
-            bad_j = max(fm) if max(fm) >= n else min(set(range(n)) - set(fm))
+            bad_j = max(fm) if max(fm) >= n else _first_missing(fm)
             raise ModelFileError(f"{where!r}: factor vectors do not match the {n} linear "
                                  f"weights (feature {bad_j})")
         V = np.array([fm[j] for j in range(n)], dtype=np.float64).reshape(n, k)
@@ -374,15 +406,33 @@ def _parse_lines(text, where):
     if ffm:
         nf = max(f for _, f in ffm) + 1
         if max(j for j, _ in ffm) >= n or len(ffm) != n * nf:
-            missing = [(j, f) for j in range(n) for f in range(nf) if (j, f) not in ffm]
-            what = f"no line for 'v_{missing[0][0]}_{missing[0][1]}'" if missing else \
-                "vectors for features without a linear weight"
+            if max(j for j, _ in ffm) >= n:
+                what = "vectors for features without a linear weight"
+            else:
+                j, f = _first_missing(ffm, nf)
+                what = f"no line for 'v_{j}_{f}'"
             raise ModelFileError(f"{where!r}: incomplete FFM model ({n} features, {nf} "
                                  f"fields): {what}")
         V = np.array([ffm[(j, f)] for j in range(n) for f in range(nf)],
                      dtype=np.float64).reshape(n, nf, k)
         return bias, w, V, "ffm"
     return bias, w, None, "lr"
+
+
+def _first_missing(keys, n_fields=None):
+    """The smallest id (or (feature, field) pair, in row-major order over
+    ``n_fields`` fields) absent from ``keys``; time and memory in
+    O(len(keys)), whatever the ids' values."""
+    if n_fields is None:
+        ids = sorted(keys)
+    else:
+        ids = sorted(j * n_fields + f for j, f in keys)
+    expect = 0
+    for i in ids:
+        if i != expect:
+            break
+        expect += 1
+    return expect if n_fields is None else divmod(expect, n_fields)
 
 
 def _fields_from_files(paths, n_features):
@@ -410,10 +460,7 @@ def _infer_fields(fields, n_features, n_fields):
     """Field id of each column: an array-like, or the first field each
     feature has in one or more libffm data files."""
     if fields is None:
-        raise ValueError(
-            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
-            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
-            "n_features field ids, or the path(s) of libffm data file(s) to take them from")
+        raise FieldsNeeded(n_fields)
     if isinstance(fields, (str, os.PathLike)):
         arr = _fields_from_files([fields], n_features)
     elif isinstance(fields, (list, tuple)) and fields and all(
@@ -447,10 +494,11 @@ def is_xlearn_txt(path):
     accept several model formats (e.g. a command line), before
     :func:`load_xlearn`."""
     try:
-        with open(os.fspath(path), "rb") as f:
-            head = f.read(256)
-    except OSError:
+        fd, _ = open_regular(os.fspath(path), "an xLearn TXT model")  # a FIFO: not read
+    except (OSError, ModelFileError):
         return False
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(256)
     first = head.split(b"\n", 1)[0].strip()
     if not first.startswith(b"bias:"):
         return False
