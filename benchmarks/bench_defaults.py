@@ -332,6 +332,36 @@ class XLearnGrid:
         return dt, np.loadtxt(out, dtype=np.float64, ndmin=1)
 
     def run(self, ds, model, threads, n_seeds, lrs, norms, epochs):
+        """The grid in a forked child process: xLearn segfaults on some inputs
+        (seen on w8a), which must cost one table cell, not the whole run."""
+        import multiprocessing as mp
+
+        ds.repeats()  # build the splits here: the child inherits them
+        ctx = mp.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+
+        def child():
+            try:
+                send.send(("ok", self._run(ds, model, threads, n_seeds, lrs, norms, epochs)))
+            except BaseException as exc:  # noqa: BLE001 - reported by the parent
+                send.send(("error", f"{type(exc).__name__}: {exc}"))
+            finally:
+                send.close()
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        send.close()
+        try:
+            status, value = recv.recv()
+        except EOFError:
+            status, value = "error", None
+        proc.join()
+        if status != "ok":
+            raise RuntimeError(value or f"xLearn's process died (exit code {proc.exitcode}; "
+                               "-11 is a segmentation fault)")
+        return value
+
+    def _run(self, ds, model, threads, n_seeds, lrs, norms, epochs):
         # xLearn has no seed parameter: model seeds add nothing, one run per repeat
         reps = repeats_of(ds)
         files = [[self._write(s, model, f"r{r}f{f}") for f, s in enumerate(folds)]
@@ -414,7 +444,7 @@ def run_dataset(ds, args, xl, log=print):
     return rows
 
 
-def run(args, log=print):
+def run(args, log=print, on_dataset=None):
     """Every data set x model; returns (rows, metadata)."""
     sets = rd.load_all(args.data_dir, args.only, include_synthetic=args.synthetic,
                        synthetic_rows=args.synthetic_rows)
@@ -435,6 +465,9 @@ def run(args, log=print):
             log(f"[{ds.name}] {ds.note}")
             rows += run_dataset(ds, args, xl, log)
             ds.release()
+            if on_dataset is not None:
+                on_dataset(rows, {"unknown_files": unknown, "seconds": time.perf_counter() - t0,
+                                  "notes": {d.name: d.note for d in sets}})
     finally:
         if xl is not None:
             xl.close()
@@ -547,6 +580,26 @@ def render(rows, meta, args, machine):
     return "\n".join(out) + "\n"
 
 
+def merge_rows(rows):
+    """One row per (data set, model): rows of several partial runs merged, the
+    later run's cfm figures and each library's grid replacing earlier ones."""
+    out = {}
+    for r in rows:
+        key = (r.dataset, r.model)
+        if key not in out:
+            out[key] = r
+            continue
+        m = out[key]
+        m.grid.update(r.grid)
+        if r.defaults is not None:
+            m.defaults, m.fixed10 = r.defaults, r.fixed10
+        m.n_rows = r.n_rows or m.n_rows
+        if r.auc_se == r.auc_se:
+            m.auc_se = r.auc_se
+        m.error = r.error or m.error
+    return list(out.values())
+
+
 def rows_to_json(rows):
     return [dataclasses.asdict(r) for r in rows]
 
@@ -582,8 +635,9 @@ def parse_args(argv=None):
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    ap.add_argument("--render", type=Path, default=None,
-                    help="only re-render the Markdown from a --json file")
+    ap.add_argument("--render", type=Path, nargs="+", default=None,
+                    help="only re-render the Markdown from --json file(s) (rows of several "
+                         "partial runs are merged in order)")
     ap.add_argument("--strict", action="store_true",
                     help="exit with status 2 when the data folder has files no loader reads")
     ap.add_argument("--raise-errors", action="store_true")
@@ -611,12 +665,32 @@ def main(argv=None):
         print(msg, file=sys.stderr, flush=True)
 
     if args.render:
-        doc = json.loads(args.render.read_text())
-        md = render(rows_from_json(doc["rows"]), doc["meta"], args, doc["machine"])
+        rows, meta, machine = [], {"unknown_files": [], "seconds": 0.0, "notes": {}}, None
+        for path in args.render:
+            doc = json.loads(path.read_text())
+            rows += rows_from_json(doc["rows"])
+            meta["seconds"] += doc["meta"]["seconds"]
+            meta["notes"].update(doc["meta"]["notes"])
+            meta["unknown_files"] = doc["meta"]["unknown_files"]
+            machine = machine or doc["machine"]
+        rows = merge_rows(rows)
+        order = [d.name for d in rd.catalogue(args.data_dir, include_synthetic=True)]
+        rows.sort(key=lambda r: order.index(r.dataset) if r.dataset in order else len(order))
+        meta["notes"] = {n: meta["notes"][n] for n in order if n in meta["notes"]}
+        md = render(rows, meta, args, machine)
+        if args.json:  # the merged rows
+            args.json.write_text(json.dumps({"rows": rows_to_json(rows), "meta": meta,
+                                             "machine": machine}, default=float))
     else:
         machine = machine_info(args.threads)
         log("\n".join(machine))
-        rows, meta = run(args, log)
+
+        def save(rows, meta):  # after every data set: a crash keeps what was measured
+            if args.json:
+                args.json.write_text(json.dumps({"rows": rows_to_json(rows), "meta": meta,
+                                                 "machine": machine}, default=float))
+
+        rows, meta = run(args, log, save)
         if hasattr(os, "getloadavg"):
             machine.append("- Load average at end: "
                            + " ".join(f"{x:.2f}" for x in os.getloadavg()))

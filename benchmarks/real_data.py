@@ -31,7 +31,7 @@ criteo1tb-day0         binary   one repeat of seeded stratified 5-fold CV
 deepctr-criteo         binary   5 repeats of seeded stratified 5-fold CV
 deepctr-avazu          binary   5 repeats of seeded stratified 5-fold CV
 deepctr-movielens      rating   5 repeats of seeded 5-fold CV
-synthetic-1m           binary   1M / 200k rows from benchmarks/datasets.py
+synthetic-1000k        binary   1M / 200k rows from benchmarks/datasets.py
                                 (only with ``include_synthetic=True``)
 =====================  =======  ===============================================
 
