@@ -421,15 +421,23 @@ def run_dataset(ds, args, xl, log=print):
                 if lib == "modern_fm" and model == "ffm":
                     continue
                 t = time.perf_counter()
-                if lib == "cfm":
-                    g = run_cfm_grid(ds, model, args.threads, args.seeds, args.lr_grid,
-                                     args.norm_grid, args.epoch_grid)
-                elif lib == "modern_fm":
-                    g = run_modern_fm_grid(ds, model, args.threads, args.seeds, args.lr_grid,
-                                           args.norm_grid, args.epoch_grid)
-                else:
-                    g = xl.run(ds, model, args.threads, args.seeds, args.lr_grid,
-                               args.norm_grid, args.epoch_grid)
+                try:
+                    if lib == "cfm":
+                        g = run_cfm_grid(ds, model, args.threads, args.seeds, args.lr_grid,
+                                         args.norm_grid, args.epoch_grid)
+                    elif lib == "modern_fm":
+                        g = run_modern_fm_grid(ds, model, args.threads, args.seeds, args.lr_grid,
+                                               args.norm_grid, args.epoch_grid)
+                    else:
+                        g = xl.run(ds, model, args.threads, args.seeds, args.lr_grid,
+                                   args.norm_grid, args.epoch_grid)
+                except Exception as exc:  # noqa: BLE001 - one library's failure, reported
+                    row.error = (row.error + "; " if row.error else "") + \
+                        f"{lib}: {type(exc).__name__}: {exc}"
+                    log(f"  {model}: {lib} ERROR {type(exc).__name__}: {exc}")
+                    if args.raise_errors:
+                        raise
+                    continue
                 row.grid[lib] = g
                 key, cell = row.best(lib)
                 log(f"  {model}: {lib:9s} best of grid {ds.metric} "
