@@ -87,6 +87,31 @@ from cfm._common cimport (
     splitmix64, row_scale, loss_value, loss_grad, fsqrt,
 )
 
+cdef extern from "cfm_deepfm.h" nogil:
+    void cfm_bias_relu_f(float* h, const float* b, Py_ssize_t n, Py_ssize_t d)
+    void cfm_bias_relu_d(double* h, const double* b, Py_ssize_t n, Py_ssize_t d)
+    void cfm_relu_back_f(float* g, const float* h, Py_ssize_t n, float s)
+    void cfm_relu_back_d(double* g, const double* h, Py_ssize_t n, double s)
+    void cfm_out_back_f(float* g, const float* w, const float* h, Py_ssize_t d, float a, float s)
+    void cfm_out_back_d(double* g, const double* w, const double* h, Py_ssize_t d, double a,
+                        double s)
+    double cfm_dot_f(const float* h, const float* w, Py_ssize_t d)
+    double cfm_dot_d(const double* h, const double* w, Py_ssize_t d)
+    void cfm_axpy_f(float* acc, const float* row, Py_ssize_t d, float a)
+    void cfm_axpy_d(double* acc, const double* row, Py_ssize_t d, double a)
+    void cfm_add_f(float* acc, const float* row, Py_ssize_t d)
+    void cfm_add_d(double* acc, const double* row, Py_ssize_t d)
+    void cfm_adam_f(float* p, float* m, float* s, const float* g, Py_ssize_t n, float l2,
+                    float b1, float b2, float ob1, float ob2, float step, float c2, float eps)
+    void cfm_adam_d(double* p, double* m, double* s, const double* g, Py_ssize_t n, double l2,
+                    double b1, double b2, double ob1, double ob2, double step, double c2,
+                    double eps)
+    void cfm_adagrad_f(float* p, float* G, const float* g, Py_ssize_t n, float l2, float lr,
+                       float eps)
+    void cfm_adagrad_d(double* p, double* G, const double* g, Py_ssize_t n, double l2,
+                       double lr, double eps)
+
+
 # Optimizer codes of this module (OPT_ADAGRAD is shared with _common.pxd).
 cdef enum:
     OPT_ADAM = 3
@@ -100,17 +125,27 @@ LOGISTIC = LOSS_LOGISTIC
 cdef enum:
     PF_ROWS = 2         # rows ahead whose records are prefetched
     PRED_ROWS = 256     # rows per scoring block
-    W_BLOCK = 64        # rows of W_l per dense-gradient task
+    W_BLOCK = 128       # rows of W_l per dense-gradient task
+    SLOT_CHUNK = 64     # touched rows per sparse-update work item
     N_CORR = 4096       # sparse Adam bias corrections tabulated for t <= N_CORR
     N_PHASES = 5
 
-# phase timers (seconds), returned by deepfm_train_epoch
+# phase timers (seconds; CPU seconds with one thread), returned by
+# deepfm_train_epoch.  With several threads, gather + MLP run as one loop (timed
+# as "mlp"), and the dense and sparse updates share one dynamically scheduled
+# loop (timed as "dense_update").
 PHASES = ("index", "gather", "mlp", "dense_update", "sparse_update")
 
 
-cdef inline double now() noexcept nogil:
+cdef extern from "<time.h>" nogil:
+    int CLOCK_THREAD_CPUTIME_ID
+
+
+cdef inline double now(int nt) noexcept nogil:
+    """Phase clock: the calling thread's CPU time with one thread (robust on a
+    shared machine), wall time with several."""
     cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID if nt == 1 else CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + 1e-9 * ts.tv_nsec
 
 
@@ -213,11 +248,13 @@ cdef struct Ctx:
     void* gmlp                  # floating (n_mlp): dense gradients
     int32_t* slot_of            # (n_features) slot + 1 of a feature in the batch, else 0
     int64_t* uniq               # (nnz_max) feature of each slot
-    int32_t* head               # (nnz_max) first occurrence of each slot
-    int32_t* tail
-    int32_t* nxt                # (nnz_max) next occurrence of the same slot, -1 at the end
-    int32_t* occ_row            # (nnz_max) batch row of each occurrence
-    int64_t* occ_pos            # (nnz_max) CSR position of each occurrence
+    int32_t* start              # (nnz_max + 1) first occurrence of each slot, slot order
+    int32_t* occ_dst            # (nnz_max) position of each occurrence (batch order) in slot order
+    int32_t* occ_f              # (nnz_max) field of each occurrence
+    void* occ_x                 # floating (nnz_max) scaled value of each occurrence
+    int64_t* row_o              # (B_max + 1) first occurrence of each batch row
+    void* gocc                  # floating (nnz_max, k + 2): per occurrence, slot order:
+                                #   [g x, g x^2, g x s + x dH_0[field]]
     const int64_t* tasks        # (n_tasks, 3): kind (0 W block, 1 bias, 2 w_out), layer, first row
     Py_ssize_t chunk_rows
     void* gtab                  # OPT_GRAD: floating (n_features, k + 1) gradients out
@@ -226,12 +263,15 @@ cdef struct Ctx:
 # --- 1. index the batch ----------------------------------------------------
 cdef Py_ssize_t index_batch(Ctx* c, const index_t* ind, Py_ssize_t b0,
                             Py_ssize_t nb) noexcept nogil:
-    """Give every feature of the batch a slot (first-occurrence order) and
-    link its occurrences in batch order.  Returns the number of slots."""
+    """Give every feature of the batch a slot (first-occurrence order); lay
+    the occurrences out by slot (counting sort, batch order within a slot):
+    start[u] .. start[u + 1] are slot u's, occ_dst[o] is occurrence o's
+    place.  Returns the number of slots."""
     cdef Py_ssize_t rr, p, i, r, U = 0, o = 0
     cdef Py_ssize_t j
-    cdef int32_t u
+    cdef int32_t u, acc, cnt
     cdef const int64_t* P = c.indptr
+    cdef int32_t* start = c.start
     for rr in range(nb):
         if rr + 8 < nb:
             cfm_prefetch_r(&P[c.order[b0 + rr + 8]])
@@ -240,6 +280,7 @@ cdef Py_ssize_t index_batch(Ctx* c, const index_t* ind, Py_ssize_t b0,
             for p in range(P[r], P[r + 1]):
                 cfm_prefetch_w(&c.slot_of[ind[p]])
         i = c.order[b0 + rr]
+        c.row_o[rr] = o
         for p in range(P[i], P[i + 1]):
             j = ind[p]
             u = c.slot_of[j] - 1
@@ -248,14 +289,26 @@ cdef Py_ssize_t index_batch(Ctx* c, const index_t* ind, Py_ssize_t b0,
                 U += 1
                 c.slot_of[j] = u + 1
                 c.uniq[u] = j
-                c.head[u] = <int32_t>o
-            else:
-                c.nxt[c.tail[u]] = <int32_t>o
-            c.tail[u] = <int32_t>o
-            c.nxt[o] = -1
-            c.occ_row[o] = <int32_t>rr
-            c.occ_pos[o] = p
+                start[u] = 0
+            start[u] += 1                 # count, for now
+            c.occ_dst[o] = u              # slot, for now
             o += 1
+    c.row_o[nb] = o
+    # counts -> starts; then each occurrence takes the next place of its slot
+    acc = 0
+    for u in range(U):
+        cnt = start[u]
+        start[u] = acc
+        acc += cnt
+    start[U] = acc
+    for p in range(o):
+        u = c.occ_dst[p]
+        c.occ_dst[p] = start[u]
+        start[u] += 1
+    # start[u] now ends slot u: shift back
+    for u in range(U, 0, -1):
+        start[u] = start[u - 1]
+    start[0] = 0
     return U
 
 
@@ -270,10 +323,11 @@ cdef inline void prefetch_records(const index_t* ind, Py_ssize_t start, Py_ssize
 cdef inline double gather_row(const data_t* X, const index_t* ind, Py_ssize_t start,
                               Py_ssize_t end, const floating* tab, Py_ssize_t stride, int k,
                               double scale, floating* h0, Py_ssize_t d0,
-                              floating* s) noexcept nogil:
+                              floating* s, int32_t* fo, floating* xo) noexcept nogil:
     """Pool the row's embeddings by field into h0 (zeroed here) and return the
-    FM part (linear + pairwise, without w0); s[c] = sum_j v_jc x_j."""
-    cdef Py_ssize_t p, cc
+    FM part (linear + pairwise, without w0); s[c] = sum_j v_jc x_j; fo and xo
+    (if not NULL) receive the field and the scaled value of each non-zero."""
+    cdef Py_ssize_t p, cc, f
     cdef const floating* rec
     cdef floating* hp
     cdef floating xf
@@ -289,7 +343,11 @@ cdef inline double gather_row(const data_t* X, const index_t* ind, Py_ssize_t st
         x = <double>X[p] * scale
         xf = <floating>x
         lin += <double>rec[0] * x
-        hp = h0 + <Py_ssize_t>rec[k + 1] * k
+        f = <Py_ssize_t>rec[k + 1]
+        if fo != NULL:
+            fo[p - start] = <int32_t>f
+            xo[p - start] = xf
+        hp = h0 + f * k
         for cc in range(k):
             d = <double>rec[1 + cc] * x
             acc[cc] += d
@@ -316,7 +374,8 @@ cdef inline void forward_row(Ctx* c, const data_t* X, const index_t* ind, const 
     sc = row_scale(X, start, end, c.normalize)
     c.scale[rr] = sc
     c.fm[rr] = gather_row(X, ind, start, end, tab, c.stride, c.k, sc,
-                          <floating*>c.hbuf + rr * d0, d0, <floating*>c.srow + rr * c.k)
+                          <floating*>c.hbuf + rr * d0, d0, <floating*>c.srow + rr * c.k,
+                          c.occ_f + c.row_o[rr], <floating*>c.occ_x + c.row_o[rr])
 
 
 # --- 3. MLP forward / backward over a chunk of rows ------------------------
@@ -346,7 +405,6 @@ cdef void mlp_forward(Ctx* c, const floating* mlp, floating* H, const int64_t* h
     cdef Py_ssize_t r, u, din, dout
     cdef floating* Hl
     cdef const floating* b
-    cdef floating z
     cdef floating inv_keep = <floating>c.inv_keep
     for l in range(1, c.L + 1):
         din = c.dims[l - 1]
@@ -355,29 +413,52 @@ cdef void mlp_forward(Ctx* c, const floating* mlp, floating* H, const int64_t* h
         gemm(c'N', c'N', <int>dout, <int>n, <int>din, mlp + c.woff[l - 1], <int>dout,
              H + hoff[l - 1] + r0 * din, <int>din, 0, Hl, <int>dout)
         b = mlp + c.boff[l - 1]
-        for r in range(n):
-            for u in range(dout):
-                z = Hl[r * dout + u] + b[u]
-                Hl[r * dout + u] = z if z > 0 else 0
-            if train and c.drop16 > 0:
+        if floating is float:
+            cfm_bias_relu_f(Hl, b, n, dout)
+        else:
+            cfm_bias_relu_d(Hl, b, n, dout)
+        if train and c.drop16 > 0:
+            for r in range(n):
                 dropout_row(Hl + r * dout, dout, c.seed, pos0 + r0 + r, l, c.drop16, inv_keep)
 
 
 cdef inline double out_dot(const floating* h, const floating* w, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t u
-    cdef double acc = 0.0
-    for u in range(n):
-        acc += <double>h[u] * <double>w[u]
-    return acc
+    if floating is float:
+        return cfm_dot_f(h, w, n)
+    else:
+        return cfm_dot_d(h, w, n)
 
 
-cdef void chunk_fb(Ctx* c, const floating* mlp, Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t ch,
-                   double w0, double inv_wsum) noexcept nogil:
+cdef inline void occ_grads(Ctx* c, const floating* dH0, Py_ssize_t rr) noexcept nogil:
+    """Row rr's contribution to the gradient of each of its features, written
+    to the feature's place in slot order: [g x, g x^2, g x s + x dH_0[f]]
+    (then d/dw_j = sum g x and d/dv_j = sum (g x s + x dH_0[f]) - v_j sum g x^2)."""
+    cdef Py_ssize_t o, cc, k = c.k, kw = c.k + 2
+    cdef floating* G
+    cdef const floating* sr = <const floating*>c.srow + rr * k
+    cdef const floating* xs = <const floating*>c.occ_x
+    cdef const floating* dh
+    cdef floating x, gx
+    cdef floating gf = <floating>c.gi[rr]
+    for o in range(c.row_o[rr], c.row_o[rr + 1]):
+        G = <floating*>c.gocc + <Py_ssize_t>c.occ_dst[o] * kw
+        x = xs[o]
+        gx = gf * x
+        dh = dH0 + c.occ_f[o] * k
+        G[0] = gx
+        G[1] = gx * x
+        for cc in range(k):
+            G[2 + cc] = gx * sr[cc] + x * dh[cc]
+
+
+cdef void chunk_fb(Ctx* c, const data_t* X, const floating* mlp, Py_ssize_t b0, Py_ssize_t nb,
+                   Py_ssize_t ch, double w0, double inv_wsum) noexcept nogil:
     """Rows of chunk ch: MLP forward, prediction, loss and its gradient gi,
-    MLP backward down to dH_0 (all row-local: no reduction over rows)."""
+    MLP backward down to dH_0, and the rows' per-occurrence embedding
+    gradients (all row-local: no reduction over rows)."""
     cdef Py_ssize_t r0 = ch * c.chunk_rows
     cdef Py_ssize_t n = min(c.chunk_rows, nb - r0)
-    cdef Py_ssize_t r, u, rr, dl, din
+    cdef Py_ssize_t r, rr, dl, din, d0 = c.dims[0]
     cdef int l, L = c.L
     cdef floating* H = <floating*>c.hbuf
     cdef floating* G = <floating*>c.gbuf
@@ -386,7 +467,6 @@ cdef void chunk_fb(Ctx* c, const floating* mlp, Py_ssize_t b0, Py_ssize_t nb, Py
     cdef floating* GL
     cdef floating* Gp
     cdef floating inv_keep = <floating>c.inv_keep
-    cdef floating gf
     cdef double pred, sw, yi
     cdef Py_ssize_t i
     if n <= 0:
@@ -407,13 +487,13 @@ cdef void chunk_fb(Ctx* c, const floating* mlp, Py_ssize_t b0, Py_ssize_t nb, Py
         else:
             c.lossv[rr] = pred - pred      # NaN: counted as a bad row
             c.gi[rr] = 0.0
-        gf = <floating>c.gi[rr]
         # d loss / d h_L, then through the last ReLU / dropout (if hidden)
-        for u in range(dl):
-            GL[r * dl + u] = gf * wout[u]
-        if L >= 1:
-            for u in range(dl):
-                GL[r * dl + u] = GL[r * dl + u] * inv_keep if HL[r * dl + u] > 0 else 0
+        if floating is float:
+            cfm_out_back_f(GL + r * dl, wout, HL + r * dl if L >= 1 else NULL, dl,
+                           <float>c.gi[rr], inv_keep)
+        else:
+            cfm_out_back_d(GL + r * dl, wout, HL + r * dl if L >= 1 else NULL, dl,
+                           c.gi[rr], inv_keep)
     for l in range(L, 0, -1):
         dl = c.dims[l]
         din = c.dims[l - 1]
@@ -421,9 +501,22 @@ cdef void chunk_fb(Ctx* c, const floating* mlp, Py_ssize_t b0, Py_ssize_t nb, Py
         gemm(c'T', c'N', <int>din, <int>n, <int>dl, mlp + c.woff[l - 1], <int>dl,
              G + c.hoff[l] + r0 * dl, <int>dl, 0, Gp, <int>din)
         if l - 1 >= 1:
-            HL = H + c.hoff[l - 1] + r0 * din
-            for u in range(n * din):
-                Gp[u] = Gp[u] * inv_keep if HL[u] > 0 else 0
+            if floating is float:
+                cfm_relu_back_f(Gp, H + c.hoff[l - 1] + r0 * din, n * din, inv_keep)
+            else:
+                cfm_relu_back_d(Gp, H + c.hoff[l - 1] + r0 * din, n * din, inv_keep)
+    for r in range(n):
+        occ_grads(c, G + (r0 + r) * d0, r0 + r)
+
+
+cdef void chunk_rows_fb(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
+                        Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t ch, double w0,
+                        double inv_wsum) noexcept nogil:
+    """Gather / pool / FM of the rows of chunk ch, then chunk_fb on them."""
+    cdef Py_ssize_t rr
+    for rr in range(ch * c.chunk_rows, min((ch + 1) * c.chunk_rows, nb)):
+        forward_row(c, X, ind, tab, b0, nb, rr)
+    chunk_fb(c, X, <const floating*>c.mlp, b0, nb, ch, w0, inv_wsum)
 
 
 # --- 4. dense gradients and steps ------------------------------------------
@@ -432,35 +525,24 @@ cdef inline void dense_step(Ctx* c, floating* mlp, Py_ssize_t a, Py_ssize_t n,
     """Optimizer step on mlp[a:a+n] with gradient gmlp[a:a+n] (+ l2 * param)."""
     cdef floating* p = mlp + a
     cdef floating* g = <floating*>c.gmlp + a
-    cdef floating* m
-    cdef floating* s
-    cdef floating gg, mm, ss
-    cdef floating l2f = <floating>l2
-    cdef floating b1 = <floating>c.b1, b2 = <floating>c.b2
-    cdef floating ob1 = <floating>(1.0 - c.b1), ob2 = <floating>(1.0 - c.b2)
-    cdef floating step = <floating>(c.lr * c.dc1), c2 = <floating>c.dc2
-    cdef floating eps = <floating>c.eps, lr = <floating>c.lr
+    cdef floating* m = <floating*>c.mst + a if c.mst != NULL else NULL
+    cdef floating* s = <floating*>c.mst + c.n_mlp + a if c.mst != NULL else NULL
     cdef Py_ssize_t e
     if c.optimizer == OPT_GRAD:
         for e in range(n):
-            g[e] = g[e] + l2f * p[e]
+            g[e] = g[e] + <floating>l2 * p[e]
     elif c.optimizer == OPT_ADAM:
-        m = <floating*>c.mst + a
-        s = <floating*>c.mst + c.n_mlp + a
-        for e in range(n):
-            gg = g[e] + l2f * p[e]
-            mm = b1 * m[e] + ob1 * gg
-            ss = b2 * s[e] + ob2 * gg * gg
-            m[e] = mm
-            s[e] = ss
-            p[e] = p[e] - step * mm / (fsqrt(ss) * c2 + eps)
+        if floating is float:
+            cfm_adam_f(p, m, s, g, n, <float>l2, <float>c.b1, <float>c.b2, <float>(1.0 - c.b1),
+                       <float>(1.0 - c.b2), <float>(c.lr * c.dc1), <float>c.dc2, <float>c.eps)
+        else:
+            cfm_adam_d(p, m, s, g, n, l2, c.b1, c.b2, 1.0 - c.b1, 1.0 - c.b2, c.lr * c.dc1,
+                       c.dc2, c.eps)
     else:
-        m = <floating*>c.mst + a
-        for e in range(n):
-            gg = g[e] + l2f * p[e]
-            ss = m[e] + gg * gg
-            m[e] = ss
-            p[e] = p[e] - lr * gg / (fsqrt(ss) + eps)
+        if floating is float:
+            cfm_adagrad_f(p, m, g, n, <float>l2, <float>c.lr, <float>c.eps)
+        else:
+            cfm_adagrad_d(p, m, g, n, l2, c.lr, c.eps)
 
 
 cdef void dense_task(Ctx* c, floating* mlp, Py_ssize_t nb, Py_ssize_t t) noexcept nogil:
@@ -489,8 +571,10 @@ cdef void dense_task(Ctx* c, floating* mlp, Py_ssize_t nb, Py_ssize_t t) noexcep
             acc[u] = 0
         for r in range(nb):
             row = G + c.hoff[l] + r * dl
-            for u in range(dl):
-                acc[u] = acc[u] + row[u]
+            if floating is float:
+                cfm_add_f(acc, row, dl)
+            else:
+                cfm_add_d(acc, row, dl)
         dense_step(c, mlp, c.boff[l - 1], dl, 0.0)
     else:
         # d w_out = H_L^T gi, in row order
@@ -501,53 +585,45 @@ cdef void dense_task(Ctx* c, floating* mlp, Py_ssize_t nb, Py_ssize_t t) noexcep
         for r in range(nb):
             gf = <floating>c.gi[r]
             row = H + c.hoff[c.L] + r * dl
-            for u in range(dl):
-                acc[u] = acc[u] + gf * row[u]
+            if floating is float:
+                cfm_axpy_f(acc, row, dl, gf)
+            else:
+                cfm_axpy_d(acc, row, dl, gf)
         dense_step(c, mlp, c.ooff, dl, c.l2_dense)
 
 
 # --- 5. sparse gradients and steps -----------------------------------------
-cdef void sparse_slot(Ctx* c, const data_t* X, floating* tab, Py_ssize_t u) noexcept nogil:
-    """Sum the gradient of one touched row over its occurrences (batch order)
-    and step it once; clear its slot."""
+cdef void sparse_slot(Ctx* c, floating* tab, Py_ssize_t u, Py_ssize_t U) noexcept nogil:
+    """Sum the gradient of one touched row over its occurrences (contiguous,
+    batch order) and step it once; clear its slot."""
     cdef Py_ssize_t j = c.uniq[u]
     cdef floating* rec = tab + j * c.stride
     cdef int k = c.k
-    cdef Py_ssize_t d0 = c.dims[0]
-    cdef Py_ssize_t f = <Py_ssize_t>rec[k + 1]
-    cdef const floating* S = <const floating*>c.srow
-    cdef const floating* dH = <const floating*>c.gbuf      # dH_0 is G_0
-    cdef const floating* sr
-    cdef const floating* dh
-    cdef floating g[MAX_FACTORS + 1]
-    cdef floating x, gx, gg, mm, ss, step, c2, t
-    cdef floating b1, b2, ob1, ob2, eps
-    cdef floating* p
-    cdef floating* m
-    cdef floating* s
+    cdef Py_ssize_t kw = k + 2
+    cdef const floating* G = <const floating*>c.gocc + <Py_ssize_t>c.start[u] * kw
+    cdef Py_ssize_t n_occ = c.start[u + 1] - c.start[u]
+    cdef floating g[MAX_FACTORS + 2]
+    cdef floating b, t
     cdef double corr1, corr2
-    cdef Py_ssize_t cc, rr, ti
-    cdef int32_t o
-    for cc in range(k + 1):
-        g[cc] = 0
-    o = c.head[u]
-    while o >= 0:
-        rr = c.occ_row[o]
-        x = <floating>(<double>X[c.occ_pos[o]] * c.scale[rr])
-        gx = <floating>c.gi[rr] * x
-        g[0] = g[0] + gx
-        sr = S + rr * k
-        dh = dH + rr * d0 + f * k
-        for cc in range(k):
-            g[1 + cc] = g[1 + cc] + gx * (sr[cc] - rec[1 + cc] * x) + x * dh[cc]
-        o = c.nxt[o]
-    g[0] = g[0] + <floating>c.l2_w * rec[0]
+    cdef Py_ssize_t cc, q, ti
+    cdef const char* pf
+    if u + 4 < U:
+        pf = <const char*>(tab + c.uniq[u + 4] * c.stride)
+        for q in range(0, c.stride * sizeof(floating), 64):
+            cfm_prefetch_w(pf + q)
+    for cc in range(kw):
+        g[cc] = G[cc]
+    for q in range(1, n_occ):
+        if floating is float:
+            cfm_add_f(g, G + q * kw, kw)
+        else:
+            cfm_add_d(g, G + q * kw, kw)
+    # g = [sum g x, sum g x^2, sum (g x s + x dH_0)]: d/dv_j = the last - v_j sum g x^2
+    b = g[1]
+    g[1] = g[0] + <floating>c.l2_w * rec[0]
     for cc in range(k):
-        g[1 + cc] = g[1 + cc] + <floating>c.l2_v * rec[1 + cc]
-    p = rec
+        g[2 + cc] = g[2 + cc] - b * rec[1 + cc] + <floating>c.l2_v * rec[1 + cc]
     if c.optimizer == OPT_ADAM:
-        m = rec + k + 2
-        s = rec + 2 * k + 3
         t = rec[3 * k + 4] + 1
         rec[3 * k + 4] = t
         ti = <Py_ssize_t>t
@@ -557,34 +633,34 @@ cdef void sparse_slot(Ctx* c, const data_t* X, floating* tab, Py_ssize_t u) noex
         else:
             corr1 = 1.0 / (1.0 - pow(c.b1, <double>ti))
             corr2 = 1.0 / sqrt(1.0 - pow(c.b2, <double>ti))
-        step = <floating>(c.lr * corr1)
-        c2 = <floating>corr2
-        b1 = <floating>c.b1
-        b2 = <floating>c.b2
-        ob1 = <floating>(1.0 - c.b1)
-        ob2 = <floating>(1.0 - c.b2)
-        eps = <floating>c.eps
-        for cc in range(k + 1):
-            gg = g[cc]
-            mm = b1 * m[cc] + ob1 * gg
-            ss = b2 * s[cc] + ob2 * gg * gg
-            m[cc] = mm
-            s[cc] = ss
-            p[cc] = p[cc] - step * mm / (fsqrt(ss) * c2 + eps)
+        if floating is float:
+            cfm_adam_f(rec, rec + k + 2, rec + 2 * k + 3, g + 1, k + 1, 0, <float>c.b1,
+                       <float>c.b2, <float>(1.0 - c.b1), <float>(1.0 - c.b2),
+                       <float>(c.lr * corr1), <float>corr2, <float>c.eps)
+        else:
+            cfm_adam_d(rec, rec + k + 2, rec + 2 * k + 3, g + 1, k + 1, 0, c.b1, c.b2,
+                       1.0 - c.b1, 1.0 - c.b2, c.lr * corr1, corr2, c.eps)
     elif c.optimizer == OPT_ADAGRAD:
-        m = rec + k + 2
-        step = <floating>c.lr
-        eps = <floating>c.eps
-        for cc in range(k + 1):
-            gg = g[cc]
-            ss = m[cc] + gg * gg
-            m[cc] = ss
-            p[cc] = p[cc] - step * gg / (fsqrt(ss) + eps)
+        if floating is float:
+            cfm_adagrad_f(rec, rec + k + 2, g + 1, k + 1, 0, <float>c.lr, <float>c.eps)
+        else:
+            cfm_adagrad_d(rec, rec + k + 2, g + 1, k + 1, 0, c.lr, c.eps)
     else:
-        s = <floating*>c.gtab + j * (k + 1)
         for cc in range(k + 1):
-            s[cc] = g[cc]
+            (<floating*>c.gtab)[j * (k + 1) + cc] = g[1 + cc]
     c.slot_of[j] = 0
+
+
+cdef void update_item(Ctx* c, floating* tab, Py_ssize_t nb, Py_ssize_t it, Py_ssize_t n_tasks,
+                      Py_ssize_t U) noexcept nogil:
+    """Work item it of the update loop: a dense task, or SLOT_CHUNK touched rows."""
+    cdef Py_ssize_t u, u0
+    if it < n_tasks:
+        dense_task(c, <floating*>c.mlp, nb, it)
+        return
+    u0 = (it - n_tasks) * SLOT_CHUNK
+    for u in range(u0, min(u0 + SLOT_CHUNK, U)):
+        sparse_slot(c, tab, u, U)
 
 
 cdef inline void bias_step(Ctx* c, double g) noexcept nogil:
@@ -606,13 +682,13 @@ cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
                     Py_ssize_t b0, Py_ssize_t nb, int nt, int64_t n_tasks,
                     double* stats, double* times) noexcept nogil:
     """stats += [loss sum, weight sum, bad rows]; times += phase seconds."""
-    cdef Py_ssize_t U, rr, ch, t, u, n_chunks
+    cdef Py_ssize_t U, rr, ch, t, u, n_chunks, n_items
     cdef double wsum = 0.0, gsum = 0.0, w0, t0, t1, sw
-    t0 = now()
+    t0 = now(nt)
     U = index_batch(c, ind, b0, nb)
     for rr in range(nb):
         wsum += c.sw[c.order[b0 + rr]] if c.sw != NULL else 1.0
-    t1 = now()
+    t1 = now(nt)
     times[0] += t1 - t0
     if wsum <= 0:
         # every weight is zero: nothing to learn from this batch
@@ -624,23 +700,38 @@ cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
     if c.optimizer == OPT_ADAM:
         c.dc1 = 1.0 / (1.0 - pow(c.b1, <double>c.step))
         c.dc2 = 1.0 / sqrt(1.0 - pow(c.b2, <double>c.step))
-    for rr in prange(nb, schedule='static', num_threads=nt):
-        forward_row(c, X, ind, tab, b0, nb, rr)
-    t0 = now()
-    times[1] += t0 - t1
     n_chunks = (nb + c.chunk_rows - 1) // c.chunk_rows
-    for ch in prange(n_chunks, schedule='static', num_threads=nt):
-        chunk_fb(c, <const floating*>c.mlp, b0, nb, ch, w0, 1.0 / wsum)
-    t1 = now()
+    if nt == 1:
+        for rr in range(nb):
+            forward_row(c, X, ind, tab, b0, nb, rr)
+        t0 = now(nt)
+        times[1] += t0 - t1
+        for ch in range(n_chunks):
+            chunk_fb(c, X, <const floating*>c.mlp, b0, nb, ch, w0, 1.0 / wsum)
+    else:
+        # gather and MLP of a chunk of rows by one thread: no barrier between
+        t0 = t1
+        for ch in prange(n_chunks, schedule='static', num_threads=nt):
+            chunk_rows_fb(c, X, ind, tab, b0, nb, ch, w0, 1.0 / wsum)
+    t1 = now(nt)
     times[2] += t1 - t0
-    for t in prange(n_tasks, schedule='dynamic', num_threads=nt):
-        dense_task(c, <floating*>c.mlp, nb, t)
-    t0 = now()
-    times[3] += t0 - t1
-    for u in prange(U, schedule='dynamic', chunksize=32, num_threads=nt):
-        sparse_slot(c, X, tab, u)
-    t1 = now()
-    times[4] += t1 - t0
+    if nt == 1:
+        for t in range(n_tasks):
+            dense_task(c, <floating*>c.mlp, nb, t)
+        t0 = now(nt)
+        times[3] += t0 - t1
+        for u in range(U):
+            sparse_slot(c, tab, u, U)
+        t1 = now(nt)
+        times[4] += t1 - t0
+    else:
+        # dense tasks (largest first) and chunks of touched rows in one
+        # dynamically scheduled loop: they balance each other
+        n_items = n_tasks + (U + SLOT_CHUNK - 1) // SLOT_CHUNK
+        for t in prange(n_items, schedule='dynamic', num_threads=nt):
+            update_item(c, tab, nb, t, n_tasks, U)
+        t0 = now(nt)
+        times[3] += t0 - t1
     for rr in range(nb):
         if isfinite(c.lossv[rr]):
             sw = c.sw[c.order[b0 + rr]] if c.sw != NULL else 1.0
@@ -714,7 +805,8 @@ def _run(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] 
          double learning_rate, double beta1, double beta2, double eps,
          double l2_w0, double l2_w, double l2_v, double l2_dense, double dropout,
          Py_ssize_t batch_size, uint64_t seed, int n_threads,
-         floating[:, ::1] grad_table, floating[::1] grad_mlp, double[::1] phase_times):
+         floating[:, ::1] grad_table, floating[::1] grad_mlp, double[::1] phase_times,
+         Py_ssize_t chunk_rows=0):
     cdef Ctx c
     cdef list keep = []
     cdef Py_ssize_t n = order.shape[0]
@@ -725,8 +817,9 @@ def _run(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] 
     cdef int64_t[::1] hoff
     cdef floating[::1] hbuf, gbuf, srow, gmlp
     cdef double[::1] fm, gi, lossv, scale, corr1, corr2
-    cdef int32_t[::1] slot_of, head, tail, nxt, occ_row
-    cdef int64_t[::1] uniq, occ_pos, tasks
+    cdef int32_t[::1] slot_of, start, occ_dst, occ_f
+    cdef int64_t[::1] uniq, row_o, tasks
+    cdef floating[::1] gocc, occ_x
     cdef double stats[3]
     cdef double times[N_PHASES]
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
@@ -793,11 +886,12 @@ def _run(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] 
     slot_of = np.zeros(max(n_feat, 1), dtype=np.int32)
     cap = max(nnz_max, 1)
     uniq = np.empty(cap, dtype=np.int64)
-    occ_pos = np.empty(cap, dtype=np.int64)
-    head = np.empty(cap, dtype=np.int32)
-    tail = np.empty(cap, dtype=np.int32)
-    nxt = np.empty(cap, dtype=np.int32)
-    occ_row = np.empty(cap, dtype=np.int32)
+    start = np.zeros(cap + 1, dtype=np.int32)
+    occ_dst = np.empty(cap, dtype=np.int32)
+    occ_f = np.empty(cap, dtype=np.int32)
+    occ_x = np.empty(cap, dtype=dt)
+    row_o = np.zeros(B + 1, dtype=np.int64)
+    gocc = np.empty(cap * (k + 2), dtype=dt)
     tasks_a = _dense_tasks(layer_sizes)
     tasks = tasks_a.reshape(-1)
     n_tasks = tasks_a.shape[0]
@@ -846,13 +940,14 @@ def _run(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] 
     c.gmlp = &gmlp[0]
     c.slot_of = &slot_of[0]
     c.uniq = &uniq[0]
-    c.head = &head[0]
-    c.tail = &tail[0]
-    c.nxt = &nxt[0]
-    c.occ_row = &occ_row[0]
-    c.occ_pos = &occ_pos[0]
+    c.start = &start[0]
+    c.occ_dst = &occ_dst[0]
+    c.occ_f = &occ_f[0]
+    c.occ_x = &occ_x[0]
+    c.row_o = &row_o[0]
+    c.gocc = &gocc[0]
     c.tasks = &tasks[0]
-    c.chunk_rows = _chunk_rows(batch_size)
+    c.chunk_rows = chunk_rows if chunk_rows > 0 else _chunk_rows(batch_size)
     c.gtab = &grad_table[0, 0] if grad_table is not None else NULL
 
     with nogil:
@@ -875,7 +970,8 @@ def deepfm_train_epoch(*, data, indices, indptr, y, sample_weight, order,
                        double learning_rate=1e-3, double beta1=0.9, double beta2=0.999,
                        double eps=1e-8, double l2_w0=0.0, double l2_w=0.0, double l2_v=0.0,
                        double l2_dense=0.0, double dropout=0.0, Py_ssize_t batch_size=256,
-                       uint64_t seed=0, int n_threads=1, phase_times=None):
+                       uint64_t seed=0, int n_threads=1, phase_times=None,
+                       Py_ssize_t chunk_rows=0):
     """One epoch of mini-batch training over ``order`` (consecutive batches of
     ``batch_size`` rows).
 
@@ -886,6 +982,7 @@ def deepfm_train_epoch(*, data, indices, indptr, y, sample_weight, order,
     INOUT bias_state [w0, m or G, s], counters [dense step count]
     IN    layer_sizes int64 [n_fields * k, hidden...]
     OUT   phase_times (optional, 5 float64): seconds per phase, added to
+    chunk_rows: rows per MLP chunk (0: chosen from batch_size; a tuning knob)
 
     Returns (sum of sw * loss before the updates, sum of sw, rows whose
     prediction was not finite).  BLAS must be single-threaded (see module doc).
@@ -895,7 +992,7 @@ def deepfm_train_epoch(*, data, indices, indptr, y, sample_weight, order,
     return _run(data, indices, indptr, y, sample_weight, order, table, mlp, mlp_state,
                 bias_state, counters, layer_sizes, n_factors, loss, optimizer, fit_intercept,
                 normalize, learning_rate, beta1, beta2, eps, l2_w0, l2_w, l2_v, l2_dense,
-                dropout, batch_size, seed, n_threads, None, None, phase_times)
+                dropout, batch_size, seed, n_threads, None, None, phase_times, chunk_rows)
 
 
 def deepfm_gradients(*, data, indices, indptr, y, sample_weight, order,
@@ -954,7 +1051,8 @@ cdef void predict_block(Ctx* c, const data_t* X, const index_t* ind, const float
         start = c.indptr[i]
         end = c.indptr[i + 1]
         sc = row_scale(X, start, end, c.normalize)
-        out[i] = w0 + gather_row(X, ind, start, end, tab, c.stride, c.k, sc, H + r * d0, d0, s)
+        out[i] = w0 + gather_row(X, ind, start, end, tab, c.stride, c.k, sc, H + r * d0, d0, s,
+                                 NULL, NULL)
     mlp_forward(c, mlp, H, hoff, 0, n, False, 0)
     for r in range(n):
         out[r0 + r] += out_dot(H + hoff[c.L] + r * dl, mlp + c.ooff, dl)
