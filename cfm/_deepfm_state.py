@@ -69,7 +69,6 @@ class DeepFMHyper:
     beta2: float = 0.999
     eps: float | None = None
     fit_intercept: bool = True
-    normalize: bool = False
 
     def check(self):
         if self.loss not in _LOSSES:
@@ -148,12 +147,16 @@ class DeepFMState:
         Seeds the initialisation.
     init_std : float
         Standard deviation of the N(0, init_std^2) embedding draws.
+    normalize : bool
+        Scale every row to unit L2 norm (in training and scoring): a property
+        of the model, saved with it.
     """
 
     kind = "deepfm"
 
     def __init__(self, n_features, fields, k=8, hidden=(256, 128), *, n_fields=None,
-                 dtype=np.float32, optimizer="adam", seed=0, init_std=0.01, _init=True):
+                 dtype=np.float32, optimizer="adam", seed=0, init_std=0.01, normalize=False,
+                 _init=True):
         self.n_features = int(n_features)
         if self.n_features < 0:
             raise ValueError("n_features must be >= 0")
@@ -175,6 +178,7 @@ class DeepFMState:
         self.k = int(k)
         self.hidden = tuple(int(h) for h in hidden)
         self.optimizer = optimizer
+        self.normalize = bool(normalize)
         self.layer_sizes = np.array([self.n_fields * self.k, *self.hidden], dtype=np.int64)
         self.layout = _deepfm.record_layout(self.k, _OPTIMIZERS[optimizer], self.dtype.itemsize)
         _, _, _, self.n_mlp = _deepfm.mlp_layout(self.layer_sizes)
@@ -278,7 +282,7 @@ class DeepFMState:
                 order=order, table=self.table, mlp=self.mlp, mlp_state=self.mlp_state,
                 bias_state=self.bias, counters=self.counters, layer_sizes=self.layer_sizes,
                 n_factors=self.k, loss=_LOSSES[hyper.loss], optimizer=_OPTIMIZERS[self.optimizer],
-                fit_intercept=hyper.fit_intercept, normalize=hyper.normalize,
+                fit_intercept=hyper.fit_intercept, normalize=self.normalize,
                 learning_rate=hyper.learning_rate, beta1=hyper.beta1, beta2=hyper.beta2, eps=eps,
                 l2_w0=hyper.l2_w0, l2_w=hyper.l2_w, l2_v=hyper.l2_v, l2_dense=hyper.l2_dense,
                 dropout=hyper.dropout, batch_size=int(hyper.batch_size), seed=seed,
@@ -287,7 +291,7 @@ class DeepFMState:
         return res
 
     # -------------------------------------------------------------- scoring
-    def decision(self, Xc, n_threads, shared=False, normalize=False):
+    def decision(self, Xc, n_threads, shared=False):
         """Raw scores (float64) of the rows of Xc; identical for any n_threads."""
         self._check_X(Xc)
         out = np.empty(Xc.shape[0])
@@ -295,7 +299,7 @@ class DeepFMState:
             _deepfm.deepfm_predict(
                 data=Xc.data, indices=Xc.indices, indptr=Xc.indptr, table=self.table,
                 mlp=self.mlp, layer_sizes=self.layer_sizes, w0=float(self.bias[0]),
-                n_factors=self.k, normalize=normalize, out=out,
+                n_factors=self.k, normalize=self.normalize, out=out,
                 n_threads=max(int(n_threads), 1), shared=shared)
         return out
 
@@ -321,7 +325,8 @@ class DeepFMState:
         its records' used columns ([w, v, field, optimizer state])."""
         header = {"kind": self.kind, "deepfm_format": _FORMAT, "n_features": self.n_features,
                   "n_fields": self.n_fields, "k": self.k, "hidden": list(self.hidden),
-                  "optimizer": self.optimizer, "dtype": self.dtype.name}
+                  "optimizer": self.optimizer, "dtype": self.dtype.name,
+                  "normalize": self.normalize}
         arrays = {"table": self.table[:, :self.layout["used"]], "fields": self.fields,
                   "mlp": self.mlp, "mlp_state": self.mlp_state, "bias": self.bias,
                   "counters": self.counters}
@@ -347,6 +352,9 @@ class DeepFMState:
         hidden = need("hidden", list)
         optimizer = need("optimizer", str)
         dtype = need("dtype", str)
+        normalize = header.get("normalize", False)
+        if not isinstance(normalize, bool):
+            raise ValueError("DeepFM model header: invalid 'normalize'")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"DeepFM model header: unknown dtype {dtype!r}")
         for name in ("table", "fields", "mlp", "mlp_state", "bias", "counters"):
@@ -356,7 +364,7 @@ class DeepFMState:
         if fields.dtype != np.int32 or fields.shape != (n_features,):
             raise ValueError("DeepFM model file: fields array does not match the header")
         state = cls(n_features, fields, k, hidden, n_fields=n_fields, dtype=dtype,
-                    optimizer=optimizer, _init=False)
+                    optimizer=optimizer, normalize=normalize, _init=False)
         used = state.layout["used"]
         table = np.asarray(arrays["table"])
         if table.dtype != state.dtype or table.shape != (n_features, used):

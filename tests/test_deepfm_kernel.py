@@ -27,9 +27,10 @@ def make_data(n=30, nf=14, seed=0, dtype=np.float64, empty_rows=(3, 7)):
     return X, y, fields
 
 
-def make_state(nf, fields, k=4, hidden=(5, 3), dtype=np.float64, optimizer="adam", seed=1):
+def make_state(nf, fields, k=4, hidden=(5, 3), dtype=np.float64, optimizer="adam", seed=1,
+               normalize=False):
     st = DeepFMState(nf, fields, k, hidden, dtype=dtype, optimizer=optimizer, seed=seed,
-                     init_std=0.3)
+                     init_std=0.3, normalize=normalize)
     st.bias[0] = 0.3
     Ws, bs, _ = st.dense_params()
     rng = np.random.default_rng(seed + 10)
@@ -75,9 +76,9 @@ def masks_for(seed, order, st, dropout):
 @pytest.mark.parametrize("normalize", [False, True])
 def test_forward_matches_reference(hidden, normalize):
     X, y, fields = make_data()
-    st = make_state(X.shape[1], fields, hidden=hidden)
+    st = make_state(X.shape[1], fields, hidden=hidden, normalize=normalize)
     Xc = check_X(X)
-    got = st.decision(Xc, 1, normalize=normalize)
+    got = st.decision(Xc, 1)
     want, _ = R.forward(X, ref_params(st), fields, N_FIELDS, normalize)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     # empty rows score w0 + the MLP of zero input
@@ -166,12 +167,13 @@ def run_epoch(st, X, y, order, optimizer, batch_size, nt=1, sw=None, l2=None, se
     return st.train_epoch(check_X(X), y, sw, order, hyper, nt, seed)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
-def test_epoch_matches_reference_steps(optimizer):
+@pytest.mark.parametrize("optimizer,normalize", [("adam", False), ("adagrad", False),
+                                                ("adam", True)])
+def test_epoch_matches_reference_steps(optimizer, normalize):
     """An epoch of lazy steps over mini-batches equals the reference's steps
     batch by batch (two epochs: per-row Adam step counts carry over)."""
     X, y, fields = make_data(n=40)
-    st = make_state(X.shape[1], fields, optimizer=optimizer)
+    st = make_state(X.shape[1], fields, optimizer=optimizer, normalize=normalize)
     params = ref_params(st)
     rstate = R.new_state(params, optimizer)
     l2 = dict(w0=0.01, w=0.02, v=0.03, dense=0.01)
@@ -182,7 +184,7 @@ def test_epoch_matches_reference_steps(optimizer):
         for b0 in range(0, len(order), 16):
             rows = order[b0:b0 + 16]
             R.step(X[rows], y[rows], np.ones(len(rows)), params, rstate, fields, N_FIELDS,
-                   "logistic", l2, optimizer, 0.05)
+                   "logistic", l2, optimizer, 0.05, normalize=normalize)
     got = ref_params(st)
     np.testing.assert_allclose(got["w"], params["w"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got["V"], params["V"], rtol=1e-10, atol=1e-12)
