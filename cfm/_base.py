@@ -23,11 +23,19 @@ from ._validation import (
     effective_n_threads,
     _feature_names,
 )
-from .exceptions import DivergenceError, NotFittedError
+from .exceptions import DataFormatError, DivergenceError, NotFittedError
 
 SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2, "als": 3, "mcmc": 4}
 # Solvers that visit the parameters coordinate-wise (cfm/_bayes.py), not per sample.
 COORDINATE_SOLVERS = ("als", "mcmc")
+
+
+def _input_zero_based(model):
+    """How ``model`` reads libsvm ids of the files it scores: True (zero-based,
+    column j is id j), False (one-based).  Estimators fitted or unpickled
+    before every model recorded it count as zero-based (fitted from arrays)."""
+    zb = getattr(model, "_input_zero_based", None)
+    return bool(zb) if zb is not None else True
 
 
 def _is_stream(X):
@@ -71,6 +79,32 @@ def _state_width(solver, k):
 def _new_table(n_features, k, solver, dtype):
     """Parameter table: [w, v(k), optimizer state], rows padded to 64 bytes."""
     return _aligned_table(n_features, 1 + k + _state_width(solver, k), dtype)
+
+
+def _table_row_bytes(n_cols, dtype):
+    """Bytes of a row of _aligned_table(., n_cols, dtype) (padded to 64 bytes)."""
+    dtype = np.dtype(dtype)
+    per_line = 64 // dtype.itemsize
+    return -(-n_cols // per_line) * 64
+
+
+def _memory_limit():
+    """Bytes a parameter table may take: this machine's physical memory, or
+    the process's address-space limit (RLIMIT_AS) when lower.  A model above
+    it is refused before anything is allocated (it could not train anyway)."""
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        limit = 1 << 40
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limit = min(limit, soft)
+    except (ImportError, ValueError, OSError):  # pragma: no cover
+        pass
+    return limit
 
 
 def _aligned_table(n_rows, n_cols, dtype, zeros=True):
@@ -313,10 +347,41 @@ class BaseFM(BaseEstimator):
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
-        # index base of the libsvm file the model was fitted on (set by fit(path))
-        self._input_zero_based = None
+        # How libsvm ids of files scored by the model are read: column j of
+        # an array is id j (zero-based); fit(path) records its file's rule.
+        self._input_zero_based = True
+
+    def _model_bytes(self, n_features, n_fields, dtype):
+        """Bytes of the parameter tables a fit allocates (FFM overrides)."""
+        k = int(self.n_factors)
+        return n_features * _table_row_bytes(1 + k + _state_width(self.solver, k), dtype)
+
+    def _check_model_size(self, n_features, n_fields, dtype, source=None, info=None):
+        """Refuse, before allocating, a model larger than _memory_limit(): a
+        MemoryError, or for a model sized by a data file (``source``, scanned
+        as ``info``) a DataFormatError naming the file and the lines of its
+        largest ids."""
+        need = self._model_bytes(n_features, n_fields, dtype)
+        limit = _memory_limit()
+        if need <= limit:
+            return
+        shape = f"{n_features:,} features" + (
+            f" x {n_fields:,} fields" if self._model_kind == "ffm" else "")
+        what = (f"a model of {shape} ({type(self).__name__}, n_factors={int(self.n_factors)}) "
+                f"needs {need / 2**30:,.1f} GiB of parameters, more than the "
+                f"{limit / 2**30:,.1f} GiB of memory available")
+        if source is None:
+            raise MemoryError(what + "; use fewer features, fields or factors")
+        from . import data as cfm_data
+
+        name = os.fspath(source)
+        ids = cfm_data._locate_largest_ids(source, info, fields=self._model_kind == "ffm")
+        raise DataFormatError(
+            f"{name}{ids}: {what}; a model has a row of parameters per id up to the "
+            "largest, so use smaller ids (remap or hash them)")
 
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+        self._check_model_size(n_features, None, dtype)
         init_seed = self._seed()
         self._scoring_only = False  # a fresh fit of a model loaded for scoring
         k = int(self.n_factors)
@@ -472,9 +537,14 @@ class BaseFM(BaseEstimator):
                 block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
         warm = self.warm_start and hasattr(self, "_w0_state")
+        zero_based = True  # chunks: ids are their columns
         if isinstance(source, (str, os.PathLike)):
-            info = cfm_data.scan_file(source)
+            # nan / inf are refused at file:line before anything is trained
+            info = cfm_data.scan_file(source, allow_nonfinite=False)
             n_features = info["n_features"]
+            zero_based = bool(info.get("zero_based", True))
+            if not warm:
+                self._check_model_size(n_features, info.get("n_fields"), dtype, source, info)
             if warm and n_features != self.n_features_in_:
                 raise ValueError(f"{os.fspath(source)!r} has {n_features} features, but "
                                  f"{type(self).__name__} is expecting {self.n_features_in_} "
@@ -487,7 +557,8 @@ class BaseFM(BaseEstimator):
                 kw = {} if info.get("format") in ("cache", "libffm") else \
                     {"zero_based": info.get("zero_based", "auto")}
                 for Xb, yb, fb in cfm_data.iter_blocks(source, block_rows=block_rows,
-                                                       n_features=n_features, **kw):
+                                                       n_features=n_features,
+                                                       allow_nonfinite=False, **kw):
                     yield Xb, yb, fb
         else:
             first = _peek_chunk(source)
@@ -508,7 +579,7 @@ class BaseFM(BaseEstimator):
             if eval_set is None or evals:
                 return
             if isinstance(eval_set, (str, os.PathLike)):
-                evals.extend(self._eval_from_file(eval_set, n_features))
+                evals.extend(self._eval_from_file(eval_set, n_features, zero_based))
             else:
                 evals.extend(self._check_eval_set(eval_set, n_features))
 
@@ -543,23 +614,29 @@ class BaseFM(BaseEstimator):
         if warm:
             self._ensure_layout(dtype)
         self._run_epoch_loop(epoch, evals, self._n_epochs(), early_stopping=True)
-        if isinstance(source, (str, os.PathLike)) and info.get("format") != "cache":
-            # how the file's column ids were read ("auto" decided per file), so
-            # that predict_file reads other files the same way
-            self._input_zero_based = bool(info.get("zero_based", True))
+        # how the training file's column ids were read ("auto" decided on that
+        # file; a cache records it; chunks: as their columns), so that
+        # predict_file reads every other file the same way
+        self._input_zero_based = zero_based
         return self
 
-    def _eval_from_file(self, path, n_features):
+    def _eval_from_file(self, path, n_features, zero_based=True):
+        """An eval_set file, its libsvm ids read as the training data's were."""
         from . import data as cfm_data
 
         info = cfm_data.scan_file(path)
         if info.get("format") == "libffm":
-            Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features)
+            Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features,
+                                             allow_nonfinite=False)
         elif info.get("format") == "cache":
             Xv, yv, _ = cfm_data.load_cache(path)
         else:
-            Xv, yv = cfm_data.load_libsvm(path, n_features=n_features)
-        return self._check_eval_set((Xv, yv), n_features)
+            Xv, yv = cfm_data.load_libsvm(path, n_features=n_features, zero_based=zero_based,
+                                          allow_nonfinite=False)
+        try:
+            return self._check_eval_set((Xv, yv), n_features)
+        except ValueError as exc:  # e.g. nan in a cache: name the file
+            raise DataFormatError(f"{os.fspath(path)}: {exc}") from None
 
     def _check_fields(self, fields, n_features, reset):
         """FM models do not use fields (those of a libffm file are ignored);
@@ -828,8 +905,7 @@ class BaseFM(BaseEstimator):
             "rng_state": self._rng.bit_generator.state,
             "cfm_version": __version__,
         }
-        if getattr(self, "_input_zero_based", None) is not None:
-            header["input_zero_based"] = bool(self._input_zero_based)
+        header["input_zero_based"] = _input_zero_based(self)
         if hasattr(self, "classes_"):
             header["classes"] = _encode_labels(self.classes_)
         if hasattr(self, "feature_names_in_"):
@@ -862,8 +938,11 @@ class BaseFM(BaseEstimator):
         self.history_ = list(header.get("history", []))
         self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
         self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
-        zb = header.get("input_zero_based")
-        self._input_zero_based = bool(zb) if isinstance(zb, bool) else None
+        # Files written before every model recorded it hold no key: such models
+        # were fitted from arrays (fit(path) always recorded it), whose column j
+        # is id j.
+        zb = header.get("input_zero_based", True)
+        self._input_zero_based = bool(zb) if isinstance(zb, bool) else True
         self._rng = np.random.default_rng()
         try:
             self._rng.bit_generator.state = header["rng_state"]

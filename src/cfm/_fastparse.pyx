@@ -6,8 +6,9 @@ the model: ids shifted (one-based files), ids beyond the model dropped and
 counted, values as float32.  Plain means:
 
 * a line is ``label token token ...`` with tokens ``index:value`` (libsvm) or
-  ``field:index:value`` (libffm), separated by spaces or tabs (``\\r`` before
-  the newline is fine);
+  ``field:index:value`` (libffm; ids at most 2**31 - 2, as the general
+  parser requires), separated by spaces or tabs (``\\r`` before the newline
+  is fine);
 * numbers are ``[-]digits[.digits]`` with at most 19 significant digits whose
   value is exact in Clinger's fast path (mantissa <= 2**53, decimal exponent
   in [-22, 22]); ids and fields are plain digits.
@@ -39,6 +40,8 @@ cdef int _i
 for _i in range(23):
     POW10[_i] = 10.0 ** _i
 cdef uint64_t TWO53 = (<uint64_t>1) << 53
+# libffm ids above this are refused by the general parser (cfm._parse.MAX_ID_32)
+cdef int64_t MAX_ID_32 = 2147483646
 
 
 cdef inline bint is_sep(unsigned char c) noexcept nogil:
@@ -189,12 +192,14 @@ cdef void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexc
                 break
             if ffm:
                 p = parse_id(p, end, &fld)
-                if p == NULL or p >= end or p[0] != 58:
+                if p == NULL or p >= end or p[0] != 58 or fld > MAX_ID_32:
                     return
                 p += 1
             p = parse_id(p, end, &idx)
             if p == NULL or p >= end or p[0] != 58:
                 return
+            if ffm and idx > MAX_ID_32:
+                return  # the general parser refuses it (libffm ids are 32-bit)
             p = parse_num(p + 1, end, &val)
             if p == NULL or (p < end and not (is_sep(<unsigned char>p[0]) or p[0] == 10)):
                 return

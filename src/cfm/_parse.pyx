@@ -54,10 +54,22 @@ cpdef enum:
     ERR_NOMEM = 10
     ERR_INDEX_RANGE = 11
     ERR_QID = 12
+    ERR_LABEL_NONFINITE = 13
+    ERR_VALUE_NONFINITE = 14
+
+# ``finite`` flags of parse_chunk: refuse nan / inf values, labels
+cpdef enum:
+    FINITE_VALUES = 1
+    FINITE_LABELS = 2
 
 cpdef enum:
     FMT_LIBSVM = 0
     FMT_LIBFFM = 1
+
+# Largest libffm field / feature id: ids are 32-bit, as in libffm and xLearn,
+# and a count of them (largest id + 1) must fit in int32.
+cpdef enum:
+    MAX_ID_32 = 2147483646
 
 cdef double[23] POW10
 cdef int _k
@@ -360,14 +372,20 @@ cdef inline bint grow_nnz(Piece* pc, int vsize, bint ffm) noexcept nogil:
 
 
 cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_order,
-                      int64_t max_index, int64_t n_fields) noexcept nogil:
-    """Parse the lines in [pc.start, pc.end) into the piece's buffers."""
+                      int64_t max_index, int64_t max_field, int finite) noexcept nogil:
+    """Parse the lines in [pc.start, pc.end) into the piece's buffers.
+
+    Every integer read is range-checked before use: ids above ``max_index``
+    and field ids above ``max_field`` (or too large for int64) are
+    ERR_INDEX_RANGE / ERR_FIELD_RANGE with ``err_val`` the id (-1: overflow).
+    """
     cdef const char* p = pc.start
     cdef const char* end = pc.end
     cdef const char* tok
     cdef const char* q
     cdef const char* nl
     cdef double label, val
+    cdef float fval
     cdef int64_t idx, fld, prev
     cdef bint ovf, first, comments
     cdef bint ffm = fmt == FMT_LIBFFM
@@ -396,6 +414,10 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
         p = parse_double(p, end, &label, True)
         if p == NULL or not is_delim(p, end, True):
             pc.err = ERR_LABEL
+            pc.err_tok = tok
+            return
+        if (finite & FINITE_LABELS) and not isfinite(label):
+            pc.err = ERR_LABEL_NONFINITE
             pc.err_tok = tok
             return
         if pc.n_rows == pc.cap_rows and not grow_rows(pc):
@@ -442,7 +464,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             first = False
             if ffm:
                 p = parse_int(p, end, &fld, &ovf)
-                if p == NULL or ovf or fld < 0:
+                if p == NULL or (fld < 0 and not ovf):
                     pc.err = ERR_FIELD
                     pc.err_tok = tok
                     return
@@ -450,14 +472,14 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                     pc.err = ERR_NO_COLON
                     pc.err_tok = tok
                     return
-                if n_fields >= 0 and fld >= n_fields:
+                if ovf or fld > max_field:
                     pc.err = ERR_FIELD_RANGE
                     pc.err_tok = tok
-                    pc.err_val = fld
+                    pc.err_val = -1 if ovf else fld
                     return
                 p += 1
             q = parse_int(p, end, &idx, &ovf)
-            if q == NULL or ovf:
+            if q == NULL:
                 pc.err = ERR_INDEX
                 pc.err_tok = tok
                 return
@@ -465,6 +487,11 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             if p >= end or p[0] != 58:
                 pc.err = ERR_NO_COLON
                 pc.err_tok = tok
+                return
+            if ovf:
+                pc.err = ERR_INDEX_RANGE
+                pc.err_tok = tok
+                pc.err_val = -1
                 return
             if idx < 0:
                 pc.err = ERR_NEG_INDEX
@@ -500,9 +527,18 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 return
             pc.indices[pc.nnz] = idx
             if f32:
-                (<float*>pc.values)[pc.nnz] = <float>val
+                fval = <float>val
+                (<float*>pc.values)[pc.nnz] = fval
+                if (finite & FINITE_VALUES) and not isfinite(fval):  # also 1e39 -> inf
+                    pc.err = ERR_VALUE_NONFINITE
+                    pc.err_tok = tok
+                    return
             else:
                 (<double*>pc.values)[pc.nnz] = val
+                if (finite & FINITE_VALUES) and not isfinite(val):
+                    pc.err = ERR_VALUE_NONFINITE
+                    pc.err_tok = tok
+                    return
             if ffm:
                 pc.fields[pc.nnz] = <int32_t>fld
                 if fld > pc.max_field:
@@ -530,8 +566,15 @@ cdef void split_pieces(const char* buf, Py_ssize_t n, Piece* pieces, int n_piece
 
 def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                 bint zero_ok=True, bint strict_order=True, int64_t max_index=INT64_MAX,
-                int64_t n_fields=-1, int n_threads=1):
+                int64_t n_fields=-1, int n_threads=1, int finite=0):
     """Parse a buffer of complete lines.
+
+    Ids above ``max_index`` and (libffm) field ids >= ``n_fields`` (-1:
+    above MAX_ID_32, so that a count of them fits in int32) are errors
+    (ERR_INDEX_RANGE / ERR_FIELD_RANGE, extra value the id, -1 when it does
+    not even fit in int64); ``finite`` (FINITE_VALUES |
+    FINITE_LABELS) refuses nan / inf values (after the float32 rounding) /
+    labels.
 
     Returns a dict with ``labels`` (float64), ``row_end`` (int64 cumulative
     nnz per row), ``indices`` (int32 when the largest index fits, else int64),
@@ -572,6 +615,9 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
         pieces[i].err_tok = NULL
         pieces[i].err_val = 0
     cdef int64_t est
+    cdef int64_t max_field = n_fields - 1 if n_fields >= 0 else MAX_ID_32
+    if ffm and max_index > MAX_ID_32:
+        max_index = MAX_ID_32
     try:
         with nogil:
             split_pieces(base, n, pieces, n_pieces)
@@ -592,7 +638,8 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                     pieces[i].err = ERR_NOMEM
                     pieces[i].err_tok = pieces[i].start
                 else:
-                    parse_piece(&pieces[i], fmt, f32, zero_ok, strict_order, max_index, n_fields)
+                    parse_piece(&pieces[i], fmt, f32, zero_ok, strict_order, max_index, max_field,
+                                finite)
         return _gather(pieces, n_pieces, base, f32, ffm, nt)
     finally:
         for i in range(n_pieces):
