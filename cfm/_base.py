@@ -17,6 +17,7 @@ from . import _fm, _utils
 from ._compat import BaseEstimator
 from ._metrics import METRICS
 from ._validation import (
+    memory_limit,
     check_sample_weight,
     check_X,
     draw_seed,
@@ -67,6 +68,9 @@ LOSSES = {"squared": 0, "logistic": 1}
 ADAGRAD_INIT = 1.0
 # Largest n_factors (the kernels keep per-factor sums in stack arrays).
 MAX_FACTORS = 256
+# Largest n_epochs, n_burn_in, n_kept_samples, n_iter_no_change, verbose (counts
+# the kernels take as C ints).
+MAX_COUNT = 2**31 - 1
 # Training uses at most one thread per this many rows (see _run_epochs).
 MIN_ROWS_PER_THREAD = 10_000
 
@@ -86,25 +90,6 @@ def _table_row_bytes(n_cols, dtype):
     dtype = np.dtype(dtype)
     per_line = 64 // dtype.itemsize
     return -(-n_cols // per_line) * 64
-
-
-def _memory_limit():
-    """Bytes a parameter table may take: this machine's physical memory, or
-    the process's address-space limit (RLIMIT_AS) when lower.  A model above
-    it is refused before anything is allocated (it could not train anyway)."""
-    try:
-        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        limit = 1 << 40
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            limit = min(limit, soft)
-    except (ImportError, ValueError, OSError):  # pragma: no cover
-        pass
-    return limit
 
 
 def _aligned_table(n_rows, n_cols, dtype, zeros=True):
@@ -156,7 +141,7 @@ def _check_number(name, value, *, low=None, high=None, integer=False, low_open=F
     if isinstance(value, bool) or not isinstance(value, kind):
         what = "an integer" if integer else "a real number"
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    if not np.isfinite(value):
+    if not isinstance(value, numbers.Integral) and not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         op = ">" if low_open else ">="
@@ -229,7 +214,8 @@ class BaseFM(BaseEstimator):
     # ------------------------------------------------------------------ params
     def _validate_params(self):
         _check_number("n_factors", self.n_factors, low=0, high=MAX_FACTORS, integer=True)
-        _check_number("n_epochs", self.n_epochs, low=1, integer=True, allow_none=True)
+        _check_number("n_epochs", self.n_epochs, low=1, high=MAX_COUNT, integer=True,
+                      allow_none=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         _check_number("learning_rate", self.learning_rate, low=0, low_open=True,
@@ -237,9 +223,10 @@ class BaseFM(BaseEstimator):
         for name in ("l2_w0", "l1", "tol"):
             _check_number(name, getattr(self, name), low=0)
         _check_number("init_std", self.init_std, low=0, allow_none=True)
-        _check_number("n_burn_in", self.n_burn_in, low=0, integer=True, allow_none=True)
-        _check_number("n_kept_samples", self.n_kept_samples, low=1, integer=True,
+        _check_number("n_burn_in", self.n_burn_in, low=0, high=MAX_COUNT, integer=True,
                       allow_none=True)
+        _check_number("n_kept_samples", self.n_kept_samples, low=1, high=MAX_COUNT,
+                      integer=True, allow_none=True)
         if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
             raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
                              f"({self._n_epochs()}): no posterior sample would be kept")
@@ -249,8 +236,9 @@ class BaseFM(BaseEstimator):
         if self.l1 > 0 and self.solver != "ftrl":
             raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
                              f"regularisation); got solver={self.solver!r}")
-        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
-        _check_number("verbose", self.verbose, low=0, integer=True)
+        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, high=MAX_COUNT,
+                      integer=True)
+        _check_number("verbose", self.verbose, low=0, high=MAX_COUNT, integer=True)
         if self.normalize is not None and not isinstance(self.normalize, (bool, np.bool_)):
             raise ValueError(f"normalize must be True, False or None, got {self.normalize!r}")
         for name in ("fit_intercept", "shuffle", "warm_start"):
@@ -357,12 +345,12 @@ class BaseFM(BaseEstimator):
         return n_features * _table_row_bytes(1 + k + _state_width(self.solver, k), dtype)
 
     def _check_model_size(self, n_features, n_fields, dtype, source=None, info=None):
-        """Refuse, before allocating, a model larger than _memory_limit(): a
+        """Refuse, before allocating, a model larger than memory_limit(): a
         MemoryError, or for a model sized by a data file (``source``, scanned
         as ``info``) a DataFormatError naming the file and the lines of its
         largest ids."""
         need = self._model_bytes(n_features, n_fields, dtype)
-        limit = _memory_limit()
+        limit = memory_limit()
         if need <= limit:
             return
         shape = f"{n_features:,} features" + (
@@ -538,10 +526,14 @@ class BaseFM(BaseEstimator):
             raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
         warm = self.warm_start and hasattr(self, "_w0_state")
         zero_based = True  # chunks: ids are their columns
+        info = None
         if isinstance(source, (str, os.PathLike)):
             # nan / inf are refused at file:line before anything is trained
             info = cfm_data.scan_file(source, allow_nonfinite=False)
             n_features = info["n_features"]
+            if info["n_rows"] == 0 or n_features < 1:
+                raise DataFormatError(f"{os.fspath(source)}: no data to train on ("
+                                      f"{info['n_rows']} rows, {n_features} features)")
             zero_based = bool(info.get("zero_based", True))
             if not warm:
                 self._check_model_size(n_features, info.get("n_fields"), dtype, source, info)
@@ -583,24 +575,36 @@ class BaseFM(BaseEstimator):
             else:
                 evals.extend(self._check_eval_set(eval_set, n_features))
 
+        def encode(yb, n, row0):
+            """Labels of a block; a file's bad label is reported at its line."""
+            try:
+                if state["started"]:
+                    return self._prepare_y(yb, n, reset=False)
+                if self._loss == "logistic" and labels is not None and len(labels):
+                    return self._prepare_y(yb, n, reset=True, classes=labels)
+                return self._prepare_y(yb, n, reset=True)
+            except ValueError as exc:
+                if info is None:
+                    raise
+                row = getattr(exc, "row", None)
+                where = cfm_data._where_row(source, info["format"],
+                                            None if row is None else row0 + row)
+                raise DataFormatError(f"{where}: {exc}") from None
+
         def epoch(lr):
             loss_sum = w_sum = 0.0
-            n_bad = n_blocks = 0
+            n_bad = n_blocks = row0 = 0
             for Xb, yb, fb in blocks():
                 Xc = check_X(Xb, estimator=self, n_features=n_features)
+                y_enc = encode(yb, Xc.n_rows, row0)
+                row0 += Xc.n_rows
                 if not state["started"]:
-                    if self._loss == "logistic" and labels is not None and len(labels):
-                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True, classes=labels)
-                    else:
-                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True)
                     flds = self._check_fields(fields if fields is not None else fb,
                                               n_features, reset=True)
                     self._init_state(n_features, y_enc, None, dtype, flds)
                     state["started"] = True
-                else:
-                    y_enc = self._prepare_y(yb, Xc.n_rows, reset=False)
-                    if self._model_kind == "ffm" and fb is not None:
-                        self._check_fields(fb, n_features, reset=False)
+                elif self._model_kind == "ffm" and fb is not None:
+                    self._check_fields(fb, n_features, reset=False)
                 prepare_evals()
                 ls, ws, nb = self._block_epoch(Xc, y_enc, None, lr)
                 loss_sum, w_sum, n_bad, n_blocks = loss_sum + ls, w_sum + ws, n_bad + nb, \

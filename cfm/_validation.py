@@ -273,6 +273,30 @@ def effective_n_threads(n_jobs):
     return int(n_jobs)
 
 
+def memory_limit():
+    """Bytes one array sized by input data may take: this machine's physical
+    memory, or what is left of the process's address-space limit (RLIMIT_AS)
+    when that is lower.  Model tables and a libffm file's field array above
+    it are refused before anything is allocated (they could not be used
+    anyway): a small file with a huge id gets an error, not an allocation."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        limit = page * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 40
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * page
+            limit = min(limit, max(0, soft - used))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not Linux
+        pass
+    return limit
+
+
 def check_random_state(seed):
     """Turn seed into a ``np.random.RandomState`` or ``np.random.Generator``."""
     if seed is None or seed is np.random:

@@ -23,6 +23,7 @@ import sys
 import time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPT, EXIT_PIPE = 0, 1, 2, 130, 141
+_MAX_COUNT = 2**31 - 1  # epochs, sweeps, patience: counts the estimators accept
 
 
 class UsageError(Exception):
@@ -129,9 +130,9 @@ def build_parser():
                    "training file read into memory)")
     t.add_argument("-k", "--factors", type=_int_at_least(1, 256), default=None, metavar="K",
                    help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
-    t.add_argument("-e", "--epochs", type=_int_at_least(1), default=None,
+    t.add_argument("-e", "--epochs", type=_int_at_least(1, _MAX_COUNT), default=None,
                    help="epochs, or sweeps for als/mcmc (default 10; als 30, mcmc 200)")
-    t.add_argument("--burn-in", type=_int_at_least(0), default=None, metavar="N",
+    t.add_argument("--burn-in", type=_int_at_least(0, _MAX_COUNT), default=None, metavar="N",
                    help="mcmc: sweeps discarded before averaging (default: epochs // 10, "
                    "at most 50)")
     t.add_argument("-r", "--lr", type=_float_range(0, low_open=True), default=None,
@@ -158,7 +159,7 @@ def build_parser():
                    "best epoch's model kept")
     t.add_argument("--metric", choices=("auc", "logloss", "rmse", "mae"), default=None,
                    help="validation metric (default logloss for binary, rmse for reg)")
-    t.add_argument("--patience", type=_int_at_least(1), default=3, metavar="N",
+    t.add_argument("--patience", type=_int_at_least(1, _MAX_COUNT), default=3, metavar="N",
                    help="early stopping: epochs without improvement (default 3)")
     t.add_argument("--tol", type=_float_range(), default=1e-4,
                    help="early stopping: minimum improvement (default 1e-4)")

@@ -56,7 +56,7 @@ import numpy as np
 
 from ._lazy import sparse as sp
 from . import _parse
-from ._validation import effective_n_threads
+from ._validation import effective_n_threads, memory_limit
 from .exceptions import DataFormatError
 
 __all__ = ["load_libsvm", "load_libfm", "load_libffm", "dump_libsvm", "dump_libffm",
@@ -105,8 +105,11 @@ def _ParseError(msg, line, code, value):
 class _LineTooLong(DataFormatError):
     """Raised by the chunk readers; callers that count lines add the line."""
 
-    reason = (f"line longer than {MAX_LINE_BYTES >> 20} MiB (MAX_LINE_BYTES); is this a "
-              "text data file?")
+
+def _too_long():
+    """Why a line is refused (for messages)."""
+    return (f"line longer than {MAX_LINE_BYTES:,} bytes (cfm.data.MAX_LINE_BYTES); is this a "
+            "text data file?")
 
 
 def _gzip_error(name, exc):
@@ -176,7 +179,7 @@ def _read_chunks(path, chunk_bytes=CHUNK_BYTES):
                 state["rest"] = b""
                 return bytes(rest) if rest else None
             if len(rest) > MAX_LINE_BYTES:
-                raise _LineTooLong(f"{name}: {_LineTooLong.reason}")
+                raise _LineTooLong(f"{name}: {_too_long()}")
             buf = bytearray(len(rest) + chunk_bytes)
             buf[:len(rest)] = rest
             mv = memoryview(buf)
@@ -198,6 +201,8 @@ def _read_chunks(path, chunk_bytes=CHUNK_BYTES):
             if cut == 0:  # no complete line yet: keep reading
                 rest = buf
                 continue
+            if rest and buf.find(b"\n", len(rest)) > MAX_LINE_BYTES:
+                raise _LineTooLong(f"{name}: {_too_long()}")
             state["rest"] = bytes(buf[cut:])
             del buf[cut:]
             return buf
@@ -274,7 +279,7 @@ def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
         except StopIteration:
             return
         except _LineTooLong:
-            raise _ParseError(f"{name}:{lines + 1}: {_LineTooLong.reason}", lines + 1, None,
+            raise _ParseError(f"{name}:{lines + 1}: {_too_long()}", lines + 1, None,
                               None) from None
         r = _parse.parse_chunk(buf, code, f32, zero_ok, strict_order,
                                min(max_index, _MAX_ID_64),
@@ -387,6 +392,40 @@ def _locate_largest_ids(path, info, fields=False):
     return out
 
 
+def _line_of_row(path, fmt, row):
+    """1-based line of data row ``row`` (0-based) of a text file, or None
+    (for error messages: reads the file up to it again)."""
+    code = _fmt_code(fmt)
+    rows = lines = 0
+    for buf in _read_chunks(path):
+        r = _parse.parse_chunk(buf, code, True, True, False, _MAX_ID_64, -1, 1, 0)
+        if r["error"] is not None:
+            return None
+        n = len(r["labels"])
+        if row < rows + n:
+            for i, line in enumerate(bytes(buf).split(b"\n")):
+                if line.split(b"#", 1)[0].strip():
+                    if rows == row:
+                        return lines + i + 1
+                    rows += 1
+            return None
+        rows += n
+        lines += r["n_lines"]
+    return None
+
+
+def _where_row(path, fmt, row):
+    """'path:line' (text) or 'path: row N (0-based)' (cache) for a data row, or
+    'path' when ``row`` is None or its line cannot be found."""
+    name = os.fspath(path)
+    if row is None:
+        return name
+    if fmt in ("libsvm", "libffm"):
+        line = _line_of_row(path, fmt, row)
+        return name if line is None else f"{name}:{line}"
+    return f"{name}: row {row} (0-based)"
+
+
 def _resolve_format(path, format, allow_cache=True):
     if format not in ("auto", "libsvm", "libfm", "libffm", "cache"):
         raise ValueError(f"format must be 'auto', 'libsvm', 'libfm', 'libffm' or 'cache', "
@@ -431,17 +470,40 @@ class _Chunk:
         self.unsorted = r["unsorted"]
 
 
-def _update_fields(fields, ch):
-    """Grow ``fields`` to cover the chunk and record first-seen fields."""
+def _update_fields(fields, ch, path):
+    """Grow ``fields`` (the field of each column of a libffm file) to cover
+    the chunk and record first-seen fields.  A column count whose array would
+    not fit in the memory available is refused, naming the line of the id."""
     if ch.fields is None or not len(ch.indices):
         return fields
     need = int(ch.max_idx) + 1
     if need > len(fields):
-        new = np.full(max(need, 2 * len(fields)), -1, dtype=np.int32)
+        room = memory_limit() // 4 - len(fields)  # int32 entries (the old array stays)
+        if need > room:
+            line = _first_line_above(path, "libffm", max_index=max(0, room - 1))
+            raise DataFormatError(
+                f"{os.fspath(path)}{'' if line is None else f':{line}'}: feature id "
+                f"{need - 1}: the field of each of {need:,} columns needs "
+                f"{4 * need / 2**30:,.1f} GiB, more than the memory available; use smaller "
+                "ids (remap or hash them)")
+        new = np.full(min(max(need, 2 * len(fields)), room), -1, dtype=np.int32)
         new[:len(fields)] = fields
         fields = new
     _parse.first_fields(fields, ch.indices, ch.fields)
     return fields
+
+
+def _fields_out(fields, n_cols):
+    """The field array of ``n_cols`` columns (-1: never seen) from the grown
+    ``fields`` (a view when it is long enough: no second copy)."""
+    if len(fields) >= n_cols:
+        return fields[:n_cols]
+    if 4 * n_cols > memory_limit():
+        raise MemoryError(f"n_features={n_cols:,}: the field of each column needs "
+                          f"{4 * n_cols / 2**30:,.1f} GiB, more than the memory available")
+    out = np.full(n_cols, -1, dtype=np.int32)
+    out[:len(fields)] = fields
+    return out
 
 
 def _idx_dtype(n_rows, n_cols, nnz):
@@ -485,7 +547,7 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
                            n_fields=n_fields, n_threads=nt, finite=not allow_nonfinite,
                            n_features=n_features):
         ch = _Chunk(r)
-        fields = _update_fields(fields, ch)
+        fields = _update_fields(fields, ch, path)
         chunks.append(ch)
     n_rows = sum(len(c.y) for c in chunks)
     nnz = sum(len(c.indices) for c in chunks)
@@ -527,10 +589,7 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
         data = data.astype(dtype)
     X = _build_csr(data, indices, indptr, (n_rows, n_cols), canonical=not unsorted)
     if fmt == "libffm":
-        out = np.full(n_cols, -1, dtype=np.int32)
-        k = min(n_cols, len(fields))
-        out[:k] = fields[:k]
-        return X, y, out
+        return X, y, _fields_out(fields, n_cols)
     return X, y
 
 
@@ -699,7 +758,7 @@ def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False, finit
         if len(labels) < 100:
             labels = np.union1d(labels, np.unique(r["labels"]))[:100]
         if want_fields:
-            fields = _update_fields(fields, _Chunk(r))
+            fields = _update_fields(fields, _Chunk(r), path)
     shift = fmt == "libsvm" and (zero_based is False or (
         zero_based == "auto" and nnz > 0 and mn > 0))
     n_features = (mx - shift + 1) if nnz else (1 if fmt == "libsvm" else 0)
@@ -708,10 +767,7 @@ def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False, finit
             "min_index": -1 if mn is None else int(mn), "max_index": int(mx),
             "label_values_sample": labels}
     if want_fields:
-        out = np.full(n_features, -1, dtype=np.int32)
-        k = min(n_features, len(fields))
-        out[:k] = fields[:k]
-        fields = out
+        fields = _fields_out(fields, n_features)
     return info, (fields if want_fields else None)
 
 
@@ -905,7 +961,8 @@ class _CacheFile:
         end = data_start
         gaps = []
         for a in arrays:
-            if not isinstance(a, dict) or a.get("name") not in expect or a["name"] in table:
+            if not isinstance(a, dict) or not isinstance(a.get("name"), str) or \
+                    a["name"] not in expect or a["name"] in table:
                 raise bad(f"unexpected array entry {str(a)[:200]}")
             shape, dts = expect[a["name"]]
             if a.get("dtype") not in dts or a.get("shape") != list(shape):
@@ -1182,7 +1239,7 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
                                strict_order=strict, max_index=_index_limit(n_features, zero_based),
                                n_threads=nt, chunk_bytes=chunk_bytes, n_features=n_features):
             ch = _Chunk(r)
-            fields = _update_fields(fields, ch)
+            fields = _update_fields(fields, ch, src)
             indptr, indices, data = ch.indptr, ch.indices, ch.data
             if ch.unsorted:
                 M = sp.csr_matrix((data, indices, indptr),
@@ -1214,10 +1271,7 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         order = ["indptr", "indices", "data", "y"]
         extra = {}
         if fmt == "libffm":
-            out = np.full(n_cols, -1, dtype=np.int32)
-            k = min(n_cols, len(fields))
-            out[:k] = fields[:k]
-            extra["fields"] = out
+            extra["fields"] = np.ascontiguousarray(_fields_out(fields, n_cols))
             order.append("fields")
         specs = {"indptr": (np.int64, n_rows + 1), "indices": (idx_dt, nnz),
                  "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols)}
@@ -1425,10 +1479,7 @@ def _iter_text(path, fmt, block_rows, n_features, dtype, zero_based, n_jobs, all
             raise DataFormatError(f"{os.fspath(path)}: n_features={n_features} but the file "
                                   f"has {info['n_features']} features")
         if fmt == "libffm" and len(fields) != n_features:
-            out = np.full(n_features, -1, dtype=np.int32)
-            k = min(n_features, len(fields))
-            out[:k] = fields[:k]
-            fields = out
+            fields = _fields_out(fields, n_features)
         if fmt == "libsvm":
             zero_based = info["zero_based"]
     shift = fmt == "libsvm" and zero_based is False

@@ -94,8 +94,10 @@ def _fileobj_chunks(fh, chunk_bytes, name="<stdin>"):
             parts.append(block)
             n_rest += len(block)
             if n_rest > cfm_data.MAX_LINE_BYTES:
-                raise cfm_data._LineTooLong(f"{name}: {cfm_data._LineTooLong.reason}")
+                raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
             continue
+        if n_rest + cut - 1 > cfm_data.MAX_LINE_BYTES:
+            raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
         buf = b"".join(parts + [memoryview(block)[:cut]]) if parts else block[:cut]
         parts, n_rest = ([block[cut:]], len(block) - cut) if cut < len(block) else ([], 0)
         yield buf
@@ -190,7 +192,7 @@ def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_th
         except StopIteration:
             return
         except cfm_data._LineTooLong:
-            raise DataFormatError(f"{name}:{lines + 1}: {cfm_data._LineTooLong.reason}") \
+            raise DataFormatError(f"{name}:{lines + 1}: {cfm_data._too_long()}") \
                 from None
         pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
         if pieces is None:
@@ -257,7 +259,7 @@ def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, for
         try:
             first = next(chunks, b"")
         except cfm_data._LineTooLong:
-            raise DataFormatError(f"{name}:1: {cfm_data._LineTooLong.reason}") from None
+            raise DataFormatError(f"{name}:1: {cfm_data._too_long()}") from None
         if first[:8] == cfm_data.CACHE_MAGIC:
             raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
         if fmt == "auto":
@@ -598,16 +600,24 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
              "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
              "score_s": score_s, "write_s": writer.busy, "threads": n_threads}
     if evaluate:
-        stats["metrics"] = _evaluate(model, labels, scores)
+        stats["metrics"] = _evaluate(model, labels, scores, path)
     return stats
 
 
-def _evaluate(model, labels, scores):
+def _evaluate(model, labels, scores, src):
     y = np.concatenate(labels) if labels else np.zeros(0)
     s = np.concatenate(scores) if scores else np.zeros(0)
     if not len(y):
         return {}
-    y_enc = model._encode_eval_y(y, len(y))
+    try:
+        y_enc = model._encode_eval_y(y, len(y))
+    except ValueError as exc:  # a label the model does not know: where it is
+        row = getattr(exc, "row", None)
+        if _is_fileobj(src) or row is None:
+            where = _name(src) + ("" if row is None else f": row {row} (0-based)")
+        else:
+            where = cfm_data._where_row(src, cfm_data._resolve_format(src, "auto"), row)
+        raise DataFormatError(f"{where}: {exc}") from None
     names = ("auc", "logloss") if model._loss == "logistic" else ("rmse", "mae")
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
