@@ -293,7 +293,7 @@ def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
                 reason = _index_range_reason(fmt, val, max_index, n_features)
             elif err == _parse.ERR_FIELD_RANGE:
                 reason = (f"field id {val} >= n_fields={n_fields}" if n_fields is not None
-                          and val >= 0 else
+                          and val <= MAX_ID_32 else
                           f"field id out of range: libffm ids are 0 .. {MAX_ID_32}")
             elif err == _parse.ERR_VALUE_NONFINITE:
                 reason = (f"non-finite value: nan, inf or beyond the "
@@ -310,13 +310,14 @@ def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
 
 
 def _index_range_reason(fmt, val, max_index, n_features):
-    if n_features is not None and val >= 0 and val <= _MAX_ID_64:
-        return f"feature index {val} >= n_features"
-    if fmt == "libffm":
+    # val: the id, 2**63 - 1 when it overflowed int64
+    if fmt == "libffm" and val > MAX_ID_32:
         return f"feature id out of range: libffm ids are 0 .. {MAX_ID_32}"
-    if max_index < _MAX_ID_64 and val >= 0:
-        return f"feature index {val} above the limit {max_index}"
-    return f"feature index out of range: ids are 0 .. {_MAX_ID_64}"
+    if val > _MAX_ID_64:
+        return f"feature index out of range: ids are 0 .. {_MAX_ID_64}"
+    if n_features is not None:
+        return f"feature index {val} >= n_features"
+    return f"feature index {val} above the limit {max_index}"
 
 
 def _line_prefixes(fh, max_lines=10_000, head=1 << 16, budget=16 << 20):

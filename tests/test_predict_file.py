@@ -295,6 +295,8 @@ def test_fast_parser_ids_of_every_length(ffm):
         for tok in (b"2147483647:1:1", b"1:2147483647:1", b"1:000000000002147483647:1"):
             assert _fast(b"1 " + tok + b"\n", True, False, n_pieces=1) is None
         assert _fast(b"1 2147483646:2147483646:1\n", True, False, n_pieces=1)[0][4] == 1
+        for tok in (b"00000000005:7:1", b"1234567:7:1", b"12345678:7:1", b"0:7:1"):  # fields
+            assert _fast(b"1 " + tok + b"\n", True, False, n_pieces=1)[0][2].tolist() == [7]
     for short in (b"1 5:1", b"1 12:1", b"0 1234567:1", b"0 12345678:1", b"1 3:1 7"):
         assert (_fast(short, False, False, n_pieces=1) is None) == short.endswith(b" 7")
         if not short.endswith(b" 7"):

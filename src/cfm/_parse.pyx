@@ -29,7 +29,7 @@ import numpy as np
 cimport numpy as cnp
 
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT32_MAX
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT64_MIN, INT32_MAX
 from libc.stdlib cimport malloc, realloc, free, strtod
 from libc.string cimport memchr, memcpy
 from libc.stdio cimport snprintf
@@ -307,7 +307,9 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
 
 
 cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* overflow) noexcept nogil:
-    """Parse [+-]digits (underscores between digits) like Python int()."""
+    """Parse [+-]digits (underscores between digits) like Python int().  A
+    value beyond int64 sets ``overflow`` and saturates (INT64_MAX / INT64_MIN),
+    so that callers' range checks refuse it without a test of their own."""
     cdef const char* s = p
     cdef bint neg = False, any_digit = False
     cdef uint64_t v = 0
@@ -333,7 +335,10 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
             break
     if not any_digit:
         return NULL
-    out[0] = -<int64_t>v if neg else <int64_t>v
+    if overflow[0]:
+        out[0] = INT64_MIN if neg else INT64_MAX
+    else:
+        out[0] = -<int64_t>v if neg else <int64_t>v
     return p
 
 
@@ -371,13 +376,22 @@ cdef inline bint grow_nnz(Piece* pc, int vsize, bint ffm) noexcept nogil:
     return True
 
 
+# parse_piece is compiled twice: without finiteness tests (char, the default)
+# and with them (short), so that the default loop pays nothing for them
+ctypedef fused checks_t:
+    char
+    short
+
+
 cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_order,
-                      int64_t max_index, int64_t max_field, int finite) noexcept nogil:
+                      int64_t max_index, int64_t max_field, int finite,
+                      checks_t checks) noexcept nogil:
     """Parse the lines in [pc.start, pc.end) into the piece's buffers.
 
     Every integer read is range-checked before use: ids above ``max_index``
-    and field ids above ``max_field`` (or too large for int64) are
-    ERR_INDEX_RANGE / ERR_FIELD_RANGE with ``err_val`` the id (-1: overflow).
+    (< INT64_MAX) and field ids above ``max_field`` (< INT64_MAX) are
+    ERR_INDEX_RANGE / ERR_FIELD_RANGE with ``err_val`` the id (INT64_MAX: it
+    overflowed int64, see parse_int).
     """
     cdef const char* p = pc.start
     cdef const char* end = pc.end
@@ -416,7 +430,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             pc.err = ERR_LABEL
             pc.err_tok = tok
             return
-        if (finite & FINITE_LABELS) and not isfinite(label):
+        if checks_t is short and (finite & FINITE_LABELS) and not isfinite(label):
             pc.err = ERR_LABEL_NONFINITE
             pc.err_tok = tok
             return
@@ -463,8 +477,8 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 continue
             first = False
             if ffm:
-                p = parse_int(p, end, &fld, &ovf)
-                if p == NULL or (fld < 0 and not ovf):
+                p = parse_int(p, end, &fld, &ovf)  # saturates on overflow
+                if p == NULL or fld < 0:
                     pc.err = ERR_FIELD
                     pc.err_tok = tok
                     return
@@ -472,13 +486,13 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                     pc.err = ERR_NO_COLON
                     pc.err_tok = tok
                     return
-                if ovf or fld > max_field:
+                if fld > max_field:
                     pc.err = ERR_FIELD_RANGE
                     pc.err_tok = tok
-                    pc.err_val = -1 if ovf else fld
+                    pc.err_val = fld
                     return
                 p += 1
-            q = parse_int(p, end, &idx, &ovf)
+            q = parse_int(p, end, &idx, &ovf)  # saturates: > max_index on overflow
             if q == NULL:
                 pc.err = ERR_INDEX
                 pc.err_tok = tok
@@ -487,11 +501,6 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             if p >= end or p[0] != 58:
                 pc.err = ERR_NO_COLON
                 pc.err_tok = tok
-                return
-            if ovf:
-                pc.err = ERR_INDEX_RANGE
-                pc.err_tok = tok
-                pc.err_val = -1
                 return
             if idx < 0:
                 pc.err = ERR_NEG_INDEX
@@ -529,13 +538,14 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             if f32:
                 fval = <float>val
                 (<float*>pc.values)[pc.nnz] = fval
-                if (finite & FINITE_VALUES) and not isfinite(fval):  # also 1e39 -> inf
+                if checks_t is short and (finite & FINITE_VALUES) and not isfinite(fval):
+                    # (also a value that overflows float32, e.g. 1e39)
                     pc.err = ERR_VALUE_NONFINITE
                     pc.err_tok = tok
                     return
             else:
                 (<double*>pc.values)[pc.nnz] = val
-                if (finite & FINITE_VALUES) and not isfinite(val):
+                if checks_t is short and (finite & FINITE_VALUES) and not isfinite(val):
                     pc.err = ERR_VALUE_NONFINITE
                     pc.err_tok = tok
                     return
@@ -569,10 +579,10 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                 int64_t n_fields=-1, int n_threads=1, int finite=0):
     """Parse a buffer of complete lines.
 
-    Ids above ``max_index`` and (libffm) field ids >= ``n_fields`` (-1:
-    above MAX_ID_32, so that a count of them fits in int32) are errors
-    (ERR_INDEX_RANGE / ERR_FIELD_RANGE, extra value the id, -1 when it does
-    not even fit in int64); ``finite`` (FINITE_VALUES |
+    Ids above ``max_index`` (at most 2**63 - 2) and (libffm) field ids >=
+    ``n_fields`` (-1: above MAX_ID_32, so that a count of them fits in int32)
+    are errors (ERR_INDEX_RANGE / ERR_FIELD_RANGE, extra value the id,
+    2**63 - 1 when it does not even fit in int64); ``finite`` (FINITE_VALUES |
     FINITE_LABELS) refuses nan / inf values (after the float32 rounding) /
     labels.
 
@@ -616,8 +626,12 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
         pieces[i].err_val = 0
     cdef int64_t est
     cdef int64_t max_field = n_fields - 1 if n_fields >= 0 else MAX_ID_32
+    cdef char no_checks = 0
+    cdef short checks = 1
     if ffm and max_index > MAX_ID_32:
         max_index = MAX_ID_32
+    if max_index > INT64_MAX - 1:  # an id that overflowed reads as INT64_MAX
+        max_index = INT64_MAX - 1
     try:
         with nogil:
             split_pieces(base, n, pieces, n_pieces)
@@ -637,9 +651,12 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                         or pieces[i].row_end == NULL or (ffm and pieces[i].fields == NULL)):
                     pieces[i].err = ERR_NOMEM
                     pieces[i].err_tok = pieces[i].start
+                elif finite:
+                    parse_piece(&pieces[i], fmt, f32, zero_ok, strict_order, max_index, max_field,
+                                finite, checks)
                 else:
                     parse_piece(&pieces[i], fmt, f32, zero_ok, strict_order, max_index, max_field,
-                                finite)
+                                0, no_checks)
         return _gather(pieces, n_pieces, base, f32, ffm, nt)
     finally:
         for i in range(n_pieces):
