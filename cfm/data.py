@@ -632,9 +632,9 @@ def load_libsvm(path, n_features=None, dtype=np.float32, zero_based="auto", n_jo
         are sorted and duplicate indices summed.
     allow_nonfinite : bool, default=True
         ``nan`` / ``inf`` labels and values are read as ``float()`` reads
-        them (as scikit-learn does).  False refuses them (and values that
-        overflow ``dtype``) with DataFormatError naming file and line, as
-        training from a file does.
+        them (as scikit-learn does).  False refuses them (and, for float32,
+        values beyond its range) with DataFormatError naming file and line,
+        as training from a file does.
 
     Returns
     -------
