@@ -297,7 +297,8 @@ def test_item8_libsvm_ids_out_of_range(tmp_path, tok):
     p.write_bytes(b"0 1:1\n1 " + tok + b"\n")
     with pytest.raises(DataFormatError, match=r"s.svm:2: cannot parse"):
         cfm.load_libsvm(p, zero_based=True)
-    X, _ = cfm.load_libsvm(p.write_bytes(b"1 9223372036854775806:1\n") and p, zero_based=True)
+    p.write_bytes(b"1 9223372036854775806:1\n")  # the largest id: 2**63 - 1 columns
+    X, _ = cfm.load_libsvm(p, zero_based=True)
     assert X.shape[1] == 2**63 - 1
 
 
@@ -391,7 +392,7 @@ def test_item12_cache_checksums_are_verified_by_default(tmp_path, model, d):
 def test_item12_crafted_cache_with_valid_checksums(tmp_path):
     """Structure is validated whatever the checksums say: no kernel can read
     out of bounds, nothing is allocated from header counts."""
-    good = D.convert_to_cache(D.__file__ and _small_libffm(tmp_path), tmp_path / "g.cfmdata")
+    good = D.convert_to_cache(_small_libffm(tmp_path), tmp_path / "g.cfmdata")
     b, h, hlen = _cache_parts(good)
     arr = {a["name"]: a for a in h["arrays"]}
     bad = tmp_path / "bad.cfmdata"
@@ -478,8 +479,8 @@ def test_item13_nan_reported_with_file_and_line(tmp_path):
     # validation files (cfm train --validate reads them through the scoring path)
     v = tmp_path / "v.svm"
     v.write_bytes(b"1 1:1\n0 2:1\ninf 3:1\n")
-    rc, _, err = cfm_cli("train", small.write_bytes(b"1 1:1\n0 2:1\n") and small,
-                         "--validate", v, "-o", tmp_path / "m.cfm", "-q")
+    small.write_bytes(b"1 1:1\n0 2:1\n")
+    rc, _, err = cfm_cli("train", small, "--validate", v, "-o", tmp_path / "m.cfm", "-q")
     assert rc == 1
     one_error(err, "v.svm:3: ", "non-finite label")
 
