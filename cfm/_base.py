@@ -17,6 +17,7 @@ from . import _fm, _utils
 from ._compat import BaseEstimator
 from ._metrics import METRICS
 from ._validation import (
+    memory_limit,
     check_sample_weight,
     check_n_jobs,
     check_X,
@@ -24,11 +25,19 @@ from ._validation import (
     effective_n_threads,
     _feature_names,
 )
-from .exceptions import DivergenceError, NotFittedError
+from .exceptions import DataFormatError, DivergenceError, NotFittedError
 
 SOLVERS = {"sgd": 0, "adagrad": 1, "ftrl": 2, "als": 3, "mcmc": 4}
 # Solvers that visit the parameters coordinate-wise (cfm/_bayes.py), not per sample.
 COORDINATE_SOLVERS = ("als", "mcmc")
+
+
+def _input_zero_based(model):
+    """How ``model`` reads libsvm ids of the files it scores: True (zero-based,
+    column j is id j), False (one-based).  Estimators fitted or unpickled
+    before every model recorded it count as zero-based (fitted from arrays)."""
+    zb = getattr(model, "_input_zero_based", None)
+    return bool(zb) if zb is not None else True
 
 
 def _is_stream(X):
@@ -60,6 +69,9 @@ LOSSES = {"squared": 0, "logistic": 1}
 ADAGRAD_INIT = 1.0
 # Largest n_factors (the kernels keep per-factor sums in stack arrays).
 MAX_FACTORS = 256
+# Largest n_epochs, n_burn_in, n_kept_samples, n_iter_no_change, verbose (counts
+# the kernels take as C ints).
+MAX_COUNT = 2**31 - 1
 # Training uses at most one thread per this many rows (see _run_epochs).
 MIN_ROWS_PER_THREAD = 10_000
 
@@ -72,6 +84,13 @@ def _state_width(solver, k):
 def _new_table(n_features, k, solver, dtype):
     """Parameter table: [w, v(k), optimizer state], rows padded to 64 bytes."""
     return _aligned_table(n_features, 1 + k + _state_width(solver, k), dtype)
+
+
+def _table_row_bytes(n_cols, dtype):
+    """Bytes of a row of _aligned_table(., n_cols, dtype) (padded to 64 bytes)."""
+    dtype = np.dtype(dtype)
+    per_line = 64 // dtype.itemsize
+    return -(-n_cols // per_line) * 64
 
 
 def _aligned_table(n_rows, n_cols, dtype, zeros=True):
@@ -151,7 +170,7 @@ def _check_number(name, value, *, low=None, high=None, integer=False, low_open=F
     if isinstance(value, bool) or not isinstance(value, kind):
         what = "an integer" if integer else "a real number"
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    if not np.isfinite(value):
+    if not isinstance(value, numbers.Integral) and not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         op = ">" if low_open else ">="
@@ -252,7 +271,8 @@ class BaseFM(BaseEstimator):
     # ------------------------------------------------------------------ params
     def _validate_params(self):
         _check_number("n_factors", self.n_factors, low=0, high=MAX_FACTORS, integer=True)
-        _check_number("n_epochs", self.n_epochs, low=1, integer=True, allow_none=True)
+        _check_number("n_epochs", self.n_epochs, low=1, high=MAX_COUNT, integer=True,
+                      allow_none=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
         _check_number("learning_rate", self.learning_rate, low=0, low_open=True,
@@ -260,9 +280,10 @@ class BaseFM(BaseEstimator):
         for name in ("l2_w0", "l1", "tol"):
             _check_number(name, getattr(self, name), low=0)
         _check_number("init_std", self.init_std, low=0, allow_none=True)
-        _check_number("n_burn_in", self.n_burn_in, low=0, integer=True, allow_none=True)
-        _check_number("n_kept_samples", self.n_kept_samples, low=1, integer=True,
+        _check_number("n_burn_in", self.n_burn_in, low=0, high=MAX_COUNT, integer=True,
                       allow_none=True)
+        _check_number("n_kept_samples", self.n_kept_samples, low=1, high=MAX_COUNT,
+                      integer=True, allow_none=True)
         if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
             raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
                              f"({self._n_epochs()}): no posterior sample would be kept")
@@ -272,8 +293,9 @@ class BaseFM(BaseEstimator):
         if self.l1 > 0 and self.solver != "ftrl":
             raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
                              f"regularisation); got solver={self.solver!r}")
-        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
-        _check_number("verbose", self.verbose, low=0, integer=True)
+        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, high=MAX_COUNT,
+                      integer=True)
+        _check_number("verbose", self.verbose, low=0, high=MAX_COUNT, integer=True)
         if self.normalize is not None and not isinstance(self.normalize, (bool, np.bool_)):
             raise ValueError(f"normalize must be True, False or None, got {self.normalize!r}")
         for name in ("fit_intercept", "shuffle", "warm_start"):
@@ -396,10 +418,41 @@ class BaseFM(BaseEstimator):
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
-        # index base of the libsvm file the model was fitted on (set by fit(path))
-        self._input_zero_based = None
+        # How libsvm ids of files scored by the model are read: column j of
+        # an array is id j (zero-based); fit(path) records its file's rule.
+        self._input_zero_based = True
+
+    def _model_bytes(self, n_features, n_fields, dtype):
+        """Bytes of the parameter tables a fit allocates (FFM overrides)."""
+        k = int(self.n_factors)
+        return n_features * _table_row_bytes(1 + k + _state_width(self.solver, k), dtype)
+
+    def _check_model_size(self, n_features, n_fields, dtype, source=None, info=None):
+        """Refuse, before allocating, a model larger than memory_limit(): a
+        MemoryError, or for a model sized by a data file (``source``, scanned
+        as ``info``) a DataFormatError naming the file and the lines of its
+        largest ids."""
+        need = self._model_bytes(n_features, n_fields, dtype)
+        limit = memory_limit()
+        if need <= limit:
+            return
+        shape = f"{n_features:,} features" + (
+            f" x {n_fields:,} fields" if self._model_kind == "ffm" else "")
+        what = (f"a model of {shape} ({type(self).__name__}, n_factors={int(self.n_factors)}) "
+                f"needs {need / 2**30:,.1f} GiB of parameters, more than the "
+                f"{limit / 2**30:,.1f} GiB of memory available")
+        if source is None:
+            raise MemoryError(what + "; use fewer features, fields or factors")
+        from . import data as cfm_data
+
+        name = os.fspath(source)
+        ids = cfm_data._locate_largest_ids(source, info, fields=self._model_kind == "ffm")
+        raise DataFormatError(
+            f"{name}{ids}: {what}; a model has a row of parameters per id up to the "
+            "largest, so use smaller ids (remap or hash them)")
 
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+        self._check_model_size(n_features, None, dtype)
         init_seed = self._seed()
         self._scoring_only = False  # a fresh fit of a model loaded for scoring
         k = int(self.n_factors)
@@ -557,9 +610,18 @@ class BaseFM(BaseEstimator):
                 block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
         warm = self.warm_start and hasattr(self, "_w0_state")
+        zero_based = True  # chunks: ids are their columns
+        info = None
         if isinstance(source, (str, os.PathLike)):
-            info = cfm_data.scan_file(source)
+            # nan / inf are refused at file:line before anything is trained
+            info = cfm_data.scan_file(source, allow_nonfinite=False)
             n_features = info["n_features"]
+            if info["n_rows"] == 0 or n_features < 1:
+                raise DataFormatError(f"{os.fspath(source)}: no data to train on ("
+                                      f"{info['n_rows']} rows, {n_features} features)")
+            zero_based = bool(info.get("zero_based", True))
+            if not warm:
+                self._check_model_size(n_features, info.get("n_fields"), dtype, source, info)
             if warm and n_features != self.n_features_in_:
                 raise ValueError(f"{os.fspath(source)!r} has {n_features} features, but "
                                  f"{type(self).__name__} is expecting {self.n_features_in_} "
@@ -572,7 +634,8 @@ class BaseFM(BaseEstimator):
                 kw = {} if info.get("format") in ("cache", "libffm") else \
                     {"zero_based": info.get("zero_based", "auto")}
                 for Xb, yb, fb in cfm_data.iter_blocks(source, block_rows=block_rows,
-                                                       n_features=n_features, **kw):
+                                                       n_features=n_features,
+                                                       allow_nonfinite=False, **kw):
                     yield Xb, yb, fb
         else:
             first = _peek_chunk(source)
@@ -593,28 +656,40 @@ class BaseFM(BaseEstimator):
             if eval_set is None or evals:
                 return
             if isinstance(eval_set, (str, os.PathLike)):
-                evals.extend(self._eval_from_file(eval_set, n_features))
+                evals.extend(self._eval_from_file(eval_set, n_features, zero_based))
             else:
                 evals.extend(self._check_eval_set(eval_set, n_features))
 
+        def encode(yb, n, row0):
+            """Labels of a block; a file's bad label is reported at its line."""
+            try:
+                if state["started"]:
+                    return self._prepare_y(yb, n, reset=False)
+                if self._loss == "logistic" and labels is not None and len(labels):
+                    return self._prepare_y(yb, n, reset=True, classes=labels)
+                return self._prepare_y(yb, n, reset=True)
+            except ValueError as exc:
+                if info is None:
+                    raise
+                row = getattr(exc, "row", None)
+                where = cfm_data._where_row(source, info["format"],
+                                            None if row is None else row0 + row)
+                raise DataFormatError(f"{where}: {exc}") from None
+
         def epoch(lr):
             loss_sum = w_sum = 0.0
-            n_bad = n_blocks = 0
+            n_bad = n_blocks = row0 = 0
             for Xb, yb, fb in blocks():
                 Xc = check_X(Xb, estimator=self, n_features=n_features)
+                y_enc = encode(yb, Xc.n_rows, row0)
+                row0 += Xc.n_rows
                 if not state["started"]:
-                    if self._loss == "logistic" and labels is not None and len(labels):
-                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True, classes=labels)
-                    else:
-                        y_enc = self._prepare_y(yb, Xc.n_rows, reset=True)
                     flds = self._check_fields(fields if fields is not None else fb,
                                               n_features, reset=True)
                     self._init_state(n_features, y_enc, None, dtype, flds)
                     state["started"] = True
-                else:
-                    y_enc = self._prepare_y(yb, Xc.n_rows, reset=False)
-                    if self._model_kind == "ffm" and fb is not None:
-                        self._check_fields(fb, n_features, reset=False)
+                elif self._model_kind == "ffm" and fb is not None:
+                    self._check_fields(fb, n_features, reset=False)
                 prepare_evals()
                 ls, ws, nb = self._block_epoch(Xc, y_enc, None, lr)
                 loss_sum, w_sum, n_bad, n_blocks = loss_sum + ls, w_sum + ws, n_bad + nb, \
@@ -628,23 +703,29 @@ class BaseFM(BaseEstimator):
         if warm:
             self._ensure_layout(dtype)
         self._run_epoch_loop(epoch, evals, self._n_epochs(), early_stopping=True)
-        if isinstance(source, (str, os.PathLike)) and info.get("format") != "cache":
-            # how the file's column ids were read ("auto" decided per file), so
-            # that predict_file reads other files the same way
-            self._input_zero_based = bool(info.get("zero_based", True))
+        # how the training file's column ids were read ("auto" decided on that
+        # file; a cache records it; chunks: as their columns), so that
+        # predict_file reads every other file the same way
+        self._input_zero_based = zero_based
         return self
 
-    def _eval_from_file(self, path, n_features):
+    def _eval_from_file(self, path, n_features, zero_based=True):
+        """An eval_set file, its libsvm ids read as the training data's were."""
         from . import data as cfm_data
 
         info = cfm_data.scan_file(path)
         if info.get("format") == "libffm":
-            Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features)
+            Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features,
+                                             allow_nonfinite=False)
         elif info.get("format") == "cache":
             Xv, yv, _ = cfm_data.load_cache(path)
         else:
-            Xv, yv = cfm_data.load_libsvm(path, n_features=n_features)
-        return self._check_eval_set((Xv, yv), n_features)
+            Xv, yv = cfm_data.load_libsvm(path, n_features=n_features, zero_based=zero_based,
+                                          allow_nonfinite=False)
+        try:
+            return self._check_eval_set((Xv, yv), n_features)
+        except ValueError as exc:  # e.g. nan in a cache: name the file
+            raise DataFormatError(f"{os.fspath(path)}: {exc}") from None
 
     def _check_fields(self, fields, n_features, reset):
         """FM models do not use fields (those of a libffm file are ignored);
@@ -922,8 +1003,7 @@ class BaseFM(BaseEstimator):
             "rng_state": self._rng.bit_generator.state,
             "cfm_version": __version__,
         }
-        if getattr(self, "_input_zero_based", None) is not None:
-            header["input_zero_based"] = bool(self._input_zero_based)
+        header["input_zero_based"] = _input_zero_based(self)
         if hasattr(self, "classes_"):
             header["classes"] = _encode_labels(self.classes_)
         if hasattr(self, "feature_names_in_"):
@@ -962,8 +1042,11 @@ class BaseFM(BaseEstimator):
         self.history_ = [dict(e) for e in header.get("history", [])]
         self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
         self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
-        zb = header.get("input_zero_based")
-        self._input_zero_based = bool(zb) if isinstance(zb, bool) else None
+        # Files written before every model recorded it hold no key: such models
+        # were fitted from arrays (fit(path) always recorded it), whose column j
+        # is id j.
+        zb = header.get("input_zero_based", True)
+        self._input_zero_based = bool(zb) if isinstance(zb, bool) else True
         self._rng = np.random.default_rng()
         if "rng_state" in header:  # validated by cfm._io (a PCG64 state)
             self._rng.bit_generator.state = header["rng_state"]

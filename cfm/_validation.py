@@ -58,15 +58,8 @@ def _to_matrix(X, name):
         getattr(dt, "name", "").startswith("Sparse") for dt in X.dtypes
     ):  # pandas DataFrame of sparse columns
         return _to_matrix(sp.csr_matrix(X.sparse.to_coo()), name)
-    if hasattr(X, "dtypes") and hasattr(X, "to_numpy"):  # pandas DataFrame
-        for col, dt in zip(X.columns, X.dtypes):
-            if not (np.issubdtype(np.dtype(getattr(dt, "numpy_dtype", dt)), np.number)
-                    or np.dtype(getattr(dt, "numpy_dtype", dt)) == np.bool_):
-                raise ValueError(
-                    f"{name} column {col!r} has non-numeric dtype {dt}; encode categorical "
-                    "columns (e.g. one-hot) before fitting"
-                )
-        X = X.to_numpy()
+    if hasattr(X, "dtypes") and hasattr(X, "columns") and hasattr(X, "to_numpy"):
+        X = _frame_to_numpy(X, name)  # pandas DataFrame
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
@@ -90,6 +83,37 @@ def _to_matrix(X, name):
         what = "NaN" if np.isnan(arr).any() else "infinity"
         raise ValueError(f"Input {name} contains {what}.")
     return sp.csr_matrix(arr)
+
+
+def _numeric_numpy_dtype(dt):
+    """The NumPy dtype of a (pandas) column dtype if it is numeric or bool, else
+    None (categorical, string, object, datetime, ... and extension dtypes
+    NumPy does not know)."""
+    try:
+        npdt = np.dtype(getattr(dt, "numpy_dtype", dt))
+    except TypeError:
+        return None
+    return npdt if npdt.kind in "biuf" else None
+
+
+def _frame_to_numpy(X, name):
+    """A pandas DataFrame as a 2-D float array; a ValueError listing every
+    non-numeric column (and what to do) otherwise."""
+    bad = [(col, dt) for col, dt in zip(X.columns, X.dtypes) if _numeric_numpy_dtype(dt) is None]
+    if bad:
+        shown = ", ".join(f"{col!r} ({dt})" for col, dt in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ValueError(
+            f"{name} has {len(bad)} non-numeric column(s): {shown}{more}. cfm takes numbers "
+            "only: one-hot encode categorical / string columns (e.g. pandas.get_dummies or "
+            "sklearn.preprocessing.OneHotEncoder(sparse_output=True)), or map them to "
+            "numbers, before fitting or predicting"
+        )
+    kinds = {_numeric_numpy_dtype(dt) for dt in X.dtypes}
+    out = np.float32 if kinds and kinds <= {np.dtype(np.float32)} else np.float64
+    # nullable columns (Int64, Float64, boolean) hold pd.NA: read as NaN, which
+    # the finiteness check then reports
+    return X.to_numpy(dtype=out, na_value=np.nan)
 
 
 def _check_csr_offsets(M, name):
@@ -279,6 +303,30 @@ def effective_n_threads(n_jobs):
     else:
         n = int(n_jobs)
     return max(1, min(n, cap))
+
+
+def memory_limit():
+    """Bytes one array sized by input data may take: this machine's physical
+    memory, or what is left of the process's address-space limit (RLIMIT_AS)
+    when that is lower.  Model tables and a libffm file's field array above
+    it are refused before anything is allocated (they could not be used
+    anyway): a small file with a huge id gets an error, not an allocation."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        limit = page * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 40
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * page
+            limit = min(limit, max(0, soft - used))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not Linux
+        pass
+    return limit
 
 
 def check_random_state(seed):

@@ -23,6 +23,7 @@ import sys
 import time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPT, EXIT_PIPE = 0, 1, 2, 130, 141
+_MAX_COUNT = 2**31 - 1  # epochs, sweeps, patience: counts the estimators accept
 
 
 class UsageError(Exception):
@@ -129,9 +130,9 @@ def build_parser():
                    "training file read into memory)")
     t.add_argument("-k", "--factors", type=_int_at_least(1, 256), default=None, metavar="K",
                    help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
-    t.add_argument("-e", "--epochs", type=_int_at_least(1), default=None,
+    t.add_argument("-e", "--epochs", type=_int_at_least(1, _MAX_COUNT), default=None,
                    help="epochs, or sweeps for als/mcmc (default 10; als 30, mcmc 200)")
-    t.add_argument("--burn-in", type=_int_at_least(0), default=None, metavar="N",
+    t.add_argument("--burn-in", type=_int_at_least(0, _MAX_COUNT), default=None, metavar="N",
                    help="mcmc: sweeps discarded before averaging (default: epochs // 10, "
                    "at most 50)")
     t.add_argument("-r", "--lr", type=_float_range(0, low_open=True), default=None,
@@ -158,7 +159,7 @@ def build_parser():
                    "best epoch's model kept")
     t.add_argument("--metric", choices=("auc", "logloss", "rmse", "mae"), default=None,
                    help="validation metric (default logloss for binary, rmse for reg)")
-    t.add_argument("--patience", type=_int_at_least(1), default=3, metavar="N",
+    t.add_argument("--patience", type=_int_at_least(1, _MAX_COUNT), default=3, metavar="N",
                    help="early stopping: epochs without improvement (default 3)")
     t.add_argument("--tol", type=_float_range(), default=1e-4,
                    help="early stopping: minimum improvement (default 1e-4)")
@@ -173,8 +174,9 @@ def build_parser():
                    "default). Recorded in the model for 'cfm predict'")
     t.add_argument("--threads", type=_threads, default=None, metavar="N",
                    help="threads (default: all cores; -1 all cores)")
-    t.add_argument("--seed", type=_int_at_least(0), default=None, metavar="N",
-                   help="random seed (with --threads 1: bit-for-bit reproducible)")
+    t.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=None, metavar="N",
+                   help="random seed, 0 .. 2**32-1 (with --threads 1: bit-for-bit "
+                   "reproducible)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_train)
 
@@ -440,8 +442,10 @@ def cmd_train(args, log):
         raise UsageError(str(exc)) from None
 
     t0 = time.perf_counter()
+    # nan / inf labels or values: refused here, at file:line, before any training
     info = cfm_data.scan_file(args.train,
-                              zero_based=args.zero_based if args.zero_based != "auto" else "auto")
+                              zero_based=args.zero_based if args.zero_based != "auto" else "auto",
+                              allow_nonfinite=False)
     fmt = info["format"]
     if info["n_rows"] == 0:
         raise ValueError(f"{args.train}: no data rows")
@@ -465,7 +469,10 @@ def cmd_train(args, log):
            ("binary", True): FFMClassifier, ("reg", True): FFMRegressor}[(task, args.model == "ffm")]
     model = cls(**params)
     n_features = info["n_features"]
-    zero_based = info.get("zero_based", True) if fmt == "libsvm" else True
+    # a model sized by a huge id: refused (naming the line) before reading further
+    model._check_model_size(n_features, info.get("n_fields"), model._validate_params(),
+                            source=args.train, info=info)
+    zero_based = info.get("zero_based", True) if fmt in ("libsvm", "cache") else True
     log(f"training {cls.__name__}(k={k}, solver={args.solver}) on {args.train}: "
         f"{_fmt_int(info['n_rows'])} rows, {_fmt_int(n_features)} features, {fmt}"
         + (f", {'zero' if zero_based else 'one'}-based ids" if fmt == "libsvm" else ""))
@@ -490,7 +497,8 @@ def cmd_train(args, log):
                 for Xb, yb, _ in cfm_data.iter_blocks(args.train, block_rows=args.block_rows,
                                                       n_features=n_features,
                                                       zero_based=zero_based,
-                                                      n_jobs=args.threads):
+                                                      n_jobs=args.threads,
+                                                      allow_nonfinite=False):
                     yield Xb, yb
             model.fit(chunks, eval_set=eval_set)
             model._input_zero_based = bool(zero_based)
@@ -523,8 +531,19 @@ def cmd_predict(args, log):
     model = None if cfm_model else _load_model(args.model, xl, scoring_only=True)
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
-    src = sys.stdin.buffer if args.data == "-" else args.data
+    if args.data == "-":
+        if args.zero_based == "auto":
+            raise UsageError("--zero-based auto reads the data twice and cannot read stdin; "
+                             "pass --zero-based true or false (default: as the model reads "
+                             "ids)")
+        if sys.stdin is None:  # started with stdin closed (<&-)
+            raise OSError("DATA is '-' but stdin is closed")
+        src = sys.stdin.buffer
+    else:
+        src = args.data
     if args.output == "-":
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise OSError("OUT is '-' (stdout) but stdout is closed; pass -o FILE")
         out = sys.stdout.buffer
         sys.stdout.flush()
     else:

@@ -26,12 +26,28 @@ Cache layout (all integers little-endian)::
                fields (int32, n_features; libffm only)
 
 A reader accepts any minor version of its major version and refuses newer
-major versions.
+major versions.  Minor version 1 adds ``zero_based`` to the header (how the
+libsvm ids of the source were read; caches without it count as zero-based).
+
+Limits (what a data file can make cfm allocate is bounded by them; input
+beyond them raises :class:`cfm.DataFormatError` naming file and line):
+
+* a line is at most :data:`MAX_LINE_BYTES` (64 MiB) long;
+* libffm field and feature ids are at most :data:`MAX_ID_32` (2**31 - 2):
+  ids are 32-bit, as in libffm and xLearn, and their counts fit in int32;
+* libsvm / libFM ids are at most 2**63 - 2 (the column count fits in
+  int64); a model trained on a file has one parameter row per id up to the
+  largest, and a model that would not fit in this machine's memory is
+  refused before anything is allocated, naming the line of the id.
+
+Every read of a file is checked: a truncated or corrupted gzip stream and a
+cache whose checksums or structure do not match raise DataFormatError too.
 """
 import gzip
 import json
 import mmap
 import os
+import stat
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -40,15 +56,23 @@ import numpy as np
 
 from ._lazy import sparse as sp
 from . import _parse
-from ._validation import effective_n_threads
+from ._validation import effective_n_threads, memory_limit
 from .exceptions import DataFormatError
 
 __all__ = ["load_libsvm", "load_libfm", "load_libffm", "dump_libsvm", "dump_libffm",
            "convert_to_cache", "load_cache", "iter_blocks", "scan_file"]
 
 CHUNK_BYTES = 64 << 20
+#: Longest line the text readers accept (bytes): a longer one -- or a file or
+#: stream without newlines, such as /dev/zero -- raises DataFormatError
+#: instead of being buffered until memory runs out.
+MAX_LINE_BYTES = 64 << 20
+#: Largest libffm field / feature id (ids are 32-bit, as in libffm / xLearn).
+MAX_ID_32 = int(_parse.MAX_ID_32)
+# Largest libsvm id: the column count (id + 1) must fit in int64.
+_MAX_ID_64 = 2**63 - 2
 CACHE_MAGIC = b"\x89CFMDAT\n"
-CACHE_VERSION = (1, 0)
+CACHE_VERSION = (1, 1)
 _CACHE_PREFIX = struct.Struct("<8sHHII")
 _GZIP_MAGIC = b"\x1f\x8b"
 _INT32_MAX = 2**31 - 1
@@ -65,7 +89,32 @@ _REASONS = {
                           "duplicates"),
     _parse.ERR_FIELD: "invalid field id",
     _parse.ERR_QID: "qid token without ':'",
+    _parse.ERR_LABEL_NONFINITE: "non-finite label: nan or inf",
 }
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _ParseError(msg, line, code, value):
+    """DataFormatError at a line, with what was wrong as attributes (for
+    callers that rephrase it, e.g. a model-size check locating an id)."""
+    exc = DataFormatError(msg)
+    exc.line, exc.code, exc.value = line, code, value
+    return exc
+
+
+class _LineTooLong(DataFormatError):
+    """Raised by the chunk readers; callers that count lines add the line."""
+
+
+def _too_long():
+    """Why a line is refused (for messages)."""
+    return (f"line longer than {MAX_LINE_BYTES:,} bytes (cfm.data.MAX_LINE_BYTES); is this a "
+            "text data file?")
+
+
+def _gzip_error(name, exc):
+    return DataFormatError(f"{name}: corrupted or truncated gzip data "
+                           f"({exc or type(exc).__name__})")
 
 
 # --------------------------------------------------------------------------
@@ -99,22 +148,28 @@ def _read_chunks(path, chunk_bytes=CHUNK_BYTES):
     """Yield buffers of complete lines (the last one may lack its newline).
 
     The next buffer is read (and decompressed) in a background thread while
-    the caller works on the current one.
+    the caller works on the current one.  A line longer than MAX_LINE_BYTES
+    raises _LineTooLong; corrupted gzip data raises DataFormatError.
     """
+    name = os.fspath(path)
     fh, raw = _open_binary(path)
     if fh is raw:
         try:
-            small = os.fstat(raw.fileno()).st_size < chunk_bytes
+            st = os.fstat(raw.fileno())
+            # only a regular file's size is known: /dev/zero says 0
+            small = stat.S_ISREG(st.st_mode) and st.st_size < chunk_bytes
         except (OSError, AttributeError):
             small = False
         if small:  # no read-ahead thread for small files
             try:
-                buf = raw.read()
+                buf = raw.read(chunk_bytes + 1)
             finally:
                 raw.close()
-            if buf:
-                yield buf
-            return
+            if len(buf) <= chunk_bytes:  # else it grew meanwhile: read it in chunks
+                if buf:
+                    yield buf
+                return
+            fh, raw = _open_binary(path)
     state = {"rest": b"", "eof": False}
 
     def read_next():
@@ -123,23 +178,31 @@ def _read_chunks(path, chunk_bytes=CHUNK_BYTES):
             if state["eof"]:
                 state["rest"] = b""
                 return bytes(rest) if rest else None
+            if len(rest) > MAX_LINE_BYTES:
+                raise _LineTooLong(f"{name}: {_too_long()}")
             buf = bytearray(len(rest) + chunk_bytes)
             buf[:len(rest)] = rest
             mv = memoryview(buf)
             n = len(rest)
-            while n < len(buf):
-                k = fh.readinto(mv[n:])
-                if not k:
-                    state["eof"] = True
-                    break
-                n += k
-            del mv
+            try:
+                while n < len(buf):
+                    k = fh.readinto(mv[n:])
+                    if not k:
+                        state["eof"] = True
+                        break
+                    n += k
+            except _GZIP_ERRORS as exc:
+                raise _gzip_error(name, exc) from None
+            finally:
+                del mv
             if n < len(buf):
                 del buf[n:]
             cut = buf.rfind(b"\n") + 1
             if cut == 0:  # no complete line yet: keep reading
                 rest = buf
                 continue
+            if rest and buf.find(b"\n", len(rest)) > MAX_LINE_BYTES:
+                raise _LineTooLong(f"{name}: {_too_long()}")
             state["rest"] = bytes(buf[cut:])
             del buf[cut:]
             return buf
@@ -191,38 +254,92 @@ def _fmt_code(fmt):
 
 
 def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
-                  max_index=2**63 - 1, n_fields=None, n_threads=1, chunk_bytes=CHUNK_BYTES,
-                  chunks=None, first_line=0):
+                  max_index=_MAX_ID_64, n_fields=None, n_threads=1, chunk_bytes=CHUNK_BYTES,
+                  chunks=None, first_line=0, finite=False, n_features=None):
     """Parse a text file chunk by chunk; yield the kernel's dicts.
 
     ``chunks``: an iterable of buffers of complete lines to parse instead of
     reading ``path`` (e.g. read from a pipe); ``path`` then only names the
     input in error messages, whose line numbers start after ``first_line``.
+    ``finite``: nan / inf values and labels are errors (True), or only
+    values ("values").  ``n_features`` only words the message of an id
+    above ``max_index``.
 
     Raises DataFormatError (file:line: token) on the first malformed line.
     """
     name = os.fspath(path)
     lines = first_line
     code = _fmt_code(fmt)
-    for buf in (_read_chunks(path, chunk_bytes) if chunks is None else chunks):
-        r = _parse.parse_chunk(buf, code, f32, zero_ok, strict_order, max_index,
-                               -1 if n_fields is None else n_fields, n_threads)
+    flags = 0 if not finite else (_parse.FINITE_VALUES if finite == "values" else
+                                  _parse.FINITE_VALUES | _parse.FINITE_LABELS)
+    it = iter(_read_chunks(path, chunk_bytes) if chunks is None else chunks)
+    while True:
+        try:
+            buf = next(it)
+        except StopIteration:
+            return
+        except _LineTooLong:
+            raise _ParseError(f"{name}:{lines + 1}: {_too_long()}", lines + 1, None,
+                              None) from None
+        r = _parse.parse_chunk(buf, code, f32, zero_ok, strict_order,
+                               min(max_index, _MAX_ID_64),
+                               -1 if n_fields is None else n_fields, n_threads, flags)
         if r["error"] is not None:
             err, nl, pos, val = r["error"]
             if err == _parse.ERR_NOMEM:
                 raise MemoryError(f"{name}: out of memory while parsing")
             tok = _token_at(buf, pos)
             if err == _parse.ERR_INDEX_RANGE:
-                reason = f"feature index {val} >= n_features"
+                reason = _index_range_reason(fmt, val, max_index, n_features)
             elif err == _parse.ERR_FIELD_RANGE:
-                reason = f"field {val} >= n_fields={n_fields}"
+                reason = (f"field id {val} >= n_fields={n_fields}" if n_fields is not None
+                          and val <= MAX_ID_32 else
+                          f"field id out of range: libffm ids are 0 .. {MAX_ID_32}")
+            elif err == _parse.ERR_VALUE_NONFINITE:
+                reason = (f"non-finite value: nan, inf or beyond the "
+                          f"{'float32' if f32 else 'float64'} range")
             elif err == _parse.ERR_NO_COLON and fmt == "libffm":
                 reason = "expected field:feature:value"
             else:
                 reason = _REASONS.get(err, "malformed token")
-            raise DataFormatError(f"{name}:{lines + nl + 1}: cannot parse {tok!r} ({reason})")
+            line = lines + nl + 1
+            raise _ParseError(f"{name}:{line}: cannot parse {tok!r} ({reason})", line, err,
+                              val)
         lines += r["n_lines"]
         yield r
+
+
+def _index_range_reason(fmt, val, max_index, n_features):
+    # val: the id, 2**63 - 1 when it overflowed int64
+    if fmt == "libffm" and val > MAX_ID_32:
+        return f"feature id out of range: libffm ids are 0 .. {MAX_ID_32}"
+    if val > _MAX_ID_64:
+        return f"feature index out of range: ids are 0 .. {_MAX_ID_64}"
+    if n_features is not None:
+        return f"feature index {val} >= n_features"
+    return f"feature index {val} above the limit {max_index}"
+
+
+def _line_prefixes(fh, max_lines=10_000, head=1 << 16, budget=16 << 20):
+    """The first ``head`` bytes of each of the first lines of a binary file
+    object, reading at most about ``budget`` bytes (a file without newlines
+    is not read to its end)."""
+    used = 0
+    for _ in range(max_lines):
+        line = fh.readline(head)
+        if not line:
+            return
+        used += len(line)
+        yield line
+        while not line.endswith(b"\n"):  # skip the rest of a long line
+            if used > budget:
+                return
+            line = fh.readline(head)
+            if not line:
+                return
+            used += len(line)
+        if used > budget:
+            return
 
 
 def _detect_format(path):
@@ -231,17 +348,83 @@ def _detect_format(path):
         return "cache"
     fh, raw = _open_binary(path)
     try:
-        for _, line in zip(range(10_000), fh):
+        for line in _line_prefixes(fh):
             line = line.split(b"#", 1)[0].split()
             feats = [t for t in line[1:] if not t.startswith(b"qid")]
             if feats:
                 return "libffm" if feats[0].count(b":") >= 2 else "libsvm"
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataFormatError(f"{os.fspath(path)}: cannot read: {exc}") from exc
+    except _GZIP_ERRORS as exc:
+        raise _gzip_error(os.fspath(path), exc) from None
     finally:
         fh.close()
         raw.close()
     return "libsvm"
+
+
+def _first_line_above(path, fmt, max_index=_MAX_ID_64, n_fields=None):
+    """Line number of the first id above ``max_index`` (raw file id) or field
+    id >= ``n_fields`` in a text file, or None."""
+    try:
+        for _ in _parse_stream(path, fmt, strict_order=False, max_index=max_index,
+                               n_fields=n_fields):
+            pass
+    except DataFormatError as exc:
+        if getattr(exc, "code", None) in (_parse.ERR_INDEX_RANGE, _parse.ERR_FIELD_RANGE):
+            return exc.line
+        raise
+    return None
+
+
+def _locate_largest_ids(path, info, fields=False):
+    """Where a scanned file (``info`` from scan_file) holds its largest
+    feature id (and field id, ``fields``): text for an error message, to
+    follow the file name (':LINE: feature id N' or ': n_features=N')."""
+    if info.get("format") not in ("libsvm", "libffm") or info.get("max_index", -1) < 0:
+        return f": n_features={info.get('n_features')}" + (
+            f", n_fields={info.get('n_fields')}" if fields else "")
+    fmt = info["format"]
+    mx = info["max_index"]
+    line = _first_line_above(path, fmt, max_index=mx - 1)
+    out = f":{line}: feature id {mx}" if line is not None else f": feature id {mx}"
+    if fields and fmt == "libffm" and info.get("n_fields", 0) > 1:
+        mf = info["n_fields"] - 1
+        fline = _first_line_above(path, fmt, n_fields=mf)
+        out += f" (and field id {mf}" + (f" at line {fline})" if fline is not None else ")")
+    return out
+
+
+def _line_of_row(path, fmt, row):
+    """1-based line of data row ``row`` (0-based) of a text file, or None
+    (for error messages: reads the file up to it again)."""
+    code = _fmt_code(fmt)
+    rows = lines = 0
+    for buf in _read_chunks(path):
+        r = _parse.parse_chunk(buf, code, True, True, False, _MAX_ID_64, -1, 1, 0)
+        if r["error"] is not None:
+            return None
+        n = len(r["labels"])
+        if row < rows + n:
+            for i, line in enumerate(bytes(buf).split(b"\n")):
+                if line.split(b"#", 1)[0].strip():
+                    if rows == row:
+                        return lines + i + 1
+                    rows += 1
+            return None
+        rows += n
+        lines += r["n_lines"]
+    return None
+
+
+def _where_row(path, fmt, row):
+    """'path:line' (text) or 'path: row N (0-based)' (cache) for a data row, or
+    'path' when ``row`` is None or its line cannot be found."""
+    name = os.fspath(path)
+    if row is None:
+        return name
+    if fmt in ("libsvm", "libffm"):
+        line = _line_of_row(path, fmt, row)
+        return name if line is None else f"{name}:{line}"
+    return f"{name}: row {row} (0-based)"
 
 
 def _resolve_format(path, format, allow_cache=True):
@@ -288,17 +471,40 @@ class _Chunk:
         self.unsorted = r["unsorted"]
 
 
-def _update_fields(fields, ch):
-    """Grow ``fields`` to cover the chunk and record first-seen fields."""
+def _update_fields(fields, ch, path):
+    """Grow ``fields`` (the field of each column of a libffm file) to cover
+    the chunk and record first-seen fields.  A column count whose array would
+    not fit in the memory available is refused, naming the line of the id."""
     if ch.fields is None or not len(ch.indices):
         return fields
     need = int(ch.max_idx) + 1
     if need > len(fields):
-        new = np.full(max(need, 2 * len(fields)), -1, dtype=np.int32)
+        room = memory_limit() // 4 - len(fields)  # int32 entries (the old array stays)
+        if need > room:
+            line = _first_line_above(path, "libffm", max_index=max(0, room - 1))
+            raise DataFormatError(
+                f"{os.fspath(path)}{'' if line is None else f':{line}'}: feature id "
+                f"{need - 1}: the field of each of {need:,} columns needs "
+                f"{4 * need / 2**30:,.1f} GiB, more than the memory available; use smaller "
+                "ids (remap or hash them)")
+        new = np.full(min(max(need, 2 * len(fields)), room), -1, dtype=np.int32)
         new[:len(fields)] = fields
         fields = new
     _parse.first_fields(fields, ch.indices, ch.fields)
     return fields
+
+
+def _fields_out(fields, n_cols):
+    """The field array of ``n_cols`` columns (-1: never seen) from the grown
+    ``fields`` (a view when it is long enough: no second copy)."""
+    if len(fields) >= n_cols:
+        return fields[:n_cols]
+    if 4 * n_cols > memory_limit():
+        raise MemoryError(f"n_features={n_cols:,}: the field of each column needs "
+                          f"{4 * n_cols / 2**30:,.1f} GiB, more than the memory available")
+    out = np.full(n_cols, -1, dtype=np.int32)
+    out[:len(fields)] = fields
+    return out
 
 
 def _idx_dtype(n_rows, n_cols, nnz):
@@ -316,9 +522,20 @@ def _build_csr(data, indices, indptr, shape, canonical):
     return X
 
 
-def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted, n_fields):
-    dtype = _check_dtype(dtype)
+def _check_features_arg(n_features, fmt):
+    """n_features as given by a caller: None or 1 .. the format's column limit."""
     n_features = _check_n(n_features, "n_features")
+    top = MAX_ID_32 + 1 if fmt == "libffm" else _MAX_ID_64 + 1
+    if n_features is not None and n_features > top:
+        raise ValueError(f"n_features={n_features} is above the largest column count of "
+                         f"{fmt} data ({top})")
+    return n_features
+
+
+def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted, n_fields,
+               allow_nonfinite=True):
+    dtype = _check_dtype(dtype)
+    n_features = _check_features_arg(n_features, fmt)
     n_fields = _check_n(n_fields, "n_fields")
     zero_based = _check_zero_based(zero_based) if fmt == "libsvm" else True
     nt = effective_n_threads(n_jobs)
@@ -328,9 +545,10 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
     fields = np.full(0, -1, dtype=np.int32)
     for r in _parse_stream(path, fmt, f32=f32, zero_ok=zero_based is not False,
                            strict_order=strict, max_index=_index_limit(n_features, zero_based),
-                           n_fields=n_fields, n_threads=nt):
+                           n_fields=n_fields, n_threads=nt, finite=not allow_nonfinite,
+                           n_features=n_features):
         ch = _Chunk(r)
-        fields = _update_fields(fields, ch)
+        fields = _update_fields(fields, ch, path)
         chunks.append(ch)
     n_rows = sum(len(c.y) for c in chunks)
     nnz = sum(len(c.indices) for c in chunks)
@@ -344,7 +562,8 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
             # only possible for zero_based="auto" on a zero-based file: re-parse
             # with the exact limit to name the line
             for _ in _parse_stream(path, fmt, f32=f32, strict_order=strict,
-                                   max_index=n_features - 1, n_threads=nt):
+                                   max_index=n_features - 1, n_threads=nt,
+                                   n_features=n_features):
                 pass
             raise DataFormatError(f"{os.fspath(path)}: n_features={n_features} but the file "
                                   f"has {n_cols} features")
@@ -371,10 +590,7 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
         data = data.astype(dtype)
     X = _build_csr(data, indices, indptr, (n_rows, n_cols), canonical=not unsorted)
     if fmt == "libffm":
-        out = np.full(n_cols, -1, dtype=np.int32)
-        k = min(n_cols, len(fields))
-        out[:k] = fields[:k]
-        return X, y, out
+        return X, y, _fields_out(fields, n_cols)
     return X, y
 
 
@@ -383,7 +599,7 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
 # --------------------------------------------------------------------------
 
 def load_libsvm(path, n_features=None, dtype=np.float32, zero_based="auto", n_jobs=None,
-                allow_unsorted=False):
+                allow_unsorted=False, allow_nonfinite=True):
     """Load a libsvm / svmlight / libFM text file (plain or gzip).
 
     The output is identical (values, indices, row offsets, shape, labels) to
@@ -414,6 +630,11 @@ def load_libsvm(path, n_features=None, dtype=np.float32, zero_based="auto", n_jo
         scikit-learn (and so this function by default) rejects lines whose
         indices are not strictly increasing.  True accepts them; such rows
         are sorted and duplicate indices summed.
+    allow_nonfinite : bool, default=True
+        ``nan`` / ``inf`` labels and values are read as ``float()`` reads
+        them (as scikit-learn does).  False refuses them (and, for float32,
+        values beyond its range) with DataFormatError naming file and line,
+        as training from a file does.
 
     Returns
     -------
@@ -430,24 +651,28 @@ def load_libsvm(path, n_features=None, dtype=np.float32, zero_based="auto", n_jo
     cfm.DataFormatError
         A malformed line; the message reads ``path:line: cannot parse
         'token' (reason)``.  Unlike scikit-learn, indices >= 2**31 are
-        accepted (int64 indices).
+        accepted (int64 indices, up to 2**63 - 2).  Also a line longer than
+        :data:`MAX_LINE_BYTES` and corrupted gzip data.
     """
     return _load_text(path, "libsvm", n_features, dtype, zero_based, n_jobs, allow_unsorted,
-                      None)
+                      None, allow_nonfinite)
 
 
 #: libFM's text format is the libsvm format (``label index:value ...``).
 load_libfm = load_libsvm
 
 
-def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=None):
+def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=None,
+                allow_nonfinite=True):
     """Load a libffm text file ``label field:feature:value ...`` (plain or gzip).
 
     Parameters
     ----------
     path : str or path-like
         Same comment / blank line / gzip / CRLF rules as :func:`load_libsvm`
-        (no ``qid``).  Field and feature ids are zero-based.
+        (no ``qid``).  Field and feature ids are zero-based 32-bit integers,
+        as in libffm and xLearn: at most :data:`MAX_ID_32` (2**31 - 2); a
+        larger id raises DataFormatError naming file and line.
     n_features : int, optional
         Number of columns (largest feature id + 1 by default; 0 for a file
         without features).  A larger feature id raises DataFormatError.
@@ -456,6 +681,8 @@ def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=N
         Parser threads, scikit-learn's meaning.
     n_fields : int, optional
         When given, a field id >= n_fields raises DataFormatError.
+    allow_nonfinite : bool, default=True
+        As in :func:`load_libsvm`.
 
     Returns
     -------
@@ -468,10 +695,11 @@ def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=N
         the file* (a feature seen under several fields keeps its first one);
         -1 for columns that never appear.
     """
-    return _load_text(path, "libffm", n_features, dtype, True, n_jobs, True, n_fields)
+    return _load_text(path, "libffm", n_features, dtype, True, n_jobs, True, n_fields,
+                      allow_nonfinite)
 
 
-def scan_file(path, format="auto", zero_based="auto", n_jobs=None):
+def scan_file(path, format="auto", zero_based="auto", n_jobs=None, allow_nonfinite=True):
     """Sizes of a data file from one fast parsing pass (or a cache's header).
 
     Parameters
@@ -483,32 +711,36 @@ def scan_file(path, format="auto", zero_based="auto", n_jobs=None):
         feature token of the first data line has two colons, else libsvm.
     zero_based : bool or "auto"
         For libsvm, as in :func:`load_libsvm` (decides ``n_features``).
+    allow_nonfinite : bool, default=True
+        False: a nan / inf label or value of a text file raises
+        DataFormatError naming file and line (what training from a file
+        checks first).
 
     Returns
     -------
     dict
         ``n_rows``, ``n_features`` (as :func:`load_libsvm` would give),
         ``nnz``, ``n_fields`` (max field id + 1; 0 for libsvm), ``format``,
-        ``zero_based`` (resolved), ``min_index`` / ``max_index`` (raw file ids,
-        -1 when empty) and ``label_values_sample`` (sorted distinct labels,
-        at most 100 of them).
+        ``zero_based`` (resolved; for a cache, how its source's ids were
+        read), ``min_index`` / ``max_index`` (raw file ids, -1 when empty) and
+        ``label_values_sample`` (sorted distinct labels, at most 100 of them).
     """
-    info, _ = _scan(path, format, zero_based, n_jobs)
+    info, _ = _scan(path, format, zero_based, n_jobs, finite=not allow_nonfinite)
     return info
 
 
-def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False):
+def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False, finite=False):
     fmt = _resolve_format(path, format)
     if fmt == "cache":
         c = _CacheFile(path)
         h = c.header
         y = c.array("y")
         labels = np.unique(y[: min(len(y), 1_000_000)])[:100]
-        fields = c.array("fields") if h["has_fields"] else None
+        fields = c.fields()
         return ({"n_rows": h["n_rows"], "n_features": h["n_features"], "nnz": h["nnz"],
                  "n_fields": int(fields.max()) + 1 if fields is not None and len(fields) else 0,
-                 "format": "cache", "zero_based": True, "min_index": -1, "max_index": -1,
-                 "label_values_sample": labels}, fields)
+                 "format": "cache", "zero_based": h["zero_based"], "min_index": -1,
+                 "max_index": -1, "label_values_sample": labels}, fields)
     zero_based = _check_zero_based(zero_based) if fmt == "libsvm" else True
     nt = effective_n_threads(n_jobs)
     n_rows = nnz = 0
@@ -516,7 +748,7 @@ def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False):
     labels = np.zeros(0)
     fields = np.full(0, -1, dtype=np.int32)
     for r in _parse_stream(path, fmt, zero_ok=zero_based is not False,
-                           strict_order=False, n_threads=nt):
+                           strict_order=False, n_threads=nt, finite=finite):
         n_rows += len(r["labels"])
         k = len(r["indices"])
         nnz += k
@@ -527,7 +759,7 @@ def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False):
         if len(labels) < 100:
             labels = np.union1d(labels, np.unique(r["labels"]))[:100]
         if want_fields:
-            fields = _update_fields(fields, _Chunk(r))
+            fields = _update_fields(fields, _Chunk(r), path)
     shift = fmt == "libsvm" and (zero_based is False or (
         zero_based == "auto" and nnz > 0 and mn > 0))
     n_features = (mx - shift + 1) if nnz else (1 if fmt == "libsvm" else 0)
@@ -536,10 +768,7 @@ def _scan(path, format, zero_based="auto", n_jobs=None, want_fields=False):
             "min_index": -1 if mn is None else int(mn), "max_index": int(mx),
             "label_values_sample": labels}
     if want_fields:
-        out = np.full(n_features, -1, dtype=np.int32)
-        k = min(n_features, len(fields))
-        out[:k] = fields[:k]
-        fields = out
+        fields = _fields_out(fields, n_features)
     return info, (fields if want_fields else None)
 
 
@@ -638,6 +867,15 @@ def _align(n):
     return -(-n // 64) * 64
 
 
+# Caches whose checksums were verified in this process, keyed by what would
+# change if the file did (see _CacheFile.identity): training streams a cache
+# once per epoch, and only the first pass needs to compute them.
+_VERIFIED = {}
+_VERIFIED_MAX = 64
+# Largest count (rows, columns, values) a cache header may declare.
+_MAX_COUNT = 2**62
+
+
 class _CacheFile:
     """A validated, memory-mapped ``.cfmdata`` file."""
 
@@ -646,8 +884,11 @@ class _CacheFile:
     def __init__(self, path):
         self.path = os.fspath(path)
         where = repr(self.path)
-        size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                raise DataFormatError(f"{where} is not a cfm data cache (not a regular file)")
             prefix = f.read(_CACHE_PREFIX.size)
             if len(prefix) < _CACHE_PREFIX.size:
                 if CACHE_MAGIC.startswith(prefix[:8]) and prefix:
@@ -670,13 +911,18 @@ class _CacheFile:
                 raise DataFormatError(f"{where} is truncated: its header needs {hlen} bytes "
                                       f"but the file has {size}")
             hbytes = f.read(hlen)
+        if len(hbytes) != hlen:
+            raise DataFormatError(f"{where} is truncated: its header needs {hlen} bytes")
         if zlib.crc32(hbytes) != hcrc:
             raise DataFormatError(f"{where} is corrupted: header checksum mismatch")
         try:
             h = json.loads(hbytes.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataFormatError(f"{where} has an unreadable header: {exc}") from exc
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise DataFormatError(f"{where} has an unreadable header: "
+                                  f"{type(exc).__name__}: {exc}") from None
         self.header = h = self._check_header(h, where, size, _CACHE_PREFIX.size + hlen)
+        self.identity = (os.path.realpath(self.path), st.st_dev, st.st_ino, size,
+                         st.st_mtime_ns, hcrc)
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r") if size else None
         self.size = size
 
@@ -685,18 +931,26 @@ class _CacheFile:
         def bad(msg):
             return DataFormatError(f"{where} has an invalid header: {msg}")
 
+        def count(v):
+            return not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= _MAX_COUNT
+
         if not isinstance(h, dict) or h.get("format") != "cfm-data":
             raise bad("not a cfm-data header")
         for k in ("n_rows", "n_features", "nnz", "file_size"):
-            v = h.get(k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise bad(f"{k}={v!r}")
+            if not count(h.get(k)):
+                raise bad(f"{k}={h.get(k)!r}")
         if not isinstance(h.get("has_fields"), bool):
             raise bad("has_fields missing")
+        zb = h.get("zero_based", True)  # format 1.0 did not record it
+        if not isinstance(zb, bool):
+            raise bad(f"zero_based={zb!r}")
+        h["zero_based"] = zb
         if h["file_size"] != size:
             raise DataFormatError(f"{where} is truncated or padded: the header says "
                                   f"{h['file_size']} bytes, the file has {size}")
         n, m, nnz = h["n_rows"], h["n_features"], h["nnz"]
+        if m > _MAX_ID_64 + 1 or (h["has_fields"] and m > MAX_ID_32 + 1):
+            raise bad(f"n_features={m}")
         expect = {"indptr": ((n + 1,), ("<i8",)), "indices": ((nnz,), ("<i4", "<i8")),
                   "data": ((nnz,), ("<f4", "<f8")), "y": ((n,), ("<f8",))}
         if h["has_fields"]:
@@ -706,26 +960,32 @@ class _CacheFile:
             raise bad("no array table")
         table = {}
         end = data_start
+        gaps = []
         for a in arrays:
-            if not isinstance(a, dict) or a.get("name") not in expect or a["name"] in table:
-                raise bad(f"unexpected array entry {a!r}")
+            if not isinstance(a, dict) or not isinstance(a.get("name"), str) or \
+                    a["name"] not in expect or a["name"] in table:
+                raise bad(f"unexpected array entry {str(a)[:200]}")
             shape, dts = expect[a["name"]]
             if a.get("dtype") not in dts or a.get("shape") != list(shape):
-                raise bad(f"array {a['name']}: dtype {a.get('dtype')!r} / shape "
-                          f"{a.get('shape')!r}, expected {dts} / {list(shape)}")
-            nbytes = int(np.prod(shape)) * np.dtype(a["dtype"]).itemsize
+                raise bad(f"array {a['name']}: dtype {str(a.get('dtype'))[:40]!r} / shape "
+                          f"{str(a.get('shape'))[:80]}, expected {dts} / {list(shape)}")
+            nbytes = shape[0] * np.dtype(a["dtype"]).itemsize
             off = a.get("offset")
             if (a.get("nbytes") != nbytes or isinstance(off, bool) or not isinstance(off, int)
-                    or off % 64 or off < end):
-                raise bad(f"array {a['name']}: bad offset / size")
+                    or off % 64 or off < end or not count(a.get("crc32"))
+                    or a["crc32"] > 0xFFFFFFFF):
+                raise bad(f"array {a['name']}: bad offset / size / checksum entry")
             if off + nbytes > size:
                 raise DataFormatError(f"{where} is truncated: array {a['name']} ends at "
                                       f"{off + nbytes} but the file has {size} bytes")
+            gaps.append((end, off))
             end = off + nbytes
             table[a["name"]] = a
         if set(table) != set(expect):
             raise bad(f"missing arrays {sorted(set(expect) - set(table))}")
+        gaps.append((end, size))
         h["_table"] = table
+        h["_gaps"] = [(g0, g1) for g0, g1 in gaps if g1 > g0]
         return h
 
     def array(self, name):
@@ -734,6 +994,15 @@ class _CacheFile:
         if a["nbytes"] == 0:
             return np.zeros(0, dtype=dt)
         return self._mm[a["offset"]:a["offset"] + a["nbytes"]].view(dt)
+
+    def fields(self):
+        """The field array (libffm caches; None otherwise), its values checked."""
+        if not self.header["has_fields"]:
+            return None
+        f = self.array("fields")
+        if len(f) and (f.min() < -1 or f.max() > MAX_ID_32):
+            raise DataFormatError(f"{self.path!r} is corrupted: field ids out of range")
+        return f
 
     def release(self, name, lo, hi):
         """madvise(DONTNEED) the whole pages inside elements [lo, hi) of an array."""
@@ -752,17 +1021,78 @@ class _CacheFile:
             except (OSError, ValueError):  # advisory only
                 pass
 
+    @property
+    def verified(self):
+        return _VERIFIED.get(self.identity, False)
+
+    def _mark_verified(self):
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.pop(next(iter(_VERIFIED)))
+        _VERIFIED[self.identity] = True
+
+    def _check_gaps(self):
+        """The bytes between and after the arrays are zero (the writer's padding)."""
+        for g0, g1 in self.header["_gaps"]:
+            if np.any(self._mm[g0:g1]):
+                raise DataFormatError(f"{self.path!r} is corrupted: non-zero padding at bytes "
+                                      f"[{g0}, {g1})")
+
+    def _mismatch(self, name):
+        return DataFormatError(f"{self.path!r} is corrupted: checksum mismatch in array "
+                               f"{name!r}")
+
     def verify_checksums(self):
-        for name, a in self.header["_table"].items():
-            arr = self.array(name)
+        """CRC32 of every array and zero padding (reads the whole file; two
+        threads: zlib computes checksums without the GIL)."""
+        if self.verified:
+            return
+
+        def crc_of(name):
+            raw = self.array(name).view(np.uint8)
             crc = 0
             step = 1 << 24
-            raw = arr.view(np.uint8)
             for s in range(0, len(raw), step):
                 crc = zlib.crc32(raw[s:s + step], crc)
-            if crc != a.get("crc32"):
-                raise DataFormatError(f"{self.path!r} is corrupted: checksum mismatch in "
-                                      f"array {name!r}")
+            return name, crc
+
+        names = list(self.header["_table"])
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            results = list(ex.map(crc_of, names))
+        for name, crc in results:
+            if crc != self.header["_table"][name]["crc32"]:
+                raise self._mismatch(name)
+        self._check_gaps()
+        self._mark_verified()
+
+    def tracker(self):
+        """A _CrcTracker checking the arrays as they are streamed in order
+        (None when this file was verified already)."""
+        return None if self.verified else _CrcTracker(self)
+
+
+class _CrcTracker:
+    """Checksums of a cache's arrays accumulated over consecutive slices."""
+
+    def __init__(self, c):
+        self.c = c
+        self.crc = {n: 0 for n in c.header["_table"]}
+        self.seen = {n: 0 for n in c.header["_table"]}
+
+    def update(self, name, arr):
+        b = np.ascontiguousarray(arr).view(np.uint8)
+        if b.size:
+            self.crc[name] = zlib.crc32(b, self.crc[name])
+            self.seen[name] += b.size
+
+    def finish(self):
+        for name, a in self.c.header["_table"].items():
+            if self.seen[name] != a["nbytes"]:  # pragma: no cover - a caller's bug
+                raise RuntimeError(f"checksum of {name!r} over {self.seen[name]} of "
+                                   f"{a['nbytes']} bytes")
+            if self.crc[name] != a["crc32"]:
+                raise self.c._mismatch(name)
+        self.c._check_gaps()
+        self.c._mark_verified()
 
 
 def _csr_around(data, indices, indptr, shape):
@@ -786,11 +1116,10 @@ def _check_block(c, r0, r1, indptr, indices):
                               f"[{r0}, {r1})")
 
 
-def load_cache(path, check=True, verify_checksums=False):
+def load_cache(path, check=True, verify_checksums=True):
     """Open a ``.cfmdata`` cache written by :func:`convert_to_cache`.
 
-    The arrays are memory-mapped (read-only): nothing is parsed or copied,
-    and pages are read from disk only when used.
+    The arrays are memory-mapped (read-only): nothing is parsed or copied.
 
     Parameters
     ----------
@@ -798,9 +1127,12 @@ def load_cache(path, check=True, verify_checksums=False):
     check : bool, default=True
         Check row offsets (O(n_rows)) and the column index range (one pass
         over the indices) so that scipy can safely use the matrix.  The
-        header, sizes and offsets are always checked.
-    verify_checksums : bool, default=False
-        Also verify the CRC32 of every array (reads the whole file).
+        header, sizes and offsets are always checked (and cfm's estimators
+        validate any matrix they are given).
+    verify_checksums : bool, default=True
+        Also verify the CRC32 of every array and that the padding between
+        them is zero (reads the whole file once per process: a file already
+        verified and unchanged since is not read again).  False skips it.
 
     Returns
     -------
@@ -817,16 +1149,17 @@ def load_cache(path, check=True, verify_checksums=False):
     """
     c = _CacheFile(path)
     h = c.header
-    if verify_checksums:
-        c.verify_checksums()
     indptr, indices = c.array("indptr"), c.array("indices")
     if indptr[0] != 0 or indptr[-1] != h["nnz"]:
         raise DataFormatError(f"{c.path!r} is corrupted: row offsets do not span the "
                               f"{h['nnz']} stored values")
     if check:
         _check_block(c, 0, h["n_rows"], indptr, indices)
+    fields = c.fields()
+    if verify_checksums:
+        c.verify_checksums()
     X = _csr_around(c.array("data"), indices, indptr, (h["n_rows"], h["n_features"]))
-    return X, c.array("y"), (c.array("fields") if h["has_fields"] else None)
+    return X, c.array("y"), fields
 
 
 class _Section:
@@ -888,7 +1221,7 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"cache dtype must be float32 or float64, got {dtype}")
-    n_features = _check_n(n_features, "n_features")
+    n_features = _check_features_arg(n_features, fmt)
     zero_based = _check_zero_based(zero_based) if fmt == "libsvm" else True
     dst = os.fspath(dst) if dst is not None else os.fspath(src) + ".cfmdata"
     nt = effective_n_threads(n_jobs)
@@ -905,9 +1238,9 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         mn, mx = None, -1
         for r in _parse_stream(src, fmt, f32=f32, zero_ok=zero_based is not False,
                                strict_order=strict, max_index=_index_limit(n_features, zero_based),
-                               n_threads=nt, chunk_bytes=chunk_bytes):
+                               n_threads=nt, chunk_bytes=chunk_bytes, n_features=n_features):
             ch = _Chunk(r)
-            fields = _update_fields(fields, ch)
+            fields = _update_fields(fields, ch, src)
             indptr, indices, data = ch.indptr, ch.indices, ch.data
             if ch.unsorted:
                 M = sp.csr_matrix((data, indices, indptr),
@@ -939,15 +1272,13 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         order = ["indptr", "indices", "data", "y"]
         extra = {}
         if fmt == "libffm":
-            out = np.full(n_cols, -1, dtype=np.int32)
-            k = min(n_cols, len(fields))
-            out[:k] = fields[:k]
-            extra["fields"] = out
+            extra["fields"] = np.ascontiguousarray(_fields_out(fields, n_cols))
             order.append("fields")
         specs = {"indptr": (np.int64, n_rows + 1), "indices": (idx_dt, nnz),
                  "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols)}
         header = {"format": "cfm-data", "n_rows": n_rows, "n_features": int(n_cols),
                   "nnz": nnz, "has_fields": fmt == "libffm", "source_format": fmt,
+                  "zero_based": not shift,
                   "source": os.path.basename(os.fspath(src)), "file_size": 0, "arrays": []}
 
         def make_header(crcs, offsets, file_size):
@@ -1015,7 +1346,8 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
 # --------------------------------------------------------------------------
 
 def iter_blocks(path, block_rows=100_000, n_features=None, format="auto", dtype=np.float32,
-                zero_based="auto", n_jobs=None, allow_unsorted=False, chunk_bytes=16 << 20):
+                zero_based="auto", n_jobs=None, allow_unsorted=False, chunk_bytes=16 << 20,
+                allow_nonfinite=True, verify_checksums=True):
     """Iterate over a data file in blocks of rows, with bounded memory.
 
     Parameters
@@ -1038,6 +1370,15 @@ def iter_blocks(path, block_rows=100_000, n_features=None, format="auto", dtype=
         As in :func:`load_libsvm` / :func:`load_libffm`.
     chunk_bytes : int
         Text read size; memory is about that plus one block.
+    allow_nonfinite : bool, default=True
+        False: a nan / inf label or value raises DataFormatError naming the
+        file and line (text) or row (cache) before its block is yielded.
+    verify_checksums : bool, default=True
+        Caches: compute the CRC32 of the arrays as the blocks are read and
+        compare them at the end (a mismatch raises DataFormatError after the
+        last block; once a file has been verified in this process, it is not
+        checked again while unchanged).  The structure of every block (row
+        offsets, column range) is checked before it is yielded either way.
 
     Yields
     ------
@@ -1055,21 +1396,42 @@ def iter_blocks(path, block_rows=100_000, n_features=None, format="auto", dtype=
     n_features = _check_n(n_features, "n_features")
     fmt = _resolve_format(path, format)
     if fmt == "cache":
-        return _iter_cache(path, block_rows, n_features)
+        return _iter_cache(path, block_rows, n_features, allow_nonfinite, verify_checksums)
+    n_features = _check_features_arg(n_features, fmt)
     return _iter_text(path, fmt, block_rows, n_features, dtype, zero_based, n_jobs,
-                      allow_unsorted, chunk_bytes)
+                      allow_unsorted, chunk_bytes, allow_nonfinite)
 
 
-def _iter_cache(path, block_rows, n_features):
+def _first_nonfinite(c, r0, ip, data, y):
+    """DataFormatError for the first nan / inf of a cache block, or None."""
+    bad_y = np.flatnonzero(~np.isfinite(y))
+    bad_x = np.flatnonzero(~np.isfinite(data))
+    rows = []
+    if bad_y.size:
+        rows.append((int(bad_y[0]), "label", float(y[bad_y[0]])))
+    if bad_x.size:
+        k = int(bad_x[0])
+        rows.append((int(np.searchsorted(ip, ip[0] + k, side="right")) - 1, "value",
+                     float(data[k])))
+    if not rows:
+        return None
+    row, what, v = min(rows)
+    return DataFormatError(f"{c.path!r}: row {r0 + row} (0-based): non-finite {what} {v!r}")
+
+
+def _iter_cache(path, block_rows, n_features, allow_nonfinite=True, verify_checksums=True):
     c = _CacheFile(path)
     h = c.header
     if n_features is not None and n_features != h["n_features"]:
         raise ValueError(f"n_features={n_features} but the cache has {h['n_features']}")
     indptr, indices, data, y = (c.array(n) for n in ("indptr", "indices", "data", "y"))
-    fields = c.array("fields") if h["has_fields"] else None
+    fields = c.fields()
     if indptr[0] != 0 or indptr[-1] != h["nnz"]:
         raise DataFormatError(f"{c.path!r} is corrupted: row offsets do not span the "
                               f"{h['nnz']} stored values")
+    crc = c.tracker() if verify_checksums else None
+    if crc is not None and fields is not None:
+        crc.update("fields", fields)
     for r0 in range(0, h["n_rows"], block_rows):
         r1 = min(h["n_rows"], r0 + block_rows)
         ip = indptr[r0:r1 + 1]
@@ -1079,6 +1441,15 @@ def _iter_cache(path, block_rows, n_features):
                                   f"[{r0}, {r1})")
         ind = indices[a:b]
         _check_block(c, r0, r1, ip, ind)
+        if crc is not None:  # pages read now are the ones the consumer uses next
+            crc.update("indptr", indptr[r0:r1])
+            crc.update("indices", ind)
+            crc.update("data", data[a:b])
+            crc.update("y", y[r0:r1])
+        if not allow_nonfinite:
+            err = _first_nonfinite(c, r0, ip, data[a:b], y[r0:r1])
+            if err is not None:
+                raise err
         X = _csr_around(data[a:b], ind, ip - a, (r1 - r0, h["n_features"]))
         yield X, y[r0:r1], fields
         # The consumer is done with this block: drop its pages from this
@@ -1089,26 +1460,27 @@ def _iter_cache(path, block_rows, n_features):
         c.release("data", a, b)
         c.release("indptr", r0, r1)
         c.release("y", r0, r1)
+    if crc is not None:
+        crc.update("indptr", indptr[h["n_rows"]:])
+        crc.finish()
 
 
 def _iter_text(path, fmt, block_rows, n_features, dtype, zero_based, n_jobs, allow_unsorted,
-               chunk_bytes):
+               chunk_bytes, allow_nonfinite=True):
     dtype = _check_dtype(dtype)
     zero_based = _check_zero_based(zero_based) if fmt == "libsvm" else True
     nt = effective_n_threads(n_jobs)
     fields = None
     if n_features is None or fmt == "libffm" or zero_based == "auto":
-        info, fields = _scan(path, fmt, zero_based, n_jobs, want_fields=fmt == "libffm")
+        info, fields = _scan(path, fmt, zero_based, n_jobs, want_fields=fmt == "libffm",
+                             finite=not allow_nonfinite)
         if n_features is None:
             n_features = info["n_features"]
         elif info["n_features"] > n_features:
             raise DataFormatError(f"{os.fspath(path)}: n_features={n_features} but the file "
                                   f"has {info['n_features']} features")
         if fmt == "libffm" and len(fields) != n_features:
-            out = np.full(n_features, -1, dtype=np.int32)
-            k = min(n_features, len(fields))
-            out[:k] = fields[:k]
-            fields = out
+            fields = _fields_out(fields, n_features)
         if fmt == "libsvm":
             zero_based = info["zero_based"]
     shift = fmt == "libsvm" and zero_based is False
@@ -1129,7 +1501,8 @@ def _iter_text(path, fmt, block_rows, n_features, dtype, zero_based, n_jobs, all
     for r in _parse_stream(path, fmt, f32=f32, zero_ok=zero_based is not False,
                            strict_order=strict,
                            max_index=_index_limit(n_features, True if not shift else False),
-                           n_threads=nt, chunk_bytes=chunk_bytes):
+                           n_threads=nt, chunk_bytes=chunk_bytes, finite=not allow_nonfinite,
+                           n_features=n_features):
         ch = _Chunk(r)
         indices = ch.indices
         if shift:

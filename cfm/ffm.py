@@ -15,9 +15,6 @@ from ._base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, SOLVERS, _aligned_table, 
 from ._validation import effective_n_threads
 from .models import FMClassifier, FMRegressor
 
-# Refuse factor tables above this size with a clear message (bytes).
-_MAX_TABLE_BYTES = 1 << 40
-
 
 def _lin_width(solver):
     return {"sgd": 1, "adagrad": 2, "ftrl": 3}[solver]
@@ -63,6 +60,14 @@ def _layout(n_fields, ks, dtype):
         line, per = 64 // dt.itemsize, _PER_LINE
         return (q // per * line + q % per * ks).astype(np.int32), -(-n_fields // per) * line
     return (q * ks).astype(np.int32), n_fields * ks
+
+
+def _row_width(n_fields, ks, dtype):
+    """The row width _layout gives, without building its arrays."""
+    dt = np.dtype(dtype)
+    if dt == np.float16 and ks * dt.itemsize == 20:
+        return -(-n_fields // _PER_LINE) * (64 // dt.itemsize)
+    return n_fields * ks
 
 
 def _contiguous(rec_off, ks):
@@ -184,17 +189,16 @@ class _FFMMixin:
         if k < 1:
             raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
                              "linear model use FMClassifier/FMRegressor with n_factors=0")
+        n_fields = int(fields.max()) + 1 if fields.size else 1
+        # before any array of n_fields entries (_layout) is built
+        self._check_model_size(n_features, n_fields, dtype)
         self.fields_ = fields
-        self.n_fields_ = int(fields.max()) + 1 if fields.size else 1
+        self.n_fields_ = n_fields
         self._k, self._kp = k, _padded_k(k, dtype)
         self._solver = self.solver
         self._ks = _record_size(self._kp, self.solver, dtype)
         self._set_layout(*_layout(self.n_fields_, self._ks, dtype))
         nbytes = n_features * self._row_width * np.dtype(dtype).itemsize
-        if nbytes > _MAX_TABLE_BYTES:
-            raise MemoryError(f"the FFM factor table would take {nbytes / 2**30:.1f} GiB "
-                              f"({n_features} features x {self.n_fields_} fields x {k} "
-                              "factors); use fewer features, fields or factors")
         try:
             # zeroed (free for a large table: fresh pages are zero), so that the
             # padding between packed records is 0; ffm_init_factors writes the records
@@ -226,6 +230,15 @@ class _FFMMixin:
         self._tables = _Tables(n_features=n, foff=foff, lin=lin, V=V, w0_state=self._w0_state,
                                kp=kp, normalize=bool(self._normalize), samples=None)
         return self._tables
+
+    def _model_bytes(self, n_features, n_fields, dtype):
+        """Bytes of the factor and linear tables."""
+        k = max(1, int(self.n_factors))
+        dtype = np.dtype(dtype)
+        ks = _record_size(_padded_k(k, dtype), self.solver, dtype)
+        lw = _lin_width(self.solver) if self.solver in ("sgd", "adagrad", "ftrl") else 1
+        return n_features * (_row_width(max(1, n_fields or 1), ks, dtype) * dtype.itemsize
+                             + lw * _lin_dtype(dtype).itemsize)
 
     def _set_layout(self, rec_off, width):
         self._rec_off, self._row_width = rec_off, int(width)

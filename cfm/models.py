@@ -161,6 +161,11 @@ def _continuous(y):
     return np.issubdtype(y.dtype, np.floating) and np.any(y != np.round(y))
 
 
+def _plain(v):
+    """A NumPy scalar as the Python value it holds (for messages)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 class FMClassifier(ClassifierMixin, BaseFM):
     __doc__ = ("""Factorization machine for binary classification (logistic loss).
 
@@ -206,8 +211,11 @@ class FMClassifier(ClassifierMixin, BaseFM):
         pos = y == self.classes_[1]
         known = pos | (y == self.classes_[0])
         if not known.all():
-            bad = y[~known][0]
-            raise ValueError(f"{name} contains label {bad!r} not in classes_ {list(self.classes_)}")
+            row = int(np.flatnonzero(~known)[0])
+            exc = ValueError(f"{name} contains label {_plain(y[row])!r} not in classes_ "
+                             f"{[_plain(c) for c in self.classes_]}")
+            exc.row = row  # callers reading a file turn it into a line
+            raise exc
         return np.where(pos, 1.0, -1.0)
 
     def _encode_eval_y(self, y, n):

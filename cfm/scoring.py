@@ -23,12 +23,15 @@ Input rules (what a user scoring a production file expects):
   models too.  FM models ignore libffm field tokens.
 * Within a line, unsorted feature ids are accepted and duplicates summed (as
   ``load_libffm`` does).
-* libsvm column ids are read the way the model's training file was read when
-  the model was fitted on a file (recorded in the model); otherwise with
-  scikit-learn's ``zero_based="auto"`` rule, which needs a first pass over the
-  file (pass ``zero_based=True`` / ``False`` to stream in one pass).
+* libsvm column ids are read the way the model reads them, recorded in every
+  model: as its training file's ids were read when it was fitted on a file,
+  zero-based (id j is column j) when it was fitted on arrays or chunks (and
+  for model files written before cfm recorded it).  Never guessed per scored
+  file: ``zero_based=True`` / ``False`` overrides it, and ``"auto"`` asks for
+  scikit-learn's per-file rule explicitly (a first pass over the file).
 * A malformed line raises :class:`cfm.DataFormatError` naming file, line and
-  token (nothing is left in ``out_path``); NaN / infinite values raise it too.
+  token (nothing is left in ``out_path``); NaN / infinite values raise it too,
+  and so do NaN / infinite labels when evaluating.
 
 Output: one number per line, ``'%.{precision}g'`` (default 9 significant
 digits, which round-trips float32); probabilities of ``classes_[1]`` for
@@ -69,27 +72,37 @@ def _name(src):
     return os.fspath(src)
 
 
-def _fileobj_chunks(fh, chunk_bytes):
-    """Buffers of complete lines read from a binary file object (a pipe is fine)."""
+def _fileobj_chunks(fh, chunk_bytes, name="<stdin>"):
+    """Buffers of complete lines read from a binary file object (a pipe is
+    fine); a line longer than MAX_LINE_BYTES raises cfm.data._LineTooLong,
+    corrupted gzip data DataFormatError."""
     import gzip
 
     head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
     if head == b"\x1f\x8b":
         fh = gzip.GzipFile(fileobj=fh, mode="rb")
-    rest = b""
+    parts, n_rest = [], 0  # the last line so far, without a newline yet
     while True:
-        block = fh.read(chunk_bytes)
+        try:
+            block = fh.read(chunk_bytes)
+        except cfm_data._GZIP_ERRORS as exc:
+            raise cfm_data._gzip_error(name, exc) from None
         if not block:
-            if rest:
-                yield rest
+            if parts:
+                yield b"".join(parts)
             return
-        buf = rest + block if rest else block
-        cut = buf.rfind(b"\n") + 1
+        cut = block.rfind(b"\n") + 1
         if cut == 0:
-            rest = buf
+            parts.append(block)
+            n_rest += len(block)
+            if n_rest > cfm_data.MAX_LINE_BYTES:
+                raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
             continue
-        rest = buf[cut:]
-        yield buf[:cut]
+        if n_rest + cut - 1 > cfm_data.MAX_LINE_BYTES:
+            raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
+        buf = b"".join(parts + [memoryview(block)[:cut]]) if parts else block[:cut]
+        parts, n_rest = ([block[cut:]], len(block) - cut) if cut < len(block) else ([], 0)
+        yield buf
 
 
 def _sniff_format(buf):
@@ -163,21 +176,30 @@ def _resolve_zero_based(src, fmt, zero_based, n_threads):
 
 
 def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_threads,
-                 chunks=None):
+                 chunks=None, labels=False):
     """Blocks of a text input: each chunk of lines goes through the fast parser
     (cfm._fastparse: plain machine-written lines, bit-identical results), and
     through cfm's general parser when it holds anything else (comments,
-    exponents, ...) -- which also reports malformed lines as file:line."""
+    exponents, ...) -- which also reports malformed lines as file:line
+    (``labels``: nan / inf labels too; the fast path reads only finite ones)."""
     name = _name(src)
     shift = fmt == "libsvm" and not zero_based
     if chunks is None:
         chunks = cfm_data._read_chunks(src, chunk_bytes)
     lines = 0
-    for buf in chunks:
+    it = iter(chunks)
+    while True:
+        try:
+            buf = next(it)
+        except StopIteration:
+            return
+        except cfm_data._LineTooLong:
+            raise DataFormatError(f"{name}:{lines + 1}: {cfm_data._too_long()}") \
+                from None
         pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
         if pieces is None:
             yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
-                                       lines)
+                                       lines, labels)
             lines += buf.count(b"\n")
         else:
             # the fast path takes only data lines: a row per line
@@ -189,9 +211,12 @@ def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_th
                 yield from _split(data, indices, indptr, y, block_rows, dropped)
 
 
-def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line):
+def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line,
+                    labels=False):
+    # non-finite values (labels: when evaluating) cannot be scored: file:line
     for r in cfm_data._parse_stream(name, fmt, f32=True, zero_ok=not shift, strict_order=False,
-                                    n_threads=n_threads, chunks=[buf], first_line=first_line):
+                                    n_threads=n_threads, chunks=[buf], first_line=first_line,
+                                    finite=True if labels else "values"):
         y = r["labels"]
         indptr = np.empty(len(y) + 1, dtype=np.int64)
         indptr[0] = 0
@@ -199,36 +224,21 @@ def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, fi
         indices, data = r["indices"], r["values"]
         if shift and len(indices):
             indices = indices - 1
-        if len(data) and not np.isfinite(data).all():
-            k = int(np.flatnonzero(~np.isfinite(data))[0])
-            row = int(np.searchsorted(indptr, k, side="right"))
-            line = first_line + _line_of_row(buf, row - 1) + 1
-            raise DataFormatError(f"{name}:{line}: non-finite value {float(data[k])!r}; "
-                                  "cannot score it")
         data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
                                                        r["unsorted"])
         yield from _split(data, indices, indptr, y, block_rows, dropped)
 
 
-def _line_of_row(buf, row):
-    """0-based line of data row ``row`` of a buffer (for error messages)."""
-    seen = 0
-    for i, line in enumerate(bytes(buf).split(b"\n")):
-        if line.split(b"#", 1)[0].strip():
-            if seen == row:
-                return i
-            seen += 1
-    return 0
-
-
-def _cache_blocks(src, n_features, block_rows):
+def _cache_blocks(src, n_features, block_rows, labels=False):
     c = cfm_data._CacheFile(src)
     width = c.header["n_features"]
+    r0 = 0
     for X, y, _ in cfm_data.iter_blocks(src, block_rows=block_rows, format="cache"):
         indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
         data, indices = X.data, X.indices
-        if len(data) and not np.isfinite(data).all():
-            raise DataFormatError(f"{_name(src)}: the cache holds non-finite values")
+        if not np.isfinite(data).all() or (labels and not np.isfinite(y).all()):
+            raise cfm_data._first_nonfinite(c, r0, indptr, data, y if labels else y[:0])
+        r0 += len(y)
         if width > n_features:
             data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
                                                            False)
@@ -237,15 +247,21 @@ def _cache_blocks(src, n_features, block_rows):
         yield _Block(data, indices, indptr, y, dropped)
 
 
-def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, format):
-    """Iterator of _Block over ``src`` (path or binary file object)."""
+def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, format,
+            labels=False):
+    """Iterator of _Block over ``src`` (path or binary file object);
+    ``labels``: nan / inf labels are errors too."""
     if format not in ("auto", "libsvm", "libfm", "libffm", "cache"):
         raise ValueError(f"format must be 'auto', 'libsvm', 'libfm', 'libffm' or 'cache', "
                          f"got {format!r}")
     fmt = "libsvm" if format == "libfm" else format
     if _is_fileobj(src):
-        chunks = _fileobj_chunks(src, chunk_bytes)
-        first = next(chunks, b"")
+        name = _name(src)
+        chunks = _fileobj_chunks(src, chunk_bytes, name)
+        try:
+            first = next(chunks, b"")
+        except cfm_data._LineTooLong:
+            raise DataFormatError(f"{name}:1: {cfm_data._too_long()}") from None
         if first[:8] == cfm_data.CACHE_MAGIC:
             raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
         if fmt == "auto":
@@ -260,16 +276,17 @@ def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, for
 
         zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
         return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads,
-                            chunks=all_chunks())
+                            chunks=all_chunks(), labels=labels)
     if not os.path.exists(os.fspath(src)):
         raise FileNotFoundError(f"{os.fspath(src)}: no such file")
     if os.path.isdir(os.fspath(src)):
         raise IsADirectoryError(f"{os.fspath(src)}: is a directory")
     fmt = cfm_data._resolve_format(src, fmt)
     if fmt == "cache":
-        return _cache_blocks(src, n_features, block_rows)
+        return _cache_blocks(src, n_features, block_rows, labels)
     zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
-    return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads)
+    return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads,
+                        labels=labels)
 
 
 # --------------------------------------------------------------------------
@@ -421,9 +438,11 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     n_jobs : int or None
         Threads of the parser, kernel and formatter (None: ``model.n_jobs``).
     zero_based : None, bool or "auto"
-        libsvm column ids: None uses the rule recorded when the model was
-        fitted on a file, else "auto" (scikit-learn's rule: one-based when
-        the file has no id 0; costs a first pass over the file).
+        libsvm column ids: None reads them as the model does (recorded in
+        every model: its training file's rule, or zero-based for a model
+        fitted on arrays); True / False override it; "auto" applies
+        scikit-learn's rule to this file (one-based when it has no id 0;
+        costs a first pass over the file, and cannot read a stream).
     precision : int in [1, 17], default=9
         Significant digits written (``'%.{precision}g'``).
     evaluate : bool, default=False
@@ -499,8 +518,9 @@ class _ModelInfo:
 
     @classmethod
     def of(cls, model):
+        zb = getattr(model, "_input_zero_based", None)  # None: fitted before it was recorded
         return cls(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
-                   getattr(model, "_input_zero_based", None))
+                   True if zb is None else bool(zb))
 
     def __eq__(self, other):
         return all(getattr(self, a) == getattr(other, a) for a in self._DESCRIBES_MODEL)
@@ -509,10 +529,11 @@ class _ModelInfo:
     def from_header(cls, header):
         try:
             n = int(header["n_features"])
-            zb = header.get("input_zero_based")
+            # no key: a file written before every model recorded it (see _import_common)
+            zb = header.get("input_zero_based", True)
             if n < 1:
                 return None
-            return cls(n, None, header["task"] == "binary", zb if isinstance(zb, bool) else None)
+            return cls(n, None, header["task"] == "binary", zb if isinstance(zb, bool) else True)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -534,7 +555,7 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     if zero_based is None:
         zero_based = info.zero_based
     blocks = _blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
-                     zero_based, format)
+                     zero_based, format, labels=evaluate)
     own_file = not _is_fileobj(out_path)
     # a path: written through a unique temporary file renamed at the end (a
     # device or FIFO is written in place; see cfm._files.atomic_output)
@@ -583,16 +604,24 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
              "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
              "score_s": score_s, "write_s": writer.busy, "threads": n_threads}
     if evaluate:
-        stats["metrics"] = _evaluate(model, labels, scores)
+        stats["metrics"] = _evaluate(model, labels, scores, path)
     return stats
 
 
-def _evaluate(model, labels, scores):
+def _evaluate(model, labels, scores, src):
     y = np.concatenate(labels) if labels else np.zeros(0)
     s = np.concatenate(scores) if scores else np.zeros(0)
     if not len(y):
         return {}
-    y_enc = model._encode_eval_y(y, len(y))
+    try:
+        y_enc = model._encode_eval_y(y, len(y))
+    except ValueError as exc:  # a label the model does not know: where it is
+        row = getattr(exc, "row", None)
+        if _is_fileobj(src) or row is None:
+            where = _name(src) + ("" if row is None else f": row {row} (0-based)")
+        else:
+            where = cfm_data._where_row(src, cfm_data._resolve_format(src, "auto"), row)
+        raise DataFormatError(f"{where}: {exc}") from None
     names = ("auc", "logloss") if model._loss == "logistic" else ("rmse", "mae")
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
@@ -605,7 +634,8 @@ def read_for_model(path, n_features, zero_based=True, n_jobs=None):
     Used for validation files, whose ids may exceed the training file's.
     """
     nt = effective_n_threads(n_jobs)
-    parts = list(_blocks(path, n_features, 1 << 30, cfm_data.CHUNK_BYTES, nt, zero_based, "auto"))
+    parts = list(_blocks(path, n_features, 1 << 30, cfm_data.CHUNK_BYTES, nt, zero_based, "auto",
+                         labels=True))
     if not parts:
         raise ValueError(f"{_name(path)}: no data rows")
     Xs = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.n_rows, n_features))

@@ -132,9 +132,16 @@ def test_zero_based_rules(data, tmp_path):
     np.testing.assert_allclose(read_out(out), m.decision_function(Xl), rtol=1e-12)
     m2 = cfm.load(_saved(m, tmp_path))  # recorded in the model file
     assert m2._input_zero_based is False
-    # a model fitted in memory: "auto" (a first pass decides), or explicit
+    # a model fitted in memory reads ids as its columns (zero-based), never a
+    # per-file guess; explicit zero_based / "auto" override it
     m3 = cfm.FMClassifier(n_factors=2, n_epochs=2, random_state=0).fit(Xl, y)
-    m3.predict_file(one, out, raw=True, precision=17)
+    assert m3._input_zero_based is True
+    for zb in (False, "auto"):
+        m3.predict_file(one, out, raw=True, precision=17, zero_based=zb)
+        np.testing.assert_allclose(read_out(out), m3.decision_function(Xl), rtol=1e-12)
+    zero = tmp_path / "zero_based.svm"
+    cfm.dump_libsvm(Xl, y, zero, zero_based=True)
+    m3.predict_file(zero, out, raw=True, precision=17)
     np.testing.assert_allclose(read_out(out), m3.decision_function(Xl), rtol=1e-12)
     with pytest.raises(cfm.DataFormatError, match=r"zero.svm:1: .*index 0"):
         zero = tmp_path / "zero.svm"
@@ -163,7 +170,8 @@ def test_streams_in_and_out(fm, data, files):
     got = np.loadtxt(io.StringIO(out.getvalue().decode()))
     np.testing.assert_allclose(got, fm.decision_function(X), rtol=1e-12)
     with pytest.raises(ValueError, match="zero_based"):
-        fm.predict_file(io.BufferedReader(io.BytesIO(b"1 1:1\n")), io.BytesIO())
+        fm.predict_file(io.BufferedReader(io.BytesIO(b"1 1:1\n")), io.BytesIO(),
+                        zero_based="auto")
 
 
 def test_errors_leave_no_output(fm, tmp_path):
@@ -260,15 +268,17 @@ def test_fast_parser_is_bit_identical_to_the_general_one(ffm, shift):
 def test_fast_parser_ids_of_every_length(ffm):
     """Ids and fields of 1 to 18 digits (8 bytes at a time below 8 digits),
     with leading zeros, at the very end of the buffer (fewer than 8 bytes
-    left, no newline) and before every separator, match the general parser."""
+    left, no newline) and before every separator, match the general parser.
+    libffm ids are 32-bit (at most 2**31 - 2): up to 9 digits, zero-padded
+    to up to 18; larger ones go to the general parser, which refuses them."""
     rng = np.random.default_rng(3)
     lines = []
     for i in range(2000):
         toks = []
         for _ in range(rng.integers(1, 6)):
-            nd = int(rng.integers(1, 19))
+            nd = int(rng.integers(1, 10 if ffm else 19))
             j = int(rng.integers(10 ** (nd - 1) if nd > 1 else 0, 10 ** nd))
-            js = str(j).zfill(min(18, nd + int(rng.integers(0, 3))) if rng.random() < 0.2 else nd)
+            js = str(j).zfill(min(18, nd + int(rng.integers(0, 10))) if rng.random() < 0.2 else nd)
             fld = str(int(rng.integers(0, 10 ** int(rng.integers(1, 9)))))
             toks.append((fld + ":" if ffm else "") + js + ":" + rng.choice(["1", "0.5", "7"]))
         lines.append("1 " + rng.choice([" ", "\t"]).join(toks) + rng.choice(["", "\r"]))
@@ -281,6 +291,12 @@ def test_fast_parser_ids_of_every_length(ffm):
         ind = np.concatenate([p[2] for p in pieces]).astype(np.int64)
         np.testing.assert_array_equal(ind, g["indices"][keep])
         assert sum(p[4] for p in pieces) == int((~keep).sum())
+    if ffm:
+        for tok in (b"2147483647:1:1", b"1:2147483647:1", b"1:000000000002147483647:1"):
+            assert _fast(b"1 " + tok + b"\n", True, False, n_pieces=1) is None
+        assert _fast(b"1 2147483646:2147483646:1\n", True, False, n_pieces=1)[0][4] == 1
+        for tok in (b"00000000005:7:1", b"1234567:7:1", b"12345678:7:1", b"0:7:1"):  # fields
+            assert _fast(b"1 " + tok + b"\n", True, False, n_pieces=1)[0][2].tolist() == [7]
     for short in (b"1 5:1", b"1 12:1", b"0 1234567:1", b"0 12345678:1", b"1 3:1 7"):
         assert (_fast(short, False, False, n_pieces=1) is None) == short.endswith(b" 7")
         if not short.endswith(b" 7"):

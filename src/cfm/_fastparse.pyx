@@ -6,8 +6,9 @@ the model: ids shifted (one-based files), ids beyond the model dropped and
 counted, values as float32.  Plain means:
 
 * a line is ``label token token ...`` with tokens ``index:value`` (libsvm) or
-  ``field:index:value`` (libffm), separated by spaces or tabs (``\\r`` before
-  the newline is fine);
+  ``field:index:value`` (libffm; ids at most 2**31 - 2, as the general
+  parser requires), separated by spaces or tabs (``\\r`` before the newline
+  is fine);
 * numbers are ``[-]digits[.digits]`` with at most 19 significant digits whose
   value is exact in Clinger's fast path (mantissa <= 2**53, decimal exponent
   in [-22, 22]); ids and fields are plain digits.
@@ -26,7 +27,7 @@ caller scores them as consecutive blocks.
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT32_MAX, INT64_MAX
 from libc.string cimport memchr
 
 from cfm._common cimport line_split
@@ -39,6 +40,10 @@ cdef int _i
 for _i in range(23):
     POW10[_i] = 10.0 ** _i
 cdef uint64_t TWO53 = (<uint64_t>1) << 53
+# libffm ids above this are refused by the general parser (cfm._parse.MAX_ID_32);
+# a compile-time constant (an enum), not a global the loop would reload
+cdef enum:
+    MAX_ID_32 = 2147483646
 
 
 cdef inline bint is_sep(unsigned char c) noexcept nogil:
@@ -104,6 +109,7 @@ cdef inline const char* parse_num(const char* p, const char* end, double* out) n
 
 cdef extern from "cfm_swar.h" nogil:
     int cfm_digits8(const char* p, uint64_t* v)
+    int cfm_ndigits8(const char* p)
 
 
 cdef inline const char* parse_id(const char* p, const char* end, int64_t* out) noexcept nogil:
@@ -134,6 +140,24 @@ cdef inline const char* parse_id(const char* p, const char* end, int64_t* out) n
     return p
 
 
+cdef inline const char* skip_field(const char* p, const char* end) noexcept nogil:
+    """A libffm field id (plain digits, at most MAX_ID_32) whose value is not
+    needed: up to 7 digits are only counted (8 bytes at a time); NULL when
+    the token needs the general parser."""
+    cdef int n
+    cdef int64_t v
+    if end - p >= 8:
+        n = cfm_ndigits8(p)
+        if n == 0:
+            return NULL
+        if 0 < n < 8:  # < 10**7
+            return p + n
+    p = parse_id(p, end, &v)
+    if p == NULL or v > MAX_ID_32:
+        return NULL
+    return p
+
+
 cdef Py_ssize_t count_lines(const char* p, const char* end) noexcept nogil:
     """Lines in [p, end): newlines, plus one for a last line without one."""
     cdef Py_ssize_t n = 0
@@ -161,15 +185,17 @@ cdef struct Piece:
     int ok
 
 
-cdef void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexcept nogil:
+cdef inline void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexcept nogil:
     cdef const char* p = pc.start
     cdef const char* end = pc.end
     cdef const char* q
     cdef double label, val
-    cdef int64_t idx, fld, prev
+    cdef int64_t idx, prev
     cdef int64_t row = 0, k = 0, dropped = 0
     cdef bint unsorted = False
     cdef unsigned char c
+    # largest id the general parser accepts (18-digit libsvm ids always fit)
+    cdef int64_t max_id = MAX_ID_32 if ffm else INT64_MAX
     pc.indptr[0] = 0
     while p < end:
         q = parse_num(p, end, &label)
@@ -188,13 +214,15 @@ cdef void parse_piece(Piece* pc, bint ffm, bint shift, int64_t n_features) noexc
                 p += 1
                 break
             if ffm:
-                p = parse_id(p, end, &fld)
+                p = skip_field(p, end)
                 if p == NULL or p >= end or p[0] != 58:
                     return
                 p += 1
             p = parse_id(p, end, &idx)
             if p == NULL or p >= end or p[0] != 58:
                 return
+            if idx > max_id:
+                return  # the general parser refuses it (libffm ids are 32-bit)
             p = parse_num(p + 1, end, &val)
             if p == NULL or (p < end and not (is_sep(<unsigned char>p[0]) or p[0] == 10)):
                 return
@@ -238,8 +266,14 @@ cdef void count_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
 cdef void parse_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef PlainJob* job = <PlainJob*>p
     cdef int64_t i
-    for i in range(lo, hi):
-        parse_piece(&job.pieces[i], job.ffm, job.shift, job.n_features)
+    # constant ffm at each (inlined) call: a loop per format, without the
+    # other format's branches
+    if job.ffm:
+        for i in range(lo, hi):
+            parse_piece(&job.pieces[i], True, job.shift, job.n_features)
+    else:
+        for i in range(lo, hi):
+            parse_piece(&job.pieces[i], False, job.shift, job.n_features)
 
 
 def parse_plain(const unsigned char[::1] buf, bint ffm, bint shift, int64_t n_features,

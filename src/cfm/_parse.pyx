@@ -28,7 +28,7 @@ does.
 import numpy as np
 cimport numpy as cnp
 
-from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT32_MAX
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT64_MIN, INT32_MAX
 from libc.stdlib cimport malloc, realloc, free, strtod
 from libc.string cimport memchr, memcpy
 from libc.stdio cimport snprintf
@@ -54,10 +54,22 @@ cpdef enum:
     ERR_NOMEM = 10
     ERR_INDEX_RANGE = 11
     ERR_QID = 12
+    ERR_LABEL_NONFINITE = 13
+    ERR_VALUE_NONFINITE = 14
+
+# ``finite`` flags of parse_chunk: refuse nan / inf values, labels
+cpdef enum:
+    FINITE_VALUES = 1
+    FINITE_LABELS = 2
 
 cpdef enum:
     FMT_LIBSVM = 0
     FMT_LIBFFM = 1
+
+# Largest libffm field / feature id: ids are 32-bit, as in libffm and xLearn,
+# and a count of them (largest id + 1) must fit in int32.
+cpdef enum:
+    MAX_ID_32 = 2147483646
 
 cdef double[23] POW10
 cdef int _k
@@ -295,7 +307,9 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
 
 
 cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* overflow) noexcept nogil:
-    """Parse [+-]digits (underscores between digits) like Python int()."""
+    """Parse [+-]digits (underscores between digits) like Python int().  A
+    value beyond int64 sets ``overflow`` and saturates (INT64_MAX / INT64_MIN),
+    so that callers' range checks refuse it without a test of their own."""
     cdef const char* s = p
     cdef bint neg = False, any_digit = False
     cdef uint64_t v = 0
@@ -321,7 +335,10 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
             break
     if not any_digit:
         return NULL
-    out[0] = -<int64_t>v if neg else <int64_t>v
+    if overflow[0]:
+        out[0] = INT64_MIN if neg else INT64_MAX
+    else:
+        out[0] = -<int64_t>v if neg else <int64_t>v
     return p
 
 
@@ -359,15 +376,30 @@ cdef inline bint grow_nnz(Piece* pc, int vsize, bint ffm) noexcept nogil:
     return True
 
 
+# parse_piece is compiled twice: without finiteness tests (char, the default)
+# and with them (short), so that the default loop pays nothing for them
+ctypedef fused checks_t:
+    char
+    short
+
+
 cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_order,
-                      int64_t max_index, int64_t n_fields) noexcept nogil:
-    """Parse the lines in [pc.start, pc.end) into the piece's buffers."""
+                      int64_t max_index, int64_t max_field, int finite,
+                      checks_t checks) noexcept nogil:
+    """Parse the lines in [pc.start, pc.end) into the piece's buffers.
+
+    Every integer read is range-checked before use: ids above ``max_index``
+    (< INT64_MAX) and field ids above ``max_field`` (< INT64_MAX) are
+    ERR_INDEX_RANGE / ERR_FIELD_RANGE with ``err_val`` the id (INT64_MAX: it
+    overflowed int64, see parse_int).
+    """
     cdef const char* p = pc.start
     cdef const char* end = pc.end
     cdef const char* tok
     cdef const char* q
     cdef const char* nl
     cdef double label, val
+    cdef float fval
     cdef int64_t idx, fld, prev
     cdef bint ovf, first, comments
     cdef bint ffm = fmt == FMT_LIBFFM
@@ -396,6 +428,10 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
         p = parse_double(p, end, &label, True)
         if p == NULL or not is_delim(p, end, True):
             pc.err = ERR_LABEL
+            pc.err_tok = tok
+            return
+        if checks_t is short and (finite & FINITE_LABELS) and not isfinite(label):
+            pc.err = ERR_LABEL_NONFINITE
             pc.err_tok = tok
             return
         if pc.n_rows == pc.cap_rows and not grow_rows(pc):
@@ -441,8 +477,8 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 continue
             first = False
             if ffm:
-                p = parse_int(p, end, &fld, &ovf)
-                if p == NULL or ovf or fld < 0:
+                p = parse_int(p, end, &fld, &ovf)  # saturates on overflow
+                if p == NULL or fld < 0:
                     pc.err = ERR_FIELD
                     pc.err_tok = tok
                     return
@@ -450,14 +486,14 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                     pc.err = ERR_NO_COLON
                     pc.err_tok = tok
                     return
-                if n_fields >= 0 and fld >= n_fields:
+                if fld > max_field:
                     pc.err = ERR_FIELD_RANGE
                     pc.err_tok = tok
                     pc.err_val = fld
                     return
                 p += 1
-            q = parse_int(p, end, &idx, &ovf)
-            if q == NULL or ovf:
+            q = parse_int(p, end, &idx, &ovf)  # saturates: > max_index on overflow
+            if q == NULL:
                 pc.err = ERR_INDEX
                 pc.err_tok = tok
                 return
@@ -500,9 +536,19 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 return
             pc.indices[pc.nnz] = idx
             if f32:
-                (<float*>pc.values)[pc.nnz] = <float>val
+                fval = <float>val
+                (<float*>pc.values)[pc.nnz] = fval
+                if checks_t is short and (finite & FINITE_VALUES) and not isfinite(fval):
+                    # (also a value that overflows float32, e.g. 1e39)
+                    pc.err = ERR_VALUE_NONFINITE
+                    pc.err_tok = tok
+                    return
             else:
                 (<double*>pc.values)[pc.nnz] = val
+                if checks_t is short and (finite & FINITE_VALUES) and not isfinite(val):
+                    pc.err = ERR_VALUE_NONFINITE
+                    pc.err_tok = tok
+                    return
             if ffm:
                 pc.fields[pc.nnz] = <int32_t>fld
                 if fld > pc.max_field:
@@ -532,12 +578,15 @@ cdef struct ParseJob:
     Piece* pieces
     int fmt
     bint f32, zero_ok, strict_order
-    int64_t max_index, n_fields
+    int64_t max_index, max_field
+    int finite
 
 
 cdef void parse_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef ParseJob* job = <ParseJob*>p
     cdef Piece* pieces = job.pieces
+    cdef char no_checks = 0  # parse_piece compiled without / with the finiteness tests
+    cdef short checks = 1
     cdef bint f32 = job.f32, ffm = job.fmt == FMT_LIBFFM
     cdef int64_t i, est
     for i in range(lo, hi):
@@ -556,15 +605,25 @@ cdef void parse_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
                 or pieces[i].row_end == NULL or (ffm and pieces[i].fields == NULL)):
             pieces[i].err = ERR_NOMEM
             pieces[i].err_tok = pieces[i].start
+        elif job.finite:
+            parse_piece(&pieces[i], job.fmt, f32, job.zero_ok, job.strict_order, job.max_index,
+                        job.max_field, job.finite, checks)
         else:
             parse_piece(&pieces[i], job.fmt, f32, job.zero_ok, job.strict_order, job.max_index,
-                        job.n_fields)
+                        job.max_field, 0, no_checks)
 
 
 def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
                 bint zero_ok=True, bint strict_order=True, int64_t max_index=INT64_MAX,
-                int64_t n_fields=-1, int n_threads=1):
+                int64_t n_fields=-1, int n_threads=1, int finite=0):
     """Parse a buffer of complete lines.
+
+    Ids above ``max_index`` (at most 2**63 - 2) and (libffm) field ids >=
+    ``n_fields`` (-1: above MAX_ID_32, so that a count of them fits in int32)
+    are errors (ERR_INDEX_RANGE / ERR_FIELD_RANGE, extra value the id,
+    2**63 - 1 when it does not even fit in int64); ``finite`` (FINITE_VALUES |
+    FINITE_LABELS) refuses nan / inf values (after the float32 rounding) /
+    labels.
 
     Returns a dict with ``labels`` (float64), ``row_end`` (int64 cumulative
     nnz per row), ``indices`` (int32 when the largest index fits, else int64),
@@ -604,6 +663,11 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
         pieces[i].err = ERR_NONE
         pieces[i].err_tok = NULL
         pieces[i].err_val = 0
+    cdef int64_t max_field = n_fields - 1 if n_fields >= 0 else MAX_ID_32
+    if ffm and max_index > MAX_ID_32:
+        max_index = MAX_ID_32
+    if max_index > INT64_MAX - 1:  # an id that overflowed reads as INT64_MAX
+        max_index = INT64_MAX - 1
     cdef ParseJob job
     job.pieces = pieces
     job.fmt = fmt
@@ -611,7 +675,8 @@ def parse_chunk(const unsigned char[::1] buf, int fmt=FMT_LIBSVM, bint f32=True,
     job.zero_ok = zero_ok
     job.strict_order = strict_order
     job.max_index = max_index
-    job.n_fields = n_fields
+    job.max_field = max_field
+    job.finite = finite
     try:
         with nogil:
             split_pieces(base, n, pieces, n_pieces)

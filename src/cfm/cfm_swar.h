@@ -33,9 +33,22 @@ static inline int cfm_digits8(const char *p, uint64_t *v) {
     *v = x;
     return n;
 }
+/* cfm_ndigits8(p): only the number n (0..8) of leading ASCII digits of the 8
+ * bytes at p (a token whose value is not needed when it is short). */
+static inline int cfm_ndigits8(const char *p) {
+    uint64_t x, nd;
+    memcpy(&x, p, 8);
+    x -= 0x3030303030303030ULL;
+    nd = (x | (x + 0x7676767676767676ULL)) & 0x8080808080808080ULL;
+    return nd ? (__builtin_ctzll(nd) >> 3) : 8;
+}
 #else
 static inline int cfm_digits8(const char *p, uint64_t *v) {
     (void)p; (void)v;
+    return -1;
+}
+static inline int cfm_ndigits8(const char *p) {
+    (void)p;
     return -1;
 }
 #endif
