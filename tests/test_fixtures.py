@@ -59,7 +59,8 @@ def test_old_model_file_scores_bit_identically(name, scoring_only, expected, Xt)
     assert set(got) == {k.split(".", 1)[1] for k in expected if k.startswith(name + ".")}
     for what, value in got.items():
         want = expected[f"{name}.{what}"]
-        assert value.dtype == want.dtype or what == "predict" and value.dtype.kind == want.dtype.kind
+        assert value.dtype == want.dtype or (what == "predict"
+                                             and value.dtype.kind == want.dtype.kind)
         assert np.array_equal(value, want), (name, what)
     assert np.isfinite(got["decision"]).all()  # row 3 is empty
 
@@ -85,7 +86,8 @@ def _cli_predict(model, data, out, *extra):
 def test_cfm_predict_on_old_model_writes_identical_bytes(name, threads, tmp_path):
     data = HERE / MANIFEST["models"][name]["data"]
     want = (HERE / f"{name}.pred.txt").read_bytes()
-    assert _cli_predict(HERE / f"{name}.cfm", data, tmp_path / "p.txt", "--threads", threads) == want
+    got = _cli_predict(HERE / f"{name}.cfm", data, tmp_path / "p.txt", "--threads", threads)
+    assert got == want
     raw = HERE / f"{name}.raw.txt"
     if raw.exists():
         got = _cli_predict(HERE / f"{name}.cfm", data, tmp_path / "r.txt", "--threads", threads,
