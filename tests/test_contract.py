@@ -197,9 +197,17 @@ def test_save_load_round_trip_is_bit_identical(fitted, tmp_path, scoring_only):
     loaded.predict_file(data, tmp_path / "p.txt", raw=True, precision=17)
     from_file = np.loadtxt(tmp_path / "p.txt")
     assert np.array_equal(from_file, _decision(m))
-    if not scoring_only:  # a loaded model saves to the same bytes' worth of model
-        loaded.save(tmp_path / "again.cfm")
-        _assert_same_model(m, cfm.load(tmp_path / "again.cfm"))
+    if scoring_only:
+        return
+    # a loaded model saves to the same bytes, and continues training exactly
+    # as the original does
+    loaded.save(tmp_path / "again.cfm")
+    assert (tmp_path / "again.cfm").read_bytes() == path.read_bytes()
+    if not case.sweeps:
+        original = copy.deepcopy(m)
+        for est in (loaded, original):
+            est.partial_fit(X, _y(case), **_fit_kwargs(case))
+        _assert_same_model(original, loaded)
 
 
 def test_pickle_round_trip_is_bit_identical(fitted):
@@ -225,6 +233,19 @@ def test_scoring_does_not_depend_on_n_jobs(fitted):
         got = _scores(m.set_params(n_jobs=n_jobs), X_BIG)
         for k in ref:
             assert np.array_equal(ref[k], got[k]), (n_jobs, k)
+
+
+def test_scoring_does_not_depend_on_the_input_format(fitted):
+    """CSR float64 / float32 / int64 indices, CSC, dense arrays: the same scores
+    (X's values are exact in float32)."""
+    _, m = fitted
+    ref = _scores(m, X)
+    X64i = sp.csr_matrix((X.data, X.indices.astype(np.int64), X.indptr), shape=X.shape)
+    for Xv in (X.astype(np.float32), X64i, X.tocsc(), X.toarray(),
+               X.toarray().astype(np.float32)):
+        got = _scores(m, Xv)
+        for k in ref:
+            assert np.array_equal(ref[k], got[k]), (type(Xv).__name__, k)
 
 
 def test_n_jobs_1_training_is_deterministic(fitted):
