@@ -41,18 +41,18 @@ LAYERS = [
 ROOT = "__init__"
 
 
-def _modules():
+def _modules(pkg=PKG):
     """{relative module name: path} of every .py file of the package."""
     out = {}
-    for path in sorted(PKG.rglob("*.py")):
-        parts = list(path.relative_to(PKG).with_suffix("").parts)
+    for path in sorted(pkg.rglob("*.py")):
+        parts = list(path.relative_to(pkg).with_suffix("").parts)
         if parts[-1] == "__init__" and len(parts) > 1:
             parts = parts[:-1]
         out[".".join(parts)] = path
     return out
 
 
-def _imports(name, path, modules):
+def _imports(name, path, modules, top=PKG.name):
     """Modules of the package that ``name`` imports anywhere in its source
     (module level or inside functions), as {target: first line}."""
     is_pkg = path.name == "__init__.py"
@@ -67,10 +67,10 @@ def _imports(name, path, modules):
             found.setdefault(target, line)
 
     def absolute(mod):  # "cfm.x.y" -> "x.y"; "cfm" -> ""; other packages -> None
-        if mod == PKG.name:
+        if mod == top:
             return ""
-        if mod.startswith(PKG.name + "."):
-            return mod[len(PKG.name) + 1:]
+        if mod.startswith(top + "."):
+            return mod[len(top) + 1:]
         return None
 
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -100,9 +100,9 @@ def _imports(name, path, modules):
     return found
 
 
-def _graph():
-    modules = _modules()
-    return modules, {m: _imports(m, p, modules) for m, p in modules.items()}
+def _graph(pkg=PKG):
+    modules = _modules(pkg)
+    return modules, {m: _imports(m, p, modules, pkg.name) for m, p in modules.items()}
 
 
 def _layer_of(module):
@@ -150,6 +150,29 @@ def test_import_graph_sees_function_level_and_relative_imports():
     assert ROOT in modules and "exceptions" in modules
     assert graph[ROOT], "the package root imports nothing?"
     assert all(t in modules for edges in graph.values() for t in edges)
+
+
+def test_graph_builder_on_a_small_package(tmp_path):
+    pkg = tmp_path / "toy"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from .a import f\n",
+        "a.py": "import os\n\ndef f():\n    from . import b\n    return b\n",
+        "b.py": "from .sub.c import g\n",
+        "sub/__init__.py": "",
+        "sub/c.py": ("def g():\n    from .. import a\n    import toy.b\n"
+                     "    import importlib\n    importlib.import_module('toy.d')\n"),
+        "d.py": "from toy import __version__\nfrom toy.sub import c\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    modules, graph = _graph(pkg)
+    assert set(modules) == {"__init__", "a", "b", "sub", "sub.c", "d"}
+    assert set(graph["a"]) == {"b"}  # function-level, relative
+    assert set(graph["b"]) == {"sub.c"}
+    assert set(graph["sub.c"]) == {"a", "b", "d"}  # "..", absolute, import_module
+    assert set(graph["d"]) == {"sub", "sub.c"}  # the package root is not an edge
+    assert _cycles(graph) == [["a", "b", "d", "sub.c"]]
 
 
 _RESTRUCTURING = pytest.mark.xfail(strict=False,
