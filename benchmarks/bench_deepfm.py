@@ -25,7 +25,7 @@ Libraries
 Data
 ----
 * ``a``: a 200k-row slice of the 1M-row Criteo-shaped synthetic set
-  (``datasets.make_criteo_like_split(1_000_000, 100_000)``, 39 one-hot fields,
+  (``bench_data.make_criteo_like_split(1_000_000, 100_000)``, 39 one-hot fields,
   1.95M ids), tested on 50k rows of its test set; MLP 256-128, k 8, batch 1024.
 * ``b``: a small-vocabulary set: 200k rows, 10 one-hot fields of 100 ids
   (``make_criteo_like(n_fields=10, ids_per_field=100)``: labels from a planted
@@ -49,7 +49,7 @@ indicative only; compare ratios within one run.
 
 Example::
 
-    python benchmarks/bench_deepfm.py --out benchmarks/RESULTS_deepfm.md
+    python benchmarks/bench_deepfm.py --out benchmarks/results/RESULTS_deepfm.md
     python benchmarks/bench_deepfm.py --only b --libs cfm,deepctr --epochs 1
 
 ``--native-blas`` unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the
@@ -93,7 +93,7 @@ def _ids_from_onehot(X, n_fields, ids_per_field):
 
 
 def data_a(out_dir):
-    from datasets import make_criteo_like_split
+    from bench_data import make_criteo_like_split
 
     t = time.perf_counter()
     Xtr, ytr, Xte, yte, _ = make_criteo_like_split(1_000_000, 100_000)
@@ -109,7 +109,7 @@ def data_a(out_dir):
 
 
 def data_b(out_dir):
-    from datasets import make_criteo_like_split
+    from bench_data import make_criteo_like_split
 
     Xtr, ytr, Xte, yte, _ = make_criteo_like_split(200_000, 50_000, n_fields=10,
                                                    ids_per_field=100)

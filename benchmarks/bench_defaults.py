@@ -295,7 +295,7 @@ class XLearnGrid:
         self._tmp.cleanup()
 
     def _write(self, split, model, tag):
-        import datasets as bds
+        import bench_data as bds
 
         tr, te = self.tmp / f"{tag}_train.txt", self.tmp / f"{tag}_test.txt"
         if model == "ffm":
@@ -661,7 +661,8 @@ def parse_args(argv=None):
     global MAX_REPEATS
     MAX_REPEATS = 1 if args.quick else None
     if args.out is None:
-        args.out = HERE / ("RESULTS_defaults_quick.md" if args.quick else "RESULTS_defaults.md")
+        args.out = HERE / "results" / ("RESULTS_defaults_quick.md" if args.quick
+                                       else "RESULTS_defaults.md")
     return args
 
 

@@ -35,7 +35,7 @@ per learning rate of the grid on the real data sets and the best *test*
 metric is reported (the grid is picked on the test set for every library
 identically: it is a tuning-sensitivity check, not a generalisation claim).
 
-Data: a synthetic Criteo-like set (``datasets.make_criteo_like``: --rows
+Data: a synthetic Criteo-like set (``bench_data.make_criteo_like``: --rows
 training rows + 200k test rows from the same planted FM, 39 fields, ~1.95M
 columns) and the real sets in ``<repo>/../shared/data`` (MovieLens 100K fold
 u1 -> RMSE, mushroom -> AUC, xLearn's small Criteo sample -> AUC).
@@ -67,7 +67,7 @@ os.environ.setdefault("USER", "bench")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datasets as bds  # noqa: E402
+import bench_data as bds  # noqa: E402
 
 LIBRARIES = ("cfm", "xlearn", "modern_fm")
 # extra runners, only when named in --libs: cfm_f32 = cfm FFM with dtype="float32"

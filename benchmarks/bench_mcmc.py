@@ -1,9 +1,9 @@
 """cfm's ALS and MCMC solvers side by side with myFM (and cfm's SGD solvers).
 
-    python benchmarks/bench_mcmc.py                # full run, writes benchmarks/RESULTS_mcmc.md
+    python benchmarks/bench_mcmc.py      # full run, writes benchmarks/results/RESULTS_mcmc.md
     python benchmarks/bench_mcmc.py --quick        # u1 only, 1 timing run, 50 sweeps
 
-What it measures, in one run (data from ../shared/data, see benchmarks/datasets.py):
+What it measures, in one run (data from ../shared/data, see benchmarks/bench_data.py):
 
 * MovieLens 100k, official folds u1..u5, one-hot user + item, k=8, 200 sweeps:
   cfm ``FMRegressor(solver="mcmc")`` vs myFM ``MyFMGibbsRegressor(rank=8)`` --
@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import datasets as bds
+import bench_data as bds
 import numpy as np
 from bench_fm import capture_fds, machine_info, median
 
@@ -94,7 +94,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timing runs per fold (median)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(HERE / "RESULTS_mcmc.md"))
+    ap.add_argument("--out", default=str(HERE / "results" / "RESULTS_mcmc.md"))
     ap.add_argument("--quick", action="store_true", help="u1 only, 1 run, 50 sweeps")
     ap.add_argument("--no-groups", action="store_true", help="skip the grouped-prior table")
     args = ap.parse_args(argv)

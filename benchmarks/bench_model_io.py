@@ -1,6 +1,6 @@
 """Model file benchmark: save / load time and memory of a large FFM.
 
-A Criteo-shaped FFM (``datasets.make_criteo_like``: ~1.95M features x 39
+A Criteo-shaped FFM (``bench_data.make_criteo_like``: ~1.95M features x 39
 fields, k=8, float16 table of ~1.5 GB) is fitted for one epoch on
 ``--rows`` rows (or read from ``--model``, a file saved by an earlier run),
 then saved and loaded (full and ``scoring_only``). Reports wall times, the
@@ -93,7 +93,7 @@ def main(argv=None):
         X = None
     else:
         sys.path.insert(0, str(HERE))
-        import datasets as bds
+        import bench_data as bds
 
         X, y, fields = bds.make_criteo_like(args.rows, seed=0)[:3]
         fields = np.maximum(fields, 0).astype(np.int32)

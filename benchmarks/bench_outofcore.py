@@ -3,7 +3,7 @@
     python benchmarks/bench_outofcore.py [--rows 6500000] [--workdir /tmp/cfm_bench]
 
 Writes (once, reused afterwards) a Criteo-shaped libsvm file of at least 2 GB
-(39 one-hot fields, Zipf ids, labels from a planted FM: benchmarks/datasets.py)
+(39 one-hot fields, Zipf ids, labels from a planted FM: benchmarks/bench_data.py)
 plus a separate in-memory test set from the same planted model, then runs, each
 in its own process under ``/usr/bin/time -v`` so that the peak resident memory
 (max RSS) of the whole process is measured:
@@ -50,7 +50,7 @@ print(json.dumps({"fit_s": fit, "load_s": load, "auc": auc(yt, m.decision_functi
 
 
 def make_data(workdir, rows, test_rows):
-    import datasets as bds
+    import bench_data as bds
     import cfm
 
     workdir.mkdir(parents=True, exist_ok=True)

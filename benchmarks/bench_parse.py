@@ -1,7 +1,7 @@
 """Text parsing benchmark: cfm.load_libsvm / load_libffm / convert_to_cache vs
 scikit-learn's load_svmlight_file and xLearn's text-to-binary conversion.
 
-Data: a Criteo-shaped file from ``datasets.make_criteo_like`` (39 fields, one
+Data: a Criteo-shaped file from ``bench_data.make_criteo_like`` (39 fields, one
 id per field, ~1.95M columns); the first 13 fields carry real values (float32
 written with '%.9g', like log-scaled counts) and the other 26 the value 1.
 Written one-based (as most libsvm files are) in libsvm and in libffm format,
@@ -39,7 +39,7 @@ import numpy as np
 os.environ.setdefault("USER", "bench")  # xLearn aborts at import time without $USER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datasets as bds  # noqa: E402
+import bench_data as bds  # noqa: E402
 from bench_fm import capture_fds  # noqa: E402
 
 import cfm  # noqa: E402

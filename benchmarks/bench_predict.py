@@ -2,12 +2,12 @@
 
     python benchmarks/bench_predict.py [--rows 1000000] [--threads 2] [--repeats 3]
                                        [--workdir /tmp/cfm_bench/predict]
-                                       [--out benchmarks/RESULTS_predict.md]
+                                       [--out benchmarks/results/RESULTS_predict.md]
 
 What it does, in one run:
 
 1. Data (generated once, cached in ``--workdir``): Criteo-shaped synthetic
-   click data (``datasets.make_criteo_like``: 39 one-hot fields, Zipf ids,
+   click data (``bench_data.make_criteo_like``: 39 one-hot fields, Zipf ids,
    labels from a planted FM) written as text: a training sample
    (``--train-rows``) and a ``--rows`` test file, as libsvm (FM, LR: 1.95M
    columns) and as libffm (FFM: 5,000 ids per field, 195k columns, so that the
@@ -106,7 +106,7 @@ def median(xs):
 
 def make_data(work, train_rows, rows):
     import cfm
-    import datasets as bds
+    import bench_data as bds
 
     work.mkdir(parents=True, exist_ok=True)
     specs = {"svm": dict(ids_per_field=50_000), "ffm": dict(ids_per_field=5_000)}
@@ -266,7 +266,7 @@ def main(argv=None):
                     help="file sizes (multiples of --rows) for the FM memory rows")
     ap.add_argument("--no-warm-bin", action="store_true", help="skip the xLearn warm .bin runs")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cfm_bench/predict"))
-    ap.add_argument("--out", type=Path, default=HERE / "RESULTS_predict.md")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "RESULTS_predict.md")
     args = ap.parse_args(argv)
 
     from bench_fm import machine_info

@@ -28,7 +28,7 @@ test (``--repo``, default this checkout), so ``--ab OTHER`` can time another
 build (e.g. the main checkout, ``PYTHONPATH=/work/main``) in alternation
 with this one, on the same prepared data.
 
-Writes benchmarks/RESULTS_under_load.md (``--out``) with the load average
+Writes benchmarks/results/RESULTS_under_load.md (``--out``) with the load average
 at the start of each phase: on a machine shared with other work the figures
 move; the ratios inside one phase are what to compare.
 """
@@ -78,7 +78,7 @@ def prepare(work, large_rows):
     sys.path.insert(0, str(HERE))
     import numpy as np
     import cfm
-    from datasets import DEFAULT_DATA_DIR, load_movielens_fold, make_criteo_like
+    from bench_data import DEFAULT_DATA_DIR, load_movielens_fold, make_criteo_like
 
     t0 = time.perf_counter()
     w = Path(work)
@@ -353,8 +353,8 @@ def main(argv=None):
                     help="instead of the load phases: quiet A/B of --repo against OTHER_REPO")
     ap.add_argument("--ab-pairs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None,
-                    help="Markdown report (default benchmarks/RESULTS_under_load.md; "
-                    "with --ab: benchmarks/RESULTS_under_load_ab.md)")
+                    help="Markdown report (default benchmarks/results/RESULTS_under_load.md; "
+                    "with --ab: benchmarks/results/RESULTS_under_load_ab.md)")
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -371,12 +371,12 @@ def main(argv=None):
             la = os.getloadavg()
             res = ab(work, args.repo, args.ab, cases, rounds, args.ab_pairs)
             text = render_ab(res, args.repo, args.ab, la)
-            out = args.out or HERE / "RESULTS_under_load_ab.md"
+            out = args.out or HERE / "results" / "RESULTS_under_load_ab.md"
         else:
             phases = [phase(work, args.repo, cases, int(k), rounds)
                       for k in args.loads.split(",")]
             text = render(phases, info, args)
-            out = args.out or HERE / "RESULTS_under_load.md"
+            out = args.out or HERE / "results" / "RESULTS_under_load.md"
     out.write_text(text + "\n")
     print(text)
     print(f"wrote {out}", file=sys.stderr)

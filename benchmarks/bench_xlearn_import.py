@@ -4,7 +4,7 @@ For each xLearn model kind (LR, FM, FFM; binary task, xLearn's default
 instance-wise normalisation unless ``--no-norm``) this script
 
 1. trains xLearn on a Criteo-shaped synthetic training file
-   (``datasets.make_criteo_like``, 39 one-hot fields), saving the TXT model
+   (``bench_data.make_criteo_like``, 39 one-hot fields), saving the TXT model
    (``setTXTModel``);
 2. scores a large test file (``--rows``, default 1M) with xLearn's
    ``predict`` (``setSigmoid``, file -> file);
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import datasets as bds  # noqa: E402
+import bench_data as bds  # noqa: E402
 from bench_fm import capture_fds, machine_info  # noqa: E402
 
 
@@ -216,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--fields", choices=("map", "train"), default="map",
                     help="FFM fields for load_xlearn: the full column -> field map (default), "
                          "or those seen in the training file (unseen ids get field 0)")
-    ap.add_argument("--out", default=str(HERE / "RESULTS_xlearn_import.md"))
+    ap.add_argument("--out", default=str(HERE / "results" / "RESULTS_xlearn_import.md"))
     ap.add_argument("--json", default=None, help="also write the result rows as JSON")
     args = ap.parse_args(argv)
     try:

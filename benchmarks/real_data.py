@@ -31,7 +31,7 @@ criteo1tb-day0         binary   one repeat of seeded stratified 5-fold CV
 deepctr-criteo         binary   5 repeats of seeded stratified 5-fold CV
 deepctr-avazu          binary   5 repeats of seeded stratified 5-fold CV
 deepctr-movielens      rating   5 repeats of seeded 5-fold CV
-synthetic-1000k        binary   1M / 200k rows from benchmarks/datasets.py
+synthetic-1000k        binary   1M / 200k rows from benchmarks/bench_data.py
                                 (only with ``include_synthetic=True``)
 =====================  =======  ===============================================
 
@@ -341,14 +341,14 @@ def build_ml100k(d, folds, side=False):
 
 
 def build_criteo_xlearn(d):
-    import datasets as bds  # benchmarks/datasets.py
+    import bench_data as bds  # benchmarks/bench_data.py
 
     Xtr, ytr, Xte, yte, fields = bds.load_criteo_small(d)
     return [[Split(_csr(Xtr), ytr, _csr(Xte), yte, np.maximum(fields, 0).astype(np.int32))]]
 
 
 def build_mushroom(d):
-    import datasets as bds
+    import bench_data as bds
 
     Xtr, ytr, Xte, yte = bds.load_mushroom(d)
     return [[Split(_csr(Xtr), ytr, _csr(Xte), yte)]]
@@ -431,7 +431,7 @@ def build_deepctr_movielens(d, n_repeats=5):
 
 
 def build_synthetic(rows=1_000_000, test_rows=200_000):
-    import datasets as bds
+    import bench_data as bds
 
     X, y, Xt, yt, fields = bds.make_criteo_like_split(rows, test_rows, n_factors=8, seed=0)
     return [[Split(X, y, Xt, yt, np.maximum(fields, 0).astype(np.int32))]]
@@ -495,7 +495,7 @@ def catalogue(data_dir=None, include_synthetic=False, synthetic_rows=1_000_000):
         sets.append(DataSet(
             f"synthetic-{synthetic_rows // 1000}k", "binary",
             lambda: build_synthetic(synthetic_rows),
-            f"benchmarks/datasets.py make_criteo_like: {synthetic_rows:,} train / 200,000 test "
+            f"benchmarks/bench_data.py make_criteo_like: {synthetic_rows:,} train / 200,000 test "
             "rows, 39 one-hot fields, ~1.95M columns, planted FM (oracle AUC ~0.78)", True))
     return sets
 

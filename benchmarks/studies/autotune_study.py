@@ -19,7 +19,7 @@ test metric over folds, mean over repeats):
 
 * the test metric of the prototype's fit, and its shortfall against cfm's
   best of the test-set grid and against the best of xLearn / modern_fm (both
-  read from ``benchmarks/RESULTS_defaults.json``, written by
+  read from ``benchmarks/results/RESULTS_defaults.json``, written by
   ``bench_defaults.py --json``);
 * its cost: *row-epochs* (rows trained, summed over every candidate's epochs,
   divided by the rows of one epoch over the whole training set; a fixed
@@ -422,7 +422,7 @@ def render_policies(results, refs, pols, args, machine):
            f"Command: `python benchmarks/studies/autotune_study.py {' '.join(args.argv)}`", ""]
     out += machine
     out += ["- Reference figures (cfm defaults, cfm best of test-set grid, best of xLearn / "
-            "modern_fm grids) from `benchmarks/RESULTS_defaults.json`.",
+            "modern_fm grids) from `benchmarks/results/RESULTS_defaults.json`.",
             "- shortfall > 0: behind the reference. row-ep: rows trained / training rows "
             "(fixed 10-epoch fit = 10). time x: wall clock / a fixed 10-epoch fit on the "
             "same fold (indicative: 2 shared cores; tiny sets are dominated by per-call "
@@ -553,7 +553,7 @@ def cmd_normalize(args, log):
     sets = rd.load_all(args.data_dir, args.only)
     out = ["# normalize: data shape vs the setting that wins cfm's test-set grid", "",
            f"Command: `python benchmarks/studies/autotune_study.py {' '.join(args.argv)}`", "",
-           "Grid figures from `benchmarks/RESULTS_defaults.json`. 'T - F' is how much better "
+           "Grid figures from `benchmarks/results/RESULTS_defaults.json`. 'T - F' is how much better "
            "normalize=True's best is (AUC: higher better; RMSE: lower better; > 0: True wins).",
            "", "| data set | model | rows | cols | nnz/row (mean, cv) | share of values = 1 | "
            "median row L2 norm | best T | best F | T - F | rule: nnz/row <= 8 -> F |",
@@ -755,7 +755,8 @@ def main(argv=None):
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--synthetic-rows", type=int, default=1_000_000)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--reference", type=Path, nargs="+", default=[BENCH / "RESULTS_defaults.json"],
+    ap.add_argument("--reference", type=Path, nargs="+",
+                    default=[BENCH / "results" / "RESULTS_defaults.json"],
                     help="bench_defaults.py --json file(s) with the grid figures")
     ap.add_argument("--sweeps", type=int, default=200, help="mcmc: Gibbs sweeps")
     ap.add_argument("--mcmc-seeds", type=int, default=3)
@@ -790,23 +791,23 @@ def main(argv=None):
         pols_all = policies()
         pols = [pols_all[n] for n in dict.fromkeys(r.policy for r in results)]
         md = render_policies(results, load_reference(args.reference), pols, args, machine)
-        out = args.out or HERE / "RESULTS_autotune.md"
+        out = args.out or BENCH / "results" / "RESULTS_autotune.md"
     elif args.command == "policies":
         results, refs, pols = cmd_policies(args, log)
         md = render_policies(results, refs, pols, args, machine)
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results],
                                             default=str))
-        out = args.out or HERE / f"RESULTS_autotune{suffix}.md"
+        out = args.out or BENCH / "results" / f"RESULTS_autotune{suffix}.md"
     elif args.command == "normalize":
         md = cmd_normalize(args, log)
-        out = args.out or HERE / "RESULTS_normalize.md"
+        out = args.out or BENCH / "results" / "RESULTS_normalize.md"
     elif args.command == "mcmc":
         md = cmd_mcmc(args, log)
-        out = args.out or HERE / "RESULTS_mcmc_defaults.md"
+        out = args.out or BENCH / "results" / "RESULTS_mcmc_defaults.md"
     else:
         doc = cmd_curves(args, log)
-        out = args.out or HERE / "curves.json"
+        out = args.out or BENCH / "results" / "curves.json"
         out.write_text(json.dumps(doc))
         log(f"wrote {out}")
         return 0

@@ -7,7 +7,7 @@
   ``bench_fm.py`` (k=8, 5 epochs, 2 threads), test AUC per rate (about 30 s
   per rate).
 
-    python benchmarks/ffm_lr_sweep.py [--synthetic] [--rates 0.1,0.15,0.2]
+    python benchmarks/studies/ffm_lr_sweep.py [--synthetic] [--rates 0.1,0.15,0.2]
 """
 import argparse
 import sys
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent))  # benchmarks/: bench_data
+sys.path.insert(0, str(HERE.parents[1]))  # the checkout: cfm
 
 import cfm  # noqa: E402
-import datasets as bds  # noqa: E402
+import bench_data as bds  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 

@@ -17,7 +17,7 @@ What is here
 * Writers to libsvm / libffm text, used to feed xLearn (which only reads
   files).
 
-Run ``python benchmarks/datasets.py`` for a quick self-check that generates
+Run ``python benchmarks/bench_data.py`` for a quick self-check that generates
 1M synthetic rows, times it, and prints the oracle AUC and the shapes of the
 real data sets.
 """

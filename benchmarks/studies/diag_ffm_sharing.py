@@ -11,7 +11,7 @@ second half) on a Criteo-shaped set twice:
 
 The gap between the two 2-thread times is the cost of the shared lines.
 
-    python benchmarks/diag_ffm_sharing.py [--rows 400000]
+    python benchmarks/studies/diag_ffm_sharing.py [--rows 400000]
 """
 import argparse
 import sys
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datasets as bds  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: bench_data
+import bench_data as bds  # noqa: E402
 
 import cfm  # noqa: E402
 

@@ -9,7 +9,7 @@ accepts), one thread, under valgrind's callgrind: run it once per checkout
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/parse_instructions.py FILE [--mb 12]
+    PYTHONPATH=. python benchmarks/studies/parse_instructions.py FILE [--mb 12]
 
 FILE: libsvm (one-based) or libffm (``.ffm``) text, e.g. the files
 ``bench_parse.py`` writes (``/tmp/cfm_bench/criteo_520mb.svm``).  Needs
