@@ -748,6 +748,12 @@ def _crafted(raw):
     arrays = [dict(a) for a in h["arrays"]]
     arrays[1]["offset"] = arrays[0]["offset"]
     out["overlapping_arrays"] = dict(h, arrays=arrays)
+    for name, shape in (("empty_shape_2_62_0", [2**62, 0]), ("empty_shape_0_2_40_2_40",
+                                                              [0, 2**40, 2**40])):
+        # empty, but NumPy cannot make it (found by tests/test_fuzz.py)
+        arrays = [dict(a) for a in h["arrays"]]
+        arrays[1].update(shape=shape, nbytes=0)
+        out[name] = dict(h, arrays=arrays)
     out["labels_equal"] = dict(h, classes={"dtype": "<U4", "values": ["ham", "ham"]})
     out["labels_for_regression"] = dict(h, task="regression")
     out["labels_mixed"] = dict(h, classes={"dtype": "object", "values": ["ham", 1]})
@@ -758,7 +764,8 @@ def _crafted(raw):
 
 
 CRAFTED = ["number_1e400", "random_state_2_200", "nested_200000", "arrays_123", "params_list",
-           "negative_offset", "shape_2_32", "overlapping_arrays", "labels_equal",
+           "negative_offset", "shape_2_32", "empty_shape_2_62_0", "empty_shape_0_2_40_2_40",
+           "overlapping_arrays", "labels_equal",
            "labels_for_regression", "labels_mixed", "n_jobs_zero", "history_nested",
            "feature_names_short"]
 
