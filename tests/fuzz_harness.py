@@ -239,6 +239,149 @@ def _special_header(h, rng):
     return _raw_json(h, ("kind",), '"ffm"' if h.get("kind") == "fm" else '"fm"')
 
 
+def _decode_model(raw):
+    """(header, [(entry, bytes)]) of a model file."""
+    h, hlen = _model_header(raw)
+    start = 16 + hlen
+    arrays = [(dict(e), raw[start + e["offset"]:start + e["offset"] + e["nbytes"]])
+              for e in h["arrays"]]
+    return h, arrays
+
+
+def _build_model(h, arrays):
+    """A model file laid out as cfm writes one (64-byte aligned arrays, valid
+    checksum) from a header and [(entry, bytes)] (offsets recomputed)."""
+    entries, blobs, off = [], [], 0
+    for e, b in arrays:
+        e = dict(e, offset=off)
+        e.setdefault("nbytes", len(b))
+        entries.append(e)
+        blobs.append(b + b"\0" * (-(-len(b) // 64) * 64 - len(b)))
+        off += len(blobs[-1])
+    h = dict(h, arrays=entries)
+    text = json.dumps(h, sort_keys=True).encode()
+    text += b" " * (-(-(16 + len(text)) // 64) * 64 - 16 - len(text))
+    body = struct.pack("<8sHHI", b"\x89CFM\r\n\x1a\n", 1, 0, len(text)) + text + b"".join(blobs)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+_SPECIAL_F = [float("nan"), float("inf"), -float("inf"), 3.0e38, -3.0e38, 1e-45, -0.0, 65504.0,
+              1e300]
+_SPECIAL_I = [-1, -2**31, 2**31 - 1, 3, 24, 25, 2**16, -7]
+
+
+def _semantic(raw, rng):
+    """Structured changes that keep the file valid (layout, sizes, checksum)
+    so that they reach the model's import and the kernels: resized tables,
+    special values, out-of-range field ids, changed dtypes, counts that
+    disagree between the header and the tables."""
+    import numpy as np
+
+    h, arrays = _decode_model(raw)
+    done = []
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        op = rng.randrange(9)
+        if op == 0:  # resize the feature dimension consistently
+            n = h["n_features"]
+            n2 = rng.choice([1, 2, n - 1, n + 1, 2 * n, 1000])
+            h["n_features"] = n2
+            out = []
+            for e, b in arrays:
+                if e["shape"] and e["shape"][0] == n:
+                    row = len(b) // n if n else 0
+                    b2 = (b * (n2 // n + 1))[:row * n2]
+                    if e["name"] == "fields":
+                        b2 = np.array([rng.randrange(h.get("n_fields", 1)) for _ in range(n2)],
+                                      dtype="<i4").tobytes()
+                    e = dict(e, shape=[n2] + e["shape"][1:], nbytes=len(b2))
+                    b = b2
+                elif len(e["shape"]) == 3 and e["shape"][1] == n:  # mcmc samples
+                    per = len(b) // (e["shape"][0] * n)
+                    rows = [b[i * n * per:(i + 1) * n * per] for i in range(e["shape"][0])]
+                    b = b"".join((r * (n2 // n + 1))[:per * n2] for r in rows)
+                    e = dict(e, shape=[e["shape"][0], n2, e["shape"][2]], nbytes=len(b))
+                out.append((e, b))
+            arrays = out
+            done.append(f"n_features={n2}")
+        elif op == 1:  # special values in a table
+            i = rng.randrange(len(arrays))
+            e, b = arrays[i]
+            if not b:
+                continue
+            a = np.frombuffer(b, dtype=e["dtype"]).copy()
+            for _ in range(rng.choice([1, 3, len(a)])):
+                j = rng.randrange(len(a))
+                if a.dtype.kind == "f":
+                    with np.errstate(over="ignore"):
+                        a[j] = rng.choice(_SPECIAL_F)
+                else:
+                    a[j:j + 1] = np.array([rng.choice(_SPECIAL_I)]).astype(a.dtype)
+            arrays[i] = (e, a.tobytes())
+            done.append(f"values {e['name']}")
+        elif op == 2:  # a table's dtype changed, values converted
+            i = rng.randrange(len(arrays))
+            e, b = arrays[i]
+            dt = rng.choice(["<f2", "<f4", "<f8", "<i4", "<i8", "<u8"])
+            with np.errstate(all="ignore"):
+                a = np.frombuffer(b, dtype=e["dtype"]).astype(dt)
+            arrays[i] = (dict(e, dtype=dt, nbytes=a.nbytes), a.tobytes())
+            done.append(f"dtype {e['name']}={dt}")
+        elif op == 3:  # a table dropped, renamed or duplicated
+            i = rng.randrange(len(arrays))
+            e, b = arrays[i]
+            how = rng.randrange(3)
+            if how == 0:
+                del arrays[i]
+            elif how == 1:
+                arrays[i] = (dict(e, name=rng.choice(["w", "V", "lin", "fields", "opt_state",
+                                                       "mcmc_samples", "x"])), b)
+            else:
+                arrays.append((dict(e, name=e["name"] + "_"), b))
+            done.append(f"table {e['name']} op{how}")
+        elif op == 4:  # counts in the header changed alone
+            k = rng.choice(["n_factors", "n_fields", "n_features"])
+            h[k] = rng.choice([0, 1, 2, 3, 5, 8, 64, 4096, 2**31 - 1])
+            done.append(f"{k}={h[k]}")
+        elif op == 5:  # another estimator / kind / task / dtype / solver
+            k = rng.choice(["estimator", "kind", "task", "dtype", "solver", "normalize"])
+            h[k] = rng.choice({"estimator": ["FMClassifier", "FMRegressor", "FFMClassifier",
+                                             "FFMRegressor", "XLearnFMClassifier",
+                                             "XLearnFMRegressor"],
+                               "kind": ["fm", "ffm"], "task": ["binary", "regression"],
+                               "dtype": ["float16", "float32", "float64"],
+                               "solver": ["adagrad", "sgd", "ftrl", "als", "mcmc", "x"],
+                               "normalize": [True, False]}[k])
+            if k == "task" and h[k] == "binary" and "classes" not in h:
+                h["classes"] = {"dtype": "<i8", "values": [0, 1]}
+            if k == "task" and h[k] == "regression":
+                h.pop("classes", None)
+            done.append(f"{k}={h[k]}")
+        elif op == 6:  # labels of another kind
+            h["classes"] = rng.choice([{"dtype": "<U3", "values": ["a", "b"]},
+                                       {"dtype": "<f8", "values": [0.5, 1e300]},
+                                       {"dtype": "|b1", "values": [False, True]},
+                                       {"dtype": "object", "values": [1, 2.5]},
+                                       {"dtype": "<i8", "values": [-2**63, 2**63 - 1]},
+                                       {"dtype": "<u1", "values": [0, 255]}])
+            done.append("classes")
+        elif op == 7:  # a table reshaped with its size kept
+            i = rng.randrange(len(arrays))
+            e, b = arrays[i]
+            n = 1
+            for d in e["shape"]:
+                n *= d
+            shape = rng.choice([[n], [1, n], [n, 1], e["shape"][::-1], [n, 1, 1], [0, n]])
+            if 0 in shape:
+                b = b""
+            arrays[i] = (dict(e, shape=shape, nbytes=len(b)), b)
+            done.append(f"shape {e['name']}={shape}")
+        else:  # mcmc state changed
+            h["mcmc"] = rng.choice([{"clip": [1e308, -1e308]}, {"clip": [0, 0], "alpha": -1},
+                                    {"clip": [-1, 1], "alpha": 0}, {"clip": [float("nan"), 1]}])
+            done.append(f"mcmc={h['mcmc']}")
+    return "semantic " + "; ".join(done), _build_model(h, arrays)
+
+
 def mutate_model(raw, rng):
     """(description, bytes) of one mutation of a model file."""
     n = len(raw)
@@ -265,6 +408,8 @@ def mutate_model(raw, rng):
             b[i] ^= rng.choice([1, 0x80, rng.randrange(1, 256)])
             idx.append(i)
         return f"flip+crc{where}@{idx}", _fix_model_crc(bytes(b))
+    if r < 0.62:
+        return _semantic(raw, rng)
     h, _ = _model_header(raw)
     if r < 0.85:  # a header field replaced by an extreme value, or deleted
         path = rng.choice(_header_paths(h, rng))
@@ -636,7 +781,10 @@ def _cli(case, tmp):
         return f"cli {argv[0]}: {msg[-300:]}"
     # divergence of a training run (e.g. labels of 1e300) is an error of the
     # run, not of the file: documented, exit status 1
-    if status == 1 and os.path.basename(path) not in msg and not (
+    # an error names the file at fault: the case's file, or the other input
+    # (e.g. labels of the data file that a mutated model's classes do not hold)
+    named = any(os.path.basename(a) in msg for a in argv[1:] if os.path.sep in a)
+    if status == 1 and not named and not (
             argv[0] == "train" and "training diverged" in msg):
         return f"cli {argv[0]}: error does not name the file: {msg[-300:]}"
     return None
