@@ -583,6 +583,8 @@ def cmd_convert(args, log):
         raise UsageError("TEXT must be a file")
     if cfm_data._is_cache(args.text):
         raise ValueError(f"{args.text} is already a .cfmdata cache")
+    if args.output is not None:
+        _check_output(args.output, [args.text])
     t0 = time.perf_counter()
     dst = cfm_data.convert_to_cache(args.text, args.output, format=args.format,
                                     dtype=args.dtype, zero_based=args.zero_based,

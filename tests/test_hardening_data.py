@@ -588,6 +588,8 @@ def test_convert_to_cache_refuses_its_source_and_bad_targets_before_parsing(d, t
     with pytest.raises(ValueError, match="over its source"):
         cfm.convert_to_cache(src, src)
     assert src.read_bytes() == (d / "ok.svm").read_bytes()
+    assert cli.main(["convert", str(src), "-o", str(src), "-q"]) == 2  # usage, as cfm train
+    assert src.read_bytes() == (d / "ok.svm").read_bytes()
     with pytest.raises(OSError, match="nowhere"):
         cfm.convert_to_cache(src, tmp_path / "nowhere" / "c.cfmdata")
     with pytest.raises(IsADirectoryError):
