@@ -281,6 +281,8 @@ def _semantic(raw, rng):
     done = []
     for _ in range(rng.choice([1, 1, 2, 3])):
         op = rng.randrange(9)
+        if not arrays and op in (1, 2, 3, 7):
+            continue
         if op == 0:  # resize the feature dimension consistently
             n = h["n_features"]
             n2 = rng.choice([1, 2, n - 1, n + 1, 2 * n, 1000])
@@ -291,7 +293,7 @@ def _semantic(raw, rng):
                     row = len(b) // n if n else 0
                     b2 = (b * (n2 // n + 1))[:row * n2]
                     if e["name"] == "fields":
-                        b2 = np.array([rng.randrange(h.get("n_fields", 1)) for _ in range(n2)],
+                        b2 = np.array([rng.randrange(max(1, h.get("n_fields", 1))) for _ in range(n2)],
                                       dtype="<i4").tobytes()
                     e = dict(e, shape=[n2] + e["shape"][1:], nbytes=len(b2))
                     b = b2
