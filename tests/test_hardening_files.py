@@ -864,6 +864,20 @@ def test_item11_malformed_xlearn_models(tmp_path, text, fragment):
     assert str(p) in str(exc.value) and fragment in str(exc.value), str(exc.value)
 
 
+def test_item11_truncated_xlearn_ffm_with_fields_is_a_model_file_error(tmp_path):
+    """An FFM text model cut after its linear weights reads as an LR model:
+    with fields= (the caller expects an FFM) that is a model of another
+    kind, ModelFileError as for kind= (was a plain ValueError; found by
+    tests/test_fuzz.py)."""
+    from cfm.xlearn import load_xlearn
+
+    p = tmp_path / "ffm.txt"
+    p.write_text("bias: 0\ni_0: 1\ni_1: 1\nv_0_0: 1 2\nv_0_1: 1 2\n"[:22])
+    with pytest.raises(cfm.ModelFileError, match="fields= is for FFM") as exc:
+        load_xlearn(p, fields=[0, 1])
+    assert str(p) in str(exc.value) and "LR" in str(exc.value)
+
+
 # --------------------------------------------------------------------------
 # item 14 (part): the xLearn FFM message names the CLI flag
 # --------------------------------------------------------------------------
