@@ -1234,128 +1234,125 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         raise ValueError(f"cannot write the cache {dst!r} over its source file "
                          f"{os.fspath(src)!r}")
     with contextlib.ExitStack() as stack:
-        # the target is checked (and its temporary file made) before parsing
+        # the target is checked (and its temporary file made) before parsing;
+        # the sections go to unique scratch files next to it
         out = stack.enter_context(atomic_output(dst))
-        scratch = scratch_dir(dst)
-        base = os.path.basename(dst)
+        scratch, base = scratch_dir(dst), os.path.basename(dst)
         secs = {n: _Section(stack.enter_context(scratch_file(scratch, f"{base}.{n}")), dt)
                 for n, dt in (("indptr", np.int64), ("indices", np.int32), ("data", dtype),
                               ("y", np.float64))}
         stack.callback(lambda: [s.close() for s in secs.values()])
-        _write_cache(src, fmt, secs, out, stack, scratch, base, dtype=dtype, f32=f32,
-                     zero_based=zero_based, strict=strict, n_features=n_features, nt=nt,
-                     chunk_bytes=chunk_bytes)
-    return dst
+        secs["indptr"].append(np.zeros(1, dtype=np.int64))
+        fields = np.full(0, -1, dtype=np.int32)
+        nnz = 0
+        mn, mx = None, -1
+        for r in _parse_stream(src, fmt, f32=f32, zero_ok=zero_based is not False,
+                               strict_order=strict, max_index=_index_limit(n_features, zero_based),
+                               n_threads=nt, chunk_bytes=chunk_bytes, n_features=n_features):
+            ch = _Chunk(r)
+            fields = _update_fields(fields, ch, src)
+            indptr, indices, data = ch.indptr, ch.indices, ch.data
+            if ch.unsorted:
+                M = sp.csr_matrix((data, indices, indptr),
+                                  shape=(len(ch.y), int(ch.max_idx) + 1))
+                M.sum_duplicates()
+                indptr, indices, data = M.indptr.astype(np.int64), M.indices, M.data
+            if len(indices):
+                mn = ch.min_idx if mn is None else min(mn, ch.min_idx)
+                mx = max(mx, ch.max_idx)
+            if indices.dtype == np.int64 and secs["indices"].dtype == np.int32:
+                secs["indices"].widen(np.int64)
+            secs["indptr"].append(indptr[1:] + nnz)
+            secs["indices"].append(indices)
+            secs["data"].append(data)
+            secs["y"].append(ch.y)
+            nnz += len(indices)
+        for s in secs.values():
+            s.close()
+        shift = fmt == "libsvm" and (zero_based is False or (
+            zero_based == "auto" and nnz > 0 and mn > 0))
+        n_cols = (mx - shift + 1) if nnz else (1 if fmt == "libsvm" else 0)
+        if n_features is not None:
+            if n_cols > n_features:
+                raise DataFormatError(f"{os.fspath(src)}: n_features={n_features} but the file "
+                                      f"has {n_cols} features")
+            n_cols = n_features
+        n_rows = secs["y"].n
+        idx_dt = np.int32 if n_cols - 1 <= _INT32_MAX else np.int64
+        order = ["indptr", "indices", "data", "y"]
+        extra = {}
+        if fmt == "libffm":
+            extra["fields"] = np.ascontiguousarray(_fields_out(fields, n_cols))
+            order.append("fields")
+        specs = {"indptr": (np.int64, n_rows + 1), "indices": (idx_dt, nnz),
+                 "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols)}
+        header = {"format": "cfm-data", "n_rows": n_rows, "n_features": int(n_cols),
+                  "nnz": nnz, "has_fields": fmt == "libffm", "source_format": fmt,
+                  "zero_based": not shift,
+                  "source": os.path.basename(os.fspath(src)), "file_size": 0, "arrays": []}
 
+        def make_header(crcs, offsets, file_size):
+            h = dict(header, file_size=file_size)
+            h["arrays"] = [{"name": n, "dtype": np.dtype(specs[n][0]).newbyteorder("<").str,
+                            "shape": [specs[n][1]], "offset": offsets[n],
+                            "nbytes": specs[n][1] * np.dtype(specs[n][0]).itemsize,
+                            "crc32": crcs[n]} for n in order]
+            return json.dumps(h, sort_keys=True).encode("utf-8")
 
-def _write_cache(src, fmt, secs, out, stack, scratch, base, *, dtype, f32, zero_based, strict,
-                 n_features, nt, chunk_bytes):
-    """Parse ``src`` into the section files ``secs``, then assemble the cache
-    into the file object ``out`` (through a scratch file unless ``out`` is a
-    regular file: the assembly seeks and truncates)."""
-    secs["indptr"].append(np.zeros(1, dtype=np.int64))
-    fields = np.full(0, -1, dtype=np.int32)
-    nnz = 0
-    mn, mx = None, -1
-    for r in _parse_stream(src, fmt, f32=f32, zero_ok=zero_based is not False,
-                           strict_order=strict, max_index=_index_limit(n_features, zero_based),
-                           n_threads=nt, chunk_bytes=chunk_bytes, n_features=n_features):
-        ch = _Chunk(r)
-        fields = _update_fields(fields, ch, src)
-        indptr, indices, data = ch.indptr, ch.indices, ch.data
-        if ch.unsorted:
-            M = sp.csr_matrix((data, indices, indptr),
-                              shape=(len(ch.y), int(ch.max_idx) + 1))
-            M.sum_duplicates()
-            indptr, indices, data = M.indptr.astype(np.int64), M.indices, M.data
-        if len(indices):
-            mn = ch.min_idx if mn is None else min(mn, ch.min_idx)
-            mx = max(mx, ch.max_idx)
-        if indices.dtype == np.int64 and secs["indices"].dtype == np.int32:
-            secs["indices"].widen(np.int64)
-        secs["indptr"].append(indptr[1:] + nnz)
-        secs["indices"].append(indices)
-        secs["data"].append(data)
-        secs["y"].append(ch.y)
-        nnz += len(indices)
-    for s in secs.values():
-        s.close()
-    shift = fmt == "libsvm" and (zero_based is False or (
-        zero_based == "auto" and nnz > 0 and mn > 0))
-    n_cols = (mx - shift + 1) if nnz else (1 if fmt == "libsvm" else 0)
-    if n_features is not None:
-        if n_cols > n_features:
-            raise DataFormatError(f"{os.fspath(src)}: n_features={n_features} but the file "
-                                  f"has {n_cols} features")
-        n_cols = n_features
-    n_rows = secs["y"].n
-    idx_dt = np.int32 if n_cols - 1 <= _INT32_MAX else np.int64
-    order = ["indptr", "indices", "data", "y"]
-    extra = {}
-    if fmt == "libffm":
-        extra["fields"] = np.ascontiguousarray(_fields_out(fields, n_cols))
-        order.append("fields")
-    specs = {"indptr": (np.int64, n_rows + 1), "indices": (idx_dt, nnz),
-             "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols)}
-    header = {"format": "cfm-data", "n_rows": n_rows, "n_features": int(n_cols),
-              "nnz": nnz, "has_fields": fmt == "libffm", "source_format": fmt,
-              "zero_based": not shift,
-              "source": os.path.basename(os.fspath(src)), "file_size": 0, "arrays": []}
-
-    def make_header(crcs, offsets, file_size):
-        h = dict(header, file_size=file_size)
-        h["arrays"] = [{"name": n, "dtype": np.dtype(specs[n][0]).newbyteorder("<").str,
-                        "shape": [specs[n][1]], "offset": offsets[n],
-                        "nbytes": specs[n][1] * np.dtype(specs[n][0]).itemsize,
-                        "crc32": crcs[n]} for n in order]
-        return json.dumps(h, sort_keys=True).encode("utf-8")
-
-    # reserve the header with the widest possible numbers, then fix it up
-    big = 10**19
-    hlen = len(make_header({n: 2**32 - 1 for n in order}, {n: big for n in order}, big))
-    data_start = _align(_CACHE_PREFIX.size + hlen)
-    offsets, pos = {}, data_start
-    for n in order:
-        offsets[n] = pos
-        pos = _align(pos + specs[n][1] * np.dtype(specs[n][0]).itemsize)
-    file_size = pos
-    crcs = {}
-    if stat.S_ISREG(os.fstat(out.fileno()).st_mode):
-        f = out
-    else:  # /dev/null, a FIFO...: assembled aside, then copied
-        f = stack.enter_context(open(stack.enter_context(scratch_file(
-            scratch, f"{base}.all")), "w+b"))
-    for n in order:
-        f.seek(offsets[n])
-        crc = 0
-        if n == "fields":
-            b = memoryview(extra["fields"]).cast("B") if n_cols else b""
-            f.write(b)
-            crc = zlib.crc32(b)
-        else:
-            src_dt = secs[n].dtype
-            step = 1 << 22
-            with open(secs[n].path, "rb") as g:
-                while True:
-                    a = np.fromfile(g, dtype=src_dt, count=step)
-                    if not a.size:
-                        break
-                    if n == "indices":
-                        a = a.astype(idx_dt, copy=False)
-                        if shift:
-                            a -= 1
-                    b = memoryview(np.ascontiguousarray(a)).cast("B")
+        # reserve the header with the widest possible numbers, then fix it up
+        big = 10**19
+        hlen = len(make_header({n: 2**32 - 1 for n in order}, {n: big for n in order}, big))
+        data_start = _align(_CACHE_PREFIX.size + hlen)
+        offsets, pos = {}, data_start
+        for n in order:
+            offsets[n] = pos
+            pos = _align(pos + specs[n][1] * np.dtype(specs[n][0]).itemsize)
+        file_size = pos
+        crcs = {}
+        with _assembled(out, scratch, base) as f:
+            for n in order:
+                f.seek(offsets[n])
+                crc = 0
+                if n == "fields":
+                    b = memoryview(extra["fields"]).cast("B") if n_cols else b""
                     f.write(b)
-                    crc = zlib.crc32(b, crc)
-        crcs[n] = crc
-    f.truncate(file_size)
-    hb = make_header(crcs, offsets, file_size)
-    hb += b" " * (data_start - _CACHE_PREFIX.size - len(hb))
-    f.seek(0)
-    f.write(_CACHE_PREFIX.pack(CACHE_MAGIC, CACHE_VERSION[0], CACHE_VERSION[1], len(hb),
-                               zlib.crc32(hb)))
-    f.write(hb)
-    if f is not out:
+                    crc = zlib.crc32(b)
+                else:
+                    src_dt = secs[n].dtype
+                    step = 1 << 22
+                    with open(secs[n].path, "rb") as g:
+                        while True:
+                            a = np.fromfile(g, dtype=src_dt, count=step)
+                            if not a.size:
+                                break
+                            if n == "indices":
+                                a = a.astype(idx_dt, copy=False)
+                                if shift:
+                                    a -= 1
+                            b = memoryview(np.ascontiguousarray(a)).cast("B")
+                            f.write(b)
+                            crc = zlib.crc32(b, crc)
+                crcs[n] = crc
+            f.truncate(file_size)
+            hb = make_header(crcs, offsets, file_size)
+            hb += b" " * (data_start - _CACHE_PREFIX.size - len(hb))
+            f.seek(0)
+            f.write(_CACHE_PREFIX.pack(CACHE_MAGIC, CACHE_VERSION[0], CACHE_VERSION[1], len(hb),
+                                       zlib.crc32(hb)))
+            f.write(hb)
+        return dst
+
+
+@contextlib.contextmanager
+def _assembled(out, scratch, base):
+    """The file a cache is assembled in: ``out`` itself when it is a regular
+    file (the assembly seeks and truncates), else (``/dev/null``, a FIFO) a
+    scratch file copied into ``out`` at the end."""
+    if stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+        yield out
+        return
+    with scratch_file(scratch, f"{base}.all") as path, open(path, "w+b") as f:
+        yield f
         f.seek(0)
         shutil.copyfileobj(f, out, 1 << 20)
 
