@@ -618,3 +618,35 @@ def test_convert_to_cache_concurrent_writers_leave_one_complete_file(d, tmp_path
     assert not errors
     assert _cache_equal(dst, ref)
     assert sorted(os.listdir(tmp_path)) == ["c.cfmdata", "ref.cfmdata"]
+
+
+def test_convert_to_cache_sigterm_removes_its_temporary_files(d, tmp_path):
+    """Killed (SIGTERM) while parsing: no temporary or section file is left,
+    the target is untouched."""
+    import signal
+    import time
+
+    fifo = tmp_path / "in.svm"
+    os.mkfifo(fifo)
+    dst = tmp_path / "c.cfmdata"
+    dst.write_bytes(b"old")
+    code = ("import sys, cfm; cfm.convert_to_cache(sys.argv[1], sys.argv[2], format='libsvm', "
+            "n_jobs=1)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(fifo), str(dst)], env=ENV,
+                         stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "wb") as w:
+            w.write((d / "ok.svm").read_bytes()[:2000])
+            w.flush()
+            deadline = time.monotonic() + 60
+            while len(os.listdir(tmp_path)) < 7 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the output's temporary file and 4 sections
+            assert len(os.listdir(tmp_path)) == 7, os.listdir(tmp_path)
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=60) == -signal.SIGTERM, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert sorted(os.listdir(tmp_path)) == ["c.cfmdata", "in.svm"]
+    assert dst.read_bytes() == b"old"
