@@ -11,15 +11,16 @@ Bounded by count and time: ``CFM_FUZZ_CASES`` cases (default 2400), seed
 
 The counts of a run are printed (``-s``) and written to
 ``$CFM_FUZZ_RECORD`` (default: ``fuzz-summary.json`` in pytest's cache
-folder).
+folder, ``.pytest_cache/d/cfm-fuzz/``, or the temporary folder without
+the cache plugin): counts per seed file and outcome, timings, the slowest
+cases and any failures.
 """
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
-
-import pytest
 
 import fuzz_harness as fh
 
@@ -113,7 +114,7 @@ def _record(summary, request):
     path = os.environ.get("CFM_FUZZ_RECORD")
     if not path:
         cache = getattr(request.config, "cache", None)
-        folder = str(cache.mkdir("cfm-fuzz")) if cache is not None else ROOT
+        folder = str(cache.mkdir("cfm-fuzz")) if cache is not None else tempfile.gettempdir()
         path = os.path.join(folder, "fuzz-summary.json")
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
