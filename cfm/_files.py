@@ -35,7 +35,8 @@ import threading
 
 from .exceptions import ModelFileError
 
-__all__ = ["open_regular", "atomic_output", "check_writable", "same_file"]
+__all__ = ["open_regular", "atomic_output", "check_writable", "same_file", "scratch_file",
+           "scratch_dir"]
 
 
 # --------------------------------------------------------------------------
@@ -227,6 +228,47 @@ def check_writable(path):
         raise _write_error(os.fspath(path), exc) from None
     os.close(fd)
     os.remove(tmp)
+
+
+def scratch_dir(path):
+    """The folder for intermediate files of a write to ``path``: the target's
+    own folder (symbolic links resolved) when it is a regular file or does not
+    exist yet, else (``/dev/null``, a FIFO...) the system's temporary folder."""
+    import tempfile
+
+    target = _resolve(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        return os.path.dirname(target) or "."
+    return tempfile.gettempdir()
+
+
+@contextlib.contextmanager
+def scratch_file(directory, base):
+    """Context manager: the path of a new, empty temporary file in
+    ``directory`` (a unique name derived from ``base``), removed when the
+    block ends, and by the SIGTERM / SIGHUP handler (see the module
+    docstring) if the process is killed meanwhile."""
+    with _signal_guard():
+        try:
+            fd, tmp = _temp_in(directory, base)
+        except OSError as exc:
+            raise _write_error(os.path.join(directory, base), exc) from None
+        os.close(fd)
+        with _TEMPS_LOCK:
+            _TEMPS.add((os.getpid(), tmp))
+        try:
+            yield tmp
+        finally:
+            with _TEMPS_LOCK:
+                _TEMPS.discard((os.getpid(), tmp))
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
 @contextlib.contextmanager

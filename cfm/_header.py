@@ -193,9 +193,14 @@ def check_header(header, where, data_start, size):
             raise bad(f"array {name!r} is listed twice")
         seen.add(name)
         itemsize = np.dtype(e["dtype"]).itemsize
-        count = 1
+        count, span = 1, itemsize
         for s in shape:
             count *= s
+            span *= max(s, 1)
+        # NumPy refuses a shape whose non-zero dimensions overflow its index
+        # type even when a zero dimension makes the array empty
+        if span > _MAX_INT:
+            raise bad(f"array {name!r} of shape {list(shape)} is too large")
         if count * itemsize != e["nbytes"]:
             raise bad(f"array {name!r} of shape {list(shape)} does not hold {e['nbytes']} bytes")
         start = data_start + e["offset"]

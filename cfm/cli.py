@@ -583,10 +583,15 @@ def cmd_convert(args, log):
         raise UsageError("TEXT must be a file")
     if cfm_data._is_cache(args.text):
         raise ValueError(f"{args.text} is already a .cfmdata cache")
+    if args.output is not None:
+        _check_output(args.output, [args.text])
     t0 = time.perf_counter()
     dst = cfm_data.convert_to_cache(args.text, args.output, format=args.format,
                                     dtype=args.dtype, zero_based=args.zero_based,
                                     n_jobs=args.threads)
+    if not os.path.isfile(dst):  # e.g. /dev/null, written in place: nothing to read back
+        log(f"wrote {dst} ({time.perf_counter() - t0:.1f}s)")
+        return EXIT_OK
     h = cfm_data._CacheFile(dst).header
     log(f"wrote {dst}: {_fmt_int(h['n_rows'])} rows, {_fmt_int(h['n_features'])} features, "
         f"{_fmt_int(h['nnz'])} values, {os.path.getsize(dst) / 1e6:.1f} MB "

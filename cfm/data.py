@@ -43,10 +43,12 @@ beyond them raises :class:`cfm.DataFormatError` naming file and line):
 Every read of a file is checked: a truncated or corrupted gzip stream and a
 cache whose checksums or structure do not match raise DataFormatError too.
 """
+import contextlib
 import gzip
 import json
 import mmap
 import os
+import shutil
 import stat
 import struct
 import zlib
@@ -56,6 +58,7 @@ import numpy as np
 
 from ._lazy import sparse as sp
 from . import _parse
+from ._files import atomic_output, same_file, scratch_dir, scratch_file
 from ._validation import effective_n_threads, memory_limit
 from .exceptions import DataFormatError
 
@@ -1227,11 +1230,18 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
     nt = effective_n_threads(n_jobs)
     f32 = dtype == np.float32
     strict = fmt == "libsvm" and not allow_unsorted
-    tmp = f"{dst}.tmp{os.getpid()}"
-    secs = {"indptr": _Section(tmp + ".indptr", np.int64),
-            "indices": _Section(tmp + ".indices", np.int32),
-            "data": _Section(tmp + ".data", dtype), "y": _Section(tmp + ".y", np.float64)}
-    try:
+    if same_file(src, dst):
+        raise ValueError(f"cannot write the cache {dst!r} over its source file "
+                         f"{os.fspath(src)!r}")
+    with contextlib.ExitStack() as stack:
+        # the target is checked (and its temporary file made) before parsing;
+        # the sections go to unique scratch files next to it
+        out = stack.enter_context(atomic_output(dst))
+        scratch, base = scratch_dir(dst), os.path.basename(dst)
+        secs = {n: _Section(stack.enter_context(scratch_file(scratch, f"{base}.{n}")), dt)
+                for n, dt in (("indptr", np.int64), ("indices", np.int32), ("data", dtype),
+                              ("y", np.float64))}
+        stack.callback(lambda: [s.close() for s in secs.values()])
         secs["indptr"].append(np.zeros(1, dtype=np.int64))
         fields = np.full(0, -1, dtype=np.int32)
         nnz = 0
@@ -1299,7 +1309,7 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
             pos = _align(pos + specs[n][1] * np.dtype(specs[n][0]).itemsize)
         file_size = pos
         crcs = {}
-        with open(tmp, "wb") as f:
+        with _assembled(out, scratch, base) as f:
             for n in order:
                 f.seek(offsets[n])
                 crc = 0
@@ -1330,15 +1340,21 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
             f.write(_CACHE_PREFIX.pack(CACHE_MAGIC, CACHE_VERSION[0], CACHE_VERSION[1], len(hb),
                                        zlib.crc32(hb)))
             f.write(hb)
-        os.replace(tmp, dst)
         return dst
-    finally:
-        for s in secs.values():
-            s.close()
-            if os.path.exists(s.path):
-                os.remove(s.path)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def _assembled(out, scratch, base):
+    """The file a cache is assembled in: ``out`` itself when it is a regular
+    file (the assembly seeks and truncates), else (``/dev/null``, a FIFO) a
+    scratch file copied into ``out`` at the end."""
+    if stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+        yield out
+        return
+    with scratch_file(scratch, f"{base}.all") as path, open(path, "w+b") as f:
+        yield f
+        f.seek(0)
+        shutil.copyfileobj(f, out, 1 << 20)
 
 
 # --------------------------------------------------------------------------

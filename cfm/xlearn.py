@@ -583,7 +583,8 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
     ------
     cfm.ModelFileError
         Not an xLearn TXT model, a malformed line (``file:line`` in the
-        message), an incomplete model, or a model of another ``kind``.
+        message), an incomplete model, or a model of another ``kind`` (also:
+        ``fields`` given for a file that holds no FFM model).
     ValueError
         Bad arguments (task, fields, n_features, ...).
     """
@@ -653,8 +654,10 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
         header.update(kind="ffm", n_factors=k, n_fields=nf, normalize=bool(norm))
     else:
         if fields is not None:
-            raise ValueError(f"fields= is for FFM models; {os.fspath(path)!r} is an xLearn "
-                             f"{found.upper()} model")
+            # the caller expects an FFM: a model of another kind, as for kind=
+            # (e.g. an FFM file cut after its linear weights reads as LR)
+            raise ModelFileError(f"fields= is for FFM models; {os.fspath(path)!r} is an "
+                                 f"xLearn {found.upper()} model (is the file complete?)")
         k = 0 if V is None else V.shape[1]
         xl_norm = found == "fm" and bool(norm) and k > 0
         if xl_norm:

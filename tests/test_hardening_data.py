@@ -10,6 +10,7 @@ a regression fails the test instead of the machine.
 import gzip
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -540,3 +541,112 @@ def test_item14_estimator_counts_are_bounded():
     for kw in ({"n_epochs": 10**20}, {"n_iter_no_change": 2**40}, {"n_burn_in": 10**30}):
         with pytest.raises(ValueError, match=f"{next(iter(kw))} must be <="):
             cfm.FMClassifier(**kw).fit([[1.0, 0], [0, 1]], [0, 1])
+
+
+# --------------------------------------------------------------------------
+# convert_to_cache writes like model saving (cfm._files.atomic_output)
+# --------------------------------------------------------------------------
+
+def _cache_equal(path, ref):
+    X, y, f = cfm.load_cache(path)
+    X0, y0, f0 = cfm.load_cache(ref)
+    return (X != X0).nnz == 0 and np.array_equal(y, y0) and (
+        f is None if f0 is None else np.array_equal(f, f0))
+
+
+def test_convert_to_cache_error_leaves_target_and_folder_untouched(d, tmp_path):
+    bad = tmp_path / "bad.svm"
+    bad.write_bytes((d / "ok.svm").read_bytes() + b"1 3:x\n")
+    dst = tmp_path / "c.cfmdata"
+    dst.write_bytes(b"old content")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(DataFormatError, match="bad.svm"):
+        cfm.convert_to_cache(bad, dst, chunk_bytes=1000)
+    assert dst.read_bytes() == b"old content"
+    assert sorted(os.listdir(tmp_path)) == before  # no temporary file left
+
+
+def test_convert_to_cache_follows_links_and_writes_devices_in_place(d, tmp_path):
+    ref = cfm.convert_to_cache(d / "ok.ffm", tmp_path / "ref.cfmdata")
+    real = tmp_path / "real.cfmdata"
+    real.write_bytes(b"x")
+    link = tmp_path / "link.cfmdata"
+    link.symlink_to(real)
+    assert cfm.convert_to_cache(d / "ok.ffm", link) == str(link)
+    assert link.is_symlink() and _cache_equal(real, ref)
+    # a device is written in place (its bytes assembled aside), never replaced
+    cfm.convert_to_cache(d / "ok.ffm", "/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["link.cfmdata", "real.cfmdata", "ref.cfmdata"]
+    rc = cli.main(["convert", str(d / "ok.svm"), "-o", "/dev/null", "-q"])
+    assert rc == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_convert_to_cache_refuses_its_source_and_bad_targets_before_parsing(d, tmp_path):
+    src = tmp_path / "s.svm"
+    src.write_bytes((d / "ok.svm").read_bytes())
+    with pytest.raises(ValueError, match="over its source"):
+        cfm.convert_to_cache(src, src)
+    assert src.read_bytes() == (d / "ok.svm").read_bytes()
+    assert cli.main(["convert", str(src), "-o", str(src), "-q"]) == 2  # usage, as cfm train
+    assert src.read_bytes() == (d / "ok.svm").read_bytes()
+    with pytest.raises(OSError, match="nowhere"):
+        cfm.convert_to_cache(src, tmp_path / "nowhere" / "c.cfmdata")
+    with pytest.raises(IsADirectoryError):
+        cfm.convert_to_cache(src, tmp_path)
+
+
+def test_convert_to_cache_concurrent_writers_leave_one_complete_file(d, tmp_path):
+    import threading
+
+    ref = cfm.convert_to_cache(d / "ok.svm", tmp_path / "ref.cfmdata")
+    dst = tmp_path / "c.cfmdata"
+    errors = []
+
+    def work():
+        try:
+            for _ in range(3):
+                cfm.convert_to_cache(d / "ok.svm", dst, chunk_bytes=4000, n_jobs=1)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _cache_equal(dst, ref)
+    assert sorted(os.listdir(tmp_path)) == ["c.cfmdata", "ref.cfmdata"]
+
+
+def test_convert_to_cache_sigterm_removes_its_temporary_files(d, tmp_path):
+    """Killed (SIGTERM) while parsing: no temporary or section file is left,
+    the target is untouched."""
+    import signal
+    import time
+
+    fifo = tmp_path / "in.svm"
+    os.mkfifo(fifo)
+    dst = tmp_path / "c.cfmdata"
+    dst.write_bytes(b"old")
+    code = ("import sys, cfm; cfm.convert_to_cache(sys.argv[1], sys.argv[2], format='libsvm', "
+            "n_jobs=1)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(fifo), str(dst)], env=ENV,
+                         stderr=subprocess.PIPE)
+    try:
+        with open(fifo, "wb") as w:
+            w.write((d / "ok.svm").read_bytes()[:2000])
+            w.flush()
+            deadline = time.monotonic() + 60
+            while len(os.listdir(tmp_path)) < 7 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the output's temporary file and 4 sections
+            assert len(os.listdir(tmp_path)) == 7, os.listdir(tmp_path)
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=60) == -signal.SIGTERM, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert sorted(os.listdir(tmp_path)) == ["c.cfmdata", "in.svm"]
+    assert dst.read_bytes() == b"old"

@@ -748,6 +748,12 @@ def _crafted(raw):
     arrays = [dict(a) for a in h["arrays"]]
     arrays[1]["offset"] = arrays[0]["offset"]
     out["overlapping_arrays"] = dict(h, arrays=arrays)
+    for name, shape in (("empty_shape_2_62_0", [2**62, 0]), ("empty_shape_0_2_40_2_40",
+                                                              [0, 2**40, 2**40])):
+        # empty, but NumPy cannot make it (found by tests/test_fuzz.py)
+        arrays = [dict(a) for a in h["arrays"]]
+        arrays[1].update(shape=shape, nbytes=0)
+        out[name] = dict(h, arrays=arrays)
     out["labels_equal"] = dict(h, classes={"dtype": "<U4", "values": ["ham", "ham"]})
     out["labels_for_regression"] = dict(h, task="regression")
     out["labels_mixed"] = dict(h, classes={"dtype": "object", "values": ["ham", 1]})
@@ -758,7 +764,8 @@ def _crafted(raw):
 
 
 CRAFTED = ["number_1e400", "random_state_2_200", "nested_200000", "arrays_123", "params_list",
-           "negative_offset", "shape_2_32", "overlapping_arrays", "labels_equal",
+           "negative_offset", "shape_2_32", "empty_shape_2_62_0", "empty_shape_0_2_40_2_40",
+           "overlapping_arrays", "labels_equal",
            "labels_for_regression", "labels_mixed", "n_jobs_zero", "history_nested",
            "feature_names_short"]
 
@@ -855,6 +862,20 @@ def test_item11_malformed_xlearn_models(tmp_path, text, fragment):
     with pytest.raises(cfm.ModelFileError) as exc:
         load_xlearn(p)
     assert str(p) in str(exc.value) and fragment in str(exc.value), str(exc.value)
+
+
+def test_item11_truncated_xlearn_ffm_with_fields_is_a_model_file_error(tmp_path):
+    """An FFM text model cut after its linear weights reads as an LR model:
+    with fields= (the caller expects an FFM) that is a model of another
+    kind, ModelFileError as for kind= (was a plain ValueError; found by
+    tests/test_fuzz.py)."""
+    from cfm.xlearn import load_xlearn
+
+    p = tmp_path / "ffm.txt"
+    p.write_text("bias: 0\ni_0: 1\ni_1: 1\nv_0_0: 1 2\nv_0_1: 1 2\n"[:22])
+    with pytest.raises(cfm.ModelFileError, match="fields= is for FFM") as exc:
+        load_xlearn(p, fields=[0, 1])
+    assert str(p) in str(exc.value) and "LR" in str(exc.value)
 
 
 # --------------------------------------------------------------------------
