@@ -1,4 +1,4 @@
-"""Fast path of the text parser for batch scoring (cfm/scoring.py).
+"""Fast path of the text parser for batch scoring (cfm/scoring/).
 
 ``parse_plain`` parses buffers of *plain* libsvm / libffm lines -- what
 machine-written files contain -- straight into per-piece CSR arrays sized for
@@ -32,14 +32,10 @@ from libc.string cimport memchr
 
 from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport DIGIT_DROPPED, fast_exact, mantissa_digit
 
 cnp.import_array()
 
-cdef double[23] POW10
-cdef int _i
-for _i in range(23):
-    POW10[_i] = 10.0 ** _i
-cdef uint64_t TWO53 = (<uint64_t>1) << 53
 # libffm ids above this are refused by the general parser (cfm._parse.MAX_ID_32);
 # a compile-time constant (an enum), not a global the loop would reload
 cdef enum:
@@ -59,7 +55,6 @@ cdef inline const char* parse_num(const char* p, const char* end, double* out) n
     cdef int nd = 0
     cdef int64_t dexp = 0
     cdef unsigned char c
-    cdef double v
     if p < end and p[0] == 45:
         neg = True
         p += 1
@@ -68,12 +63,7 @@ cdef inline const char* parse_num(const char* p, const char* end, double* out) n
         if c < 48 or c > 57:
             break
         any_digit = True
-        if m == 0 and c == 48:
-            pass
-        elif nd < 19:
-            m = m * 10 + (c - 48)
-            nd += 1
-        else:
+        if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
             return NULL
         p += 1
     if p < end and p[0] == 46:
@@ -83,28 +73,18 @@ cdef inline const char* parse_num(const char* p, const char* end, double* out) n
             if c < 48 or c > 57:
                 break
             any_digit = True
-            if m == 0 and c == 48:
-                dexp -= 1
-            elif nd < 19:
-                m = m * 10 + (c - 48)
-                nd += 1
-                dexp -= 1
-            else:
+            if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
                 return NULL
+            dexp -= 1
             p += 1
     if not any_digit:
         return NULL
     if m == 0:
         out[0] = -0.0 if neg else 0.0
         return p
-    if m > TWO53 or dexp < -22 or dexp > 22:
-        return NULL
-    if dexp >= 0:
-        v = (<double>m) * POW10[dexp]
-    else:
-        v = (<double>m) / POW10[-dexp]
-    out[0] = -v if neg else v
-    return p
+    if fast_exact(m, dexp, neg, out):
+        return p
+    return NULL
 
 
 cdef extern from "cfm_swar.h" nogil:

@@ -1,4 +1,4 @@
-"""Text output of score columns for the batch scoring engine (cfm/scoring.py).
+"""Text output of score columns for the batch scoring engine (cfm/scoring/).
 
 ``format_scores`` writes one number per line, exactly as C's
 ``'%.{precision}g'`` (glibc: correctly rounded), optionally after a logistic
@@ -21,6 +21,7 @@ from libc.stdlib cimport malloc, free
 
 from cfm._common cimport join_buffers
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport free_buffers, new_buffers
 
 # widest line: sign, 17 digits, '.', 'e-308', newline (< 32 bytes); 40 for safety
 DEF LINE_MAX = 40
@@ -183,13 +184,8 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     cdef int n_pieces = <int>min((n + PIECE_ROWS - 1) // PIECE_ROWS, 4096)
     cdef Py_ssize_t[::1] bounds = np.linspace(0, n, n_pieces + 1).astype(np.intp)
     cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
-    cdef int t
+    cdef char** bufs = new_buffers(n_pieces)
     cdef Format c
-    if bufs == NULL:
-        raise MemoryError()
-    for t in range(n_pieces):
-        bufs[t] = NULL
     c.v = &values[0]
     c.bounds = &bounds[0]
     c.bufs = bufs
@@ -205,6 +201,4 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
             raise MemoryError()
         return join_buffers(bufs, sizes, n_pieces)
     finally:
-        for t in range(n_pieces):
-            free(bufs[t])
-        free(bufs)
+        free_buffers(bufs, n_pieces)

@@ -36,6 +36,8 @@ from libc.math cimport isfinite, signbit, NAN, INFINITY
 
 from cfm._common cimport join_buffers, line_split
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport (DIGIT_DROPPED, fast_exact, free_buffers, is_digit, is_ws,
+                             mantissa_digit, new_buffers)
 
 cnp.import_array()
 
@@ -71,14 +73,6 @@ cpdef enum:
 cpdef enum:
     MAX_ID_32 = 2147483646
 
-cdef double[23] POW10
-cdef int _k
-POW10[0] = 1.0
-for _k in range(1, 23):
-    POW10[_k] = POW10[_k - 1] * 10.0   # exact up to 1e22
-
-cdef uint64_t TWO53 = (<uint64_t>1) << 53
-
 
 cdef struct Piece:
     const char* start
@@ -102,15 +96,6 @@ cdef struct Piece:
     int64_t err_line          # newlines before the error, within the piece
     const char* err_tok
     int64_t err_val
-
-
-cdef inline bint is_ws(unsigned char c) noexcept nogil:
-    # ASCII whitespace except newline: space, \t, \v, \f, \r
-    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
-
-
-cdef inline bint is_digit(unsigned char c) noexcept nogil:
-    return c >= 48 and c <= 57
 
 
 cdef inline bint is_delim(const char* p, const char* end, bint comments) noexcept nogil:
@@ -202,7 +187,6 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     cdef int nd = 0
     cdef int64_t dexp = 0, ex = 0, e10
     cdef unsigned char c
-    cdef double v
     cdef char[512] sbuf
     cdef char* buf
     cdef char* q
@@ -227,12 +211,7 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
         c = <unsigned char>p[0]
         if is_digit(c):
             any_digit = True
-            if m == 0 and c == 48:
-                pass
-            elif nd < 19:
-                m = m * 10 + (c - 48)
-                nd += 1
-            else:
+            if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
                 dexp += 1
                 trunc = True
             p += 1
@@ -246,14 +225,10 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
             c = <unsigned char>p[0]
             if is_digit(c):
                 any_digit = True
-                if m == 0 and c == 48:
-                    dexp -= 1
-                elif nd < 19:
-                    m = m * 10 + (c - 48)
-                    nd += 1
-                    dexp -= 1
-                else:
+                if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
                     trunc = True
+                else:
+                    dexp -= 1
                 p += 1
             elif c == 95:
                 return parse_double_us(s, end, out, comments)
@@ -283,12 +258,7 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     if m == 0:
         out[0] = -0.0 if neg else 0.0
         return p
-    if not trunc and m <= TWO53 and e10 >= -22 and e10 <= 22:
-        if e10 >= 0:
-            v = (<double>m) * POW10[e10]
-        else:
-            v = (<double>m) / POW10[-e10]
-        out[0] = -v if neg else v
+    if not trunc and fast_exact(m, e10, neg, out):
         return p
     # slow path: strtod on a copy without underscores
     n = p - s
@@ -383,6 +353,13 @@ ctypedef fused checks_t:
     short
 
 
+cdef inline void fail(Piece* pc, int err, const char* tok, int64_t val) noexcept nogil:
+    """Record the first error of a piece: its code, token and value (an id)."""
+    pc.err = err
+    pc.err_tok = tok
+    pc.err_val = val
+
+
 cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_order,
                       int64_t max_index, int64_t max_field, int finite,
                       checks_t checks) noexcept nogil:
@@ -427,16 +404,13 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
         tok = p
         p = parse_double(p, end, &label, True)
         if p == NULL or not is_delim(p, end, True):
-            pc.err = ERR_LABEL
-            pc.err_tok = tok
+            fail(pc, ERR_LABEL, tok, 0)
             return
         if checks_t is short and (finite & FINITE_LABELS) and not isfinite(label):
-            pc.err = ERR_LABEL_NONFINITE
-            pc.err_tok = tok
+            fail(pc, ERR_LABEL_NONFINITE, tok, 0)
             return
         if pc.n_rows == pc.cap_rows and not grow_rows(pc):
-            pc.err = ERR_NOMEM
-            pc.err_tok = tok
+            fail(pc, ERR_NOMEM, tok, 0)
             return
         pc.labels[pc.n_rows] = label
         prev = -1
@@ -470,8 +444,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                         comments = False
                     p += 1
                 if not ovf:
-                    pc.err = ERR_QID
-                    pc.err_tok = tok
+                    fail(pc, ERR_QID, tok, 0)
                     return
                 first = False
                 continue
@@ -479,60 +452,46 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             if ffm:
                 p = parse_int(p, end, &fld, &ovf)  # saturates on overflow
                 if p == NULL or fld < 0:
-                    pc.err = ERR_FIELD
-                    pc.err_tok = tok
+                    fail(pc, ERR_FIELD, tok, 0)
                     return
                 if p >= end or p[0] != 58:
-                    pc.err = ERR_NO_COLON
-                    pc.err_tok = tok
+                    fail(pc, ERR_NO_COLON, tok, 0)
                     return
                 if fld > max_field:
-                    pc.err = ERR_FIELD_RANGE
-                    pc.err_tok = tok
-                    pc.err_val = fld
+                    fail(pc, ERR_FIELD_RANGE, tok, fld)
                     return
                 p += 1
             q = parse_int(p, end, &idx, &ovf)  # saturates: > max_index on overflow
             if q == NULL:
-                pc.err = ERR_INDEX
-                pc.err_tok = tok
+                fail(pc, ERR_INDEX, tok, 0)
                 return
             p = q
             if p >= end or p[0] != 58:
-                pc.err = ERR_NO_COLON
-                pc.err_tok = tok
+                fail(pc, ERR_NO_COLON, tok, 0)
                 return
             if idx < 0:
-                pc.err = ERR_NEG_INDEX
-                pc.err_tok = tok
-                pc.err_val = idx
+                fail(pc, ERR_NEG_INDEX, tok, idx)
                 return
             if idx == 0 and not zero_ok:
-                pc.err = ERR_ZERO_INDEX
-                pc.err_tok = tok
+                fail(pc, ERR_ZERO_INDEX, tok, 0)
                 return
             if idx > max_index:
-                pc.err = ERR_INDEX_RANGE
-                pc.err_tok = tok
-                pc.err_val = idx
+                fail(pc, ERR_INDEX_RANGE, tok, idx)
                 return
             p += 1
             q = parse_double(p, end, &val, comments)
             if q == NULL or not is_delim(q, end, comments):
-                pc.err = ERR_VALUE
-                pc.err_tok = tok
+                fail(pc, ERR_VALUE, tok, 0)
                 return
             p = q
             if idx <= prev:
                 if strict_order:
-                    pc.err = ERR_UNSORTED
-                    pc.err_tok = tok
+                    fail(pc, ERR_UNSORTED, tok, 0)
                     return
                 pc.unsorted = True
             prev = idx
             if pc.nnz == pc.cap_nnz and not grow_nnz(pc, vsize, ffm):
-                pc.err = ERR_NOMEM
-                pc.err_tok = tok
+                fail(pc, ERR_NOMEM, tok, 0)
                 return
             pc.indices[pc.nnz] = idx
             if f32:
@@ -540,14 +499,12 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 (<float*>pc.values)[pc.nnz] = fval
                 if checks_t is short and (finite & FINITE_VALUES) and not isfinite(fval):
                     # (also a value that overflows float32, e.g. 1e39)
-                    pc.err = ERR_VALUE_NONFINITE
-                    pc.err_tok = tok
+                    fail(pc, ERR_VALUE_NONFINITE, tok, 0)
                     return
             else:
                 (<double*>pc.values)[pc.nnz] = val
                 if checks_t is short and (finite & FINITE_VALUES) and not isfinite(val):
-                    pc.err = ERR_VALUE_NONFINITE
-                    pc.err_tok = tok
+                    fail(pc, ERR_VALUE_NONFINITE, tok, 0)
                     return
             if ffm:
                 pc.fields[pc.nnz] = <int32_t>fld
@@ -928,13 +885,7 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
     cdef int n_pieces = <int>min(n_rows, 4 * nt if nt > 1 else 1)
     cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, n_pieces + 1).astype(np.intp)
     cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
-    cdef int t
-    cdef bint fail = False
-    if bufs == NULL:
-        raise MemoryError()
-    for t in range(n_pieces):
-        bufs[t] = NULL
+    cdef char** bufs = new_buffers(n_pieces)
     cdef FormatJob job
     job.indptr = &indptr[0]
     job.indices = &indices[0] if indices.shape[0] else NULL
@@ -951,11 +902,8 @@ def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t
     try:
         with nogil:
             parallel_for(format_task, &job, n_pieces, 1, nt)
-        fail = job.fail
-        if fail:
+        if job.fail:
             raise MemoryError()
         return join_buffers(bufs, sizes, n_pieces)
     finally:
-        for t in range(n_pieces):
-            free(bufs[t])
-        free(bufs)
+        free_buffers(bufs, n_pieces)

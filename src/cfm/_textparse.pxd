@@ -1,0 +1,85 @@
+"""Number and text helpers shared by cfm's text parsers and writers
+(``cfm._parse``: the full grammar, ``cfm._fastparse``: the scoring fast path,
+``cfm._format``: score columns).  Everything here is ``cdef inline``: it
+compiles into each parser's hot loop exactly as if written there.
+
+Numbers are converted as Python's ``float()`` does.  A mantissa of at most
+19 significant digits that fits in 53 bits, with a decimal exponent in
+[-22, 22], is exact by Clinger's fast path: one IEEE multiplication or
+division by an exact power of ten (:func:`fast_exact`); every other number
+goes to the full parser (``strtod`` in cfm._parse; the fast path of
+cfm._fastparse hands the whole buffer back to cfm._parse).
+"""
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport malloc, free
+
+cdef extern from *:
+    """
+    /* 10**k, k = 0..22: exactly representable doubles (Clinger's fast path) */
+    static const double cfm_pow10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    """
+    const double cfm_pow10[23]
+
+cdef enum:
+    # significant digits a uint64 mantissa holds without overflow
+    MANTISSA_DIGITS = 19
+    # what mantissa_digit() did with a digit
+    DIGIT_SKIPPED = 0    # a leading zero
+    DIGIT_KEPT = 1
+    DIGIT_DROPPED = 2    # the mantissa holds MANTISSA_DIGITS digits already
+
+
+cdef inline bint is_digit(unsigned char c) noexcept nogil:
+    return c >= 48 and c <= 57
+
+
+cdef inline bint is_ws(unsigned char c) noexcept nogil:
+    # ASCII whitespace except newline: space, \t, \v, \f, \r
+    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
+
+
+cdef inline int mantissa_digit(uint64_t* m, int* nd, unsigned char c) noexcept nogil:
+    """Append the decimal digit ``c`` to the mantissa ``m`` of ``nd``
+    significant digits: leading zeros are skipped, digits beyond
+    MANTISSA_DIGITS dropped (the caller decides what that means)."""
+    if m[0] == 0 and c == 48:
+        return DIGIT_SKIPPED
+    if nd[0] < MANTISSA_DIGITS:
+        m[0] = m[0] * 10 + (c - 48)
+        nd[0] += 1
+        return DIGIT_KEPT
+    return DIGIT_DROPPED
+
+
+cdef inline bint fast_exact(uint64_t m, int64_t e10, bint neg, double* out) noexcept nogil:
+    """``out = (-1)**neg * m * 10**e10`` correctly rounded when Clinger's fast
+    path applies (m <= 2**53, -22 <= e10 <= 22; m > 0); False otherwise."""
+    cdef double v
+    if m > ((<uint64_t>1) << 53) or e10 < -22 or e10 > 22:
+        return False
+    if e10 >= 0:
+        v = (<double>m) * cfm_pow10[e10]
+    else:
+        v = (<double>m) / cfm_pow10[-e10]
+    out[0] = -v if neg else v
+    return True
+
+
+cdef inline char** new_buffers(int n) except NULL:
+    """``n`` NULL text buffers (one per piece of output formatted in
+    parallel, joined in order by cfm._common.join_buffers); free with
+    :func:`free_buffers`."""
+    cdef char** bufs = <char**>malloc(n * sizeof(char*))
+    cdef int t
+    if bufs == NULL:
+        raise MemoryError()
+    for t in range(n):
+        bufs[t] = NULL
+    return bufs
+
+
+cdef inline void free_buffers(char** bufs, int n) noexcept nogil:
+    cdef int t
+    for t in range(n):
+        free(bufs[t])
+    free(bufs)
