@@ -27,13 +27,13 @@ libsvm ids of the source were read; caches without it count as zero-based).
 import json
 import mmap
 import os
-import stat
-import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._container import Format, align, check_arrays, gaps, is_int, pad_header, short
+from .._files import atomic_output, open_regular, pread_into
 from .._lazy import sparse as sp
 from .._validation import effective_n_threads
 from ..exceptions import DataFormatError
@@ -43,12 +43,11 @@ from .text import (_INT32_MAX, _Chunk, _check_features_arg, _check_zero_based, _
                    _index_limit, _parse_stream, _update_fields)
 
 CACHE_VERSION = (1, 1)
-_CACHE_PREFIX = struct.Struct("<8sHHII")
-
-
-def _align(n):
-    return -(-n // 64) * 64
-
+CACHE_FORMAT = Format(CACHE_MAGIC, CACHE_VERSION, kind="cfm-data", name="cfm data cache",
+                      version_name="cfm data cache format",
+                      upgrade="upgrade cfm or rebuild the cache with convert_to_cache",
+                      error=DataFormatError, header_crc=True)
+_CACHE_PREFIX = CACHE_FORMAT.prefix
 
 # Caches whose checksums were verified in this process, keyed by what would
 # change if the file did (see _CacheFile.identity): training streams a cache
@@ -67,43 +66,32 @@ class _CacheFile:
     def __init__(self, path):
         self.path = os.fspath(path)
         where = repr(self.path)
-        with open(self.path, "rb") as f:
-            st = os.fstat(f.fileno())
-            size = st.st_size
-            if not stat.S_ISREG(st.st_mode):
-                raise DataFormatError(f"{where} is not a cfm data cache (not a regular file)")
-            prefix = f.read(_CACHE_PREFIX.size)
-            if len(prefix) < _CACHE_PREFIX.size:
+        psize = CACHE_FORMAT.prefix.size
+        # a regular file only (a FIFO or device is refused before reading)
+        fd, size = open_regular(self.path, "a cfm data cache", DataFormatError)
+        try:
+            st = os.fstat(fd)
+            prefix = bytearray(psize)
+            prefix = prefix[:pread_into(fd, prefix, 0)]
+            if len(prefix) < psize:
                 if CACHE_MAGIC.startswith(prefix[:8]) and prefix:
                     raise DataFormatError(f"{where} is a truncated cfm data cache "
                                           f"({size} bytes)")
                 raise DataFormatError(f"{where} is not a cfm data cache (too short)")
-            magic, major, minor, hlen, hcrc = _CACHE_PREFIX.unpack(prefix)
-            if magic != CACHE_MAGIC:
-                raise DataFormatError(f"{where} is not a cfm data cache (bad magic bytes "
-                                      f"{magic!r})")
-            if major > CACHE_VERSION[0]:
-                raise DataFormatError(
-                    f"{where} uses cfm data cache format {major}.{minor}, newer than the "
-                    f"{CACHE_VERSION[0]}.x this version of cfm reads; upgrade cfm or "
-                    "rebuild the cache with convert_to_cache")
-            if major < 1:
-                raise DataFormatError(f"{where} has unknown cache format version "
-                                      f"{major}.{minor}")
-            if _CACHE_PREFIX.size + hlen > size:
+            magic, major, minor, hlen, hcrc = CACHE_FORMAT.prefix.unpack(bytes(prefix))
+            CACHE_FORMAT.check_prefix(magic, major, minor, where)
+            if psize + hlen > size:
                 raise DataFormatError(f"{where} is truncated: its header needs {hlen} bytes "
                                       f"but the file has {size}")
-            hbytes = f.read(hlen)
-        if len(hbytes) != hlen:
-            raise DataFormatError(f"{where} is truncated: its header needs {hlen} bytes")
+            hbytes = bytearray(hlen)
+            if pread_into(fd, hbytes, psize) != hlen:
+                raise DataFormatError(f"{where} is truncated: its header needs {hlen} bytes")
+        finally:
+            os.close(fd)
         if zlib.crc32(hbytes) != hcrc:
             raise DataFormatError(f"{where} is corrupted: header checksum mismatch")
-        try:
-            h = json.loads(hbytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise DataFormatError(f"{where} has an unreadable header: "
-                                  f"{type(exc).__name__}: {exc}") from None
-        self.header = h = self._check_header(h, where, size, _CACHE_PREFIX.size + hlen)
+        h = CACHE_FORMAT.parse_header(hbytes, where)
+        self.header = h = self._check_header(h, where, size, psize + hlen)
         self.identity = (os.path.realpath(self.path), st.st_dev, st.st_ino, size,
                          st.st_mtime_ns, hcrc)
         self._mm = np.memmap(self.path, dtype=np.uint8, mode="r") if size else None
@@ -115,18 +103,16 @@ class _CacheFile:
             return DataFormatError(f"{where} has an invalid header: {msg}")
 
         def count(v):
-            return not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= _MAX_COUNT
+            return is_int(v, 0, _MAX_COUNT)
 
-        if not isinstance(h, dict) or h.get("format") != "cfm-data":
-            raise bad("not a cfm-data header")
         for k in ("n_rows", "n_features", "nnz", "file_size"):
             if not count(h.get(k)):
-                raise bad(f"{k}={h.get(k)!r}")
+                raise bad(f"{k}={short(h.get(k))}")
         if not isinstance(h.get("has_fields"), bool):
             raise bad("has_fields missing")
         zb = h.get("zero_based", True)  # format 1.0 did not record it
         if not isinstance(zb, bool):
-            raise bad(f"zero_based={zb!r}")
+            raise bad(f"zero_based={short(zb)}")
         h["zero_based"] = zb
         if h["file_size"] != size:
             raise DataFormatError(f"{where} is truncated or padded: the header says "
@@ -138,37 +124,14 @@ class _CacheFile:
                   "data": ((nnz,), ("<f4", "<f8")), "y": ((n,), ("<f8",))}
         if h["has_fields"]:
             expect["fields"] = ((m,), ("<i4",))
-        arrays = h.get("arrays")
-        if not isinstance(arrays, list):
-            raise bad("no array table")
-        table = {}
-        end = data_start
-        gaps = []
-        for a in arrays:
-            if not isinstance(a, dict) or not isinstance(a.get("name"), str) or \
-                    a["name"] not in expect or a["name"] in table:
-                raise bad(f"unexpected array entry {str(a)[:200]}")
-            shape, dts = expect[a["name"]]
-            if a.get("dtype") not in dts or a.get("shape") != list(shape):
-                raise bad(f"array {a['name']}: dtype {str(a.get('dtype'))[:40]!r} / shape "
-                          f"{str(a.get('shape'))[:80]}, expected {dts} / {list(shape)}")
-            nbytes = shape[0] * np.dtype(a["dtype"]).itemsize
-            off = a.get("offset")
-            if (a.get("nbytes") != nbytes or isinstance(off, bool) or not isinstance(off, int)
-                    or off % 64 or off < end or not count(a.get("crc32"))
-                    or a["crc32"] > 0xFFFFFFFF):
-                raise bad(f"array {a['name']}: bad offset / size / checksum entry")
-            if off + nbytes > size:
-                raise DataFormatError(f"{where} is truncated: array {a['name']} ends at "
-                                      f"{off + nbytes} but the file has {size} bytes")
-            gaps.append((end, off))
-            end = off + nbytes
-            table[a["name"]] = a
-        if set(table) != set(expect):
-            raise bad(f"missing arrays {sorted(set(expect) - set(table))}")
-        gaps.append((end, size))
-        h["_table"] = table
-        h["_gaps"] = [(g0, g1) for g0, g1 in gaps if g1 > g0]
+        entries = check_arrays(
+            h.get("arrays"), where, error=DataFormatError, base=0, data_start=data_start,
+            size=size, trailer=0, dtypes={"<i4", "<i8", "<f4", "<f8"}, expect=expect, crc=True,
+            aligned=True, truncated=lambda name, need: DataFormatError(
+                f"{where} is truncated: array {name} ends at {need} but the file has {size} "
+                "bytes"))
+        h["_table"] = {e[0]: e[5] for e in entries}
+        h["_gaps"] = gaps(entries, data_start, size)
         return h
 
     def array(self, name):
@@ -429,7 +392,7 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
     nt = effective_n_threads(n_jobs)
     f32 = dtype == np.float32
     strict = fmt == "libsvm" and not allow_unsorted
-    tmp = f"{dst}.tmp{os.getpid()}"
+    tmp = f"{dst}.tmp{os.getpid()}"  # prefix of the section files
     secs = {"indptr": _Section(tmp + ".indptr", np.int64),
             "indices": _Section(tmp + ".indices", np.int32),
             "data": _Section(tmp + ".data", dtype), "y": _Section(tmp + ".y", np.float64)}
@@ -494,14 +457,16 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         # reserve the header with the widest possible numbers, then fix it up
         big = 10**19
         hlen = len(make_header({n: 2**32 - 1 for n in order}, {n: big for n in order}, big))
-        data_start = _align(_CACHE_PREFIX.size + hlen)
+        data_start = align(_CACHE_PREFIX.size + hlen)
         offsets, pos = {}, data_start
         for n in order:
             offsets[n] = pos
-            pos = _align(pos + specs[n][1] * np.dtype(specs[n][0]).itemsize)
+            pos = align(pos + specs[n][1] * np.dtype(specs[n][0]).itemsize)
         file_size = pos
         crcs = {}
-        with open(tmp, "wb") as f:
+        # the cache itself: written atomically (cfm._files.atomic_output, as a
+        # model file is), then renamed onto dst
+        with atomic_output(dst) as f:
             for n in order:
                 f.seek(offsets[n])
                 crc = 0
@@ -526,18 +491,13 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
                             crc = zlib.crc32(b, crc)
                 crcs[n] = crc
             f.truncate(file_size)
-            hb = make_header(crcs, offsets, file_size)
-            hb += b" " * (data_start - _CACHE_PREFIX.size - len(hb))
+            hb = pad_header(make_header(crcs, offsets, file_size), CACHE_FORMAT, data_start)
             f.seek(0)
-            f.write(_CACHE_PREFIX.pack(CACHE_MAGIC, CACHE_VERSION[0], CACHE_VERSION[1], len(hb),
-                                       zlib.crc32(hb)))
+            f.write(CACHE_FORMAT.pack_prefix(hb))
             f.write(hb)
-        os.replace(tmp, dst)
         return dst
     finally:
         for s in secs.values():
             s.close()
             if os.path.exists(s.path):
                 os.remove(s.path)
-        if os.path.exists(tmp):
-            os.remove(tmp)
