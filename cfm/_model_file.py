@@ -50,7 +50,7 @@ import numpy as np
 
 from ._container import (FileArray, Format, SizeError, check_arrays, is_int, peek, read, short,
                          write)
-from ._files import pread_into  # noqa: F401  (re-exported for cfm._io's callers)
+from ._files import pread_into
 from .exceptions import ModelFileError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "RowBlocks", "write_model_file", "open_model_file",

@@ -54,12 +54,12 @@ __all__ = ["load_libsvm", "load_libfm", "load_libffm", "dump_libsvm", "dump_libf
            "convert_to_cache", "load_cache", "iter_blocks", "scan_file"]
 
 # Settings the readers read at call time, where they live (cfm.data._source).
-_SETTINGS = ("CHUNK_BYTES", "MAX_LINE_BYTES")
+_SETTINGS = ("MAX_LINE_BYTES",)
 
 
 class _DataPackage(types.ModuleType):
-    """``cfm.data.MAX_LINE_BYTES = n`` (or ``CHUNK_BYTES``) sets the limit the
-    readers use, as it did when cfm.data was one module."""
+    """``cfm.data.MAX_LINE_BYTES = n`` sets the limit the readers use, as it
+    did when cfm.data was one module."""
 
     def __setattr__(self, name, value):
         if name in _SETTINGS:

@@ -14,12 +14,12 @@ from .._lazy import sparse as sp
 from .. import _fastparse
 from .._validation import effective_n_threads
 from ..exceptions import DataFormatError
-from . import _source
-from ._source import (CACHE_MAGIC, _check_format, _fileobj_chunks, _is_fileobj, _LineTooLong,
-                      _name, _resolve_format, _sniff_format, _too_long, _read_chunks)
+from ._source import (CACHE_MAGIC, _check_format, _fileobj_chunks, _is_fileobj, _name,
+                      _read_chunks, _resolve_format, _sniff_format)
 from .cache import _CacheFile, _check_block, _csr_around, _first_nonfinite
 from .text import (_INT32_MAX, _Chunk, _build_csr, _check_dtype, _check_features_arg, _check_n,
-                   _check_zero_based, _fields_out, _idx_dtype, _index_limit, _parse_stream,
+                   _check_zero_based, _fields_out, _idx_dtype, _index_limit, _next_chunk,
+                   _parse_stream,
                    _update_fields)
 
 
@@ -341,13 +341,9 @@ def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_th
     lines = 0
     it = iter(chunks)
     while True:
-        try:
-            buf = next(it)
-        except StopIteration:
+        buf = _next_chunk(it, name, lines)
+        if buf is None:
             return
-        except _LineTooLong:
-            raise DataFormatError(f"{name}:{lines + 1}: {_too_long()}") \
-                from None
         pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
         if pieces is None:
             yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
@@ -408,10 +404,7 @@ def score_blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based
     if _is_fileobj(src):
         name = _name(src)
         chunks = _fileobj_chunks(src, chunk_bytes, name)
-        try:
-            first = next(chunks, b"")
-        except _LineTooLong:
-            raise DataFormatError(f"{name}:1: {_too_long()}") from None
+        first = _next_chunk(chunks, name, 0) or b""
         if first[:8] == CACHE_MAGIC:
             raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
         if fmt == "auto":

@@ -37,8 +37,7 @@ from .._files import atomic_output, open_regular, pread_into
 from .._lazy import sparse as sp
 from .._validation import effective_n_threads
 from ..exceptions import DataFormatError
-from . import _source
-from ._source import _MAX_ID_64, CACHE_MAGIC, MAX_ID_32, _resolve_format
+from ._source import _MAX_ID_64, CACHE_MAGIC, CHUNK_BYTES, MAX_ID_32, _resolve_format
 from .text import (_INT32_MAX, _Chunk, _check_features_arg, _check_zero_based, _fields_out,
                    _index_limit, _parse_stream, _update_fields)
 
@@ -355,7 +354,7 @@ class _Section:
 
 def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.float32,
                      zero_based="auto", n_jobs=None, allow_unsorted=False,
-                     chunk_bytes=None):
+                     chunk_bytes=CHUNK_BYTES):
     """Convert a libsvm / libFM / libffm text file to a ``.cfmdata`` cache.
 
     The text is parsed in chunks of ``chunk_bytes`` and streamed to
@@ -381,8 +380,6 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         ``X, y`` (and ``fields``) as parsing ``src`` directly.
     """
     fmt = _resolve_format(src, format, allow_cache=False)
-    if chunk_bytes is None:
-        chunk_bytes = _source.CHUNK_BYTES
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"cache dtype must be float32 or float64, got {dtype}")

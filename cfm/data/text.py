@@ -11,7 +11,6 @@ from .._lazy import sparse as sp
 from .. import _parse
 from .._validation import effective_n_threads, memory_limit
 from ..exceptions import DataFormatError
-from . import _source
 from ._source import _MAX_ID_64, CHUNK_BYTES, MAX_ID_32, _LineTooLong, _read_chunks, _too_long
 
 _INT32_MAX = 2**31 - 1
@@ -68,8 +67,21 @@ def _fmt_code(fmt):
     return _parse.FMT_LIBFFM if fmt == "libffm" else _parse.FMT_LIBSVM
 
 
+def _next_chunk(it, name, lines):
+    """The next buffer of lines of ``it`` (None at its end); a line longer
+    than MAX_LINE_BYTES raises DataFormatError at ``name``:line (``lines``:
+    the lines before the buffer)."""
+    try:
+        return next(it)
+    except StopIteration:
+        return None
+    except _LineTooLong:
+        raise _ParseError(f"{name}:{lines + 1}: {_too_long()}", lines + 1, None, None) \
+            from None
+
+
 def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
-                  max_index=_MAX_ID_64, n_fields=None, n_threads=1, chunk_bytes=None,
+                  max_index=_MAX_ID_64, n_fields=None, n_threads=1, chunk_bytes=CHUNK_BYTES,
                   chunks=None, first_line=0, finite=False, n_features=None):
     """Parse a text file chunk by chunk; yield the kernel's dicts.
 
@@ -87,17 +99,11 @@ def _parse_stream(path, fmt, *, f32=True, zero_ok=True, strict_order=True,
     code = _fmt_code(fmt)
     flags = 0 if not finite else (_parse.FINITE_VALUES if finite == "values" else
                                   _parse.FINITE_VALUES | _parse.FINITE_LABELS)
-    if chunk_bytes is None:
-        chunk_bytes = _source.CHUNK_BYTES
     it = iter(_read_chunks(path, chunk_bytes) if chunks is None else chunks)
     while True:
-        try:
-            buf = next(it)
-        except StopIteration:
+        buf = _next_chunk(it, name, lines)
+        if buf is None:
             return
-        except _LineTooLong:
-            raise _ParseError(f"{name}:{lines + 1}: {_too_long()}", lines + 1, None,
-                              None) from None
         r = _parse.parse_chunk(buf, code, f32, zero_ok, strict_order,
                                min(max_index, _MAX_ID_64),
                                -1 if n_fields is None else n_fields, n_threads, flags)

@@ -32,7 +32,7 @@ from libc.string cimport memchr
 
 from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
-from cfm._textparse cimport DIGIT_DROPPED, fast_exact, mantissa_digit
+from cfm._textparse cimport fast_exact, mantissa_run
 
 cnp.import_array()
 
@@ -50,34 +50,22 @@ cdef inline bint is_sep(unsigned char c) noexcept nogil:
 cdef inline const char* parse_num(const char* p, const char* end, double* out) noexcept nogil:
     """[-]digits[.digits]; the same arithmetic as cfm._parse.parse_double's
     fast path.  NULL when the token needs the general parser."""
-    cdef bint neg = False, any_digit = False
+    cdef bint neg = False, any_digit = False, dropped = False
     cdef uint64_t m = 0
     cdef int nd = 0
     cdef int64_t dexp = 0
-    cdef unsigned char c
+    cdef const char* q
     if p < end and p[0] == 45:
         neg = True
         p += 1
-    while p < end:
-        c = <unsigned char>p[0]
-        if c < 48 or c > 57:
-            break
-        any_digit = True
-        if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
-            return NULL
-        p += 1
+    q = mantissa_run(p, end, &m, &nd, &dexp, False, &dropped)
+    any_digit = q != p
+    p = q
     if p < end and p[0] == 46:
-        p += 1
-        while p < end:
-            c = <unsigned char>p[0]
-            if c < 48 or c > 57:
-                break
-            any_digit = True
-            if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
-                return NULL
-            dexp -= 1
-            p += 1
-    if not any_digit:
+        q = mantissa_run(p + 1, end, &m, &nd, &dexp, True, &dropped)
+        any_digit = any_digit or q != p + 1
+        p = q
+    if not any_digit or dropped:  # more than 19 digits: the general parser
         return NULL
     if m == 0:
         out[0] = -0.0 if neg else 0.0

@@ -36,8 +36,8 @@ from libc.math cimport isfinite, signbit, NAN, INFINITY
 
 from cfm._common cimport join_buffers, line_split
 from cfm._pool cimport parallel_for, team
-from cfm._textparse cimport (DIGIT_DROPPED, fast_exact, free_buffers, is_digit, is_ws,
-                             mantissa_digit, new_buffers)
+from cfm._textparse cimport (fast_exact, free_buffers, is_digit, is_ws, mantissa_run,
+                             new_buffers)
 
 cnp.import_array()
 
@@ -181,6 +181,7 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     The caller checks that a delimiter follows.
     """
     cdef const char* s = p
+    cdef const char* t
     cdef bint neg = False, any_digit = False, trunc = False
     cdef bint eneg = False, edig = False
     cdef uint64_t m = 0
@@ -206,34 +207,18 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
             out[0] = -NAN if neg else NAN
             return p + 3
         return NULL
-    # integer part
-    while p < end:
-        c = <unsigned char>p[0]
-        if is_digit(c):
-            any_digit = True
-            if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
-                dexp += 1
-                trunc = True
-            p += 1
-        elif c == 95:  # underscore
-            return parse_double_us(s, end, out, comments)
-        else:
-            break
+    # integer part, then the fraction (a digit beyond 19 sets trunc)
+    t = mantissa_run(p, end, &m, &nd, &dexp, False, &trunc)
+    any_digit = t != p
+    p = t
+    if p < end and p[0] == 95:  # underscore
+        return parse_double_us(s, end, out, comments)
     if p < end and p[0] == 46:  # .
-        p += 1
-        while p < end:
-            c = <unsigned char>p[0]
-            if is_digit(c):
-                any_digit = True
-                if mantissa_digit(&m, &nd, c) == DIGIT_DROPPED:
-                    trunc = True
-                else:
-                    dexp -= 1
-                p += 1
-            elif c == 95:
-                return parse_double_us(s, end, out, comments)
-            else:
-                break
+        t = mantissa_run(p + 1, end, &m, &nd, &dexp, True, &trunc)
+        any_digit = any_digit or t != p + 1
+        p = t
+        if p < end and p[0] == 95:
+            return parse_double_us(s, end, out, comments)
     if not any_digit:
         return NULL
     if p < end and (p[0] == 101 or p[0] == 69):  # e E

@@ -51,6 +51,28 @@ cdef inline int mantissa_digit(uint64_t* m, int* nd, unsigned char c) noexcept n
     return DIGIT_DROPPED
 
 
+cdef inline const char* mantissa_run(const char* p, const char* end, uint64_t* m, int* nd,
+                                     int64_t* dexp, bint fraction, bint* dropped) noexcept nogil:
+    """Read the digits at ``p`` -- an integer part, or with ``fraction`` the
+    digits after the point -- into the mantissa ``m`` (``nd`` significant
+    digits) and the decimal exponent ``dexp``; returns the first non-digit.
+    A digit beyond MANTISSA_DIGITS sets ``dropped`` (an integer digit
+    dropped still scales the value: dexp + 1)."""
+    cdef unsigned char c
+    while p < end:
+        c = <unsigned char>p[0]
+        if not is_digit(c):
+            break
+        if mantissa_digit(m, nd, c) == DIGIT_DROPPED:
+            dropped[0] = True
+            if not fraction:
+                dexp[0] += 1
+        elif fraction:
+            dexp[0] -= 1
+        p += 1
+    return p
+
+
 cdef inline bint fast_exact(uint64_t m, int64_t e10, bint neg, double* out) noexcept nogil:
     """``out = (-1)**neg * m * 10**e10`` correctly rounded when Clinger's fast
     path applies (m <= 2**53, -22 <= e10 <= 22; m > 0); False otherwise."""
