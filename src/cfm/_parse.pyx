@@ -36,8 +36,9 @@ from libc.math cimport isfinite, signbit, NAN, INFINITY
 
 from cfm._common cimport join_buffers, line_split
 from cfm._pool cimport parallel_for, team
-from cfm._textparse cimport (fast_exact, free_buffers, is_digit, is_ws, mantissa_run,
-                             new_buffers)
+from cfm._textparse cimport (between_digits, fast_exact, free_buffers, is_digit, is_ws,
+                             mantissa_run, new_buffers, read_sign, release_scratch, scratch,
+                             SCRATCH_BYTES)
 
 cnp.import_array()
 
@@ -130,7 +131,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     cdef const char* e = s
     cdef const char* r
     cdef bint ok_py = True, ok_cy = True, prev_p = True, cur
-    cdef char[512] sbuf
+    cdef char[SCRATCH_BYTES] sbuf
     cdef char* buf
     cdef char* q
     cdef const char* stop
@@ -140,8 +141,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     n = e - s
     r = s
     while r < e:
-        if r[0] == 95 and (r == s or not is_digit(<unsigned char>(r - 1)[0]) or r + 1 >= e
-                           or not is_digit(<unsigned char>r[1])):
+        if r[0] == 95 and not between_digits(r, s, e):
             ok_py = False
         cur = is_punct(<unsigned char>r[0])
         if cur and prev_p:
@@ -152,12 +152,9 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
         ok_cy = False
     if not (ok_py or ok_cy):
         return NULL
-    if n < 511:
-        buf = sbuf
-    else:
-        buf = <char*>malloc(n + 1)
-        if buf == NULL:
-            return NULL
+    buf = scratch(sbuf, n)
+    if buf == NULL:
+        return NULL
     q = buf
     r = s
     while r < e:
@@ -168,8 +165,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     stop = parse_double(buf, q, out, comments)
     if stop != q:
         e = NULL
-    if buf != sbuf:
-        free(buf)
+    release_scratch(buf, sbuf)
     return e
 
 
@@ -188,14 +184,12 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     cdef int nd = 0
     cdef int64_t dexp = 0, ex = 0, e10
     cdef unsigned char c
-    cdef char[512] sbuf
+    cdef char[SCRATCH_BYTES] sbuf
     cdef char* buf
     cdef char* q
     cdef const char* r
     cdef Py_ssize_t n
-    if p < end and (p[0] == 43 or p[0] == 45):  # + -
-        neg = p[0] == 45
-        p += 1
+    neg = read_sign(&p, end)
     if p < end and ((<unsigned char>p[0]) | 0x20) in (105, 110):  # i n
         if match_word(p, end, b"infinity", 8):
             out[0] = -INFINITY if neg else INFINITY
@@ -223,9 +217,7 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
         return NULL
     if p < end and (p[0] == 101 or p[0] == 69):  # e E
         p += 1
-        if p < end and (p[0] == 43 or p[0] == 45):
-            eneg = p[0] == 45
-            p += 1
+        eneg = read_sign(&p, end)
         while p < end:
             c = <unsigned char>p[0]
             if is_digit(c):
@@ -247,17 +239,13 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
         return p
     # slow path: strtod on a copy without underscores
     n = p - s
-    if n < 511:
-        buf = sbuf
-    else:
-        buf = <char*>malloc(n + 1)
-        if buf == NULL:
-            return NULL
+    buf = scratch(sbuf, n)
+    if buf == NULL:
+        return NULL
     memcpy(buf, s, n)
     buf[n] = 0
     out[0] = strtod(buf, NULL)
-    if buf != sbuf:
-        free(buf)
+    release_scratch(buf, sbuf)
     return p
 
 
@@ -270,9 +258,7 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
     cdef uint64_t v = 0
     cdef unsigned char c
     overflow[0] = False
-    if p < end and (p[0] == 43 or p[0] == 45):
-        neg = p[0] == 45
-        p += 1
+    neg = read_sign(&p, end)
     while p < end:
         c = <unsigned char>p[0]
         if is_digit(c):
@@ -283,7 +269,7 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
                 v = v * 10 + (c - 48)
             p += 1
         elif c == 95:
-            if p == s or not is_digit(<unsigned char>(p - 1)[0]) or p + 1 >= end or not is_digit(<unsigned char>p[1]):
+            if not between_digits(p, s, end):
                 return NULL
             p += 1
         else:

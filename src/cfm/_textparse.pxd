@@ -38,6 +38,41 @@ cdef inline bint is_ws(unsigned char c) noexcept nogil:
     return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
 
 
+cdef inline bint read_sign(const char** p, const char* end) noexcept nogil:
+    """Consume an optional '+' or '-' at ``p[0]``; True for '-'."""
+    cdef const char* q = p[0]
+    if q < end and (q[0] == 43 or q[0] == 45):
+        p[0] = q + 1
+        return q[0] == 45
+    return False
+
+
+cdef inline bint between_digits(const char* r, const char* s, const char* e) noexcept nogil:
+    """The character at ``r`` (an '_' of the token [s, e)) stands between two
+    digits, as Python's int() and float() require of an underscore."""
+    return (r > s and is_digit(<unsigned char>(r - 1)[0]) and r + 1 < e
+            and is_digit(<unsigned char>r[1]))
+
+
+cdef enum:
+    # tokens up to this long are copied to the stack for strtod (no malloc)
+    SCRATCH_BYTES = 512
+
+
+cdef inline char* scratch(char* stack, Py_ssize_t n) noexcept nogil:
+    """A buffer of ``n + 1`` bytes: ``stack`` (SCRATCH_BYTES) when it fits,
+    else malloc'd (NULL when out of memory); release with
+    :func:`release_scratch`."""
+    if n < SCRATCH_BYTES - 1:
+        return stack
+    return <char*>malloc(n + 1)
+
+
+cdef inline void release_scratch(char* buf, char* stack) noexcept nogil:
+    if buf != stack:
+        free(buf)
+
+
 cdef inline int mantissa_digit(uint64_t* m, int* nd, unsigned char c) noexcept nogil:
     """Append the decimal digit ``c`` to the mantissa ``m`` of ``nd``
     significant digits: leading zeros are skipped, digits beyond
