@@ -28,17 +28,12 @@ overlap -- nothing in a header is trusted before it is bounded by the file's
 size), the atomic write of a file with a trailing CRC, and the bounded,
 ``pread``-based reader (:class:`Container`, never a memory map: a file
 truncated meanwhile gives an error, not SIGBUS) that checksums every piece
-it reads in helper threads it always joins.
-
-Design of the reader: mapping the file saved one copy (the kernel's, from
-the page cache), but a mapped file that shrinks kills the process; reading
-costs that copy (about 0.2 s of CPU per 1.5 GB here) into a few cache-sized
-buffers, which the checksum and the copy into the tables then read from the
-cache.  Peak memory is the tables plus a few blocks.
+it reads in helper threads it always joins.  (Design: a mapped file that
+shrinks kills the process; reading costs one copy, ~0.2 s of CPU per 1.5 GB,
+into a few cache-sized buffers; peak memory is the tables plus a few blocks.)
 """
 import json
 import os
-import queue
 import reprlib
 import struct
 import threading
@@ -46,7 +41,7 @@ import zlib
 
 import numpy as np
 
-from ._crc import Job, crc32_combine
+from ._readahead import FileArray, crc32_combine
 from ._files import atomic_output, open_regular, pread_into
 from .exceptions import ModelFileError
 
@@ -81,8 +76,8 @@ def align(n):
 
 
 _REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 40, 40, 40
-_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 6
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, \
+    _REPR.maxtuple = 3, 40, 40, 40, 6, 6, 6
 
 
 def short(v):
@@ -283,119 +278,6 @@ def write(path, header, arrays, *, fmt, json_default=None, too_large=None):
 # Reading (formats with a trailing CRC32)
 # --------------------------------------------------------------------------
 
-class FileArray:
-    """A large array of a container file, read a block of rows at a time.
-
-    ``for_each_block(fn)`` calls ``fn(i, j, rows i:j)`` for every block as
-    it is read: a helper thread reads (and checksums) the blocks ahead into a
-    few cache-sized buffers while worker threads (the caller and helpers)
-    copy the blocks read into the model's tables, so loading needs a few
-    blocks of memory besides the model, never a second copy of a table.
-    ``read()`` returns the whole array.  Shapes and dtypes are those of the
-    validated header."""
-
-    def __init__(self, mf, start, dtype, shape):
-        self._mf, self._start = mf, start
-        self.dtype, self.shape = np.dtype(dtype), tuple(shape)
-        self.ndim, self.size = len(self.shape), int(np.prod(self.shape, dtype=object))
-        self.nbytes = self.size * self.dtype.itemsize
-
-    def __len__(self):
-        return self.shape[0]
-
-    def read(self):
-        out = np.empty(self.shape, dtype=self.dtype)
-        flat = out.reshape(-1).view(np.uint8)
-        for a in range(0, self.nbytes, _BLOCK_BYTES):
-            b = min(self.nbytes, a + _BLOCK_BYTES)
-            self._mf.read(self._start + a, b - a, out=flat[a:b])
-        return out
-
-    def for_each_block(self, fn, n_workers=2):
-        n = self.shape[0] if self.shape else 1
-        row = self.nbytes // n if n else 0
-        if row == 0:
-            fn(0, n, np.empty(self.shape, dtype=self.dtype))
-            return
-        per = max(1, _BLOCK_BYTES // row)
-        spans = [(i, min(n, i + per)) for i in range(0, n, per)]
-        n_workers = max(1, min(n_workers, len(spans)))
-        bufs = [np.empty(per * row, dtype=np.uint8)
-                for _ in range(min(n_workers + 2, len(spans)))]
-        mf, shape = self._mf, self.shape
-
-        def block(t, b):
-            i, j = spans[t]
-            return bufs[b][:(j - i) * row].view(self.dtype).reshape((j - i,) + shape[1:])
-
-        def read(t, b, checksum=True):
-            i, j = spans[t]
-            mf.read(self._start + i * row, (j - i) * row, out=bufs[b][:(j - i) * row],
-                    checksum=checksum)
-
-        free, ready, stop, failed = queue.Queue(), queue.Queue(), threading.Event(), []
-        for b in range(len(bufs)):
-            free.put(b)
-
-        def fail(exc):
-            failed.append(exc)
-            stop.set()
-            for _ in range(n_workers):
-                ready.put(None)  # wakes the workers
-
-        def reader():  # reads the blocks ahead, in file order (the workers checksum them)
-            for t in range(len(spans)):
-                while True:
-                    if stop.is_set() or mf._closing:
-                        return
-                    try:
-                        b = free.get(timeout=0.1)
-                        break
-                    except queue.Empty:
-                        pass
-                try:
-                    read(t, b, checksum=False)
-                except BaseException as exc:  # noqa: BLE001 - raised by the caller
-                    fail(exc)
-                    return
-                ready.put((t, b))
-            for _ in range(n_workers):
-                ready.put(None)
-
-        def work():  # copies the blocks read, in any order
-            while True:
-                item = ready.get()
-                if item is None or stop.is_set():
-                    return
-                t, b = item
-                i, j = spans[t]
-                try:
-                    mf.checksum(self._start + i * row, bufs[b][:(j - i) * row])
-                    fn(i, j, block(t, b))
-                except BaseException as exc:  # noqa: BLE001 - raised by the caller
-                    fail(exc)
-                    return
-                free.put(b)
-
-        reading = Job(reader, mf)
-        if not reading.started:  # no helper thread: read each block here
-            for t, (i, j) in enumerate(spans):
-                read(t, 0)
-                fn(i, j, block(t, 0))
-            return
-        helpers = [Job(work, mf) for _ in range(n_workers - 1)]
-        try:
-            work()
-        finally:
-            stop.set()
-            for _ in helpers:
-                ready.put(None)  # e.g. after Ctrl-C in the caller's wait
-            for job in helpers + [reading]:
-                job.result()
-        if failed:
-            raise failed[0]
-
-
 def read(path, *, fmt, validate, eager_bytes=None, whole_bytes=None):
     """Open a container file: see :class:`Container`."""
     return Container(path, fmt=fmt, validate=validate, eager_bytes=eager_bytes,
@@ -426,6 +308,7 @@ class Container:
         self._check_crc = False  # errors before the header is read are not checksum errors
         self.stored_crc = None
         self.version = None
+        self.block_bytes = _BLOCK_BYTES  # read ahead by FileArray
         self.fd, self.size = open_regular(self.path, f"a {fmt.name}", fmt.error)
         try:
             self._open(validate, eager_bytes, whole_bytes)

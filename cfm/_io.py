@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ._container import FileArray as _FileArray, SizeError  # noqa: F401
-from ._crc import crc32_combine  # noqa: F401
+from ._readahead import crc32_combine  # noqa: F401
 from ._files import pread_into  # noqa: F401
 from ._model_file import (FORMAT_VERSION, MAGIC, RowBlocks, _json_default,  # noqa: F401
                           describe_model_file, open_model_file, peek_header, read_model_file,

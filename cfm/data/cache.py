@@ -2,9 +2,8 @@
 :func:`convert_to_cache` from a text file in bounded memory, read back as
 memory-mapped CSR arrays, its checksums verified once per process and file.
 
-Layout (all integers little-endian; the container of cfm._container)::
-
-Cache layout (all integers little-endian)::
+Layout (all integers little-endian; the container of cfm/_container.py with
+a header CRC in the prefix, per-array CRC32s and no trailing CRC)::
 
     offset 0   8 bytes   magic  b"\\x89CFMDAT\\n"
     offset 8   uint16    format major version
