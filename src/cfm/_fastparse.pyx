@@ -1,4 +1,5 @@
-"""Fast path of the text parser for batch scoring (cfm/scoring/).
+"""Fast path of the text parser for batch scoring (cfm/scoring.py, blocks
+from cfm/data/blocks.py).
 
 ``parse_plain`` parses buffers of *plain* libsvm / libffm lines -- what
 machine-written files contain -- straight into per-piece CSR arrays sized for
@@ -32,10 +33,14 @@ from libc.string cimport memchr
 
 from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
-from cfm._textparse cimport fast_exact, mantissa_run
+from cfm._textparse cimport cfm_pow10 as POW10
 
 cnp.import_array()
 
+# 2**53 as a module global, not the constant of cfm._textparse: the compare
+# then reads memory instead of loading a 64-bit immediate first (one
+# instruction per number less; benchmarks/parse_instructions.py)
+cdef uint64_t TWO53 = (<uint64_t>1) << 53
 # libffm ids above this are refused by the general parser (cfm._parse.MAX_ID_32);
 # a compile-time constant (an enum), not a global the loop would reload
 cdef enum:
@@ -49,30 +54,63 @@ cdef inline bint is_sep(unsigned char c) noexcept nogil:
 
 cdef inline const char* parse_num(const char* p, const char* end, double* out) noexcept nogil:
     """[-]digits[.digits]; the same arithmetic as cfm._parse.parse_double's
-    fast path.  NULL when the token needs the general parser."""
-    cdef bint neg = False, any_digit = False, dropped = False
+    fast path.  NULL when the token needs the general parser.
+
+    Written out rather than built from cfm._textparse's mantissa_run /
+    fast_exact (which cfm._parse uses): those compile to 1.3-5% more
+    instructions on this path (benchmarks/parse_instructions.py), which is
+    the scoring hot loop; the arithmetic is the same."""
+    cdef bint neg = False, any_digit = False
     cdef uint64_t m = 0
     cdef int nd = 0
     cdef int64_t dexp = 0
-    cdef const char* q
+    cdef unsigned char c
+    cdef double v
     if p < end and p[0] == 45:
         neg = True
         p += 1
-    q = mantissa_run(p, end, &m, &nd, &dexp, False, &dropped)
-    any_digit = q != p
-    p = q
+    while p < end:
+        c = <unsigned char>p[0]
+        if c < 48 or c > 57:
+            break
+        any_digit = True
+        if m == 0 and c == 48:
+            pass
+        elif nd < 19:
+            m = m * 10 + (c - 48)
+            nd += 1
+        else:
+            return NULL
+        p += 1
     if p < end and p[0] == 46:
-        q = mantissa_run(p + 1, end, &m, &nd, &dexp, True, &dropped)
-        any_digit = any_digit or q != p + 1
-        p = q
-    if not any_digit or dropped:  # more than 19 digits: the general parser
+        p += 1
+        while p < end:
+            c = <unsigned char>p[0]
+            if c < 48 or c > 57:
+                break
+            any_digit = True
+            if m == 0 and c == 48:
+                dexp -= 1
+            elif nd < 19:
+                m = m * 10 + (c - 48)
+                nd += 1
+                dexp -= 1
+            else:
+                return NULL
+            p += 1
+    if not any_digit:
         return NULL
     if m == 0:
         out[0] = -0.0 if neg else 0.0
         return p
-    if fast_exact(m, dexp, neg, out):
-        return p
-    return NULL
+    if m > TWO53 or dexp < -22 or dexp > 22:
+        return NULL
+    if dexp >= 0:
+        v = (<double>m) * POW10[dexp]
+    else:
+        v = (<double>m) / POW10[-dexp]
+    out[0] = -v if neg else v
+    return p
 
 
 cdef extern from "cfm_swar.h" nogil:

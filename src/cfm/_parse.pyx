@@ -38,7 +38,7 @@ from cfm._common cimport join_buffers, line_split
 from cfm._pool cimport parallel_for, team
 from cfm._textparse cimport (between_digits, fast_exact, free_buffers, is_digit, is_ws,
                              mantissa_run, new_buffers, read_sign, release_scratch, scratch,
-                             SCRATCH_BYTES)
+                             skip_ws, SCRATCH_BYTES)
 
 cnp.import_array()
 
@@ -354,9 +354,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
     cdef int vsize = 4 if f32 else 8
     cdef unsigned char c
     while p < end:
-        # start of a line
-        while p < end and is_ws(<unsigned char>p[0]):
-            p += 1
+        p = skip_ws(p, end)  # start of a line
         if p >= end:
             break
         c = <unsigned char>p[0]
@@ -388,8 +386,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
         first = True
         comments = True
         while True:
-            while p < end and is_ws(<unsigned char>p[0]):
-                p += 1
+            p = skip_ws(p, end)
             if p >= end:
                 break
             c = <unsigned char>p[0]
