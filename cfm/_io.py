@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from ._container import FileArray as _FileArray, SizeError  # noqa: F401
-from ._readahead import crc32_combine  # noqa: F401
+from ._container import SizeError  # noqa: F401
+from ._readahead import FileArray as _FileArray, crc32_combine  # noqa: F401
 from ._files import pread_into  # noqa: F401
 from ._model_file import (FORMAT_VERSION, MAGIC, RowBlocks, _json_default,  # noqa: F401
                           describe_model_file, open_model_file, peek_header, read_model_file,
@@ -48,7 +48,7 @@ def _encode_labels(classes):
 
 
 def _decode_labels(spec):
-    """Class labels from a header entry that :func:`_check_header` accepted."""
+    """Class labels from a header entry that cfm._model_file.check_header accepted."""
     values = spec["values"]
     if spec["dtype"] == "object":
         return np.array(values, dtype=object)
