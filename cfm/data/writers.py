@@ -1,12 +1,12 @@
 """libsvm / libffm text writers of :mod:`cfm.data` (the compiled formatter
-``cfm._parse.format_rows``, numbers that read back exactly)."""
+``cfm._format.format_rows``, numbers that read back exactly)."""
 import gzip
 import os
 
 import numpy as np
 
 from .._lazy import sparse as sp
-from .. import _parse
+from .. import _format
 from .._validation import effective_n_threads
 
 _INT32_MAX = 2**31 - 1
@@ -47,7 +47,7 @@ def _write(path, X, y, fields, offset, n_jobs, block_rows=200_000):
     with opener(path) as f:
         for s in range(0, X.shape[0], block_rows):
             e = min(X.shape[0], s + block_rows)
-            f.write(_parse.format_rows(indptr, indices, data, y, fields, with_fields, offset,
+            f.write(_format.format_rows(indptr, indices, data, y, fields, with_fields, offset,
                                        s, e, nt))
 
 

@@ -1,4 +1,5 @@
-"""Text parsers and writers for libsvm / libFM / libffm files.
+"""Text parsers for libsvm / libFM / libffm files (the writer of such files,
+``format_rows``, is in cfm._format with the other text output).
 
 ``parse_chunk`` parses a buffer of complete lines (the caller cuts chunks at
 the last newline) into CSR pieces.  The buffer is split at newlines into
@@ -31,14 +32,12 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT64_MIN, INT32_MAX
 from libc.stdlib cimport malloc, realloc, free, strtod
 from libc.string cimport memchr, memcpy
-from libc.stdio cimport snprintf
-from libc.math cimport isfinite, signbit, NAN, INFINITY
+from libc.math cimport isfinite, NAN, INFINITY
 
-from cfm._common cimport join_buffers, line_split
+from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
-from cfm._textparse cimport (between_digits, fast_exact, free_buffers, is_digit, is_ws,
-                             mantissa_run, new_buffers, read_sign, release_scratch, scratch,
-                             skip_ws, SCRATCH_BYTES)
+from cfm._textparse cimport (between_digits, fast_exact, is_digit, is_ws, mantissa_run,
+                             read_sign, release_scratch, scratch, skip_ws, SCRATCH_BYTES)
 
 cnp.import_array()
 
@@ -725,153 +724,3 @@ def first_fields(int32_t[::1] out, const idx_t[::1] indices, const int32_t[::1] 
             j = indices[k]
             if out[j] < 0:
                 out[j] = fields[k]
-
-
-# --------------------------------------------------------------------------
-# Writers
-# --------------------------------------------------------------------------
-
-cdef inline char* put_uint(char* q, uint64_t v) noexcept nogil:
-    cdef char[24] tmp
-    cdef int n = 0
-    if v == 0:
-        q[0] = 48
-        return q + 1
-    while v:
-        tmp[n] = <char>(48 + v % 10)
-        v //= 10
-        n += 1
-    while n:
-        n -= 1
-        q[0] = tmp[n]
-        q += 1
-    return q
-
-
-cdef inline char* put_double(char* q, double v, bint f32) noexcept nogil:
-    """'%.9g' (float32) or '%.17g' (float64), with a fast path for small integers."""
-    cdef double lim = 1e9 if f32 else 1e17
-    if isfinite(v) and v == <double>(<int64_t>v) and v > -lim and v < lim and not (v == 0 and signbit(v)):
-        if v < 0:
-            q[0] = 45
-            q += 1
-            return put_uint(q, <uint64_t>(-<int64_t>v))
-        return put_uint(q, <uint64_t>(<int64_t>v))
-    if f32:
-        return q + snprintf(q, 40, "%.9g", v)
-    return q + snprintf(q, 40, "%.17g", v)
-
-
-ctypedef fused val_t:
-    float
-    double
-
-
-cdef Py_ssize_t format_range(char* b, const int64_t* indptr, const idx_t* indices,
-                             const val_t* data, const double* labels, const int32_t* fields,
-                             bint with_fields, int64_t index_offset, Py_ssize_t r0,
-                             Py_ssize_t r1) noexcept nogil:
-    cdef bint f32 = val_t is float
-    cdef char* q = b
-    cdef Py_ssize_t r, k
-    for r in range(r0, r1):
-        q = put_double(q, labels[r], False)
-        for k in range(indptr[r], indptr[r + 1]):
-            q[0] = 32
-            q += 1
-            if with_fields:
-                q = put_uint(q, <uint64_t>fields[indices[k]])
-                q[0] = 58
-                q += 1
-            q = put_uint(q, <uint64_t>(indices[k] + index_offset))
-            q[0] = 58
-            q += 1
-            q = put_double(q, data[k], f32)
-        q[0] = 10
-        q += 1
-    return q - b
-
-
-cdef struct FormatJob:
-    const int64_t* indptr
-    const void* indices
-    const void* data
-    const double* labels
-    const int32_t* fields
-    bint with_fields, fail
-    int64_t index_offset
-    const Py_ssize_t* bounds
-    char** bufs
-    Py_ssize_t* sizes
-    int types
-
-
-cdef inline void format_piece(FormatJob* job, const idx_t* indices, const val_t* data,
-                              int64_t t) noexcept nogil:
-    cdef const Py_ssize_t* bounds = job.bounds
-    # upper bound: label 32 + per nonzero (2 ints <= 21 each + value <= 32 + 3)
-    cdef Py_ssize_t cap = (bounds[t + 1] - bounds[t]) * 34 + (
-        job.indptr[bounds[t + 1]] - job.indptr[bounds[t]]) * 80 + 64
-    cdef char* b = <char*>malloc(cap)
-    job.bufs[t] = b
-    if b == NULL:
-        job.fail = True
-    else:
-        job.sizes[t] = format_range(b, job.indptr, indices, data, job.labels, job.fields,
-                                    job.with_fields, job.index_offset, bounds[t], bounds[t + 1])
-
-
-cdef void format_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    cdef FormatJob* job = <FormatJob*>p
-    cdef int64_t t
-    for t in range(lo, hi):
-        if job.types == 0:
-            format_piece(job, <const int32_t*>job.indices, <const float*>job.data, t)
-        elif job.types == 1:
-            format_piece(job, <const int64_t*>job.indices, <const float*>job.data, t)
-        elif job.types == 2:
-            format_piece(job, <const int32_t*>job.indices, <const double*>job.data, t)
-        else:
-            format_piece(job, <const int64_t*>job.indices, <const double*>job.data, t)
-
-
-def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t[::1] data,
-                const double[::1] labels, const int32_t[::1] fields, bint with_fields,
-                int64_t index_offset, Py_ssize_t row_start, Py_ssize_t row_end, int n_threads=1):
-    """Format rows [row_start, row_end) as libsvm / libffm text; returns bytes.
-
-    Labels are written with '%.17g', values with '%.9g' (float32) or '%.17g'
-    (float64), so that parsing the text gives back the same numbers.
-    """
-    cdef bint f32 = val_t is float
-    cdef int nt = team(n_threads)
-    cdef Py_ssize_t n_rows = row_end - row_start
-    if n_rows <= 0:
-        return b""
-    # pieces that any thread claims (4 per thread: a thread the OS sets aside
-    # leaves little for the others to wait for)
-    cdef int n_pieces = <int>min(n_rows, 4 * nt if nt > 1 else 1)
-    cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, n_pieces + 1).astype(np.intp)
-    cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
-    cdef char** bufs = new_buffers(n_pieces)
-    cdef FormatJob job
-    job.indptr = &indptr[0]
-    job.indices = &indices[0] if indices.shape[0] else NULL
-    job.data = &data[0] if data.shape[0] else NULL
-    job.labels = &labels[0]
-    job.fields = &fields[0] if fields.shape[0] else NULL
-    job.with_fields = with_fields
-    job.index_offset = index_offset
-    job.bounds = &bounds[0]
-    job.bufs = bufs
-    job.sizes = &sizes[0]
-    job.fail = False
-    job.types = (sizeof(idx_t) == 8) + 2 * (sizeof(val_t) == 8)
-    try:
-        with nogil:
-            parallel_for(format_task, &job, n_pieces, 1, nt)
-        if job.fail:
-            raise MemoryError()
-        return join_buffers(bufs, sizes, n_pieces)
-    finally:
-        free_buffers(bufs, n_pieces)
