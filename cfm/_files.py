@@ -202,11 +202,9 @@ def _write_error(shown, exc):
     return err
 
 
-def check_writable(path):
-    """Raise OSError (naming ``path``) unless ``path`` can be written by
-    :func:`atomic_output`: an existing non-regular file must be writable, a
-    directory is refused, and a new or regular file needs a writable folder
-    (checked by creating and removing a temporary file there)."""
+def _target(path):
+    """``(target, st)``: the file to write (symbolic links resolved) and its
+    stat (None when it does not exist yet); a directory raises."""
     target = _resolve(path)
     try:
         st = os.stat(target)
@@ -214,6 +212,15 @@ def check_writable(path):
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(path))
+    return target, st
+
+
+def check_writable(path):
+    """Raise OSError (naming ``path``) unless ``path`` can be written by
+    :func:`atomic_output`: an existing non-regular file must be writable, a
+    directory is refused, and a new or regular file needs a writable folder
+    (checked by creating and removing a temporary file there)."""
+    target, st = _target(path)
     if st is not None and not stat.S_ISREG(st.st_mode):
         if not os.access(target, os.W_OK):
             raise PermissionError(f"cannot write {os.fspath(path)}: permission denied")
@@ -277,13 +284,7 @@ def atomic_output(path, buffering=1 << 20):
     module docstring).  The target is replaced only when the block ends
     without an exception; then its content is exactly what was written."""
     shown = os.fspath(path)
-    target = _resolve(path)
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory", shown)
+    target, st = _target(path)
     if st is not None and not stat.S_ISREG(st.st_mode):
         # /dev/null, a FIFO, a terminal...: written in place, never replaced
         try:

@@ -4,6 +4,12 @@ Rows look like one-hot encoded categorical data (CTR logs, user/item
 ratings): ``n_fields`` fields, one active feature per field, ids within a
 field drawn from a Zipf-like distribution.  Targets come from a random FM, so
 that an FM can learn them and a linear model cannot fully.
+
+Three "data" names, three jobs: this module *makes synthetic data* in memory
+(``cfm.make_fm_classification``, ``cfm.make_fm_regression``);
+:mod:`cfm.data` *reads and writes data files* (libsvm / libFM / libffm text,
+``.cfmdata`` caches, blocks of rows); ``benchmarks/datasets.py`` *fetches the
+real benchmark data sets* (not part of the package).
 """
 import numpy as np
 

@@ -42,251 +42,93 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
 from ._lazy import sparse as sp
-from . import _fastparse, _format
-from . import data as cfm_data
+from . import _format
 from ._files import atomic_output
 from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
+from .data import _source
+from .data.blocks import score_blocks
+from .data.text import _where_row
 from .exceptions import DataFormatError
 
-__all__ = ["predict_file", "predict_model_file", "read_for_model"]
-
+__all__ = ["Scorer", "predict_file", "predict_model_file", "read_for_model"]
 
 
 # --------------------------------------------------------------------------
-# Input
+# What the pipeline needs of a model
 # --------------------------------------------------------------------------
 
-def _is_fileobj(obj):
-    return hasattr(obj, "read") and not isinstance(obj, (str, bytes, os.PathLike))
+@dataclass(frozen=True)
+class Scorer:
+    """What batch scoring needs of a fitted model (the pipeline knows no
+    estimator class).
 
+    ``decision(Xc, n_threads)`` returns raw float64 scores of a
+    :class:`cfm._validation.CSRInput` block; it is bound to ONE snapshot of
+    the model's tables taken when the Scorer was made, so that a refit on
+    another thread cannot change the tables under a running scoring job.
+    ``zero_based``: how the training input's libsvm ids were read (None:
+    unknown, read as zero-based).  ``logistic``: scores are log-odds (the
+    sigmoid gives probabilities).  ``encode_y(y)``: labels as the metrics
+    take them (None: as they are).  ``n_jobs``: the estimator's own threads
+    (never one read from a model file).
+    """
+    n_features: int
+    zero_based: Optional[bool]
+    logistic: bool
+    decision: Optional[Callable] = None
+    encode_y: Optional[Callable] = None
+    n_jobs: Optional[int] = None
 
-def _name(src):
-    if _is_fileobj(src):
-        name = getattr(src, "name", None)
-        return "<stdin>" if name in (None, 0, "<stdin>") or not isinstance(name, str) else name
-    return os.fspath(src)
+    def describes_same_model(self, other):
+        """Same input rules and task (a loaded model against its header)."""
+        return (self.n_features, self._zb(), self.logistic) == \
+            (other.n_features, other._zb(), other.logistic)
 
+    def _zb(self):
+        return True if self.zero_based is None else bool(self.zero_based)
 
-def _fileobj_chunks(fh, chunk_bytes, name="<stdin>"):
-    """Buffers of complete lines read from a binary file object (a pipe is
-    fine); a line longer than MAX_LINE_BYTES raises cfm.data._LineTooLong,
-    corrupted gzip data DataFormatError."""
-    import gzip
-
-    head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
-    if head == b"\x1f\x8b":
-        fh = gzip.GzipFile(fileobj=fh, mode="rb")
-    parts, n_rest = [], 0  # the last line so far, without a newline yet
-    while True:
+    @classmethod
+    def from_header(cls, header):
+        """The Scorer of a model file's header, without ``decision`` (what the
+        reader needs before the model is loaded), or None when the header
+        does not say."""
         try:
-            block = fh.read(chunk_bytes)
-        except cfm_data._GZIP_ERRORS as exc:
-            raise cfm_data._gzip_error(name, exc) from None
-        if not block:
-            if parts:
-                yield b"".join(parts)
-            return
-        cut = block.rfind(b"\n") + 1
-        if cut == 0:
-            parts.append(block)
-            n_rest += len(block)
-            if n_rest > cfm_data.MAX_LINE_BYTES:
-                raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
-            continue
-        if n_rest + cut - 1 > cfm_data.MAX_LINE_BYTES:
-            raise cfm_data._LineTooLong(f"{name}: {cfm_data._too_long()}")
-        buf = b"".join(parts + [memoryview(block)[:cut]]) if parts else block[:cut]
-        parts, n_rest = ([block[cut:]], len(block) - cut) if cut < len(block) else ([], 0)
-        yield buf
+            n = int(header["n_features"])
+            # no key: a file written before every model recorded it
+            zb = header.get("input_zero_based", True)
+            if n < 1:
+                return None
+            return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary")
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
-def _sniff_format(buf):
-    """'libffm' or 'libsvm' from the first data line of a buffer."""
-    for line in bytes(buf[:1 << 20]).split(b"\n"):
-        toks = line.split(b"#", 1)[0].split()
-        feats = [t for t in toks[1:] if not t.startswith(b"qid")]
-        if feats:
-            return "libffm" if feats[0].count(b":") >= 2 else "libsvm"
-    return "libsvm"
+def _scorer_from_model(model):
+    """The Scorer of a fitted estimator: ``model._scorer()`` when it has one,
+    else built from its members here (the one place that knows them; goes
+    away when every estimator has ``_scorer()``)."""
+    model._check_fitted()
+    if hasattr(model, "_scorer"):
+        return model._scorer()
+    tables = model._current_tables()  # one consistent set for the whole file
 
+    def decision(Xc, n_threads):
+        return model._decision(Xc, n_threads, tables=tables)
 
-class _Block:
-    """Rows of the input as CSR arrays the kernels take, plus their labels."""
+    def encode_y(y):
+        return model._encode_eval_y(y, len(y))
 
-    __slots__ = ("data", "indices", "indptr", "y", "ignored")
+    zb = getattr(model, "_input_zero_based", None)  # None: fitted before it was recorded
+    return Scorer(int(model.n_features_in_), None if zb is None else bool(zb),
+                  model._loss == "logistic", decision, encode_y, model.n_jobs)
 
-    def __init__(self, data, indices, indptr, y, ignored=0):
-        self.data, self.indices, self.indptr, self.y = data, indices, indptr, y
-        self.ignored = ignored
-
-    @property
-    def n_rows(self):
-        return len(self.y)
-
-
-def _fit_to_model(data, indices, indptr, n_features, unsorted):
-    """Canonical rows with only the model's columns; returns (data, indices, indptr, n_dropped)."""
-    dropped = 0
-    if len(indices) and int(indices.max()) >= n_features:
-        keep = indices < n_features
-        dropped = int(len(keep) - np.count_nonzero(keep))
-        c = np.empty(len(indices) + 1, dtype=np.int64)
-        c[0] = 0
-        np.cumsum(keep, out=c[1:])
-        indptr = c[indptr]
-        indices, data = indices[keep], data[keep]
-    if unsorted:
-        M = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_features))
-        M.sum_duplicates()
-        data, indices = M.data, M.indices
-        indptr = M.indptr.astype(np.int64, copy=False)
-    return data, indices, indptr, dropped
-
-
-def _split(data, indices, indptr, y, block_rows, ignored):
-    n = len(y)
-    if n <= block_rows:
-        yield _Block(data, indices, indptr, y, ignored)
-        return
-    for r0 in range(0, n, block_rows):
-        r1 = min(n, r0 + block_rows)
-        a, b = int(indptr[r0]), int(indptr[r1])
-        yield _Block(data[a:b], indices[a:b], indptr[r0:r1 + 1] - a, y[r0:r1],
-                     ignored if r0 == 0 else 0)
-
-
-def _resolve_zero_based(src, fmt, zero_based, n_threads):
-    if fmt != "libsvm":
-        return True
-    if zero_based is None:
-        zero_based = "auto"
-    if zero_based not in (True, False, "auto"):
-        raise ValueError(f"zero_based must be None, True, False or 'auto', got {zero_based!r}")
-    if zero_based == "auto":
-        if _is_fileobj(src):
-            raise ValueError("zero_based='auto' needs two passes over the input and cannot "
-                             "read a stream twice; pass zero_based=True or False")
-        zero_based = bool(cfm_data.scan_file(src, format="libsvm", n_jobs=n_threads)["zero_based"])
-    return zero_based
-
-
-def _text_blocks(src, fmt, n_features, zero_based, block_rows, chunk_bytes, n_threads,
-                 chunks=None, labels=False):
-    """Blocks of a text input: each chunk of lines goes through the fast parser
-    (cfm._fastparse: plain machine-written lines, bit-identical results), and
-    through cfm's general parser when it holds anything else (comments,
-    exponents, ...) -- which also reports malformed lines as file:line
-    (``labels``: nan / inf labels too; the fast path reads only finite ones)."""
-    name = _name(src)
-    shift = fmt == "libsvm" and not zero_based
-    if chunks is None:
-        chunks = cfm_data._read_chunks(src, chunk_bytes)
-    lines = 0
-    it = iter(chunks)
-    while True:
-        try:
-            buf = next(it)
-        except StopIteration:
-            return
-        except cfm_data._LineTooLong:
-            raise DataFormatError(f"{name}:{lines + 1}: {cfm_data._too_long()}") \
-                from None
-        pieces = _fastparse.parse_plain(buf, fmt == "libffm", shift, n_features, n_threads)
-        if pieces is None:
-            yield from _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads,
-                                       lines, labels)
-            lines += buf.count(b"\n")
-        else:
-            # the fast path takes only data lines: a row per line
-            lines += sum(len(p[0]) for p in pieces)
-            for y, indptr, indices, data, dropped, unsorted in pieces:
-                if unsorted:
-                    data, indices, indptr, _ = _fit_to_model(data, indices, indptr, n_features,
-                                                             True)
-                yield from _split(data, indices, indptr, y, block_rows, dropped)
-
-
-def _general_blocks(name, buf, fmt, n_features, shift, block_rows, n_threads, first_line,
-                    labels=False):
-    # non-finite values (labels: when evaluating) cannot be scored: file:line
-    for r in cfm_data._parse_stream(name, fmt, f32=True, zero_ok=not shift, strict_order=False,
-                                    n_threads=n_threads, chunks=[buf], first_line=first_line,
-                                    finite=True if labels else "values"):
-        y = r["labels"]
-        indptr = np.empty(len(y) + 1, dtype=np.int64)
-        indptr[0] = 0
-        indptr[1:] = r["row_end"]
-        indices, data = r["indices"], r["values"]
-        if shift and len(indices):
-            indices = indices - 1
-        data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
-                                                       r["unsorted"])
-        yield from _split(data, indices, indptr, y, block_rows, dropped)
-
-
-def _cache_blocks(src, n_features, block_rows, labels=False):
-    c = cfm_data._CacheFile(src)
-    width = c.header["n_features"]
-    r0 = 0
-    for X, y, _ in cfm_data.iter_blocks(src, block_rows=block_rows, format="cache"):
-        indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
-        data, indices = X.data, X.indices
-        if not np.isfinite(data).all() or (labels and not np.isfinite(y).all()):
-            raise cfm_data._first_nonfinite(c, r0, indptr, data, y if labels else y[:0])
-        r0 += len(y)
-        if width > n_features:
-            data, indices, indptr, dropped = _fit_to_model(data, indices, indptr, n_features,
-                                                           False)
-        else:
-            dropped = 0
-        yield _Block(data, indices, indptr, y, dropped)
-
-
-def _blocks(src, n_features, block_rows, chunk_bytes, n_threads, zero_based, format,
-            labels=False):
-    """Iterator of _Block over ``src`` (path or binary file object);
-    ``labels``: nan / inf labels are errors too."""
-    if format not in ("auto", "libsvm", "libfm", "libffm", "cache"):
-        raise ValueError(f"format must be 'auto', 'libsvm', 'libfm', 'libffm' or 'cache', "
-                         f"got {format!r}")
-    fmt = "libsvm" if format == "libfm" else format
-    if _is_fileobj(src):
-        name = _name(src)
-        chunks = _fileobj_chunks(src, chunk_bytes, name)
-        try:
-            first = next(chunks, b"")
-        except cfm_data._LineTooLong:
-            raise DataFormatError(f"{name}:1: {cfm_data._too_long()}") from None
-        if first[:8] == cfm_data.CACHE_MAGIC:
-            raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
-        if fmt == "auto":
-            fmt = _sniff_format(first)
-        if fmt == "cache":
-            raise ValueError("a .cfmdata cache cannot be read from a stream; pass its path")
-
-        def all_chunks():
-            if first:
-                yield first
-            yield from chunks
-
-        zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
-        return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads,
-                            chunks=all_chunks(), labels=labels)
-    if not os.path.exists(os.fspath(src)):
-        raise FileNotFoundError(f"{os.fspath(src)}: no such file")
-    if os.path.isdir(os.fspath(src)):
-        raise IsADirectoryError(f"{os.fspath(src)}: is a directory")
-    fmt = cfm_data._resolve_format(src, fmt)
-    if fmt == "cache":
-        return _cache_blocks(src, n_features, block_rows, labels)
-    zb = _resolve_zero_based(src, fmt, zero_based, n_threads)
-    return _text_blocks(src, fmt, n_features, zb, block_rows, chunk_bytes, n_threads,
-                        labels=labels)
 
 
 # --------------------------------------------------------------------------
@@ -461,8 +303,8 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
         ``read_parse_s`` / ``score_s`` / ``write_s`` (they overlap), and
         ``metrics`` when ``evaluate``.
     """
-    model._check_fitted()
-    return _predict_file(lambda: model, _ModelInfo.of(model), path, out_path, raw=raw, block_rows=block_rows,
+    scorer = model if isinstance(model, Scorer) else _scorer_from_model(model)
+    return _predict_file(lambda: scorer, scorer, path, out_path, raw=raw, block_rows=block_rows,
                          n_jobs=n_jobs, zero_based=zero_based, precision=precision,
                          evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
 
@@ -479,70 +321,38 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
 
     Returns ``(model, stats)``.
     """
+    # TODO(issue 12, r-core): this needs load() and its class registry, which
+    # live above the estimators; it moves to cfm/_loader.py (the function-level
+    # import of cfm._io below is the last link from scoring up to the models).
     from . import _io
 
     header = _io.peek_header(model_path)
-    info = _ModelInfo.from_header(header) if header is not None else None
+    info = Scorer.from_header(header) if header is not None else None
     if info is None:  # not a readable model file: load() raises the precise error
         model = _io.load(model_path, scoring_only=scoring_only)
         kwargs["n_jobs"] = effective_n_threads(kwargs.get("n_jobs"))  # not the file's
         return model, model.predict_file(path, out_path, **kwargs)
     loaded = []
 
-    def get_model():
+    def get_scorer():
         model = _io.load(model_path, scoring_only=scoring_only)
-        if _ModelInfo.of(model) != info:  # the file changed between the two reads
+        scorer = _scorer_from_model(model)
+        if not scorer.describes_same_model(info):  # the file changed between the two reads
             raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
         loaded.append(model)
-        return model
+        return scorer
 
-    stats = _predict_file(get_model, info, path, out_path, **kwargs)
+    stats = _predict_file(get_scorer, info, path, out_path, **kwargs)
     return loaded[0], stats
 
 
-class _ModelInfo:
-    """What scoring a file needs to know of the model before it is loaded.
-
-    ``n_jobs``: the threads when the caller gives none -- a model object's
-    own ``n_jobs``, but never one read from a model file's header (a file
-    does not choose how many threads score it: ``predict_model_file`` and
-    ``cfm predict`` use their ``n_jobs`` / ``--threads`` or the default).
-    """
-
-    __slots__ = ("n_features", "n_jobs", "classifier", "zero_based")
-    _DESCRIBES_MODEL = ("n_features", "classifier", "zero_based")
-
-    def __init__(self, n_features, n_jobs, classifier, zero_based):
-        self.n_features, self.n_jobs = n_features, n_jobs
-        self.classifier, self.zero_based = classifier, zero_based
-
-    @classmethod
-    def of(cls, model):
-        zb = getattr(model, "_input_zero_based", None)  # None: fitted before it was recorded
-        return cls(int(model.n_features_in_), model.n_jobs, model._loss == "logistic",
-                   True if zb is None else bool(zb))
-
-    def __eq__(self, other):
-        return all(getattr(self, a) == getattr(other, a) for a in self._DESCRIBES_MODEL)
-
-    @classmethod
-    def from_header(cls, header):
-        try:
-            n = int(header["n_features"])
-            # no key: a file written before every model recorded it (see _import_common)
-            zb = header.get("input_zero_based", True)
-            if n < 1:
-                return None
-            return cls(n, None, header["task"] == "binary", zb if isinstance(zb, bool) else True)
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
-                  zero_based=None, precision=9, evaluate=False, format="auto",
+def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_536,
+                  n_jobs=None, zero_based=None, precision=9, evaluate=False, format="auto",
                   chunk_bytes=8 << 20):
-    """predict_file, with the model from ``get_model()`` called once the
-    reader thread has started (``info``: what the reader needs before)."""
+    """predict_file, with the Scorer from ``get_scorer()`` called once the
+    reader thread has started (``info``: a Scorer, possibly without
+    ``decision``, saying what the reader needs before; its ``n_jobs`` is
+    the threads when ``n_jobs`` is None)."""
     t_start = time.perf_counter()
     block_rows = _check_int("block_rows", block_rows, 1)
     chunk_bytes = _check_int("chunk_bytes", chunk_bytes, 1)
@@ -550,13 +360,13 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     if precision > 17:
         raise ValueError(f"precision must be <= 17, got {precision}")
     n_threads = effective_n_threads(info.n_jobs if n_jobs is None else n_jobs)
-    sigmoid = info.classifier and not raw
+    sigmoid = info.logistic and not raw
 
     if zero_based is None:
-        zero_based = info.zero_based
-    blocks = _blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
-                     zero_based, format, labels=evaluate)
-    own_file = not _is_fileobj(out_path)
+        zero_based = info._zb()
+    blocks = score_blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
+                          zero_based, format, labels=evaluate)
+    own_file = not _source._is_fileobj(out_path)
     # a path: written through a unique temporary file renamed at the end (a
     # device or FIFO is written in place; see cfm._files.atomic_output)
     output = atomic_output(out_path) if own_file else None
@@ -568,15 +378,14 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
     labels, scores = [], []
     ok = False
     try:
-        model = get_model()  # while the reader parses the first blocks
-        tables = model._current_tables()  # one consistent set for the whole file
+        scorer = get_scorer()  # while the reader parses the first blocks
         writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
             # the parser and the formatter use the cores meanwhile: the kernels
             # hand out chunks of rows, so a thread the OS sets aside costs little
-            s = model._decision(Xc, n_threads, tables=tables) if b.n_rows else np.zeros(0)
+            s = scorer.decision(Xc, n_threads) if b.n_rows else np.zeros(0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows
@@ -604,25 +413,25 @@ def _predict_file(get_model, info, path, out_path, *, raw=False, block_rows=65_5
              "seconds": time.perf_counter() - t_start, "read_parse_s": reader.busy,
              "score_s": score_s, "write_s": writer.busy, "threads": n_threads}
     if evaluate:
-        stats["metrics"] = _evaluate(model, labels, scores, path)
+        stats["metrics"] = _evaluate(scorer, labels, scores, path)
     return stats
 
 
-def _evaluate(model, labels, scores, src):
+def _evaluate(scorer, labels, scores, src):
     y = np.concatenate(labels) if labels else np.zeros(0)
     s = np.concatenate(scores) if scores else np.zeros(0)
     if not len(y):
         return {}
     try:
-        y_enc = model._encode_eval_y(y, len(y))
+        y_enc = y if scorer.encode_y is None else scorer.encode_y(y)
     except ValueError as exc:  # a label the model does not know: where it is
         row = getattr(exc, "row", None)
-        if _is_fileobj(src) or row is None:
-            where = _name(src) + ("" if row is None else f": row {row} (0-based)")
+        if _source._is_fileobj(src) or row is None:
+            where = _source._name(src) + ("" if row is None else f": row {row} (0-based)")
         else:
-            where = cfm_data._where_row(src, cfm_data._resolve_format(src, "auto"), row)
+            where = _where_row(src, _source._resolve_format(src, "auto"), row)
         raise DataFormatError(f"{where}: {exc}") from None
-    names = ("auc", "logloss") if model._loss == "logistic" else ("rmse", "mae")
+    names = ("auc", "logloss") if scorer.logistic else ("rmse", "mae")
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
 
@@ -634,10 +443,10 @@ def read_for_model(path, n_features, zero_based=True, n_jobs=None):
     Used for validation files, whose ids may exceed the training file's.
     """
     nt = effective_n_threads(n_jobs)
-    parts = list(_blocks(path, n_features, 1 << 30, cfm_data.CHUNK_BYTES, nt, zero_based, "auto",
-                         labels=True))
+    parts = list(score_blocks(path, n_features, 1 << 30, _source.CHUNK_BYTES, nt, zero_based,
+                              "auto", labels=True))
     if not parts:
-        raise ValueError(f"{_name(path)}: no data rows")
+        raise ValueError(f"{_source._name(path)}: no data rows")
     Xs = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.n_rows, n_features))
           for b in parts]
     X = Xs[0] if len(Xs) == 1 else sp.vstack(Xs, format="csr")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import cfm
-from cfm import _io, _reader, cli
+from cfm import _io, _container as _reader, cli
 from conftest import random_sparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def expect_model_file_error(path, *fragments, **kw):
 SANDBOX = r"""
 import contextlib, io, json, os, sys, threading, time
 import numpy as np, scipy.sparse as sp
-import cfm, cfm._io as cio, cfm._reader as crd
+import cfm, cfm._io as cio, cfm._container as crd
 from cfm import cli
 from cfm.xlearn import load_xlearn
 

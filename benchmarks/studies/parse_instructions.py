@@ -25,8 +25,11 @@ import tempfile
 
 import numpy as np
 
-# the parallel region of each kernel that parses (OpenMP outlines it)
-KERNELS = {"general": "_parse_parse_chunk._omp_fn.0", "fast": "_fastparse_parse_plain._omp_fn.1"}
+# the task each kernel runs on cfm's worker pool (cfm._pool) per piece: the
+# parse loop and what it calls ("fast_count": the fast path's line count)
+KERNELS = {"general": "__pyx_f_3cfm_6_parse_parse_task",
+           "fast": "__pyx_f_3cfm_10_fastparse_parse_task",
+           "fast_count": "__pyx_f_3cfm_10_fastparse_count_task"}
 
 
 def child(path):
@@ -62,8 +65,8 @@ def main():
         env = dict(os.environ, OMP_NUM_THREADS="1")
         counts = {}
         for name, fn in KERNELS.items():
-            # only the instructions inside the kernel's parallel region (and what
-            # it calls): the parse loop, its inlined helpers, strtod, realloc
+            # only the instructions inside the kernel's task (and what it
+            # calls): the parse loop, its inlined helpers, strtod, realloc
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                             f"--toggle-collect=*{fn}", os.path.realpath(sys.executable),
                             os.path.abspath(__file__), sl, "--child"],

@@ -1,4 +1,5 @@
-"""Fast path of the text parser for batch scoring (cfm/scoring.py).
+"""Fast path of the text parser for batch scoring (cfm/scoring.py, blocks
+from cfm/data/blocks.py).
 
 ``parse_plain`` parses buffers of *plain* libsvm / libffm lines -- what
 machine-written files contain -- straight into per-piece CSR arrays sized for
@@ -32,13 +33,13 @@ from libc.string cimport memchr
 
 from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport cfm_pow10 as POW10
 
 cnp.import_array()
 
-cdef double[23] POW10
-cdef int _i
-for _i in range(23):
-    POW10[_i] = 10.0 ** _i
+# 2**53 as a module global, not the constant of cfm._textparse: the compare
+# then reads memory instead of loading a 64-bit immediate first (one
+# instruction per number less; benchmarks/parse_instructions.py)
 cdef uint64_t TWO53 = (<uint64_t>1) << 53
 # libffm ids above this are refused by the general parser (cfm._parse.MAX_ID_32);
 # a compile-time constant (an enum), not a global the loop would reload
@@ -53,7 +54,12 @@ cdef inline bint is_sep(unsigned char c) noexcept nogil:
 
 cdef inline const char* parse_num(const char* p, const char* end, double* out) noexcept nogil:
     """[-]digits[.digits]; the same arithmetic as cfm._parse.parse_double's
-    fast path.  NULL when the token needs the general parser."""
+    fast path.  NULL when the token needs the general parser.
+
+    Written out rather than built from cfm._textparse's mantissa_run /
+    fast_exact (which cfm._parse uses): those compile to 1.3-5% more
+    instructions on this path (benchmarks/parse_instructions.py), which is
+    the scoring hot loop; the arithmetic is the same."""
     cdef bint neg = False, any_digit = False
     cdef uint64_t m = 0
     cdef int nd = 0

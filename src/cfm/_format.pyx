@@ -1,4 +1,6 @@
-"""Text output of score columns for the batch scoring engine (cfm/scoring.py).
+"""Text output: score columns for the batch scoring engine (cfm/scoring.py,
+``format_scores``) and data rows as libsvm / libffm text (cfm.data's
+writers, ``format_rows``).
 
 ``format_scores`` writes one number per line, exactly as C's
 ``'%.{precision}g'`` (glibc: correctly rounded), optionally after a logistic
@@ -14,13 +16,14 @@ fraction lies within 1e-6 of one half -- those values, and all others, go to
 """
 import numpy as np
 
-from libc.math cimport exp, isfinite
-from libc.stdint cimport int64_t, uint64_t
+from libc.math cimport exp, isfinite, signbit
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
 
 from cfm._common cimport join_buffers
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport free_buffers, new_buffers
 
 # widest line: sign, 17 digits, '.', 'e-308', newline (< 32 bytes); 40 for safety
 DEF LINE_MAX = 40
@@ -183,13 +186,8 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
     cdef int n_pieces = <int>min((n + PIECE_ROWS - 1) // PIECE_ROWS, 4096)
     cdef Py_ssize_t[::1] bounds = np.linspace(0, n, n_pieces + 1).astype(np.intp)
     cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
-    cdef int t
+    cdef char** bufs = new_buffers(n_pieces)
     cdef Format c
-    if bufs == NULL:
-        raise MemoryError()
-    for t in range(n_pieces):
-        bufs[t] = NULL
     c.v = &values[0]
     c.bounds = &bounds[0]
     c.bufs = bufs
@@ -205,6 +203,159 @@ def format_scores(const double[::1] values, int precision=9, bint apply_sigmoid=
             raise MemoryError()
         return join_buffers(bufs, sizes, n_pieces)
     finally:
-        for t in range(n_pieces):
-            free(bufs[t])
-        free(bufs)
+        free_buffers(bufs, n_pieces)
+
+
+ctypedef fused idx_t:
+    int32_t
+    int64_t
+
+
+# --------------------------------------------------------------------------
+# Data rows as libsvm / libffm text (cfm.data.dump_libsvm / dump_libffm)
+# --------------------------------------------------------------------------
+
+cdef inline char* put_uint(char* q, uint64_t v) noexcept nogil:
+    cdef char[24] tmp
+    cdef int n = 0
+    if v == 0:
+        q[0] = 48
+        return q + 1
+    while v:
+        tmp[n] = <char>(48 + v % 10)
+        v //= 10
+        n += 1
+    while n:
+        n -= 1
+        q[0] = tmp[n]
+        q += 1
+    return q
+
+
+cdef inline char* put_double(char* q, double v, bint f32) noexcept nogil:
+    """'%.9g' (float32) or '%.17g' (float64), with a fast path for small integers."""
+    cdef double lim = 1e9 if f32 else 1e17
+    if isfinite(v) and v == <double>(<int64_t>v) and v > -lim and v < lim and not (v == 0 and signbit(v)):
+        if v < 0:
+            q[0] = 45
+            q += 1
+            return put_uint(q, <uint64_t>(-<int64_t>v))
+        return put_uint(q, <uint64_t>(<int64_t>v))
+    if f32:
+        return q + snprintf(q, 40, "%.9g", v)
+    return q + snprintf(q, 40, "%.17g", v)
+
+
+ctypedef fused val_t:
+    float
+    double
+
+
+cdef Py_ssize_t rows_range(char* b, const int64_t* indptr, const idx_t* indices,
+                             const val_t* data, const double* labels, const int32_t* fields,
+                             bint with_fields, int64_t index_offset, Py_ssize_t r0,
+                             Py_ssize_t r1) noexcept nogil:
+    cdef bint f32 = val_t is float
+    cdef char* q = b
+    cdef Py_ssize_t r, k
+    for r in range(r0, r1):
+        q = put_double(q, labels[r], False)
+        for k in range(indptr[r], indptr[r + 1]):
+            q[0] = 32
+            q += 1
+            if with_fields:
+                q = put_uint(q, <uint64_t>fields[indices[k]])
+                q[0] = 58
+                q += 1
+            q = put_uint(q, <uint64_t>(indices[k] + index_offset))
+            q[0] = 58
+            q += 1
+            q = put_double(q, data[k], f32)
+        q[0] = 10
+        q += 1
+    return q - b
+
+
+cdef struct RowsJob:
+    const int64_t* indptr
+    const void* indices
+    const void* data
+    const double* labels
+    const int32_t* fields
+    bint with_fields, fail
+    int64_t index_offset
+    const Py_ssize_t* bounds
+    char** bufs
+    Py_ssize_t* sizes
+    int types
+
+
+cdef inline void rows_piece(RowsJob* job, const idx_t* indices, const val_t* data,
+                              int64_t t) noexcept nogil:
+    cdef const Py_ssize_t* bounds = job.bounds
+    # upper bound: label 32 + per nonzero (2 ints <= 21 each + value <= 32 + 3)
+    cdef Py_ssize_t cap = (bounds[t + 1] - bounds[t]) * 34 + (
+        job.indptr[bounds[t + 1]] - job.indptr[bounds[t]]) * 80 + 64
+    cdef char* b = <char*>malloc(cap)
+    job.bufs[t] = b
+    if b == NULL:
+        job.fail = True
+    else:
+        job.sizes[t] = rows_range(b, job.indptr, indices, data, job.labels, job.fields,
+                                    job.with_fields, job.index_offset, bounds[t], bounds[t + 1])
+
+
+cdef void rows_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef RowsJob* job = <RowsJob*>p
+    cdef int64_t t
+    for t in range(lo, hi):
+        if job.types == 0:
+            rows_piece(job, <const int32_t*>job.indices, <const float*>job.data, t)
+        elif job.types == 1:
+            rows_piece(job, <const int64_t*>job.indices, <const float*>job.data, t)
+        elif job.types == 2:
+            rows_piece(job, <const int32_t*>job.indices, <const double*>job.data, t)
+        else:
+            rows_piece(job, <const int64_t*>job.indices, <const double*>job.data, t)
+
+
+def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t[::1] data,
+                const double[::1] labels, const int32_t[::1] fields, bint with_fields,
+                int64_t index_offset, Py_ssize_t row_start, Py_ssize_t row_end, int n_threads=1):
+    """Format rows [row_start, row_end) as libsvm / libffm text; returns bytes.
+
+    Labels are written with '%.17g', values with '%.9g' (float32) or '%.17g'
+    (float64), so that parsing the text gives back the same numbers.
+    """
+    cdef bint f32 = val_t is float
+    cdef int nt = team(n_threads)
+    cdef Py_ssize_t n_rows = row_end - row_start
+    if n_rows <= 0:
+        return b""
+    # pieces that any thread claims (4 per thread: a thread the OS sets aside
+    # leaves little for the others to wait for)
+    cdef int n_pieces = <int>min(n_rows, 4 * nt if nt > 1 else 1)
+    cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, n_pieces + 1).astype(np.intp)
+    cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
+    cdef char** bufs = new_buffers(n_pieces)
+    cdef RowsJob job
+    job.indptr = &indptr[0]
+    job.indices = &indices[0] if indices.shape[0] else NULL
+    job.data = &data[0] if data.shape[0] else NULL
+    job.labels = &labels[0]
+    job.fields = &fields[0] if fields.shape[0] else NULL
+    job.with_fields = with_fields
+    job.index_offset = index_offset
+    job.bounds = &bounds[0]
+    job.bufs = bufs
+    job.sizes = &sizes[0]
+    job.fail = False
+    job.types = (sizeof(idx_t) == 8) + 2 * (sizeof(val_t) == 8)
+    try:
+        with nogil:
+            parallel_for(rows_task, &job, n_pieces, 1, nt)
+        if job.fail:
+            raise MemoryError()
+        return join_buffers(bufs, sizes, n_pieces)
+    finally:
+        free_buffers(bufs, n_pieces)

@@ -1,4 +1,5 @@
-"""Text parsers and writers for libsvm / libFM / libffm files.
+"""Text parsers for libsvm / libFM / libffm files (the writer of such files,
+``format_rows``, is in cfm._format with the other text output).
 
 ``parse_chunk`` parses a buffer of complete lines (the caller cuts chunks at
 the last newline) into CSR pieces.  The buffer is split at newlines into
@@ -31,11 +32,12 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, INT64_MIN, INT32_MAX
 from libc.stdlib cimport malloc, realloc, free, strtod
 from libc.string cimport memchr, memcpy
-from libc.stdio cimport snprintf
-from libc.math cimport isfinite, signbit, NAN, INFINITY
+from libc.math cimport isfinite, NAN, INFINITY
 
-from cfm._common cimport join_buffers, line_split
+from cfm._common cimport line_split
 from cfm._pool cimport parallel_for, team
+from cfm._textparse cimport (between_digits, fast_exact, is_digit, is_ws, mantissa_run,
+                             read_sign, release_scratch, scratch, skip_ws, SCRATCH_BYTES)
 
 cnp.import_array()
 
@@ -71,14 +73,6 @@ cpdef enum:
 cpdef enum:
     MAX_ID_32 = 2147483646
 
-cdef double[23] POW10
-cdef int _k
-POW10[0] = 1.0
-for _k in range(1, 23):
-    POW10[_k] = POW10[_k - 1] * 10.0   # exact up to 1e22
-
-cdef uint64_t TWO53 = (<uint64_t>1) << 53
-
 
 cdef struct Piece:
     const char* start
@@ -102,15 +96,6 @@ cdef struct Piece:
     int64_t err_line          # newlines before the error, within the piece
     const char* err_tok
     int64_t err_val
-
-
-cdef inline bint is_ws(unsigned char c) noexcept nogil:
-    # ASCII whitespace except newline: space, \t, \v, \f, \r
-    return c == 32 or c == 9 or c == 11 or c == 12 or c == 13
-
-
-cdef inline bint is_digit(unsigned char c) noexcept nogil:
-    return c >= 48 and c <= 57
 
 
 cdef inline bint is_delim(const char* p, const char* end, bint comments) noexcept nogil:
@@ -145,7 +130,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     cdef const char* e = s
     cdef const char* r
     cdef bint ok_py = True, ok_cy = True, prev_p = True, cur
-    cdef char[512] sbuf
+    cdef char[SCRATCH_BYTES] sbuf
     cdef char* buf
     cdef char* q
     cdef const char* stop
@@ -155,8 +140,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     n = e - s
     r = s
     while r < e:
-        if r[0] == 95 and (r == s or not is_digit(<unsigned char>(r - 1)[0]) or r + 1 >= e
-                           or not is_digit(<unsigned char>r[1])):
+        if r[0] == 95 and not between_digits(r, s, e):
             ok_py = False
         cur = is_punct(<unsigned char>r[0])
         if cur and prev_p:
@@ -167,12 +151,9 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
         ok_cy = False
     if not (ok_py or ok_cy):
         return NULL
-    if n < 511:
-        buf = sbuf
-    else:
-        buf = <char*>malloc(n + 1)
-        if buf == NULL:
-            return NULL
+    buf = scratch(sbuf, n)
+    if buf == NULL:
+        return NULL
     q = buf
     r = s
     while r < e:
@@ -183,8 +164,7 @@ cdef const char* parse_double_us(const char* s, const char* end, double* out,
     stop = parse_double(buf, q, out, comments)
     if stop != q:
         e = NULL
-    if buf != sbuf:
-        free(buf)
+    release_scratch(buf, sbuf)
     return e
 
 
@@ -196,21 +176,19 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     The caller checks that a delimiter follows.
     """
     cdef const char* s = p
+    cdef const char* t
     cdef bint neg = False, any_digit = False, trunc = False
     cdef bint eneg = False, edig = False
     cdef uint64_t m = 0
     cdef int nd = 0
     cdef int64_t dexp = 0, ex = 0, e10
     cdef unsigned char c
-    cdef double v
-    cdef char[512] sbuf
+    cdef char[SCRATCH_BYTES] sbuf
     cdef char* buf
     cdef char* q
     cdef const char* r
     cdef Py_ssize_t n
-    if p < end and (p[0] == 43 or p[0] == 45):  # + -
-        neg = p[0] == 45
-        p += 1
+    neg = read_sign(&p, end)
     if p < end and ((<unsigned char>p[0]) | 0x20) in (105, 110):  # i n
         if match_word(p, end, b"infinity", 8):
             out[0] = -INFINITY if neg else INFINITY
@@ -222,50 +200,23 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
             out[0] = -NAN if neg else NAN
             return p + 3
         return NULL
-    # integer part
-    while p < end:
-        c = <unsigned char>p[0]
-        if is_digit(c):
-            any_digit = True
-            if m == 0 and c == 48:
-                pass
-            elif nd < 19:
-                m = m * 10 + (c - 48)
-                nd += 1
-            else:
-                dexp += 1
-                trunc = True
-            p += 1
-        elif c == 95:  # underscore
-            return parse_double_us(s, end, out, comments)
-        else:
-            break
+    # integer part, then the fraction (a digit beyond 19 sets trunc)
+    t = mantissa_run(p, end, &m, &nd, &dexp, False, &trunc)
+    any_digit = t != p
+    p = t
+    if p < end and p[0] == 95:  # underscore
+        return parse_double_us(s, end, out, comments)
     if p < end and p[0] == 46:  # .
-        p += 1
-        while p < end:
-            c = <unsigned char>p[0]
-            if is_digit(c):
-                any_digit = True
-                if m == 0 and c == 48:
-                    dexp -= 1
-                elif nd < 19:
-                    m = m * 10 + (c - 48)
-                    nd += 1
-                    dexp -= 1
-                else:
-                    trunc = True
-                p += 1
-            elif c == 95:
-                return parse_double_us(s, end, out, comments)
-            else:
-                break
+        t = mantissa_run(p + 1, end, &m, &nd, &dexp, True, &trunc)
+        any_digit = any_digit or t != p + 1
+        p = t
+        if p < end and p[0] == 95:
+            return parse_double_us(s, end, out, comments)
     if not any_digit:
         return NULL
     if p < end and (p[0] == 101 or p[0] == 69):  # e E
         p += 1
-        if p < end and (p[0] == 43 or p[0] == 45):
-            eneg = p[0] == 45
-            p += 1
+        eneg = read_sign(&p, end)
         while p < end:
             c = <unsigned char>p[0]
             if is_digit(c):
@@ -283,26 +234,17 @@ cdef const char* parse_double(const char* p, const char* end, double* out,
     if m == 0:
         out[0] = -0.0 if neg else 0.0
         return p
-    if not trunc and m <= TWO53 and e10 >= -22 and e10 <= 22:
-        if e10 >= 0:
-            v = (<double>m) * POW10[e10]
-        else:
-            v = (<double>m) / POW10[-e10]
-        out[0] = -v if neg else v
+    if not trunc and fast_exact(m, e10, neg, out):
         return p
     # slow path: strtod on a copy without underscores
     n = p - s
-    if n < 511:
-        buf = sbuf
-    else:
-        buf = <char*>malloc(n + 1)
-        if buf == NULL:
-            return NULL
+    buf = scratch(sbuf, n)
+    if buf == NULL:
+        return NULL
     memcpy(buf, s, n)
     buf[n] = 0
     out[0] = strtod(buf, NULL)
-    if buf != sbuf:
-        free(buf)
+    release_scratch(buf, sbuf)
     return p
 
 
@@ -315,9 +257,7 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
     cdef uint64_t v = 0
     cdef unsigned char c
     overflow[0] = False
-    if p < end and (p[0] == 43 or p[0] == 45):
-        neg = p[0] == 45
-        p += 1
+    neg = read_sign(&p, end)
     while p < end:
         c = <unsigned char>p[0]
         if is_digit(c):
@@ -328,7 +268,7 @@ cdef const char* parse_int(const char* p, const char* end, int64_t* out, bint* o
                 v = v * 10 + (c - 48)
             p += 1
         elif c == 95:
-            if p == s or not is_digit(<unsigned char>(p - 1)[0]) or p + 1 >= end or not is_digit(<unsigned char>p[1]):
+            if not between_digits(p, s, end):
                 return NULL
             p += 1
         else:
@@ -383,6 +323,13 @@ ctypedef fused checks_t:
     short
 
 
+cdef inline void fail(Piece* pc, int err, const char* tok, int64_t val) noexcept nogil:
+    """Record the first error of a piece: its code, token and value (an id)."""
+    pc.err = err
+    pc.err_tok = tok
+    pc.err_val = val
+
+
 cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_order,
                       int64_t max_index, int64_t max_field, int finite,
                       checks_t checks) noexcept nogil:
@@ -406,9 +353,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
     cdef int vsize = 4 if f32 else 8
     cdef unsigned char c
     while p < end:
-        # start of a line
-        while p < end and is_ws(<unsigned char>p[0]):
-            p += 1
+        p = skip_ws(p, end)  # start of a line
         if p >= end:
             break
         c = <unsigned char>p[0]
@@ -427,24 +372,20 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
         tok = p
         p = parse_double(p, end, &label, True)
         if p == NULL or not is_delim(p, end, True):
-            pc.err = ERR_LABEL
-            pc.err_tok = tok
+            fail(pc, ERR_LABEL, tok, 0)
             return
         if checks_t is short and (finite & FINITE_LABELS) and not isfinite(label):
-            pc.err = ERR_LABEL_NONFINITE
-            pc.err_tok = tok
+            fail(pc, ERR_LABEL_NONFINITE, tok, 0)
             return
         if pc.n_rows == pc.cap_rows and not grow_rows(pc):
-            pc.err = ERR_NOMEM
-            pc.err_tok = tok
+            fail(pc, ERR_NOMEM, tok, 0)
             return
         pc.labels[pc.n_rows] = label
         prev = -1
         first = True
         comments = True
         while True:
-            while p < end and is_ws(<unsigned char>p[0]):
-                p += 1
+            p = skip_ws(p, end)
             if p >= end:
                 break
             c = <unsigned char>p[0]
@@ -470,8 +411,7 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                         comments = False
                     p += 1
                 if not ovf:
-                    pc.err = ERR_QID
-                    pc.err_tok = tok
+                    fail(pc, ERR_QID, tok, 0)
                     return
                 first = False
                 continue
@@ -479,60 +419,46 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
             if ffm:
                 p = parse_int(p, end, &fld, &ovf)  # saturates on overflow
                 if p == NULL or fld < 0:
-                    pc.err = ERR_FIELD
-                    pc.err_tok = tok
+                    fail(pc, ERR_FIELD, tok, 0)
                     return
                 if p >= end or p[0] != 58:
-                    pc.err = ERR_NO_COLON
-                    pc.err_tok = tok
+                    fail(pc, ERR_NO_COLON, tok, 0)
                     return
                 if fld > max_field:
-                    pc.err = ERR_FIELD_RANGE
-                    pc.err_tok = tok
-                    pc.err_val = fld
+                    fail(pc, ERR_FIELD_RANGE, tok, fld)
                     return
                 p += 1
             q = parse_int(p, end, &idx, &ovf)  # saturates: > max_index on overflow
             if q == NULL:
-                pc.err = ERR_INDEX
-                pc.err_tok = tok
+                fail(pc, ERR_INDEX, tok, 0)
                 return
             p = q
             if p >= end or p[0] != 58:
-                pc.err = ERR_NO_COLON
-                pc.err_tok = tok
+                fail(pc, ERR_NO_COLON, tok, 0)
                 return
             if idx < 0:
-                pc.err = ERR_NEG_INDEX
-                pc.err_tok = tok
-                pc.err_val = idx
+                fail(pc, ERR_NEG_INDEX, tok, idx)
                 return
             if idx == 0 and not zero_ok:
-                pc.err = ERR_ZERO_INDEX
-                pc.err_tok = tok
+                fail(pc, ERR_ZERO_INDEX, tok, 0)
                 return
             if idx > max_index:
-                pc.err = ERR_INDEX_RANGE
-                pc.err_tok = tok
-                pc.err_val = idx
+                fail(pc, ERR_INDEX_RANGE, tok, idx)
                 return
             p += 1
             q = parse_double(p, end, &val, comments)
             if q == NULL or not is_delim(q, end, comments):
-                pc.err = ERR_VALUE
-                pc.err_tok = tok
+                fail(pc, ERR_VALUE, tok, 0)
                 return
             p = q
             if idx <= prev:
                 if strict_order:
-                    pc.err = ERR_UNSORTED
-                    pc.err_tok = tok
+                    fail(pc, ERR_UNSORTED, tok, 0)
                     return
                 pc.unsorted = True
             prev = idx
             if pc.nnz == pc.cap_nnz and not grow_nnz(pc, vsize, ffm):
-                pc.err = ERR_NOMEM
-                pc.err_tok = tok
+                fail(pc, ERR_NOMEM, tok, 0)
                 return
             pc.indices[pc.nnz] = idx
             if f32:
@@ -540,14 +466,12 @@ cdef void parse_piece(Piece* pc, int fmt, bint f32, bint zero_ok, bint strict_or
                 (<float*>pc.values)[pc.nnz] = fval
                 if checks_t is short and (finite & FINITE_VALUES) and not isfinite(fval):
                     # (also a value that overflows float32, e.g. 1e39)
-                    pc.err = ERR_VALUE_NONFINITE
-                    pc.err_tok = tok
+                    fail(pc, ERR_VALUE_NONFINITE, tok, 0)
                     return
             else:
                 (<double*>pc.values)[pc.nnz] = val
                 if checks_t is short and (finite & FINITE_VALUES) and not isfinite(val):
-                    pc.err = ERR_VALUE_NONFINITE
-                    pc.err_tok = tok
+                    fail(pc, ERR_VALUE_NONFINITE, tok, 0)
                     return
             if ffm:
                 pc.fields[pc.nnz] = <int32_t>fld
@@ -800,162 +724,3 @@ def first_fields(int32_t[::1] out, const idx_t[::1] indices, const int32_t[::1] 
             j = indices[k]
             if out[j] < 0:
                 out[j] = fields[k]
-
-
-# --------------------------------------------------------------------------
-# Writers
-# --------------------------------------------------------------------------
-
-cdef inline char* put_uint(char* q, uint64_t v) noexcept nogil:
-    cdef char[24] tmp
-    cdef int n = 0
-    if v == 0:
-        q[0] = 48
-        return q + 1
-    while v:
-        tmp[n] = <char>(48 + v % 10)
-        v //= 10
-        n += 1
-    while n:
-        n -= 1
-        q[0] = tmp[n]
-        q += 1
-    return q
-
-
-cdef inline char* put_double(char* q, double v, bint f32) noexcept nogil:
-    """'%.9g' (float32) or '%.17g' (float64), with a fast path for small integers."""
-    cdef double lim = 1e9 if f32 else 1e17
-    if isfinite(v) and v == <double>(<int64_t>v) and v > -lim and v < lim and not (v == 0 and signbit(v)):
-        if v < 0:
-            q[0] = 45
-            q += 1
-            return put_uint(q, <uint64_t>(-<int64_t>v))
-        return put_uint(q, <uint64_t>(<int64_t>v))
-    if f32:
-        return q + snprintf(q, 40, "%.9g", v)
-    return q + snprintf(q, 40, "%.17g", v)
-
-
-ctypedef fused val_t:
-    float
-    double
-
-
-cdef Py_ssize_t format_range(char* b, const int64_t* indptr, const idx_t* indices,
-                             const val_t* data, const double* labels, const int32_t* fields,
-                             bint with_fields, int64_t index_offset, Py_ssize_t r0,
-                             Py_ssize_t r1) noexcept nogil:
-    cdef bint f32 = val_t is float
-    cdef char* q = b
-    cdef Py_ssize_t r, k
-    for r in range(r0, r1):
-        q = put_double(q, labels[r], False)
-        for k in range(indptr[r], indptr[r + 1]):
-            q[0] = 32
-            q += 1
-            if with_fields:
-                q = put_uint(q, <uint64_t>fields[indices[k]])
-                q[0] = 58
-                q += 1
-            q = put_uint(q, <uint64_t>(indices[k] + index_offset))
-            q[0] = 58
-            q += 1
-            q = put_double(q, data[k], f32)
-        q[0] = 10
-        q += 1
-    return q - b
-
-
-cdef struct FormatJob:
-    const int64_t* indptr
-    const void* indices
-    const void* data
-    const double* labels
-    const int32_t* fields
-    bint with_fields, fail
-    int64_t index_offset
-    const Py_ssize_t* bounds
-    char** bufs
-    Py_ssize_t* sizes
-    int types
-
-
-cdef inline void format_piece(FormatJob* job, const idx_t* indices, const val_t* data,
-                              int64_t t) noexcept nogil:
-    cdef const Py_ssize_t* bounds = job.bounds
-    # upper bound: label 32 + per nonzero (2 ints <= 21 each + value <= 32 + 3)
-    cdef Py_ssize_t cap = (bounds[t + 1] - bounds[t]) * 34 + (
-        job.indptr[bounds[t + 1]] - job.indptr[bounds[t]]) * 80 + 64
-    cdef char* b = <char*>malloc(cap)
-    job.bufs[t] = b
-    if b == NULL:
-        job.fail = True
-    else:
-        job.sizes[t] = format_range(b, job.indptr, indices, data, job.labels, job.fields,
-                                    job.with_fields, job.index_offset, bounds[t], bounds[t + 1])
-
-
-cdef void format_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    cdef FormatJob* job = <FormatJob*>p
-    cdef int64_t t
-    for t in range(lo, hi):
-        if job.types == 0:
-            format_piece(job, <const int32_t*>job.indices, <const float*>job.data, t)
-        elif job.types == 1:
-            format_piece(job, <const int64_t*>job.indices, <const float*>job.data, t)
-        elif job.types == 2:
-            format_piece(job, <const int32_t*>job.indices, <const double*>job.data, t)
-        else:
-            format_piece(job, <const int64_t*>job.indices, <const double*>job.data, t)
-
-
-def format_rows(const int64_t[::1] indptr, const idx_t[::1] indices, const val_t[::1] data,
-                const double[::1] labels, const int32_t[::1] fields, bint with_fields,
-                int64_t index_offset, Py_ssize_t row_start, Py_ssize_t row_end, int n_threads=1):
-    """Format rows [row_start, row_end) as libsvm / libffm text; returns bytes.
-
-    Labels are written with '%.17g', values with '%.9g' (float32) or '%.17g'
-    (float64), so that parsing the text gives back the same numbers.
-    """
-    cdef bint f32 = val_t is float
-    cdef int nt = team(n_threads)
-    cdef Py_ssize_t n_rows = row_end - row_start
-    if n_rows <= 0:
-        return b""
-    # pieces that any thread claims (4 per thread: a thread the OS sets aside
-    # leaves little for the others to wait for)
-    cdef int n_pieces = <int>min(n_rows, 4 * nt if nt > 1 else 1)
-    cdef Py_ssize_t[::1] bounds = np.linspace(row_start, row_end, n_pieces + 1).astype(np.intp)
-    cdef Py_ssize_t[::1] sizes = np.zeros(n_pieces, dtype=np.intp)
-    cdef char** bufs = <char**>malloc(n_pieces * sizeof(char*))
-    cdef int t
-    cdef bint fail = False
-    if bufs == NULL:
-        raise MemoryError()
-    for t in range(n_pieces):
-        bufs[t] = NULL
-    cdef FormatJob job
-    job.indptr = &indptr[0]
-    job.indices = &indices[0] if indices.shape[0] else NULL
-    job.data = &data[0] if data.shape[0] else NULL
-    job.labels = &labels[0]
-    job.fields = &fields[0] if fields.shape[0] else NULL
-    job.with_fields = with_fields
-    job.index_offset = index_offset
-    job.bounds = &bounds[0]
-    job.bufs = bufs
-    job.sizes = &sizes[0]
-    job.fail = False
-    job.types = (sizeof(idx_t) == 8) + 2 * (sizeof(val_t) == 8)
-    try:
-        with nogil:
-            parallel_for(format_task, &job, n_pieces, 1, nt)
-        fail = job.fail
-        if fail:
-            raise MemoryError()
-        return join_buffers(bufs, sizes, n_pieces)
-    finally:
-        for t in range(n_pieces):
-            free(bufs[t])
-        free(bufs)
