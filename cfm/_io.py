@@ -52,7 +52,7 @@ from ._header import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, PREFIX as _PREFIX,
 from ._reader import _FileArray, _ModelFile, crc32_combine, peek_header
 from .exceptions import ModelFileError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "load", "save_model", "read_model_file",
+__all__ = ["FORMAT_VERSION", "MAGIC", "save_model", "write_model_file", "read_model_file",
            "describe_model_file", "peek_header", "crc32_combine"]
 
 
@@ -127,6 +127,14 @@ def save_model(model, path):
     """Write a fitted estimator to ``path`` (see module docstring for the format)."""
     model._check_fitted()
     arrays, header = model._export_state()
+    write_model_file(path, header, arrays)
+
+
+def write_model_file(path, header, arrays):
+    """Write a model file: ``header`` (the model's JSON entries; "format" and
+    "arrays" are added here) and ``arrays`` {name: ndarray or RowBlocks}, in
+    this order.  Atomic, CRC32 at the end; a header over MAX_HEADER_BYTES is
+    refused."""
     header = dict(header)
     header["format"] = "cfm-model"
     entries = []
@@ -151,7 +159,7 @@ def save_model(model, path):
     if len(hbytes) > MAX_HEADER_BYTES:
         raise ValueError(f"cannot save to {os.fspath(path)}: the model's header would take "
                          f"{len(hbytes) / 2**20:.0f} MiB (more than {MAX_HEADER_BYTES >> 20} "
-                         f"MiB; history_ has {len(getattr(model, 'history_', []))} entries): "
+                         f"MiB; history_ has {len(header.get('history', []))} entries): "
                          "clear history_ before saving")
     crc = 0
     with atomic_output(path) as f:
@@ -213,59 +221,3 @@ def describe_model_file(path):
         facts = {"format_version": f"{major}.{minor}", "file_bytes": mf.size,
                  "crc32": f"{mf.stored_crc:08x}", "sha256": sha.hexdigest()}
         return mf.header, shapes, facts
-
-
-def load(path, scoring_only=False):
-    """Load a model saved with ``model.save(path)``.
-
-    Returns a fitted estimator of the class that was saved.  Raises
-    :class:`cfm.ModelFileError` (a ValueError) when the file is truncated,
-    corrupted, not a cfm model (or not a regular file), invalid, or written
-    by a newer major format version; OSError for I/O errors (a missing file,
-    a directory, an unreadable disk).  See the module docstring for what is
-    checked.
-
-    ``scoring_only=True`` (what ``cfm predict`` uses) leaves out what only
-    training needs: an FFM's factor table is then kept without its AdaGrad
-    accumulators, about 20% smaller, and scoring reads correspondingly less
-    memory (same predictions).  Such a model predicts but cannot be trained
-    further or saved; load it again without the option for that.
-    """
-    with _ModelFile(path) as mf:
-        try:
-            model = _build(path, mf.header, mf.arrays, scoring_only)
-            mf.verify()
-        except ModelFileError as exc:
-            err = mf.corruption(exc)  # a corrupted file is reported as such
-            if err is not None:
-                raise err from exc
-            raise
-        finally:
-            mf.arrays.clear()
-        return model
-
-
-def _build(path, header, arrays, scoring_only):
-    from . import models
-
-    cls_name = header.get("estimator")
-    registry = {c.__name__: c for c in (models.FMRegressor, models.FMClassifier)}
-    try:
-        from . import ffm  # noqa: F401  (registered when available)
-
-        registry.update(getattr(ffm, "MODEL_CLASSES", {}))
-    except ImportError:
-        pass
-    if cls_name not in registry:
-        raise ModelFileError(f"{os.fspath(path)!r} holds an unknown model class {cls_name!r}")
-    cls = registry[cls_name]
-    model = cls.__new__(cls)
-    if scoring_only:
-        model._scoring_only = True  # read by _import_state; guards training/saving
-    try:
-        model._import_state(header, arrays)
-    except ModelFileError:
-        raise
-    except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ModelFileError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
-    return model

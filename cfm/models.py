@@ -1,8 +1,9 @@
 """Public FM estimators: :class:`FMRegressor` and :class:`FMClassifier`."""
 import numpy as np
 
-from ._base import BaseFM
 from ._compat import ClassifierMixin, RegressorMixin
+from ._estimator import BaseFM
+from ._state import FMTable, MCMCSamples
 from ._validation import check_y
 
 _COMMON_DOC = """
@@ -136,6 +137,8 @@ class FMRegressor(RegressorMixin, BaseFM):
 
     _loss = "squared"
     _default_metric = "rmse"
+    _state_class = FMTable
+    _file_state_classes = {"mcmc": MCMCSamples}
     _defaults = {"learning_rate": 0.15, "l2_w": 1e-3, "l2_v": 3e-2}
 
     def _prepare_y(self, y, n, reset, classes=None):
@@ -182,6 +185,8 @@ class FMClassifier(ClassifierMixin, BaseFM):
 
     _loss = "logistic"
     _default_metric = "logloss"
+    _state_class = FMTable
+    _file_state_classes = {"mcmc": MCMCSamples}
 
     def _prepare_y(self, y, n, reset, classes=None):
         y = check_y(y, n, numeric=False, estimator=self)

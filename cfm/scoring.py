@@ -53,7 +53,7 @@ from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
 from .exceptions import DataFormatError
 
-__all__ = ["predict_file", "predict_model_file", "read_for_model"]
+__all__ = ["predict_file", "read_for_model"]
 
 
 
@@ -465,39 +465,6 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     return _predict_file(lambda: model, _ModelInfo.of(model), path, out_path, raw=raw, block_rows=block_rows,
                          n_jobs=n_jobs, zero_based=zero_based, precision=precision,
                          evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
-
-
-def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwargs):
-    """Load a cfm model file and score a data file with it (``cfm predict``).
-
-    Same as ``cfm.load(model_path, scoring_only=scoring_only).predict_file(
-    path, out_path, **kwargs)``, except that the data is read and parsed
-    while the model loads (what the model's header says -- its number of
-    features, how it read libsvm ids -- is all the parser needs), and that
-    ``n_jobs=None`` means the default threads, not the ``n_jobs`` saved in
-    the file.
-
-    Returns ``(model, stats)``.
-    """
-    from . import _io
-
-    header = _io.peek_header(model_path)
-    info = _ModelInfo.from_header(header) if header is not None else None
-    if info is None:  # not a readable model file: load() raises the precise error
-        model = _io.load(model_path, scoring_only=scoring_only)
-        kwargs["n_jobs"] = effective_n_threads(kwargs.get("n_jobs"))  # not the file's
-        return model, model.predict_file(path, out_path, **kwargs)
-    loaded = []
-
-    def get_model():
-        model = _io.load(model_path, scoring_only=scoring_only)
-        if _ModelInfo.of(model) != info:  # the file changed between the two reads
-            raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
-        loaded.append(model)
-        return model
-
-    stats = _predict_file(get_model, info, path, out_path, **kwargs)
-    return loaded[0], stats
 
 
 class _ModelInfo:

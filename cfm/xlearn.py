@@ -49,12 +49,13 @@ import re
 import numpy as np
 
 from . import _fm
-from ._base import ADAGRAD_INIT, MAX_FACTORS
 from ._files import open_regular
-from ._io import MAGIC, _encode_labels
-from ._validation import effective_n_threads
+from ._io import MAGIC, _decode_labels, _encode_labels
+from ._state import FFMTable, FMTable
+from ._state.base import ADAGRAD_INIT, MAX_FACTORS
+from ._state.ffm import lin_width, padded_k
 from .exceptions import ModelFileError
-from .ffm import FFMClassifier, FFMRegressor, MODEL_CLASSES, _lin_width, _padded_k
+from .ffm import FFMClassifier, FFMRegressor
 from .models import FMClassifier, FMRegressor
 
 __all__ = ["load_xlearn", "is_xlearn_txt", "XLearnFMClassifier", "XLearnFMRegressor"]
@@ -85,8 +86,8 @@ class FieldsNeeded(ValueError):
 # FM with xLearn's normalisation
 # --------------------------------------------------------------------------
 
-class _XLearnFMNorm:
-    """FM scores with xLearn's instance-wise normalisation.
+class XLearnFMTable(FMTable):
+    """An FM table scored with xLearn's instance-wise normalisation.
 
     xLearn's FM score is ``w0 + sum w_i x_i / sqrt(n2) + pair(x) / n2**2``
     with ``n2 = sum x_i^2``; cfm's kernel with ``normalize=True`` gives
@@ -95,18 +96,12 @@ class _XLearnFMNorm:
     ``lin_part + (full - lin_part) / n2``.
     """
 
-    _xlearn_norm = True
-
-    def _decision(self, Xc, n_threads=None, tables=None):
-        t = self._current_tables() if tables is None else tables  # one consistent set
-        if n_threads is None:
-            n_threads = effective_n_threads(self.n_jobs)
-        # normalize=True (checked at import); validates Xc against t
-        full = super()._decision(Xc, n_threads, tables=t)
-        if t.k == 0 or Xc.n_rows == 0:
+    def decision(self, Xc, n_threads, shared=False):
+        full = super().decision(Xc, n_threads)  # normalize=True (checked at import)
+        if self.k == 0 or Xc.n_rows == 0:
             return full
         lin = np.empty(Xc.n_rows, dtype=np.float64)
-        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, t.table, float(t.w0_state[0]),
+        _fm.fm_predict(Xc.data, Xc.indices, Xc.indptr, self.table, float(self.w0_state[0]),
                        0, True, lin, n_threads)
         sq = np.square(Xc.data, dtype=np.float64)
         starts = Xc.indptr[:-1]
@@ -118,6 +113,26 @@ class _XLearnFMNorm:
         n2[n2 <= 0.0] = 1.0
         return lin + (full - lin) / n2
 
+    def export(self):
+        arrays, header = super().export()
+        header["xlearn_fm_norm"] = True
+        return arrays, header
+
+    @classmethod
+    def from_file(cls, header, arrays, scoring_only=False):
+        state = super().from_file(header, arrays, scoring_only)
+        if not header.get("xlearn_fm_norm") or not state.normalize:
+            raise ValueError(f"{header.get('estimator')} model file lacks xLearn's FM "
+                             "normalisation flag")
+        return state
+
+
+class _XLearnFMNorm:
+    """Estimators of xLearn FM models scored with xLearn's normalisation."""
+
+    _state_class = XLearnFMTable
+    _file_state_classes = {}
+
     def _refuse_training(self, *args, **kwargs):
         raise ValueError(
             f"{type(self).__name__} scores an xLearn FM model with xLearn's instance-wise "
@@ -126,17 +141,6 @@ class _XLearnFMNorm:
 
     fit = _refuse_training
     partial_fit = _refuse_training
-
-    def _export_state(self):
-        arrays, header = super()._export_state()
-        header["xlearn_fm_norm"] = True
-        return arrays, header
-
-    def _import_state(self, header, arrays):
-        super()._import_state(header, arrays)
-        if not header.get("xlearn_fm_norm") or not self._normalize:
-            raise ValueError(f"{type(self).__name__} model file lacks xLearn's FM "
-                             "normalisation flag")
 
 
 class XLearnFMClassifier(_XLearnFMNorm, FMClassifier):
@@ -151,12 +155,6 @@ class XLearnFMRegressor(_XLearnFMNorm, FMRegressor):
                "\n\n    Made by :func:`cfm.load_xlearn` (FM, task='reg', norm=True); predicts, "
                "saves and\n    loads as :class:`cfm.FMRegressor`, but cannot be trained "
                "(see :mod:`cfm.xlearn`).\n")
-
-
-# cfm.load finds estimator classes in cfm.ffm.MODEL_CLASSES (besides the FM
-# ones): register these so that a saved XLearnFM* model loads back.
-MODEL_CLASSES.setdefault("XLearnFMClassifier", XLearnFMClassifier)
-MODEL_CLASSES.setdefault("XLearnFMRegressor", XLearnFMRegressor)
 
 
 # --------------------------------------------------------------------------
@@ -623,34 +621,22 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
             V = np.concatenate([V, np.zeros((pad,) + V.shape[1:])])
         n = int(n_features)
 
-    header = {
-        "task": "binary" if task == "binary" else "regression",
-        "solver": "adagrad",
-        "dtype": dt.name,
-        "n_features": n,
-        "history": [],
-        "n_epochs_": 0,
-        "best_epoch_": 0,
-    }
-    if task == "binary":
-        header["classes"] = _encode_labels(classes)
     w0_state = np.array([bias, ADAGRAD_INIT, 0.0])
-
     if found == "ffm":
         nf, k = V.shape[1], V.shape[2]
         flds = _infer_fields(fields, n, nf)
         cls = FFMClassifier if task == "binary" else FFMRegressor
-        kp = _padded_k(k)
+        kp = padded_k(k)
         ks = kp + 1  # adagrad: one accumulator per (feature, field) vector
         Vt = np.zeros((n, nf, ks), dtype=dt)
         Vt[:, :, :k] = V
         Vt[:, :, kp] = ADAGRAD_INIT
-        lin = np.empty((n, _lin_width("adagrad")), dtype=dt)
+        lin = np.empty((n, lin_width("adagrad")), dtype=dt)
         lin[:, 0] = w
         lin[:, 1] = ADAGRAD_INIT
         arrays = {"lin": lin, "V": Vt.reshape(n, nf * ks), "w0_state": w0_state,
                   "fields": flds}
-        header.update(kind="ffm", n_factors=k, n_fields=nf, normalize=bool(norm))
+        entries = dict(n_factors=k, n_fields=nf, normalize=bool(norm))
     else:
         if fields is not None:
             raise ValueError(f"fields= is for FFM models; {os.fspath(path)!r} is an xLearn "
@@ -663,12 +649,11 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
             cls = FMClassifier if task == "binary" else FMRegressor
         arrays = {"w": w.astype(dt), "V": (V if V is not None else np.zeros((n, 0))).astype(dt),
                   "opt_state": np.full((n, 2), ADAGRAD_INIT, dtype=dt), "w0_state": w0_state}
-        header.update(kind="fm", n_factors=k, normalize=xl_norm)
-        if xl_norm:
-            header["xlearn_fm_norm"] = True
-    header["estimator"] = cls.__name__
-    header["params"] = {"n_factors": header["n_factors"], "normalize": header["normalize"],
-                        "dtype": dt.name, "solver": "adagrad"}
-    model = cls.__new__(cls)
-    model._import_state(header, arrays)
-    return model
+        entries = dict(n_factors=k, normalize=xl_norm, xlearn_fm_norm=xl_norm)
+    # the estimator through its constructor, its tables through its state class
+    model = cls(n_factors=entries["n_factors"], normalize=entries["normalize"],
+                dtype=dt.name, solver="adagrad")
+    entries.update(solver="adagrad", dtype=dt.name, n_features=n)
+    state = cls._state_class.from_file(entries, arrays)
+    labels = _decode_labels(_encode_labels(classes)) if task == "binary" else None
+    return model._adopt(state, classes=labels)

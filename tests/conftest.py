@@ -9,7 +9,7 @@ import scipy.sparse as sp
 sys.path.insert(0, os.path.dirname(__file__))  # make tests/reference.py importable
 
 import cfm  # noqa: E402
-from cfm._base import _aligned_table  # noqa: E402
+from cfm._state.base import aligned_table as _aligned_table  # noqa: E402
 
 
 def random_sparse(n_rows, n_features, nnz_per_row, rng, dtype=np.float64, empty_rows=()):
@@ -45,15 +45,15 @@ def make_table(w, V, dtype, extra=0):
 
 def new_table(n_features, k, solver, dtype):
     """Zeroed kernel table for (k, solver)."""
-    import cfm._base as base
+    from cfm._state.fm import new_table
 
-    return base._new_table(n_features, k, solver, dtype)
+    return new_table(n_features, k, solver, dtype)
 
 
 def train_epoch_kernel(X, y, sw, order, table, w0_state, k, loss, solver, fit_intercept,
                        normalize, hp, n_threads=1):
     """Call cfm._fm.fm_train_epoch directly."""
-    import cfm._base as base
+    import cfm._state.base as base
     from cfm import _fm
 
     X = sp.csr_matrix(X)

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 import cfm
 from cfm import _ffm
-from cfm._base import ADAGRAD_INIT, LOSSES, SOLVERS
+from cfm._state.base import ADAGRAD_INIT, LOSSES, SOLVERS
 import reference_ffm as ref
 from conftest import random_sparse
 

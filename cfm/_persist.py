@@ -1,0 +1,129 @@
+"""Estimator <-> model file: the estimator's header entries around its state's.
+
+A model file holds the state's arrays and header entries (``state.export()``,
+``StateClass.from_file``) and the estimator's: class, task, parameters,
+labels, history, feature names, id base, generator state.  The bytes are
+written and read by the model-file layer (cfm._io), which knows no
+estimator; ``cfm.load`` (cfm/_loader.py) finds the class in its registry and
+calls ``cls._from_file``.
+"""
+import numpy as np
+
+from ._io import RowBlocks, _decode_labels, _encode_labels, _jsonable_params, write_model_file
+from ._state.base import LazyRows
+from ._validation import check_n_jobs
+
+
+class ModelFileMixin:
+    """save / export / import of BaseFM (see the module docstring)."""
+
+    def save(self, path):
+        """Save the fitted model to ``path`` in cfm's versioned binary format.
+
+        The file holds no pickle: loading an untrusted file cannot run code.
+        Load it with :func:`cfm.load`.
+        """
+        self._check_fitted()
+        arrays, header = self._export_state()
+        write_model_file(path, header, arrays)
+
+    def _export_state(self):
+        """Arrays and JSON header describing the fitted model (see cfm/_io.py)."""
+        self._check_trainable()
+        arrays, entries = self._current_tables().export()
+        arrays = {name: RowBlocks(a.shape, a.dtype, a.block) if isinstance(a, LazyRows) else a
+                  for name, a in arrays.items()}
+        header = self._common_header()
+        header.update(entries)
+        return arrays, header
+
+    def _common_header(self):
+        """Model-file header entries of the estimator (besides its state's)."""
+        from . import __version__
+
+        header = {
+            "kind": self._state_class.kind,
+            "estimator": type(self).__name__,
+            "task": "regression" if self._loss == "squared" else "binary",
+            "params": _jsonable_params(self.get_params()),
+            "history": self.history_,
+            "n_epochs_": int(self.n_epochs_),
+            "best_epoch_": int(getattr(self, "best_epoch_", self.n_epochs_)),
+            "rng_state": self._rng.bit_generator.state,
+            "cfm_version": __version__,
+        }
+        zb = getattr(self, "_input_zero_based", None)
+        header["input_zero_based"] = bool(zb) if zb is not None else True
+        if hasattr(self, "classes_"):
+            header["classes"] = _encode_labels(self.classes_)
+        if hasattr(self, "feature_names_in_"):
+            header["feature_names"] = [str(c) for c in self.feature_names_in_]
+        return header
+
+    @classmethod
+    def _from_file(cls, header, arrays, scoring_only=False):
+        """A fitted estimator from a model file's (validated) header and arrays."""
+        model = cls.__new__(cls)
+        model._import_state(header, arrays, scoring_only)
+        return model
+
+    def _adopt(self, state, *, classes=None):
+        """Become a fitted model holding ``state``, built elsewhere (an imported
+        model: cfm.xlearn); no history, a fresh generator."""
+        self._state = state
+        self.n_features_in_ = state.n_features
+        self.history_ = []
+        self.n_epochs_ = self.best_epoch_ = 0
+        self._input_zero_based = True
+        self._rng = np.random.default_rng()
+        if classes is not None:
+            self.classes_ = classes
+        return self
+
+    def _import_state(self, header, arrays, scoring_only=False):
+        self._import_params(header)
+        state_cls = self._file_state_classes.get(header["solver"], self._state_class)
+        state = state_cls.from_file(header, arrays, scoring_only)
+        self._import_common(header, state)
+        self._state = state
+
+    def _import_params(self, header):
+        """Re-initialise from the saved hyper-parameters; return the table dtype."""
+        params = header.get("params", {})
+        valid = self._get_param_names()
+        self.__init__(**{k: v for k, v in params.items() if k in valid})
+        # kept as a parameter (capped by effective_n_threads when used; cfm
+        # predict never uses it), but it must be one
+        check_n_jobs(self.n_jobs, "the saved n_jobs")
+        if header.get("kind") != self._state_class.kind:
+            raise ValueError(f"model kind {header.get('kind')!r} does not match "
+                             f"{type(self).__name__}")
+        try:
+            dtype = np.dtype(header["dtype"])
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.name not in self._state_class.dtypes:
+            raise ValueError(f"unsupported parameter dtype {header['dtype']!r}")
+        return dtype
+
+    def _import_common(self, header, state):
+        """Restore what the estimator keeps besides its state."""
+        task = "binary" if self._loss == "logistic" else "regression"
+        if header["task"] != task:
+            raise ValueError(f"a {header['task']} model cannot be a {type(self).__name__}")
+        self.n_features_in_ = state.n_features
+        self.history_ = [dict(e) for e in header.get("history", [])]
+        self.n_epochs_ = int(header.get("n_epochs_", len(self.history_)))
+        self.best_epoch_ = int(header.get("best_epoch_", self.n_epochs_))
+        # Files written before every model recorded it hold no key: such models
+        # were fitted from arrays (fit(path) always recorded it), whose column j
+        # is id j.
+        zb = header.get("input_zero_based", True)
+        self._input_zero_based = bool(zb) if isinstance(zb, bool) else True
+        self._rng = np.random.default_rng()
+        if "rng_state" in header:  # validated by cfm._io (a PCG64 state)
+            self._rng.bit_generator.state = header["rng_state"]
+        if "classes" in header:
+            self.classes_ = _decode_labels(header["classes"])
+        if header.get("feature_names") is not None:
+            self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)
