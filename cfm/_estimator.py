@@ -24,8 +24,8 @@ from ._train import sgd
 from ._train.loop import LoopConfig, print_epoch
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
                           check_model_size, check_n_jobs, check_params, check_sample_weight,
-                          check_X, draw_seed, effective_n_threads, is_stream,
-                          set_feature_names)
+                          check_eval_set, check_X, draw_seed, effective_n_threads,
+                          is_stream, set_feature_names)
 from ._train.stream import StreamSource, read_eval_file
 from .exceptions import DataFormatError, NotFittedError
 
@@ -109,7 +109,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
             raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
                              f"({self._n_epochs()}): no posterior sample would be kept")
-        if self.l1 > 0 and self.solver != "ftrl":
+        if self.l1 > 0 and not self._solver_spec().l1:
             raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
                              f"regularisation); got solver={self.solver!r}")
         if self.eval_metric is not None and self.eval_metric not in self._metrics_allowed():
@@ -228,22 +228,6 @@ class BaseFM(ModelFileMixin, BaseEstimator):
     def V_(self):
         """Factors (a view onto the parameter table, see the estimator's docs)."""
         return self._current_tables().factors()
-
-    @property
-    def alpha_(self):
-        """solver="mcmc": posterior mean of the noise precision."""
-        alpha = getattr(self.__dict__.get("_state"), "alpha", None)
-        if alpha is None:
-            raise AttributeError("alpha_ (solver='mcmc' only)")
-        return alpha
-
-    @property
-    def n_prior_groups_(self):
-        """solver="mcmc": number of prior groups used by fit."""
-        n = getattr(self.__dict__.get("_state"), "n_prior_groups", None)
-        if n is None:
-            raise AttributeError("n_prior_groups_ (set by fit with solver='mcmc')")
-        return n
 
     def _seed(self):
         """Set the row-order generator from random_state; return the seed of
@@ -400,7 +384,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             state = self._ensure_layout(dtype)
         else:
             state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
-            self._set_feature_names(X)
+            set_feature_names(self, X)
         res = sgd.fit_arrays(state, Xc, y_enc, sw, evals, hyper=self._hyper(), rng=self._rng,
                              shuffle=self.shuffle, n_epochs=self._n_epochs(),
                              config=self._loop_config(callback))
@@ -420,7 +404,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             state = self._ensure_layout(dtype)
         else:
             state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
-            self._set_feature_names(X)
+            set_feature_names(self, X)
         res = sgd.fit_arrays(state, Xc, y_enc, sw, [], hyper=self._hyper(), rng=self._rng,
                              shuffle=self.shuffle, n_epochs=1,
                              config=self._loop_config(None), early_stopping=False)
@@ -486,7 +470,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         if warm:
             self._ensure_layout(dtype)
         res = sgd.fit_stream(src.blocks, prepare, lambda: self.__dict__.get("_state"), evals,
-                             hyper=self._hyper(), rng=_LazyRng(self), shuffle=self.shuffle,
+                             hyper=self._hyper(), rng=lambda: self._rng, shuffle=self.shuffle,
                              n_epochs=self._n_epochs(), config=self._loop_config(callback))
         self.best_epoch_ = res.best_epoch
         # how the training file's column ids were read ("auto" decided on that
@@ -521,7 +505,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             groups = _train.check_groups(groups, Xc.shape[1])
         evals = self._check_eval_set(eval_set, Xc.shape[1])
         state = self._init_state(Xc.shape[1], y_enc, sw, dtype)
-        self._set_feature_names(X)
+        set_feature_names(self, X)
         data = _train.Data(Xc, state.normalize, sw)
         params = _train.CoordinateParams(
             task=int(self._loss != "squared"), fit_intercept=bool(self.fit_intercept),
@@ -538,28 +522,8 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         FFM overrides this."""
         return None
 
-    def _set_feature_names(self, X):
-        set_feature_names(self, X)
-
-    def _check_feature_names(self, X):
-        check_feature_names(self, X)
-
     def _check_eval_set(self, eval_set, n_features):
-        if eval_set is None:
-            return []
-        if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(
-            eval_set[0], tuple
-        ):
-            eval_set = [eval_set]
-        out = []
-        for i, pair in enumerate(eval_set):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError("eval_set must be a pair (X_val, y_val) or a list of pairs")
-            Xv = check_X(pair[0], name=f"eval_set[{i}] X", n_features=n_features,
-                         estimator=self)
-            yv = self._encode_eval_y(pair[1], Xv.n_rows)
-            out.append((Xv, yv))
-        return out
+        return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
 
     # ------------------------------------------------------------ prediction
     def _decision(self, Xc, n_threads=None, tables=None):
@@ -572,7 +536,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
 
     def _raw_predict(self, X):
         state = self._current_tables()
-        self._check_feature_names(X)
+        check_feature_names(self, X)
         Xc = check_X(X, estimator=self, n_features=state.n_features)
         return self._decision(Xc, tables=state)
 
@@ -632,16 +596,3 @@ class BaseFM(ModelFileMixin, BaseEstimator):
     def _more_tags(self):  # scikit-learn < 1.6
         return {"_xfail_checks": {}}
 
-
-class _LazyRng:
-    """The estimator's row-order generator, looked up at each use (a stream's
-    first block builds the state and seeds it)."""
-
-    def __init__(self, est):
-        self._est = est
-
-    def permutation(self, n):
-        return self._est._rng.permutation(n)
-
-    def integers(self, *args, **kwargs):
-        return self._est._rng.integers(*args, **kwargs)

@@ -474,3 +474,20 @@ def is_stream(X):
             and hasattr(X[0][0], "shape"):
         return True
     return hasattr(X, "__next__")  # a generator / iterator of chunks
+
+
+def check_eval_set(eval_set, n_features, encode_y, estimator=None):
+    """eval_set -- a pair (X_val, y_val) or a list of pairs -- as
+    [(validated X, encode_y(y, n_rows))]."""
+    if eval_set is None:
+        return []
+    if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(eval_set[0], tuple):
+        eval_set = [eval_set]
+    out = []
+    for i, pair in enumerate(eval_set):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError("eval_set must be a pair (X_val, y_val) or a list of pairs")
+        Xv = check_X(pair[0], name=f"eval_set[{i}] X", n_features=n_features,
+                     estimator=estimator)
+        out.append((Xv, encode_y(pair[1], Xv.n_rows)))
+    return out

@@ -113,7 +113,32 @@ _COMMON_DOC = """
 """
 
 
-class FMRegressor(RegressorMixin, BaseFM):
+class _FMModel(BaseFM):
+    """What the FM estimators share beyond BaseFM: their state classes and the
+    attributes of solver="mcmc" fits."""
+
+    _state_class = FMTable
+    _file_state_classes = {"mcmc": MCMCSamples}
+
+
+    @property
+    def alpha_(self):
+        """solver="mcmc": posterior mean of the noise precision."""
+        alpha = getattr(self.__dict__.get("_state"), "alpha", None)
+        if alpha is None:
+            raise AttributeError("alpha_ (solver='mcmc' only)")
+        return alpha
+
+    @property
+    def n_prior_groups_(self):
+        """solver="mcmc": number of prior groups used by fit."""
+        n = getattr(self.__dict__.get("_state"), "n_prior_groups", None)
+        if n is None:
+            raise AttributeError("n_prior_groups_ (set by fit with solver='mcmc')")
+        return n
+
+
+class FMRegressor(RegressorMixin, _FMModel):
     __doc__ = ("""Factorization machine for regression (squared loss).
 
     y(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j
@@ -137,8 +162,6 @@ class FMRegressor(RegressorMixin, BaseFM):
 
     _loss = "squared"
     _default_metric = "rmse"
-    _state_class = FMTable
-    _file_state_classes = {"mcmc": MCMCSamples}
     _defaults = {"learning_rate": 0.15, "l2_w": 1e-3, "l2_v": 3e-2}
 
     def _prepare_y(self, y, n, reset, classes=None):
@@ -169,7 +192,7 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-class FMClassifier(ClassifierMixin, BaseFM):
+class FMClassifier(ClassifierMixin, _FMModel):
     __doc__ = ("""Factorization machine for binary classification (logistic loss).
 
     P(y = classes_[1] | x) = sigmoid(w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j)
@@ -185,8 +208,6 @@ class FMClassifier(ClassifierMixin, BaseFM):
 
     _loss = "logistic"
     _default_metric = "logloss"
-    _state_class = FMTable
-    _file_state_classes = {"mcmc": MCMCSamples}
 
     def _prepare_y(self, y, n, reset, classes=None):
         y = check_y(y, n, numeric=False, estimator=self)

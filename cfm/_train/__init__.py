@@ -57,6 +57,7 @@ class Solver:
     run: object = None            # None: a per-sample solver (cfm._train.sgd)
     takes_groups: bool = False
     weighted_probit: bool = True  # sample_weight with a probit likelihood
+    l1: bool = False              # has L1 regularisation (l1 > 0 allowed)
 
     @property
     def coordinate(self):
@@ -66,7 +67,7 @@ class Solver:
 SOLVERS = {
     "sgd": Solver("sgd", 10, 0.03, True),
     "adagrad": Solver("adagrad", 10, 0.03, True),
-    "ftrl": Solver("ftrl", 10, 0.03, True),
+    "ftrl": Solver("ftrl", 10, 0.03, True, l1=True),
     # libFM's solvers use the raw feature values and init_stdev 0.1
     "als": Solver("als", 30, 0.1, False, run=_run_als),
     "mcmc": Solver("mcmc", 200, 0.1, False, run=_run_gibbs, takes_groups=True,

@@ -51,7 +51,9 @@ def fit_stream(blocks, prepare, get_state, evals, *, hyper, rng, shuffle, n_epoc
     ``blocks()`` yields (X, y, fields) blocks afresh for every epoch;
     ``prepare(X, y, fields, row0) -> (Xc, y_enc)`` validates a block (and
     builds the state on the very first block of a fresh fit); ``get_state()``
-    is the current state.  ``evals`` may be filled by ``prepare``."""
+    is the current state and ``rng()`` the row-order generator (both exist
+    once the first block is prepared).  ``evals`` may be filled by
+    ``prepare``."""
     def epoch(lr):
         h = _with_lr(hyper, lr)
         loss_sum = w_sum = 0.0
@@ -59,7 +61,7 @@ def fit_stream(blocks, prepare, get_state, evals, *, hyper, rng, shuffle, n_epoc
         for Xb, yb, fb in blocks():
             Xc, y_enc = prepare(Xb, yb, fb, row0)
             row0 += Xc.n_rows
-            ls, ws, nb = block_epoch(get_state(), Xc, y_enc, None, h, rng, shuffle,
+            ls, ws, nb = block_epoch(get_state(), Xc, y_enc, None, h, rng(), shuffle,
                                      config.n_threads)
             loss_sum, w_sum, n_bad, n_blocks = loss_sum + ls, w_sum + ws, n_bad + nb, \
                 n_blocks + 1
