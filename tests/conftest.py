@@ -60,9 +60,11 @@ def train_epoch_kernel(X, y, sw, order, table, w0_state, k, loss, solver, fit_in
     return _fm.fm_train_epoch(
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-        np.asarray(order, dtype=np.int64), table, w0_state, k, base.LOSSES[loss],
-        base.SOLVERS[solver], fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"],
-        hp["l2_w"], hp["l2_v"], hp["l1"], hp["ftrl_beta"], n_threads)
+        np.asarray(order, dtype=np.int64), table, w0_state, n_factors=k,
+        loss=base.LOSSES[loss], optimizer=base.OPTIMIZERS[solver], fit_intercept=fit_intercept,
+        normalize=normalize, learning_rate=hp["learning_rate"], l2_w0=hp["l2_w0"],
+        l2_w=hp["l2_w"], l2_v=hp["l2_v"], l1=hp["l1"], ftrl_beta=hp["ftrl_beta"],
+        n_threads=n_threads)
 
 
 def set_params(model, w0, w, V):

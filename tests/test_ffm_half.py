@@ -8,7 +8,7 @@ import cfm
 from cfm import _ffm
 import reference_ffm as ref
 from test_ffm import HP, SOLVER_LR, ffm_data, fitted_model, targets, with_random_state
-from cfm._state.base import LOSSES, SOLVERS
+from cfm._state.base import LOSSES, OPTIMIZERS as SOLVERS
 
 
 @pytest.fixture(params=["avx2", "sse2"])
@@ -80,9 +80,10 @@ def kernel_epoch_half(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr,
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
         np.asarray(order, dtype=np.int64), m._foff, m._lin, m._kernel_V, m._w0_state,
-        m._k, m._kp, 1, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
-        lr, hp["l2_w0"], hp["l2_w"], hp["l2_v"], l1, hp["ftrl_beta"], 1,
-        int(np.diff(X.indptr).max()), seed)
+        k=m._k, kp=m._kp, ks=1, loss=LOSSES[loss], optimizer=SOLVERS[m._solver],
+        fit_intercept=fit_intercept, normalize=normalize, learning_rate=lr,
+        l2_w0=hp["l2_w0"], l2_w=hp["l2_w"], l2_v=hp["l2_v"], l1=l1, ftrl_beta=hp["ftrl_beta"],
+        n_threads=1, max_nnz=int(np.diff(X.indptr).max()), seed=seed)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adagrad", "ftrl"])

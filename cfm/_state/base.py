@@ -18,11 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Solver codes of the per-sample kernels and loss codes (src/cfm/_common.pxd).
-OPTIMIZERS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
-LOSSES = {"squared": 0, "logistic": 1}
-# Every solver name and its code (als / mcmc are driven by cfm._train).
-SOLVERS = dict(OPTIMIZERS, als=3, mcmc=4)
+from .. import _utils
+
+# Optimizer and loss codes of the per-sample kernels: the kernels' cpdef
+# enums (src/cfm/_utils.pxd), read here, never copied.
+OPTIMIZERS = {"sgd": _utils.OPT_SGD, "adagrad": _utils.OPT_ADAGRAD, "ftrl": _utils.OPT_FTRL}
+LOSSES = {"squared": _utils.LOSS_SQUARED, "logistic": _utils.LOSS_LOGISTIC}
+# Every solver a state may have been trained by (als / mcmc: cfm._train).
+SOLVERS = ("sgd", "adagrad", "ftrl", "als", "mcmc")
 # Initial value of AdaGrad accumulators (as libffm/xLearn): damps the first steps.
 ADAGRAD_INIT = 1.0
 # Largest n_factors (the kernels keep per-factor sums in stack arrays).

@@ -231,10 +231,12 @@ class FFMTable(ModelState):
         seed = int(rng.integers(2**63)) if self.half else 0
         return _ffm.ffm_train_epoch(
             Xc.data, Xc.indices, Xc.indptr, y, sw, order, self.foff, self.lin,
-            self.kernel_V, self.w0_state, self.k, self.kp, 1, LOSSES[hyper.loss],
-            OPTIMIZERS[hyper.optimizer], hyper.fit_intercept, self.normalize,
-            hyper.learning_rate, hyper.l2_w0, hyper.l2_w, hyper.l2_v, hyper.l1,
-            hyper.ftrl_beta, n_threads, _max_nnz(Xc), seed)
+            self.kernel_V, self.w0_state, k=self.k, kp=self.kp, ks=1,
+            loss=LOSSES[hyper.loss], optimizer=OPTIMIZERS[hyper.optimizer],
+            fit_intercept=hyper.fit_intercept, normalize=self.normalize,
+            learning_rate=hyper.learning_rate, l2_w0=hyper.l2_w0, l2_w=hyper.l2_w,
+            l2_v=hyper.l2_v, l1=hyper.l1, ftrl_beta=hyper.ftrl_beta, n_threads=n_threads,
+            max_nnz=_max_nnz(Xc), seed=seed)
 
     def finite(self, n_threads):
         if self.half:
@@ -257,8 +259,9 @@ class FFMTable(ModelState):
         self.check_width(Xc)
         out = np.empty(Xc.n_rows, dtype=np.float64)
         _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self.foff, self.lin, self.kernel_V,
-                         float(self.w0_state[0]), self.kp, 1, self.normalize, out, n_threads,
-                         _max_nnz(Xc))
+                         w0=float(self.w0_state[0]), kp=self.kp, ks=1,
+                         normalize=self.normalize, out=out, n_threads=n_threads,
+                         max_nnz=_max_nnz(Xc))
         return out
 
     # ------------------------------------------------------------ model files

@@ -109,9 +109,10 @@ class FMTable(ModelState):
     def train_epoch(self, Xc, y, sw, order, hyper, n_threads, rng):
         return _fm.fm_train_epoch(
             Xc.data, Xc.indices, Xc.indptr, y, sw, order, self.table, self.w0_state,
-            self.k, LOSSES[hyper.loss], OPTIMIZERS[hyper.optimizer], hyper.fit_intercept,
-            self.normalize, hyper.learning_rate, hyper.l2_w0, hyper.l2_w, hyper.l2_v,
-            hyper.l1, hyper.ftrl_beta, n_threads)
+            n_factors=self.k, loss=LOSSES[hyper.loss], optimizer=OPTIMIZERS[hyper.optimizer],
+            fit_intercept=hyper.fit_intercept, normalize=self.normalize,
+            learning_rate=hyper.learning_rate, l2_w0=hyper.l2_w0, l2_w=hyper.l2_w,
+            l2_v=hyper.l2_v, l1=hyper.l1, ftrl_beta=hyper.ftrl_beta, n_threads=n_threads)
 
     def finite(self, n_threads):
         return _utils.all_finite(self.table, 1 + self.k, n_threads)

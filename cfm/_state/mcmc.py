@@ -9,11 +9,12 @@ last sample is the FMTable part (``w_``, ``V_``).
 """
 import numpy as np
 
-from .. import _mcmc
+from .. import _mcmc, _utils
 from .base import as_array
 from .fm import FMTable
 
-TASK_REGRESSION, TASK_PROBIT = 0, 1
+# likelihood codes of the kernels (src/cfm/_utils.pxd)
+TASK_REGRESSION, TASK_PROBIT = int(_utils.TASK_REGRESSION), int(_utils.TASK_PROBIT)
 
 
 def to_score(sum_p, sum_q, n, task):
