@@ -10,12 +10,49 @@ calls ``cls._from_file``.
 import numpy as np
 
 from ._io import RowBlocks, _decode_labels, _encode_labels, _jsonable_params, write_model_file
+from ._state import FFMTable, FMTable, MCMCSamples
 from ._state.base import LazyRows
 from ._validation import check_n_jobs
 
 
+# Instance attributes of estimators pickled by cfm before model states
+# (cfm/_state): upgraded to a state when unpickled.
+_LEGACY = ("_tables", "_table", "_w0_state", "_k", "_kp", "_ks", "_solver", "_normalize",
+           "_lin", "_V", "_rec_off", "_row_width", "_foff", "_samples", "_sample_w0", "_clip",
+           "alpha_", "n_prior_groups_", "fields_", "n_fields_", "_scoring_only")
+
+
+def _legacy_state(d):
+    """The state of an estimator pickled before model states existed."""
+    trainable = not d.get("_scoring_only", False)
+    if "_V" in d:
+        return FFMTable(d["_lin"], d["_V"], d["_w0_state"], d["fields_"], d["n_fields_"],
+                        d["_k"], d["_ks"], d["_solver"], d["_normalize"], trainable)
+    if d["_solver"] == "mcmc" and d.get("_samples") is not None:
+        task = int(d.get("classes_") is not None)
+        return MCMCSamples(d["_table"], d["_w0_state"], d["_k"], d["_normalize"],
+                           samples=d["_samples"], sample_w0=d["_sample_w0"], clip=d["_clip"],
+                           alpha=d.get("alpha_", 1.0), task=task,
+                           n_prior_groups=d.get("n_prior_groups_"))
+    return FMTable(d["_table"], d["_w0_state"], d["_k"], d["_solver"], d["_normalize"],
+                   trainable)
+
+
 class ModelFileMixin:
     """save / export / import of BaseFM (see the module docstring)."""
+
+    def __setstate__(self, state):
+        if "_state" not in state and "_w0_state" in state:  # pickled by an older cfm
+            state = dict(state)
+            upgraded = _legacy_state(state)
+            for name in _LEGACY:
+                state.pop(name, None)
+            state["_state"] = upgraded
+        parent = getattr(super(), "__setstate__", None)
+        if parent is not None:
+            parent(state)
+        else:  # scikit-learn not installed
+            self.__dict__.update(state)
 
     def save(self, path):
         """Save the fitted model to ``path`` in cfm's versioned binary format.

@@ -491,3 +491,11 @@ def check_eval_set(eval_set, n_features, encode_y, estimator=None):
                      estimator=estimator)
         out.append((Xv, encode_y(pair[1], Xv.n_rows)))
     return out
+
+
+def check_fit_size(est, n_features, n_fields=None, *, source=None, info=None):
+    """For front ends, before reading training data: validate estimator
+    ``est``'s parameters and refuse a model of ``n_features`` (x ``n_fields``)
+    larger than memory (MemoryError; a DataFormatError naming ``source``'s
+    lines, ``info`` being its cfm.scan_file result)."""
+    est._check_model_size(n_features, n_fields, est._validate_params(), source, info)

@@ -27,7 +27,7 @@ _COMMON_DOC = """
         posterior means over the kept samples (regression: clipped to the
         training target range, as libFM; FMClassifier: probit). ``fit``
         takes ``groups`` (one prior per feature group, libFM's ``-meta``).
-        See :mod:`cfm._bayes`. als / mcmc need in-memory data and support
+        See cfm/_train/als.py, gibbs.py. als / mcmc need in-memory data and support
         neither warm_start nor partial_fit; sample_weight (a per-row
         likelihood weight, equivalent to repeating rows) works except with
         FMClassifier(solver="mcmc").
