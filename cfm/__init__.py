@@ -13,7 +13,8 @@ from ._process import configure_cli_process
 configure_cli_process()  # before NumPy's import
 
 from . import _utils  # noqa: E402
-from ._io import FORMAT_VERSION, load  # noqa: E402
+from ._model_file import FORMAT_VERSION  # noqa: E402
+from ._loader import load  # noqa: E402
 from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks,  # noqa: E402
                    load_cache, load_libffm, load_libfm, load_libsvm, scan_file)
 from .datasets import make_fm_classification, make_fm_regression  # noqa: E402

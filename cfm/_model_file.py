@@ -1,7 +1,7 @@
 """cfm's model file format ("cfm-model": versioned binary, no pickle) on the
 binary container of cfm/_container.py: the format's constants, its header
 schema, and the bytes-level API (write / open / read / describe a model
-file).  It knows no estimator: cfm._io turns an estimator into a header and
+file).  It knows no estimator: cfm._persist turns an estimator into a header and
 arrays and back.
 
 Layout (all integers little-endian)::
@@ -157,6 +157,28 @@ _HEADER_SCHEMA = (
     ("arrays", True, lambda v: isinstance(v, list) and len(v) <= 1000, "a list of arrays"),
 )
 
+
+
+# class labels in a header: {"dtype": numpy str or "object", "values": [...]}
+def _encode_labels(classes):
+    arr = np.asarray(classes)
+    if arr.dtype == object:
+        vals = [c.item() if isinstance(c, np.generic) else c for c in arr]
+        if not all(isinstance(v, (str, int, float, bool)) for v in vals):
+            raise ValueError("classes_ must be strings or numbers to be saved")
+        return {"dtype": "object", "values": vals}
+    return {"dtype": arr.dtype.str, "values": arr.tolist()}
+
+
+def _decode_labels(spec):
+    """Class labels from a header entry that cfm._model_file.check_header accepted."""
+    values = spec["values"]
+    if spec["dtype"] == "object":
+        return np.array(values, dtype=object)
+    dt = np.dtype(spec["dtype"])
+    if dt.kind == "U":  # as wide as the labels, whatever width the file declares
+        dt = np.dtype(f"<U{max([1] + [len(v) for v in values])}")
+    return np.array(values, dtype=dt)
 
 
 def check_header(header, where, data_start, size):

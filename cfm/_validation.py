@@ -346,3 +346,156 @@ def draw_seed(random_state):
     if isinstance(rs, np.random.Generator):
         return int(rs.integers(0, 2**63 - 1))
     return int(rs.randint(0, 2**31 - 1)) * (2**31) + int(rs.randint(0, 2**31 - 1))
+
+
+# ---------------------------------------------------------------- parameters
+# Largest n_epochs, n_burn_in, n_kept_samples, n_iter_no_change, verbose (counts
+# the kernels take as C ints).
+MAX_COUNT = 2**31 - 1
+
+
+def check_number(name, value, *, low=None, high=None, integer=False, low_open=False,
+                 allow_none=False):
+    """A real (or integer) scalar parameter within [low, high] (low excluded
+    with ``low_open``), finite, never a bool."""
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a real number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+class Interval(NamedTuple):
+    """Rule: a number in [low, high] (``low_open``: low excluded); None allowed
+    when ``none``."""
+    integer: bool
+    low: object = None
+    high: object = None
+    low_open: bool = False
+    none: bool = False
+
+    def check(self, name, value):
+        check_number(name, value, low=self.low, high=self.high, integer=self.integer,
+                     low_open=self.low_open, allow_none=self.none)
+
+
+class Options(NamedTuple):
+    """Rule: one of ``values``."""
+    values: tuple
+
+    def check(self, name, value):
+        if value not in self.values:
+            raise ValueError(f"{name} must be one of {sorted(self.values)}, got {value!r}")
+
+
+class Boolean(NamedTuple):
+    """Rule: True or False (or None when ``none``)."""
+    none: bool = False
+
+    def check(self, name, value):
+        if value is None and self.none:
+            return
+        if not isinstance(value, (bool, np.bool_)):
+            allowed = "True, False or None" if self.none else "True or False"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_params(obj, rules):
+    """Check every attribute of ``obj`` named in ``rules`` {name: rule}, in order."""
+    for name, rule in rules.items():
+        rule.check(name, getattr(obj, name))
+
+
+def check_model_size(need, shape, what, source=None, locate=None):
+    """Refuse, before allocating, parameter tables of ``need`` bytes larger
+    than memory_limit(): a MemoryError, or for a model sized by a data file
+    (``source``) a DataFormatError naming the file and, through
+    ``locate()``, the lines of its largest ids.  ``shape`` / ``what`` describe
+    the model in the message."""
+    from .exceptions import DataFormatError
+
+    limit = memory_limit()
+    if need <= limit:
+        return
+    msg = (f"a model of {shape} ({what}) needs {need / 2**30:,.1f} GiB of parameters, more "
+           f"than the {limit / 2**30:,.1f} GiB of memory available")
+    if source is None:
+        raise MemoryError(msg + "; use fewer features, fields or factors")
+    ids = locate() if locate is not None else ""
+    raise DataFormatError(
+        f"{os.fspath(source)}{ids}: {msg}; a model has a row of parameters per id up to the "
+        "largest, so use smaller ids (remap or hash them)")
+
+
+def set_feature_names(est, X):
+    """Record X's column names on ``est`` (feature_names_in_), or forget them."""
+    names = _feature_names(X)
+    if names is not None:
+        est.feature_names_in_ = names
+    elif hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+
+
+def check_feature_names(est, X):
+    """X's column names against those ``est`` was fitted with (scikit-learn's rules)."""
+    names = _feature_names(X)
+    fitted = getattr(est, "feature_names_in_", None)
+    if names is None and fitted is None:
+        return
+    if names is not None and fitted is None:
+        warnings.warn(f"X has feature names, but {type(est).__name__} was fitted "
+                      "without feature names", UserWarning, stacklevel=4)
+        return
+    if names is None:
+        warnings.warn("X does not have valid feature names, but "
+                      f"{type(est).__name__} was fitted with feature names",
+                      UserWarning, stacklevel=4)
+        return
+    if len(names) != len(fitted) or np.any(names != fitted):
+        raise ValueError("The feature names should match those that were passed during "
+                         "fit.")
+
+
+def is_stream(X):
+    """A path (train out of core) or a non-array iterable of (X, y) chunks."""
+    if isinstance(X, (str, os.PathLike)):
+        return True
+    if callable(X):
+        return True
+    if isinstance(X, (list, tuple)) and X and isinstance(X[0], tuple) and len(X[0]) >= 2 \
+            and hasattr(X[0][0], "shape"):
+        return True
+    return hasattr(X, "__next__")  # a generator / iterator of chunks
+
+
+def check_eval_set(eval_set, n_features, encode_y, estimator=None):
+    """eval_set -- a pair (X_val, y_val) or a list of pairs -- as
+    [(validated X, encode_y(y, n_rows))]."""
+    if eval_set is None:
+        return []
+    if isinstance(eval_set, tuple) and len(eval_set) == 2 and not isinstance(eval_set[0], tuple):
+        eval_set = [eval_set]
+    out = []
+    for i, pair in enumerate(eval_set):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError("eval_set must be a pair (X_val, y_val) or a list of pairs")
+        Xv = check_X(pair[0], name=f"eval_set[{i}] X", n_features=n_features,
+                     estimator=estimator)
+        out.append((Xv, encode_y(pair[1], Xv.n_rows)))
+    return out
+
+
+def check_fit_size(est, n_features, n_fields=None, *, source=None, info=None):
+    """For front ends, before reading training data: validate estimator
+    ``est``'s parameters and refuse a model of ``n_features`` (x ``n_fields``)
+    larger than memory (MemoryError; a DataFormatError naming ``source``'s
+    lines, ``info`` being its cfm.scan_file result)."""
+    est._check_model_size(n_features, n_fields, est._validate_params(), source, info)

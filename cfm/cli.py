@@ -326,12 +326,12 @@ def _load_model(path, xlearn=None, scoring_only=False):
     """A cfm model file, or an xLearn TXT model when cfm.xlearn.load_xlearn exists
     (``xlearn``: keyword arguments for cfm.load_xlearn; ``scoring_only``: see
     cfm.load)."""
-    from . import _io
+    from . import _loader
     from .exceptions import ModelFileError
 
     _check_model_path(path)
     try:
-        return _io.load(path, scoring_only=scoring_only)
+        return _loader.load(path, scoring_only=scoring_only)
     except ModelFileError as exc:
         if _is_model_file(path):
             raise  # a damaged cfm model: its own message is the useful one
@@ -552,7 +552,7 @@ def cmd_predict(args, log):
               zero_based=args.zero_based, precision=args.precision, evaluate=args.eval)
     if cfm_model:
         # a cfm model file loads while the first blocks of data are parsed
-        from .scoring import predict_model_file
+        from ._loader import predict_model_file
 
         model, stats = predict_model_file(args.model, src, out, scoring_only=True, **kw)
     else:

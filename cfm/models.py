@@ -1,8 +1,9 @@
 """Public FM estimators: :class:`FMRegressor` and :class:`FMClassifier`."""
 import numpy as np
 
-from ._base import BaseFM
 from ._compat import ClassifierMixin, RegressorMixin
+from ._estimator import BaseFM
+from ._state import FMTable, MCMCSamples
 from ._validation import check_y
 
 _COMMON_DOC = """
@@ -26,7 +27,7 @@ _COMMON_DOC = """
         posterior means over the kept samples (regression: clipped to the
         training target range, as libFM; FMClassifier: probit). ``fit``
         takes ``groups`` (one prior per feature group, libFM's ``-meta``).
-        See :mod:`cfm._bayes`. als / mcmc need in-memory data and support
+        See cfm/_train/als.py, gibbs.py. als / mcmc need in-memory data and support
         neither warm_start nor partial_fit; sample_weight (a per-row
         likelihood weight, equivalent to repeating rows) works except with
         FMClassifier(solver="mcmc").
@@ -112,7 +113,32 @@ _COMMON_DOC = """
 """
 
 
-class FMRegressor(RegressorMixin, BaseFM):
+class _FMModel(BaseFM):
+    """What the FM estimators share beyond BaseFM: their state classes and the
+    attributes of solver="mcmc" fits."""
+
+    _state_class = FMTable
+    _file_state_classes = {"mcmc": MCMCSamples}
+
+
+    @property
+    def alpha_(self):
+        """solver="mcmc": posterior mean of the noise precision."""
+        alpha = getattr(self.__dict__.get("_state"), "alpha", None)
+        if alpha is None:
+            raise AttributeError("alpha_ (solver='mcmc' only)")
+        return alpha
+
+    @property
+    def n_prior_groups_(self):
+        """solver="mcmc": number of prior groups used by fit."""
+        n = getattr(self.__dict__.get("_state"), "n_prior_groups", None)
+        if n is None:
+            raise AttributeError("n_prior_groups_ (set by fit with solver='mcmc')")
+        return n
+
+
+class FMRegressor(RegressorMixin, _FMModel):
     __doc__ = ("""Factorization machine for regression (squared loss).
 
     y(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j
@@ -166,7 +192,7 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-class FMClassifier(ClassifierMixin, BaseFM):
+class FMClassifier(ClassifierMixin, _FMModel):
     __doc__ = ("""Factorization machine for binary classification (logistic loss).
 
     P(y = classes_[1] | x) = sigmoid(w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j)

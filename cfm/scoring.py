@@ -57,7 +57,7 @@ from .data.blocks import score_blocks
 from .data.text import _where_row
 from .exceptions import DataFormatError
 
-__all__ = ["Scorer", "predict_file", "predict_model_file", "read_for_model"]
+__all__ = ["Scorer", "predict_file", "read_for_model"]
 
 
 # --------------------------------------------------------------------------
@@ -111,24 +111,10 @@ class Scorer:
 
 
 def _scorer_from_model(model):
-    """The Scorer of a fitted estimator: ``model._scorer()`` when it has one,
-    else built from its members here (the one place that knows them; goes
-    away when every estimator has ``_scorer()``)."""
+    """The Scorer of a fitted estimator (``model._scorer()``: bound to one
+    snapshot of its state)."""
     model._check_fitted()
-    if hasattr(model, "_scorer"):
-        return model._scorer()
-    tables = model._current_tables()  # one consistent set for the whole file
-
-    def decision(Xc, n_threads):
-        return model._decision(Xc, n_threads, tables=tables)
-
-    def encode_y(y):
-        return model._encode_eval_y(y, len(y))
-
-    zb = getattr(model, "_input_zero_based", None)  # None: fitted before it was recorded
-    return Scorer(int(model.n_features_in_), None if zb is None else bool(zb),
-                  model._loss == "logistic", decision, encode_y, model.n_jobs)
-
+    return model._scorer()
 
 
 # --------------------------------------------------------------------------
@@ -307,43 +293,6 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     return _predict_file(lambda: scorer, scorer, path, out_path, raw=raw, block_rows=block_rows,
                          n_jobs=n_jobs, zero_based=zero_based, precision=precision,
                          evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
-
-
-def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwargs):
-    """Load a cfm model file and score a data file with it (``cfm predict``).
-
-    Same as ``cfm.load(model_path, scoring_only=scoring_only).predict_file(
-    path, out_path, **kwargs)``, except that the data is read and parsed
-    while the model loads (what the model's header says -- its number of
-    features, how it read libsvm ids -- is all the parser needs), and that
-    ``n_jobs=None`` means the default threads, not the ``n_jobs`` saved in
-    the file.
-
-    Returns ``(model, stats)``.
-    """
-    # TODO(issue 12, r-core): this needs load() and its class registry, which
-    # live above the estimators; it moves to cfm/_loader.py (the function-level
-    # import of cfm._io below is the last link from scoring up to the models).
-    from . import _io
-
-    header = _io.peek_header(model_path)
-    info = Scorer.from_header(header) if header is not None else None
-    if info is None:  # not a readable model file: load() raises the precise error
-        model = _io.load(model_path, scoring_only=scoring_only)
-        kwargs["n_jobs"] = effective_n_threads(kwargs.get("n_jobs"))  # not the file's
-        return model, model.predict_file(path, out_path, **kwargs)
-    loaded = []
-
-    def get_scorer():
-        model = _io.load(model_path, scoring_only=scoring_only)
-        scorer = _scorer_from_model(model)
-        if not scorer.describes_same_model(info):  # the file changed between the two reads
-            raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
-        loaded.append(model)
-        return scorer
-
-    stats = _predict_file(get_scorer, info, path, out_path, **kwargs)
-    return loaded[0], stats
 
 
 def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_536,

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 sys.path.insert(0, os.path.dirname(__file__))  # make tests/reference.py importable
 
 import cfm  # noqa: E402
-from cfm._base import _aligned_table  # noqa: E402
+from cfm._state.base import aligned_table as _aligned_table  # noqa: E402
 
 
 def random_sparse(n_rows, n_features, nnz_per_row, rng, dtype=np.float64, empty_rows=()):
@@ -45,24 +45,26 @@ def make_table(w, V, dtype, extra=0):
 
 def new_table(n_features, k, solver, dtype):
     """Zeroed kernel table for (k, solver)."""
-    import cfm._base as base
+    from cfm._state.fm import new_table
 
-    return base._new_table(n_features, k, solver, dtype)
+    return new_table(n_features, k, solver, dtype)
 
 
 def train_epoch_kernel(X, y, sw, order, table, w0_state, k, loss, solver, fit_intercept,
                        normalize, hp, n_threads=1):
     """Call cfm._fm.fm_train_epoch directly."""
-    import cfm._base as base
+    import cfm._state.base as base
     from cfm import _fm
 
     X = sp.csr_matrix(X)
     return _fm.fm_train_epoch(
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
-        np.asarray(order, dtype=np.int64), table, w0_state, k, base.LOSSES[loss],
-        base.SOLVERS[solver], fit_intercept, normalize, hp["learning_rate"], hp["l2_w0"],
-        hp["l2_w"], hp["l2_v"], hp["l1"], hp["ftrl_beta"], n_threads)
+        np.asarray(order, dtype=np.int64), table, w0_state, n_factors=k,
+        loss=base.LOSSES[loss], optimizer=base.OPTIMIZERS[solver], fit_intercept=fit_intercept,
+        normalize=normalize, learning_rate=hp["learning_rate"], l2_w0=hp["l2_w0"],
+        l2_w=hp["l2_w"], l2_v=hp["l2_v"], l1=hp["l1"], ftrl_beta=hp["ftrl_beta"],
+        n_threads=n_threads)
 
 
 def set_params(model, w0, w, V):

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 import reference_deepfm as R
 from cfm import _deepfm
-from cfm._deepfm_state import DeepFMHyper, DeepFMState
+from cfm._state.deepfm import DeepFMHyper, DeepFMState
 from cfm._validation import check_X
 
 N_FIELDS = 3

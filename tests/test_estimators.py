@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cfm
+from cfm._state.fm import state_width
 from cfm._validation import effective_n_threads
 from conftest import random_sparse
 
@@ -167,7 +168,7 @@ def test_multithreaded_training_close_to_single_thread(big_reg, solver, dtype):
     assert abs(r2_1 - r2_2) < 0.05, (r2_1, r2_2)
     # padding columns stay clean: parameters only differ by Hogwild noise
     assert np.isfinite(m2._table).all()
-    np.testing.assert_array_equal(m2._table[:, 1 + 4 + cfm._base._state_width(solver, 4):], 0)
+    np.testing.assert_array_equal(m2._table[:, 1 + 4 + state_width(solver):], 0)
 
 
 def test_multithreaded_kernel_epoch_close_to_single_thread(rng):

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 import cfm
 from cfm import _ffm
-from cfm._base import ADAGRAD_INIT, LOSSES, SOLVERS
+from cfm._state.base import ADAGRAD_INIT, LOSSES, OPTIMIZERS as SOLVERS
 import reference_ffm as ref
 from conftest import random_sparse
 
@@ -79,8 +79,10 @@ def kernel_epoch(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr, l1=0
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
         np.asarray(order, dtype=np.int64), m._foff, m._lin, m._V, m._w0_state,
-        m._k, m._kp, 1, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
-        lr, hp["l2_w0"], hp["l2_w"], hp["l2_v"], l1, hp["ftrl_beta"], n_threads, max_nnz)
+        k=m._k, kp=m._kp, ks=1, loss=LOSSES[loss], optimizer=SOLVERS[m._solver],
+        fit_intercept=fit_intercept, normalize=normalize, learning_rate=lr,
+        l2_w0=hp["l2_w0"], l2_w=hp["l2_w"], l2_v=hp["l2_v"], l1=l1, ftrl_beta=hp["ftrl_beta"],
+        n_threads=n_threads, max_nnz=max_nnz)
 
 
 def assert_state_equal(m, st, rtol=1e-10, atol=1e-12):

@@ -8,7 +8,7 @@ import cfm
 from cfm import _ffm
 import reference_ffm as ref
 from test_ffm import HP, SOLVER_LR, ffm_data, fitted_model, targets, with_random_state
-from cfm._base import LOSSES, SOLVERS
+from cfm._state.base import LOSSES, OPTIMIZERS as SOLVERS
 
 
 @pytest.fixture(params=["avx2", "sse2"])
@@ -80,9 +80,10 @@ def kernel_epoch_half(m, X, y, sw, order, *, loss, fit_intercept, normalize, lr,
         X.data, X.indices, X.indptr.astype(np.int64), np.asarray(y, dtype=np.float64),
         np.empty(0) if sw is None else np.asarray(sw, dtype=np.float64),
         np.asarray(order, dtype=np.int64), m._foff, m._lin, m._kernel_V, m._w0_state,
-        m._k, m._kp, 1, LOSSES[loss], SOLVERS[m._solver], fit_intercept, normalize,
-        lr, hp["l2_w0"], hp["l2_w"], hp["l2_v"], l1, hp["ftrl_beta"], 1,
-        int(np.diff(X.indptr).max()), seed)
+        k=m._k, kp=m._kp, ks=1, loss=LOSSES[loss], optimizer=SOLVERS[m._solver],
+        fit_intercept=fit_intercept, normalize=normalize, learning_rate=lr,
+        l2_w0=hp["l2_w0"], l2_w=hp["l2_w"], l2_v=hp["l2_v"], l1=l1, ftrl_beta=hp["ftrl_beta"],
+        n_threads=1, max_nnz=int(np.diff(X.indptr).max()), seed=seed)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adagrad", "ftrl"])
@@ -335,19 +336,19 @@ def test_packed_records_predict_train_save_load(rng, tmp_path, n_fields):
 def test_packed_and_contiguous_layouts_train_identically(rng):
     """The record layout moves vectors, not arithmetic: with one thread, a
     float16 AdaGrad fit equals the same fit on a contiguous table."""
-    from cfm import ffm as ffm_mod
+    from cfm._state import ffm as ffm_mod
 
     X, fields = ffm_data(rng, n=60, n_features=30, n_fields=5)
     y = (rng.random(60) > 0.5).astype(int)
     kw = dict(n_factors=8, n_epochs=3, n_jobs=1, random_state=0, dtype="float16")
     a = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
     contiguous = lambda nf, ks, dtype: ((np.arange(nf) * ks).astype(np.int32), nf * ks)
-    orig = ffm_mod._layout
+    orig = ffm_mod.layout
     try:
-        ffm_mod._layout = contiguous
+        ffm_mod.layout = contiguous
         b = cfm.FFMClassifier(**kw).fit(X, y, fields=fields)
     finally:
-        ffm_mod._layout = orig
+        ffm_mod.layout = orig
     assert not np.array_equal(a._rec_off, b._rec_off)
     np.testing.assert_array_equal(a.V_.view(np.uint16), b.V_.view(np.uint16))
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))

@@ -217,7 +217,7 @@ def test_item7_models_fitted_on_arrays_read_ids_zero_based(tmp_path, model, d):
     np.testing.assert_allclose(np.loadtxt(so.splitlines()), model.decision_function(X0),
                                rtol=1e-12)
     # a model file written before the key existed: zero-based
-    from cfm import _base
+    from cfm import _estimator as _base
 
     orig = _base.BaseFM._common_header
 
@@ -234,7 +234,7 @@ def test_item7_models_fitted_on_arrays_read_ids_zero_based(tmp_path, model, d):
         _base.BaseFM._common_header = orig
     m2 = cfm.load(old)
     assert m2._input_zero_based is True
-    from cfm.scoring import predict_model_file
+    from cfm._loader import predict_model_file
 
     _, stats = predict_model_file(old, no0, out, raw=True, precision=17)
     np.testing.assert_allclose(np.loadtxt(out), model.decision_function(X0), rtol=1e-12)

@@ -272,7 +272,7 @@ def test_corrupted_table_reported_after_the_copy(saved, tmp_path):
 
 
 def test_copy_rows_threads_match_plain_copy():
-    from cfm._base import _copy_rows
+    from cfm._state.base import copy_rows as _copy_rows
 
     rng = np.random.default_rng(0)
     src = rng.normal(size=(1001, 7, 5)).astype(np.float32)

@@ -7,7 +7,8 @@ import scipy.sparse as sp
 from conftest import make_table, random_params, random_sparse
 
 import cfm
-from cfm import _bayes, _mcmc
+from cfm import _mcmc
+from cfm._train import coordinate, gibbs
 from cfm._validation import check_X
 
 
@@ -34,7 +35,7 @@ def test_tail_normal_matches_reference_and_truncates():
 # ----------------------------------------------------------------- one sweep
 def _kernel_state(X, y, w0, w, V, normalize):
     Xc = check_X(sp.csr_matrix(X))
-    data = _bayes._Data(Xc, normalize)
+    data = coordinate.Data(Xc, normalize)
     k = V.shape[1]
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, Xc.n_rows))
@@ -89,7 +90,7 @@ def test_refresh_probit_latent_targets(rng, do_sample):
     X = random_sparse(n, d, 3, rng)
     w0, w, V = random_params(d, k, rng, scale=0.8)
     y_pm = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    data = _bayes._Data(check_X(X), False)
+    data = coordinate.Data(check_X(X), False)
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, n))
     zbuf = np.zeros(n)
@@ -114,11 +115,11 @@ def test_hyper_sampler_matches_reference(rng):
     d, k, G = 12, 3, 2
     group = np.array([0] * 5 + [1] * 7, dtype=np.int32)
     table = make_table(rng.normal(size=d), rng.normal(size=(d, k)), np.float64)
-    hs = _bayes.HyperSampler(np.random.default_rng(3), group, G, k)
+    hs = gibbs.HyperSampler(np.random.default_rng(3), group, G, k)
     hs.mu_w = np.array([0.1, -0.2])
     hs.mu_v = rng.normal(size=(k, G))
     mu_w0, mu_v0 = hs.mu_w.copy(), hs.mu_v.copy()
-    hs.draw(12.5, 100, table, k, _bayes.TASK_REGRESSION, True)
+    hs.draw(12.5, 100, table, k, coordinate.TASK_REGRESSION, True)
     alpha, lam_w, mu_w, lam_v, mu_v = ref.hyper_draw(
         np.random.default_rng(3), 12.5, 100, table[:, 0], table[:, 1:1 + k], group, G, mu_w0,
         mu_v0, True)
@@ -136,7 +137,7 @@ def test_exclusive_blocks():
     X[rows, rows % 3] = 1
     X[rows, 3 + rows % 2] = 1
     X[:, 5] = 1
-    data = _bayes._Data(check_X(X), False)
+    data = coordinate.Data(check_X(X), False)
     np.testing.assert_array_equal(data.blocks, [0, 3, 5, 6])
 
 
@@ -172,7 +173,7 @@ def test_recovers_noise_precision_and_truth():
 
 @pytest.mark.parametrize("cls", [cfm.FMRegressor, cfm.FMClassifier])
 def test_n_jobs_identical(cls, monkeypatch):
-    monkeypatch.setattr(_bayes, "MIN_BLOCK_NNZ", 0)  # exercise the parallel blocks
+    monkeypatch.setattr(coordinate, "MIN_BLOCK_NNZ", 0)  # exercise the parallel blocks
     rng = np.random.default_rng(1)
     X, y, _ = _one_hot_ratings(rng, n=1500)
     if cls is cfm.FMClassifier:
@@ -214,12 +215,12 @@ def test_auto_groups():
     X, y, _ = _one_hot_ratings(rng, n=300)
     dense = rng.normal(size=(300, 2))
     X2 = sp.hstack([sp.csr_matrix(dense[:, :1]), X, sp.csr_matrix(dense[:, 1:])]).tocsr()
-    g, n = _bayes.auto_groups(_bayes._Data(check_X(X2), False))
+    g, n = coordinate.auto_groups(coordinate.Data(check_X(X2), False))
     assert n == 3
     assert g[0] == g[-1] == 0 and len(set(g[1:61])) == 1 and len(set(g[61:101])) == 1
     assert g[1] != g[61] and 0 not in (g[1], g[61])
     # nothing one-hot: a single group
-    g, n = _bayes.auto_groups(_bayes._Data(check_X(dense), False))
+    g, n = coordinate.auto_groups(coordinate.Data(check_X(dense), False))
     assert n == 1
 
 
@@ -361,7 +362,7 @@ def test_sweep_block_phases_thread_independent_and_match_serial():
     X, y, _ = _one_hot_ratings(rng, n=700)
     k = 3
     Xc = check_X(X)
-    data = _bayes._Data(Xc, False)
+    data = coordinate.Data(Xc, False)
     assert len(data.blocks) == 3
     w0, w, V = random_params(X.shape[1], k, rng, scale=0.2)
     group = np.zeros(X.shape[1], dtype=np.int32)
@@ -389,7 +390,7 @@ def test_sweep_block_phases_thread_independent_and_match_serial():
 def test_column_segments():
     rng = np.random.default_rng(13)
     X = random_sparse(100, 12, 3, rng)
-    data = _bayes._Data(check_X(X), False)
+    data = coordinate.Data(check_X(X), False)
     cs = data.colseg
     assert cs.shape == (12, _mcmc.N_SEG_PY + 1)
     np.testing.assert_array_equal(cs[:, 0], data.col_ptr[:-1])
@@ -415,7 +416,7 @@ def test_weighted_sweep_matches_reference(rng, do_sample):
     w0, w, V = random_params(d, k, rng, scale=0.3)
     group = np.zeros(d, dtype=np.int32)
     Xc = check_X(X)
-    data = _bayes._Data(Xc, False, sw)
+    data = coordinate.Data(Xc, False, sw)
     table = make_table(w, V, np.float64)
     cache = np.empty((1 + k, n))
     loss = _mcmc.refresh(data.data, data.indices, data.indptr, table, k, w0, y, 0, False, 0, 0,

@@ -361,7 +361,7 @@ def test_predict_model_file_equals_load_then_predict(fm, ffm, files, tmp_path, k
                                                     scoring_only):
     """predict_model_file parses while the model loads: same bytes as
     load() followed by predict_file."""
-    from cfm.scoring import predict_model_file
+    from cfm._loader import predict_model_file
 
     model = fm if kind == "fm" else ffm
     mpath = tmp_path / "m.cfm"
@@ -376,7 +376,7 @@ def test_predict_model_file_equals_load_then_predict(fm, ffm, files, tmp_path, k
 
 
 def test_predict_model_file_errors_leave_no_output(fm, files, tmp_path):
-    from cfm.scoring import predict_model_file
+    from cfm._loader import predict_model_file
 
     mpath = tmp_path / "m.cfm"
     fm.save(mpath)

@@ -303,7 +303,7 @@ def test_cli_predict_ignores_the_saved_n_jobs(tmp_path, data, saved):
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.loadtxt(out), ref, rtol=1e-8)
     # the Python entry point too: n_jobs=None is the default, not the file's
-    from cfm.scoring import predict_model_file
+    from cfm._loader import predict_model_file
 
     model, stats = predict_model_file(path, str(svm), str(tmp_path / "o2.txt"), zero_based=True)
     assert stats["threads"] == effective_n_threads(None)
@@ -349,7 +349,7 @@ def test_cli_threads_option_is_capped(tmp_path, data):
 def test_model_copy_without_threads(monkeypatch):
     """Loading copies large tables with a helper thread; when none can be
     started the copy runs on the calling thread."""
-    from cfm._base import _copy_rows
+    from cfm._state.base import copy_rows as _copy_rows
 
     def refuse(self):
         raise RuntimeError("can't start new thread")

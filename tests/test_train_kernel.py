@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 import cfm
-from cfm._base import ADAGRAD_INIT
+from cfm._state.base import ADAGRAD_INIT
 import reference as ref
 from conftest import new_table, random_params, random_sparse, train_epoch_kernel
 

@@ -29,16 +29,10 @@ cdef extern from "cfm_compat.h" nogil:
     void cfm_prefetch_w(const void *p)
     void cfm_prefetch_l2(const void *p)
 
-# Loss codes (keep in sync with cfm/_base.py)
-cdef enum:
-    LOSS_SQUARED = 0
-    LOSS_LOGISTIC = 1
-
-# Optimizer codes (keep in sync with cfm/_base.py)
-cdef enum:
-    OPT_SGD = 0
-    OPT_ADAGRAD = 1
-    OPT_FTRL = 2
+# Loss and optimizer codes (cpdef enums, read from Python as cfm._utils.*)
+from cfm._utils cimport LOSS_SQUARED, LOSS_LOGISTIC, OPT_SGD, OPT_ADAGRAD, OPT_FTRL
+# The kernels' random numbers (src/cfm/_random.pxd)
+from cfm._random cimport splitmix64, rand_uniform
 
 # Bound on the margin used in the logistic gradient: sigmoid(-35) ~ 6e-16, so
 # clamping changes nothing measurable but keeps exp() finite.
@@ -69,23 +63,6 @@ cdef inline double loss_grad(double pred, double y, int loss) noexcept nogil:
     elif z < -MARGIN_CLAMP:
         z = -MARGIN_CLAMP
     return -y / (1.0 + exp(z))
-
-
-# --- random numbers -------------------------------------------------------
-# splitmix64: used to derive independent streams (per row, per block) from a
-# 64-bit seed, and as a small, fast generator in its own right.
-cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
-    cdef uint64_t z
-    state[0] += <uint64_t>0x9E3779B97F4A7C15ULL
-    z = state[0]
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline double rand_uniform(uint64_t *state) noexcept nogil:
-    """Uniform double in [0, 1) with 53 random bits."""
-    return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
 
 
 # Largest n_factors (the kernels keep per-factor sums in stack arrays).

@@ -87,8 +87,9 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
     LOSS_SQUARED, LOSS_LOGISTIC, OPT_ADAGRAD, MAX_FACTORS,
-    splitmix64, row_scale, loss_value, loss_grad, fsqrt,
+    row_scale, loss_value, loss_grad, fsqrt,
 )
+from cfm._random cimport splitmix64
 
 cdef extern from "cfm_deepfm.h" nogil:
     void cfm_bias_relu_f(float* h, const float* b, Py_ssize_t n, Py_ssize_t d)

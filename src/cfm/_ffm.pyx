@@ -37,11 +37,12 @@ from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_l2,
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
-    splitmix64, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
+    row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
 )
 from cfm._pool cimport parallel_for, team
+from cfm._random cimport splitmix64
 
 # Storage of the factor table V: float32, float64, or float16 bits (uint16_t,
 # dtype="float16", see cfm_ffm_half.h; the linear table is then float32).
@@ -105,15 +106,16 @@ cdef inline int table_types(int lin_size, int v_size) noexcept nogil:
 
 
 cdef inline void gather_row(const data_t* data, const index_t* indices,
-                            Py_ssize_t start, Py_ssize_t end, const int32_t* fields,
+                            Py_ssize_t start, Py_ssize_t end, const int32_t* field_offsets,
                             double scale, Py_ssize_t vstride,
                             double* xs, int32_t* fl, Py_ssize_t* off) noexcept nogil:
-    """Per non-zero of the row: scaled value, field, offset of the V block."""
+    """Per non-zero of the row: scaled value, record offset of its field, offset
+    of the V block."""
     cdef Py_ssize_t a, j
     for a in range(end - start):
         j = indices[start + a]
         xs[a] = <double>data[start + a] * scale
-        fl[a] = fields[j]
+        fl[a] = field_offsets[j]
         off[a] = j * vstride
 
 
@@ -263,10 +265,10 @@ cdef void predict_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil
 def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 const index_t[::1] indices,      # IN  CSR column indices
                 const int64_t[::1] indptr,       # IN  CSR row offsets
-                const int32_t[::1] fields,       # IN  per column: fields * ks = its field's record offset
+                const int32_t[::1] field_offsets,  # IN  per column: record offset of its field / ks
                 const floating[:, ::1] lin,      # IN  linear table (n_features, lw)
                 const vtab_t[:, ::1] V,          # IN  factor table (n_features, row width)
-                double w0, int kp, Py_ssize_t ks, bint normalize,
+                *, double w0, int kp, Py_ssize_t ks, bint normalize,
                 double[::1] out,                 # OUT scores
                 int n_threads, Py_ssize_t max_nnz):
     """Raw FFM scores of the rows of a CSR matrix, rows in parallel (in
@@ -289,7 +291,7 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
     c.X = &data[0] if data.shape[0] > 0 else NULL
     c.ind = &indices[0] if indices.shape[0] > 0 else NULL
     c.P = &indptr[0]
-    c.F = &fields[0]
+    c.F = &field_offsets[0]
     c.L = &lin[0, 0]
     c.V = &V[0, 0]
     c.out = &out[0]
@@ -526,11 +528,11 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                     const double[::1] y,             # IN  targets (logistic: -1/+1)
                     const double[::1] sample_weight,  # IN  per-row weights, or empty
                     const int64_t[::1] order,        # IN  rows to visit, in this order
-                    const int32_t[::1] fields,       # IN  field of each column
+                    const int32_t[::1] field_offsets,  # IN  per column: record offset of its field / ks
                     floating[:, ::1] lin,            # IN/OUT linear table
                     vtab_t[:, ::1] V,                # IN/OUT factor table
                     double[::1] w0_state,            # IN/OUT [w0, a, b]
-                    int k, int kp, Py_ssize_t ks, int loss, int optimizer,
+                    *, int k, int kp, Py_ssize_t ks, int loss, int optimizer,
                     bint fit_intercept, bint normalize,
                     double learning_rate, double l2_w0, double l2_w, double l2_v,
                     double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
@@ -576,7 +578,7 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     c.y = &y[0]
     c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
     c.order = &order[0]
-    c.F = &fields[0]
+    c.F = &field_offsets[0]
     c.L = &lin[0, 0]
     c.V = &V[0, 0]
     c.thr = &thr[0, 0]
@@ -766,6 +768,8 @@ cdef extern from "cfm_ffm_half.h" nogil:
                                     int adagrad, uint32_t* rng)
     void cfm_h_store_g(uint16_t* p, float g)
     void cfm_f2h_rn_n(const float* src, uint16_t* dst, int n)
+    uint16_t cfm_f2h_sr(float f, uint32_t r)
+    uint32_t cfm_xorshift32(uint32_t* s)
 
 cdef bint half_simd_ok = cfm_ffmh_have_simd() != 0
 
@@ -880,9 +884,7 @@ def float_to_half(const float[::1] x, str rounding="nearest", uint32_t seed=1):
     return out
 
 
-cdef extern from "cfm_ffm_half.h" nogil:
-    uint16_t cfm_f2h_sr(float f, uint32_t r)
-    uint32_t cfm_xorshift32(uint32_t* s)
+# (the rest of cfm_ffm_half.h is declared above)
 
 
 cdef inline uint16_t cfm_f2h_sr_py(float f, uint32_t* s) noexcept nogil:

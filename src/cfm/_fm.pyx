@@ -47,13 +47,12 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from cfm._common cimport (
     floating, data_t, index_t, cfm_prefetch_r, cfm_prefetch_w,
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
-    splitmix64, rand_uniform, row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
+    row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
 )
 from cfm._pool cimport parallel_for, team
-
-cdef double TWO_PI = 6.283185307179586
+from cfm._random cimport splitmix64, rand_uniform, bm_radius, bm_angle
 
 # Rows ahead whose parameter records are prefetched (training and scoring),
 # and rows ahead whose index arrays are prefetched (training: random order).
@@ -346,7 +345,7 @@ def fm_train_epoch(const data_t[::1] data,         # IN  CSR values
                    const int64_t[::1] order,       # IN  rows to visit, in this order
                    floating[:, ::1] table,         # IN/OUT parameter table
                    double[::1] w0_state,           # IN/OUT [w0, a, b] bias and its state
-                   int n_factors, int loss, int optimizer,
+                   *, int n_factors, int loss, int optimizer,
                    bint fit_intercept, bint normalize,
                    double learning_rate, double l2_w0, double l2_w, double l2_v,
                    double l1, double ftrl_beta, int n_threads):
@@ -427,10 +426,10 @@ cdef inline void init_rows(Init* c, floating* tab, int64_t lo, int64_t hi) noexc
         while f < c.k:
             u1 = 1.0 - rand_uniform(&state)      # (0, 1]
             u2 = rand_uniform(&state)
-            r = c.std * sqrt(-2.0 * log(u1))
-            row[1 + f] = <floating>(r * cos(TWO_PI * u2))
+            r = c.std * bm_radius(u1)            # Box-Muller (src/cfm/_random.pxd)
+            row[1 + f] = <floating>(r * cos(bm_angle(u2)))
             if f + 1 < c.k:
-                row[2 + f] = <floating>(r * sin(TWO_PI * u2))
+                row[2 + f] = <floating>(r * sin(bm_angle(u2)))
             f = f + 2
 
 

@@ -55,11 +55,11 @@ from libc.math cimport sqrt, log, exp, cos, erfc, isfinite, fabs
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 
-from cfm._common cimport (floating, data_t, index_t, splitmix64, rand_uniform, row_scale,
-                          chunk_rows)
+from cfm._common cimport floating, data_t, index_t, row_scale, chunk_rows
+from cfm._random cimport splitmix64, rand_uniform, std_normal
+from cfm._utils cimport TASK_REGRESSION, TASK_PROBIT
 from cfm._pool cimport parallel_for, team
 
-cdef double TWO_PI = 6.283185307179586
 cdef double INV_SQRT2 = 0.7071067811865476
 cdef double LOG_SQRT_2PI = 0.9189385332046727
 
@@ -69,8 +69,6 @@ cdef enum:
     KIND_W = 1
     KIND_V0 = 2
     LATENT = 1048576
-    TASK_REGRESSION = 0
-    TASK_PROBIT = 1
 
 # Python-visible constants (tests and cfm/_bayes.py)
 KIND_LATENT = LATENT
@@ -92,11 +90,7 @@ cdef inline uint64_t stream_key(uint64_t seed, uint64_t sweep, uint64_t kind,
     return mix64(s ^ (index * <uint64_t>0x165667B19E3779F9ULL))
 
 
-cdef inline double std_normal(uint64_t* st) noexcept nogil:
-    """Box-Muller from two uniforms (the cosine half only)."""
-    cdef double u1 = 1.0 - rand_uniform(st)   # (0, 1]
-    cdef double u2 = rand_uniform(st)
-    return sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2)
+# std_normal: Box-Muller's cosine half (src/cfm/_random.pxd)
 
 
 cdef inline double tail_normal(double a, uint64_t* st) noexcept nogil:

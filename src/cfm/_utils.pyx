@@ -18,14 +18,7 @@ cdef enum:
     CHUNK_NNZ = 65536   # non-zeros per chunk of check_csr (~50 us)
     CHUNK_VALUES = 65536  # values per chunk of all_finite
 
-# Status codes of check_csr (keep in sync with cfm/_validation.py)
-cpdef enum:
-    CSR_OK = 0
-    CSR_BAD_FIRST_OFFSET = 1
-    CSR_DECREASING_OFFSET = 2
-    CSR_BAD_LAST_OFFSET = 3
-    CSR_INDEX_OUT_OF_RANGE = 4
-    CSR_NONFINITE = 5
+# Status codes of check_csr: cpdef enum in src/cfm/_utils.pxd
 
 
 cdef inline int check_row(const data_t* data, const index_t* indices, Py_ssize_t start,

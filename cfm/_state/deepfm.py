@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cfm import _deepfm
-from cfm._base import _aligned_table
+from .. import _deepfm
+from .base import aligned_table as _aligned_table
 
 __all__ = ["DeepFMHyper", "DeepFMState"]
 

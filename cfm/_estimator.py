@@ -1,0 +1,598 @@
+"""BaseFM: parameters and orchestration shared by the FM estimators.
+
+An estimator holds its fitted model as ONE state object ``_state`` (see
+cfm/_state: FMTable, FFMTable, MCMCSamples, ...; the estimator class names
+its ``_state_class``) and replaces it, never edits it, when a fit, a warm
+start that changes the layout, or a load needs other tables.  Predictions
+take the state once (``_current_tables()``), so a refit on another thread
+cannot change the tables under a running prediction.  Training is done by
+the solvers of cfm/_train, looked up by name in ``cfm._train.SOLVERS``;
+this module validates parameters and input, builds states, and records
+``history_``, ``n_epochs_``, ``best_epoch_``.  No method here branches on
+the solver or the model kind.
+"""
+import os
+
+import numpy as np
+
+from . import _train
+from ._compat import BaseEstimator
+from ._persist import ModelFileMixin
+from .scoring import Scorer
+from ._state.base import MAX_FACTORS, Hyper, bias_state
+from ._train import sgd
+from ._train.loop import LoopConfig, print_epoch
+from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
+                          check_model_size, check_n_jobs, check_params, check_sample_weight,
+                          check_eval_set, check_X, draw_seed, effective_n_threads,
+                          is_stream, set_feature_names)
+from ._train.stream import StreamSource, read_eval_file
+from .exceptions import DataFormatError, NotFittedError
+
+# Parameter rules, checked in this order by _validate_params (cross-parameter
+# rules and the ones that depend on the estimator class follow them there).
+PARAMETER_RULES = {
+    "n_factors": Interval(True, 0, MAX_FACTORS),
+    "n_epochs": Interval(True, 1, MAX_COUNT, none=True),
+    "solver": Options(tuple(_train.SOLVERS)),
+    "learning_rate": Interval(False, 0, low_open=True, none=True),
+    "l2_w0": Interval(False, 0),
+    "l1": Interval(False, 0),
+    "tol": Interval(False, 0),
+    "init_std": Interval(False, 0, none=True),
+    "n_burn_in": Interval(True, 0, MAX_COUNT, none=True),
+    "n_kept_samples": Interval(True, 1, MAX_COUNT, none=True),
+    "l2_w": Interval(False, 0, none=True),
+    "l2_v": Interval(False, 0, none=True),
+    "ftrl_beta": Interval(False, 0),
+    "n_iter_no_change": Interval(True, 1, MAX_COUNT),
+    "verbose": Interval(True, 0, MAX_COUNT),
+    "normalize": Boolean(none=True),
+    "fit_intercept": Boolean(),
+    "shuffle": Boolean(),
+    "warm_start": Boolean(),
+}
+
+# Private names of state arrays that tests and tools read on the estimator
+# (``model._table`` is ``model._state.table``): read-only aliases.
+_STATE_ALIASES = {
+    "_table": "table", "_w0_state": "w0_state", "_k": "k", "_solver": "solver",
+    "_normalize": "normalize", "_lin": "lin", "_V": "V", "_rec_off": "rec_off",
+    "_ks": "ks", "_kp": "kp", "_foff": "foff", "_kernel_V": "kernel_V",
+    "_samples": "samples", "_sample_w0": "sample_w0", "_clip": "clip",
+}
+
+
+class BaseFM(ModelFileMixin, BaseEstimator):
+    """Common base of the FM and FFM estimators (not for direct use)."""
+
+    _loss = None            # "squared" or "logistic"
+    _default_metric = None  # metric for eval_set / early stopping
+    _state_class = None     # the model state a fit builds (cfm._state)
+    _file_state_classes = {}  # {solver: state class} of model files, else _state_class
+    # values used when these parameters are None (tuned per task, see the estimators)
+    _defaults = {"learning_rate": 0.1, "l2_w": 1e-5, "l2_v": 1e-5}
+
+    def __init__(self, n_factors=8, *, solver="adagrad", learning_rate=None, n_epochs=None,
+                 l2_w0=0.0, l2_w=None, l2_v=None, l1=0.0, ftrl_beta=1.0, init_std=None,
+                 normalize=None, fit_intercept=True, shuffle=True, n_iter_no_change=3,
+                 tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
+                 warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None):
+        self.n_factors = n_factors
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.n_epochs = n_epochs
+        self.l2_w0 = l2_w0
+        self.l2_w = l2_w
+        self.l2_v = l2_v
+        self.l1 = l1
+        self.ftrl_beta = ftrl_beta
+        self.init_std = init_std
+        self.normalize = normalize
+        self.fit_intercept = fit_intercept
+        self.shuffle = shuffle
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.eval_metric = eval_metric
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_burn_in = n_burn_in
+        self.n_kept_samples = n_kept_samples
+
+    # ------------------------------------------------------------------ params
+    def _validate_params(self):
+        """Check every parameter; return the parameter dtype."""
+        check_params(self, PARAMETER_RULES)
+        if self.n_burn_in is not None and self.n_burn_in >= self._n_epochs():
+            raise ValueError(f"n_burn_in ({self.n_burn_in}) must be smaller than n_epochs "
+                             f"({self._n_epochs()}): no posterior sample would be kept")
+        if self.l1 > 0 and not self._solver_spec().l1:
+            raise ValueError("l1 > 0 requires solver='ftrl' (the only solver with L1 "
+                             f"regularisation); got solver={self.solver!r}")
+        if self.eval_metric is not None and self.eval_metric not in self._metrics_allowed():
+            raise ValueError(f"eval_metric must be one of {self._metrics_allowed()}, "
+                             f"got {self.eval_metric!r}")
+        try:
+            dt = np.dtype(self._default_dtype() if self.dtype is None else self.dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt.name not in self._state_class.dtypes:
+            allowed = " or ".join(repr(d) for d in self._state_class.dtypes)
+            raise ValueError(f"dtype must be {allowed}, got {self.dtype!r}")
+        effective_n_threads(self.n_jobs)  # raises on invalid n_jobs
+        return dt
+
+    def _default_dtype(self):
+        """Parameter dtype used when ``dtype`` is None."""
+        return "float32"
+
+    def _solver_spec(self):
+        return _train.SOLVERS[self.solver]
+
+    def _n_epochs(self):
+        """n_epochs, or the solver's default (10 per-sample, 30 als, 200 mcmc)."""
+        return int(self.n_epochs) if self.n_epochs is not None else self._solver_spec().n_epochs
+
+    def _init_std(self):
+        """init_std, or the solver's default (0.03 per-sample, 0.1 als / mcmc)."""
+        return float(self.init_std) if self.init_std is not None \
+            else self._solver_spec().init_std
+
+    def _resolved_normalize(self):
+        """normalize, or the solver's default (True per-sample, False als / mcmc)."""
+        return bool(self.normalize) if self.normalize is not None \
+            else self._solver_spec().normalize
+
+    def _hp(self, name):
+        """A hyper-parameter's value, or the estimator's default when it is None."""
+        value = getattr(self, name)
+        return float(self._defaults[name] if value is None else value)
+
+    def _hyper(self):
+        return Hyper(loss=self._loss, optimizer=self.solver,
+                     fit_intercept=bool(self.fit_intercept),
+                     learning_rate=self._hp("learning_rate"), l2_w0=float(self.l2_w0),
+                     l2_w=self._hp("l2_w"), l2_v=self._hp("l2_v"), l1=float(self.l1),
+                     ftrl_beta=float(self.ftrl_beta))
+
+    def _metrics_allowed(self):
+        return ("rmse", "mae") if self._loss == "squared" else ("logloss", "auc")
+
+    def _loop_config(self, callback):
+        """The training loop's settings; the progress callback defaults to
+        printing one line per epoch when verbose."""
+        if callback is None and self.verbose:
+            callback = self._print_epoch
+
+        def count():
+            self.n_epochs_ = getattr(self, "n_epochs_", 0) + 1
+
+        return LoopConfig(name=type(self).__name__,
+                          metric=self.eval_metric or self._default_metric,
+                          n_threads=effective_n_threads(self.n_jobs),
+                          history=lambda: self.history_, tol=self.tol,
+                          n_iter_no_change=self.n_iter_no_change, on_epoch=count,
+                          callback=callback, verbose=self.verbose)
+
+    def _print_epoch(self, rec, n_epochs):
+        print_epoch(rec, n_epochs)
+
+    # ------------------------------------------------------------ fitted state
+    def __sklearn_is_fitted__(self):
+        return "_state" in self.__dict__
+
+    def __getattr__(self, name):
+        # (a property of the class that raised NotFittedError ends up here too)
+        if "_state" not in self.__dict__ and isinstance(getattr(type(self), name, None),
+                                                        property):
+            self._check_fitted()
+        attr = _STATE_ALIASES.get(name)
+        state = self.__dict__.get("_state") if attr is not None else None
+        if state is None or not hasattr(state, attr):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(state, attr)
+
+    def _check_fitted(self):
+        if "_state" not in self.__dict__:
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator.")
+
+    def _current_tables(self):
+        """The model state, taken once per prediction."""
+        state = self.__dict__.get("_state")
+        if state is None:
+            self._check_fitted()
+        return state
+
+    @property
+    def _scoring_only(self):
+        """Loaded with cfm.load(..., scoring_only=True) (no optimizer state)."""
+        state = self.__dict__.get("_state")
+        return state is not None and not state.trainable
+
+    @property
+    def w0_(self):
+        """Bias (intercept) w0."""
+        return self._current_tables().w0
+
+    @property
+    def w_(self):
+        """Linear weights, shape (n_features,) (a view onto the parameter table)."""
+        return self._current_tables().w
+
+    @property
+    def V_(self):
+        """Factors (a view onto the parameter table, see the estimator's docs)."""
+        return self._current_tables().factors()
+
+    def _seed(self):
+        """Set the row-order generator from random_state; return the seed of
+        the factor initialisation (an independent stream)."""
+        seed = draw_seed(self.random_state)
+        init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
+        self._rng = np.random.default_rng(int(order_seed))
+        return int(init_seed)
+
+    def _check_model_size(self, n_features, n_fields, dtype, source=None, info=None):
+        """Refuse, before allocating, a model larger than memory_limit() (see
+        cfm._validation.check_model_size)."""
+        cls = self._state_class
+        need = cls.model_bytes(n_features, n_fields, int(self.n_factors), self.solver, dtype)
+        shape = f"{n_features:,} features" + (
+            f" x {n_fields:,} fields" if cls.uses_fields else "")
+
+        def locate():
+            from . import data as cfm_data
+
+            return cfm_data._locate_largest_ids(source, info, fields=cls.uses_fields)
+
+        check_model_size(need, shape, f"{type(self).__name__}, n_factors={int(self.n_factors)}",
+                         source, locate)
+
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
+        """Build a fresh state (and reset what a fresh fit starts from)."""
+        cls, k = self._state_class, int(self.n_factors)
+        if k < 1 and cls.uses_fields:
+            raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
+                             "linear model use FMClassifier/FMRegressor with n_factors=0")
+        n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
+        # before any array is built
+        self._check_model_size(n_features, n_fields, dtype)
+        init_seed = self._seed()
+        w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
+        w0_state = bias_state(w0, self.solver, ftrl_beta=self.ftrl_beta,
+                              learning_rate=self._hp("learning_rate"), l2_w0=self.l2_w0)
+        self._state = cls.new(n_features, k=k, solver=self.solver, dtype=dtype,
+                              init_std=self._init_std(), seed=init_seed,
+                              n_threads=effective_n_threads(self.n_jobs), w0_state=w0_state,
+                              normalize=self._resolved_normalize(), fields=fields)
+        self.n_features_in_ = n_features
+        self.history_ = []
+        self.n_epochs_ = 0
+        # How libsvm ids of files scored by the model are read: column j of
+        # an array is id j (zero-based); fit(path) records its file's rule.
+        self._input_zero_based = True
+        return self._state
+
+    def _check_trainable(self):
+        """Refuse training/saving a model loaded with cfm.load(..., scoring_only=True)."""
+        state = self.__dict__.get("_state")
+        if state is not None and not state.trainable:
+            raise ValueError(f"this {type(self).__name__} was loaded with "
+                             "cfm.load(..., scoring_only=True), without the optimizer state "
+                             "that training needs; load it without scoring_only to train or "
+                             "save it")
+
+    def _ensure_layout(self, dtype):
+        """Warm start: the state with the current solver's layout (a new state
+        if solver or dtype changed and the model kind allows it)."""
+        self._check_trainable()
+        state = self._state
+        k = int(self.n_factors)
+        if k != state.k:
+            raise ValueError(f"warm start with n_factors={k} but the model has {state.k} "
+                             "factors; refit with warm_start=False")
+        self._state = state.relayout(self.solver, dtype, ftrl_beta=self.ftrl_beta,
+                                     learning_rate=self._hp("learning_rate"),
+                                     l2_w=self._hp("l2_w"), l2_w0=self.l2_w0)
+        return self._state
+
+    # -------------------------------------------------------------- training
+    def fit(self, X, y=None, sample_weight=None, eval_set=None, block_rows=100_000,
+            groups=None, *, callback=None, input_zero_based=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features), path, or chunks
+            Training data. CSR float32/float64 input is used without copying.
+            A path to a libsvm / libFM / libffm text file (plain or gzip) or a
+            ``.cfmdata`` cache trains out of core: the file is streamed in
+            blocks of ``block_rows`` rows (shuffled within each block), so
+            memory is bounded by a block plus the model.  A re-iterable of
+            ``(X_chunk, y_chunk)`` pairs (e.g. a list, or a function
+            returning a fresh iterator) is streamed the same way.
+        y : array-like of shape (n_samples,) or None
+            Targets (real values for regression, two classes for
+            classification); None when X is a path or chunks.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights (non-negative).
+        eval_set : (X_val, y_val) or list of such pairs, default=None
+            Data evaluated after each epoch (``history_``, verbose output).  The
+            first pair drives early stopping: training stops after
+            ``n_iter_no_change`` epochs without an improvement of more than
+            ``tol`` and the parameters of the best epoch are restored.  A
+            path to a data file is accepted too.
+        block_rows : int, default=100_000
+            Rows per block when X is a file (out-of-core training).
+        groups : array-like of int, shape (n_features,), default=None
+            solver="mcmc" only: prior group of each column (as libFM's
+            ``-meta``); the features of a group share the hyper-priors of
+            their linear weights and factors. None detects one-hot fields
+            (runs of columns no two of which share a row, with at least 2
+            columns and non-zeros in at least half of the rows, e.g. user
+            ids, item ids): one group per field, one for all other columns.
+            ``np.zeros(n_features)`` gives libFM's / myFM's default of a
+            single group.
+        callback : callable or None, keyword-only
+            ``callback(record, n_epochs)``, called after each epoch with the
+            dict just appended to ``history_`` and the number of epochs of
+            this fit (progress reporting).  None: one line per epoch on stderr
+            when ``verbose > 0``.
+        input_zero_based : bool or None, keyword-only
+            For front ends that read a libsvm file themselves and pass arrays:
+            whether that file's ids were zero-based, recorded so that
+            :meth:`predict_file` reads other files the same way.  None: ids of
+            a file given as X are recorded from it; arrays count as zero-based.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, eval_set, block_rows=block_rows, groups=groups,
+                         callback=callback, input_zero_based=input_zero_based)
+
+    def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000,
+             groups=None, callback=None, input_zero_based=None):
+        if input_zero_based is not None and not isinstance(input_zero_based, (bool, np.bool_)):
+            raise ValueError(f"input_zero_based must be True, False or None, got "
+                             f"{input_zero_based!r}")
+        if self.solver in _train.SOLVERS and self._solver_spec().coordinate \
+                or groups is not None:
+            self._fit_coordinate(X, y, sample_weight, eval_set, fields, groups, callback)
+        elif is_stream(X):
+            self._fit_stream(X, y, sample_weight, eval_set, fields, block_rows, callback)
+        else:
+            self._fit_arrays(X, y, sample_weight, eval_set, fields, callback)
+        if input_zero_based is not None:
+            self._input_zero_based = bool(input_zero_based)
+        return self
+
+    def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
+        dtype = self._validate_params()
+        warm = self.warm_start and "_state" in self.__dict__
+        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        fields = self._check_fields(fields, Xc.shape[1], reset=not warm)
+        evals = self._check_eval_set(eval_set, Xc.shape[1])
+        if warm:
+            state = self._ensure_layout(dtype)
+        else:
+            state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
+            set_feature_names(self, X)
+        res = sgd.fit_arrays(state, Xc, y_enc, sw, evals, hyper=self._hyper(), rng=self._rng,
+                             shuffle=self.shuffle, n_epochs=self._n_epochs(),
+                             config=self._loop_config(callback))
+        self.best_epoch_ = res.best_epoch
+
+    def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
+        dtype = self._validate_params()
+        if self._solver_spec().coordinate:
+            raise ValueError(f"partial_fit is not available with solver={self.solver!r} "
+                             "(it sweeps over all the data); use fit")
+        fitted = "_state" in self.__dict__
+        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        fields = self._check_fields(fields, Xc.shape[1], reset=not fitted)
+        if fitted:
+            state = self._ensure_layout(dtype)
+        else:
+            state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
+            set_feature_names(self, X)
+        res = sgd.fit_arrays(state, Xc, y_enc, sw, [], hyper=self._hyper(), rng=self._rng,
+                             shuffle=self.shuffle, n_epochs=1,
+                             config=self._loop_config(None), early_stopping=False)
+        self.best_epoch_ = res.best_epoch
+        return self
+
+    def _fit_stream(self, source, y, sample_weight, eval_set, fields, block_rows, callback):
+        """Train by streaming ``source`` (a data file or re-iterable chunks)."""
+        dtype = self._validate_params()
+        if y is not None or sample_weight is not None:
+            raise ValueError("when X is a file or chunks, labels come from it: pass y=None "
+                             "and sample_weight=None")
+        warm = self.warm_start and "_state" in self.__dict__
+        src = StreamSource(source, block_rows, self.n_features_in_ if warm else None,
+                           type(self).__name__,
+                           lambda nf, info: self._check_model_size(
+                               nf, info.get("n_fields"), dtype, source, info))
+        n_features = src.n_features
+        # filled once the model (and so classes_) exists: after the first block
+        evals = []
+        started = [warm]
+
+        def prepare_evals():
+            if eval_set is None or evals:
+                return
+            if isinstance(eval_set, (str, os.PathLike)):
+                Xv, yv = read_eval_file(eval_set, n_features, src.zero_based)
+                try:
+                    evals.extend(self._check_eval_set((Xv, yv), n_features))
+                except ValueError as exc:  # e.g. nan in a cache: name the file
+                    raise DataFormatError(f"{os.fspath(eval_set)}: {exc}") from None
+            else:
+                evals.extend(self._check_eval_set(eval_set, n_features))
+
+        def encode(yb, n, row0):
+            """Labels of a block; a file's bad label is reported at its line."""
+            try:
+                if started[0]:
+                    return self._prepare_y(yb, n, reset=False)
+                if self._loss == "logistic" and src.labels is not None and len(src.labels):
+                    return self._prepare_y(yb, n, reset=True, classes=src.labels)
+                return self._prepare_y(yb, n, reset=True)
+            except ValueError as exc:
+                if src.info is None:
+                    raise
+                row = getattr(exc, "row", None)
+                where = src.where(None if row is None else row0 + row)
+                raise DataFormatError(f"{where}: {exc}") from None
+
+        def prepare(Xb, yb, fb, row0):
+            Xc = check_X(Xb, estimator=self, n_features=n_features)
+            y_enc = encode(yb, Xc.n_rows, row0)
+            if not started[0]:
+                flds = self._check_fields(fields if fields is not None else fb, n_features,
+                                          reset=True)
+                self._init_state(n_features, y_enc, None, dtype, flds)
+                started[0] = True
+            elif fb is not None:
+                self._check_fields(fb, n_features, reset=False)
+            prepare_evals()
+            return Xc, y_enc
+
+        if warm:
+            self._ensure_layout(dtype)
+        res = sgd.fit_stream(src.blocks, prepare, lambda: self.__dict__.get("_state"), evals,
+                             hyper=self._hyper(), rng=lambda: self._rng, shuffle=self.shuffle,
+                             n_epochs=self._n_epochs(), config=self._loop_config(callback))
+        self.best_epoch_ = res.best_epoch
+        # how the training file's column ids were read ("auto" decided on that
+        # file; a cache records it; chunks: as their columns), so that
+        # predict_file reads every other file the same way
+        self._input_zero_based = src.zero_based
+
+    def _fit_coordinate(self, X, y, sample_weight, eval_set, fields, groups, callback):
+        """Fit with a coordinate-wise solver (als, mcmc): in-memory data only."""
+        dtype = self._validate_params()
+        spec, solver, name = self._solver_spec(), self.solver, type(self).__name__
+        if groups is not None and not spec.takes_groups:
+            raise ValueError(f"groups is only used by solver='mcmc' (got solver={solver!r})")
+        if not self._state_class.coordinate_solvers:
+            raise ValueError(f"{name} does not support solver={solver!r}: ALS and MCMC are "
+                             "implemented for FMRegressor and FMClassifier only")
+        if is_stream(X):
+            raise ValueError(f"solver={solver!r} needs the training data in memory (it sweeps "
+                             "over the columns); load the file first, e.g. with "
+                             "cfm.load_libsvm")
+        if sample_weight is not None and not spec.weighted_probit and self._loss != "squared":
+            raise ValueError("sample_weight is not supported by FMClassifier(solver='mcmc') (a "
+                             "weighted probit likelihood has no exact latent-variable sampler); "
+                             "it is by FMRegressor(solver='mcmc') and by solver='als'")
+        if self.warm_start:
+            raise ValueError(f"warm_start is not supported with solver={solver!r}")
+        Xc = check_X(X, estimator=self)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=True)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        self._check_fields(fields, Xc.shape[1], reset=True)
+        if groups is not None:
+            groups = _train.check_groups(groups, Xc.shape[1])
+        evals = self._check_eval_set(eval_set, Xc.shape[1])
+        state = self._init_state(Xc.shape[1], y_enc, sw, dtype)
+        set_feature_names(self, X)
+        data = _train.Data(Xc, state.normalize, sw)
+        params = _train.CoordinateParams(
+            task=int(self._loss != "squared"), fit_intercept=bool(self.fit_intercept),
+            n_epochs=self._n_epochs(), l2_w0=float(self.l2_w0), l2_w=self.l2_w,
+            l2_v=self.l2_v, learning_rate=self._hp("learning_rate"), rng=self._rng,
+            n_burn_in=self.n_burn_in, n_kept_samples=self.n_kept_samples)
+        config = self._loop_config(callback)
+        self._state, res = spec.run(state, data, y_enc, evals, groups, params, config)
+        self.best_epoch_ = res.best_epoch
+
+    # ------------------------------------------------------------ input checks
+    def _check_fields(self, fields, n_features, reset):
+        """FM models do not use fields (those of a libffm file are ignored);
+        FFM overrides this."""
+        return None
+
+    def _check_eval_set(self, eval_set, n_features):
+        return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
+
+    # ------------------------------------------------------------ prediction
+    def _decision(self, Xc, n_threads=None, tables=None):
+        """Raw scores of validated rows.  ``tables``: the state to use
+        (default: the current one), which Xc was validated against."""
+        state = self._current_tables() if tables is None else tables
+        if n_threads is None:
+            n_threads = effective_n_threads(self.n_jobs)
+        return state.decision(Xc, n_threads)
+
+    def _raw_predict(self, X):
+        state = self._current_tables()
+        check_feature_names(self, X)
+        Xc = check_X(X, estimator=self, n_features=state.n_features)
+        return self._decision(Xc, tables=state)
+
+    def _scorer(self):
+        """What batch scoring needs, bound to the current state (one snapshot)."""
+        state = self._current_tables()
+        zb = getattr(self, "_input_zero_based", None)
+        return Scorer(n_features=int(self.n_features_in_),
+                      zero_based=None if zb is None else bool(zb),
+                      logistic=self._loss == "logistic", decision=state.decision,
+                      encode_y=self._encode_eval_y if self._loss == "logistic" else None,
+                      n_jobs=self.n_jobs)
+
+    def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
+                     zero_based=None, precision=9, evaluate=False, format="auto",
+                     chunk_bytes=8 << 20):
+        """Score a data file into a text file, one prediction per line, in bounded memory.
+
+        Reading, parsing, scoring and writing run as a pipeline of threads over
+        blocks of rows (output in input order); memory is a few blocks plus the
+        model, whatever the file size.  See :func:`cfm.scoring.predict_file` for
+        the details (feature ids beyond the model are ignored, FFM fields come
+        from the model, output precision, ``zero_based``).
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+            libsvm / libFM / libffm text (plain or gzip) or a ``.cfmdata`` cache.
+        out_path : str, path-like or binary file object
+        raw : bool, default=False
+            Classifiers: write raw scores (log-odds) instead of probabilities of
+            ``classes_[1]``.  Regressors always write predicted values.
+        block_rows : int, default=65536
+            Most rows scored at once.
+        n_jobs : int or None
+            Threads (None: the estimator's ``n_jobs``).
+        zero_based, precision, evaluate, format, chunk_bytes
+            See :func:`cfm.scoring.predict_file`.
+
+        Returns
+        -------
+        dict
+            ``n_rows``, ``seconds``, ``ignored_values`` and per-stage times; with
+            ``evaluate=True`` also ``metrics``.
+        """
+        from .scoring import predict_file
+
+        return predict_file(self, path, out_path, raw=raw, block_rows=block_rows, n_jobs=n_jobs,
+                            zero_based=zero_based, precision=precision, evaluate=evaluate,
+                            format=format, chunk_bytes=chunk_bytes)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"_xfail_checks": {}}
+

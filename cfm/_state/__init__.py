@@ -1,0 +1,9 @@
+"""Model state objects: each owns a model's parameters (allocation, layout,
+init, one epoch, decision, finiteness, snapshot / restore, export / import).
+See base.py for the protocol."""
+from .base import Hyper, ModelState
+from .ffm import FFMTable
+from .fm import FMTable
+from .mcmc import MCMCSamples
+
+__all__ = ["FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState"]

@@ -1,0 +1,94 @@
+"""Training input that is streamed: a data file (out of core) or re-iterable
+chunks of (X, y).  Opens the source once per epoch as blocks of
+(X, y, fields); the per-sample solvers train on them (cfm._train.sgd)."""
+import numbers
+import os
+
+import numpy as np
+
+from .. import data as cfm_data
+from ..exceptions import DataFormatError
+
+
+def peek_chunk(source):
+    """The first (X, y) chunk of re-iterable chunks (checked)."""
+    if hasattr(source, "__next__"):
+        raise ValueError("X is a one-shot iterator; pass a list of (X, y) chunks or a function "
+                         "returning a fresh iterator, so that every epoch can re-read them")
+    it = source() if callable(source) else iter(source)
+    try:
+        first = next(iter(it))
+    except StopIteration:
+        raise ValueError("the training data stream is empty") from None
+    if not (isinstance(first, (tuple, list)) and len(first) == 2 and hasattr(first[0], "shape")):
+        raise ValueError("chunks must be (X, y) pairs with a 2-D X")
+    return first
+
+
+class StreamSource:
+    """A stream's facts and its blocks.
+
+    ``n_features``; ``zero_based`` (how a libsvm file's ids were read;
+    chunks: their columns); ``labels`` (a sample of a file's label values,
+    None for chunks); ``info`` (scan_file's result, None for chunks);
+    ``blocks()`` yields (X, y, fields or None) afresh."""
+
+    def __init__(self, source, block_rows, n_features=None, name=None, check_size=None):
+        if isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or \
+                block_rows < 1:
+            raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
+        self.source, self.block_rows = source, block_rows
+        self.zero_based, self.info, self.labels = True, None, None
+        if isinstance(source, (str, os.PathLike)):
+            # nan / inf are refused at file:line before anything is trained
+            info = cfm_data.scan_file(source, allow_nonfinite=False)
+            nf = info["n_features"]
+            if info["n_rows"] == 0 or nf < 1:
+                raise DataFormatError(f"{os.fspath(source)}: no data to train on ("
+                                      f"{info['n_rows']} rows, {nf} features)")
+            self.zero_based = bool(info.get("zero_based", True))
+            if n_features is None and check_size is not None:
+                check_size(nf, info)
+            if n_features is not None and nf != n_features:
+                raise ValueError(f"{os.fspath(source)!r} has {nf} features, but "
+                                 f"{name} is expecting {n_features} features as input.")
+            self.n_features = nf if n_features is None else n_features
+            self.info = info
+            self.labels = np.asarray(info.get("label_values_sample", []))
+        else:
+            first = peek_chunk(source)
+            self.n_features = first[0].shape[1]
+
+    def blocks(self):
+        if self.info is not None:
+            info = self.info
+            kw = {} if info.get("format") in ("cache", "libffm") else \
+                {"zero_based": info.get("zero_based", "auto")}
+            yield from cfm_data.iter_blocks(self.source, block_rows=self.block_rows,
+                                            n_features=self.n_features,
+                                            allow_nonfinite=False, **kw)
+            return
+        it = self.source() if callable(self.source) else iter(self.source)
+        for pair in it:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError("chunks must be (X, y) pairs")
+            yield pair[0], pair[1], None
+
+    def where(self, row):
+        """file:line of a row of the file (for label errors), or None for chunks."""
+        if self.info is None:
+            return None
+        return cfm_data._where_row(self.source, self.info["format"], row)
+
+
+def read_eval_file(path, n_features, zero_based=True):
+    """An eval_set file as (X, y), its libsvm ids read as the training data's were."""
+    info = cfm_data.scan_file(path)
+    if info.get("format") == "libffm":
+        Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features, allow_nonfinite=False)
+    elif info.get("format") == "cache":
+        Xv, yv, _ = cfm_data.load_cache(path)
+    else:
+        Xv, yv = cfm_data.load_libsvm(path, n_features=n_features, zero_based=zero_based,
+                                      allow_nonfinite=False)
+    return Xv, yv
