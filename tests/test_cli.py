@@ -1,4 +1,4 @@
-"""The ``cfm`` command line (cfm/cli.py): every command, error paths, exit codes."""
+"""The ``cfm`` command line (cfm/cli/): every command, error paths, exit codes."""
 import io
 import json
 import os
@@ -11,6 +11,8 @@ import scipy.sparse as sp
 
 import cfm
 from cfm import cli
+from cfm.cli._options import Log
+from cfm.cli.progress import Progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -357,14 +359,14 @@ def test_subprocess_broken_pipe_is_quiet(d, fm_model, tmp_path):
 
 
 def test_progress_bar_on_a_terminal(capsys):
-    log = cli._Log(False)
-    bar = cli._Progress(3, log, tty=True)
+    log = Log(False)
+    bar = Progress(3, log, tty=True)
     for e in (1, 2, 3):
         bar.epoch({"epoch": e, "train_loss": 0.5, "eval_auc": 0.7, "time": 0.01}, 3)
     bar.clear()
     err = capsys.readouterr().err
     assert "epoch   2/3" in err and "[" in err and "epochs" in err and "\r" in err
-    quiet = cli._Progress(3, cli._Log(True), tty=True)
+    quiet = Progress(3, Log(True), tty=True)
     quiet.epoch({"epoch": 1, "train_loss": 0.5, "time": 0.01}, 3)
     assert capsys.readouterr().err == ""
 
