@@ -82,24 +82,24 @@ def main(argv=None):
             return EXIT_USAGE
         prog = f"cfm {args.command}"
         return args.func(args, Log(getattr(args, "quiet", False)))
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPT
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_PIPE
-    except UsageError as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, no traceback
         if debug:
             raise
-        print(f"{exc.prog or prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        if debug:
-            raise
-        print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+        status, message = _report(exc, prog)
+        print(message, file=sys.stderr)
+        return status
+
+
+def _report(exc, prog):
+    """The exit status and the one line on stderr for an error of command ``prog``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPT, f"\n{prog}: interrupted"
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE, f"{exc.prog or prog}: error: {exc}"
+    return EXIT_ERROR, f"{prog}: error: {_describe(exc)}"
 
 
 def _describe(exc):
