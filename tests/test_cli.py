@@ -91,6 +91,18 @@ def test_train_options_reach_the_estimator(d, tmp_path, capsys):
         "ftrl", 0.01, 0.05, 0.001, 0.002, 0.01, False, "float64", 3)
 
 
+def test_train_dtype_float16_is_for_ffm(d, tmp_path, capsys):
+    """--dtype float16 (documented for ffm) trains an FFM; an FM refuses it (usage error)."""
+    out = tmp_path / "h.cfm"
+    rc, _, err = run(["train", d / "train.ffm", "-o", out, "--model", "ffm", "--dtype",
+                      "float16", "-k", "2", "-e", "1", "-q"], capsys)
+    assert rc == 0 and err == ""
+    assert cfm.load(out).get_params()["dtype"] == "float16"
+    rc, _, err = run(["train", d / "train.svm", "-o", out, "--dtype", "float16", "-q"], capsys)
+    assert rc == 2
+    one_error_line(err, "dtype must be 'float32' or 'float64'")
+
+
 def test_train_is_reproducible_with_one_thread(d, tmp_path, capsys):
     a, b = tmp_path / "a.cfm", tmp_path / "b.cfm"
     for p in (a, b):

@@ -186,9 +186,9 @@ def run(args, log):
 
     _check_args(args)
     params = _params(args)
-    try:  # before reading anything
-        check_params(_estimator_class("reg" if args.metric in ("rmse", "mae")
-                                             else "binary", "fm")(**params))
+    try:  # before reading anything (the task is not known yet: the metric's, else binary)
+        check_params(_estimator_class(_METRIC_TASK.get(args.metric, "binary"),
+                                      args.model)(**params))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
