@@ -1,11 +1,12 @@
 """TEMPORARY bridge to interfaces added in parallel (issue 12, branch r-front).
 
-THE LEAD DELETES THIS MODULE AT MERGE: every name below is one line of the
-new interfaces (ROUND12.md, "Training progress" and "Scoring"), and the
-command modules call them through here only.  Until r-core's estimators
-accept ``fit(..., callback=, input_zero_based=)`` and expose the pre-training
-checks, each function falls back to what the command line did before
-(private estimator members), in this one place and nowhere else.
+THE LEAD DELETES THIS MODULE AT MERGE.  The command modules reach the
+estimator interfaces of ROUND12.md ("Training progress", "Scoring") through
+here only, so that private estimator members appear in this one place:
+``fit`` uses ``fit(..., callback=, input_zero_based=)`` when the estimator
+accepts them, else today's ``_print_epoch`` / ``_input_zero_based``;
+``predict_model_file`` comes from ``cfm._loader`` once it exists; the two
+pre-training checks have no interface yet and call today's private methods.
 
 At merge, in cfm/cli/train.py and cfm/cli/predict.py drop the
 "from ._shim import ..." lines and replace the calls:
@@ -47,24 +48,19 @@ def fit(model, X, *, callback, input_zero_based=None, **kwargs):
 
 def check_params(model):
     """Raise ValueError naming a bad parameter of ``model`` (nothing trained,
-    nothing read); returns the parameter dtype."""
-    try:
-        from .._validation import check_params as check
-    except ImportError:
-        return model._validate_params()
-    return check(model)
+    nothing read); returns the parameter dtype.  No interface for it exists
+    yet (see the module docstring for the proposed one): today's private
+    method."""
+    return model._validate_params()
 
 
 def check_model_size(model, n_features, n_fields=None, *, source=None, info=None):
     """Refuse, before anything is allocated or read, a model larger than the
     memory available: DataFormatError naming ``source``'s lines with the
-    largest ids (``info``: its scan_file result), else MemoryError."""
-    try:
-        from .._validation import check_model_size as check
-    except ImportError:
-        return model._check_model_size(n_features, n_fields, model._validate_params(),
-                                       source=source, info=info)
-    return check(model, n_features, n_fields, source=source, info=info)
+    largest ids (``info``: its scan_file result), else MemoryError.  No
+    interface for it exists yet: today's private methods."""
+    return model._check_model_size(n_features, n_fields, model._validate_params(),
+                                   source=source, info=info)
 
 
 def predict_model_file(model_path, path, out_path, **kwargs):
