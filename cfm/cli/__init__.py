@@ -117,6 +117,3 @@ def _describe(exc):
         return msg if not isinstance(exc, MemoryError) else f"out of memory ({msg})"
     return f"{type(exc).__name__}: {exc} (internal error; rerun with --debug for a traceback)"
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
