@@ -2,7 +2,7 @@
 import os
 import time
 
-from ._options import EXIT_OK, UsageError, add_quiet, add_threads, add_zero_based, fmt_int
+from ._options import EXIT_OK, add_quiet, add_threads, add_zero_based, fmt_int
 from ._paths import cache_header, check_data_file, is_cache
 
 

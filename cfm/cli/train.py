@@ -154,7 +154,7 @@ def _task(args, info, log):
 
 def _fit(model, args, info, zero_based, eval_set, callback):
     """Train ``model`` on the training file, the way its solver and the ids need."""
-    from .. import data as cfm_data
+    from .. import iter_blocks
     from ..scoring import read_for_model
 
     n_features = info["n_features"]
@@ -163,25 +163,22 @@ def _fit(model, args, info, zero_based, eval_set, callback):
         Xt, yt = read_for_model(args.train, n_features, zero_based=zero_based,
                                 n_jobs=args.threads)
         fit(model, Xt, y=yt, eval_set=eval_set, callback=callback,
-                  input_zero_based=bool(zero_based))
+            input_zero_based=bool(zero_based))
     elif info["format"] == "libsvm" and args.zero_based != "auto":
         # fit(path) reads ids with the "auto" rule: stream the blocks ourselves
         def chunks():
-            for Xb, yb, _ in cfm_data.iter_blocks(args.train, block_rows=args.block_rows,
-                                                  n_features=n_features,
-                                                  zero_based=zero_based,
-                                                  n_jobs=args.threads,
-                                                  allow_nonfinite=False):
+            for Xb, yb, _ in iter_blocks(args.train, block_rows=args.block_rows,
+                                         n_features=n_features, zero_based=zero_based,
+                                         n_jobs=args.threads, allow_nonfinite=False):
                 yield Xb, yb
         fit(model, chunks, eval_set=eval_set, callback=callback,
-                  input_zero_based=bool(zero_based))
+            input_zero_based=bool(zero_based))
     else:
-        fit(model, args.train, eval_set=eval_set, block_rows=args.block_rows,
-                  callback=callback)
+        fit(model, args.train, eval_set=eval_set, block_rows=args.block_rows, callback=callback)
 
 
 def run(args, log):
-    from .. import data as cfm_data
+    from .. import scan_file
     from ..scoring import read_for_model
 
     _check_args(args)
@@ -194,7 +191,7 @@ def run(args, log):
 
     t0 = time.perf_counter()
     # nan / inf labels or values: refused here, at file:line, before any training
-    info = cfm_data.scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
+    info = scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
     _check_format(args, info)
     cls = _estimator_class(_task(args, info, log), args.model)
     model = cls(**params)
