@@ -544,10 +544,14 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         """What batch scoring needs, bound to the current state (one snapshot)."""
         state = self._current_tables()
         zb = getattr(self, "_input_zero_based", None)
+
+        def encode_y(y):
+            return self._encode_eval_y(y, len(y))
+
         return Scorer(n_features=int(self.n_features_in_),
                       zero_based=None if zb is None else bool(zb),
                       logistic=self._loss == "logistic", decision=state.decision,
-                      encode_y=self._encode_eval_y if self._loss == "logistic" else None,
+                      encode_y=encode_y if self._loss == "logistic" else None,
                       n_jobs=self.n_jobs)
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,

@@ -12,7 +12,7 @@ from ._validation import effective_n_threads
 from .exceptions import ModelFileError
 from .ffm import FFMClassifier, FFMRegressor
 from .models import FMClassifier, FMRegressor
-from .scoring import Scorer, _predict_file, _scorer_from_model
+from . import scoring
 from .xlearn import XLearnFMClassifier, XLearnFMRegressor
 
 # Every estimator class a model file may name (header "estimator").  A new
@@ -77,7 +77,7 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
     Returns ``(model, stats)``.
     """
     header = peek_header(model_path)
-    info = Scorer.from_header(header) if header is not None else None
+    info = scoring.Scorer.from_header(header) if header is not None else None
     if info is None:  # not a readable model file: load() raises the precise error
         model = load(model_path, scoring_only=scoring_only)
         kwargs["n_jobs"] = effective_n_threads(kwargs.get("n_jobs"))  # not the file's
@@ -86,11 +86,11 @@ def predict_model_file(model_path, path, out_path, *, scoring_only=True, **kwarg
 
     def get_scorer():
         model = load(model_path, scoring_only=scoring_only)
-        scorer = _scorer_from_model(model)
+        scorer = scoring._scorer_from_model(model)
         if not scorer.describes_same_model(info):  # the file changed between the two reads
             raise ValueError(f"{os.fspath(model_path)}: the model file changed while loading")
         loaded.append(model)
         return scorer
 
-    stats = _predict_file(get_scorer, info, path, out_path, **kwargs)
+    stats = scoring._predict_file(get_scorer, info, path, out_path, **kwargs)
     return loaded[0], stats

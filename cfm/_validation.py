@@ -493,6 +493,12 @@ def check_eval_set(eval_set, n_features, encode_y, estimator=None):
     return out
 
 
+def check_estimator_params(est):
+    """For front ends, before reading anything: raise ValueError naming a bad
+    parameter of estimator ``est``; return its parameter dtype."""
+    return est._validate_params()
+
+
 def check_fit_size(est, n_features, n_fields=None, *, source=None, info=None):
     """For front ends, before reading training data: validate estimator
     ``est``'s parameters and refuse a model of ``n_features`` (x ``n_fields``)

@@ -1,4 +1,4 @@
-"""The ``cfm`` command line (cfm/cli.py): every command, error paths, exit codes."""
+"""The ``cfm`` command line (cfm/cli/): every command, error paths, exit codes."""
 import io
 import json
 import os
@@ -11,6 +11,8 @@ import scipy.sparse as sp
 
 import cfm
 from cfm import cli
+from cfm.cli._options import Log
+from cfm.cli.progress import Progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,6 +89,18 @@ def test_train_options_reach_the_estimator(d, tmp_path, capsys):
     assert (p["solver"], p["l1"], p["learning_rate"], p["l2_w"], p["l2_v"], p["init_std"],
             p["normalize"], p["dtype"], p["random_state"]) == (
         "ftrl", 0.01, 0.05, 0.001, 0.002, 0.01, False, "float64", 3)
+
+
+def test_train_dtype_float16_is_for_ffm(d, tmp_path, capsys):
+    """--dtype float16 (documented for ffm) trains an FFM; an FM refuses it (usage error)."""
+    out = tmp_path / "h.cfm"
+    rc, _, err = run(["train", d / "train.ffm", "-o", out, "--model", "ffm", "--dtype",
+                      "float16", "-k", "2", "-e", "1", "-q"], capsys)
+    assert rc == 0 and err == ""
+    assert cfm.load(out).get_params()["dtype"] == "float16"
+    rc, _, err = run(["train", d / "train.svm", "-o", out, "--dtype", "float16", "-q"], capsys)
+    assert rc == 2
+    one_error_line(err, "dtype must be 'float32' or 'float64'")
 
 
 def test_train_is_reproducible_with_one_thread(d, tmp_path, capsys):
@@ -357,14 +371,14 @@ def test_subprocess_broken_pipe_is_quiet(d, fm_model, tmp_path):
 
 
 def test_progress_bar_on_a_terminal(capsys):
-    log = cli._Log(False)
-    bar = cli._Progress(3, log, tty=True)
+    log = Log(False)
+    bar = Progress(3, log, tty=True)
     for e in (1, 2, 3):
         bar.epoch({"epoch": e, "train_loss": 0.5, "eval_auc": 0.7, "time": 0.01}, 3)
     bar.clear()
     err = capsys.readouterr().err
     assert "epoch   2/3" in err and "[" in err and "epochs" in err and "\r" in err
-    quiet = cli._Progress(3, cli._Log(True), tty=True)
+    quiet = Progress(3, Log(True), tty=True)
     quiet.epoch({"epoch": 1, "train_loss": 0.5, "time": 0.01}, 3)
     assert capsys.readouterr().err == ""
 

@@ -319,7 +319,7 @@ def test_packed_records_predict_train_save_load(rng, tmp_path, n_fields):
     # the file holds the records contiguously; loading restores the packed table
     path = tmp_path / "m.cfm"
     m.save(path)
-    from cfm._io import read_model_file
+    from cfm._model_file import read_model_file
 
     _, arrays = read_model_file(path)
     recs = np.stack([m._V[:, o:o + m._ks] for o in m._rec_off], axis=1)
@@ -376,7 +376,7 @@ def test_chunked_schedule_scores_identically(rng, dtype):
 def test_save_writes_tables_in_row_blocks(rng, tmp_path, monkeypatch, dtype):
     """The factor table is saved a block of rows at a time (no copy of the
     whole table): tiny blocks give the same file, which loads back."""
-    from cfm import _io
+    from cfm import _model_file as _io
 
     X, fields = ffm_data(rng, n=300, n_features=40, n_fields=7, nnz=6)
     y = (rng.random(X.shape[0]) > 0.5).astype(int)

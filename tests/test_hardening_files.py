@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import cfm
-from cfm import _io, _container as _reader, cli
+from cfm import _model_file, _container as _reader, cli
 from conftest import random_sparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ def expect_model_file_error(path, *fragments, **kw):
 SANDBOX = r"""
 import contextlib, io, json, os, sys, threading, time
 import numpy as np, scipy.sparse as sp
-import cfm, cfm._io as cio, cfm._container as crd
+import cfm, cfm._model_file as cio, cfm._container as crd
 from cfm import cli
 from cfm.xlearn import load_xlearn
 
@@ -431,7 +431,7 @@ def test_item1_crc32_combine_matches_zlib():
     rng = np.random.default_rng(0)
     for la, lb in [(0, 0), (0, 5), (7, 0), (1, 1), (100, 4097), (65536, 3)]:
         a, b = rng.bytes(la), rng.bytes(lb)
-        assert _io.crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
+        assert _reader.crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
 
 
 def test_item1_dev_zero_and_fifo_are_refused(sandbox):
@@ -548,7 +548,7 @@ def test_item5_save_writes_through_fifo_and_follows_symlinks(models, tmp_path):
         m.save(dest)
         t.join(30)
         assert stat.S_ISFIFO(os.stat(fifo).st_mode)
-        assert got and got[0][:8] == _io.MAGIC
+        assert got and got[0][:8] == _model_file.MAGIC
         assert len(got[0]) == len(first)
 
 
@@ -580,7 +580,7 @@ def test_item5_cli_output_to_symlink_fifo_and_dev_null(tmp_path, sandbox):
     t.start()
     assert cli.main(["train", str(train), "-o", str(fifo), "-e", "1", "-q"]) == 0
     t.join(30)
-    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got[0][:8] == _io.MAGIC
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got[0][:8] == _model_file.MAGIC
     # -o /dev/null: in the sandbox, where renaming is impossible
     assert sandboxed(sandbox, "cli_dev_null") == [0, True]
 
@@ -776,7 +776,7 @@ def test_item11_crafted_headers_raise_model_file_error(saved, tmp_path, capsys, 
     p = tmp_path / f"{case}.cfm"
     p.write_bytes(with_header(raw, _crafted(raw)[case]))
     expect_model_file_error(p)
-    assert _io.peek_header(p) is None
+    assert _model_file.peek_header(p) is None
     rc = cli.main(["info", str(p)])
     err = capsys.readouterr().err
     assert rc == 1 and str(p) in err and "internal error" not in err, err

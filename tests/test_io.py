@@ -201,7 +201,7 @@ def test_model_file_with_too_many_factors_is_refused(tmp_path):
     import struct
     import zlib
 
-    from cfm._io import MAGIC
+    from cfm._model_file import MAGIC
 
     X = np.eye(4)
     m = cfm.FMRegressor(n_factors=2, n_epochs=1).fit(X, np.arange(4.0))

@@ -293,12 +293,12 @@ def test_save_load_predicts_identically(cls, tmp_path):
     np.testing.assert_array_equal(m._samples, m2._samples)
     assert m2.alpha_ == m.alpha_
     # a file whose samples are missing is refused clearly
-    from cfm._io import read_model_file, save_model
+    from cfm._model_file import read_model_file
     arrays, header = m._export_state()
     del arrays["mcmc_samples"]
     m._export_state = lambda: (arrays, header)
     bad = tmp_path / "bad.cfm"
-    save_model(m, bad)
+    m.save(bad)
     with pytest.raises(cfm.ModelFileError, match="samples"):
         cfm.load(bad)
     assert read_model_file(path)[0]["solver"] == "mcmc"

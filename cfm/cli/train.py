@@ -1,0 +1,221 @@
+"""``cfm train TRAIN -o MODEL``: train an LR, FM or FFM model on a data file."""
+import sys
+import time
+
+from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet, add_threads,
+                       add_zero_based, float_range, fmt_int, int_range)
+from ._paths import check_data_file, check_output
+from .progress import Progress
+
+
+def add_parser(sub, common):
+    t = sub.add_parser("train", parents=[common], help="train a model on a data file",
+                       description="Train an LR, FM or FFM model on a libsvm / libFM / libffm "
+                       "text file (plain or gzip) or a .cfmdata cache, streamed in blocks.")
+    t.add_argument("train", metavar="TRAIN", help="training data file")
+    t.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file to write")
+    t.add_argument("--model", choices=("lr", "fm", "ffm"), default="fm",
+                   help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM "
+                   "(needs a libffm file). Default: fm")
+    t.add_argument("--task", choices=("binary", "reg"), default=None,
+                   help="binary classification or regression; default: binary when the "
+                   "training labels take exactly two values, else reg")
+    t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
+                   default="adagrad",
+                   help="per-sample optimizers adagrad (default), sgd, ftrl; or libFM's "
+                   "coordinate-wise solvers als and mcmc (Gibbs sampling; --model fm/lr, "
+                   "training file read into memory)")
+    t.add_argument("-k", "--factors", type=int_range(1, 256), default=None, metavar="K",
+                   help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
+    t.add_argument("-e", "--epochs", type=int_range(1, MAX_COUNT), default=None,
+                   help="epochs, or sweeps for als/mcmc (default 10; als 30, mcmc 200)")
+    t.add_argument("--burn-in", type=int_range(0, MAX_COUNT), default=None, metavar="N",
+                   help="mcmc: sweeps discarded before averaging (default: epochs // 10, "
+                   "at most 50)")
+    t.add_argument("-r", "--lr", type=float_range(0, low_open=True), default=None,
+                   metavar="RATE", help="learning rate (default: the estimator's, 0.1 binary / "
+                   "0.15 reg)")
+    t.add_argument("--l2", type=float_range(), default=None, metavar="L",
+                   help="L2 of the linear weights and the factors (sets --l2-w and --l2-v)")
+    t.add_argument("--l2-w", type=float_range(), default=None, metavar="L")
+    t.add_argument("--l2-v", type=float_range(), default=None, metavar="L")
+    t.add_argument("--l2-w0", type=float_range(), default=0.0, metavar="L", help="L2 of the bias")
+    t.add_argument("--l1", type=float_range(), default=0.0, metavar="L",
+                   help="L1 of the linear weights (--solver ftrl only)")
+    t.add_argument("--ftrl-beta", type=float_range(), default=1.0, metavar="B")
+    t.add_argument("--init-std", type=float_range(), default=None, metavar="S",
+                   help="std of the factors' initialisation (default 0.03; 0.1 for als/mcmc)")
+    t.add_argument("--no-norm", action="store_true",
+                   help="no instance-wise L2 normalisation of the rows (on by default, as in "
+                   "xLearn/libffm)")
+    t.add_argument("--no-bias", action="store_true", help="no bias term")
+    t.add_argument("--no-shuffle", action="store_true",
+                   help="visit rows in file order (default: shuffled within each block)")
+    t.add_argument("--validate", metavar="FILE", default=None,
+                   help="validation file: metric printed per epoch, early stopping and the "
+                   "best epoch's model kept")
+    t.add_argument("--metric", choices=("auc", "logloss", "rmse", "mae"), default=None,
+                   help="validation metric (default logloss for binary, rmse for reg)")
+    t.add_argument("--patience", type=int_range(1, MAX_COUNT), default=3, metavar="N",
+                   help="early stopping: epochs without improvement (default 3)")
+    t.add_argument("--tol", type=float_range(), default=1e-4,
+                   help="early stopping: minimum improvement (default 1e-4)")
+    t.add_argument("--dtype", choices=("float32", "float64", "float16"), default=None,
+                   help="parameter precision (default float32; ffm: float16 factor storage "
+                   "on CPUs with AVX2/F16C)")
+    add_block_rows(t, 100_000, "rows per block when streaming the file (memory ~ one block)")
+    add_zero_based(t, "auto", "libsvm column ids: true = as written, false = one-based (shifted "
+                   "down), auto = one-based when the file has no id 0 (scikit-learn's rule; "
+                   "default). Recorded in the model for 'cfm predict'")
+    add_threads(t, "threads (default: all cores; -1 all cores)")
+    t.add_argument("--seed", type=int_range(0, 2**32 - 1), default=None, metavar="N",
+                   help="random seed, 0 .. 2**32-1 (with --threads 1: bit-for-bit "
+                   "reproducible)")
+    add_quiet(t, "no progress output")
+    return t
+
+
+_METRIC_TASK = {"auc": "binary", "logloss": "binary", "rmse": "reg", "mae": "reg"}
+
+
+def _check_args(args):
+    """Usage errors found from the options alone."""
+    if args.metric is not None and args.task not in (None, _METRIC_TASK[args.metric]):
+        raise UsageError(f"--metric {args.metric} does not apply to --task {args.task}")
+    if args.l1 > 0 and args.solver != "ftrl":
+        raise UsageError("--l1 needs --solver ftrl")
+    if args.model == "lr" and args.factors is not None:
+        raise UsageError("-k/--factors does not apply to --model lr (a linear model)")
+    check_data_file(args.train, not_stdin="TRAIN must be a file (training reads it once per "
+                    "epoch)")
+    if args.validate is not None:
+        check_data_file(args.validate, not_stdin="--validate must be a file")
+    check_output(args.output, [args.train, args.validate])
+    from .._files import check_writable
+
+    check_writable(args.output)  # before training, not after the last epoch
+
+
+def _n_factors(args):
+    if args.model == "lr":
+        return 0
+    if args.factors is not None:
+        return args.factors
+    return 4 if args.model == "ffm" else 8
+
+
+def _params(args):
+    """The estimator's parameters from the options."""
+    return dict(n_factors=_n_factors(args), solver=args.solver, learning_rate=args.lr,
+                n_epochs=args.epochs, l2_w0=args.l2_w0,
+                l2_w=args.l2_w if args.l2_w is not None else args.l2,
+                l2_v=args.l2_v if args.l2_v is not None else args.l2,
+                l1=args.l1, ftrl_beta=args.ftrl_beta,
+                init_std=args.init_std, normalize=False if args.no_norm else None,
+                fit_intercept=not args.no_bias, shuffle=not args.no_shuffle,
+                n_iter_no_change=args.patience, tol=args.tol, eval_metric=args.metric,
+                dtype=args.dtype, n_jobs=args.threads, random_state=args.seed,
+                verbose=0 if args.quiet else 1, n_burn_in=args.burn_in)
+
+
+def _estimator_class(task, model):
+    from .. import FFMClassifier, FFMRegressor, FMClassifier, FMRegressor
+
+    return {("binary", False): FMClassifier, ("reg", False): FMRegressor,
+            ("binary", True): FFMClassifier, ("reg", True): FFMRegressor}[(task, model == "ffm")]
+
+
+def _check_format(args, info):
+    """The scanned training file can train the model asked for."""
+    fmt = info["format"]
+    if info["n_rows"] == 0:
+        raise ValueError(f"{args.train}: no data rows")
+    if args.model == "ffm" and fmt == "libsvm":
+        raise ValueError(f"{args.train} is a libsvm file; --model ffm needs a libffm file "
+                         "(label field:feature:value ...) or a cache made from one")
+    if args.model == "ffm" and fmt == "cache" and not info.get("n_fields"):
+        raise ValueError(f"{args.train} is a cache made from a libsvm file; --model ffm needs "
+                         "field ids (a libffm file)")
+
+
+def _task(args, info, log):
+    """--task, or the task the metric or the training labels imply (logged)."""
+    if args.task is not None:
+        return args.task
+    labels = info.get("label_values_sample", [])
+    task = "binary" if len(labels) == 2 else "reg"
+    if args.metric is not None:
+        task = _METRIC_TASK[args.metric]
+    shown = ", ".join(f"{v:g}" for v in list(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+    log(f"task: {task} (labels {shown}; set --task to override)")
+    return task
+
+
+def _fit(model, args, info, zero_based, eval_set, callback):
+    """Train ``model`` on the training file, the way its solver and the ids need."""
+    from .. import iter_blocks
+    from ..scoring import read_for_model
+
+    n_features = info["n_features"]
+    if args.solver in ("als", "mcmc"):
+        # coordinate-wise solvers sweep over columns: the data must be in memory
+        Xt, yt = read_for_model(args.train, n_features, zero_based=zero_based,
+                                n_jobs=args.threads)
+        model.fit(Xt, y=yt, eval_set=eval_set, callback=callback,
+                  input_zero_based=bool(zero_based))
+    elif info["format"] == "libsvm" and args.zero_based != "auto":
+        # fit(path) reads ids with the "auto" rule: stream the blocks ourselves
+        def chunks():
+            for Xb, yb, _ in iter_blocks(args.train, block_rows=args.block_rows,
+                                         n_features=n_features, zero_based=zero_based,
+                                         n_jobs=args.threads, allow_nonfinite=False):
+                yield Xb, yb
+        model.fit(chunks, eval_set=eval_set, callback=callback,
+                  input_zero_based=bool(zero_based))
+    else:
+        model.fit(args.train, eval_set=eval_set, block_rows=args.block_rows, callback=callback)
+
+
+def run(args, log):
+    from .. import scan_file
+    from .._validation import check_estimator_params, check_fit_size
+    from ..scoring import read_for_model
+
+    _check_args(args)
+    params = _params(args)
+    try:  # before reading anything (the task is not known yet: the metric's, else binary)
+        check_estimator_params(_estimator_class(_METRIC_TASK.get(args.metric, "binary"),
+                                      args.model)(**params))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    t0 = time.perf_counter()
+    # nan / inf labels or values: refused here, at file:line, before any training
+    info = scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
+    _check_format(args, info)
+    cls = _estimator_class(_task(args, info, log), args.model)
+    model = cls(**params)
+    fmt, n_features = info["format"], info["n_features"]
+    # a model sized by a huge id: refused (naming the line) before reading further
+    check_fit_size(model, n_features, info.get("n_fields"), source=args.train, info=info)
+    zero_based = info.get("zero_based", True) if fmt in ("libsvm", "cache") else True
+    log(f"training {cls.__name__}(k={params['n_factors']}, solver={args.solver}) on "
+        f"{args.train}: {fmt_int(info['n_rows'])} rows, {fmt_int(n_features)} features, {fmt}"
+        + (f", {'zero' if zero_based else 'one'}-based ids" if fmt == "libsvm" else ""))
+    eval_set = None
+    if args.validate is not None:
+        Xv, yv = read_for_model(args.validate, n_features, zero_based=zero_based,
+                                n_jobs=args.threads)
+        eval_set = (Xv, yv)
+        log(f"validation: {args.validate}, {fmt_int(Xv.shape[0])} rows")
+    progress = Progress(None, log, sys.stderr.isatty())  # per-epoch lines and the live bar
+    try:
+        _fit(model, args, info, zero_based, eval_set, progress.epoch)
+    finally:
+        progress.clear()
+    model.set_params(verbose=0)  # the saved parameters: a loaded model trains silently
+    model.save(args.output)
+    best = getattr(model, "best_epoch_", model.n_epochs_)
+    log(f"saved {args.output} ({model.n_epochs_} epochs, best epoch {best}, "
+        f"{time.perf_counter() - t0:.1f}s)")
+    return EXIT_OK
