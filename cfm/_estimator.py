@@ -15,15 +15,14 @@ import os
 
 import numpy as np
 
-from . import _train
+from . import _train, scoring
 from ._compat import BaseEstimator
 from ._persist import ModelFileMixin
-from .scoring import Scorer
 from ._state.base import MAX_FACTORS, Hyper, bias_state
 from ._train import sgd
 from ._train.loop import LoopConfig, print_epoch
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
-                          check_model_size, check_n_jobs, check_params, check_sample_weight,
+                          check_model_size, check_params, check_sample_weight,
                           check_eval_set, check_X, draw_seed, effective_n_threads,
                           is_stream, set_feature_names)
 from ._train.stream import StreamSource, read_eval_file
@@ -548,11 +547,11 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         def encode_y(y):
             return self._encode_eval_y(y, len(y))
 
-        return Scorer(n_features=int(self.n_features_in_),
-                      zero_based=None if zb is None else bool(zb),
-                      logistic=self._loss == "logistic", decision=state.decision,
-                      encode_y=encode_y if self._loss == "logistic" else None,
-                      n_jobs=self.n_jobs)
+        return scoring.Scorer(n_features=int(self.n_features_in_),
+                              zero_based=None if zb is None else bool(zb),
+                              logistic=self._loss == "logistic", decision=state.decision,
+                              encode_y=encode_y if self._loss == "logistic" else None,
+                              n_jobs=self.n_jobs)
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",
@@ -586,11 +585,9 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             ``n_rows``, ``seconds``, ``ignored_values`` and per-stage times; with
             ``evaluate=True`` also ``metrics``.
         """
-        from .scoring import predict_file
-
-        return predict_file(self, path, out_path, raw=raw, block_rows=block_rows, n_jobs=n_jobs,
-                            zero_based=zero_based, precision=precision, evaluate=evaluate,
-                            format=format, chunk_bytes=chunk_bytes)
+        return scoring.predict_file(self, path, out_path, raw=raw, block_rows=block_rows,
+                                    n_jobs=n_jobs, zero_based=zero_based, precision=precision,
+                                    evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

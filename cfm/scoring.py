@@ -37,7 +37,6 @@ Output: one number per line, ``'%.{precision}g'`` (default 9 significant
 digits, which round-trips float32); probabilities of ``classes_[1]`` for
 classifiers (``raw=True``: log-odds), predicted values for regressors.
 """
-import os
 import queue
 import sys
 import threading

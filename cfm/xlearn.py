@@ -54,8 +54,7 @@ from ._state import FMTable
 from ._state.base import ADAGRAD_INIT
 from ._state.ffm import lin_width, padded_k
 from .exceptions import ModelFileError
-from ._xlearn_txt import (MAX_TXT_BYTES, _parse_fast,  # noqa: F401
-                          _parse_lines, _parse_txt)
+from ._xlearn_txt import _parse_txt
 from .ffm import FFMClassifier, FFMRegressor
 from .models import FMClassifier, FMRegressor
 

@@ -113,7 +113,7 @@ def test_handwritten_model_matches_xlearn_formula(tmp_path, kind, norm, task):
 
 @pytest.mark.parametrize("kind", ["lr", "fm", "ffm"])
 def test_fast_parser_equals_line_parser(tmp_path, kind):
-    from cfm.xlearn import _parse_fast, _parse_lines
+    from cfm._xlearn_txt import _parse_fast, _parse_lines
 
     rng = np.random.default_rng(5)
     n, nf, k = 50, 4, 3
@@ -378,7 +378,7 @@ def test_matches_xlearn_predictions(tmp_path, kind, norm, task):
         model.setSigmoid()
     model.predict(str(tmp_path / "model.bin"), str(tmp_path / "pred.txt"))
     expected = np.loadtxt(tmp_path / "pred.txt")
-    from cfm.xlearn import _parse_fast
+    from cfm._xlearn_txt import _parse_fast
     assert _parse_fast((tmp_path / "model.txt").read_bytes()) is not None
 
     if kind == "ffm":
