@@ -254,21 +254,20 @@ def scratch_dir(path):
 
 
 @contextlib.contextmanager
-def scratch_file(directory, base):
-    """Context manager: the path of a new, empty temporary file in
-    ``directory`` (a unique name derived from ``base``), removed when the
-    block ends, and by the SIGTERM / SIGHUP handler (see the module
-    docstring) if the process is killed meanwhile."""
+def _registered_temp(directory, base, shown):
+    """Context manager: ``(fd, path)`` of a new temporary file in
+    ``directory`` (a unique name derived from ``base``), registered for the
+    SIGTERM / SIGHUP handler and removed when the block ends; an error
+    creating it names ``shown``."""
     with _signal_guard():
         try:
             fd, tmp = _temp_in(directory, base)
         except OSError as exc:
-            raise _write_error(os.path.join(directory, base), exc) from None
-        os.close(fd)
+            raise _write_error(shown, exc) from None
         with _TEMPS_LOCK:
             _TEMPS.add((os.getpid(), tmp))
         try:
-            yield tmp
+            yield fd, tmp
         finally:
             with _TEMPS_LOCK:
                 _TEMPS.discard((os.getpid(), tmp))
@@ -276,6 +275,17 @@ def scratch_file(directory, base):
                 os.remove(tmp)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def scratch_file(directory, base):
+    """Context manager: the path of a new, empty temporary file in
+    ``directory`` (a unique name derived from ``base``), removed when the
+    block ends, and by the SIGTERM / SIGHUP handler (see the module
+    docstring) if the process is killed meanwhile."""
+    with _registered_temp(directory, base, os.path.join(directory, base)) as (fd, tmp):
+        os.close(fd)
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -295,37 +305,23 @@ def atomic_output(path, buffering=1 << 20):
             yield fh
         return
     directory = os.path.dirname(target) or "."
-    with _signal_guard():
-        try:
-            fd, tmp = _temp_in(directory, os.path.basename(target))
-        except OSError as exc:
-            raise _write_error(shown, exc) from None
-        with _TEMPS_LOCK:
-            _TEMPS.add((os.getpid(), tmp))
-        try:
-            if st is not None:  # keep the permissions of the file it replaces
-                try:
-                    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-                except OSError:
-                    pass
-            fh = open(fd, "wb", buffering=buffering)
+    with _registered_temp(directory, os.path.basename(target), shown) as (fd, tmp):
+        if st is not None:  # keep the permissions of the file it replaces
             try:
-                yield fh
-            except BaseException:
-                try:
-                    fh.close()
-                except OSError:
-                    pass
-                raise
-            try:
-                fh.close()  # flushes: a full disk fails here or in a write
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise _write_error(shown, exc) from exc
-        finally:
-            with _TEMPS_LOCK:
-                _TEMPS.discard((os.getpid(), tmp))
-            try:
-                os.remove(tmp)
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))
             except OSError:
                 pass
+        fh = open(fd, "wb", buffering=buffering)
+        try:
+            yield fh
+        except BaseException:
+            try:
+                fh.close()
+            except OSError:
+                pass
+            raise
+        try:
+            fh.close()  # flushes: a full disk fails here or in a write
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _write_error(shown, exc) from exc
