@@ -9,7 +9,7 @@ whole table at every step, cfm's over the rows a batch touches).
 
 Libraries
 ---------
-* ``cfm``: cfm's DeepFM kernels through ``cfm._deepfm_state.DeepFMState``
+* ``cfm``: cfm's DeepFM kernels through ``cfm._state.deepfm.DeepFMState``
   (the estimators come with the restructuring, issue 12) and a small fit
   loop: a new random order every epoch, w0 started at the log-odds of the
   training labels.
@@ -250,7 +250,7 @@ def score_timing(fn, n_rows, warm_repeats=3):
 
 
 def worker_cfm(d, s, res):
-    from cfm._deepfm_state import DeepFMHyper, DeepFMState
+    from cfm._state.deepfm import DeepFMHyper, DeepFMState
     from cfm._validation import check_X
 
     Xtr, fields = to_csr(d["ids_tr"], d["vocab"])

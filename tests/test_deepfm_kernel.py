@@ -1,4 +1,4 @@
-"""DeepFM kernels (src/cfm/_deepfm.pyx) and their driver cfm/_deepfm_state.py
+"""DeepFM kernels (src/cfm/_deepfm.pyx) and their driver cfm/_state/deepfm.py
 against the NumPy reference tests/reference_deepfm.py."""
 import numpy as np
 import pytest
