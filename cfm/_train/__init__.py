@@ -8,8 +8,9 @@ meaning depends on it.
 """
 from dataclasses import dataclass
 
-from . import als, gibbs
-from .coordinate import Data, auto_groups, check_groups
+# The coordinate-wise solvers (als, gibbs and what they share) are imported
+# when first used: most processes (scoring, per-sample training) never need
+# them, and every fresh ``cfm`` process would pay for their import.
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,23 @@ class CoordinateParams:
     n_kept_samples: object = None
 
 
+def Data(X, normalize, sample_weight):
+    """The training data of a coordinate-wise solver (cfm._train.coordinate.Data)."""
+    from .coordinate import Data as _Data
+
+    return _Data(X, normalize, sample_weight)
+
+
+def check_groups(groups, n_features):
+    """Validated prior groups (cfm._train.coordinate.check_groups)."""
+    from .coordinate import check_groups as _check
+
+    return _check(groups, n_features)
+
+
 def _run_als(state, data, y, evals, groups, p, config):
+    from . import als
+
     l2_w, l2_v = als.resolved_l2(p.l2_w, p.l2_v)
     res = als.fit(state, data, y, evals, task=p.task, l2_w0=p.l2_w0, l2_w=l2_w, l2_v=l2_v,
                   fit_intercept=p.fit_intercept, n_epochs=p.n_epochs, config=config,
@@ -37,6 +54,9 @@ def _run_als(state, data, y, evals, groups, p, config):
 
 
 def _run_gibbs(state, data, y, evals, groups, p, config):
+    from . import gibbs
+    from .coordinate import auto_groups
+
     group, n_groups = groups if groups is not None else auto_groups(data)
     return gibbs.fit(state, data, y, group, n_groups, evals, task=p.task, rng=p.rng,
                      n_epochs=p.n_epochs, n_burn_in=p.n_burn_in,
