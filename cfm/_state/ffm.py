@@ -246,8 +246,15 @@ class FFMTable(ModelState):
             V_ok = _utils.all_finite(self.V, self.row_width, n_threads)
         return _utils.all_finite(self.lin, 1, n_threads) and V_ok
 
-    def snapshot(self):
-        return self.lin.copy(), self.V.copy(), self.w0_state.copy()
+    def snapshot(self, into=None):
+        """Copies of the parameters; ``into``: an earlier snapshot of this
+        state whose arrays are overwritten (no allocation)."""
+        if into is None:
+            return self.lin.copy(), self.V.copy(), self.w0_state.copy()
+        into[0][...] = self.lin
+        copy_rows(into[1], self.V)
+        into[2][...] = self.w0_state
+        return into
 
     def restore(self, snap):
         self.lin[...] = snap[0]

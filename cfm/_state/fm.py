@@ -117,8 +117,14 @@ class FMTable(ModelState):
     def finite(self, n_threads):
         return _utils.all_finite(self.table, 1 + self.k, n_threads)
 
-    def snapshot(self):
-        return self.table.copy(), self.w0_state.copy()
+    def snapshot(self, into=None):
+        """Copies of the parameters; ``into``: an earlier snapshot of this
+        state whose arrays are overwritten (no allocation)."""
+        if into is None:
+            return self.table.copy(), self.w0_state.copy()
+        copy_rows(into[0], self.table)
+        into[1][...] = self.w0_state
+        return into
 
     def restore(self, snap):
         self.table[...] = snap[0]
