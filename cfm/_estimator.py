@@ -233,10 +233,14 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                          source, locate)
 
     def _build_state(self, n_features, w0, dtype, fields, init_seed, learning_rate,
-                     normalize):
-        """A freshly initialised state (nothing on the estimator changes)."""
+                     normalize, template=None, reuse=None):
+        """A freshly initialised state (nothing on the estimator changes);
+        ``template``: an untrained state of this seed whose parameters are
+        copied (into the arrays of ``reuse``, a state no longer used)."""
         w0_state = bias_state(w0, self.solver, ftrl_beta=self.ftrl_beta,
                               learning_rate=learning_rate, l2_w0=self.l2_w0)
+        if template is not None:
+            return template.replica(w0_state, normalize, reuse)
         return self._state_class.new(
             n_features, k=int(self.n_factors), solver=self.solver, dtype=dtype,
             init_std=self._init_std(), seed=init_seed,
@@ -244,10 +248,11 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             normalize=normalize, fields=fields)
 
     def _init_state(self, n_features, y, sample_weight, dtype, fields=None, *, seed=None,
-                    learning_rate=None, normalize=None):
+                    learning_rate=None, normalize=None, template=None, reuse=None):
         """Build a fresh state (and reset what a fresh fit starts from);
         ``seed`` (None: drawn from random_state), ``learning_rate`` and
-        ``normalize`` (None: the defaults) as resolved by the caller."""
+        ``normalize`` (None: the defaults) as resolved by the caller;
+        ``template`` / ``reuse``: see _build_state."""
         cls, k = self._state_class, int(self.n_factors)
         if k < 1 and cls.uses_fields:
             raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
@@ -261,7 +266,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         self._state = self._build_state(
             n_features, w0, dtype, fields, init_seed,
             s["learning_rate"] if learning_rate is None else learning_rate,
-            s["normalize"] if normalize is None else normalize)
+            s["normalize"] if normalize is None else normalize, template, reuse)
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0

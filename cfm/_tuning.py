@@ -94,14 +94,15 @@ class TuningMixin:
             s["normalize"] = state.normalize  # a model's normalisation is part of it
         else:
             seed = draw_seed(self.random_state)
-            s, status, frac, race = self._tune(Xc, y_enc, sw, evals, fields, dtype, seed,
-                                               callback)
+            s, status, frac, race, build = self._tune(Xc, y_enc, sw, evals, fields, dtype,
+                                                      seed, callback)
             if s is None:  # raced on eval_set: the winner is the model
                 set_feature_names(self, X)
                 return
             state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields, seed=seed,
                                      learning_rate=s["learning_rate"],
-                                     normalize=s["normalize"])
+                                     normalize=s["normalize"], **build)
+            del build
             set_feature_names(self, X)
         res = sgd.fit_arrays(state, Xc, y_enc, sw, evals,
                              hyper=self._hyper(s["learning_rate"]), rng=self._rng,
@@ -141,24 +142,25 @@ class TuningMixin:
     # ------------------------------------------------------------ the race
     def _tune(self, Xc, y, sw, evals, fields, dtype, seed, callback):
         """(settings of the fit that follows, best_params_["auto"], validation
-        fraction, race record), or settings None when the race on an eval_set
-        produced the model itself."""
+        fraction, race record, _init_state arguments of the refit), or
+        settings None when the race on an eval_set produced the model itself."""
         s = self._settings()
         if not self.auto_tune:
-            return s, OFF, 0.0, None
+            return s, OFF, 0.0, None, {}
         if all(getattr(self, k) is not None for k in self._TUNED):
-            return s, GIVEN, 0.0, None
+            return s, GIVEN, 0.0, None, {}
         classifier = self._loss == "logistic"
         counts = autotune.class_counts(evals[0][1], classifier) if evals \
             else autotune.holdout_counts(y, classifier)
         if autotune.too_small(counts, classifier):
-            return s, autotune.TOO_SMALL, 0.0, None
+            return s, autotune.TOO_SMALL, 0.0, None, {}
         cands = autotune.candidates(self.learning_rate, self.normalize)
         n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
         self._check_model_size(Xc.shape[1], n_fields, dtype)
         per_model = self._state_class.model_bytes(Xc.shape[1], n_fields, int(self.n_factors),
-                                                  self.solver, dtype) * (1 + bool(evals))
-        if len(cands) > 2 and len(cands) * per_model > autotune.MEMORY_SHARE * memory_limit():
+                                                  self.solver, dtype)
+        if len(cands) > 2 and autotune.peak_models(len(cands), bool(evals)) * per_model \
+                > autotune.MEMORY_SHARE * memory_limit():
             cands = autotune.candidates(s["learning_rate"], self.normalize)
         init_seed, order_seed = autotune.streams(seed)
         if evals:
@@ -172,8 +174,14 @@ class TuningMixin:
         sw_bias = sw if sw is None or rows is None else sw[rows]
         w0 = self._initial_bias(y_bias, sw_bias) if self.fit_intercept else 0.0
 
-        def make_state(lr, normalize):
-            return self._build_state(Xc.shape[1], w0, dtype, fields, init_seed, lr, normalize)
+        template = []  # every candidate (and the refit) starts from copies of one init
+
+        def make_state(lr, normalize, reuse=None):
+            if not template:
+                template.append(self._build_state(Xc.shape[1], w0, dtype, fields, init_seed,
+                                                  lr, normalize))
+            return self._build_state(Xc.shape[1], w0, dtype, fields, init_seed, lr, normalize,
+                                     template[0], reuse)
 
         race = autotune.Race(
             make_state=make_state, Xc=Xc, y=y, sw=sw, rows=rows, evals=race_evals,
@@ -191,7 +199,8 @@ class TuningMixin:
             n_epochs = self._n_epochs() if self.n_epochs is not None else res.best_epoch
             settings = {"learning_rate": w.learning_rate, "normalize": w.normalize,
                         "n_epochs": n_epochs}
-            return settings, status, autotune.VALIDATION_FRACTION, res.record
+            return settings, status, autotune.VALIDATION_FRACTION, res.record, {
+                "template": template[0], "reuse": res.spare}
         # eval_set: the winner, restored to its best epoch, is the model
         self._adopt(w.state)
         self._rng = w.rng
@@ -200,4 +209,4 @@ class TuningMixin:
         self.best_epoch_ = res.best_epoch
         self._record({"learning_rate": w.learning_rate, "normalize": w.normalize,
                       "n_epochs": res.best_epoch}, status, 0.0, res.record)
-        return None, status, 0.0, res.record
+        return None, status, 0.0, res.record, {}

@@ -166,13 +166,13 @@ def test_held_out_labels_do_not_reach_the_bias(reg, monkeypatch):
     """A regressor's bias starts at the mean target: of the training rows only."""
     X, y = reg
     seen = []
-    real = FMTable.new.__func__
+    real = FMTable.replica
 
-    def spy(cls, *a, **k):
-        seen.append(k["w0_state"][0])
-        return real(cls, *a, **k)
+    def spy(self, w0_state, *a, **k):   # candidates and the refit copy one init
+        seen.append(w0_state[0])
+        return real(self, w0_state, *a, **k)
 
-    monkeypatch.setattr(FMTable, "new", classmethod(spy))
+    monkeypatch.setattr(FMTable, "replica", spy)
     m = cfm.FMRegressor(4, n_jobs=1, random_state=0).fit(X, y)
     tr, _ = autotune.holdout(y, draw_seed(0), False)
     assert seen[0] == pytest.approx(np.mean(y[tr]), rel=1e-12)
@@ -363,3 +363,26 @@ def test_mcmc_classifier_defaults_to_one_prior_group(clf):
     np.testing.assert_array_equal(m.predict_proba(X), ref.predict_proba(X))
     r = cfm.FMRegressor(2, solver="mcmc", n_epochs=4, random_state=0).fit(X[:400], y[:400])
     assert r.n_prior_groups_ > 1   # one-hot fields detected
+
+
+def test_race_reuses_arrays_of_dropped_candidates(clf, monkeypatch):
+    """One initialisation is copied; the first rung keeps at most 4 of the 6
+    candidate states alive, later ones (and the refit) reuse dropped arrays."""
+    X, y = clf
+    reused, news = [], []
+    real_replica, real_new = FMTable.replica, FMTable.new.__func__
+
+    def replica(self, w0_state, normalize, reuse=None):
+        reused.append(reuse is not None)
+        return real_replica(self, w0_state, normalize, reuse)
+
+    def new(cls, *a, **k):
+        news.append(1)
+        return real_new(cls, *a, **k)
+
+    monkeypatch.setattr(FMTable, "replica", replica)
+    monkeypatch.setattr(FMTable, "new", classmethod(new))
+    m = cfm.FMClassifier(n_jobs=1, random_state=0).fit(X, y)
+    assert m.best_params_["auto"] == "race" and len(news) == 1
+    assert reused == [False] * 4 + [True] * 3
+    assert autotune.peak_models(6, False) == 5 and autotune.peak_models(2, True) == 5

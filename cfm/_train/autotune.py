@@ -30,10 +30,13 @@ out, no refit; the winner, restored to its best epoch, is the model.
 
 Efficiency: training visits the training rows through the kernels' row
 ``order`` (no copy of X); the validation rows are copied once
-(``take_rows``) and scored with the state's prediction kernel; a candidate's
-parameters are snapshotted (into one buffer per candidate) only when the
-winner must be restored (eval_set), and only on improvement; dropped
-candidates are freed at once.
+(``take_rows``) and scored with the state's prediction kernel; candidates
+start from copies of one initialisation (the caller's ``make_state``), and
+the first rung keeps at most ceil(half) + 1 candidate states alive, a
+dropped candidate's arrays being reused by the next one (and, after the
+race, by the refit: ``RaceResult.spare``); a candidate's parameters are
+snapshotted (into one buffer per candidate) only when the winner must be
+restored (eval_set), and only on improvement.
 
 Inputs are explicit (a state factory, validated data, a Hyper, seeds, a
 thread budget); nothing here knows an estimator.
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .._lazy import sparse as sp
 from .._metrics import METRICS
 from .._validation import CSRInput
 from ..exceptions import DivergenceError
@@ -109,13 +113,21 @@ def holdout(y, seed, classifier, fraction=VALIDATION_FRACTION):
 
 def take_rows(Xc, rows):
     """The validated CSR rows ``rows`` of Xc as a new CSRInput (a copy of
-    those rows only; still canonical, so not validated again)."""
-    starts = Xc.indptr[rows]
-    lengths = Xc.indptr[rows + 1] - starts
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    pos = np.arange(indptr[-1], dtype=np.int64) - np.repeat(indptr[:-1] - starts, lengths)
-    return CSRInput(Xc.data[pos], Xc.indices[pos], indptr, (len(rows), Xc.shape[1]))
+    those rows only, by SciPy's row indexing; still canonical, so not
+    validated again)."""
+    M = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=Xc.shape, copy=False)[rows]
+    indices = M.indices if M.indices.dtype in (np.int32, np.int64) else \
+        M.indices.astype(np.int64)
+    return CSRInput(np.ascontiguousarray(M.data), np.ascontiguousarray(indices),
+                    np.ascontiguousarray(M.indptr, dtype=np.int64), (len(rows), Xc.shape[1]))
+
+
+def peak_models(n_candidates, snapshots):
+    """Most parameter tables a race of ``n_candidates`` holds at once: the
+    initialisation they are copied from, ceil(half) + 1 candidates during the
+    first rung, and with ``snapshots`` (eval_set) a snapshot of each."""
+    alive = min(n_candidates, math.ceil(n_candidates / 2) + 1)
+    return 1 + alive * (2 if snapshots else 1)
 
 
 def candidates(learning_rate=None, normalize=None, learning_rates=LEARNING_RATES):
@@ -159,13 +171,16 @@ class RaceResult:
     best_epoch: int
     row_epochs: float
     record: dict
+    spare: object = None    # a state no longer used (refit: its arrays can be reused)
 
 
 @dataclass
 class Race:
     """One race (see the module docstring).
 
-    ``make_state(learning_rate, normalize)`` builds a candidate's fresh state;
+    ``make_state(learning_rate, normalize, reuse)`` builds a candidate's
+    fresh state (in the arrays of ``reuse``, a dropped candidate's state, when
+    not None);
     ``rows``: the training rows (None: all, with an eval_set); ``evals``:
     [(validated X, y for the metric)], the first scores the race;
     ``n_rows``: rows of the fit (the row-epoch unit); ``n_epochs``: given by
@@ -192,6 +207,7 @@ class Race:
     verbose: int = 0
     callback: object = None
     spent: float = 0.0
+    spare: object = None
 
     def __post_init__(self):
         self.greater = METRICS[self.metric][1]
@@ -212,8 +228,9 @@ class Race:
     def step(self, c, callback=None):
         """One epoch of candidate ``c`` on the training rows, then its score."""
         if c.state is None:
-            c.state = self.make_state(c.learning_rate, c.normalize)
+            c.state = self.make_state(c.learning_rate, c.normalize, self.spare)
             c.rng = np.random.default_rng(self.order_seed)
+            self.spare = None
         h = replace(self.hyper, learning_rate=c.learning_rate)
 
         def epoch(lr):
@@ -231,7 +248,7 @@ class Race:
             c.diverged = True
             c.curve.append(float("nan"))
             if self.refit:
-                c.free()
+                self._drop(c)
             return
         s = c.records[-1][f"eval_{self.metric}"]
         c.curve.append(s)
@@ -241,6 +258,13 @@ class Race:
                 c.snap = c.state.snapshot(**({"into": c.snap} if c.snap is not None else {}))
         else:
             c.since_best += 1
+
+    def _drop(self, c):
+        """Free a candidate's state (kept as the spare, whose arrays the next
+        new state reuses)."""
+        if c.state is not None:
+            self.spare = c.state
+        c.free()
 
     def _log(self, msg):
         if self.verbose:
@@ -258,19 +282,32 @@ class Race:
         for r in rungs:
             if len(alive) == 1:
                 break
+            keep = math.ceil(len(alive) / 2)
+            # (score, place in the previous ranking): a stable sort, applied
+            # as each candidate finishes the rung, so that at most keep + 1
+            # states are alive
+            rank = {id(c): i for i, c in enumerate(alive)}
+
+            def key(c):
+                return self._key(c) + (rank[id(c)],)
+
+            kept, dropped = [], []
             for c in alive:
                 while not c.diverged and c.epochs < r:
                     self.step(c)
-            ranked = sorted(alive, key=self._key)
-            keep = math.ceil(len(alive) / 2)
-            for c in ranked[keep:]:
-                c.dropped_at = r
-                c.free()
-            alive = ranked[:keep]
+                kept.append(c)
+                kept.sort(key=key)
+                if len(kept) > keep:
+                    d = kept.pop()
+                    d.dropped_at = r
+                    self._drop(d)
+                    dropped.append(d)
+            alive = kept
             self._log(f"rung {r} epoch{'s' if r > 1 else ''}: " + ", ".join(
-                f"{c.describe()} {self._score(c)}" for c in ranked)
+                f"{c.describe()} {self._score(c)}" for c in sorted(kept + dropped, key=key))
                 + f"; kept {len(alive)}")
-        w = min(alive, key=self._key)  # rungs capped by a small n_epochs may leave several
+        # rungs capped by a small n_epochs may leave several: the best, first
+        w = min(alive, key=self._key)
         self._continue(w)
         if w.best is None:
             raise DivergenceError(
@@ -280,6 +317,8 @@ class Race:
         if not self.refit and w.best_epoch != w.epochs:
             w.state.restore(w.snap)  # also after a divergence: the arrays are valid
         w.snap = None
+        if self.refit:  # the winner's state is not needed any more
+            self._drop(w)
         record = {
             "metric": self.metric, "rungs": list(rungs),
             "validation": "holdout" if self.refit else "eval_set",
@@ -290,7 +329,8 @@ class Race:
             "winner": cands.index(w), "best_epoch": w.best_epoch,
             "best_score": w.best, "row_epochs": self.spent,
         }
-        return RaceResult(w, w.best_epoch, self.spent, record)
+        spare, self.spare = self.spare, None
+        return RaceResult(w, w.best_epoch, self.spent, record, spare)
 
     def _continue(self, w):
         """Early stopping of the winner (see the module docstring)."""
