@@ -16,7 +16,8 @@ machine than the wall time and is reported beside it.  Also reported: the row-ep
 race spent (``race_["row_epochs"]``: rows trained / rows, the refit
 included; the budget is 25), the choice (``best_params_``), the test metric
 of both fits and the load average before and after.  Results go to
-``results/RESULTS_autotune_cost.md`` (and ``.json``).
+``results/RESULTS_autotune_cost.md`` (and ``.json``; a real set:
+``RESULTS_autotune_cost_<name>.md``).
 """
 from __future__ import annotations
 
@@ -161,8 +162,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="pairs of fits (default 1)")
     ap.add_argument("--quick", action="store_true", help="do not write the results files")
-    ap.add_argument("--out", default=str(HERE / "results" / "RESULTS_autotune_cost.md"))
+    ap.add_argument("--out", default=None,
+                    help="default: results/RESULTS_autotune_cost.md (synthetic), "
+                    "results/RESULTS_autotune_cost_<dataset>.md (a real set)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        suffix = "" if args.dataset == "synthetic" else f"_{args.dataset}"
+        args.out = str(HERE / "results" / f"RESULTS_autotune_cost{suffix}.md")
     res = run(args)
     res["argv"] = sys.argv[1:] if argv is None else list(argv)
     text = render(res)
