@@ -92,12 +92,17 @@ def test_same_seed_same_choice_and_bits(clf):
     np.testing.assert_array_equal(c.decision_function(X), ref.decision_function(X))
 
 
-@pytest.mark.parametrize("kind", ["ffm_clf", "fm_reg", "lr_clf", "ftrl_clf", "sgd_reg"])
+@pytest.mark.parametrize("kind", ["ffm_clf", "ffm16_clf", "fm_reg", "lr_clf", "ftrl_clf",
+                                  "sgd_reg"])
 def test_race_for_every_per_sample_estimator(kind, clf, reg):
     X, y = reg if kind.endswith("reg") else clf
     fit = {}
     if kind == "ffm_clf":
         m, fit = cfm.FFMClassifier(4, dtype="float32"), {"fields": FIELDS}
+    elif kind == "ffm16_clf":   # float16 tables: stochastic rounding seeded from the rng
+        if not cfm._ffm.half_simd_available():
+            pytest.skip("float16 FFM kernels need AVX2/F16C")
+        m, fit = cfm.FFMClassifier(4, dtype="float16"), {"fields": FIELDS}
     elif kind == "fm_reg":
         m = cfm.FMRegressor(4)
     elif kind == "lr_clf":
