@@ -159,8 +159,9 @@ class TuningMixin:
         self._check_model_size(Xc.shape[1], n_fields, dtype)
         per_model = self._state_class.model_bytes(Xc.shape[1], n_fields, int(self.n_factors),
                                                   self.solver, dtype)
-        if len(cands) > 2 and autotune.peak_models(len(cands), bool(evals)) * per_model \
-                > autotune.MEMORY_SHARE * memory_limit():
+        limited = len(cands) > 2 and autotune.peak_models(len(cands), bool(evals)) \
+            * per_model > autotune.MEMORY_SHARE * memory_limit()
+        if limited:  # too large to hold every candidate: race normalize only
             cands = autotune.candidates(s["learning_rate"], self.normalize)
         init_seed, order_seed = autotune.streams(seed)
         if evals:
@@ -193,6 +194,7 @@ class TuningMixin:
             callback=callback if callback is not None or not self.verbose
             else self._print_epoch)
         res = race.run(cands)
+        res.record["memory_limited"] = limited
         w = res.winner
         status = RACE[(len(cands) > 1, not evals)]
         if not evals:

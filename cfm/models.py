@@ -186,7 +186,9 @@ class FMRegressor(RegressorMixin, _FMModel):
     n_features_in_ : int
     history_ : list of dict
         Per epoch: train_loss (mean half squared error), eval metrics, time
-        (solver="mcmc": also the sampled noise precision ``alpha``).
+        (solver="mcmc": also the sampled noise precision ``alpha``). After a
+        race (``auto_tune``), the epochs of the refit on all rows (with an
+        eval_set: the winner's epochs); the race's curves are in ``race_``.
     alpha_ : float
         solver="mcmc" only: posterior mean of the noise precision.
     n_prior_groups_ : int
@@ -205,8 +207,10 @@ class FMRegressor(RegressorMixin, _FMModel):
         ``rungs``, ``validation_rows``, per candidate its settings,
         validation ``curve`` (one score per epoch), ``dropped_at`` (the rung
         that dropped it) and ``diverged``; the ``winner``'s index, its
-        ``best_epoch`` and ``best_score``, and ``row_epochs`` (rows trained /
-        rows, the refit included). Not saved in model files.
+        ``best_epoch`` and ``best_score``, ``row_epochs`` (rows trained /
+        rows, the refit included) and ``memory_limited`` (True when the
+        candidates' tables would not fit in a quarter of the memory, so
+        that only normalize was raced). Not saved in model files.
     """)
 
     _loss = "squared"

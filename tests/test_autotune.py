@@ -308,6 +308,13 @@ def test_memory_bound_races_normalize_only(clf, monkeypatch):
     m = cfm.FMClassifier(n_jobs=1, random_state=0).fit(X, y)
     assert [(c["learning_rate"], c["normalize"]) for c in m.race_["candidates"]] == [
         (0.1, True), (0.1, False)]
+    assert m.race_["memory_limited"] is True
+
+
+def test_auto_tune_must_be_a_boolean(clf):
+    X, y = clf
+    with pytest.raises(ValueError, match="auto_tune must be True or False"):
+        cfm.FMClassifier(auto_tune="yes").fit(X, y)
 
 
 def test_verbose_prints_the_rungs_and_the_choice(clf, capsys):
