@@ -232,6 +232,12 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         check_model_size(need, shape, f"{type(self).__name__}, n_factors={int(self.n_factors)}",
                          source, locate)
 
+    def _check_factors(self):
+        k = int(self.n_factors)
+        if k < 1 and self._state_class.uses_fields:
+            raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
+                             "linear model use FMClassifier/FMRegressor with n_factors=0")
+
     def _build_state(self, n_features, w0, dtype, fields, init_seed, learning_rate,
                      normalize, template=None, reuse=None):
         """A freshly initialised state (nothing on the estimator changes);
@@ -253,10 +259,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         ``seed`` (None: drawn from random_state), ``learning_rate`` and
         ``normalize`` (None: the defaults) as resolved by the caller;
         ``template`` / ``reuse``: see _build_state."""
-        cls, k = self._state_class, int(self.n_factors)
-        if k < 1 and cls.uses_fields:
-            raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
-                             "linear model use FMClassifier/FMRegressor with n_factors=0")
+        self._check_factors()
         n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
         # before any array is built
         self._check_model_size(n_features, n_fields, dtype)

@@ -154,6 +154,7 @@ class TuningMixin:
             else autotune.holdout_counts(y, classifier)
         if autotune.too_small(counts, classifier):
             return s, autotune.TOO_SMALL, 0.0, None, {}
+        self._check_factors()
         cands = autotune.candidates(self.learning_rate, self.normalize)
         n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
         self._check_model_size(Xc.shape[1], n_fields, dtype)
