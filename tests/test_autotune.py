@@ -274,8 +274,12 @@ def test_eval_set_replaces_the_holdout(clf):
     X, y = clf
     Xtr, ytr, Xv, yv = X[:1600], y[:1600], X[1600:], y[1600:]
     kw = dict(n_jobs=1, random_state=0)
-    m = cfm.FMClassifier(**kw).fit(Xtr, ytr, eval_set=(Xv, yv))
+    seen = []
+    m = cfm.FMClassifier(**kw).fit(Xtr, ytr, eval_set=(Xv, yv),
+                                   callback=lambda rec, n: seen.append((rec["epoch"], n)))
     bp = m.best_params_
+    # progress: the winner's epochs after the race, out of at most 40
+    assert seen == [(e, 40) for e in range(5, len(m.history_) + 1)]
     assert bp["auto"] == "race on eval_set" and bp["validation_fraction"] == 0.0
     assert m.race_["validation_rows"] == Xv.shape[0]
     assert all("eval_auc" in h for h in m.history_)
