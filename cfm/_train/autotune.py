@@ -337,16 +337,15 @@ class Race:
         if self.refit and self.n_epochs is not None:
             return  # the refit trains the n_epochs asked for
         target = MAX_EPOCHS if self.n_epochs is None else self.n_epochs
-        progress = None
-        if self.callback is not None and not self.refit:
-            def progress(rec, _n):  # the most epochs the winner may run
-                self.callback(rec, target)
+        def progress(rec, _n):  # the most epochs the winner may run
+            self.callback(rec, target)
         while not w.diverged and w.epochs < target and w.since_best < self.patience:
             if self.n_epochs is None:
                 refit = (w.epochs + 1) if self.refit else 0
                 if self.spent + self.share + refit > BUDGET:
                     break
-            self.step(w, callback=progress)
+            self.step(w, callback=progress if self.callback is not None and not self.refit
+                      else None)
         self._log(f"chose {w.describe()}, best epoch {w.best_epoch} of {w.epochs} "
                   f"({self._score(w)}), {self.spent:.1f} row-epochs"
                   + ("; refit on all rows" if self.refit else ""))
