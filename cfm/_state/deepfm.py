@@ -21,7 +21,7 @@ A state loaded with ``scoring_only`` keeps records [w, v, field] only (a
 64-byte row for k <= 13 in float32, instead of 128 bytes with Adam's
 moments) and no dense optimizer state: it scores but cannot train or be saved.
 
-Threading: the kernels run BLAS from their own OpenMP threads, so BLAS is
+Threading: the kernels run BLAS from cfm's pool threads, so BLAS is
 limited to one thread around every kernel call (threadpoolctl, when it is
 installed; without it results are the same, only slower through
 oversubscription).
@@ -100,7 +100,7 @@ _controller = None
 
 def _blas_one_thread():
     """Context limiting BLAS to one thread (the kernels call it from their
-    own OpenMP threads)."""
+    own (pool) threads)."""
     global _controller
     try:
         from threadpoolctl import ThreadpoolController
@@ -342,7 +342,8 @@ class DeepFMState(ModelState):
 
     # -------------------------------------------------------------- scoring
     def decision(self, Xc, n_threads, shared=False):
-        """Raw scores (float64) of the rows of Xc; identical for any n_threads."""
+        """Raw scores (float64) of the rows of Xc; identical for any n_threads
+        (``shared`` changes nothing: the pool's threads always claim blocks)."""
         self.check_width(Xc)
         out = np.empty(Xc.shape[0])
         with _blas_one_thread():
@@ -350,7 +351,7 @@ class DeepFMState(ModelState):
                 data=Xc.data, indices=Xc.indices, indptr=Xc.indptr, table=self.table,
                 mlp=self.mlp, layer_sizes=self.layer_sizes, w0=float(self.bias[0]),
                 n_factors=self.k, normalize=self.normalize, out=out,
-                n_threads=max(int(n_threads), 1), shared=shared)
+                n_threads=max(int(n_threads), 1))
         return out
 
     def finite(self, n_threads=1):
@@ -431,7 +432,7 @@ class DeepFMState(ModelState):
         if scoring_only:
             # [w, v, field]: the records the scoring kernel reads
             table = _aligned_table(n_features, lay["field"] + 1, state.dtype)
-            copy_rows(table, _Columns(arrays["table"], lay["field"] + 1))
+            copy_rows(table[:, :lay["field"] + 1], _Columns(arrays["table"], lay["field"] + 1))
             mlp_state = np.zeros(0, dtype=state.dtype)
         else:
             table = _aligned_table(n_features, lay["stride"], state.dtype)
