@@ -401,7 +401,7 @@ def test_cli_train_predict_info(libffm_file, tmp_path):
     np.testing.assert_allclose(np.loadtxt(out), m.predict_proba(Xf)[:, 1], rtol=1e-6)
     r = _cli("info", model, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "deepfm (DeepFMClassifier)" in r.stdout and "hidden 16-8" in r.stdout
+    assert "deepfm (DeepFMClassifier)" in r.stdout and "MLP hidden 16-8" in r.stdout
     r = _cli("info", model, "--json", cwd=tmp_path)
     assert json.loads(r.stdout)["hidden_layer_sizes"] == [16, 8]
 
