@@ -425,3 +425,35 @@ def test_cli_deepfm_needs_fields(tmp_path):
     cfm.dump_libsvm(X, Y, path)
     r = _cli("train", path, "-o", tmp_path / "m.cfm", "--model", "deepfm", cwd=tmp_path)
     assert r.returncode == 1 and "libffm" in r.stderr
+
+
+def test_blas_limits_are_restored_after_concurrent_calls():
+    """The kernels limit BLAS to one thread while they run (a process-wide
+    setting): calls from several threads must leave the limits as found."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threading
+
+    def limits():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    m = cfm.DeepFMClassifier(**SMALL).fit(X, Y, fields=FIELDS)
+    ref = m.decision_function(X)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = limits()
+        errors = []
+
+        def work():
+            try:
+                for _ in range(20):
+                    assert np.array_equal(m.decision_function(X), ref)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert limits() == before

@@ -65,7 +65,8 @@ def curve(ds, setting, n_epochs, n_jobs, max_folds):
         m = cls(n_epochs=1, warm_start=True, n_jobs=n_jobs, random_state=0, **setting)
         for e in range(n_epochs):
             m.fit(s.X_train, s.y_train, fields=f)
-            scores[e].append(m.decision_function(s.X_test))
+            scores[e].append(m.decision_function(s.X_test) if ds.task == "binary"
+                             else m.predict(s.X_test))
         ys.append(s.y_test)
     y = np.concatenate(ys)
     return [real_data.metric_value(ds.task, y, np.concatenate(sc)) for sc in scores]

@@ -22,9 +22,9 @@ A state loaded with ``scoring_only`` keeps records [w, v, field] only (a
 moments) and no dense optimizer state: it scores but cannot train or be saved.
 
 Threading: the kernels run BLAS from cfm's pool threads, so BLAS is
-limited to one thread around every kernel call (threadpoolctl, when it is
+limited to one thread while any kernel call runs (threadpoolctl, when it is
 installed; without it results are the same, only slower through
-oversubscription).
+oversubscription; see _OneThreadBLAS).
 
 Determinism: with a fixed ``rng``, ``train_epoch`` is reproducible for any
 ``n_threads``, and bit-identical across thread counts (every reduction runs
@@ -33,8 +33,8 @@ module docstring).  ``decision`` is identical for any ``n_threads``.
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,20 +95,53 @@ class DeepFMHyper:
         return self
 
 
-_controller = None
+class _OneThreadBLAS:
+    """BLAS limited to one thread while any DeepFM kernel runs (the kernels call
+    it from cfm's pool threads), through threadpoolctl when it is installed
+    (without it results are the same, only slower through oversubscription).
+
+    The limit is process-wide, so it is counted: the first kernel call to
+    start sets it, the last to end restores the original limits.  (Per-call
+    limits would race between threads: a call ending while another still runs
+    would restore the multi-threaded BLAS under it, or leave the process's
+    BLAS at one thread for good.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    try:
+                        from threadpoolctl import ThreadpoolController
+                    except ImportError:  # pragma: no cover - only slower without it
+                        self._controller = False
+                    else:
+                        self._controller = ThreadpoolController()
+                if self._controller:
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                limiter, self._limiter = self._limiter, None
+                limiter.restore_original_limits()
+        return False
+
+
+_ONE_THREAD_BLAS = _OneThreadBLAS()
 
 
 def _blas_one_thread():
-    """Context limiting BLAS to one thread (the kernels call it from their
-    own (pool) threads)."""
-    global _controller
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - optional: only slower without it
-        return contextlib.nullcontext()
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    """Context limiting BLAS to one thread (see _OneThreadBLAS)."""
+    return _ONE_THREAD_BLAS
 
 
 def _check_fields(fields, n_features, n_fields):
