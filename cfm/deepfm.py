@@ -25,9 +25,10 @@ import numpy as np
 
 from ._state.base import MAX_FACTORS
 from ._state.deepfm import MAX_LAYERS, DeepFMHyper, DeepFMState, initial_bias
-from ._train import Solver
+from ._train import Solver, sgd
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, Sizes, check_model_size,
-                          check_params, effective_n_threads, is_stream)
+                          check_params, check_sample_weight, check_X, effective_n_threads,
+                          is_stream, set_feature_names)
 from .ffm import _FFMMixin
 from .models import FMClassifier, FMRegressor
 
@@ -249,6 +250,47 @@ class _DeepFMMixin:
         return self._state
 
     # ------------------------------------------------------------ training
+    # In-memory fits and partial_fit are driven here rather than by BaseFM's
+    # methods of the same names: those belong to the per-sample solvers and
+    # will choose their settings from the data (issue 13), which DeepFM does
+    # not do yet.  Streaming (BaseFM._fit_stream) is shared.
+    def _arrays(self, X, y, sample_weight, fields, reset, classes=None):
+        """Validated (Xc, encoded y, weights, fields) of an in-memory fit."""
+        Xc = check_X(X, estimator=self, n_features=None if reset else self.n_features_in_)
+        y_enc = self._prepare_y(y, Xc.n_rows, reset=reset, classes=classes)
+        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        return Xc, y_enc, sw, self._check_fields(fields, Xc.shape[1], reset=reset)
+
+    def _start(self, X, Xc, y_enc, sw, fields, dtype, reset):
+        """The state to train: a fresh one, or the current one in the layout asked for."""
+        if not reset:
+            return self._ensure_layout(dtype)
+        state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
+        set_feature_names(self, X)
+        return state
+
+    def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
+        dtype = self._validate_params()
+        reset = not (self.warm_start and "_state" in self.__dict__)
+        Xc, y_enc, sw, fields = self._arrays(X, y, sample_weight, fields, reset)
+        evals = self._check_eval_set(eval_set, Xc.shape[1])
+        state = self._start(X, Xc, y_enc, sw, fields, dtype, reset)
+        res = sgd.fit_arrays(state, Xc, y_enc, sw, evals, hyper=self._hyper(), rng=self._rng,
+                             shuffle=self.shuffle, n_epochs=self._n_epochs(),
+                             config=self._loop_config(callback))
+        self.best_epoch_ = res.best_epoch
+
+    def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
+        dtype = self._validate_params()
+        reset = "_state" not in self.__dict__
+        Xc, y_enc, sw, fields = self._arrays(X, y, sample_weight, fields, reset, classes)
+        state = self._start(X, Xc, y_enc, sw, fields, dtype, reset)
+        res = sgd.fit_arrays(state, Xc, y_enc, sw, [], hyper=self._hyper(), rng=self._rng,
+                             shuffle=self.shuffle, n_epochs=1, config=self._loop_config(None),
+                             early_stopping=False)
+        self.best_epoch_ = res.best_epoch
+        return self
+
     def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000,
              groups=None, callback=None, input_zero_based=None):
         if input_zero_based is not None and not isinstance(input_zero_based, (bool, np.bool_)):
