@@ -78,7 +78,7 @@ class _DeepFMMixin:
 
     def __init__(self, n_factors=8, *, hidden_layer_sizes=(256, 128), dropout=0.0,
                  optimizer="adam", learning_rate=None, batch_size=256, n_epochs=None,
-                 l2_w0=0.0, l2_w=0.0, l2_v=0.0, l2_dense=0.0, init_std=None,
+                 l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
                  normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
                  warm_start=False, verbose=0):
@@ -337,15 +337,21 @@ _PARAMS_DOC = """
         Step size; None means 1e-3 for Adam and 1e-2 for AdaGrad.
     batch_size : int, default=256
         Rows per mini-batch (the gradient is the weighted mean over a batch).
+        On a few thousand rows or fewer, a smaller batch (e.g. 64) gives the
+        optimizer more steps per epoch.
     n_epochs : int or None, default=None
         Passes over the training data (per ``fit``; ``partial_fit`` does one).
-        None means 10.  DeepFM overfits small data sets within a few epochs:
-        pass an ``eval_set`` to stop early and keep the best epoch.
+        None means 10.  The best number depends on the data (2 on a 10k-row
+        Criteo sample, which DeepFM then overfits; 8-9 on MovieLens 100k;
+        benchmarks/results/RESULTS_deepfm_defaults.md): pass an ``eval_set``
+        to stop early and keep the best epoch.
     l2_w0 : float, default=0
         L2 of the bias.
-    l2_w, l2_v : float, default=0
-        L2 of the linear weights and of the embeddings, applied to the rows a
-        batch touches (lazy, as the updates).
+    l2_w, l2_v : float, default=1e-2
+        L2 of the linear weights and of the embeddings, added to the
+        gradient of the rows a batch touches (lazy, as the updates).  1e-2
+        was better than no L2 on the real data sets of
+        benchmarks/results/RESULTS_deepfm_defaults.md, and overfits later.
     l2_dense : float, default=0
         L2 of the hidden layers' weights and the output weights (not their
         biases).

@@ -33,6 +33,7 @@ import real_data  # noqa: E402
 
 SETTINGS = {
     "default": {},
+    "l2=0": {"l2_v": 0.0, "l2_w": 0.0},
     "lr3e-3": {"learning_rate": 3e-3},
     "batch1024": {"batch_size": 1024},
     "batch64": {"batch_size": 64},
@@ -84,12 +85,14 @@ def main(argv=None):
     names = args.sets.split(",") if args.sets else None
     settings = args.settings.split(",")
     shown = [e for e in (1, 2, 3, 5, 10, 15, 20, 30) if e <= args.epochs]
-    lines = [f"# DeepFM settings x epochs on the real data sets", "",
+    defaults = {k: v for k, v in cfm.DeepFMClassifier().get_params().items()
+                if k in ("n_factors", "hidden_layer_sizes", "optimizer", "learning_rate",
+                         "batch_size", "l2_w", "l2_v", "l2_dense", "dropout", "normalize")}
+    lines = ["# DeepFM settings x epochs on the real data sets", "",
              f"`python benchmarks/studies/deepfm_defaults.py {' '.join(sys.argv[1:])}` "
              f"(load average at start {', '.join(f'{x:.2f}' for x in os.getloadavg())}); "
-             "defaults: Adam lr 1e-3, batch 256, MLP 256-128, k 8, no L2, no dropout, "
-             "normalize=False. First repeat of each set, test predictions of its folds "
-             "pooled.", ""]
+             f"default: the estimator's defaults {defaults} (learning_rate None: 1e-3 for "
+             "Adam). First repeat of each set, test predictions of its folds pooled.", ""]
     summary = {}
     for ds in real_data.load_all(names=names):
         t0 = time.perf_counter()
