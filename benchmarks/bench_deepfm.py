@@ -261,6 +261,7 @@ def worker_cfm(d, s, res):
     m = cfm.DeepFMClassifier(n_factors=s["k"], hidden_layer_sizes=tuple(s["hidden"]),
                              learning_rate=s["lr"], batch_size=s["batch"],
                              init_std=s["cfm_init_std"], n_epochs=s["epochs"],
+                             l2_w=0.0, l2_v=0.0,  # matched settings: no L2 anywhere
                              n_jobs=s["threads"], random_state=s["seed"])
     clock = {"cpu": time.process_time()}
 
