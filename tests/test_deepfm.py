@@ -199,6 +199,20 @@ def test_training_does_not_depend_on_n_jobs():
         np.testing.assert_array_equal(m.decision_function(Xb), fits[0].decision_function(Xb))
 
 
+def test_kernels_run_on_cfms_pool():
+    """Training and scoring hand their chunks to cfm's worker pool (as every
+    kernel does), not to OpenMP regions."""
+    from cfm import _pool
+
+    Xb, yb, fb = make_data(n=3000, seed=5)
+    before = _pool.stats()["jobs"]
+    m = cfm.DeepFMClassifier(**dict(SMALL, n_jobs=2, n_epochs=1)).fit(Xb, yb, fields=fb)
+    trained = _pool.stats()["jobs"]
+    assert trained > before
+    m.decision_function(Xb)  # 12 blocks of 256 rows
+    assert _pool.stats()["jobs"] > trained
+
+
 # ------------------------------------------------------ eval_set, callbacks
 def test_early_stopping_restores_the_best_epoch():
     Xv, yv, _ = make_data(n=300, seed=9)
