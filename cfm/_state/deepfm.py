@@ -238,8 +238,9 @@ class DeepFMState(ModelState):
         table = _aligned_table(n_features, self.layout["stride"], dtype)
         table[:, self.layout["field"]] = fields
         rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
-        if n_features:
-            table[:, 1:1 + k] = rng.normal(0.0, init_std, (n_features, k))
+        for i in range(0, n_features, 1 << 17):  # in blocks: no n_features x k temporary
+            j = min(n_features, i + (1 << 17))
+            table[i:j, 1:1 + k] = rng.normal(0.0, init_std, (j - i, k))
         n_state = 2 * n_mlp if optimizer == "adam" else n_mlp
         self._set(table=table, mlp=self._init_mlp(rng), mlp_state=np.zeros(n_state, dtype=dtype),
                   bias=np.zeros(3), counters=np.zeros(1, dtype=np.int64))
