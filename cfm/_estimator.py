@@ -8,8 +8,9 @@ take the state once (``_current_tables()``), so a refit on another thread
 cannot change the tables under a running prediction.  Training is done by
 the solvers of cfm/_train, looked up by name in ``cfm._train.SOLVERS``;
 this module validates parameters and input, builds states, and records
-``history_``, ``n_epochs_``, ``best_epoch_``.  No method here branches on
-the solver or the model kind.
+``history_``, ``n_epochs_``, ``best_epoch_``; how a fit's settings are
+chosen (the race of issue 13, ``best_params_``) is cfm/_tuning.py.  No
+method here branches on the solver or the model kind.
 """
 import os
 
@@ -18,9 +19,10 @@ import numpy as np
 from . import _train, scoring
 from ._compat import BaseEstimator
 from ._persist import ModelFileMixin
-from ._state.base import MAX_FACTORS, Hyper, bias_state
-from ._train import sgd
+from ._state.base import MAX_FACTORS, bias_state
+from ._train import autotune, sgd
 from ._train.loop import LoopConfig, print_epoch
+from ._tuning import STREAM, TuningMixin
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
                           check_model_size, check_params, check_sample_weight,
                           check_eval_set, check_X, draw_seed, effective_n_threads,
@@ -50,6 +52,7 @@ PARAMETER_RULES = {
     "fit_intercept": Boolean(),
     "shuffle": Boolean(),
     "warm_start": Boolean(),
+    "auto_tune": Boolean(),
 }
 
 # Private names of state arrays that tests and tools read on the estimator
@@ -62,7 +65,7 @@ _STATE_ALIASES = {
 }
 
 
-class BaseFM(ModelFileMixin, BaseEstimator):
+class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
     """Common base of the FM and FFM estimators (not for direct use)."""
 
     _loss = None            # "squared" or "logistic"
@@ -76,7 +79,8 @@ class BaseFM(ModelFileMixin, BaseEstimator):
                  l2_w0=0.0, l2_w=None, l2_v=None, l1=0.0, ftrl_beta=1.0, init_std=None,
                  normalize=None, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
-                 warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None):
+                 warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None,
+                 auto_tune=True):
         self.n_factors = n_factors
         self.solver = solver
         self.learning_rate = learning_rate
@@ -100,6 +104,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         self.verbose = verbose
         self.n_burn_in = n_burn_in
         self.n_kept_samples = n_kept_samples
+        self.auto_tune = auto_tune
 
     # ------------------------------------------------------------------ params
     def _validate_params(self):
@@ -130,32 +135,6 @@ class BaseFM(ModelFileMixin, BaseEstimator):
 
     def _solver_spec(self):
         return _train.SOLVERS[self.solver]
-
-    def _n_epochs(self):
-        """n_epochs, or the solver's default (10 per-sample, 30 als, 200 mcmc)."""
-        return int(self.n_epochs) if self.n_epochs is not None else self._solver_spec().n_epochs
-
-    def _init_std(self):
-        """init_std, or the solver's default (0.03 per-sample, 0.1 als / mcmc)."""
-        return float(self.init_std) if self.init_std is not None \
-            else self._solver_spec().init_std
-
-    def _resolved_normalize(self):
-        """normalize, or the solver's default (True per-sample, False als / mcmc)."""
-        return bool(self.normalize) if self.normalize is not None \
-            else self._solver_spec().normalize
-
-    def _hp(self, name):
-        """A hyper-parameter's value, or the estimator's default when it is None."""
-        value = getattr(self, name)
-        return float(self._defaults[name] if value is None else value)
-
-    def _hyper(self):
-        return Hyper(loss=self._loss, optimizer=self.solver,
-                     fit_intercept=bool(self.fit_intercept),
-                     learning_rate=self._hp("learning_rate"), l2_w0=float(self.l2_w0),
-                     l2_w=self._hp("l2_w"), l2_v=self._hp("l2_v"), l1=float(self.l1),
-                     ftrl_beta=float(self.ftrl_beta))
 
     def _metrics_allowed(self):
         return ("rmse", "mae") if self._loss == "squared" else ("logloss", "auc")
@@ -228,13 +207,14 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         """Factors (a view onto the parameter table, see the estimator's docs)."""
         return self._current_tables().factors()
 
-    def _seed(self):
-        """Set the row-order generator from random_state; return the seed of
-        the factor initialisation (an independent stream)."""
-        seed = draw_seed(self.random_state)
-        init_seed, order_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
-        self._rng = np.random.default_rng(int(order_seed))
-        return int(init_seed)
+    def _seed(self, seed=None):
+        """Set the row-order generator from ``seed`` (None: drawn from
+        random_state); return the seed of the factor initialisation (an
+        independent stream)."""
+        init_seed, order_seed = autotune.streams(
+            draw_seed(self.random_state) if seed is None else seed)
+        self._rng = np.random.default_rng(order_seed)
+        return init_seed
 
     def _check_model_size(self, n_features, n_fields, dtype, source=None, info=None):
         """Refuse, before allocating, a model larger than memory_limit() (see
@@ -252,23 +232,44 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         check_model_size(need, shape, f"{type(self).__name__}, n_factors={int(self.n_factors)}",
                          source, locate)
 
-    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
-        """Build a fresh state (and reset what a fresh fit starts from)."""
-        cls, k = self._state_class, int(self.n_factors)
-        if k < 1 and cls.uses_fields:
+    def _check_factors(self):
+        k = int(self.n_factors)
+        if k < 1 and self._state_class.uses_fields:
             raise ValueError(f"{type(self).__name__} needs n_factors >= 1 (got {k}); for a "
                              "linear model use FMClassifier/FMRegressor with n_factors=0")
+
+    def _build_state(self, n_features, w0, dtype, fields, init_seed, learning_rate,
+                     normalize, template=None, reuse=None):
+        """A freshly initialised state (nothing on the estimator changes);
+        ``template``: an untrained state of this seed whose parameters are
+        copied (into the arrays of ``reuse``, a state no longer used)."""
+        w0_state = bias_state(w0, self.solver, ftrl_beta=self.ftrl_beta,
+                              learning_rate=learning_rate, l2_w0=self.l2_w0)
+        if template is not None:
+            return template.replica(w0_state, normalize, reuse)
+        return self._state_class.new(
+            n_features, k=int(self.n_factors), solver=self.solver, dtype=dtype,
+            init_std=self._init_std(), seed=init_seed,
+            n_threads=effective_n_threads(self.n_jobs), w0_state=w0_state,
+            normalize=normalize, fields=fields)
+
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None, *, seed=None,
+                    learning_rate=None, normalize=None, template=None, reuse=None):
+        """Build a fresh state (and reset what a fresh fit starts from);
+        ``seed`` (None: drawn from random_state), ``learning_rate`` and
+        ``normalize`` (None: the defaults) as resolved by the caller;
+        ``template`` / ``reuse``: see _build_state."""
+        self._check_factors()
         n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
         # before any array is built
         self._check_model_size(n_features, n_fields, dtype)
-        init_seed = self._seed()
+        init_seed = self._seed(seed)
+        s = self._settings()
         w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
-        w0_state = bias_state(w0, self.solver, ftrl_beta=self.ftrl_beta,
-                              learning_rate=self._hp("learning_rate"), l2_w0=self.l2_w0)
-        self._state = cls.new(n_features, k=k, solver=self.solver, dtype=dtype,
-                              init_std=self._init_std(), seed=init_seed,
-                              n_threads=effective_n_threads(self.n_jobs), w0_state=w0_state,
-                              normalize=self._resolved_normalize(), fields=fields)
+        self._state = self._build_state(
+            n_features, w0, dtype, fields, init_seed,
+            s["learning_rate"] if learning_rate is None else learning_rate,
+            s["normalize"] if normalize is None else normalize, template, reuse)
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
@@ -286,7 +287,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
                              "that training needs; load it without scoring_only to train or "
                              "save it")
 
-    def _ensure_layout(self, dtype):
+    def _ensure_layout(self, dtype, learning_rate):
         """Warm start: the state with the current solver's layout (a new state
         if solver or dtype changed and the model kind allows it)."""
         self._check_trainable()
@@ -296,7 +297,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             raise ValueError(f"warm start with n_factors={k} but the model has {state.k} "
                              "factors; refit with warm_start=False")
         self._state = state.relayout(self.solver, dtype, ftrl_beta=self.ftrl_beta,
-                                     learning_rate=self._hp("learning_rate"),
+                                     learning_rate=learning_rate,
                                      l2_w=self._hp("l2_w"), l2_w0=self.l2_w0)
         return self._state
 
@@ -331,12 +332,13 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         groups : array-like of int, shape (n_features,), default=None
             solver="mcmc" only: prior group of each column (as libFM's
             ``-meta``); the features of a group share the hyper-priors of
-            their linear weights and factors. None detects one-hot fields
-            (runs of columns no two of which share a row, with at least 2
-            columns and non-zeros in at least half of the rows, e.g. user
-            ids, item ids): one group per field, one for all other columns.
-            ``np.zeros(n_features)`` gives libFM's / myFM's default of a
-            single group.
+            their linear weights and factors. None: for regressors, one
+            group per detected one-hot field (runs of columns no two of
+            which share a row, with at least 2 columns and non-zeros in at
+            least half of the rows, e.g. user ids, item ids) and one for all
+            other columns; for classifiers a single group (libFM's / myFM's
+            default, ``np.zeros(n_features)``), which measured up to 0.07
+            AUC better on one-hot data with many fields.
         callback : callable or None, keyword-only
             ``callback(record, n_epochs)``, called after each epoch with the
             dict just appended to ``history_`` and the number of epochs of
@@ -351,6 +353,26 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Notes
+        -----
+        Settings chosen from the data (``auto_tune=True``, the default): an
+        in-memory fit with solver "adagrad", "sgd" or "ftrl" and at least one
+        of ``learning_rate``, ``normalize``, ``n_epochs`` left at None holds
+        out a seeded, stratified 15% of the rows, races learning_rate {0.05,
+        0.1, 0.2} x normalize {True, False} (those left at None) by
+        successive halving on the validation AUC (RMSE; or ``eval_metric``),
+        early-stops the winner, then refits it on all rows for its best
+        epoch count (or ``n_epochs``) with the same seed: the returned model
+        is the fit ``best_params_`` describes.  Cost: at most 2.5 fixed
+        10-epoch fits.  With ``eval_set`` its first pair replaces the
+        holdout (no refit: the winner at its best epoch is the model).  A
+        validation split with fewer than 200 rows of the minority class
+        (regressors: 1,000 rows) cannot resolve the race: the fixed
+        defaults are fitted instead (``best_params_["auto"]`` says so).
+        Explicit arguments are never overridden.  Warm starts,
+        ``partial_fit``, out-of-core data and solver "als" / "mcmc" do not
+        race (see ``auto_tune``).
         """
         return self._fit(X, y, sample_weight, eval_set, block_rows=block_rows, groups=groups,
                          callback=callback, input_zero_based=input_zero_based)
@@ -371,45 +393,6 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             self._input_zero_based = bool(input_zero_based)
         return self
 
-    def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
-        dtype = self._validate_params()
-        warm = self.warm_start and "_state" in self.__dict__
-        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
-        y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
-        fields = self._check_fields(fields, Xc.shape[1], reset=not warm)
-        evals = self._check_eval_set(eval_set, Xc.shape[1])
-        if warm:
-            state = self._ensure_layout(dtype)
-        else:
-            state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
-            set_feature_names(self, X)
-        res = sgd.fit_arrays(state, Xc, y_enc, sw, evals, hyper=self._hyper(), rng=self._rng,
-                             shuffle=self.shuffle, n_epochs=self._n_epochs(),
-                             config=self._loop_config(callback))
-        self.best_epoch_ = res.best_epoch
-
-    def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
-        dtype = self._validate_params()
-        if self._solver_spec().coordinate:
-            raise ValueError(f"partial_fit is not available with solver={self.solver!r} "
-                             "(it sweeps over all the data); use fit")
-        fitted = "_state" in self.__dict__
-        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
-        y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
-        fields = self._check_fields(fields, Xc.shape[1], reset=not fitted)
-        if fitted:
-            state = self._ensure_layout(dtype)
-        else:
-            state = self._init_state(Xc.shape[1], y_enc, sw, dtype, fields)
-            set_feature_names(self, X)
-        res = sgd.fit_arrays(state, Xc, y_enc, sw, [], hyper=self._hyper(), rng=self._rng,
-                             shuffle=self.shuffle, n_epochs=1,
-                             config=self._loop_config(None), early_stopping=False)
-        self.best_epoch_ = res.best_epoch
-        return self
-
     def _fit_stream(self, source, y, sample_weight, eval_set, fields, block_rows, callback):
         """Train by streaming ``source`` (a data file or re-iterable chunks)."""
         dtype = self._validate_params()
@@ -425,6 +408,7 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         # filled once the model (and so classes_) exists: after the first block
         evals = []
         started = [warm]
+        settings = self._settings(self.__dict__.get("best_params_") if warm else None)
 
         def prepare_evals():
             if eval_set is None or evals:
@@ -459,7 +443,9 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             if not started[0]:
                 flds = self._check_fields(fields if fields is not None else fb, n_features,
                                           reset=True)
-                self._init_state(n_features, y_enc, None, dtype, flds)
+                self._init_state(n_features, y_enc, None, dtype, flds,
+                                 learning_rate=settings["learning_rate"],
+                                 normalize=settings["normalize"])
                 started[0] = True
             elif fb is not None:
                 self._check_fields(fb, n_features, reset=False)
@@ -467,11 +453,14 @@ class BaseFM(ModelFileMixin, BaseEstimator):
             return Xc, y_enc
 
         if warm:
-            self._ensure_layout(dtype)
+            settings["normalize"] = self._ensure_layout(dtype,
+                                                        settings["learning_rate"]).normalize
         res = sgd.fit_stream(src.blocks, prepare, lambda: self.__dict__.get("_state"), evals,
-                             hyper=self._hyper(), rng=lambda: self._rng, shuffle=self.shuffle,
-                             n_epochs=self._n_epochs(), config=self._loop_config(callback))
+                             hyper=self._hyper(settings["learning_rate"]),
+                             rng=lambda: self._rng, shuffle=self.shuffle,
+                             n_epochs=settings["n_epochs"], config=self._loop_config(callback))
         self.best_epoch_ = res.best_epoch
+        self._record(dict(settings, n_epochs=res.best_epoch), STREAM)
         # how the training file's column ids were read ("auto" decided on that
         # file; a cache records it; chunks: as their columns), so that
         # predict_file reads every other file the same way
@@ -514,6 +503,8 @@ class BaseFM(ModelFileMixin, BaseEstimator):
         config = self._loop_config(callback)
         self._state, res = spec.run(state, data, y_enc, evals, groups, params, config)
         self.best_epoch_ = res.best_epoch
+        self._record({"learning_rate": None, "normalize": state.normalize,
+                      "n_epochs": res.best_epoch}, f"off: solver={solver!r}")
 
     # ------------------------------------------------------------ input checks
     def _check_fields(self, fields, n_features, reset):

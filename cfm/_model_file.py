@@ -150,6 +150,8 @@ _HEADER_SCHEMA = (
     ("history", False, lambda v: isinstance(v, list) and all(_flat_dict(e) for e in v),
      "a list of objects of numbers"),
     ("n_epochs_", False, is_int, "an integer >= 0"),
+    ("best_params", False, lambda v: _check_best_params(v),
+     "an object with learning_rate (> 0 or null), normalize (true or false), n_epochs"),
     ("best_epoch_", False, is_int, "an integer >= 0"),
     ("input_zero_based", False, lambda v: isinstance(v, bool), "true or false"),
     ("xlearn_fm_norm", False, lambda v: isinstance(v, bool), "true or false"),
@@ -161,6 +163,17 @@ _HEADER_SCHEMA = (
     ("arrays", True, lambda v: isinstance(v, list) and len(v) <= 1000, "a list of arrays"),
 )
 
+
+
+def _check_best_params(v):
+    """The settings a fit used (estimator.best_params_): what a warm start or
+    partial_fit of the loaded model trains with, so checked like parameters."""
+    if not _flat_dict(v):
+        return False
+    lr = v.get("learning_rate")
+    return ((lr is None or (_is_num(lr) and 0 < lr < float("inf")))
+            and isinstance(v.get("normalize", False), bool)
+            and is_int(v.get("n_epochs", 0), 0, 2**31 - 1))
 
 
 # class labels in a header: {"dtype": numpy str or "object", "values": [...]}

@@ -101,6 +101,8 @@ class ModelFileMixin:
         }
         zb = getattr(self, "_input_zero_based", None)
         header["input_zero_based"] = bool(zb) if zb is not None else True
+        if isinstance(getattr(self, "best_params_", None), dict):
+            header["best_params"] = dict(self.best_params_)
         if hasattr(self, "classes_"):
             header["classes"] = _encode_labels(self.classes_)
         if hasattr(self, "feature_names_in_"):
@@ -170,6 +172,8 @@ class ModelFileMixin:
         self._rng = np.random.default_rng()
         if "rng_state" in header:  # validated by cfm._model_file (a PCG64 state)
             self._rng.bit_generator.state = header["rng_state"]
+        if "best_params" in header:  # a flat object (cfm._model_file.check_header)
+            self.best_params_ = dict(header["best_params"])
         if "classes" in header:
             self.classes_ = _decode_labels(header["classes"])
         if header.get("feature_names") is not None:

@@ -66,6 +66,8 @@ OPTIMIZERS = {
     "adagrad": Solver("adagrad", n_epochs=10, init_std=0.01, normalize=False),
 }
 DEFAULT_LEARNING_RATE = {"adam": 1e-3, "adagrad": 1e-2}
+# best_params_["auto"] of DeepFM's in-memory fits (see cfm/_tuning.py)
+FIXED = "off: DeepFM (settings are the parameters or their defaults)"
 
 
 class _DeepFMMixin:
@@ -182,11 +184,22 @@ class _DeepFMMixin:
     def _hidden(self):
         return tuple(int(h) for h in self.hidden_layer_sizes)
 
-    def _hyper(self):
+    def _learning_rate(self):
         lr = self.learning_rate
+        return float(DEFAULT_LEARNING_RATE[self.optimizer] if lr is None else lr)
+
+    def _settings(self, previous=None):
+        """The settings of a fit (BaseFM's hook; its streaming fit uses them):
+        always the parameters and DeepFM's defaults -- DeepFM chooses none of
+        them from the data (issue 13's race is the FM estimators')."""
+        return {"learning_rate": self._learning_rate(), "normalize": bool(self.normalize),
+                "n_epochs": self._n_epochs()}
+
+    def _hyper(self, learning_rate=None):
         return DeepFMHyper(
             loss=self._loss,
-            learning_rate=float(DEFAULT_LEARNING_RATE[self.optimizer] if lr is None else lr),
+            learning_rate=self._learning_rate() if learning_rate is None
+            else float(learning_rate),
             batch_size=int(self.batch_size), l2_w0=float(self.l2_w0), l2_w=float(self.l2_w),
             l2_v=float(self.l2_v), l2_dense=float(self.l2_dense), dropout=float(self.dropout),
             fit_intercept=bool(self.fit_intercept))
@@ -219,23 +232,28 @@ class _DeepFMMixin:
                          f"{type(self).__name__}, n_factors={k}, hidden_layer_sizes="
                          f"{self._hidden()}", source, locate)
 
-    def _init_state(self, n_features, y, sample_weight, dtype, fields=None):
-        """Build a fresh state (and reset what a fresh fit starts from)."""
+    def _init_state(self, n_features, y, sample_weight, dtype, fields=None, *, seed=None,
+                    learning_rate=None, normalize=None):
+        """Build a fresh state (and reset what a fresh fit starts from);
+        ``seed`` (None: drawn from random_state) and ``normalize`` (None: the
+        parameter) as BaseFM's streaming fit passes them; the learning rate
+        is not part of a DeepFM state."""
         n_fields = int(fields.max()) + 1 if fields.size else 1
         self._check_model_size(n_features, n_fields, dtype)
-        init_seed = self._seed()
+        init_seed = self._seed(seed)
         w0 = self._initial_bias(y, sample_weight) if self.fit_intercept else 0.0
         self._state = DeepFMState.new(
             n_features, k=int(self.n_factors), optimizer=self.optimizer, dtype=dtype,
             init_std=self._init_std(), seed=init_seed, w0=w0,
-            normalize=self._resolved_normalize(), fields=fields, hidden=self._hidden())
+            normalize=bool(self.normalize) if normalize is None else bool(normalize),
+            fields=fields, hidden=self._hidden())
         self.n_features_in_ = n_features
         self.history_ = []
         self.n_epochs_ = 0
         self._input_zero_based = True
         return self._state
 
-    def _ensure_layout(self, dtype):
+    def _ensure_layout(self, dtype, learning_rate=None):
         """Warm start / partial_fit: the state with the current optimizer's
         layout (a new state, with fresh optimizer state, if the optimizer or
         dtype changed)."""
@@ -251,9 +269,10 @@ class _DeepFMMixin:
 
     # ------------------------------------------------------------ training
     # In-memory fits and partial_fit are driven here rather than by BaseFM's
-    # methods of the same names: those belong to the per-sample solvers and
-    # will choose their settings from the data (issue 13), which DeepFM does
-    # not do yet.  Streaming (BaseFM._fit_stream) is shared.
+    # methods of the same names (cfm/_tuning.py): those choose the per-sample
+    # solvers' settings from the data by a race (issue 13), which DeepFM does
+    # not do.  Streaming (BaseFM._fit_stream) is shared, through the hooks
+    # _settings, _init_state, _ensure_layout and _hyper.
     def _arrays(self, X, y, sample_weight, fields, reset, classes=None):
         """Validated (Xc, encoded y, weights, fields) of an in-memory fit."""
         Xc = check_X(X, estimator=self, n_features=None if reset else self.n_features_in_)
@@ -279,6 +298,7 @@ class _DeepFMMixin:
                              shuffle=self.shuffle, n_epochs=self._n_epochs(),
                              config=self._loop_config(callback))
         self.best_epoch_ = res.best_epoch
+        self._record(dict(self._settings(), n_epochs=res.best_epoch), FIXED)
 
     def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
         dtype = self._validate_params()
@@ -289,6 +309,8 @@ class _DeepFMMixin:
                              shuffle=self.shuffle, n_epochs=1, config=self._loop_config(None),
                              early_stopping=False)
         self.best_epoch_ = res.best_epoch
+        if reset:
+            self._record(dict(self._settings(), n_epochs=1), FIXED)
         return self
 
     def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000,
@@ -412,6 +434,10 @@ _PARAMS_DOC = """
     n_fields_ : int
     n_features_in_, history_, n_epochs_, best_epoch_
         As for :class:`cfm.FMClassifier`.
+    best_params_ : dict
+        The learning rate, normalize and epochs the fit used (DeepFM chooses
+        none of them from the data: they are the parameters or their
+        defaults), as for :class:`cfm.FMClassifier`.
 """
 
 

@@ -32,12 +32,15 @@ _COMMON_DOC = """
         likelihood weight, equivalent to repeating rows) works except with
         FMClassifier(solver="mcmc").
     learning_rate : float or None, default=None
-        Step size (FTRL's alpha for solver="ftrl"). None means 0.15 for
-        FMRegressor and 0.1 for FMClassifier.
+        Step size (FTRL's alpha for solver="ftrl"). None: chosen from the
+        data among 0.05, 0.1, 0.2 by ``fit`` (see ``auto_tune``); where
+        nothing is chosen, the previous fit's choice (``best_params_``) or
+        0.15 for FMRegressor and 0.1 for FMClassifier.
     n_epochs : int or None, default=None
         Passes over the training data (per ``fit``; ``partial_fit`` does one);
-        sweeps for solver="als"/"mcmc". None means 10, or 30 for "als" and
-        200 for "mcmc".
+        sweeps for solver="als"/"mcmc". None: chosen by early stopping on a
+        validation split (see ``auto_tune``, at most 40); where nothing is
+        chosen, 10, or 30 for "als" and 200 for "mcmc".
     l2_w0 : float, default=0
         L2 regularisation of the bias.
     l2_w, l2_v : float or None, default=None
@@ -59,19 +62,30 @@ _COMMON_DOC = """
     normalize : bool or None, default=None
         Scale each row to unit L2 norm on the fly (instance-wise
         normalisation, as xLearn and libffm do by default). The input is not
-        copied. Set to False for dense numeric features whose scale matters.
-        None means True, or False for solver="als"/"mcmc" (as libFM).
+        copied. With m one-hot values a row's linear term is scaled by
+        1/sqrt(m) and its pairwise term by 1/m: a strong shrinkage. True is
+        the safe choice for dense numeric or variable-length rows; False is
+        usually better for a fixed set of one-hot fields with many rows per
+        value (recommendation data with side features, large logs). None:
+        chosen from the data by ``fit`` (see ``auto_tune``); where nothing
+        is chosen, the previous fit's choice or True, and False for
+        solver="als"/"mcmc" (as libFM). A warm start keeps the model's.
     fit_intercept : bool, default=True
         Learn the bias w0 (FMRegressor starts it at the mean target,
         FMClassifier at 0 as libFM and xLearn do).
     shuffle : bool, default=True
         Visit the rows in a new random order each epoch.
     n_iter_no_change : int, default=3
-        Early-stopping patience, in epochs, when ``fit`` gets an ``eval_set``.
+        Early-stopping patience, in epochs, on ``eval_set`` or on the
+        validation split of ``auto_tune``.
     tol : float, default=1e-4
-        Minimum improvement of the eval metric that resets the patience.
+        Minimum improvement of the eval metric that resets the patience of
+        a fit with fixed settings (the race of ``auto_tune`` counts any
+        improvement, as measured).
     eval_metric : str or None, default=None
-        Metric of ``eval_set`` used for ``history_`` and early stopping.
+        Metric of ``eval_set`` used for ``history_`` and early stopping
+        (None: logloss / rmse), and of the race of ``auto_tune`` (None: AUC
+        for classifiers, RMSE for regressors).
     dtype : {"float32", "float64"} or None, default=None
         Precision of the parameters; None means float32 (for the FFM
         estimators: float16 factor storage on CPUs with AVX2/F16C, see
@@ -97,6 +111,27 @@ _COMMON_DOC = """
     n_burn_in : int or None, default=None
         solver="mcmc": sweeps discarded before samples are kept. None means
         ``min(n_epochs // 10, 50)``.
+    auto_tune : bool, default=True
+        Choose the settings left at None (``learning_rate``, ``normalize``,
+        ``n_epochs``) from the data in ``fit(X, y)`` (in memory, solver
+        "adagrad", "sgd" or "ftrl"): hold out a seeded 15% of the rows
+        (stratified for classifiers), race learning_rate {0.05, 0.1, 0.2} x
+        normalize {True, False} by successive halving (6 -> 3 -> 2 -> 1
+        candidates after 1, 2, 4 epochs) on the validation AUC / RMSE,
+        continue the winner until 3 epochs without improvement (at most
+        40), then refit it on all rows for its best epoch count with the
+        same seed. Costs at most 25 epochs over the data (2.5 fixed
+        10-epoch fits). Given an ``eval_set``, its first pair replaces the
+        holdout and the winner, at its best epoch, is the model (no
+        refit). Too small a validation split (fewer than 200 minority-class
+        rows, or 1,000 rows for regression) skips the race: the fixed
+        defaults are fitted on all rows. Explicit arguments are never
+        overridden (``learning_rate=0.1`` races normalize only). Warm
+        starts and ``partial_fit`` reuse the previous fit's choice
+        (``best_params_``); out-of-core fits (a file or chunks) and
+        solver="als"/"mcmc" use fixed settings. False: the fixed defaults
+        (10 epochs, normalize=True, the default learning rate), as cfm
+        before issue 13.
     n_kept_samples : int or None, default=None
         solver="mcmc": number of posterior samples kept on the model (and in
         its file) for prediction, evenly spaced over the sweeps after the
@@ -106,8 +141,8 @@ _COMMON_DOC = """
 
     Notes
     -----
-    Reproducibility: with ``n_jobs=1`` and a fixed ``random_state`` training is
-    bit-for-bit reproducible (solver="als"/"mcmc": for any ``n_jobs``). With several threads training is Hogwild
+    Reproducibility: with ``n_jobs=1`` and a fixed ``random_state`` training
+    (the race of ``auto_tune`` included) is bit-for-bit reproducible (solver="als"/"mcmc": for any ``n_jobs``). With several threads training is Hogwild
     (lock-free updates of shared parameters), so results vary slightly from
     run to run. Predictions are identical for any ``n_jobs``.
 """
@@ -151,13 +186,31 @@ class FMRegressor(RegressorMixin, _FMModel):
     n_features_in_ : int
     history_ : list of dict
         Per epoch: train_loss (mean half squared error), eval metrics, time
-        (solver="mcmc": also the sampled noise precision ``alpha``).
+        (solver="mcmc": also the sampled noise precision ``alpha``). After a
+        race (``auto_tune``), the epochs of the refit on all rows (with an
+        eval_set: the winner's epochs); the race's curves are in ``race_``.
     alpha_ : float
         solver="mcmc" only: posterior mean of the noise precision.
     n_prior_groups_ : int
         solver="mcmc" only: number of prior groups used (see ``fit``).
     n_epochs_ : int
     best_epoch_ : int
+    best_params_ : dict
+        The settings of the returned model: ``learning_rate`` (None for
+        solver="als"/"mcmc"), ``normalize``, ``n_epochs`` (the epochs it was
+        trained for), ``validation_fraction`` (0 when no row was held out)
+        and ``auto`` (how they were set: "race", "early stopping", "race on
+        eval_set", "skipped: validation split too small", "off: ..."). Saved
+        in model files.
+    race_ : dict or None
+        The race of ``auto_tune`` (None when there was none): ``metric``,
+        ``rungs``, ``validation_rows``, per candidate its settings,
+        validation ``curve`` (one score per epoch), ``dropped_at`` (the rung
+        that dropped it) and ``diverged``; the ``winner``'s index, its
+        ``best_epoch`` and ``best_score``, ``row_epochs`` (rows trained /
+        rows, the refit included) and ``memory_limited`` (True when the
+        candidates' tables would not fit in a quarter of the memory, so
+        that only normalize was raced). Not saved in model files.
     """)
 
     _loss = "squared"
@@ -202,7 +255,7 @@ class FMClassifier(ClassifierMixin, _FMModel):
     Attributes
     ----------
     classes_ : ndarray of shape (2,)
-    w0_, w_, V_, n_features_in_, history_, n_epochs_, best_epoch_
+    w0_, w_, V_, n_features_in_, history_, n_epochs_, best_epoch_, best_params_, race_
         As for FMRegressor; history_ train_loss is the mean log loss.
     """)
 

@@ -117,6 +117,9 @@ def test_train_regression_detected_and_validate(d, tmp_path, capsys):
                       d / "reg.svm"], capsys)
     assert rc == 0 and "task: reg" in err and "eval_rmse" in err
     assert type(cfm.load(out)).__name__ == "FMRegressor"
+    # how the settings were chosen (issue 13: a file is never raced)
+    assert "settings: learning_rate 0.15, normalize True, 2 epochs (off: out-of-core fit)" \
+        in err
 
 
 def test_train_validate_early_stopping(d, tmp_path, capsys):

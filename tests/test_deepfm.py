@@ -274,6 +274,16 @@ def test_fit_from_a_libffm_file_its_cache_and_chunks(libffm_file, tmp_path):
     np.testing.assert_array_equal(mem.decision_function(Xf), one.decision_function(Xf))
 
 
+def test_best_params_record_the_fixed_settings(libffm_file):
+    """DeepFM chooses no setting from the data (issue 13's race is the FM
+    estimators'): best_params_ records the parameters and defaults used."""
+    m = cfm.DeepFMClassifier(**SMALL).fit(X, Y, fields=FIELDS)
+    assert m.best_params_["learning_rate"] == 1e-3 and m.best_params_["n_epochs"] == 3
+    assert m.best_params_["normalize"] is False and m.best_params_["auto"].startswith("off")
+    s = cfm.DeepFMClassifier(**dict(SMALL, optimizer="adagrad")).fit(libffm_file)
+    assert s.best_params_["learning_rate"] == 1e-2 and s.best_params_["auto"].startswith("off")
+
+
 def test_fit_from_a_libsvm_file_needs_fields(tmp_path):
     path = tmp_path / "train.svm"
     cfm.dump_libsvm(X, Y, path)

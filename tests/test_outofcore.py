@@ -45,7 +45,8 @@ def _same_model(a, b):
 def test_one_block_file_fit_equals_in_memory(svm_file, clf_data):
     """With one block holding every row, streaming is the in-memory epoch exactly."""
     X, y = clf_data
-    mem = cfm.FMClassifier(**KW).fit(X, y)
+    # (an in-memory fit would choose its settings from the data; a file never does)
+    mem = cfm.FMClassifier(auto_tune=False, **KW).fit(X, y)
     streamed = cfm.FMClassifier(**KW).fit(svm_file, block_rows=10_000)
     _same_model(mem, streamed)
     np.testing.assert_array_equal(streamed.classes_, [0, 1])

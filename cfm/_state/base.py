@@ -57,7 +57,7 @@ class ModelState:
 
         decision(Xc, n_threads, shared=False) -> float64 raw scores
         finite(n_threads) -> bool
-        snapshot() / restore(snap)
+        snapshot(into=None) / restore(snap)   (into: FM / FFM tables reuse a snapshot)
         export() -> (arrays, header entries)
         from_file(header, arrays, scoring_only=False)   (classmethod)
         train_epoch(Xc, y, sw, order, hyper, n_threads, rng) -> (loss_sum, weight_sum, n_bad)

@@ -178,6 +178,21 @@ class FFMTable(ModelState):
         return n_features * (row_width(max(1, n_fields or 1), ks, dtype) * dtype.itemsize
                              + lw * lin_dtype(dtype).itemsize)
 
+    def replica(self, w0_state, normalize, reuse=None):
+        """A copy of these parameters with another bias record and normalize
+        (see FMTable.replica); ``reuse``: a state of the same layout whose
+        tables are overwritten instead of allocating them."""
+        if reuse is not None and reuse.V.shape == self.V.shape \
+                and reuse.V.dtype == self.V.dtype and reuse.lin.shape == self.lin.shape:
+            lin, V = reuse.lin, reuse.V
+        else:
+            lin = np.empty_like(self.lin)
+            V = aligned_table(*self.V.shape, self.V.dtype, zeros=False)
+        lin[...] = self.lin
+        copy_rows(V, self.V)
+        return FFMTable(lin, V, w0_state, self.fields, self.n_fields, self.k, self.ks,
+                        self.solver, normalize)
+
     def relayout(self, solver, dtype, **hyper):
         """Warm start: an FFM keeps its solver and dtype (self), else an error."""
         if solver != self.solver or self.V.dtype != dtype:
@@ -246,8 +261,15 @@ class FFMTable(ModelState):
             V_ok = _utils.all_finite(self.V, self.row_width, n_threads)
         return _utils.all_finite(self.lin, 1, n_threads) and V_ok
 
-    def snapshot(self):
-        return self.lin.copy(), self.V.copy(), self.w0_state.copy()
+    def snapshot(self, into=None):
+        """Copies of the parameters; ``into``: an earlier snapshot of this
+        state whose arrays are overwritten (no allocation)."""
+        if into is None:
+            return self.lin.copy(), self.V.copy(), self.w0_state.copy()
+        into[0][...] = self.lin
+        copy_rows(into[1], self.V)
+        into[2][...] = self.w0_state
+        return into
 
     def restore(self, snap):
         self.lin[...] = snap[0]

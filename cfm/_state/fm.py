@@ -65,6 +65,20 @@ class FMTable(ModelState):
         """Bytes of the tables ``new`` allocates."""
         return n_features * table_row_bytes(1 + k + state_width(solver), dtype)
 
+    def replica(self, w0_state, normalize, reuse=None):
+        """A copy of these parameters with another bias record and normalize
+        (the candidates of a race start from one initialisation: a copy is
+        cheaper than drawing it again).  ``reuse``: a state of the same
+        layout, no longer used, whose table is overwritten instead of
+        allocating one."""
+        if reuse is not None and reuse.table.shape == self.table.shape \
+                and reuse.table.dtype == self.table.dtype:
+            table = reuse.table
+        else:
+            table = aligned_table(*self.table.shape, self.table.dtype, zeros=False)
+        copy_rows(table, self.table)
+        return type(self)(table, w0_state, self.k, self.solver, normalize)
+
     def relayout(self, solver, dtype, *, ftrl_beta, learning_rate, l2_w, l2_w0):
         """This model with the optimizer state of ``solver`` in ``dtype``
         (warm start after a change of solver or dtype): self when unchanged."""
@@ -117,8 +131,14 @@ class FMTable(ModelState):
     def finite(self, n_threads):
         return _utils.all_finite(self.table, 1 + self.k, n_threads)
 
-    def snapshot(self):
-        return self.table.copy(), self.w0_state.copy()
+    def snapshot(self, into=None):
+        """Copies of the parameters; ``into``: an earlier snapshot of this
+        state whose arrays are overwritten (no allocation)."""
+        if into is None:
+            return self.table.copy(), self.w0_state.copy()
+        copy_rows(into[0], self.table)
+        into[1][...] = self.w0_state
+        return into
 
     def restore(self, snap):
         self.table[...] = snap[0]

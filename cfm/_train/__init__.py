@@ -8,6 +8,8 @@ meaning depends on it.
 """
 from dataclasses import dataclass
 
+import numpy as np
+
 # The coordinate-wise solvers (als, gibbs and what they share) are imported
 # when first used: most processes (scoring, per-sample training) never need
 # them, and every fresh ``cfm`` process would pay for their import.
@@ -57,7 +59,14 @@ def _run_gibbs(state, data, y, evals, groups, p, config):
     from . import gibbs
     from .coordinate import auto_groups
 
-    group, n_groups = groups if groups is not None else auto_groups(data)
+    if groups is None:
+        # regression: one prior group per detected one-hot field (better on
+        # ratings); classification: one group, as libFM and myFM (auto groups
+        # cost up to 0.07 AUC on many-field one-hot data: issue 13,
+        # benchmarks/studies/AUTOTUNE_FINDINGS.md section 6)
+        groups = auto_groups(data) if p.task == 0 else \
+            check_groups(np.zeros(data.n_features, dtype=np.int32), data.n_features)
+    group, n_groups = groups
     return gibbs.fit(state, data, y, group, n_groups, evals, task=p.task, rng=p.rng,
                      n_epochs=p.n_epochs, n_burn_in=p.n_burn_in,
                      n_kept_samples=p.n_kept_samples, fit_intercept=p.fit_intercept,

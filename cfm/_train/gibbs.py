@@ -6,9 +6,10 @@ on its precision alpha for regression, probit with truncated-normal latent
 targets for classification; w_j ~ N(mu_w[g], 1/lambda_w[g]), v_jf ~
 N(mu_v[g, f], 1/lambda_v[g, f]) with Normal-Gamma hyper-priors per prior
 group g (``groups``), libFM's defaults alpha_0 = beta_0 = gamma_0 = 1,
-mu_0 = 0; flat prior on w0 (libFM's reg0 = 0).  Without ``groups``, each
-one-hot field (see ``coordinate.auto_groups``) gets its own prior group and
-the other columns share one.  ``n_epochs`` sweeps, the first ``n_burn_in``
+mu_0 = 0; flat prior on w0 (libFM's reg0 = 0).  Without ``groups``, for
+regression each one-hot field (see ``coordinate.auto_groups``) gets its own
+prior group and the other columns share one; classification uses a single
+group (libFM's and myFM's default; see cfm._train.SOLVERS).  ``n_epochs`` sweeps, the first ``n_burn_in``
 discarded; predictions are posterior means over the kept samples
 (cfm._state.mcmc.MCMCSamples), kept on the model and in its file.
 

@@ -24,10 +24,18 @@ def train_threads(n_threads, n_rows, min_rows=MIN_ROWS_PER_THREAD):
     return max(1, min(n_threads, n_rows // min_rows))
 
 
-def block_epoch(state, Xc, y, sw, hyper, rng, shuffle, n_threads):
-    """One pass over an in-memory block, rows in a fresh random order."""
-    n = Xc.n_rows
-    order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+def block_epoch(state, Xc, y, sw, hyper, rng, shuffle, n_threads, rows=None):
+    """One pass over an in-memory block, rows in a fresh random order.
+
+    ``rows``: visit only these rows (sorted int64 ids; the kernels take a row
+    order, so a subset needs no copy of X), in an order drawn as for a block
+    of ``len(rows)`` rows; None: every row."""
+    if rows is None:
+        n = Xc.n_rows
+        order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+    else:
+        n = len(rows)
+        order = rows[rng.permutation(n)] if shuffle else rows
     sw_arr = sw if sw is not None else np.empty(0)
     nt = train_threads(n_threads, n, getattr(state, "rows_per_thread", MIN_ROWS_PER_THREAD))
     return state.train_epoch(Xc, y, sw_arr, order, hyper, nt, rng)

@@ -266,6 +266,11 @@ def run(args, log):
         _fit(model, args, info, zero_based, eval_set, progress.epoch)
     finally:
         progress.clear()
+    bp = getattr(model, "best_params_", None)
+    if bp:  # how the settings were chosen (issue 13; a file never races)
+        lr = bp.get("learning_rate")
+        log(f"settings: learning_rate {'-' if lr is None else f'{lr:g}'}, normalize "
+            f"{bp.get('normalize')}, {bp.get('n_epochs')} epochs ({bp.get('auto')})")
     model.set_params(verbose=0)  # the saved parameters: a loaded model trains silently
     model.save(args.output)
     best = getattr(model, "best_epoch_", model.n_epochs_)
