@@ -9,10 +9,10 @@ whole table at every step, cfm's over the rows a batch touches).
 
 Libraries
 ---------
-* ``cfm``: cfm's DeepFM kernels through ``cfm._state.deepfm.DeepFMState``
-  (the estimators come with the restructuring, issue 12) and a small fit
-  loop: a new random order every epoch, w0 started at the log-odds of the
-  training labels.
+* ``cfm``: ``cfm.DeepFMClassifier`` (one ``fit`` of all the epochs, as a
+  user runs it: a new random order every epoch, w0 started at the log-odds
+  of the training labels); the epoch time is the training loop's, the test
+  rows are scored after each epoch by a callback.
 * ``deepctr``: DeepCTR-Torch ``DeepFM`` (``model.fit(..., epochs=1)`` per
   epoch, ``model.predict``), one ``SparseFeat`` per field, its defaults except
   the matched settings (``l2_reg_linear = l2_reg_embedding = 0``).
@@ -250,35 +250,36 @@ def score_timing(fn, n_rows, warm_repeats=3):
 
 
 def worker_cfm(d, s, res):
-    from cfm._state.deepfm import DeepFMHyper, DeepFMState
-    from cfm._validation import check_X
+    """cfm.DeepFMClassifier, as a user runs it: one fit of ``epochs`` epochs;
+    each epoch's time is the training loop's (``history_``), and after each
+    epoch a callback scores the test rows with the model as it stands."""
+    import cfm
 
     Xtr, fields = to_csr(d["ids_tr"], d["vocab"])
     Xte, _ = to_csr(d["ids_te"], d["vocab"])
-    Xc, Xt = check_X(Xtr), check_X(Xte)
-    y = np.where(d["y_tr"] > 0, 1.0, -1.0)
     res["rss_data_mb"] = rss_mb()
-    st = DeepFMState(Xtr.shape[1], fields, s["k"], tuple(s["hidden"]), seed=s["seed"],
-                     init_std=s["cfm_init_std"])
-    st.init_intercept(y)
-    hyper = DeepFMHyper(learning_rate=s["lr"], batch_size=s["batch"])
-    rng = np.random.default_rng(s["seed"])
-    nt = s["threads"]
-    for e in range(s["epochs"]):
-        order = rng.permutation(Xtr.shape[0])
-        t, c = time.perf_counter(), time.process_time()
-        st.train_epoch(Xc, y, None, order, hyper, nt, rng)
-        res["epoch_s"].append(time.perf_counter() - t)
-        res["epoch_cpu_s"].append(time.process_time() - c)
-        res["phases"].append(st.last_phase_times)
+    m = cfm.DeepFMClassifier(n_factors=s["k"], hidden_layer_sizes=tuple(s["hidden"]),
+                             learning_rate=s["lr"], batch_size=s["batch"],
+                             init_std=s["cfm_init_std"], n_epochs=s["epochs"],
+                             l2_w=0.0, l2_v=0.0,  # matched settings: no L2 anywhere
+                             n_jobs=s["threads"], random_state=s["seed"])
+    clock = {"cpu": time.process_time()}
+
+    def after_epoch(rec, n_epochs):
+        res["epoch_s"].append(rec["time"])
+        res["epoch_cpu_s"].append(time.process_time() - clock["cpu"])
+        res["phases"].append(m._state.last_phase_times)
         t = time.perf_counter()
-        z = st.decision(Xt, nt)
-        if e == 0:
+        z = m.decision_function(Xte)
+        if rec["epoch"] == 1:
             res["score_cold_rows_s"] = Xte.shape[0] / (time.perf_counter() - t)
         p = 1 / (1 + np.exp(-z))
         res["auc"].append(auc(d["y_te"], p))
         res["logloss"].append(logloss(d["y_te"], p))
-    res["score_warm_rows_s"] = score_timing(lambda: st.decision(Xt, nt), Xte.shape[0])
+        clock["cpu"] = time.process_time()
+
+    m.fit(Xtr, d["y_tr"], fields=fields, callback=after_epoch)
+    res["score_warm_rows_s"] = score_timing(lambda: m.decision_function(Xte), Xte.shape[0])
 
 
 def worker_cfm_fm(d, s, res, ffm=False):

@@ -16,6 +16,9 @@ round), median of the rounds:
 * ``large_fm`` / ``large_ffm``: one ``decision_function`` call on
   ``--large-rows`` rows (default 1M; FFM a fifth of it);
 * ``train_fm`` / ``train_ffm``: ``fit`` of 3 / 2 epochs on 200k / 50k rows;
+* ``small_deepfm`` / ``train_deepfm``: DeepFM (k=8, MLP 256-128, on the FFM
+  data): 50 ``decision_function`` calls of 2,000 rows; ``fit`` of one epoch
+  on 50k rows (batch 256);
 * ``mcmc``: 50 MCMC sweeps on MovieLens-100k u1 (synthetic user x item
   ratings when /work/shared/data is absent);
 * ``cli_predict``: ``cfm predict model data.svm -o out --threads N`` on a
@@ -47,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 CASES = ("small_fm", "small_ffm", "small_lr", "large_fm", "large_ffm", "train_fm",
-         "train_ffm", "mcmc", "cli_predict")
+         "train_ffm", "small_deepfm", "train_deepfm", "mcmc", "cli_predict")
 JOBS = (1, 2, None)
 
 
@@ -100,6 +103,8 @@ def prepare(work, large_rows):
     _save_csr(w / "ffm_train.npz", X[:50_000], y[:50_000], fields)
     cfm.FFMClassifier(n_factors=4, n_epochs=1, n_jobs=1, random_state=0).fit(
         X[:50_000], y[:50_000], fields=fields).save(w / "ffm.cfm")
+    cfm.DeepFMClassifier(n_epochs=1, random_state=0).fit(
+        X[:50_000], y[:50_000], fields=fields).save(w / "deepfm.cfm")
     del X, y
     # MCMC: MovieLens-100k u1 (or a synthetic stand-in)
     try:
@@ -134,10 +139,11 @@ def _case_fn(case, work, repo):
     import cfm
 
     w = Path(work)
-    if case in ("small_fm", "small_lr", "small_ffm"):
+    if case in ("small_fm", "small_lr", "small_ffm", "small_deepfm"):
         model = cfm.load(w / {"small_fm": "fm.cfm", "small_lr": "lr.cfm",
-                              "small_ffm": "ffm.cfm"}[case])
-        X, _, _ = _load_csr(w / ("ffm_large.npz" if case == "small_ffm" else "fm_small.npz"))
+                              "small_ffm": "ffm.cfm", "small_deepfm": "deepfm.cfm"}[case])
+        X, _, _ = _load_csr(w / ("fm_small.npz" if case in ("small_fm", "small_lr")
+                                 else "ffm_large.npz"))
         batches = [X[i * 2000:(i + 1) * 2000] for i in range(50)]
 
         def run(nj):
@@ -164,6 +170,13 @@ def _case_fn(case, work, repo):
 
         def run(nj):
             cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=nj, random_state=0).fit(
+                X, y, fields=fields)
+        return run
+    if case == "train_deepfm":
+        X, y, fields = _load_csr(w / "ffm_train.npz")
+
+        def run(nj):
+            cfm.DeepFMClassifier(n_epochs=1, n_jobs=nj, random_state=0).fit(
                 X, y, fields=fields)
         return run
     if case == "mcmc":

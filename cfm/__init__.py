@@ -21,6 +21,7 @@ from .datasets import make_fm_classification, make_fm_regression  # noqa: E402
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError  # noqa: E402
 from .models import FMClassifier, FMRegressor  # noqa: E402
 from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
+from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ def openmp_enabled():
 
 
 __all__ = [
+    "DeepFMClassifier",
+    "DeepFMRegressor",
     "FFMClassifier",
     "FFMRegressor",
     "FMClassifier",

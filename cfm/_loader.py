@@ -10,6 +10,7 @@ import os
 from ._model_file import open_model_file, peek_header
 from ._validation import effective_n_threads
 from .exceptions import ModelFileError
+from .deepfm import DeepFMClassifier, DeepFMRegressor
 from .ffm import FFMClassifier, FFMRegressor
 from .models import FMClassifier, FMRegressor
 from . import scoring
@@ -20,6 +21,7 @@ from .xlearn import XLearnFMClassifier, XLearnFMRegressor
 REGISTRY = {cls.__name__: cls for cls in (
     FMRegressor, FMClassifier, FFMRegressor, FFMClassifier,
     XLearnFMRegressor, XLearnFMClassifier,
+    DeepFMRegressor, DeepFMClassifier,
 )}
 
 

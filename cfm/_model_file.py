@@ -130,10 +130,14 @@ def _check_labels(spec, task):
     return None
 
 
-# (key, required, test, what it must be); "n_fields" is required for FFM models
+# Model kinds; the ones with fields need "n_fields"
+KINDS = ("fm", "ffm", "deepfm")
+_FIELD_KINDS = ("ffm", "deepfm")
+
+# (key, required, test, what it must be); "n_fields" is required for _FIELD_KINDS
 _HEADER_SCHEMA = (
     ("format", True, lambda v: v == "cfm-model", "'cfm-model'"),
-    ("kind", True, lambda v: v in ("fm", "ffm"), "'fm' or 'ffm'"),
+    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm' or 'deepfm'"),
     ("estimator", True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a class name"),
     ("task", True, lambda v: v in ("regression", "binary"), "'regression' or 'binary'"),
     ("solver", True, lambda v: isinstance(v, str) and len(v) <= 64, "a solver name"),
@@ -202,7 +206,7 @@ def check_header(header, where, data_start, size):
 
     for key, required, test, what in _HEADER_SCHEMA:
         if key not in header:
-            if required or (key == "n_fields" and header.get("kind") == "ffm"):
+            if required or (key == "n_fields" and header.get("kind") in _FIELD_KINDS):
                 raise bad(f"no {key!r} entry")
             continue
         if not test(header[key]):

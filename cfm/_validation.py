@@ -408,6 +408,24 @@ class Boolean(NamedTuple):
             raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+class Sizes(NamedTuple):
+    """Rule: a tuple or list (or 1-D array) of at most ``max_len`` integers in
+    [1, high] (e.g. hidden layer sizes)."""
+    max_len: int
+    high: int
+
+    def check(self, name, value):
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
+        if len(value) > self.max_len:
+            raise ValueError(f"{name} may hold at most {self.max_len} entries, got "
+                             f"{len(value)}")
+        for v in value:
+            check_number(f"every entry of {name}", v, low=1, high=self.high, integer=True)
+
+
 def check_params(obj, rules):
     """Check every attribute of ``obj`` named in ``rules`` {name: rule}, in order."""
     for name, rule in rules.items():

@@ -107,6 +107,10 @@ def make_seeds(folder):
         X, y, fields=fields)
     ffm.save(p("ffm.cfm"))
     seeds["model_ffm"] = ("model", p("ffm.cfm"))
+    deep = cfm.DeepFMClassifier(n_factors=3, hidden_layer_sizes=(5, 4), batch_size=16,
+                                n_epochs=2, n_jobs=1, random_state=0).fit(X, y, fields=fields)
+    deep.save(p("deepfm.cfm"))
+    seeds["model_deepfm"] = ("model", p("deepfm.cfm"))
     mc = cfm.FMRegressor(n_factors=3, solver="mcmc", n_epochs=5, n_jobs=1,
                          random_state=0).fit(Xr, yr)
     mc.save(p("mcmc.cfm"))
@@ -341,17 +345,24 @@ def _semantic(raw, rng):
                 arrays.append((dict(e, name=e["name"] + "_"), b))
             done.append(f"table {e['name']} op{how}")
         elif op == 4:  # counts in the header changed alone
-            k = rng.choice(["n_factors", "n_fields", "n_features"])
-            h[k] = rng.choice([0, 1, 2, 3, 5, 8, 64, 4096, 2**31 - 1])
+            k = rng.choice(["n_factors", "n_fields", "n_features"]
+                           + (["hidden", "deepfm_format"] if "hidden" in h else []))
+            if k == "hidden":  # DeepFM's layer sizes
+                h[k] = rng.choice([[], [1], [5], [5, 4, 3], [4, 5], [0], [-1, 4], [2**16],
+                                   [2**31, 1], [5.0, 4], "5,4", None, [1] * 100])
+            else:
+                h[k] = rng.choice([0, 1, 2, 3, 5, 8, 64, 4096, 2**31 - 1])
             done.append(f"{k}={h[k]}")
         elif op == 5:  # another estimator / kind / task / dtype / solver
             k = rng.choice(["estimator", "kind", "task", "dtype", "solver", "normalize"])
             h[k] = rng.choice({"estimator": ["FMClassifier", "FMRegressor", "FFMClassifier",
                                              "FFMRegressor", "XLearnFMClassifier",
-                                             "XLearnFMRegressor"],
-                               "kind": ["fm", "ffm"], "task": ["binary", "regression"],
+                                             "XLearnFMRegressor", "DeepFMClassifier",
+                                             "DeepFMRegressor"],
+                               "kind": ["fm", "ffm", "deepfm"],
+                               "task": ["binary", "regression"],
                                "dtype": ["float16", "float32", "float64"],
-                               "solver": ["adagrad", "sgd", "ftrl", "als", "mcmc", "x"],
+                               "solver": ["adagrad", "sgd", "ftrl", "als", "mcmc", "x", "adam"],
                                "normalize": [True, False]}[k])
             if k == "task" and h[k] == "binary" and "classes" not in h:
                 h["classes"] = {"dtype": "<i8", "values": [0, 1]}
@@ -611,7 +622,8 @@ def generate_cases(seeds, aux, folder, n_cases, seed=0, cli_every=8):
     Every ``cli_every``-th case also goes through the command line (in the
     runner, as ``cfm.cli.main``)."""
     rng = random.Random(seed)
-    weights = {"model_fm": 6, "model_ffm": 5, "model_mcmc": 3, "model_str": 3, "libsvm": 4,
+    weights = {"model_fm": 6, "model_ffm": 5, "model_mcmc": 3, "model_str": 3,
+               "model_deepfm": 4, "libsvm": 4,
                "libffm": 3, "libfm": 2, "gzip": 3, "cache_svm": 3, "cache_ffm": 2,
                "xlearn_fm": 2, "xlearn_ffm": 2}
     names = sorted(weights)

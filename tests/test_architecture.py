@@ -30,7 +30,7 @@ LAYERS = [
     ("model files", ["_model_file"]),
     ("model state", ["_state", "_state.*"]),
     ("training", ["_train", "_train.*"]),
-    ("estimators", ["_estimator", "_persist", "_tuning", "models", "ffm"]),
+    ("estimators", ["_estimator", "_persist", "_tuning", "models", "ffm", "deepfm"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
     ("front ends", ["cli", "cli.*", "demo", "__main__"]),

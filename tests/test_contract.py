@@ -43,11 +43,25 @@ class Case:
 
     @property
     def classifier(self):
-        return self.cls in (cfm.FMClassifier, cfm.FFMClassifier)
+        return self.cls in (cfm.FMClassifier, cfm.FFMClassifier, cfm.DeepFMClassifier)
 
     @property
     def ffm(self):
         return self.cls in (cfm.FFMRegressor, cfm.FFMClassifier)
+
+    @property
+    def deepfm(self):
+        return self.cls in (cfm.DeepFMRegressor, cfm.DeepFMClassifier)
+
+    @property
+    def fields(self):
+        """fit takes fields (one field id per column)."""
+        return self.ffm or self.deepfm
+
+    @property
+    def solver_param(self):
+        """The parameter that names the solver (DeepFM: its optimizer)."""
+        return "optimizer" if self.deepfm else "solver"
 
     @property
     def sweeps(self):
@@ -56,8 +70,9 @@ class Case:
         return self.solver in ("als", "mcmc")
 
     def make(self, **params):
-        p = dict(n_factors=self.n_factors, solver=self.solver, dtype=self.dtype,
+        p = dict(n_factors=self.n_factors, dtype=self.dtype,
                  n_epochs=6 if self.solver == "mcmc" else 3, n_jobs=1, random_state=0)
+        p[self.solver_param] = self.solver
         p.update(self.extra)
         p.update(params)
         return self.cls(**p)
@@ -74,6 +89,13 @@ CASES = (
        for s in ("adagrad", "ftrl")]
     + [Case(cls, s, d) for cls in (cfm.FFMRegressor, cfm.FFMClassifier)
        for s in PER_SAMPLE for d in FFM_DTYPES]
+    # DeepFM: mini-batch optimizers; small MLPs with dropout (batches of 32:
+    # several per epoch), and the default MLP once per task
+    + [Case(cls, s, d, extra={"hidden_layer_sizes": (7, 5), "dropout": 0.2, "batch_size": 32})
+       for cls in (cfm.DeepFMRegressor, cfm.DeepFMClassifier)
+       for s in ("adam", "adagrad") for d in FM_DTYPES]
+    + [Case(cls, "adam", "float32", n_factors=8)
+       for cls in (cfm.DeepFMRegressor, cfm.DeepFMClassifier)]
 )
 IDS = [c.id for c in CASES]
 PER_SAMPLE_CASES = [c for c in CASES if not c.sweeps]
@@ -106,7 +128,7 @@ def _y(case):
 
 
 def _fit_kwargs(case):
-    return {"fields": FIELDS} if case.ffm else {}
+    return {"fields": FIELDS} if case.fields else {}
 
 
 def _fit(case, X_=X, **params):
@@ -173,8 +195,15 @@ def test_empty_rows_score_as_the_bias(fitted):
     d = _decision(m)
     assert d[EMPTY_ROWS[0]] == d[EMPTY_ROWS[1]]
     alone = _decision(m, sp.csr_matrix((3, N_FEATURES)))
-    assert np.array_equal(alone, np.full(3, d[EMPTY_ROWS[0]]))
-    if case.solver != "mcmc":  # mcmc: the posterior mean of the sampled biases
+    if case.deepfm:
+        # the MLP runs through BLAS, whose last bits depend on how many rows
+        # are scored together and where (identical for any n_jobs, though)
+        np.testing.assert_allclose(alone, d[EMPTY_ROWS[0]], rtol=1e-5, atol=1e-6)
+    else:
+        assert np.array_equal(alone, np.full(3, d[EMPTY_ROWS[0]]))
+    # mcmc: the posterior mean of the sampled biases; DeepFM: w0 + the MLP of
+    # a zero input (its hidden biases)
+    if case.solver != "mcmc" and not case.deepfm:
         assert d[EMPTY_ROWS[0]] == m.w0_
 
 
@@ -189,8 +218,8 @@ def test_save_load_round_trip_is_bit_identical(fitted, tmp_path, scoring_only):
     assert loaded.get_params() == m.get_params()
     _assert_same_model(m, loaded)
     # scored through a file too (the batch-scoring path)
-    data = tmp_path / ("x.ffm" if case.ffm else "x.svm")
-    if case.ffm:
+    data = tmp_path / ("x.ffm" if case.fields else "x.svm")
+    if case.fields:
         cfm.dump_libffm(X, np.zeros(N_ROWS), FIELDS, data)
     else:
         cfm.dump_libsvm(X, np.zeros(N_ROWS), data, zero_based=True)
@@ -327,13 +356,13 @@ def test_bad_input_gets_the_documented_errors(fitted):
             case.make().fit(X, np.where(np.arange(N_ROWS) == 7, np.nan, y), **kw)
     with pytest.raises(cfm.NotFittedError):
         case.make().predict(X)
-    with pytest.raises(ValueError, match="solver"):
-        case.make(solver="newton").fit(X, y, **kw)
+    with pytest.raises(ValueError, match=case.solver_param):
+        case.make(**{case.solver_param: "newton"}).fit(X, y, **kw)
     with pytest.raises(ValueError, match="dtype"):
         case.make(dtype="int8").fit(X, y, **kw)
     with pytest.raises(ValueError, match="n_jobs"):
         case.make(n_jobs=0).fit(X, y, **kw)
-    if case.ffm:
+    if case.fields:
         with pytest.raises(ValueError, match="fields"):
             case.make().fit(X, y)
         with pytest.raises(ValueError, match="fields"):
@@ -356,7 +385,7 @@ def test_sklearn_conventions(fitted):
 
     case, m = fitted
     params = m.get_params()
-    assert params["solver"] == case.solver and params["dtype"] == case.dtype
+    assert params[case.solver_param] == case.solver and params["dtype"] == case.dtype
     c = clone(m)
     assert type(c) is type(m) and c.get_params() == params
     with pytest.raises(cfm.NotFittedError):

@@ -349,8 +349,8 @@ def test_from_file_rejects_inconsistent_arrays():
         load({"hidden": [5, 10**9]})
     with pytest.raises(ValueError, match="version"):
         load({"deepfm_format": 99})
-    with pytest.raises(ValueError, match="k"):
-        load({"k": "8"})
+    with pytest.raises(ValueError, match="n_factors"):
+        load({"n_factors": "8"})
 
 
 def test_validation_errors():

@@ -2,8 +2,9 @@
 init, one epoch, decision, finiteness, snapshot / restore, export / import).
 See base.py for the protocol."""
 from .base import Hyper, ModelState
+from .deepfm import DeepFMState
 from .ffm import FFMTable
 from .fm import FMTable
 from .mcmc import MCMCSamples
 
-__all__ = ["FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState"]
+__all__ = ["DeepFMState", "FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState"]

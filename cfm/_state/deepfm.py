@@ -1,11 +1,10 @@
 """DeepFM model state: owns the parameter arrays and drives the kernels.
 
-Shaped like the model-state protocol of the planned restructuring
-(ARCH_PLAN.md, ``cfm/_state``): allocation and initialisation, one training
-epoch (one kernel call, no Python per mini-batch), decision, finiteness,
-snapshot / restore, export to / import from (arrays, header).  It is not an
-estimator: ``cfm.DeepFMClassifier`` / ``DeepFMRegressor`` will hold one of
-these (issue 14).
+The model-state protocol of cfm/_state/base.py: allocation and
+initialisation (``new``), one training epoch (one kernel call, no Python per
+mini-batch), decision, finiteness, snapshot / restore, a change of optimizer
+(``relayout``), export to / import from (arrays, header).  The estimators
+``cfm.DeepFMClassifier`` / ``DeepFMRegressor`` (cfm/deepfm.py) hold one.
 
 Arrays (plain NumPy, C-contiguous; see src/cfm/_deepfm.pyx for the math):
 
@@ -15,12 +14,17 @@ Arrays (plain NumPy, C-contiguous; see src/cfm/_deepfm.pyx for the math):
   column is derived from it);
 * ``mlp`` (n_mlp,): W_l, b_l of each hidden layer, then w_out;
   ``mlp_state``: Adam [m | s] (2 n_mlp) or AdaGrad [G] (n_mlp);
-* ``bias`` [w0, m or G, s] float64; ``counters`` [dense step count] int64.
+* ``bias`` [w0, m or G, s] float64 (``w0_state``); ``counters`` [dense step
+  count] int64.
 
-Threading: the kernels run BLAS from their own OpenMP threads, so BLAS is
-limited to one thread around every kernel call (threadpoolctl, when it is
+A state loaded with ``scoring_only`` keeps records [w, v, field] only (a
+64-byte row for k <= 13 in float32, instead of 128 bytes with Adam's
+moments) and no dense optimizer state: it scores but cannot train or be saved.
+
+Threading: the kernels run BLAS from cfm's pool threads, so BLAS is
+limited to one thread while any kernel call runs (threadpoolctl, when it is
 installed; without it results are the same, only slower through
-oversubscription).
+oversubscription; see _OneThreadBLAS).
 
 Determinism: with a fixed ``rng``, ``train_epoch`` is reproducible for any
 ``n_threads``, and bit-identical across thread counts (every reduction runs
@@ -29,22 +33,24 @@ module docstring).  ``decision`` is identical for any ``n_threads``.
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _deepfm
+from .. import _deepfm, _utils
+from .base import ModelState, as_array, check_arrays, copy_rows, each_block
 from .base import aligned_table as _aligned_table
 
-__all__ = ["DeepFMHyper", "DeepFMState"]
+__all__ = ["DeepFMHyper", "DeepFMState", "MAX_LAYERS", "initial_bias"]
 
 _LOSSES = {"squared": _deepfm.SQUARED, "logistic": _deepfm.LOGISTIC}
 _OPTIMIZERS = {"adam": _deepfm.ADAM, "adagrad": _deepfm.ADAGRAD}
 _FORMAT = 1          # layout version of the exported arrays
 _MAX_FACTORS = 256
 _MAX_WIDTH = 1 << 16  # widest layer accepted (also bounds sizes read from files)
+MAX_LAYERS = 64       # most hidden layers (bounds a list read from a file)
 
 
 @dataclass(frozen=True)
@@ -89,20 +95,53 @@ class DeepFMHyper:
         return self
 
 
-_controller = None
+class _OneThreadBLAS:
+    """BLAS limited to one thread while any DeepFM kernel runs (the kernels call
+    it from cfm's pool threads), through threadpoolctl when it is installed
+    (without it results are the same, only slower through oversubscription).
+
+    The limit is process-wide, so it is counted: the first kernel call to
+    start sets it, the last to end restores the original limits.  (Per-call
+    limits would race between threads: a call ending while another still runs
+    would restore the multi-threaded BLAS under it, or leave the process's
+    BLAS at one thread for good.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    try:
+                        from threadpoolctl import ThreadpoolController
+                    except ImportError:  # pragma: no cover - only slower without it
+                        self._controller = False
+                    else:
+                        self._controller = ThreadpoolController()
+                if self._controller:
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                limiter, self._limiter = self._limiter, None
+                limiter.restore_original_limits()
+        return False
+
+
+_ONE_THREAD_BLAS = _OneThreadBLAS()
 
 
 def _blas_one_thread():
-    """Context limiting BLAS to one thread (the kernels call it from their
-    own OpenMP threads)."""
-    global _controller
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - optional: only slower without it
-        return contextlib.nullcontext()
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    """Context limiting BLAS to one thread (see _OneThreadBLAS)."""
+    return _ONE_THREAD_BLAS
 
 
 def _check_fields(fields, n_features, n_fields):
@@ -126,7 +165,7 @@ def _check_fields(fields, n_features, n_fields):
     return np.ascontiguousarray(f, dtype=np.int32), int(n_fields)
 
 
-class DeepFMState:
+class DeepFMState(ModelState):
     """Parameters and optimizer state of a DeepFM model (see module doc).
 
     Parameters
@@ -153,48 +192,91 @@ class DeepFMState:
     """
 
     kind = "deepfm"
+    dtypes = ("float32", "float64")
+    uses_fields = True
+    coordinate_solvers = False
+    # The epoch is deterministic for any thread count and a row costs the MLP's
+    # arithmetic (~1e5 flops for 256-128): threads pay from a few hundred rows
+    # (cfm._train.sgd caps the per-sample solvers at one thread per 10,000).
+    rows_per_thread = 256
 
     def __init__(self, n_features, fields, k=8, hidden=(256, 128), *, n_fields=None,
                  dtype=np.float32, optimizer="adam", seed=0, init_std=0.01, normalize=False,
                  _init=True):
-        self.n_features = int(n_features)
-        if self.n_features < 0:
+        n_features = int(n_features)
+        if n_features < 0:
             raise ValueError("n_features must be >= 0")
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= _MAX_FACTORS:
             raise ValueError(f"k must be an integer in [1, {_MAX_FACTORS}], got {k!r}")
         hidden = tuple(hidden)
+        if len(hidden) > MAX_LAYERS:
+            raise ValueError(f"at most {MAX_LAYERS} hidden layers, got {len(hidden)}")
         for h in hidden:
             if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not 1 <= h <= _MAX_WIDTH:
                 raise ValueError(f"hidden layer sizes must be integers in [1, {_MAX_WIDTH}], "
                                  f"got {hidden!r}")
         if optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.fields, self.n_fields = _check_fields(fields, self.n_features, n_fields)
-        if self.n_fields * int(k) > _MAX_WIDTH:
-            raise ValueError(f"n_fields * k = {self.n_fields * int(k)} exceeds {_MAX_WIDTH}")
-        self.k = int(k)
-        self.hidden = tuple(int(h) for h in hidden)
-        self.optimizer = optimizer
-        self.normalize = bool(normalize)
-        self.layer_sizes = np.array([self.n_fields * self.k, *self.hidden], dtype=np.int64)
-        self.layout = _deepfm.record_layout(self.k, _OPTIMIZERS[optimizer], self.dtype.itemsize)
-        _, _, _, self.n_mlp = _deepfm.mlp_layout(self.layer_sizes)
-        self.last_phase_times = None
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        fields, n_fields = _check_fields(fields, n_features, n_fields)
+        if n_fields * int(k) > _MAX_WIDTH:
+            raise ValueError(f"n_fields * k = {n_fields * int(k)} exceeds {_MAX_WIDTH} (the "
+                             "width of the MLP's input): use fewer fields or factors")
+        k = int(k)
+        hidden = tuple(int(h) for h in hidden)
+        layer_sizes = np.array([n_fields * k, *hidden], dtype=np.int64)
+        _, _, _, n_mlp = _deepfm.mlp_layout(layer_sizes)
+        self._set(n_features=n_features, fields=fields, n_fields=n_fields, k=k, hidden=hidden,
+                  optimizer=optimizer, dtype=dtype, normalize=bool(normalize),
+                  layer_sizes=layer_sizes, n_mlp=n_mlp, trainable=True,
+                  layout=_deepfm.record_layout(k, _OPTIMIZERS[optimizer], dtype.itemsize),
+                  last_phase_times=None)
         if not _init:
             return
-        self.table = _aligned_table(self.n_features, self.layout["stride"], self.dtype)
-        self.table[:, self.layout["field"]] = self.fields
+        table = _aligned_table(n_features, self.layout["stride"], dtype)
+        table[:, self.layout["field"]] = fields
         rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
-        if self.n_features:
-            self.table[:, 1:1 + self.k] = rng.normal(0.0, init_std, (self.n_features, self.k))
-        self.mlp = self._init_mlp(rng)
-        n_state = 2 * self.n_mlp if optimizer == "adam" else self.n_mlp
-        self.mlp_state = np.zeros(n_state, dtype=self.dtype)
-        self.bias = np.zeros(3)
-        self.counters = np.zeros(1, dtype=np.int64)
+        for i in range(0, n_features, 1 << 17):  # in blocks: no n_features x k temporary
+            j = min(n_features, i + (1 << 17))
+            table[i:j, 1:1 + k] = rng.normal(0.0, init_std, (j - i, k))
+        n_state = 2 * n_mlp if optimizer == "adam" else n_mlp
+        self._set(table=table, mlp=self._init_mlp(rng), mlp_state=np.zeros(n_state, dtype=dtype),
+                  bias=np.zeros(3), counters=np.zeros(1, dtype=np.int64))
+
+    @classmethod
+    def new(cls, n_features, *, k, optimizer, dtype, init_std, seed, w0, normalize, fields,
+            hidden):
+        """A freshly initialised state (the estimators' entry point), bias ``w0``."""
+        state = cls(n_features, fields, k, hidden, dtype=dtype, optimizer=optimizer,
+                    seed=seed, init_std=init_std, normalize=normalize)
+        state.bias[0] = w0
+        return state
+
+    @staticmethod
+    def model_bytes(n_features, n_fields, k, hidden, optimizer, dtype):
+        """Bytes of the arrays ``new`` allocates (the table dominates)."""
+        dtype = np.dtype(dtype)
+        lay = _deepfm.record_layout(int(k), _OPTIMIZERS[optimizer], dtype.itemsize)
+        _, _, _, n_mlp = _deepfm.mlp_layout([int(n_fields) * int(k), *hidden])
+        per_mlp = 3 if optimizer == "adam" else 2
+        return n_features * lay["stride"] * dtype.itemsize + per_mlp * n_mlp * dtype.itemsize
+
+    def relayout(self, optimizer, dtype):
+        """This model with ``optimizer``'s state in ``dtype`` (warm start after
+        a change of optimizer or dtype; the optimizer state starts afresh):
+        self when unchanged."""
+        dtype = np.dtype(dtype)
+        if optimizer == self.optimizer and dtype == self.dtype:
+            return self
+        new = DeepFMState(self.n_features, self.fields, self.k, self.hidden,
+                          n_fields=self.n_fields, dtype=dtype, optimizer=optimizer,
+                          normalize=self.normalize)
+        new.table[:, :1 + self.k] = self.table[:, :1 + self.k]
+        new.mlp[...] = self.mlp
+        new.bias[0] = self.bias[0]
+        return new
 
     def _init_mlp(self, rng):
         """He-uniform hidden layers (ReLU), zero biases, Glorot-uniform w_out."""
@@ -216,12 +298,21 @@ class DeepFMState:
         return float(self.bias[0])
 
     @property
+    def w0_state(self):
+        """[w0, optimizer state (2)] (what the training loop checks)."""
+        return self.bias
+
+    @property
     def w(self):
         return self.table[:, 0]
 
     @property
     def V(self):
         return self.table[:, 1:1 + self.k]
+
+    def factors(self):
+        """Embeddings, shape (n_features, k) (a view)."""
+        return self.V
 
     def dense_params(self):
         """(W list, b list, w_out) as views into ``mlp``."""
@@ -236,17 +327,7 @@ class DeepFMState:
     def init_intercept(self, y, sw=None, loss="logistic"):
         """Start w0 at the (weighted) mean target: the log-odds for logistic
         (y in -1/+1), the mean for squared; clipped to [-10, 10]."""
-        y = np.asarray(y, dtype=np.float64)
-        if y.size == 0:
-            return
-        sw = np.ones_like(y) if sw is None else np.asarray(sw, dtype=np.float64)
-        if loss == "logistic":
-            p = float(np.sum(sw * (y > 0)) / np.sum(sw))
-            p = min(max(p, 1e-6), 1 - 1e-6)
-            w0 = np.log(p / (1 - p))
-        else:
-            w0 = float(np.sum(sw * y) / np.sum(sw))
-        self.bias[0] = float(np.clip(w0, -10.0, 10.0))
+        self.bias[0] = initial_bias(y, sw, loss)
 
     def _check_X(self, Xc):
         if Xc.shape[1] != self.n_features:
@@ -259,6 +340,8 @@ class DeepFMState:
 
         Returns (sum of sw * loss before each update, sum of sw, number of
         rows whose prediction was not finite)."""
+        if not self.trainable:
+            raise ValueError("this DeepFM state was loaded for scoring only")
         hyper.check()
         self._check_X(Xc)
         n = Xc.shape[0]
@@ -287,24 +370,27 @@ class DeepFMState:
                 l2_w0=hyper.l2_w0, l2_w=hyper.l2_w, l2_v=hyper.l2_v, l2_dense=hyper.l2_dense,
                 dropout=hyper.dropout, batch_size=int(hyper.batch_size), seed=seed,
                 n_threads=max(int(n_threads), 1), phase_times=times)
-        self.last_phase_times = dict(zip(_deepfm.PHASES, times.tolist()))
+        # diagnostics of the last epoch (a new dict each time), not model state
+        self._set(last_phase_times=dict(zip(_deepfm.PHASES, times.tolist())))
         return res
 
     # -------------------------------------------------------------- scoring
     def decision(self, Xc, n_threads, shared=False):
-        """Raw scores (float64) of the rows of Xc; identical for any n_threads."""
-        self._check_X(Xc)
+        """Raw scores (float64) of the rows of Xc; identical for any n_threads
+        (``shared`` changes nothing: the pool's threads always claim blocks)."""
+        self.check_width(Xc)
         out = np.empty(Xc.shape[0])
         with _blas_one_thread():
             _deepfm.deepfm_predict(
                 data=Xc.data, indices=Xc.indices, indptr=Xc.indptr, table=self.table,
                 mlp=self.mlp, layer_sizes=self.layer_sizes, w0=float(self.bias[0]),
                 n_factors=self.k, normalize=self.normalize, out=out,
-                n_threads=max(int(n_threads), 1), shared=shared)
+                n_threads=max(int(n_threads), 1))
         return out
 
     def finite(self, n_threads=1):
-        return bool(np.isfinite(self.bias[0]) and np.isfinite(self.table[:, :1 + self.k]).all()
+        return bool(np.isfinite(self.bias[0])
+                    and _utils.all_finite(self.table, 1 + self.k, max(int(n_threads), 1))
                     and np.isfinite(self.mlp).all())
 
     # ------------------------------------------------------ snapshot / files
@@ -322,10 +408,12 @@ class DeepFMState:
 
     def export(self):
         """(arrays, header entries) for a model file; the table is written as
-        its records' used columns ([w, v, field, optimizer state])."""
+        its records' used columns ([w, v, field, optimizer state]).  The
+        header keys ``solver`` (the optimizer) and ``n_factors`` are those of
+        every cfm model file."""
         header = {"kind": self.kind, "deepfm_format": _FORMAT, "n_features": self.n_features,
-                  "n_fields": self.n_fields, "k": self.k, "hidden": list(self.hidden),
-                  "optimizer": self.optimizer, "dtype": self.dtype.name,
+                  "n_fields": self.n_fields, "n_factors": self.k, "hidden": list(self.hidden),
+                  "solver": self.optimizer, "dtype": self.dtype.name,
                   "normalize": self.normalize}
         arrays = {"table": self.table[:, :self.layout["used"]], "fields": self.fields,
                   "mlp": self.mlp, "mlp_state": self.mlp_state, "bias": self.bias,
@@ -335,7 +423,10 @@ class DeepFMState:
     @classmethod
     def from_file(cls, header, arrays, scoring_only=False):
         """Rebuild a state from :meth:`export`'s output read back from a file:
-        nothing is trusted; every size is checked against the arrays."""
+        nothing is trusted; every size is checked against the arrays (which
+        may be arrays of a model file, cfm._readahead.FileArray, copied a
+        block at a time).  ``scoring_only``: records [w, v, field] only and
+        no optimizer state (see the module docstring)."""
         def need(name, types):
             if name not in header or not isinstance(header[name], types) or isinstance(header[name], bool):
                 raise ValueError(f"DeepFM model header: missing or invalid {name!r}")
@@ -348,9 +439,9 @@ class DeepFMState:
             raise ValueError(f"DeepFM layout version {fmt} is not supported (newest {_FORMAT})")
         n_features = need("n_features", int)
         n_fields = need("n_fields", int)
-        k = need("k", int)
+        k = need("n_factors", int)
         hidden = need("hidden", list)
-        optimizer = need("optimizer", str)
+        optimizer = need("solver", str)
         dtype = need("dtype", str)
         normalize = header.get("normalize", False)
         if not isinstance(normalize, bool):
@@ -360,39 +451,70 @@ class DeepFMState:
         for name in ("table", "fields", "mlp", "mlp_state", "bias", "counters"):
             if name not in arrays:
                 raise ValueError(f"DeepFM model file: array {name!r} is missing")
-        fields = np.asarray(arrays["fields"])
-        if fields.dtype != np.int32 or fields.shape != (n_features,):
+        if arrays["fields"].dtype != np.int32 or arrays["fields"].shape != (n_features,):
             raise ValueError("DeepFM model file: fields array does not match the header")
+        fields = as_array(arrays["fields"])
         state = cls(n_features, fields, k, hidden, n_fields=n_fields, dtype=dtype,
                     optimizer=optimizer, normalize=normalize, _init=False)
-        used = state.layout["used"]
-        table = np.asarray(arrays["table"])
-        if table.dtype != state.dtype or table.shape != (n_features, used):
-            raise ValueError(f"DeepFM model file: table has shape {table.shape} / {table.dtype}, "
-                             f"expected {(n_features, used)} / {state.dtype}")
+        lay = state.layout
+        used = lay["used"]
         n_state = 2 * state.n_mlp if optimizer == "adam" else state.n_mlp
-        checks = {"mlp": ((state.n_mlp,), state.dtype), "mlp_state": ((n_state,), state.dtype),
-                  "bias": ((3,), np.float64), "counters": ((1,), np.int64)}
-        for name, (shape, dt) in checks.items():
-            a = np.asarray(arrays[name])
-            if a.shape != shape or a.dtype != dt:
-                raise ValueError(f"DeepFM model file: {name} has shape {a.shape} / {a.dtype}, "
-                                 f"expected {shape} / {np.dtype(dt)}")
-        state.table = _aligned_table(n_features, state.layout["stride"], state.dtype)
-        state.table[:, :used] = table
-        if not np.array_equal(state.table[:, state.layout["field"]], fields.astype(state.dtype)):
+        check_arrays(arrays, {"table": ((n_features, used), state.dtype),
+                              "mlp": ((state.n_mlp,), state.dtype),
+                              "mlp_state": ((n_state,), state.dtype),
+                              "bias": ((3,), np.float64), "counters": ((1,), np.int64)})
+        if scoring_only:
+            # [w, v, field]: the records the scoring kernel reads
+            table = _aligned_table(n_features, lay["field"] + 1, state.dtype)
+            copy_rows(table[:, :lay["field"] + 1], _Columns(arrays["table"], lay["field"] + 1))
+            mlp_state = np.zeros(0, dtype=state.dtype)
+        else:
+            table = _aligned_table(n_features, lay["stride"], state.dtype)
+            copy_rows(table[:, :used], arrays["table"])
+            mlp_state = np.array(as_array(arrays["mlp_state"]), dtype=state.dtype, copy=True)
+        if not np.array_equal(table[:, lay["field"]], fields.astype(state.dtype)):
             raise ValueError("DeepFM model file: the table's field column disagrees with fields")
-        state.mlp = np.array(arrays["mlp"], dtype=state.dtype, copy=True)
-        state.mlp_state = np.array(arrays["mlp_state"], dtype=state.dtype, copy=True)
-        state.bias = np.array(arrays["bias"], dtype=np.float64, copy=True)
-        state.counters = np.array(arrays["counters"], dtype=np.int64, copy=True)
+        state._set(table=table, mlp=np.array(as_array(arrays["mlp"]), dtype=state.dtype),
+                   mlp_state=mlp_state,
+                   bias=np.array(as_array(arrays["bias"]), dtype=np.float64),
+                   counters=np.array(as_array(arrays["counters"]), dtype=np.int64),
+                   trainable=not scoring_only)
         if state.counters[0] < 0:
             raise ValueError("DeepFM model file: negative step count")
-        if optimizer == "adam" and n_features:
-            t = state.table[:, state.layout["t"]]
+        if optimizer == "adam" and n_features and not scoring_only:
+            t = table[:, lay["t"]]
             if not (np.all(t >= 0) and np.all(t == np.floor(t))):
                 raise ValueError("DeepFM model file: invalid per-row step counts")
         return state
+
+
+class _Columns:
+    """The first ``n`` columns of a 2-D array of a model file, block by block
+    (what cfm._state.base.copy_rows copies from)."""
+
+    def __init__(self, src, n):
+        self.src, self.n = src, n
+
+    def for_each_block(self, fn):
+        each_block(self.src, lambda i, j, block: fn(i, j, block[:, :self.n]))
+
+
+def initial_bias(y, sw=None, loss="logistic"):
+    """The bias a fit starts from: the (weighted) log-odds of the labels for
+    logistic (y in -1/+1), the mean for squared; clipped to [-10, 10]."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.size == 0:
+        return 0.0
+    sw = np.ones_like(y) if sw is None else np.asarray(sw, dtype=np.float64)
+    if sw.sum() <= 0:
+        return 0.0
+    if loss == "logistic":
+        p = float(np.sum(sw * (y > 0)) / np.sum(sw))
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        w0 = np.log(p / (1 - p))
+    else:
+        w0 = float(np.sum(sw * y) / np.sum(sw))
+    return float(np.clip(w0, -10.0, 10.0))
 
 
 def _draw_seed(rng):

@@ -15,11 +15,13 @@ from .loop import run_epochs
 MIN_ROWS_PER_THREAD = 10_000
 
 
-def train_threads(n_threads, n_rows):
+def train_threads(n_threads, n_rows, min_rows=MIN_ROWS_PER_THREAD):
     """Hogwild gains nothing on small data (thread start-up and conflicts on
     shared parameters dominate): at most one training thread per
-    MIN_ROWS_PER_THREAD rows, so small fits are also deterministic."""
-    return max(1, min(n_threads, n_rows // MIN_ROWS_PER_THREAD))
+    MIN_ROWS_PER_THREAD rows, so small fits are also deterministic.  A state
+    whose epoch is deterministic for any thread count and costs more per row
+    (DeepFM's mini-batches) sets its own ``rows_per_thread``."""
+    return max(1, min(n_threads, n_rows // min_rows))
 
 
 def block_epoch(state, Xc, y, sw, hyper, rng, shuffle, n_threads, rows=None):
@@ -35,7 +37,8 @@ def block_epoch(state, Xc, y, sw, hyper, rng, shuffle, n_threads, rows=None):
         n = len(rows)
         order = rows[rng.permutation(n)] if shuffle else rows
     sw_arr = sw if sw is not None else np.empty(0)
-    return state.train_epoch(Xc, y, sw_arr, order, hyper, train_threads(n_threads, n), rng)
+    nt = train_threads(n_threads, n, getattr(state, "rows_per_thread", MIN_ROWS_PER_THREAD))
+    return state.train_epoch(Xc, y, sw_arr, order, hyper, nt, rng)
 
 
 def _with_lr(hyper, lr):

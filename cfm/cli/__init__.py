@@ -43,7 +43,8 @@ def build_parser():
     """The ``cfm`` argument parser; each command's ``func`` is its ``run``."""
     from .. import __version__
 
-    p = Parser(prog="cfm", description="Fast factorization machines (FM, FFM) from the shell.",
+    p = Parser(prog="cfm", description="Fast factorization machines (FM, FFM, DeepFM) from the "
+                "shell.",
                epilog="Run 'cfm <command> --help' for the options of a command.")
     p.add_argument("--version", action="version", version=f"cfm {__version__}")
     common = argparse.ArgumentParser(add_help=False)

@@ -75,6 +75,18 @@ def float_range(low=0.0, low_open=False):
     return conv
 
 
+def layer_sizes(text):
+    """Hidden layer sizes ``256,128`` as a tuple; ``none`` (or empty): ()."""
+    t = text.strip().lower()
+    if t in ("", "none"):
+        return ()
+    parts = t.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes such as 256,128 (or none), got "
+                                         f"{text!r}")
+    return tuple(int(p) for p in parts)
+
+
 def threads(text):
     """A thread count as ``n_jobs``: N > 0, or negative (-1: all cores)."""
     v = _parse(text, int, "an integer")

@@ -32,6 +32,7 @@ def _model_summary(path):
         "n_features": header["n_features"],
         "n_factors": header["n_factors"],
         "n_fields": header.get("n_fields"),
+        "hidden_layer_sizes": header.get("hidden") if header["kind"] == "deepfm" else None,
         "dtype": header["dtype"],
         "solver": header["solver"],
         "normalize": header["normalize"],
@@ -39,7 +40,7 @@ def _model_summary(path):
         "n_epochs": header.get("n_epochs_"),
         "best_epoch": header.get("best_epoch_"),
         "input_zero_based": header.get("input_zero_based"),
-        "params": header.get("params", {}),
+        "params": dict(header.get("params", {})),
         "history": header.get("history", []),
         "cfm_version": header.get("cfm_version"),
         "format_version": facts["format_version"],
@@ -49,6 +50,9 @@ def _model_summary(path):
         "sha256": facts["sha256"],
         "arrays": {k: {"shape": list(shape), "dtype": dt} for k, (shape, dt) in shapes.items()},
     }
+    if out["hidden_layer_sizes"] is not None and out["params"].get("hidden_layer_sizes") is None:
+        # a tuple is not a flat header value: the sizes are the model's "hidden"
+        out["params"]["hidden_layer_sizes"] = out["hidden_layer_sizes"]
     return out
 
 
@@ -75,6 +79,9 @@ def _model_lines(s):
     shape = f"n_features={s['n_features']}, n_factors={s['n_factors']}"
     if s["n_fields"] is not None:
         shape += f", n_fields={s['n_fields']}"
+    if s["hidden_layer_sizes"] is not None:
+        sizes = "-".join(str(h) for h in s["hidden_layer_sizes"]) or "none"
+        shape += f", MLP hidden {sizes}"
     p = s["params"]
     lines = [
         f"file          {s['file']} ({s['file_bytes']:,} bytes, format {s['format_version']})",

@@ -1,32 +1,49 @@
-"""``cfm train TRAIN -o MODEL``: train an LR, FM or FFM model on a data file."""
+"""``cfm train TRAIN -o MODEL``: train an LR, FM, FFM or DeepFM model on a data file."""
 import sys
 import time
 
 from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet, add_threads,
-                       add_zero_based, float_range, fmt_int, int_range)
+                       add_zero_based, float_range, fmt_int, int_range, layer_sizes)
 from ._paths import check_data_file, check_output
 from .progress import Progress
 
 
 def add_parser(sub, common):
     t = sub.add_parser("train", parents=[common], help="train a model on a data file",
-                       description="Train an LR, FM or FFM model on a libsvm / libFM / libffm "
+                       description="Train an LR, FM, FFM or DeepFM model on a libsvm / libFM / "
+                       "libffm "
                        "text file (plain or gzip) or a .cfmdata cache, streamed in blocks.")
     t.add_argument("train", metavar="TRAIN", help="training data file")
     t.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file to write")
-    t.add_argument("--model", choices=("lr", "fm", "ffm"), default="fm",
-                   help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM "
-                   "(needs a libffm file). Default: fm")
+    t.add_argument("--model", choices=("lr", "fm", "ffm", "deepfm"), default="fm",
+                   help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
+                   "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
+                   "file). Default: fm")
     t.add_argument("--task", choices=("binary", "reg"), default=None,
                    help="binary classification or regression; default: binary when the "
                    "training labels take exactly two values, else reg")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
-                   default="adagrad",
-                   help="per-sample optimizers adagrad (default), sgd, ftrl; or libFM's "
-                   "coordinate-wise solvers als and mcmc (Gibbs sampling; --model fm/lr, "
-                   "training file read into memory)")
+                   default=None,
+                   help="lr / fm / ffm: per-sample optimizers adagrad (default), sgd, ftrl; or "
+                   "libFM's coordinate-wise solvers als and mcmc (Gibbs sampling; --model "
+                   "fm/lr, training file read into memory)")
     t.add_argument("-k", "--factors", type=int_range(1, 256), default=None, metavar="K",
-                   help="number of factors (fm, ffm; default 8 for fm, 4 for ffm)")
+                   help="number of factors (default 8 for fm and deepfm, 4 for ffm)")
+    d = t.add_argument_group("deepfm options (--model deepfm)")
+    d.add_argument("--hidden", type=layer_sizes, default=None, metavar="N,N,...",
+                   help="hidden layer sizes of the MLP (default 256,128; 'none': no hidden "
+                   "layer)")
+    d.add_argument("--optimizer", choices=("adam", "adagrad"), default=None,
+                   help="mini-batch optimizer (default adam)")
+    d.add_argument("--batch-size", type=int_range(1, MAX_COUNT), default=None, metavar="N",
+                   help="rows per mini-batch (default 256)")
+    d.add_argument("--dropout", type=float_range(), default=None, metavar="P",
+                   help="fraction of hidden units dropped in training, in [0, 1) (default 0)")
+    d.add_argument("--l2-dense", type=float_range(), default=None, metavar="L",
+                   help="L2 of the MLP's weights (default 0)")
+    d.add_argument("--norm", action="store_true",
+                   help="instance-wise L2 normalisation of the rows (off by default for "
+                   "deepfm)")
     t.add_argument("-e", "--epochs", type=int_range(1, MAX_COUNT), default=None,
                    help="epochs, or sweeps for als/mcmc (default 10; als 30, mcmc 200)")
     t.add_argument("--burn-in", type=int_range(0, MAX_COUNT), default=None, metavar="N",
@@ -34,7 +51,7 @@ def add_parser(sub, common):
                    "at most 50)")
     t.add_argument("-r", "--lr", type=float_range(0, low_open=True), default=None,
                    metavar="RATE", help="learning rate (default: the estimator's, 0.1 binary / "
-                   "0.15 reg)")
+                   "0.15 reg; deepfm 0.001 adam / 0.01 adagrad)")
     t.add_argument("--l2", type=float_range(), default=None, metavar="L",
                    help="L2 of the linear weights and the factors (sets --l2-w and --l2-v)")
     t.add_argument("--l2-w", type=float_range(), default=None, metavar="L")
@@ -44,7 +61,8 @@ def add_parser(sub, common):
                    help="L1 of the linear weights (--solver ftrl only)")
     t.add_argument("--ftrl-beta", type=float_range(), default=1.0, metavar="B")
     t.add_argument("--init-std", type=float_range(), default=None, metavar="S",
-                   help="std of the factors' initialisation (default 0.03; 0.1 for als/mcmc)")
+                   help="std of the factors' initialisation (default 0.03; 0.1 for als/mcmc; "
+                   "0.01 for deepfm)")
     t.add_argument("--no-norm", action="store_true",
                    help="no instance-wise L2 normalisation of the rows (on by default, as in "
                    "xLearn/libffm)")
@@ -78,10 +96,24 @@ def add_parser(sub, common):
 _METRIC_TASK = {"auc": "binary", "logloss": "binary", "rmse": "reg", "mae": "reg"}
 
 
+# options of one model family only: (attribute, option, default)
+_DEEPFM_ONLY = (("hidden", "--hidden", None), ("optimizer", "--optimizer", None),
+                ("batch_size", "--batch-size", None), ("dropout", "--dropout", None),
+                ("l2_dense", "--l2-dense", None), ("norm", "--norm", False))
+_FM_ONLY = (("solver", "--solver", None), ("l1", "--l1", 0.0), ("ftrl_beta", "--ftrl-beta", 1.0),
+            ("burn_in", "--burn-in", None), ("no_norm", "--no-norm", False))
+
+
 def _check_args(args):
     """Usage errors found from the options alone."""
     if args.metric is not None and args.task not in (None, _METRIC_TASK[args.metric]):
         raise UsageError(f"--metric {args.metric} does not apply to --task {args.task}")
+    deep = args.model == "deepfm"
+    for attr, opt, default in _FM_ONLY if deep else _DEEPFM_ONLY:
+        if getattr(args, attr) != default:
+            raise UsageError(f"{opt} does not apply to --model {args.model}"
+                             + (" (its optimizer is set by --optimizer)" if attr == "solver"
+                                else ""))
     if args.l1 > 0 and args.solver != "ftrl":
         raise UsageError("--l1 needs --solver ftrl")
     if args.model == "lr" and args.factors is not None:
@@ -106,7 +138,21 @@ def _n_factors(args):
 
 def _params(args):
     """The estimator's parameters from the options."""
-    return dict(n_factors=_n_factors(args), solver=args.solver, learning_rate=args.lr,
+    if args.model == "deepfm":
+        # options not given keep the estimator's defaults
+        given = dict(hidden_layer_sizes=args.hidden, optimizer=args.optimizer,
+                     batch_size=args.batch_size, dropout=args.dropout, l2_dense=args.l2_dense,
+                     learning_rate=args.lr, n_epochs=args.epochs, init_std=args.init_std,
+                     l2_w=args.l2_w if args.l2_w is not None else args.l2,
+                     l2_v=args.l2_v if args.l2_v is not None else args.l2)
+        return dict({k: v for k, v in given.items() if v is not None},
+                    n_factors=_n_factors(args), l2_w0=args.l2_w0, normalize=args.norm,
+                    fit_intercept=not args.no_bias, shuffle=not args.no_shuffle,
+                    n_iter_no_change=args.patience, tol=args.tol, eval_metric=args.metric,
+                    dtype=args.dtype, n_jobs=args.threads, random_state=args.seed,
+                    verbose=0 if args.quiet else 1)
+    return dict(n_factors=_n_factors(args), solver=args.solver or "adagrad",
+                learning_rate=args.lr,
                 n_epochs=args.epochs, l2_w0=args.l2_w0,
                 l2_w=args.l2_w if args.l2_w is not None else args.l2,
                 l2_v=args.l2_v if args.l2_v is not None else args.l2,
@@ -119,10 +165,14 @@ def _params(args):
 
 
 def _estimator_class(task, model):
-    from .. import FFMClassifier, FFMRegressor, FMClassifier, FMRegressor
+    from .. import (DeepFMClassifier, DeepFMRegressor, FFMClassifier, FFMRegressor,
+                    FMClassifier, FMRegressor)
 
-    return {("binary", False): FMClassifier, ("reg", False): FMRegressor,
-            ("binary", True): FFMClassifier, ("reg", True): FFMRegressor}[(task, model == "ffm")]
+    family = "fm" if model == "lr" else model
+    return {("binary", "fm"): FMClassifier, ("reg", "fm"): FMRegressor,
+            ("binary", "ffm"): FFMClassifier, ("reg", "ffm"): FFMRegressor,
+            ("binary", "deepfm"): DeepFMClassifier,
+            ("reg", "deepfm"): DeepFMRegressor}[(task, family)]
 
 
 def _check_format(args, info):
@@ -130,12 +180,13 @@ def _check_format(args, info):
     fmt = info["format"]
     if info["n_rows"] == 0:
         raise ValueError(f"{args.train}: no data rows")
-    if args.model == "ffm" and fmt == "libsvm":
-        raise ValueError(f"{args.train} is a libsvm file; --model ffm needs a libffm file "
-                         "(label field:feature:value ...) or a cache made from one")
-    if args.model == "ffm" and fmt == "cache" and not info.get("n_fields"):
-        raise ValueError(f"{args.train} is a cache made from a libsvm file; --model ffm needs "
-                         "field ids (a libffm file)")
+    fielded = args.model in ("ffm", "deepfm")
+    if fielded and fmt in ("libsvm", "libfm"):
+        raise ValueError(f"{args.train} is a {fmt} file; --model {args.model} needs a libffm "
+                         "file (label field:feature:value ...) or a cache made from one")
+    if fielded and fmt == "cache" and not info.get("n_fields"):
+        raise ValueError(f"{args.train} is a cache made from a libsvm file; --model "
+                         f"{args.model} needs field ids (a libffm file)")
 
 
 def _task(args, info, log):
@@ -199,7 +250,9 @@ def run(args, log):
     # a model sized by a huge id: refused (naming the line) before reading further
     check_fit_size(model, n_features, info.get("n_fields"), source=args.train, info=info)
     zero_based = info.get("zero_based", True) if fmt in ("libsvm", "cache") else True
-    log(f"training {cls.__name__}(k={params['n_factors']}, solver={args.solver}) on "
+    what = (f"optimizer={model.optimizer}, hidden={'-'.join(map(str, model.hidden_layer_sizes))}"
+            if args.model == "deepfm" else f"solver={model.solver}")
+    log(f"training {cls.__name__}(k={params['n_factors']}, {what}) on "
         f"{args.train}: {fmt_int(info['n_rows'])} rows, {fmt_int(n_features)} features, {fmt}"
         + (f", {'zero' if zero_based else 'one'}-based ids" if fmt == "libsvm" else ""))
     eval_set = None

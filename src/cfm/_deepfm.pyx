@@ -44,13 +44,14 @@ Design
        feature gets a slot in order of first occurrence (``slot_of``, zero
        outside a batch); a counting sort gives every occurrence its place in
        slot order (batch order within a slot);
-    2. per chunk of rows (fixed by the batch size, OpenMP dynamic over chunks):
+    2. per chunk of rows (fixed by the batch size; chunks claimed by the threads
+       of cfm's pool, src/cfm/cfm_workers.h):
        gather + pool + FM forward of its rows, then the MLP forward through
        BLAS gemm (cython_blas, float32 or float64) on contiguous buffers, the
        loss gradient, the MLP backward down to dH_0, and each occurrence's
        embedding-gradient terms [g x, g x^2, g x s + x dH_0[field]] written to
        its place in slot order (while the chunk's dH_0 rows are in cache);
-    3. OpenMP dynamic over work items: dense weight gradients
+    3. the pool's threads claim work items: dense weight gradients
        dW_l = h_{l-1}^T dZ_l over blocks of W's rows (one gemm each over the
        whole batch), each followed at once by its optimizer step; bias and
        output-vector tasks; and chunks of touched rows, whose gradient is the
@@ -66,18 +67,23 @@ Design
   changes (tested for 1, 2 and 3 threads, float32 and float64).  No Hogwild.
 * BLAS must run single-threaded inside these kernels (the Python caller
   limits it, e.g. with threadpoolctl): the kernels run BLAS calls from their
-  own OpenMP threads.
+  own (pool) threads.
 * Dropout (inverted, after each hidden ReLU) draws from a counter-based
   stream per (seed, position in the epoch, layer): 4 units per 64-bit draw,
   p resolved to 1/65536.  Scoring never drops.
-* Scoring: fixed blocks of rows, OpenMP over blocks; identical for any
-  n_threads.
-* Inputs are validated by the Python caller (cfm/_deepfm_state.py); these
+* Threads: cfm's worker pool (cfm._pool), as every other kernel, not OpenMP
+  regions: the calling thread starts at once and never waits for a helper to
+  arrive, idle helpers sleep, and a batch of one chunk runs on the calling
+  thread alone (see README "Threads and reproducibility").
+* Scoring: fixed blocks of PRED_ROWS rows, claimed by the pool's threads;
+  identical for any n_threads.  The BLAS kernels' last bits depend on the
+  shape of a call and a row's position in it, so a row scored alone may
+  differ in the last bits from the same row scored within a block.
+* Inputs are validated by the Python caller (cfm/_state/deepfm.py); these
   wrappers check only shapes, in O(1).  Kernels trust their inputs.
 """
 import numpy as np
 
-from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport sqrt, pow, isfinite
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memset
@@ -89,6 +95,7 @@ from cfm._common cimport (
     LOSS_SQUARED, LOSS_LOGISTIC, OPT_ADAGRAD, MAX_FACTORS,
     row_scale, loss_value, loss_grad, fsqrt,
 )
+from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
 
 cdef extern from "cfm_deepfm.h" nogil:
@@ -681,6 +688,61 @@ cdef inline void bias_step(Ctx* c, double g) noexcept nogil:
         b[1] = g
 
 
+# --- parallel jobs on cfm's pool ---------------------------------------------
+cdef struct Job:
+    Ctx* c
+    const void* X
+    const void* ind
+    void* tab
+    Py_ssize_t b0, nb, n_tasks, U
+    double w0, inv_wsum
+    int types           # (floating is double) + 2 (data_t is double) + 4 (index_t is int64)
+
+
+cdef inline int _types(const data_t* X, const index_t* ind, const floating* tab) noexcept nogil:
+    return (floating is double) + 2 * (data_t is double) + 4 * (index_t is int64_t)
+
+
+cdef inline void fb_chunks(Job* j, const data_t* X, const index_t* ind, floating* tab,
+                           int64_t lo, int64_t hi) noexcept nogil:
+    cdef int64_t ch
+    for ch in range(lo, hi):
+        chunk_rows_fb(j.c, X, ind, tab, j.b0, j.nb, ch, j.w0, j.inv_wsum)
+
+
+cdef void fb_range(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Chunks lo..hi of rows of a batch: gather, pool, FM, MLP forward and backward."""
+    cdef Job* j = <Job*>p
+    # one branch per (parameters, values, indices) dtype, as the fused entry point
+    if j.types == 0:
+        fb_chunks(j, <const float*>j.X, <const int32_t*>j.ind, <float*>j.tab, lo, hi)
+    elif j.types == 1:
+        fb_chunks(j, <const float*>j.X, <const int32_t*>j.ind, <double*>j.tab, lo, hi)
+    elif j.types == 2:
+        fb_chunks(j, <const double*>j.X, <const int32_t*>j.ind, <float*>j.tab, lo, hi)
+    elif j.types == 3:
+        fb_chunks(j, <const double*>j.X, <const int32_t*>j.ind, <double*>j.tab, lo, hi)
+    elif j.types == 4:
+        fb_chunks(j, <const float*>j.X, <const int64_t*>j.ind, <float*>j.tab, lo, hi)
+    elif j.types == 5:
+        fb_chunks(j, <const float*>j.X, <const int64_t*>j.ind, <double*>j.tab, lo, hi)
+    elif j.types == 6:
+        fb_chunks(j, <const double*>j.X, <const int64_t*>j.ind, <float*>j.tab, lo, hi)
+    else:
+        fb_chunks(j, <const double*>j.X, <const int64_t*>j.ind, <double*>j.tab, lo, hi)
+
+
+cdef void update_range(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Work items lo..hi of a batch's update loop (dense tasks, chunks of touched rows)."""
+    cdef Job* j = <Job*>p
+    cdef int64_t it
+    for it in range(lo, hi):
+        if j.types & 1:
+            update_item(j.c, <double*>j.tab, j.nb, it, j.n_tasks, j.U)
+        else:
+            update_item(j.c, <float*>j.tab, j.nb, it, j.n_tasks, j.U)
+
+
 # --- one batch -------------------------------------------------------------
 cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
                     Py_ssize_t b0, Py_ssize_t nb, int nt, int64_t n_tasks,
@@ -688,6 +750,7 @@ cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
     """stats += [loss sum, weight sum, bad rows]; times += phase seconds."""
     cdef Py_ssize_t U, rr, ch, t, u, n_chunks, n_items
     cdef double wsum = 0.0, gsum = 0.0, w0, t0, t1, sw
+    cdef Job job
     t0 = now(nt)
     U = index_batch(c, ind, b0, nb)
     for rr in range(nb):
@@ -714,11 +777,20 @@ cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
             chunk_fb(c, X, <const floating*>c.mlp, b0, nb, ch, w0, 1.0 / wsum)
     else:
         # gather and MLP of a chunk of rows by one thread: no barrier between;
-        # dynamic: a chunk's result does not depend on the thread that runs it,
-        # and a thread the OS sets aside does not hold the other up
+        # chunks are claimed by whichever thread of cfm's pool is free: a
+        # chunk's result does not depend on the thread that runs it, and a
+        # thread the OS sets aside does not hold the others up
         t0 = t1
-        for ch in prange(n_chunks, schedule='dynamic', num_threads=nt):
-            chunk_rows_fb(c, X, ind, tab, b0, nb, ch, w0, 1.0 / wsum)
+        job.c = c
+        job.X = X
+        job.ind = ind
+        job.tab = tab
+        job.b0 = b0
+        job.nb = nb
+        job.w0 = w0
+        job.inv_wsum = 1.0 / wsum
+        job.types = _types(X, ind, tab)
+        parallel_for(fb_range, &job, n_chunks, 1, nt)
     t1 = now(nt)
     times[2] += t1 - t0
     if nt == 1:
@@ -734,8 +806,13 @@ cdef void run_batch(Ctx* c, const data_t* X, const index_t* ind, floating* tab,
         # dense tasks (largest first) and chunks of touched rows in one
         # dynamically scheduled loop: they balance each other
         n_items = n_tasks + (U + SLOT_CHUNK - 1) // SLOT_CHUNK
-        for t in prange(n_items, schedule='dynamic', num_threads=nt):
-            update_item(c, tab, nb, t, n_tasks, U)
+        job.c = c
+        job.tab = tab
+        job.nb = nb
+        job.n_tasks = n_tasks
+        job.U = U
+        job.types = _types(X, ind, tab)
+        parallel_for(update_range, &job, n_items, 1, nt)
         t0 = now(nt)
         times[3] += t0 - t1
     for rr in range(nb):
@@ -1064,15 +1141,60 @@ cdef void predict_block(Ctx* c, const data_t* X, const index_t* ind, const float
         out[r0 + r] += out_dot(H + hoff[c.L] + r * dl, mlp + c.ooff, dl)
 
 
+cdef struct PredJob:
+    Ctx* c
+    const void* X
+    const void* ind
+    const void* tab
+    const void* mlp
+    void* hbuf          # floating: per-slot block buffers of hsum elements
+    Py_ssize_t hsum
+    Py_ssize_t n_rows
+    double w0
+    const int64_t* hoff
+    double* out
+    int types
+
+
+cdef inline void pred_blocks(PredJob* j, const data_t* X, const index_t* ind,
+                             const floating* tab, int64_t lo, int64_t hi,
+                             int slot) noexcept nogil:
+    cdef int64_t blk
+    cdef floating* H = <floating*>j.hbuf + slot * j.hsum
+    for blk in range(lo, hi):
+        predict_block(j.c, X, ind, tab, <const floating*>j.mlp, blk, j.n_rows, j.w0, H,
+                      j.hoff, j.out)
+
+
+cdef void pred_range(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef PredJob* j = <PredJob*>p
+    if j.types == 0:
+        pred_blocks(j, <const float*>j.X, <const int32_t*>j.ind, <const float*>j.tab, lo, hi, slot)
+    elif j.types == 1:
+        pred_blocks(j, <const float*>j.X, <const int32_t*>j.ind, <const double*>j.tab, lo, hi, slot)
+    elif j.types == 2:
+        pred_blocks(j, <const double*>j.X, <const int32_t*>j.ind, <const float*>j.tab, lo, hi, slot)
+    elif j.types == 3:
+        pred_blocks(j, <const double*>j.X, <const int32_t*>j.ind, <const double*>j.tab, lo, hi, slot)
+    elif j.types == 4:
+        pred_blocks(j, <const float*>j.X, <const int64_t*>j.ind, <const float*>j.tab, lo, hi, slot)
+    elif j.types == 5:
+        pred_blocks(j, <const float*>j.X, <const int64_t*>j.ind, <const double*>j.tab, lo, hi, slot)
+    elif j.types == 6:
+        pred_blocks(j, <const double*>j.X, <const int64_t*>j.ind, <const float*>j.tab, lo, hi, slot)
+    else:
+        pred_blocks(j, <const double*>j.X, <const int64_t*>j.ind, <const double*>j.tab, lo, hi, slot)
+
+
 def _predict(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] indptr,
              floating[:, ::1] table, floating[::1] mlp, const int64_t[::1] layer_sizes,
-             double w0, int n_factors, bint normalize, double[::1] out, int n_threads,
-             bint shared):
+             double w0, int n_factors, bint normalize, double[::1] out, int n_threads):
     cdef Ctx c
+    cdef PredJob job
     cdef list keep = []
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
-    cdef int nt = max(n_threads, 1)
-    cdef Py_ssize_t n_blocks, blk, hsum, l, tid
+    cdef Py_ssize_t n_blocks, hsum, l, rows
+    cdef int nt
     cdef int64_t[::1] hoff
     cdef floating[:, ::1] hbuf
     cdef const data_t* X = &data[0] if data.shape[0] > 0 else NULL
@@ -1087,36 +1209,39 @@ def _predict(const data_t[::1] data, const index_t[::1] indices, const int64_t[:
     c.normalize = normalize
     c.drop16 = 0
     c.inv_keep = 1.0
+    n_blocks = (n_rows + PRED_ROWS - 1) // PRED_ROWS
+    # one buffer per thread that can get a block, of a block's rows
+    nt = <int>min(<Py_ssize_t>team(n_threads), n_blocks)
+    rows = min(<Py_ssize_t>PRED_ROWS, n_rows)
     hoff_a = np.zeros(c.L + 1, dtype=np.int64)
     hoff = hoff_a
     hsum = 0
     for l in range(c.L + 1):
         hoff[l] = hsum
-        hsum += PRED_ROWS * layer_sizes[l]
-    # per-thread block buffers, rows padded to whole cache lines
-    hsum = (hsum + 31) // 32 * 32
+        hsum += rows * layer_sizes[l]
+    hsum = (hsum + 31) // 32 * 32   # whole cache lines per thread
     dt = np.float32 if floating is float else np.float64
-    hbuf = np.zeros((nt, hsum), dtype=dt)
-    n_blocks = (n_rows + PRED_ROWS - 1) // PRED_ROWS
-    if shared:
-        with nogil, parallel(num_threads=nt):
-            for blk in prange(n_blocks, schedule='dynamic', chunksize=1):
-                tid = threadid()
-                predict_block(&c, X, ind, tab, &mlp[0], blk, n_rows, w0, &hbuf[tid, 0],
-                              &hoff[0], &out[0])
-    else:
-        with nogil, parallel(num_threads=nt):
-            for blk in prange(n_blocks, schedule='static'):
-                tid = threadid()
-                predict_block(&c, X, ind, tab, &mlp[0], blk, n_rows, w0, &hbuf[tid, 0],
-                              &hoff[0], &out[0])
+    hbuf = np.empty((nt, hsum), dtype=dt)
+    job.c = &c
+    job.X = X
+    job.ind = ind
+    job.tab = tab
+    job.mlp = &mlp[0]
+    job.hbuf = &hbuf[0, 0]
+    job.hsum = hsum
+    job.n_rows = n_rows
+    job.w0 = w0
+    job.hoff = &hoff[0]
+    job.out = &out[0]
+    job.types = _types(X, ind, tab)
+    with nogil:
+        parallel_for(pred_range, &job, n_blocks, 1, nt)
 
 
 def deepfm_predict(*, data, indices, indptr, table, mlp, layer_sizes, double w0,
-                   int n_factors, bint normalize, out, int n_threads=1, bint shared=False):
-    """Raw DeepFM scores (float64) of the CSR rows into ``out``; OpenMP over
-    fixed blocks of rows (identical for any n_threads).  ``shared``: blocks
-    handed out dynamically (other work shares the cores).  BLAS must be
-    single-threaded (see module doc)."""
+                   int n_factors, bint normalize, out, int n_threads=1):
+    """Raw DeepFM scores (float64) of the CSR rows into ``out``: fixed blocks
+    of PRED_ROWS rows claimed by the threads of cfm's pool (identical for any
+    n_threads).  BLAS must be single-threaded (see module doc)."""
     _predict(data, indices, indptr, table, mlp, layer_sizes, w0, n_factors, normalize, out,
-             n_threads, shared)
+             n_threads)
