@@ -118,14 +118,19 @@ class _DaskMixin:
             return "float32"
         return super()._default_dtype()
 
+    def _local_params(self):
+        params = self.get_params(deep=False)
+        params.pop("client", None)
+        params.pop("mixing", None)
+        return params
+
     def to_local(self):
         """The fitted model as the plain cfm estimator (a copy)."""
         self._check_fitted()
-        params = self.get_params(deep=False)
-        params.pop("client", None)
+        params = self._local_params()
         local = self._local_class(**params)
         for name, value in self.__dict__.items():
-            if name not in params and name not in ("client", "_dask_model"):
+            if name not in params and name not in ("client", "mixing", "_dask_model"):
                 local.__dict__[name] = copy.deepcopy(value)
         return local
 
@@ -208,6 +213,8 @@ class _DaskMixin:
     def _dask_fit(self, X, y, sample_weight, eval_set, fields, callback):
         dtype = self._validate_params()
         name = type(self).__name__
+        if self.mixing not in mix.MIXINGS:
+            raise ValueError(f"mixing must be one of {mix.MIXINGS}, got {self.mixing!r}")
         if self._solver_spec().coordinate:
             raise ValueError(f"{name} trains with the per-sample solvers ('adagrad', 'sgd', "
                              f"'ftrl'); solver={self.solver!r} sweeps over all the data column "
@@ -313,8 +320,7 @@ class _DaskMixin:
                     fields[:len(f)] = np.where(head >= 0, head, f)
         fields = self._check_fields(fields, n_features, reset=not warm)
         evals = self._dask_evals(eval_set, n_features, shift)
-        encoder = self._local_class(**{k: v for k, v in self.get_params(deep=False).items()
-                                       if k != "client"})
+        encoder = self._local_class(**self._local_params())
         if hasattr(self, "classes_"):
             encoder.classes_ = self.classes_
         shards = [client.submit(tasks.prepare, r, encoder, n_features, shift, pure=False)
@@ -364,7 +370,7 @@ class _DaskMixin:
             updates = client.gather(futs, direct=True)
             t2 = time.perf_counter()
             model.release()
-            mix.merge(state, updates, h)
+            mix.merge(state, updates, h, self.mixing)
             t3 = time.perf_counter()
             n_bad = sum(u.n_bad for u in updates)
             compute = max(u.seconds for u in updates)
@@ -384,10 +390,13 @@ def _dask_class(name, local, fit_doc):
     """A Dask estimator class: the local class's parameters plus ``client``."""
     sig = inspect.signature(local.__init__)
     params = list(sig.parameters.values())
+    params.append(inspect.Parameter("mixing", inspect.Parameter.KEYWORD_ONLY,
+                                    default="sum"))
     params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
 
-    def __init__(self, *args, client=None, **kwargs):
+    def __init__(self, *args, mixing="sum", client=None, **kwargs):
         local.__init__(self, *args, **kwargs)
+        self.mixing = mixing
         self.client = client
 
     __init__.__signature__ = sig.replace(parameters=params)
@@ -395,7 +404,13 @@ def _dask_class(name, local, fit_doc):
           "__doc__": (f"{local.__name__} trained and scored on a Dask cluster (see "
                       f":mod:`cfm.dask`).\n\n    Parameters: those of :class:`cfm."
                       f"{local.__name__}`, plus\n\n    client : distributed.Client or None, "
-                      "default=None\n        The client to use; None: the current one.\n")}
+                      "default=None\n        The client to use; None: the current one.\n    mixing : "
+                      "{'sum', 'average'}, default='sum'\n        How the workers' "
+                      "changes of a parameter row are combined each round: 'sum' adds\n"
+                      "        them (a sequential pass's progress), 'average' averages them "
+                      "weighted\n        by touch counts (safe with many workers, but "
+                      "about 1/P of the progress\n        on features every worker "
+                      "touches).  See docs/distributed.md.\n")}
     ns.update(fit_doc)
     return type(name, (_DaskMixin, local), ns)
 
