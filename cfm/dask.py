@@ -60,6 +60,12 @@ try:  # the optional extra
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
     raise ImportError("cfm.dask needs dask and distributed: pip install 'cfm[dask]'") from _exc
 
+# Attempts of a training round before its error is raised, and the errors
+# that make a round be retried (a worker lost while it ran).
+ROUND_ATTEMPTS = 3
+_RETRIED = (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
+            distributed.comm.CommClosedError, OSError, TimeoutError)
+
 __all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFFMClassifier", "DaskFFMRegressor"]
 
 
@@ -151,7 +157,8 @@ class _DaskMixin:
         state = self._current_tables()
         if cached is not None and cached[0] is client and cached[1] is state:
             return cached[2]
-        fut = client.scatter(self.to_local(), broadcast=True, hash=False)
+        # to one worker; the others fetch it from there (once each)
+        fut = client.scatter(self.to_local(), hash=False)
         self._dask_model = (client, state, fut)
         return fut
 
@@ -352,6 +359,33 @@ class _DaskMixin:
             out.append((Xv, np.asarray(yv)))
         return self._check_eval_set(out, n_features)
 
+    def _round_updates(self, client, shards, state, hyper, seeds, shuffle, n_jobs):
+        """Send the model, run a round's local passes, return their Updates.
+
+        The model goes to one worker (the others fetch it from there, once).
+        A round whose worker died is retried from the same model and seeds
+        (Dask rebuilds the lost shards from their sources): the result is the
+        same as without the failure.  After ROUND_ATTEMPTS failures the error
+        is raised."""
+        last = None
+        for _ in range(ROUND_ATTEMPTS):
+            t0 = time.perf_counter()
+            model = futs = None
+            try:
+                model = client.scatter(state, hash=False)
+                t1 = time.perf_counter()
+                futs = [client.submit(tasks.run_round, s, model, hyper, int(seeds[i]), shuffle,
+                                      n_jobs, pure=False) for i, s in enumerate(shards)]
+                updates = client.gather(futs)
+                return updates, t1 - t0, time.perf_counter() - t1
+            except _RETRIED as exc:
+                last = exc
+            finally:
+                for f in (futs or []) + ([model] if model is not None else []):
+                    f.release()
+        raise RuntimeError(f"{type(self).__name__}: a training round failed "
+                           f"{ROUND_ATTEMPTS} times; last error: {last!r}") from last
+
     def _run_rounds(self, client, shards, state, evals, callback):
         hyper = self._hyper()
         config = self._loop_config(callback)
@@ -363,19 +397,19 @@ class _DaskMixin:
             seeds = np.random.SeedSequence(int(self._rng.integers(2**63))).generate_state(
                 len(shards), np.uint64)
             t0 = time.perf_counter()
-            model = client.scatter(state, broadcast=True, hash=False, direct=True)
-            t1 = time.perf_counter()
-            futs = [client.submit(tasks.run_round, s, model, h, int(seeds[i]), shuffle,
-                                  n_jobs, pure=False) for i, s in enumerate(shards)]
-            updates = client.gather(futs, direct=True)
+            updates, scatter_s, wait_s = self._round_updates(client, shards, state, h, seeds,
+                                                             shuffle, n_jobs)
             t2 = time.perf_counter()
-            model.release()
             mix.merge(state, updates, h, self.mixing)
             t3 = time.perf_counter()
             n_bad = sum(u.n_bad for u in updates)
             compute = max(u.seconds for u in updates)
-            stats = {"round_s": t3 - t0, "scatter_s": t1 - t0, "compute_s": compute,
-                     "transfer_s": max(0.0, t2 - t1 - compute), "merge_s": t3 - t2,
+            # scatter: the client sends the model; compute: the slowest
+            # worker's pass (and row extraction); transfer: the rest of the
+            # wait (workers fetching the model, (de)serialising, returning
+            # updates, scheduling); merge: on the client
+            stats = {"round_s": t3 - t0, "scatter_s": scatter_s, "compute_s": compute,
+                     "transfer_s": max(0.0, wait_s - compute), "merge_s": t3 - t2,
                      "bytes_to_workers": int(model_bytes * len(shards)),
                      "bytes_from_workers": int(sum(u.nbytes for u in updates))}
             return (sum(u.loss_sum for u in updates), sum(u.weight_sum for u in updates),
