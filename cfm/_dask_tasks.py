@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import data as cfm_data
-from ._train.mix import local_pass, touched_rows
+from ._train.mix import compact, local_pass, touched_rows
 from ._validation import check_sample_weight, check_X, effective_n_threads
 
 
@@ -149,16 +149,21 @@ def prepare(raw, encoder, n_features, shift):
         raise ValueError("a shard has a feature id beyond the model")
     X = sp.csr_matrix((X.data, indices, X.indptr), shape=(X.shape[0], n_features))
     Xc = check_X(X, estimator=encoder, n_features=n_features)
+    rows, counts = touched_rows(Xc.indices, n_features)
+    # the shard's ids renumbered onto its touched rows: a round sends the
+    # worker those rows of the model only (cfm._train.mix.local_pass)
+    X = sp.csr_matrix((Xc.data, compact(Xc.indices, rows), Xc.indptr),
+                      shape=(Xc.n_rows, max(1, len(rows))))
+    Xc = check_X(X, estimator=encoder, n_features=max(1, len(rows)))
     y = encoder._prepare_y(raw.y, Xc.n_rows, reset=False)
     sw = check_sample_weight(raw.sw, Xc.n_rows)
-    rows, counts = touched_rows(Xc.indices, n_features)
     w = np.ones(Xc.n_rows) if sw is None else sw
     return Shard(Xc, y, sw, rows, counts, float(np.dot(w, y)), float(w.sum()))
 
 
 def shard_summary(shard):
     return {"n_rows": int(shard.Xc.n_rows), "y_sum": shard.y_sum, "w_sum": shard.w_sum,
-            "n_touched": int(len(shard.rows))}
+            "rows": shard.rows}
 
 
 def _threads(n_jobs):
@@ -174,7 +179,8 @@ def _threads(n_jobs):
 
 
 def run_round(shard, state, hyper, seed, shuffle, n_jobs):
-    """One round on a worker: a local pass over its shard from ``state``."""
+    """One round on a worker: a local pass over its shard from ``state``
+    (the model's rows of the shard, ``take_rows(shard.rows)``)."""
     return local_pass(state, shard.Xc, shard.y, shard.sw, hyper, int(seed), shuffle,
                       _threads(n_jobs), shard.rows, shard.counts)
 

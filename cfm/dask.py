@@ -343,7 +343,7 @@ class _DaskMixin:
             if _is_dataframe(X):
                 set_feature_names(self, X._meta)
             self._input_zero_based = (shift == 0) if fmt == "libsvm" else True
-        self._run_rounds(client, shards, state, evals, callback)
+        self._run_rounds(client, shards, [s["rows"] for s in summ], state, evals, callback)
 
     def _dask_evals(self, eval_set, n_features, shift):
         """eval_set validated on the client (Dask collections gathered once)."""
@@ -359,10 +359,11 @@ class _DaskMixin:
             out.append((Xv, np.asarray(yv)))
         return self._check_eval_set(out, n_features)
 
-    def _round_updates(self, client, shards, state, hyper, seeds, shuffle, n_jobs):
+    def _round_updates(self, client, shards, rows, state, hyper, seeds, shuffle, n_jobs):
         """Send the model, run a round's local passes, return their Updates.
 
-        The model goes to one worker (the others fetch it from there, once).
+        Each worker is sent the model's rows its shard touches (``rows``),
+        directly to the worker that holds the shard.
         A round whose worker died is retried from the same model and seeds
         (Dask rebuilds the lost shards from their sources): the result is the
         same as without the failure.  After ROUND_ATTEMPTS failures the error
@@ -370,35 +371,41 @@ class _DaskMixin:
         last = None
         for _ in range(ROUND_ATTEMPTS):
             t0 = time.perf_counter()
-            model = futs = None
+            models, futs = [], []
             try:
-                model = client.scatter(state, hash=False)
+                where = client.who_has(shards)
+                for s, r in zip(shards, rows):
+                    at = list(where.get(s.key, ()))
+                    models.append(client.scatter(state.take_rows(r), hash=False,
+                                                 workers=at[:1] or None))
                 t1 = time.perf_counter()
-                futs = [client.submit(tasks.run_round, s, model, hyper, int(seeds[i]), shuffle,
-                                      n_jobs, pure=False) for i, s in enumerate(shards)]
+                futs = [client.submit(tasks.run_round, s, m, hyper, int(seeds[i]), shuffle,
+                                      n_jobs, pure=False)
+                        for i, (s, m) in enumerate(zip(shards, models))]
                 updates = client.gather(futs)
                 return updates, t1 - t0, time.perf_counter() - t1
             except _RETRIED as exc:
                 last = exc
             finally:
-                for f in (futs or []) + ([model] if model is not None else []):
+                for f in futs + models:
                     f.release()
         raise RuntimeError(f"{type(self).__name__}: a training round failed "
                            f"{ROUND_ATTEMPTS} times; last error: {last!r}") from last
 
-    def _run_rounds(self, client, shards, state, evals, callback):
+    def _run_rounds(self, client, shards, rows, state, evals, callback):
         hyper = self._hyper()
         config = self._loop_config(callback)
         n_jobs, shuffle = self.n_jobs, bool(self.shuffle)
-        model_bytes = sum(a.nbytes for _, a, *_ in state.mix_tables()) + state.w0_state.nbytes
+        row_bytes = sum(a.nbytes // max(1, len(a)) for _, a, *_ in state.mix_tables())
+        bytes_out = int(sum(len(r) for r in rows) * row_bytes)
 
         def one_round(lr):
             h = hyper if lr == hyper.learning_rate else replace(hyper, learning_rate=lr)
             seeds = np.random.SeedSequence(int(self._rng.integers(2**63))).generate_state(
                 len(shards), np.uint64)
             t0 = time.perf_counter()
-            updates, scatter_s, wait_s = self._round_updates(client, shards, state, h, seeds,
-                                                             shuffle, n_jobs)
+            updates, scatter_s, wait_s = self._round_updates(client, shards, rows, state, h,
+                                                             seeds, shuffle, n_jobs)
             t2 = time.perf_counter()
             mix.merge(state, updates, h, self.mixing)
             t3 = time.perf_counter()
@@ -410,7 +417,7 @@ class _DaskMixin:
             # updates, scheduling); merge: on the client
             stats = {"round_s": t3 - t0, "scatter_s": scatter_s, "compute_s": compute,
                      "transfer_s": max(0.0, wait_s - compute), "merge_s": t3 - t2,
-                     "bytes_to_workers": int(model_bytes * len(shards)),
+                     "bytes_to_workers": bytes_out,
                      "bytes_from_workers": int(sum(u.nbytes for u in updates))}
             return (sum(u.loss_sum for u in updates), sum(u.weight_sum for u in updates),
                     n_bad, stats)

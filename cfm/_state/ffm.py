@@ -257,6 +257,14 @@ class FFMTable(ModelState):
                         self.fields, self.n_fields, self.k, self.ks, self.solver,
                         self.normalize)
 
+    def take_rows(self, rows):
+        """The model restricted to the features ``rows`` (see FMTable.take_rows)."""
+        V = aligned_table(len(rows), self.V.shape[1], self.V.dtype, zeros=False)
+        V[...] = self.V[rows]
+        return FFMTable(self.lin[rows], V, np.array(self.w0_state, dtype=np.float64),
+                        self.fields[rows], self.n_fields, self.k, self.ks, self.solver,
+                        self.normalize)
+
     def mix_tables(self):
         """Per-row tables for parameter mixing (see FMTable.mix_tables): lin
         [w, G] or [w, z, n]; V's records [v (kp), G].  float16 records (with

@@ -128,6 +128,15 @@ class FMTable(ModelState):
         return FMTable(table, np.array(self.w0_state, dtype=np.float64), self.k, self.solver,
                        self.normalize)
 
+    def take_rows(self, rows):
+        """The model restricted to the features ``rows`` (a new state whose
+        feature i is feature rows[i]): what a worker of a distributed fit
+        needs of the model for its rows."""
+        table = new_table(len(rows), self.k, self.solver, self.table.dtype)
+        table[...] = self.table[rows]
+        return FMTable(table, np.array(self.w0_state, dtype=np.float64), self.k, self.solver,
+                       self.normalize)
+
     def mix_tables(self):
         """Per-row tables for parameter mixing (cfm._train.mix): [(name, array,
         columns used, averaged columns, summed columns, FTRL (w, z, n) columns

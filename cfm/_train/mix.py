@@ -71,14 +71,24 @@ class Update:
                    + self.w0_state.nbytes)
 
 
+def compact(indices, rows):
+    """Column ids of a shard renumbered onto its touched rows (rows[i] -> i)."""
+    out = np.searchsorted(rows, indices)
+    return out.astype(np.int32) if len(rows) < 2**31 else out
+
+
 def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts):
     """One pass of the per-sample solver over (Xc, y) on a private copy of
-    ``state``; return its Update.  ``rows, counts``: touched_rows of Xc."""
+    ``state``; return its Update.  ``rows, counts``: touched_rows of the
+    shard.  ``state`` is either the whole model (Xc's ids are feature ids)
+    or the model restricted to ``rows`` (``state.take_rows(rows)``, Xc's ids
+    renumbered by :func:`compact`): then only those rows travel."""
     t0 = time.perf_counter()
     st = state.clone()
     rng = np.random.default_rng(seed)
     loss_sum, w_sum, n_bad = block_epoch(st, Xc, y, sw, hyper, rng, shuffle, n_threads)
-    tables = [np.ascontiguousarray(arr[rows, :cols])
+    whole = st.n_features != len(rows)
+    tables = [np.ascontiguousarray(arr[rows, :cols] if whole else arr[:, :cols])
               for _, arr, cols, _, _, _ in st.mix_tables()]
     return Update(rows, counts, tables, st.w0_state.copy(), int(Xc.n_rows), float(loss_sum),
                   float(w_sum), int(n_bad), time.perf_counter() - t0)
@@ -107,10 +117,19 @@ def merge(state, updates, hyper, mixing="sum", block_rows=MERGE_BLOCK_ROWS):
     updates = [u for u in updates if u.n_rows > 0]
     if not updates:
         return
-    union = np.unique(np.concatenate([u.rows for u in updates]))
-    for t, (_, arr, cols, avg, summed, ftrl) in enumerate(state.mix_tables()):
-        for a in range(0, len(union), block_rows):
-            u = union[a:a + block_rows]
+    every = np.concatenate([u.rows for u in updates])
+    union, times = np.unique(every, return_counts=True)
+    shared = union[times > 1]  # rows more than one worker touched
+    tables = state.mix_tables()
+    # a row only one worker touched becomes that worker's row (whatever the
+    # rule: its average, sum and summed increments are the worker's values)
+    for up in updates:
+        alone = _missing(shared, up.rows)
+        for t, (_, arr, cols, *_) in enumerate(tables):
+            arr[up.rows[alone], :cols] = up.tables[t][alone]
+    for t, (_, arr, cols, avg, summed, ftrl) in enumerate(tables):
+        for a in range(0, len(shared), block_rows):
+            u = shared[a:a + block_rows]
             lo, hi = u[0], u[-1]
             base = arr[u, :cols].astype(np.float64)
             num = np.zeros_like(base)
@@ -120,13 +139,16 @@ def merge(state, updates, hyper, mixing="sum", block_rows=MERGE_BLOCK_ROWS):
                 i0, i1 = np.searchsorted(up.rows, [lo, hi + 1])
                 if i0 == i1:
                     continue
-                pos = np.searchsorted(u, up.rows[i0:i1])
-                R = up.tables[t][i0:i1].astype(np.float64)
+                sel = i0 + np.flatnonzero(~_missing(u, up.rows[i0:i1]))
+                if not len(sel):
+                    continue
+                pos = np.searchsorted(u, up.rows[sel])
+                R = up.tables[t][sel].astype(np.float64)
                 B = base[pos]
                 # weight of an entry: the worker's touch count where it
                 # changed the entry (a record of a field a worker's rows never
                 # met is left out of the average)
-                wgt = (R != B) * up.counts[i0:i1, None]
+                wgt = (R != B) * up.counts[sel, None]
                 num[pos] += wgt * R
                 den[pos] += wgt
                 inc[pos] += R - B
@@ -143,6 +165,14 @@ def merge(state, updates, hyper, mixing="sum", block_rows=MERGE_BLOCK_ROWS):
                                          hyper.l2_w, hyper.ftrl_beta)
             arr[u, :cols] = new.astype(arr.dtype)
     _merge_bias(state.w0_state, updates, hyper)
+
+
+def _missing(sorted_set, values):
+    """Boolean mask: which ``values`` are not in the sorted array ``sorted_set``."""
+    if not len(sorted_set):
+        return np.ones(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[pos] != values
 
 
 def _merge_bias(w0_state, updates, hyper):
