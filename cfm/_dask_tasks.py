@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import data as cfm_data
-from ._train.mix import compact, local_pass, touched_rows
+from ._train.mix import Update, compact, local_pass, touched_rows
 from ._validation import check_sample_weight, check_X, effective_n_threads
 
 
@@ -33,14 +33,24 @@ class RawShard:
 
 
 @dataclass
-class Shard:
-    """A prepared shard: validated rows, encoded labels, touched rows."""
+class Slice:
+    """The rows of one round of a shard: validated rows whose ids are
+    renumbered onto the model rows they touch (``rows``, with ``counts``),
+    encoded labels, weights."""
 
     Xc: object
     y: np.ndarray
     sw: object
     rows: np.ndarray
     counts: np.ndarray
+
+
+@dataclass
+class Shard:
+    """A prepared shard: its rows cut into the slices of the rounds of an
+    epoch (one slice: a round is a pass)."""
+
+    slices: list
     y_sum: float         # sum of weight * encoded label (the initial bias)
     w_sum: float
 
@@ -139,31 +149,41 @@ def raw_meta(raw):
             "min_id": raw.min_id, "fmt": raw.fmt, "zero_based": raw.zero_based}
 
 
-def prepare(raw, encoder, n_features, shift):
+def prepare(raw, encoder, n_features, shift, n_parts=1, seed=0, shuffle=True):
     """The shard a fit trains on: ids shifted (one-based libsvm), validated
     against the model's width, labels encoded by ``encoder`` (a local
-    estimator holding the fit's classes_)."""
+    estimator holding the fit's classes_), rows cut into ``n_parts`` slices
+    (a seeded random split when ``shuffle``), each with its ids renumbered
+    onto the model rows it touches: a round sends a worker those rows only."""
     X = raw.X
     indices = X.indices - shift if shift else X.indices
     if X.nnz and int(indices.max()) >= n_features:  # cannot happen: n_features is the max
         raise ValueError("a shard has a feature id beyond the model")
     X = sp.csr_matrix((X.data, indices, X.indptr), shape=(X.shape[0], n_features))
     Xc = check_X(X, estimator=encoder, n_features=n_features)
-    rows, counts = touched_rows(Xc.indices, n_features)
-    # the shard's ids renumbered onto its touched rows: a round sends the
-    # worker those rows of the model only (cfm._train.mix.local_pass)
-    X = sp.csr_matrix((Xc.data, compact(Xc.indices, rows), Xc.indptr),
-                      shape=(Xc.n_rows, max(1, len(rows))))
-    Xc = check_X(X, estimator=encoder, n_features=max(1, len(rows)))
     y = encoder._prepare_y(raw.y, Xc.n_rows, reset=False)
     sw = check_sample_weight(raw.sw, Xc.n_rows)
     w = np.ones(Xc.n_rows) if sw is None else sw
-    return Shard(Xc, y, sw, rows, counts, float(np.dot(w, y)), float(w.sum()))
+    y_sum, w_sum = float(np.dot(w, y)), float(w.sum())
+    n = Xc.n_rows
+    X = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=(n, n_features))
+    order = np.random.default_rng(seed).permutation(n) if shuffle and n_parts > 1 \
+        else np.arange(n)
+    slices = []
+    for p in range(n_parts):
+        sel = np.sort(order[n * p // n_parts:n * (p + 1) // n_parts])
+        Xp = X[sel] if n_parts > 1 else X
+        rows, counts = touched_rows(Xp.indices, n_features)
+        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, rows), Xp.indptr),
+                           shape=(Xp.shape[0], max(1, len(rows))))
+        Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(rows)), min_samples=0)
+        slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], rows, counts))
+    return Shard(slices, y_sum, w_sum)
 
 
 def shard_summary(shard):
-    return {"n_rows": int(shard.Xc.n_rows), "y_sum": shard.y_sum, "w_sum": shard.w_sum,
-            "rows": shard.rows}
+    return {"n_rows": int(sum(s.Xc.n_rows for s in shard.slices)), "y_sum": shard.y_sum,
+            "w_sum": shard.w_sum, "rows": [s.rows for s in shard.slices]}
 
 
 def _threads(n_jobs):
@@ -178,11 +198,15 @@ def _threads(n_jobs):
     return effective_n_threads(n_jobs)
 
 
-def run_round(shard, state, hyper, seed, shuffle, n_jobs):
-    """One round on a worker: a local pass over its shard from ``state``
-    (the model's rows of the shard, ``take_rows(shard.rows)``)."""
-    return local_pass(state, shard.Xc, shard.y, shard.sw, hyper, int(seed), shuffle,
-                      _threads(n_jobs), shard.rows, shard.counts)
+def run_round(shard, state, hyper, seed, shuffle, n_jobs, part=0):
+    """One round on a worker: a local pass over slice ``part`` of its shard
+    from ``state`` (the model's rows of that slice, ``take_rows(rows)``)."""
+    sl = shard.slices[part]
+    if sl.Xc.n_rows == 0:  # a shard with fewer rows than rounds
+        return Update(sl.rows[:0], sl.counts[:0], [], state.w0_state.copy(), 0, 0.0, 0.0, 0,
+                      0.0)
+    return local_pass(state, sl.Xc, sl.y, sl.sw, hyper, int(seed), shuffle, _threads(n_jobs),
+                      sl.rows, sl.counts)
 
 
 def score_block(X, model, method):

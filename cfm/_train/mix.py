@@ -79,17 +79,17 @@ def compact(indices, rows):
 
 def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts):
     """One pass of the per-sample solver over (Xc, y) on a private copy of
-    ``state``; return its Update.  ``rows, counts``: touched_rows of the
-    shard.  ``state`` is either the whole model (Xc's ids are feature ids)
-    or the model restricted to ``rows`` (``state.take_rows(rows)``, Xc's ids
+    ``state``; return its Update.  ``rows, counts``: touched_rows of Xc.
+    ``state`` is either the whole model (Xc's ids are feature ids) or the
+    model restricted to ``rows`` (``state.take_rows(rows)``, Xc's ids
     renumbered by :func:`compact`): then only those rows travel."""
     t0 = time.perf_counter()
     st = state.clone()
     rng = np.random.default_rng(seed)
     loss_sum, w_sum, n_bad = block_epoch(st, Xc, y, sw, hyper, rng, shuffle, n_threads)
-    whole = st.n_features != len(rows)
-    tables = [np.ascontiguousarray(arr[rows, :cols] if whole else arr[:, :cols])
-              for _, arr, cols, _, _, _ in st.mix_tables()]
+    local = slice(None) if st.n_features == len(rows) else rows
+    tables = [np.ascontiguousarray(arr[local, :cols]) for _, arr, cols, _, _, _ in
+              st.mix_tables()]
     return Update(rows, counts, tables, st.w0_state.copy(), int(Xc.n_rows), float(loss_sum),
                   float(w_sum), int(n_bad), time.perf_counter() - t0)
 
