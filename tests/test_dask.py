@@ -249,6 +249,11 @@ def test_refusals_and_conventions(client, data):
     assert clone(est.set_params(client=None)).get_params()["learning_rate"] == 0.05
     est.set_params(client=client)
     fitted = est.set_params(n_epochs=1).fit(Xd, yd)
+    sliced = cdask.DaskFMClassifier(n_epochs=2, rounds_per_epoch=3, mixing="average",
+                                    client=client, random_state=0).fit(Xd, yd)
+    assert sliced.history_[-1]["rounds"] == 3 and np.isfinite(sliced.w_).all()
+    with pytest.raises(ValueError, match="rounds_per_epoch"):
+        cdask.DaskFMClassifier(rounds_per_epoch=0, client=client).fit(Xd, yd)
     back = pickle.loads(pickle.dumps(fitted))
     assert back.client is None
     np.testing.assert_array_equal(back.predict_proba(Xtr[:50]), fitted.predict_proba(Xtr[:50]))
