@@ -67,6 +67,9 @@ MAX_ROUNDS = 32
 # Attempts of a training round before its error is raised, and the errors
 # that make a round be retried (a worker lost while it ran).
 ROUND_ATTEMPTS = 3
+# Models and updates travel straight between the client and the workers (not
+# through the scheduler) in a round's first attempt.
+DIRECT = True
 _RETRIED = (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
             distributed.comm.CommClosedError, OSError, TimeoutError)
 
@@ -392,7 +395,10 @@ class _DaskMixin:
         same as without the failure.  After ROUND_ATTEMPTS failures the error
         is raised."""
         last = None
-        for _ in range(ROUND_ATTEMPTS):
+        for attempt in range(ROUND_ATTEMPTS):
+            # first straight between the client and the workers; a retry goes
+            # through the scheduler (which knows which workers are alive)
+            direct = attempt == 0 and DIRECT
             t0 = time.perf_counter()
             models, futs = [], []
             try:
@@ -400,12 +406,12 @@ class _DaskMixin:
                 for s, r in zip(shards, rows):
                     at = list(where.get(s.key, ()))
                     models.append(client.scatter(state.take_rows(r[part]), hash=False,
-                                                 workers=at[:1] or None))
+                                                 workers=at[:1] or None, direct=direct))
                 t1 = time.perf_counter()
                 futs = [client.submit(tasks.run_round, s, m, hyper, int(seeds[i]), shuffle,
                                       n_jobs, part, pure=False)
                         for i, (s, m) in enumerate(zip(shards, models))]
-                updates = client.gather(futs)
+                updates = client.gather(futs, direct=direct)
                 return updates, t1 - t0, time.perf_counter() - t1
             except _RETRIED as exc:
                 last = exc
