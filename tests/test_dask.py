@@ -297,3 +297,19 @@ def test_worker_killed_mid_fit_retries_the_round(client, data):
         ref = cdask.DaskFMClassifier(n_epochs=3, random_state=0, client=client).fit(Xd, yd)
         np.testing.assert_array_equal(result["model"]._state.table, ref._state.table)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_ffm_arrays_and_warm_start(client, data):
+    Xtr, ytr, Xte, yte, fields = data
+    Xd, yd = _dask(Xtr[:6_000], ytr[:6_000], 3_000)
+    model = cdask.DaskFFMRegressor(n_factors=4, n_epochs=2, random_state=0, client=client,
+                                   warm_start=True).fit(Xd, yd, fields=fields)
+    assert model.n_fields_ == int(fields.max()) + 1 and model.n_epochs_ == 2
+    before = model._state.lin.copy()
+    ev = _dask(Xte[:2_000], yte[:2_000], 1_000)  # a Dask eval_set (gathered once)
+    model.set_params(n_epochs=1).fit(Xd, yd, fields=fields, eval_set=ev)  # continues
+    assert model.n_epochs_ == 3 and len(model.history_) == 3
+    assert np.isfinite(model.history_[-1]["eval_rmse"])
+    assert not np.array_equal(before, model._state.lin)
+    pred = model.predict(da.from_array(Xte, chunks=(2_000, -1), asarray=False)).compute()
+    np.testing.assert_array_equal(pred, model.to_local().predict(Xte))
