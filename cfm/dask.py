@@ -36,6 +36,10 @@ input is scored locally.  ``predict_files(inputs, outputs)`` scores files
 on the workers, each output byte-identical to ``cfm predict``.
 ``to_local()`` returns the plain cfm estimator; ``save`` writes the same
 model file (``cfm.load`` returns the local class).
+
+Settings are fixed, as in a local out-of-core fit: the explicit ones, else
+the defaults (``learning_rate``, ``normalize``, ``n_epochs``); the data-driven
+race of the local in-memory fit (``auto_tune``) does not run on a cluster.
 """
 import copy
 import inspect
@@ -352,7 +356,10 @@ class _DaskMixin:
         summ = client.gather([client.submit(tasks.shard_summary, s, pure=False)
                               for s in shards])
         if warm:
-            state = self._ensure_layout(dtype)
+            # (issue 13's tree passes the learning rate too)
+            extra = [self._hyper().learning_rate] if len(
+                inspect.signature(self._ensure_layout).parameters) > 1 else []
+            state = self._ensure_layout(dtype, *extra)
         else:
             y_mean = np.array([s["y_sum"] / max(s["w_sum"], 1e-300) for s in summ])
             w = np.array([s["w_sum"] for s in summ])
