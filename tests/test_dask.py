@@ -246,6 +246,11 @@ def test_refusals_and_conventions(client, data):
     assert clone(est.set_params(client=None)).get_params()["learning_rate"] == 0.05
     est.set_params(client=client)
     fitted = est.set_params(n_epochs=1).fit(Xd, yd)
+    # sample weights partitioned as X: unit weights train as no weights
+    ones = cdask.DaskFMClassifier(n_epochs=1, random_state=0, client=client).fit(
+        Xd, yd, sample_weight=da.ones(2_000, chunks=1_000))
+    plain = cdask.DaskFMClassifier(n_epochs=1, random_state=0, client=client).fit(Xd, yd)
+    np.testing.assert_array_equal(ones._state.table, plain._state.table)
     sliced = cdask.DaskFMClassifier(n_epochs=2, rounds_per_epoch=3, mixing="average",
                                     client=client, random_state=0).fit(Xd, yd)
     assert sliced.history_[-1]["rounds"] == 3 and np.isfinite(sliced.w_).all()
