@@ -174,7 +174,7 @@ def prepare(raw, encoder, n_features, shift, n_parts=1, seed=0, shuffle=True):
         sel = np.sort(order[n * p // n_parts:n * (p + 1) // n_parts])
         Xp = X[sel] if n_parts > 1 else X
         rows, counts = touched_rows(Xp.indices, n_features)
-        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, rows), Xp.indptr),
+        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, rows, n_features), Xp.indptr),
                            shape=(Xp.shape[0], max(1, len(rows))))
         Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(rows)), min_samples=0)
         slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], rows, counts))
