@@ -33,6 +33,7 @@ LAYERS = [
     ("estimators", ["_estimator", "_persist", "_tuning", "models", "ffm", "deepfm"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
+    ("engines", ["dask", "_dask_tasks", "spark"]),
     ("front ends", ["cli", "cli.*", "demo", "__main__"]),
 ]
 # The package root (cfm/__init__.py) gathers the public API from every layer;

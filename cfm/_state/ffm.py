@@ -271,6 +271,43 @@ class FFMTable(ModelState):
         into[2][...] = self.w0_state
         return into
 
+    def clone(self):
+        """An independent, trainable copy in fresh aligned tables (see FMTable.clone)."""
+        V = aligned_table(self.V.shape[0], self.V.shape[1], self.V.dtype, zeros=False)
+        V[...] = self.V
+        return FFMTable(self.lin.copy(), V, np.array(self.w0_state, dtype=np.float64),
+                        self.fields, self.n_fields, self.k, self.ks, self.solver,
+                        self.normalize)
+
+    def take_rows(self, rows):
+        """The model restricted to the features ``rows`` (see FMTable.take_rows)."""
+        V = aligned_table(len(rows), self.V.shape[1], self.V.dtype, zeros=False)
+        V[...] = self.V[rows]
+        return FFMTable(self.lin[rows], V, np.array(self.w0_state, dtype=np.float64),
+                        self.fields[rows], self.n_fields, self.k, self.ks, self.solver,
+                        self.normalize)
+
+    def mix_tables(self):
+        """Per-row tables for parameter mixing (see FMTable.mix_tables): lin
+        [w, G] or [w, z, n]; V's records [v (kp), G].  float16 records (with
+        their float32 accumulators packed in two halves) are not mixed."""
+        if self.half:
+            raise ValueError("parameter mixing needs dtype float32 or float64 (float16 "
+                             "factor records are not supported)")
+        lw = lin_width(self.solver)
+        avg = np.zeros(lw, bool)
+        avg[0] = True
+        ftrl = None
+        if self.solver == "ftrl":
+            avg[0] = False
+            ftrl = (0, 1, 2)
+        vcols = self.row_width
+        vavg = np.ones(vcols, bool)
+        if self.solver != "sgd":
+            vavg[self.rec_off + self.kp] = False  # the AdaGrad slot of each record
+        return [("lin", self.lin, lw, avg, ~avg, ftrl),
+                ("V", self.V, vcols, vavg, ~vavg, None)]
+
     def restore(self, snap):
         self.lin[...] = snap[0]
         self.V[...] = snap[1]

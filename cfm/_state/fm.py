@@ -140,6 +140,39 @@ class FMTable(ModelState):
         into[1][...] = self.w0_state
         return into
 
+    def clone(self):
+        """An independent, trainable copy in fresh aligned tables (a worker of
+        a distributed fit trains its own copy of the model it was sent)."""
+        table = new_table(self.table.shape[0], self.k, self.solver, self.table.dtype)
+        table[...] = self.table
+        return FMTable(table, np.array(self.w0_state, dtype=np.float64), self.k, self.solver,
+                       self.normalize)
+
+    def take_rows(self, rows):
+        """The model restricted to the features ``rows`` (a new state whose
+        feature i is feature rows[i]): what a worker of a distributed fit
+        needs of the model for its rows."""
+        table = new_table(len(rows), self.k, self.solver, self.table.dtype)
+        table[...] = self.table[rows]
+        return FMTable(table, np.array(self.w0_state, dtype=np.float64), self.k, self.solver,
+                       self.normalize)
+
+    def mix_tables(self):
+        """Per-row tables for parameter mixing (cfm._train.mix): [(name, array,
+        columns used, averaged columns, summed columns, FTRL (w, z, n) columns
+        or None)].  [w, v(k)] are averaged; AdaGrad accumulators and FTRL's z,
+        n are summed increments; FTRL's w follows from z, n."""
+        k, width = self.k, state_width(self.solver)
+        cols = 1 + k + width
+        avg = np.zeros(cols, bool)
+        avg[:1 + k] = True
+        ftrl = None
+        if self.solver == "ftrl":
+            avg[0] = False
+            ftrl = (0, 1 + k, 2 + k)
+        return [("table", self.table, cols, avg, ~avg if width else np.zeros(cols, bool),
+                 ftrl)]
+
     def restore(self, snap):
         self.table[...] = snap[0]
         self.w0_state[...] = snap[1]
