@@ -21,11 +21,14 @@ import torch
 from .._validation import check_X
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) \
+    or (lambda: False)  # torch < 2.3: no torch.compiler.is_compiling (nor torch.export)
+
+
 def _eager():
     """False while torch.export / torch.compile / the TorchScript tracer
     records the graph: the value checks below then stay out of it."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()
-                or torch.jit.is_scripting())
+    return not (_is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
 
 
 def unpack(x, offsets=None, values=None):

@@ -7,8 +7,13 @@ The exported graph has three inputs -- ``indices`` (nnz,) int64,
 log-odds; apply a sigmoid for probabilities).  Both lengths are dynamic.
 The segment sums become ScatterND with reduction "add" (opset 18), which
 onnxruntime runs.  It needs torch's ONNX exporter (``pip install onnx
-onnxscript``; torch >= 2.5 exports through torch.export by default).
+onnxscript``, and torch >= 2.5: its exporter built on torch.export;
+the older TorchScript exporter, ``dynamo=False``, turns ``index_add``
+into a ScatterND without reduction and gives wrong scores for any row
+with more than one non-zero).
 """
+import warnings
+
 import torch
 from torch import nn
 
@@ -43,7 +48,8 @@ def export_onnx(model, path, *, opset_version=18, **kwargs):
     opset_version : int, default=18
         ONNX opset (18 or later: ScatterND's "add" reduction).
     **kwargs
-        Passed on to :func:`torch.onnx.export` (e.g. ``external_data``).
+        Passed on to :func:`torch.onnx.export` (e.g. ``external_data``;
+        ``dynamo=False`` is refused, see the module docstring).
 
     Returns
     -------
@@ -56,6 +62,10 @@ def export_onnx(model, path, *, opset_version=18, **kwargs):
                                     "offsets": offsets.numpy(),
                                     "values": values.numpy()})[0]
     """
+    if kwargs.get("dynamo", True) is not True:
+        raise ValueError("export_onnx needs torch's torch.export-based exporter (dynamo=True): "
+                         "the TorchScript exporter turns the layers' segment sums into "
+                         "wrong ScatterND nodes")
     module = model if isinstance(model, nn.Module) else model.to_torch()
     was_training = module.training
     module.eval()
@@ -64,10 +74,15 @@ def export_onnx(model, path, *, opset_version=18, **kwargs):
         rows = torch.export.Dim("n_rows_plus_1")
         kwargs.setdefault("dynamo", True)
         kwargs.setdefault("verbose", False)
-        torch.onnx.export(module, example_inputs(module), str(path),
-                          input_names=list(INPUT_NAMES), output_names=["score"],
-                          dynamic_shapes=({0: nnz}, {0: rows}, {0: nnz}),
-                          opset_version=opset_version, **kwargs)
+        with warnings.catch_warnings():
+            # noise of torch's exporter about its own internals, and about the
+            # shared "nnz" axis of indices and values (one axis, as intended)
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
+            torch.onnx.export(module, example_inputs(module), str(path),
+                              input_names=list(INPUT_NAMES), output_names=["score"],
+                              dynamic_shapes=({0: nnz}, {0: rows}, {0: nnz}),
+                              opset_version=opset_version, **kwargs)
     finally:
         module.train(was_training)
     return str(path)
