@@ -102,6 +102,23 @@ def test_to_torch_parity(kind, dtype, normalize, task):
     assert all(p.dtype == expect for p in module.parameters())
 
 
+def test_large_scores_keep_parity():
+    """cfm's FM kernels sum in float64: so do converted modules (sum_dtype),
+    so a float32 model with scores near 100 and 40 non-zeros a row stays
+    within 1e-5 (float32 sums: ~1e-4); module.double() removes the float32
+    rounding of the scores (what remains: cfm's w0 is float64, the module's
+    a float32 parameter)."""
+    X, _, score, _ = _data(n=200, n_features=300, nnz=40)
+    model = cfm.FMRegressor(n_factors=8, n_epochs=5, normalize=False, random_state=0,
+                            init_std=0.3).fit(X, 10 * score + 60)
+    ref = model.decision_function(X) if hasattr(model, "decision_function") else model.predict(X)
+    assert np.abs(ref).max() > 60
+    err, module = _max_err(model, X)
+    assert err <= TOL, err
+    assert module.sum_dtype == torch.float64 and module.w.dtype == torch.float32
+    assert np.abs(_scores(module.double(), X) - ref).max() < 2.5e-7
+
+
 @pytest.mark.parametrize("est", [cfm.FMClassifier, cfm.FMRegressor])
 def test_mcmc_exports_its_posterior_mean(est):
     """An MCMC fit predicts the mean over its kept samples, which no single

@@ -4,7 +4,8 @@
 (cfm/_to_torch.py), and what an estimator built on another state calls with
 its state.  The module gets copies of the parameters (training it never
 changes the cfm model) as ``nn.Parameter``; float16 FFM factors become
-float32 tensors.  A state whose scoring this module does not know (a
+float32 tensors.  FM, LR, FFM and MCMC modules sum in float64 as cfm's
+kernels do (``sum_dtype``, see cfm/torch/layers.py).  A state whose scoring this module does not know (a
 subclass that overrides ``decision`` without saying how to reproduce it) is
 refused rather than converted into a module that scores differently.
 """
@@ -48,7 +49,8 @@ def _normalize(state, known):
 def _fm(state):
     normalize = _normalize(state, (FMTable.decision,))
     w = _tensor(state.w)
-    m = FactorizationMachine(state.n_features, state.k, normalize=normalize, dtype=w.dtype)
+    m = FactorizationMachine(state.n_features, state.k, normalize=normalize, dtype=w.dtype,
+                             sum_dtype=torch.float64)
     _set(m.w0, torch.tensor(state.w0, dtype=w.dtype))
     _set(m.w, w)
     _set(m.V, _tensor(state.V))
@@ -60,7 +62,7 @@ def _ffm(state):
     w = _tensor(state.w)
     m = FieldAwareFactorizationMachine(state.n_features, _tensor(state.fields, np.int64),
                                        state.k, n_fields=state.n_fields, normalize=normalize,
-                                       dtype=w.dtype)
+                                       dtype=w.dtype, sum_dtype=torch.float64)
     _set(m.w0, torch.tensor(state.w0, dtype=w.dtype))
     _set(m.w, w)
     _set(m.V, _tensor(state.factors()))
@@ -74,7 +76,8 @@ def _mcmc(state):
     task = "regression" if state.task == TASK_REGRESSION else "classification"
     return FMPosterior(_tensor(state.sample_w0, S.dtype), _tensor(S[:, :, 0].T),
                        _tensor(S[:, :, 1:1 + k].transpose(1, 0, 2)), task=task,
-                       clip=state.clip, normalize=bool(state.normalize))
+                       clip=state.clip, normalize=bool(state.normalize),
+                       sum_dtype=torch.float64)
 
 
 def _deepfm(state, dropout):

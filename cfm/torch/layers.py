@@ -15,6 +15,15 @@ entry of a row counts as one occurrence of its feature, as in cfm's kernels
 on canonical rows: :func:`cfm.torch.as_batch` sums duplicate entries as the
 estimators do.  Gradients are dense (any torch optimizer works; an epoch
 over a large table with Adam touches all of it at every step).
+
+``sum_dtype``: the dtype the products and row sums are computed in (None:
+the parameters' dtype).  cfm's FM kernels sum in float64 whatever the
+table's dtype; converted FM / LR / FFM / MCMC models do the same
+(``sum_dtype=torch.float64``, cfm.torch.from_state), so that their scores
+stay within 1e-5 of cfm's when the pairwise term sums many large products.
+The score is returned in the parameters' dtype: a float32 score carries a
+rounding of about 1e-7 times its magnitude (``module.double()`` -- an exact
+copy of float32 parameters -- removes it for scores beyond about 100).
 """
 import math
 
@@ -81,8 +90,12 @@ def _check_fields(fields, n_features, n_fields):
 class _SparseRows(nn.Module):
     """What the layers share: the batch, its row ids and scaled values."""
 
-    def __init__(self, n_features, normalize):
+    def __init__(self, n_features, normalize, sum_dtype=None):
         super().__init__()
+        if sum_dtype not in (None, torch.float32, torch.float64):
+            raise ValueError(f"sum_dtype must be None, torch.float32 or torch.float64, "
+                             f"got {sum_dtype!r}")
+        self.sum_dtype = sum_dtype
         if isinstance(n_features, bool) or int(n_features) != n_features or n_features < 0:
             raise ValueError(f"n_features must be an integer >= 0, got {n_features!r}")
         self.n_features = int(n_features)
@@ -96,13 +109,14 @@ class _SparseRows(nn.Module):
         indices = indices.long()
         n_rows = offsets.shape[0] - 1
         rows = row_ids(offsets, indices.shape[0])
-        xs = scaled_values(values, rows, n_rows, self.w0.dtype, bool(self.normalize))
+        dtype = self.sum_dtype if self.sum_dtype is not None else self.w0.dtype
+        xs = scaled_values(values, rows, n_rows, dtype, bool(self.normalize))
         return indices, rows, n_rows, xs, values
 
     def _linear(self, indices, xs, rows, n_rows):
         """w0 + sum_j w_j x_j per row."""
-        wg = F.embedding(indices, self.w.view(-1, 1)).view(-1)
-        return self.w0 + segment_sum(wg * xs, rows, n_rows)
+        wg = F.embedding(indices, self.w.view(-1, 1)).view(-1).to(xs.dtype)
+        return self.w0.to(xs.dtype) + segment_sum(wg * xs, rows, n_rows)
 
     def _field_ids(self, indices, fields):
         """Field of every non-zero: the model's field of its column, or
@@ -138,8 +152,8 @@ class FactorizationMachine(_SparseRows):
     """
 
     def __init__(self, n_features, n_factors=8, *, normalize=False, init_std=0.03,
-                 dtype=torch.float32):
-        super().__init__(n_features, normalize)
+                 dtype=torch.float32, sum_dtype=None):
+        super().__init__(n_features, normalize, sum_dtype)
         if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 0:
             raise ValueError(f"n_factors must be an integer >= 0, got {n_factors!r}")
         self.n_factors = int(n_factors)
@@ -152,12 +166,13 @@ class FactorizationMachine(_SparseRows):
         indices, rows, n_rows, xs, raw = self._rows(indices, offsets, values)
         out = self._linear(indices, xs, rows, n_rows)
         if self.n_factors:
-            pair = _pairwise(F.embedding(indices, self.V) * xs[:, None], rows, n_rows)
+            pair = _pairwise(F.embedding(indices, self.V).to(xs.dtype) * xs[:, None], rows,
+                             n_rows)
             if self.normalize == "xlearn":
                 n2 = segment_sum(raw.to(xs.dtype) ** 2, rows, n_rows)
                 pair = pair / torch.where(n2 > 0, n2, torch.ones_like(n2))
             out = out + pair
-        return out
+        return out.to(self.w0.dtype)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, n_factors={self.n_factors}"
@@ -183,8 +198,8 @@ class FieldAwareFactorizationMachine(_SparseRows):
     """
 
     def __init__(self, n_features, fields, n_factors=4, *, n_fields=None, normalize=False,
-                 init_std=0.03, dtype=torch.float32):
-        super().__init__(n_features, normalize)
+                 init_std=0.03, dtype=torch.float32, sum_dtype=None):
+        super().__init__(n_features, normalize, sum_dtype)
         if normalize == "xlearn":
             raise ValueError("normalize='xlearn' is for FM layers (xLearn's FFM normalises "
                              "as cfm does: use True)")
@@ -203,11 +218,13 @@ class FieldAwareFactorizationMachine(_SparseRows):
         f = self._field_ids(indices, fields)
         nf, k = self.n_fields, self.n_factors
         out = self._linear(indices, xs, rows, n_rows)
-        e = F.embedding(indices, self.V.view(-1, nf * k)).view(-1, nf, k) * xs[:, None, None]
+        e = F.embedding(indices, self.V.view(-1, nf * k)).view(-1, nf, k).to(xs.dtype)
+        e = e * xs[:, None, None]
         s = segment_sum(e, rows * nf + f, n_rows * nf).view(n_rows, nf, nf, k)
         cross = (s * s.transpose(1, 2)).sum((1, 2, 3))
         own = e.gather(1, f.view(-1, 1, 1).expand(-1, 1, k)).view(-1, k)
-        return out + 0.5 * (cross - segment_sum((own * own).sum(1), rows, n_rows))
+        pair = 0.5 * (cross - segment_sum((own * own).sum(1), rows, n_rows))
+        return (out + pair).to(self.w0.dtype)
 
     def extra_repr(self):
         return (f"{super().extra_repr()}, n_fields={self.n_fields}, "
@@ -289,9 +306,9 @@ class FMPosterior(_SparseRows):
     n_samples, n_factors).  Scores are float64 (the averaging runs in float64).
     """
 
-    def __init__(self, w0, w, V, *, task, clip=(1.0, 0.0), normalize=False):
+    def __init__(self, w0, w, V, *, task, clip=(1.0, 0.0), normalize=False, sum_dtype=None):
         w0, w, V = (torch.as_tensor(a) for a in (w0, w, V))
-        super().__init__(w.shape[0], normalize)
+        super().__init__(w.shape[0], normalize, sum_dtype)
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         if w0.dim() != 1 or w.shape[1:] != w0.shape or V.dim() != 3 \
@@ -308,9 +325,10 @@ class FMPosterior(_SparseRows):
     def forward(self, indices, offsets=None, values=None):
         indices, rows, n_rows, xs, _ = self._rows(indices, offsets, values)
         s, k = self.n_samples, self.n_factors
-        pred = self.w0 + segment_sum(F.embedding(indices, self.w) * xs[:, None], rows, n_rows)
+        wg = F.embedding(indices, self.w).to(xs.dtype)
+        pred = self.w0.to(xs.dtype) + segment_sum(wg * xs[:, None], rows, n_rows)
         if k:
-            vg = F.embedding(indices, self.V.view(-1, s * k)).view(-1, s, k)
+            vg = F.embedding(indices, self.V.view(-1, s * k)).view(-1, s, k).to(xs.dtype)
             pred = pred + _pairwise(vg * xs[:, None, None], rows, n_rows)
         if self.task == "regression":
             lo, hi = self.clip
