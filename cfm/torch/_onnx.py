@@ -5,8 +5,9 @@ The exported graph has three inputs -- ``indices`` (nnz,) int64,
 (float32, or float64 for float64 models) -- and one output ``score``
 (n_rows,): the raw scores cfm's ``decision_function`` gives (classifiers:
 log-odds; apply a sigmoid for probabilities).  Both lengths are dynamic.
-The segment sums become ScatterND with reduction "add" (opset 18), which
-onnxruntime runs.  It needs torch's ONNX exporter (``pip install onnx
+The segment sums become ScatterElements with reduction "add" (opset 16+;
+not ScatterND, whose onnxruntime kernel loses updates to a shared row, see
+cfm/torch/_batch.py), which onnxruntime runs.  It needs torch's ONNX exporter (``pip install onnx
 onnxscript``, and torch >= 2.5: its exporter built on torch.export;
 the older TorchScript exporter, ``dynamo=False``, turns ``index_add``
 into a ScatterND without reduction and gives wrong scores for any row
@@ -46,7 +47,7 @@ def export_onnx(model, path, *, opset_version=18, **kwargs):
     path : str or path-like
         The ``.onnx`` file to write.
     opset_version : int, default=18
-        ONNX opset (18 or later: ScatterND's "add" reduction).
+        ONNX opset (16 or later: ScatterElements' "add" reduction).
     **kwargs
         Passed on to :func:`torch.onnx.export` (e.g. ``external_data``;
         ``dynamo=False`` is refused, see the module docstring).

@@ -9,8 +9,8 @@ classifier that is the log-odds: ``torch.sigmoid(score)`` is
 
 The sums run over the non-zeros of a row, in O(k nnz) per row for FM and
 DeepFM (Rendle's identity) and O(k (nnz F + F^2)) for FFM (see
-:class:`FieldAwareFactorizationMachine`), with ``index_add`` segment sums
-that torch.onnx.export turns into ScatterND (cfm/torch/_onnx.py).  Each
+:class:`FieldAwareFactorizationMachine`), with ``scatter_add`` segment sums
+that torch.onnx.export turns into ScatterElements (cfm/torch/_batch.py).  Each
 entry of a row counts as one occurrence of its feature, as in cfm's kernels
 on canonical rows: :func:`cfm.torch.as_batch` sums duplicate entries as the
 estimators do.  Gradients are dense (any torch optimizer works; an epoch
