@@ -9,11 +9,15 @@ difference between cfm's ``decision_function`` on the test rows and the
 torch module's / onnxruntime's scores (the issue asks for 1e-5).
 
 Speed (context for serving): rows per second scoring the synthetic test set
-with cfm, the torch module and onnxruntime, each with 2 threads, in batches
-of ``--batch`` rows for torch / onnxruntime (cfm scores the whole set).
+with cfm, the torch module and onnxruntime, each with ``--threads`` threads
+(default 2), in batches of ``--batch`` rows for torch / onnxruntime
+(including the conversion of each batch by cfm.torch.as_batch; cfm scores
+the whole set).  On a loaded machine torch's intra-op threads wait for each
+other at every operation: compare with ``--threads 1`` there.
 
     PYTHONPATH=$PWD python benchmarks/bench_torch.py            # -> results/RESULTS_torch.md
     PYTHONPATH=$PWD python benchmarks/bench_torch.py --no-onnx --names mushroom w8a
+    PYTHONPATH=$PWD python benchmarks/bench_torch.py --no-parity --threads 1
 """
 import argparse
 import os
@@ -78,12 +82,12 @@ def _torch_scores(module, X, batch):
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _onnx_session(module, tmp):
+def _onnx_session(module, tmp, threads=2):
     import onnxruntime as ort
 
     path = ct.export_onnx(module, os.path.join(tmp, "m.onnx"))
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(path, opts)
 
@@ -119,19 +123,20 @@ def parity(datasets, onnx, batch, tmp):
     return rows
 
 
-def speed(n_rows, batch, onnx, tmp, repeats=3):
+def speed(n_rows, batch, onnx, tmp, threads, repeats=3):
     X, y = cfm.make_fm_classification(n_rows + n_rows // 4, n_features=100_000, n_fields=10,
                                       random_state=0)
     fields = np.arange(X.shape[1]) // (X.shape[1] // 10)
     Xtr, ytr, Xte = X[:n_rows], y[:n_rows], X[n_rows:]
     out = []
-    for name, make, fit in [("FM k=8", lambda: cfm.FMClassifier(n_epochs=2, n_jobs=2), {}),
-                            ("FFM k=4", lambda: cfm.FFMClassifier(n_epochs=2, n_jobs=2),
+    for name, make, fit in [("FM k=8", lambda: cfm.FMClassifier(n_epochs=2, n_jobs=threads),
+                             {}),
+                            ("FFM k=4", lambda: cfm.FFMClassifier(n_epochs=2, n_jobs=threads),
                              {"fields": fields})]:
         m = make().fit(Xtr, ytr, **fit)
         module = m.to_torch()
         dtype = next(module.parameters()).dtype
-        sess = _onnx_session(module, tmp) if onnx else None
+        sess = _onnx_session(module, tmp, threads) if onnx else None
         times = {"cfm": [], "torch": [], "onnxruntime": []}
         for _ in range(repeats):  # alternating, so that load changes hit all three
             t = time.perf_counter()
@@ -159,12 +164,14 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16_384, help="rows per torch/onnx batch")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-parity", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(HERE / "results" / "RESULTS_torch.md"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     onnx = not args.no_onnx
     datasets = []
-    for ds in real_data.load_all(names=args.names):
+    for ds in ([] if args.no_parity else real_data.load_all(names=args.names)):
         try:
             split = ds.repeats()[0][0]
         except FileNotFoundError as exc:
@@ -172,30 +179,34 @@ def main(argv=None):
             continue
         datasets.append((ds.name, ds.task, split))
     X, y = cfm.make_fm_classification(20_000, n_features=5_000, n_fields=10, random_state=1)
-    datasets.append(("synthetic-20k", "binary", real_data.Split(
-        X[:16_000], y[:16_000], X[16_000:], y[16_000:], np.arange(5_000) // 500)))
+    if not args.no_parity:
+        datasets.append(("synthetic-20k", "binary", real_data.Split(
+            X[:16_000], y[:16_000], X[16_000:], y[16_000:], np.arange(5_000) // 500)))
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         rows = parity(datasets, onnx, args.batch, tmp)
-        fast = [] if args.no_speed else speed(args.rows, args.batch, onnx, tmp)
+        fast = [] if args.no_speed else speed(args.rows, args.batch, onnx, tmp, args.threads)
+    load = os.getloadavg()[0]
     lines = ["# PyTorch / ONNX bridge: parity and scoring speed", "",
              f"`{' '.join(['python', 'benchmarks/bench_torch.py'] + (argv or sys.argv[1:]))}`, "
-             f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, load average before "
-             f"{os.getloadavg()[0]:.2f}, run time {time.time() - t0:.0f} s.", "",
-             "## Parity: max |cfm decision_function - score| on the test rows", "",
-             "| data set | model | module | test rows | max abs score | torch | onnxruntime |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, load average (1 min) "
+             f"at the end {load:.2f}, run time {time.time() - t0:.0f} s.", ""]
+    if rows:
+        lines += ["## Parity: max |cfm decision_function - score| on the test rows", "",
+                  "| data set | model | module | test rows | max abs score | torch | onnxruntime |",
+                  "|---|---|---|---:|---:|---:|---:|"]
     for name, model, n, mx, et, eo, mod in rows:
         lines.append(f"| {name} | {model} | {mod} | {n} | {mx:.3f} | {et:.1e} | "
                      f"{'-' if eo is None else f'{eo:.1e}'} |")
-    worst_t = max(r[4] for r in rows)
+    worst_t = max((r[4] for r in rows), default=0.0)
     worst_o = max((r[5] for r in rows if r[5] is not None), default=None)
-    lines += ["", f"Largest error: torch {worst_t:.1e}"
-              + ("" if worst_o is None else f", onnxruntime {worst_o:.1e}") + " (limit 1e-5).",
-              ""]
+    if rows:
+        lines += ["", f"Largest error: torch {worst_t:.1e}"
+                  + ("" if worst_o is None else f", onnxruntime {worst_o:.1e}")
+                  + " (limit 1e-5).", ""]
     if fast:
-        lines += [f"## Scoring speed (synthetic, 100k features, 10 fields, 2 threads, "
-                  f"batches of {args.batch} rows for torch / onnxruntime)", "",
+        lines += [f"## Scoring speed (synthetic, 100k features, 10 fields, {args.threads} "
+                  f"thread(s), batches of {args.batch} rows for torch / onnxruntime)", "",
                   "| model | rows | engine | rows/s (best of 3) | rows/s (first call) |",
                   "|---|---:|---|---:|---:|"]
         for name, n, best, first, err, err_o in fast:

@@ -74,7 +74,10 @@ def _check_normalize(normalize):
 
 
 def _check_fields(fields, n_features, n_fields):
-    f = torch.as_tensor(fields).long().reshape(-1)
+    f = torch.as_tensor(fields).reshape(-1)
+    if f.is_floating_point() and not bool((f == f.round()).all()):
+        raise ValueError("fields must hold integer field ids")
+    f = f.long()
     if f.shape[0] != n_features:
         raise ValueError(f"fields must hold one field id per feature ({n_features}), "
                          f"got {f.shape[0]}")
@@ -144,8 +147,9 @@ class FactorizationMachine(_SparseRows):
     pairwise term is divided by sum_j x_j^2 once more).
 
     Parameters ``w0`` (scalar), ``w`` (n_features,), ``V`` (n_features,
-    n_factors); a new layer starts from w0 = 0, w = 0, V ~ N(0, init_std^2)
-    (torch's generator: seed it with ``torch.manual_seed``).
+    n_factors) of ``dtype``; a new layer starts from w0 = 0, w = 0,
+    V ~ N(0, init_std^2) (torch's generator: seed it with
+    ``torch.manual_seed``).  ``sum_dtype``: see the module docstring.
 
     ``forward(indices, offsets=None, values=None)`` -> (n_rows,) scores; see
     the module docstring for the batch.
@@ -192,7 +196,8 @@ class FieldAwareFactorizationMachine(_SparseRows):
     + F^2)) per row, memory n_rows F^2 k per batch.
 
     Parameters ``w0``, ``w`` (n_features,), ``V`` (n_features, n_fields,
-    n_factors); buffer ``fields`` (n_features,) int64.  ``forward(indices,
+    n_factors); buffer ``fields`` (n_features,) int64; ``sum_dtype`` as for
+    :class:`FactorizationMachine`.  ``forward(indices,
     offsets=None, values=None, fields=None)``: ``fields`` (one id per
     non-zero) overrides the field of each column.
     """
