@@ -275,9 +275,10 @@ def test_layers_in_a_network_train_and_have_gradients():
         net.ffm, {"V": V}, (i, o, v)), (net.ffm.V.detach().clone().requires_grad_(),))
 
 
-def test_module_holds_copies_and_fine_tuning_lowers_the_loss():
-    """One epoch of Adam on a converted FM lowers its training loss, and
-    leaves the cfm model untouched."""
+def test_module_holds_copies_and_fine_tuning_lowers_the_loss(tmp_path):
+    """One epoch of Adam on a converted FM, streamed from a .cfmdata cache by
+    BlockDataset (the out-of-core path), lowers its training loss and leaves
+    the cfm model untouched."""
     X, y = cfm.make_fm_classification(n_samples=2000, n_features=200, random_state=0)
     model = cfm.FMClassifier(n_epochs=1, random_state=0, n_jobs=1).fit(X, y)
     before_cfm = model.decision_function(X)
@@ -291,17 +292,21 @@ def test_module_holds_copies_and_fine_tuning_lowers_the_loss():
             return float(lossf(module(i, o, v), target))
 
     loss0 = full_loss()
-    assert abs(loss0 - float(np.mean(np.logaddexp(0, -np.where(y > 0, 1, -1) * before_cfm)))) \
-        < 1e-5
+    logloss = np.mean(np.logaddexp(0, -np.where(y > 0, 1, -1) * before_cfm))
+    assert abs(loss0 - logloss) < 1e-5
+    cfm.dump_libsvm(X, y, tmp_path / "train.svm")
+    cache = cfm.convert_to_cache(tmp_path / "train.svm", tmp_path / "train.cfmdata",
+                                 zero_based=True, n_features=X.shape[1])
+    ds = ct.BlockDataset(cache, batch_size=64, block_rows=500, shuffle=True,
+                         binary_labels=True)
     opt = torch.optim.Adam(module.parameters(), lr=0.01)
-    Xc = check_X(X)
-    torch.manual_seed(0)
-    for rows in torch.randperm(X.shape[0]).split(64):
-        bi, bo, bv = ct.data.take_rows(Xc.data, Xc.indices, Xc.indptr, rows.numpy())
+    n = 0
+    for bi, bo, bv, by in torch.utils.data.DataLoader(ds, batch_size=None):
         opt.zero_grad()
-        lossf(module(torch.from_numpy(bi), torch.from_numpy(bo),
-                     torch.from_numpy(bv).float()), target[rows]).backward()
+        lossf(module(bi, bo, bv), by).backward()
         opt.step()
+        n += len(by)
+    assert n == X.shape[0]
     assert full_loss() < loss0 - 0.01, (loss0, full_loss())
     assert np.array_equal(model.decision_function(X), before_cfm)
 
