@@ -27,10 +27,22 @@ import reference_ffm  # noqa: E402
 TOL = 1e-5
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
-DATA = os.environ.get("CFM_SHARED_DATA",
-                      os.path.join(HERE, "..", "..", "..", "shared", "data"))
-if not os.path.isdir(DATA):
-    DATA = "/work/shared/data"
+
+
+def _data_dir():
+    """``$CFM_DATA_DIR``, else the first ``shared/data`` above the checkout
+    (as benchmarks/real_data.py finds it; CI has shared/ beside its clone)."""
+    if os.environ.get("CFM_DATA_DIR"):
+        return os.environ["CFM_DATA_DIR"]
+    parent = os.path.dirname(HERE)
+    while True:
+        cand = os.path.join(parent, "shared", "data")
+        if os.path.isdir(cand) or os.path.dirname(parent) == parent:
+            return cand
+        parent = os.path.dirname(parent)
+
+
+DATA = _data_dir()
 
 
 # ------------------------------------------------------------------ helpers
