@@ -4,6 +4,7 @@ import numpy as np
 from ._compat import ClassifierMixin, RegressorMixin
 from ._estimator import BaseFM
 from ._state import FMTable, MCMCSamples
+from ._to_torch import TorchMixin
 from ._validation import check_y
 
 _COMMON_DOC = """
@@ -148,7 +149,7 @@ _COMMON_DOC = """
 """
 
 
-class _FMModel(BaseFM):
+class _FMModel(TorchMixin, BaseFM):
     """What the FM estimators share beyond BaseFM: their state classes and the
     attributes of solver="mcmc" fits."""
 

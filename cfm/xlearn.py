@@ -88,6 +88,8 @@ class XLearnFMTable(FMTable):
     ``lin_part + (full - lin_part) / n2``.
     """
 
+    torch_normalize = "xlearn"  # how cfm.torch reproduces this decision (FM layer option)
+
     def decision(self, Xc, n_threads, shared=False):
         full = super().decision(Xc, n_threads)  # normalize=True (checked at import)
         if self.k == 0 or Xc.n_rows == 0:
