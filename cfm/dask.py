@@ -356,10 +356,7 @@ class _DaskMixin:
         summ = client.gather([client.submit(tasks.shard_summary, s, pure=False)
                               for s in shards])
         if warm:
-            # (issue 13's tree passes the learning rate too)
-            extra = [self._hyper().learning_rate] if len(
-                inspect.signature(self._ensure_layout).parameters) > 1 else []
-            state = self._ensure_layout(dtype, *extra)
+            state = self._ensure_layout(dtype, self._hyper().learning_rate)
         else:
             y_mean = np.array([s["y_sum"] / max(s["w_sum"], 1e-300) for s in summ])
             w = np.array([s["w_sum"] for s in summ])
@@ -368,6 +365,8 @@ class _DaskMixin:
                 set_feature_names(self, X._meta)
             self._input_zero_based = (shift == 0) if fmt == "libsvm" else True
         self._run_rounds(client, shards, [s["rows"] for s in summ], state, evals, callback)
+        # the settings used (fixed: a distributed fit never races, issue 13)
+        self._record(self._settings(), "off: distributed fit")
 
     def _n_rounds(self, shard_rows):
         """Rounds per epoch: rounds_per_epoch, or one per ROUND_ROWS rows of the

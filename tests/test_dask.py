@@ -129,7 +129,8 @@ def test_merge_rules():
 def test_fit_reaches_local_auc(client, data):
     Xtr, ytr, Xte, yte, _ = data
     Xd, yd = _dask(Xtr, ytr)
-    local = cfm.FMClassifier(n_epochs=6, random_state=0, n_jobs=1).fit(Xtr, ytr)
+    # the same fixed settings as the distributed fit (which never races: cfm.dask)
+    local = cfm.FMClassifier(n_epochs=6, random_state=0, n_jobs=1, auto_tune=False).fit(Xtr, ytr)
     model = cdask.DaskFMClassifier(n_epochs=6, random_state=0, client=client).fit(Xd, yd)
     a_local = auc(yte, local.decision_function(Xte))
     a_dask = auc(yte, model.decision_function(Xte))
@@ -318,3 +319,11 @@ def test_ffm_arrays_and_warm_start(client, data):
     assert not np.array_equal(before, model._state.lin)
     pred = model.predict(da.from_array(Xte, chunks=(2_000, -1), asarray=False)).compute()
     np.testing.assert_array_equal(pred, model.to_local().predict(Xte))
+
+
+def test_best_params_say_the_fit_was_fixed(client, data):
+    Xtr, ytr, _, _, _ = data
+    model = cdask.DaskFMClassifier(n_epochs=2, random_state=0, client=client).fit(
+        *_dask(Xtr, ytr))
+    bp = model.best_params_
+    assert bp["auto"].startswith("off") and bp["n_epochs"] == 2 and bp["normalize"] is True
