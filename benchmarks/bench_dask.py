@@ -46,7 +46,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads of the local fit")
     ap.add_argument("--parts", type=int, default=8, help="training files")
     ap.add_argument("--mixing", default="sum,average")
-    ap.add_argument("--rounds", default="1", help="rounds per epoch to try, e.g. 1,4")
+    ap.add_argument("--rounds", default="1", help="rounds per epoch to try, e.g. 1,4 (auto: the estimator's default)")
     ap.add_argument("--out", default=None,
                     help="write RESULTS_dask.md/.json here (e.g. benchmarks/results)")
     args = ap.parse_args(argv)
@@ -60,7 +60,9 @@ def main(argv=None):
     Xtr, ytr, Xte, yte, _ = make_criteo_like_split(args.rows, n_test)
     print(f"data: {args.rows:,} train / {n_test:,} test rows, {Xtr.shape[1]:,} columns "
           f"({time.perf_counter() - t:.1f}s)", flush=True)
-    common = dict(n_epochs=args.epochs, random_state=0)
+    # fixed settings on both sides (the local fit would otherwise choose them by a race,
+    # issue 13, which a distributed fit never runs)
+    common = dict(n_epochs=args.epochs, random_state=0, auto_tune=False)
     out = {"rows": args.rows, "test_rows": n_test, "epochs": args.epochs,
            "workers": args.workers, "threads": args.threads, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,7 @@ def main(argv=None):
         with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                       processes=True, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
-            for mixing, rounds in [(m, int(r)) for r in args.rounds.split(",")
+            for mixing, rounds in [(m, None if r == "auto" else int(r)) for r in args.rounds.split(",")
                                    for m in args.mixing.split(",")]:
                 t = time.perf_counter()
                 model = DaskFMClassifier(mixing=mixing, rounds_per_epoch=rounds, client=client,
