@@ -93,7 +93,10 @@ from pathlib import Path
 import numpy as np, scipy.sparse as sp, cfm
 w, kind = Path(sys.argv[1]), sys.argv[2]
 X = sp.load_npz(w / "train.npz").tocsr(); y = np.load(w / "train_y.npy")
-kw = dict(n_factors=8, n_epochs=5, n_jobs=2, random_state=0)
+# fixed settings (issue 13: a fit that leaves learning_rate / normalize unset
+# otherwise chooses them by a race); builds without auto_tune ignore it
+FIX = {"auto_tune": False} if "auto_tune" in cfm.FMClassifier().get_params() else {}
+kw = dict(n_factors=8, n_epochs=5, n_jobs=2, random_state=0, **FIX)
 t0 = time.perf_counter()
 if kind == "fm":
     cfm.FMClassifier(**kw).fit(X, y)

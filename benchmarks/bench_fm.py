@@ -250,6 +250,10 @@ class CfmRunner(_InMemoryRunner):
     def _est(self, ds, lr):
         kw = dict(n_factors=self.args.k, n_epochs=self.args.epochs,
                   n_jobs=self.args.threads, random_state=0)
+        # fixed settings, as the other libraries are told (issue 13: otherwise a
+        # fit that leaves normalize / learning_rate unset chooses them by a race)
+        if "auto_tune" in self.cfm.FMClassifier().get_params():
+            kw["auto_tune"] = False
         if lr is not None:
             kw["learning_rate"] = lr
         if self.args.model == "ffm":

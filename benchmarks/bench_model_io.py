@@ -97,7 +97,8 @@ def main(argv=None):
 
         X, y, fields = bds.make_criteo_like(args.rows, seed=0)[:3]
         fields = np.maximum(fields, 0).astype(np.int32)
-        m = cfm.FFMClassifier(n_factors=8, n_epochs=1, n_jobs=args.threads,
+        fix = {"auto_tune": False} if "auto_tune" in cfm.FFMClassifier().get_params() else {}
+        m = cfm.FFMClassifier(n_factors=8, n_epochs=1, n_jobs=args.threads, **fix,
                               random_state=0).fit(X, y, fields=fields)
     path = args.workdir / f"bench_model_io_{os.getpid()}.cfm"
     print(f"cfm from {os.path.dirname(cfm.__file__)}, load average "

@@ -32,7 +32,11 @@ import json, sys, time, numpy as np, scipy.sparse as sp, cfm
 from cfm._metrics import auc
 mode, path, test, k, epochs, threads, block = sys.argv[1:8]
 t = sp.load_npz(test + ".X.npz"); yt = np.load(test + ".y.npy")
-m = cfm.FMClassifier(n_factors=int(k), n_epochs=int(epochs), n_jobs=int(threads), random_state=0)
+# fixed settings (issue 13: a fit that leaves learning_rate / normalize unset
+# otherwise chooses them by a race); builds without auto_tune ignore it
+FIX = {"auto_tune": False} if "auto_tune" in cfm.FMClassifier().get_params() else {}
+m = cfm.FMClassifier(n_factors=int(k), n_epochs=int(epochs), n_jobs=int(threads), random_state=0,
+                     **FIX)
 t0 = time.perf_counter()
 if mode == "in-memory":
     X, y = cfm.load_libsvm(path, n_features=t.shape[1], zero_based=True)

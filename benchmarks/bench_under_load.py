@@ -58,6 +58,16 @@ JOBS = (1, 2, None)
 # Data (prepared once, in the parent, with this checkout's build)
 # --------------------------------------------------------------------------
 
+
+def _fixed():
+    """Fixed training settings (issue 13: otherwise a fit that leaves
+    learning_rate / normalize unset chooses them by a race); builds without
+    ``auto_tune`` (an --ab baseline) get nothing."""
+    import cfm
+
+    return {"auto_tune": False} if "auto_tune" in cfm.FMClassifier().get_params() else {}
+
+
 def _save_csr(path, X, y, fields=None):
     import numpy as np
 
@@ -163,13 +173,15 @@ def _case_fn(case, work, repo):
         X, y, _ = _load_csr(w / "fm_train.npz")
 
         def run(nj):
-            cfm.FMClassifier(n_factors=8, n_epochs=3, n_jobs=nj, random_state=0).fit(X, y)
+            cfm.FMClassifier(n_factors=8, n_epochs=3, n_jobs=nj, random_state=0, **_fixed()).fit(
+                X, y)
         return run
     if case == "train_ffm":
         X, y, fields = _load_csr(w / "ffm_train.npz")
 
         def run(nj):
-            cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=nj, random_state=0).fit(
+            cfm.FFMClassifier(n_factors=4, n_epochs=2, n_jobs=nj, random_state=0,
+                              **_fixed()).fit(
                 X, y, fields=fields)
         return run
     if case == "train_deepfm":
