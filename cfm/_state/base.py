@@ -85,6 +85,28 @@ class ModelState:
                              f"{self.n_features} (it was refitted meanwhile?)")
 
 
+
+class TableViews:
+    """``w0``, ``w``, ``V`` and ``factors()`` of a state whose table rows
+    start [w, v_0 .. v_{k-1}] (FMTable, DeepFMState) and whose ``w0_state``
+    starts with w0: views, no copies."""
+
+    @property
+    def w0(self):
+        return float(self.w0_state[0])
+
+    @property
+    def w(self):
+        return self.table[:, 0]
+
+    @property
+    def V(self):
+        return self.table[:, 1:1 + self.k]
+
+    def factors(self):
+        """Factors (embeddings), shape (n_features, k) (a view)."""
+        return self.V
+
 def bias_state(w0, optimizer, *, ftrl_beta=1.0, learning_rate=0.1, l2_w0=0.0):
     """The bias record [w0, optimizer state (2)] a fit starts from."""
     if optimizer == "adagrad":

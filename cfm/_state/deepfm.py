@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _deepfm, _utils
-from .base import ModelState, as_array, check_arrays, copy_rows, each_block
+from .base import ModelState, TableViews, as_array, check_arrays, copy_rows, each_block
 from .base import aligned_table as _aligned_table
 
 __all__ = ["DeepFMHyper", "DeepFMState", "MAX_LAYERS", "initial_bias"]
@@ -165,7 +165,7 @@ def _check_fields(fields, n_features, n_fields):
     return np.ascontiguousarray(f, dtype=np.int32), int(n_fields)
 
 
-class DeepFMState(ModelState):
+class DeepFMState(TableViews, ModelState):
     """Parameters and optimizer state of a DeepFM model (see module doc).
 
     Parameters
@@ -294,25 +294,10 @@ class DeepFMState(ModelState):
 
     # ---------------------------------------------------------------- views
     @property
-    def w0(self):
-        return float(self.bias[0])
-
-    @property
     def w0_state(self):
-        """[w0, optimizer state (2)] (what the training loop checks)."""
+        """[w0, optimizer state (2)] (what the training loop checks; w0, w, V
+        and factors() come from TableViews)."""
         return self.bias
-
-    @property
-    def w(self):
-        return self.table[:, 0]
-
-    @property
-    def V(self):
-        return self.table[:, 1:1 + self.k]
-
-    def factors(self):
-        """Embeddings, shape (n_features, k) (a view)."""
-        return self.V
 
     def dense_params(self):
         """(W list, b list, w_out) as views into ``mlp``."""

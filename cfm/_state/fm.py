@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _fm, _utils
 from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, SOLVERS, ModelState,
-                   aligned_table, as_array, bias_state, check_arrays, copy_rows,
+                   TableViews, aligned_table, as_array, bias_state, check_arrays, copy_rows,
                    table_row_bytes)
 
 _STATE_WIDTH = {"sgd": 0, "adagrad": 2, "ftrl": 3, "als": 0, "mcmc": 0}
@@ -35,7 +35,7 @@ def _init_optimizer_state(table, k, solver):
         table[:, 3 + k] = ADAGRAD_INIT
 
 
-class FMTable(ModelState):
+class FMTable(TableViews, ModelState):
     """Parameter table of an FM (see the module docstring)."""
 
     kind = "fm"
@@ -102,22 +102,6 @@ class FMTable(ModelState):
     @property
     def dtype(self):
         return self.table.dtype
-
-    @property
-    def w0(self):
-        return float(self.w0_state[0])
-
-    @property
-    def w(self):
-        return self.table[:, 0]
-
-    @property
-    def V(self):
-        return self.table[:, 1:1 + self.k]
-
-    def factors(self):
-        """Factors, shape (n_features, k) (a view)."""
-        return self.V
 
     # ------------------------------------------------------------ training
     def train_epoch(self, Xc, y, sw, order, hyper, n_threads, rng):
