@@ -1,6 +1,7 @@
 """Shared fixtures and helpers of cfm's test suite (keep data small: fast suite)."""
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +11,25 @@ sys.path.insert(0, os.path.dirname(__file__))  # make tests/reference.py importa
 
 import cfm  # noqa: E402
 from cfm._state.base import aligned_table as _aligned_table  # noqa: E402
+
+
+def errors_in_threads(work, args=((),)):
+    """Run ``work(*a)`` for every ``a`` in ``args``, each in its own thread,
+    all at once; return the exceptions they raised (empty: none failed)."""
+    errors = []
+
+    def run(*a):
+        try:
+            work(*a)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def random_sparse(n_rows, n_features, nnz_per_row, rng, dtype=np.float64, empty_rows=()):

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 import cfm
 import reference_deepfm as R
+from conftest import errors_in_threads
 
 N_FIELDS = 4
 
@@ -459,7 +460,6 @@ def test_blas_limits_are_restored_after_concurrent_calls():
     """The kernels limit BLAS to one thread while they run (a process-wide
     setting): calls from several threads must leave the limits as found."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    import threading
 
     def limits():
         return [i["num_threads"] for i in threadpoolctl.threadpool_info()
@@ -469,19 +469,11 @@ def test_blas_limits_are_restored_after_concurrent_calls():
     ref = m.decision_function(X)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = limits()
-        errors = []
 
         def work():
-            try:
-                for _ in range(20):
-                    assert np.array_equal(m.decision_function(X), ref)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(20):
+                assert np.array_equal(m.decision_function(X), ref)
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = errors_in_threads(work, [()] * 4)
         assert not errors
         assert limits() == before

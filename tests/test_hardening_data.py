@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 import cfm
 from cfm import cli
+from conftest import errors_in_threads
 from cfm import data as D
 from cfm.exceptions import DataFormatError
 
@@ -597,24 +598,14 @@ def test_convert_to_cache_refuses_its_source_and_bad_targets_before_parsing(d, t
 
 
 def test_convert_to_cache_concurrent_writers_leave_one_complete_file(d, tmp_path):
-    import threading
-
     ref = cfm.convert_to_cache(d / "ok.svm", tmp_path / "ref.cfmdata")
     dst = tmp_path / "c.cfmdata"
-    errors = []
 
     def work():
-        try:
-            for _ in range(3):
-                cfm.convert_to_cache(d / "ok.svm", dst, chunk_bytes=4000, n_jobs=1)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(3):
+            cfm.convert_to_cache(d / "ok.svm", dst, chunk_bytes=4000, n_jobs=1)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(work, [()] * 4)
     assert not errors
     assert _cache_equal(dst, ref)
     assert sorted(os.listdir(tmp_path)) == ["c.cfmdata", "ref.cfmdata"]

@@ -22,7 +22,7 @@ import pytest
 
 import cfm
 from cfm import _model_file, _container as _reader, cli
-from conftest import random_sparse
+from conftest import errors_in_threads, random_sparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -597,21 +597,13 @@ def test_item6_concurrent_saves_to_one_path(models, tmp_path):
     a.save(tmp_path / "a.ref")
     b.save(tmp_path / "b.ref")
     refs = {(tmp_path / "a.ref").read_bytes(), (tmp_path / "b.ref").read_bytes()}
-    errors = []
 
     def work(m):
-        try:
-            for _ in range(8):
-                m.save(path)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        for _ in range(8):
+            m.save(path)
 
     for _ in range(3):
-        threads = [threading.Thread(target=work, args=(m,)) for m in (a, b, a, b)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = errors_in_threads(work, [(m,) for m in (a, b, a, b)])
         assert not errors, errors
         assert path.read_bytes() in refs
         cfm.load(path)
@@ -627,20 +619,12 @@ def test_item6_concurrent_predict_file_to_one_output(models, data, tmp_path):
     a.predict_file(src, tmp_path / "a.ref", zero_based=True)
     b.predict_file(src, tmp_path / "b.ref", zero_based=True)
     refs = {(tmp_path / "a.ref").read_bytes(), (tmp_path / "b.ref").read_bytes()}
-    errors = []
 
     def work(m):
-        try:
-            for _ in range(5):
-                m.predict_file(src, out, zero_based=True, block_rows=16)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        for _ in range(5):
+            m.predict_file(src, out, zero_based=True, block_rows=16)
 
-    threads = [threading.Thread(target=work, args=(m,)) for m in (a, b, a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(work, [(m,) for m in (a, b, a, b)])
     assert not errors, errors
     assert out.read_bytes() in refs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ref", "b.ref", "d.svm", "pred.txt"]

@@ -19,6 +19,7 @@ import cfm
 from cfm import _ffm, _pool
 from cfm._validation import (MAX_THREADS_PER_CORE, effective_n_threads, max_threads,
                              usable_cores)
+from conftest import errors_in_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HUGE = (1000, 100_000, 10**9, 2**63, 10**400, np.int64(10**12))
@@ -187,20 +188,12 @@ def test_concurrent_callers_share_the_pool(data):
     X, y, _ = data
     m = cfm.FMRegressor(n_factors=4, n_epochs=1, n_jobs=2, random_state=0).fit(X, y)
     ref = m.predict(X)
-    errors = []
 
     def work():
-        try:
-            for _ in range(20):
-                np.testing.assert_array_equal(m.predict(X), ref)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        for _ in range(20):
+            np.testing.assert_array_equal(m.predict(X), ref)
 
-    ts = [threading.Thread(target=work) for _ in range(6)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = errors_in_threads(work, [()] * 6)
     assert not errors
     assert _pool.workers() <= max_threads()
 
