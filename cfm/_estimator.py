@@ -437,9 +437,13 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                 where = src.where(None if row is None else row0 + row)
                 raise DataFormatError(f"{where}: {exc}") from None
 
+        per_class = []
+
         def prepare(Xb, yb, fb, row0):
             Xc = check_X(Xb, estimator=self, n_features=n_features)
             y_enc = encode(yb, Xc.n_rows, row0)
+            if not per_class:
+                per_class.append(self._stream_class_weights())
             if not started[0]:
                 flds = self._check_fields(fields if fields is not None else fb, n_features,
                                           reset=True)
@@ -450,7 +454,11 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             elif fb is not None:
                 self._check_fields(fb, n_features, reset=False)
             prepare_evals()
-            return Xc, y_enc
+            if per_class[0] is None:
+                return Xc, y_enc
+            idx = y_enc.astype(np.intp) if len(per_class[0]) > 2 else \
+                (y_enc > 0).astype(np.intp)
+            return Xc, y_enc, np.ascontiguousarray(per_class[0][idx])
 
         if warm:
             settings["normalize"] = self._ensure_layout(dtype,
@@ -487,7 +495,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             raise ValueError(f"warm_start is not supported with solver={solver!r}")
         Xc = check_X(X, estimator=self)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=True)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
         self._check_fields(fields, Xc.shape[1], reset=True)
         if groups is not None:
             groups = _train.check_groups(groups, Xc.shape[1])
@@ -510,6 +518,14 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
     def _check_fields(self, fields, n_features, reset):
         """FM models do not use fields (those of a libffm file are ignored);
         FFM overrides this."""
+        return None
+
+    def _sample_weight(self, sample_weight, y_enc, n):
+        """Per-sample weights of the loss (classifiers: times class_weight)."""
+        return check_sample_weight(sample_weight, n)
+
+    def _stream_class_weights(self):
+        """Per-class weights of an out-of-core fit (classifiers), or None."""
         return None
 
     def _check_eval_set(self, eval_set, n_features):
@@ -546,7 +562,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",
-                     chunk_bytes=8 << 20):
+                     chunk_bytes=8 << 20, labels=False):
         """Score a data file into a text file, one prediction per line, in bounded memory.
 
         Reading, parsing, scoring and writing run as a pipeline of threads over
@@ -563,6 +579,11 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         raw : bool, default=False
             Classifiers: write raw scores (log-odds) instead of probabilities of
             ``classes_[1]``.  Regressors always write predicted values.
+            Multiclass models write n_classes numbers per line, separated by
+            spaces, in ``classes_`` order: probabilities, or with ``raw``
+            the per-class scores.
+        labels : bool, default=False
+            Classifiers: write the predicted label of each row instead.
         block_rows : int, default=65536
             Most rows scored at once.
         n_jobs : int or None
@@ -578,7 +599,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         """
         return scoring.predict_file(self, path, out_path, raw=raw, block_rows=block_rows,
                                     n_jobs=n_jobs, zero_based=zero_based, precision=precision,
-                                    evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
+                                    evaluate=evaluate, format=format, chunk_bytes=chunk_bytes,
+                                    labels=labels)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -76,6 +76,7 @@ class _DeepFMMixin:
     epochs through the same loop and drivers as the per-sample solvers)."""
 
     _state_class = DeepFMState
+    _multiclass_state = None  # binary only
     _file_state_classes = {}
 
     def __init__(self, n_factors=8, *, hidden_layer_sizes=(256, 128), dropout=0.0,

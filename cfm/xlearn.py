@@ -125,6 +125,7 @@ class _XLearnFMNorm:
     """Estimators of xLearn FM models scored with xLearn's normalisation."""
 
     _state_class = XLearnFMTable
+    _multiclass_state = None  # xLearn's models are binary or regression
     _file_state_classes = {}
 
     def _refuse_training(self, *args, **kwargs):
