@@ -150,15 +150,18 @@ class ClassifierMixin:
         idx = y_enc.astype(np.intp) if self._multiclass else (y_enc > 0).astype(np.intp)
         return weighted(sw, class_weights(cw, self.classes_, idx), idx)
 
-    def _stream_class_weights(self):
-        """Per-class weights of an out-of-core fit (a dict only: 'balanced'
-        needs every label's count before the first block)."""
+    def _block_weights(self, y_enc):
+        """Weights of a block of an out-of-core fit: its class weights (a dict
+        only: 'balanced' needs every label's count before the first block)."""
         cw = getattr(self, "class_weight", None)
         check_class_weight(cw)
+        if cw is None:
+            return None
         if isinstance(cw, str):
             raise ValueError("class_weight='balanced' needs the labels in memory (their "
                              "counts); for a file or chunks pass a dict {label: weight}")
-        return None if cw is None else class_weights(cw, self.classes_, None)
+        idx = y_enc.astype(np.intp) if self._multiclass else (y_enc > 0).astype(np.intp)
+        return np.ascontiguousarray(class_weights(cw, self.classes_, idx)[idx])
 
     # ------------------------------------------------------------ prediction
     def decision_function(self, X):

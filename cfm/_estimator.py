@@ -24,7 +24,7 @@ from ._train import autotune, sgd
 from ._train.loop import LoopConfig, print_epoch
 from ._tuning import STREAM, TuningMixin
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
-                          check_model_size, check_params, check_sample_weight,
+                          check_model_size, check_params,
                           check_eval_set, check_X, draw_seed, effective_n_threads,
                           is_stream, set_feature_names)
 from ._train.stream import StreamSource, read_eval_file
@@ -437,13 +437,9 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                 where = src.where(None if row is None else row0 + row)
                 raise DataFormatError(f"{where}: {exc}") from None
 
-        per_class = []
-
         def prepare(Xb, yb, fb, row0):
             Xc = check_X(Xb, estimator=self, n_features=n_features)
             y_enc = encode(yb, Xc.n_rows, row0)
-            if not per_class:
-                per_class.append(self._stream_class_weights())
             if not started[0]:
                 flds = self._check_fields(fields if fields is not None else fb, n_features,
                                           reset=True)
@@ -454,11 +450,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             elif fb is not None:
                 self._check_fields(fb, n_features, reset=False)
             prepare_evals()
-            if per_class[0] is None:
-                return Xc, y_enc
-            idx = y_enc.astype(np.intp) if len(per_class[0]) > 2 else \
-                (y_enc > 0).astype(np.intp)
-            return Xc, y_enc, np.ascontiguousarray(per_class[0][idx])
+            sw = self._block_weights(y_enc)  # (class_weight)
+            return (Xc, y_enc) if sw is None else (Xc, y_enc, sw)
 
         if warm:
             settings["normalize"] = self._ensure_layout(dtype,
@@ -520,14 +513,6 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         FFM overrides this."""
         return None
 
-    def _sample_weight(self, sample_weight, y_enc, n):
-        """Per-sample weights of the loss (classifiers: times class_weight)."""
-        return check_sample_weight(sample_weight, n)
-
-    def _stream_class_weights(self):
-        """Per-class weights of an out-of-core fit (classifiers), or None."""
-        return None
-
     def _check_eval_set(self, eval_set, n_features):
         return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
 
@@ -579,9 +564,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         raw : bool, default=False
             Classifiers: write raw scores (log-odds) instead of probabilities of
             ``classes_[1]``.  Regressors always write predicted values.
-            Multiclass models write n_classes numbers per line, separated by
-            spaces, in ``classes_`` order: probabilities, or with ``raw``
-            the per-class scores.
+            Multiclass: n_classes numbers per line (see cfm.scoring).
         labels : bool, default=False
             Classifiers: write the predicted label of each row instead.
         block_rows : int, default=65536

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._train import autotune, sgd
 from ._state.base import Hyper
-from ._validation import (check_X, draw_seed, effective_n_threads, memory_limit,
+from ._validation import (check_sample_weight, check_X, draw_seed, effective_n_threads, memory_limit,
                           set_feature_names)
 
 # best_params_["auto"]: why settings were (not) chosen from the data
@@ -79,6 +79,14 @@ class TuningMixin:
         self.race_ = race
 
     # ------------------------------------------------------------ fits
+    def _sample_weight(self, sample_weight, y_enc, n):
+        """Per-sample weights of the loss (classifiers: times class_weight)."""
+        return check_sample_weight(sample_weight, n)
+
+    def _block_weights(self, y_enc):
+        """Weights of a block of an out-of-core fit (class_weight), or None."""
+        return None
+
     def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
         dtype = self._validate_params()
         warm = self.warm_start and "_state" in self.__dict__
