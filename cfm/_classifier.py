@@ -82,6 +82,9 @@ class ClassifierMixin:
         name = type(self).__name__
         if classes is not None:
             classes = np.unique(np.asarray(classes))
+            if len(classes) > 2 and _continuous(classes):
+                raise ValueError(f"Unknown label type: continuous. {name} needs class "
+                                 "labels; use FMRegressor for real-valued targets.")
             if len(classes) < 2 or (len(classes) > 2 and self._multiclass_state is None):
                 what = "exactly 2" if self._multiclass_state is None else "at least 2"
                 raise ValueError(f"{name} is a{' binary' if what == 'exactly 2' else ''} "

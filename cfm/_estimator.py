@@ -428,6 +428,9 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                 if started[0]:
                     return self._prepare_y(yb, n, reset=False)
                 if self._loss == "logistic" and src.labels is not None and len(src.labels):
+                    if len(src.labels) >= 100:  # (a file's sample: maybe not all)
+                        raise ValueError("more than 99 distinct labels: too many classes "
+                                         "to train from a file")
                     return self._prepare_y(yb, n, reset=True, classes=src.labels)
                 return self._prepare_y(yb, n, reset=True)
             except ValueError as exc:

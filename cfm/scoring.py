@@ -40,7 +40,8 @@ values for regressors; for multiclass models (more than two classes) the
 n_classes probabilities of the row separated by single spaces, in
 ``classes_`` order (``raw=True``: the per-class scores, softmax logits).
 ``labels=True``: the predicted class label of each row instead (any
-classifier), written as ``str(label)``.
+classifier), written as ``str(label)`` (a whole float as an integer: "3",
+not "3.0").
 """
 import queue
 import sys
@@ -195,6 +196,15 @@ class _Prefetch:
         self._t.join()
 
 
+def _label_text(c):
+    """A class label as written by labels=True: str(label), whole floats (the
+    labels of a libsvm file) without their ".0"."""
+    v = c.item() if isinstance(c, np.generic) else c
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
 class _Writer:
     """Format and write score blocks in a background thread, in order."""
 
@@ -202,8 +212,7 @@ class _Writer:
         self._fh, self._precision, self._sigmoid, self._nt = fh, precision, sigmoid, n_threads
         # labels=True output: each class's label as bytes, indexed by class
         self._labels = None if labels is None else np.array(
-            [str(c.item() if isinstance(c, np.generic) else c).encode("utf-8")
-             for c in labels], dtype=object)
+            [_label_text(c).encode("utf-8") for c in labels], dtype=object)
         self._q = queue.Queue(maxsize=depth)
         self.error = None
         self.busy = 0.0
@@ -348,9 +357,10 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     if precision > 17:
         raise ValueError(f"precision must be <= 17, got {precision}")
     n_threads = effective_n_threads(info.n_jobs if n_jobs is None else n_jobs)
-    if labels and raw:
+    write_labels = bool(labels)  # (``labels`` below: the file's, with evaluate)
+    if write_labels and raw:
         raise ValueError("labels=True and raw=True exclude each other")
-    if labels and not (info.logistic or info.multiclass):
+    if write_labels and not (info.logistic or info.multiclass):
         raise ValueError("labels=True needs a classifier (a regressor writes its predictions)")
     sigmoid = (info.logistic or info.multiclass) and not raw
 
@@ -371,10 +381,10 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     ok = False
     try:
         scorer = get_scorer()  # while the reader parses the first blocks
-        if labels and scorer.classes is None:
+        if write_labels and scorer.classes is None:
             raise ValueError("labels=True needs a classifier that knows its class labels")
         writer = _Writer(fh, precision, sigmoid, n_threads,
-                         labels=scorer.classes if labels else None)
+                         labels=scorer.classes if write_labels else None)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
