@@ -1,7 +1,7 @@
 """Public FM estimators: :class:`FMRegressor` and :class:`FMClassifier`."""
 import numpy as np
 
-from ._classifier import ClassifierMixin, sigmoid
+from ._classifier import ClassifierMixin
 from ._compat import ClassifierMixin as SkClassifierMixin, RegressorMixin
 from ._estimator import BaseFM
 from ._state import FMTable, MCMCSamples
