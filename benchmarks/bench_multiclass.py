@@ -6,8 +6,9 @@ Data: MovieLens 100K, the official ua split (ua.base 90,570 ratings / ua.test
 bucket, gender, occupation and the item's genres (7 fields, 2,679 columns).
 
 Part 1 -- cfm, side by side in one process, ``n_jobs=1`` (fit time = wall time
-of ``fit``, median of ``--repeats``; the accuracy / log loss of the first
-repeat, identical in every repeat under the fixed seed):
+of ``fit``, median of ``--repeats`` fits run round-robin over the methods; the
+accuracy / log loss of the first fit, identical in every repeat under the
+fixed seed):
 
 * ``softmax``: ``cfm.FMClassifier()`` with its defaults (the race of
   ``auto_tune`` chooses learning rate, normalize and epochs on a stratified
@@ -92,24 +93,30 @@ def methods():
     }
 
 
-def run_cfm(name, make, data, repeats):
+def run_cfm(makers, data, repeats):
+    """Fit every method ``repeats`` times, round-robin (so that a change of
+    the machine's load hits every method alike); scores of the first fit."""
     Xtr, ytr, Xte, yte = data
-    times, model = [], None
-    for r in range(repeats):
-        m = make()
-        t0 = time.perf_counter()
-        m.fit(Xtr, ytr)
-        times.append(time.perf_counter() - t0)
-        if model is None:
-            model = m
-    proba = model.predict_proba(Xte)
-    pred = CLASSES[proba.argmax(axis=1)]
-    est = getattr(model, "estimators_", [model])
-    how = "; ".join(sorted({str(e.best_params_.get("auto")) for e in est}))
-    epochs = "/".join(str(e.best_params_["n_epochs"]) for e in est)
-    return {"method": name, "accuracy": float(np.mean(pred == yte)),
-            "logloss": mlogloss(yte, proba), "fit_s": float(np.median(times)),
-            "fit_s_first": times[0], "settings": f"{how}; epochs {epochs}"}
+    times = {name: [] for name in makers}
+    models = {}
+    for _ in range(repeats):
+        for name, make in makers.items():
+            m = make()
+            t0 = time.perf_counter()
+            m.fit(Xtr, ytr)
+            times[name].append(time.perf_counter() - t0)
+            models.setdefault(name, m)
+    rows = []
+    for name, model in models.items():
+        proba = model.predict_proba(Xte)
+        pred = CLASSES[proba.argmax(axis=1)]
+        est = getattr(model, "estimators_", [model])
+        how = "; ".join(sorted({str(e.best_params_.get("auto")) for e in est}))
+        epochs = "/".join(str(e.best_params_["n_epochs"]) for e in est)
+        rows.append({"method": name, "accuracy": float(np.mean(pred == yte)),
+                     "logloss": mlogloss(yte, proba), "fit_s": float(np.median(times[name])),
+                     "fit_s_first": times[name][0], "settings": f"{how}; epochs {epochs}"})
+    return rows
 
 
 def run_context(data):
@@ -246,7 +253,7 @@ def main(argv=None):
     parts = []
     for name, side in sets:
         data = load(side)
-        rows = [run_cfm(m, make, data, repeats) for m, make in methods().items()]
+        rows = run_cfm(methods(), data, repeats)
         rows += run_context(data)
         for r in rows:
             print(f"{name:8s} {r['method']:20s} acc {r['accuracy']:.4f} "
