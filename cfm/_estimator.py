@@ -317,8 +317,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             ``(X_chunk, y_chunk)`` pairs (e.g. a list, or a function
             returning a fresh iterator) is streamed the same way.
         y : array-like of shape (n_samples,) or None
-            Targets (real values for regression, two classes for
-            classification); None when X is a path or chunks.
+            Targets (real values for regression, class labels for
+            classification: two, or more for FMClassifier); None for a path or chunks.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights (non-negative).
         eval_set : (X_val, y_val) or list of such pairs, default=None

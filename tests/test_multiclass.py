@@ -221,3 +221,27 @@ def test_class_weight_in_files_and_streams(tmp_path):
     assert not np.array_equal(s.decision_function(X), u.decision_function(X))
     with pytest.raises(ValueError, match="needs the labels in memory"):
         cfm.FMClassifier(class_weight="balanced", **params).fit(chunks)
+
+
+def test_warm_start_changes_solver_and_dtype():
+    m = cfm.FMClassifier(n_factors=3, n_epochs=2, random_state=0, n_jobs=1).fit(X, Y)
+    before = m.decision_function(X)
+    w, V = m.w_.copy(), m.V_.copy()
+    m.set_params(warm_start=True, n_epochs=1, solver="ftrl", dtype="float64",
+                 learning_rate=0.05).fit(X, Y)
+    assert m.V_.dtype == np.float64 and m.w_.shape == w.shape and m.n_epochs_ == 3
+    assert np.isfinite(m.decision_function(X)).all()
+    assert not np.array_equal(m.decision_function(X), before)
+    # one more epoch from the converted model: it continued, not restarted
+    assert np.mean(np.abs(m.V_ - V)) < np.mean(np.abs(V))
+
+
+def test_hogwild_threads_train_close_to_one_thread():
+    Xb, yb = _data(n=40_000, n_features=60, n_classes=3, seed=2)
+    kw = dict(n_factors=4, n_epochs=3, learning_rate=0.1, normalize=True, random_state=0)
+    one = cfm.FMClassifier(n_jobs=1, **kw).fit(Xb[:30_000], yb[:30_000])
+    two = cfm.FMClassifier(n_jobs=2, **kw).fit(Xb[:30_000], yb[:30_000])
+    a1, a2 = one.score(Xb[30_000:], yb[30_000:]), two.score(Xb[30_000:], yb[30_000:])
+    assert a1 > 0.6 and abs(a1 - a2) < 0.02
+    assert two.history_[-1]["train_loss"] == pytest.approx(one.history_[-1]["train_loss"],
+                                                           rel=0.05)
