@@ -153,16 +153,32 @@ class ClassifierMixin:
         idx = y_enc.astype(np.intp) if self._multiclass else (y_enc > 0).astype(np.intp)
         return weighted(sw, class_weights(cw, self.classes_, idx), idx)
 
-    def _block_weights(self, y_enc):
-        """Weights of a block of an out-of-core fit: its class weights (a dict
-        only: 'balanced' needs every label's count before the first block)."""
+    def _count_labels(self, blocks):
+        """class_weight="balanced" out of core: one pass over the stream's labels
+        before training (the counts of every class are needed from the first
+        block on); the weights, {label: weight}, are kept in
+        ``_stream_class_weight`` for the blocks."""
         cw = getattr(self, "class_weight", None)
         check_class_weight(cw)
+        if not isinstance(cw, str):
+            return
+        counts = {}
+        for _, yb, _ in blocks():
+            labels, n = np.unique(np.asarray(yb), return_counts=True)
+            for label, c in zip(labels.tolist(), n.tolist()):
+                counts[label] = counts.get(label, 0) + c
+        total = sum(counts.values())
+        self._stream_class_weight = {label: total / (len(counts) * c)
+                                     for label, c in counts.items()}
+
+    def _block_weights(self, y_enc):
+        """Weights of a block of an out-of-core fit: its rows' class weights
+        ("balanced": from the counts of ``_count_labels``)."""
+        cw = getattr(self, "class_weight", None)
         if cw is None:
             return None
         if isinstance(cw, str):
-            raise ValueError("class_weight='balanced' needs the labels in memory (their "
-                             "counts); for a file or chunks pass a dict {label: weight}")
+            cw = self._stream_class_weight
         idx = y_enc.astype(np.intp) if self._multiclass else (y_enc > 0).astype(np.intp)
         return np.ascontiguousarray(class_weights(cw, self.classes_, idx)[idx])
 

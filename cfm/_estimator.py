@@ -459,6 +459,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         if warm:
             settings["normalize"] = self._ensure_layout(dtype,
                                                         settings["learning_rate"]).normalize
+        self._count_labels(src.blocks)  # (class_weight="balanced": a pass over the labels)
         res = sgd.fit_stream(src.blocks, prepare, lambda: self.__dict__.get("_state"), evals,
                              hyper=self._hyper(settings["learning_rate"]),
                              rng=lambda: self._rng, shuffle=self.shuffle,

@@ -87,6 +87,9 @@ class TuningMixin:
         """Weights of a block of an out-of-core fit (class_weight), or None."""
         return None
 
+    def _count_labels(self, blocks):
+        """Before an out-of-core fit: count what class weights need (classifiers)."""
+
     def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
         dtype = self._validate_params()
         warm = self.warm_start and "_state" in self.__dict__

@@ -263,9 +263,10 @@ class FMClassifier(ClassifierMixin, SkClassifierMixin, _FMModel):
         Weights of the classes in the loss, as in scikit-learn: multiplied
         into ``sample_weight``.  "balanced" weighs class c by
         n_samples / (n_classes * n_c), counted on the labels of the fit
-        (in-memory fits only: not partial_fit or files); a dict maps labels
-        to weights (labels it does not name weigh 1; a label that is not a
-        class of y is an error).
+        (a file or chunks: in one pass over their labels before training;
+        not with partial_fit); a dict maps labels to weights (labels it
+        does not name weigh 1; a label that is not a class of y is an
+        error).
 
     Attributes
     ----------

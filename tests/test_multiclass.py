@@ -161,6 +161,18 @@ def test_cli_multiclass(tmp_path):
     r = _cli("train", tmp_path / "tr.svm", "-o", tmp_path / "x.cfm", "--task", "multiclass",
              "--solver", "als")
     assert r.returncode == 2 and "--task multiclass needs --solver" in r.stderr
+    # class weights: the model is the Python API's with the same class_weight
+    for cw, want in [("balanced", "balanced"), ("2:3,4:0.5", {2: 3.0, 4: 0.5})]:
+        r = _cli("train", tmp_path / "tr.svm", "-o", tmp_path / "w.cfm", "--task",
+                 "multiclass", "-e", "2", "--seed", "1", "--threads", "1", "--class-weight", cw,
+                 "--no-shuffle", "-q")
+        assert r.returncode == 0, r.stderr
+        got = cfm.load(tmp_path / "w.cfm")
+        py = cfm.FMClassifier(n_epochs=2, random_state=1, n_jobs=1, class_weight=want,
+                              shuffle=False).fit(str(tmp_path / "tr.svm"))
+        assert np.array_equal(got.decision_function(X), py.decision_function(X))
+    r = _cli("train", tmp_path / "tr.svm", "-o", tmp_path / "x.cfm", "--class-weight", "2:x")
+    assert r.returncode == 2 and "LABEL:WEIGHT" in r.stderr
 
 
 # ------------------------------------------------------------- class_weight
@@ -219,8 +231,17 @@ def test_class_weight_in_files_and_streams(tmp_path):
     s = cfm.FMClassifier(class_weight={1: 2.5}, shuffle=False, **params).fit(chunks)
     u = cfm.FMClassifier(shuffle=False, **params).fit(chunks)
     assert not np.array_equal(s.decision_function(X), u.decision_function(X))
-    with pytest.raises(ValueError, match="needs the labels in memory"):
-        cfm.FMClassifier(class_weight="balanced", **params).fit(chunks)
+    # "balanced": the counts come from a pass over the stream's labels
+    bal = cfm.FMClassifier(class_weight="balanced", shuffle=False, **params).fit(chunks)
+    counts = np.bincount(Y)
+    as_dict = {c: len(Y) / (4 * counts[c]) for c in range(4)}
+    d = cfm.FMClassifier(class_weight=as_dict, shuffle=False, **params).fit(chunks)
+    assert np.array_equal(bal.decision_function(X), d.decision_function(X))
+    # and from a file
+    cfm.dump_libsvm(X, Y, tmp_path / "t.svm", zero_based=True)
+    f = cfm.FMClassifier(class_weight="balanced", shuffle=False, **params).fit(
+        str(tmp_path / "t.svm"), block_rows=700)
+    assert np.array_equal(f.decision_function(X), bal.decision_function(X))
 
 
 def test_warm_start_changes_solver_and_dtype():

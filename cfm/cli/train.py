@@ -3,7 +3,8 @@ import sys
 import time
 
 from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet, add_threads,
-                       add_zero_based, float_range, fmt_int, int_range, layer_sizes)
+                       add_zero_based, class_weight, float_range, fmt_int, int_range,
+                       layer_sizes)
 from ._paths import check_data_file, check_output
 from .progress import Progress
 
@@ -74,6 +75,10 @@ def add_parser(sub, common):
     t.add_argument("--validate", metavar="FILE", default=None,
                    help="validation file: metric printed per epoch, early stopping and the "
                    "best epoch's model kept")
+    t.add_argument("--class-weight", type=class_weight, default=None, metavar="W",
+                   help="classifiers: weights of the classes in the loss: 'balanced' "
+                   "(n_rows / (n_classes * rows of the class); costs one more pass over the "
+                   "file's labels) or LABEL:WEIGHT pairs, e.g. 1:5,0:1 (other labels weigh 1)")
     t.add_argument("--metric", choices=("auc", "logloss", "accuracy", "rmse", "mae"),
                    default=None,
                    help="validation metric (default logloss for binary and multiclass -- the "
@@ -262,7 +267,13 @@ def run(args, log):
     # nan / inf labels or values: refused here, at file:line, before any training
     info = scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
     _check_format(args, info)
-    cls = _estimator_class(_task(args, info, log), args.model)
+    task = _task(args, info, log)
+    cls = _estimator_class(task, args.model)
+    if args.class_weight is not None:
+        if task == "reg":
+            raise UsageError("--class-weight applies to classification (--task binary or "
+                             "multiclass), not regression")
+        params["class_weight"] = args.class_weight
     model = cls(**params)
     fmt, n_features = info["format"], info["n_features"]
     # a model sized by a huge id: refused (naming the line) before reading further
