@@ -5,10 +5,11 @@ The policy measured as "race6-refit-guard" in
 constant below is one of its parameters):
 
 1. *Holdout*: ``VALIDATION_FRACTION`` of the rows, stratified by class for
-   classifiers, drawn from a stream of ``SeedSequence(seed)`` of its own (a
+   classifiers (multiclass: ``n_classes`` > 2, y holds class indices, every
+   class stratified; raced on the multi-class log loss), drawn from a stream of ``SeedSequence(seed)`` of its own (a
    spawned child), so that the initialisation and row-order streams of
    training (``streams(seed)``) are those of a fit without a holdout.
-2. *Guard*: fewer than ``GUARD_MINORITY`` validation rows of the minority
+2. *Guard*: fewer than ``GUARD_MINORITY`` validation rows of the smallest
    class (classifiers) or ``GUARD_ROWS`` validation rows (regressors): no
    race and no holdout (the caller fits the fixed defaults on all rows).
 3. *Candidates*: learning rate x normalize (``candidates``), each a model
