@@ -228,6 +228,13 @@ class ClassifierMixin:
                               decision=state.decision, encode_y=encode_y,
                               n_jobs=self.n_jobs, classes=self.classes_)
 
+    def to_torch(self, *args, **kwargs):
+        """See cfm.torch; binary models only (a softmax model is not converted)."""
+        if self._multiclass:
+            raise ValueError(f"to_torch() converts binary and regression models; this "
+                             f"{len(self.classes_)}-class (softmax) model is not supported")
+        return super().to_torch(*args, **kwargs)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = self._multiclass_state is not None

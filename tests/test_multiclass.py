@@ -88,6 +88,8 @@ def test_errors_are_clear():
         m.partial_fit(X, np.where(np.arange(len(Y)) == 3, 7, Y))
     with pytest.raises(ValueError, match="AUC is a binary metric"):
         cfm._metrics.auc(Y, m.decision_function(X))
+    with pytest.raises(ValueError, match="4-class .softmax. model is not supported"):
+        m.to_torch()
 
 
 def test_model_file_records_the_task(tmp_path):
