@@ -24,7 +24,7 @@ from ._train import autotune, sgd
 from ._train.loop import LoopConfig, print_epoch
 from ._tuning import STREAM, TuningMixin
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_feature_names,
-                          check_model_size, check_params, check_sample_weight,
+                          check_model_size, check_params,
                           check_eval_set, check_X, draw_seed, effective_n_threads,
                           is_stream, set_feature_names)
 from ._train.stream import StreamSource, read_eval_file
@@ -317,8 +317,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             ``(X_chunk, y_chunk)`` pairs (e.g. a list, or a function
             returning a fresh iterator) is streamed the same way.
         y : array-like of shape (n_samples,) or None
-            Targets (real values for regression, two classes for
-            classification); None when X is a path or chunks.
+            Targets (real values for regression, class labels for
+            classification: two, or more for FMClassifier); None for a path or chunks.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights (non-negative).
         eval_set : (X_val, y_val) or list of such pairs, default=None
@@ -428,6 +428,9 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                 if started[0]:
                     return self._prepare_y(yb, n, reset=False)
                 if self._loss == "logistic" and src.labels is not None and len(src.labels):
+                    if len(src.labels) >= 100:  # (a file's sample: maybe not all)
+                        raise ValueError("more than 99 distinct labels: too many classes "
+                                         "to train from a file")
                     return self._prepare_y(yb, n, reset=True, classes=src.labels)
                 return self._prepare_y(yb, n, reset=True)
             except ValueError as exc:
@@ -450,11 +453,13 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             elif fb is not None:
                 self._check_fields(fb, n_features, reset=False)
             prepare_evals()
-            return Xc, y_enc
+            sw = self._block_weights(y_enc)  # (class_weight)
+            return (Xc, y_enc) if sw is None else (Xc, y_enc, sw)
 
         if warm:
             settings["normalize"] = self._ensure_layout(dtype,
                                                         settings["learning_rate"]).normalize
+        self._count_labels(src.blocks)  # (class_weight="balanced": a pass over the labels)
         res = sgd.fit_stream(src.blocks, prepare, lambda: self.__dict__.get("_state"), evals,
                              hyper=self._hyper(settings["learning_rate"]),
                              rng=lambda: self._rng, shuffle=self.shuffle,
@@ -487,7 +492,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             raise ValueError(f"warm_start is not supported with solver={solver!r}")
         Xc = check_X(X, estimator=self)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=True)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
         self._check_fields(fields, Xc.shape[1], reset=True)
         if groups is not None:
             groups = _train.check_groups(groups, Xc.shape[1])
@@ -546,7 +551,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",
-                     chunk_bytes=8 << 20):
+                     chunk_bytes=8 << 20, labels=False):
         """Score a data file into a text file, one prediction per line, in bounded memory.
 
         Reading, parsing, scoring and writing run as a pipeline of threads over
@@ -563,6 +568,9 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         raw : bool, default=False
             Classifiers: write raw scores (log-odds) instead of probabilities of
             ``classes_[1]``.  Regressors always write predicted values.
+            Multiclass: n_classes numbers per line (see cfm.scoring).
+        labels : bool, default=False
+            Classifiers: write the predicted label of each row instead.
         block_rows : int, default=65536
             Most rows scored at once.
         n_jobs : int or None
@@ -578,7 +586,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         """
         return scoring.predict_file(self, path, out_path, raw=raw, block_rows=block_rows,
                                     n_jobs=n_jobs, zero_based=zero_based, precision=precision,
-                                    evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
+                                    evaluate=evaluate, format=format, chunk_bytes=chunk_bytes,
+                                    labels=labels)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

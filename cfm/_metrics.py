@@ -20,15 +20,40 @@ def mae(y, pred, sample_weight=None):
 
 
 def logloss(y01, score, sample_weight=None):
-    """Mean logistic loss of raw scores against labels in {0, 1}."""
+    """Mean logistic loss of raw scores against labels in {0, 1}; with scores
+    of shape (n, n_classes), the multi-class log loss (cross-entropy of the
+    softmax) against class indices 0 .. n_classes-1."""
     w = _weights(sample_weight, len(y01))
+    if np.ndim(score) == 2:
+        return float(np.sum(w * _softmax_nll(y01, score)) / np.sum(w))
     z = np.where(y01 > 0, score, -score)
     loss = np.logaddexp(0.0, -z)
     return float(np.sum(w * loss) / np.sum(w))
 
 
+def _softmax_nll(y, score):
+    """-log softmax(score)[y] per row, computed from the largest score."""
+    score = np.asarray(score, dtype=np.float64)
+    m = score.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(score - m).sum(axis=1))
+    return lse - score[np.arange(len(score)), np.asarray(y).astype(np.intp)]
+
+
+def accuracy(y, score, sample_weight=None):
+    """Share of rows whose predicted class is right: raw binary scores (> 0
+    is class 1) against labels in {0, 1}, or scores of shape (n, n_classes)
+    (the largest wins, the first on ties) against class indices."""
+    w = _weights(sample_weight, len(y))
+    score = np.asarray(score)
+    pred = score.argmax(axis=1) if score.ndim == 2 else (score > 0).astype(np.intp)
+    return float(np.sum(w * (pred == np.asarray(y).astype(np.intp))) / np.sum(w))
+
+
 def auc(y01, score, sample_weight=None):
     """Area under the ROC curve (ties counted as one half), weighted."""
+    if np.ndim(score) == 2:
+        raise ValueError("AUC is a binary metric; with more than two classes use "
+                         "'logloss' or 'accuracy'")
     y01 = np.asarray(y01) > 0
     w = _weights(sample_weight, len(y01))
     order = np.argsort(score, kind="mergesort")
@@ -53,4 +78,5 @@ METRICS = {
     "mae": (mae, False),
     "logloss": (logloss, False),
     "auc": (auc, True),
+    "accuracy": (accuracy, True),
 }

@@ -91,14 +91,16 @@ def _check_rng_state(v):
 
 def _check_labels(spec, task):
     """None when a header's ``classes`` entry is valid for ``task``, else why not."""
-    if task != "binary":
+    if task not in ("binary", "multiclass"):
         return "a regression model holds no class labels"
     if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
             and isinstance(spec.get("values"), list)):
         return "expected {'dtype': ..., 'values': [...]}"
     values = spec["values"]
-    if len(values) != 2:
+    if task == "binary" and len(values) != 2:
         return f"a binary model has 2 class labels, not {len(values)}"
+    if task == "multiclass" and not 3 <= len(values) <= MAX_CLASSES:
+        return f"a multiclass model has 3 to {MAX_CLASSES} class labels, not {len(values)}"
     if all(isinstance(v, str) for v in values):
         kinds = "U"
         if any(len(v) > 4096 for v in values):
@@ -109,8 +111,10 @@ def _check_labels(spec, task):
             return "non-finite class label"
     else:
         return "class labels must be all strings or all numbers"
-    if values[0] == values[1]:
+    if len(values) == 2 and values[0] == values[1]:
         return f"the two class labels are equal ({short(values[0])})"
+    if len(values) > 2 and len(set(values)) != len(values):
+        return "class labels are not unique"
     if spec["dtype"] == "object":
         return None
     try:
@@ -131,21 +135,28 @@ def _check_labels(spec, task):
 
 
 # Model kinds; the ones with fields need "n_fields"
-KINDS = ("fm", "ffm", "deepfm")
+KINDS = ("fm", "ffm", "deepfm", "fm_softmax")
+# most class labels of a multiclass model (cfm._state.softmax.MAX_CLASSES)
+MAX_CLASSES = 1 << 16
 _FIELD_KINDS = ("ffm", "deepfm")
 
 # (key, required, test, what it must be); "n_fields" is required for _FIELD_KINDS
 _HEADER_SCHEMA = (
     ("format", True, lambda v: v == "cfm-model", "'cfm-model'"),
-    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm' or 'deepfm'"),
+    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm', 'deepfm' or 'fm_softmax'"),
     ("estimator", True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a class name"),
-    ("task", True, lambda v: v in ("regression", "binary"), "'regression' or 'binary'"),
+    ("task", True, lambda v: v in ("regression", "binary", "multiclass"),
+     "'regression', 'binary' or 'multiclass'"),
     ("solver", True, lambda v: isinstance(v, str) and len(v) <= 64, "a solver name"),
     ("dtype", True, lambda v: v in ("float16", "float32", "float64"), "a float dtype"),
     ("normalize", True, lambda v: isinstance(v, bool), "true or false"),
     ("n_features", True, lambda v: is_int(v, 1, 2**62), "an integer >= 1"),
     ("n_factors", True, lambda v: is_int(v, 0, 4096), "an integer in [0, 4096]"),
     ("n_fields", False, lambda v: is_int(v, 1, 2**31 - 1), "an integer >= 1"),
+    ("n_classes", False, lambda v: is_int(v, 3, MAX_CLASSES), "an integer in [3, 65536]"),
+    ("class_weight", False, lambda v: isinstance(v, list) and len(v) <= MAX_CLASSES and all(
+        _is_num(w) and 0 <= w < float("inf") for w in v),
+     "a list of finite numbers >= 0 (one per class)"),
     ("params", False, _flat_dict, "an object of numbers, strings, booleans and nulls"),
     ("history", False, lambda v: isinstance(v, list) and all(_flat_dict(e) for e in v),
      "a list of objects of numbers"),
@@ -216,8 +227,15 @@ def check_header(header, where, data_start, size):
         why = _check_labels(header["classes"], task)
         if why is not None:
             raise bad(f"'classes': {why}")
-    elif task == "binary":
-        raise bad("a binary model needs its 'classes' (labels)")
+    elif task in ("binary", "multiclass"):
+        raise bad(f"a {task} model needs its 'classes' (labels)")
+    if (task == "multiclass") != (header["kind"] == "fm_softmax") or (
+            task == "multiclass" and header.get("n_classes") != len(header["classes"]["values"])):
+        raise bad(f"task {short(task)} does not fit kind {short(header['kind'])} with "
+                  f"n_classes {short(header.get('n_classes'))}")
+    if "class_weight" in header and len(header["class_weight"]) != len(
+            header.get("classes", {}).get("values", ())):
+        raise bad("'class_weight' needs one weight per class")
     n_jobs = header.get("params", {}).get("n_jobs")
     # any non-zero integer, as the estimator accepts (capped to the usable
     # cores when used; scoring from a file never uses it)

@@ -9,6 +9,7 @@ calls ``cls._from_file``.
 """
 import numpy as np
 
+from ._classes import class_weights, plain
 from ._model_file import RowBlocks, _decode_labels, _encode_labels, write_model_file
 from ._state import FFMTable, FMTable, MCMCSamples
 from ._state.base import LazyRows
@@ -84,6 +85,14 @@ class ModelFileMixin:
         header.update(entries)
         return arrays, header
 
+    def _file_task(self):
+        """The model file's "task" (classifiers: "binary" or "multiclass")."""
+        return "regression" if self._loss == "squared" else "binary"
+
+    def _file_tasks(self):
+        """The tasks of model files this class loads."""
+        return (self._file_task(),)
+
     def _common_header(self):
         """Model-file header entries of the estimator (besides its state's)."""
         from . import __version__
@@ -91,7 +100,7 @@ class ModelFileMixin:
         header = {
             "kind": self._state_class.kind,
             "estimator": type(self).__name__,
-            "task": "regression" if self._loss == "squared" else "binary",
+            "task": self._file_task(),
             "params": _jsonable_params(self.get_params()),
             "history": self.history_,
             "n_epochs_": int(self.n_epochs_),
@@ -105,6 +114,10 @@ class ModelFileMixin:
             header["best_params"] = dict(self.best_params_)
         if hasattr(self, "classes_"):
             header["classes"] = _encode_labels(self.classes_)
+            cw = getattr(self, "class_weight", None)
+            if isinstance(cw, dict):  # (params keeps scalars only) one weight per class
+                header["class_weight"] = [float(w) for w in class_weights(
+                    cw, self.classes_, np.zeros(0, dtype=np.intp))]
         if hasattr(self, "feature_names_in_"):
             header["feature_names"] = [str(c) for c in self.feature_names_in_]
         return header
@@ -141,6 +154,8 @@ class ModelFileMixin:
         params = header.get("params", {})
         valid = self._get_param_names()
         self.__init__(**{k: v for k, v in params.items() if k in valid})
+        if "classes" in header:  # a classifier's state class depends on its classes
+            self.classes_ = _decode_labels(header["classes"])
         # kept as a parameter (capped by effective_n_threads when used; cfm
         # predict never uses it), but it must be one
         check_n_jobs(self.n_jobs, "the saved n_jobs")
@@ -157,8 +172,7 @@ class ModelFileMixin:
 
     def _import_common(self, header, state):
         """Restore what the estimator keeps besides its state."""
-        task = "binary" if self._loss == "logistic" else "regression"
-        if header["task"] != task:
+        if header["task"] not in self._file_tasks():
             raise ValueError(f"a {header['task']} model cannot be a {type(self).__name__}")
         self.n_features_in_ = state.n_features
         self.history_ = [dict(e) for e in header.get("history", [])]
@@ -176,5 +190,8 @@ class ModelFileMixin:
             self.best_params_ = dict(header["best_params"])
         if "classes" in header:
             self.classes_ = _decode_labels(header["classes"])
+        if "class_weight" in header and "class_weight" in self._get_param_names():
+            self.class_weight = {plain(c): w for c, w in zip(self.classes_,
+                                                             header["class_weight"])}
         if header.get("feature_names") is not None:
             self.feature_names_in_ = np.asarray(header["feature_names"], dtype=object)

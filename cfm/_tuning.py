@@ -15,8 +15,8 @@ import numpy as np
 
 from ._train import autotune, sgd
 from ._state.base import Hyper
-from ._validation import (check_sample_weight, check_X, draw_seed, effective_n_threads,
-                          memory_limit, set_feature_names)
+from ._validation import (check_sample_weight, check_X, draw_seed, effective_n_threads, memory_limit,
+                          set_feature_names)
 
 # best_params_["auto"]: why settings were (not) chosen from the data
 OFF = "off: auto_tune=False"
@@ -79,12 +79,23 @@ class TuningMixin:
         self.race_ = race
 
     # ------------------------------------------------------------ fits
+    def _sample_weight(self, sample_weight, y_enc, n):
+        """Per-sample weights of the loss (classifiers: times class_weight)."""
+        return check_sample_weight(sample_weight, n)
+
+    def _block_weights(self, y_enc):
+        """Weights of a block of an out-of-core fit (class_weight), or None."""
+        return None
+
+    def _count_labels(self, blocks):
+        """Before an out-of-core fit: count what class weights need (classifiers)."""
+
     def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
         dtype = self._validate_params()
         warm = self.warm_start and "_state" in self.__dict__
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
         fields = self._check_fields(fields, Xc.shape[1], reset=not warm)
         evals = self._check_eval_set(eval_set, Xc.shape[1])
         race = None
@@ -122,7 +133,7 @@ class TuningMixin:
         fitted = "_state" in self.__dict__
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
         fields = self._check_fields(fields, Xc.shape[1], reset=not fitted)
         s = self._settings(self.__dict__.get("best_params_") if fitted else None)
         if fitted:
@@ -150,8 +161,11 @@ class TuningMixin:
         if all(getattr(self, k) is not None for k in self._TUNED):
             return s, GIVEN, 0.0, None, {}
         classifier = self._loss == "logistic"
-        counts = autotune.class_counts(evals[0][1], classifier) if evals \
-            else autotune.holdout_counts(y, classifier)
+        # multiclass (a softmax FM): y holds class indices; stratified by class,
+        # raced on the multi-class log loss (AUC is binary)
+        n_classes = len(self.classes_) if classifier else 0
+        counts = autotune.class_counts(evals[0][1], classifier, n_classes) if evals \
+            else autotune.holdout_counts(y, classifier, n_classes=n_classes)
         if autotune.too_small(counts, classifier):
             return s, autotune.TOO_SMALL, 0.0, None, {}
         self._check_factors()
@@ -168,8 +182,8 @@ class TuningMixin:
         if evals:
             rows, race_evals = None, evals
         else:
-            rows, val = autotune.holdout(y, seed, classifier)
-            yv = (y[val] > 0).astype(np.float64) if classifier else y[val]
+            rows, val = autotune.holdout(y, seed, classifier, n_classes=n_classes)
+            yv = (y[val] > 0).astype(np.float64) if classifier and n_classes == 2 else y[val]
             race_evals = [(autotune.take_rows(Xc, val), yv)]
         # the bias starts from the training rows' targets (never the held-out ones)
         y_bias = y if rows is None else y[rows]
@@ -188,7 +202,8 @@ class TuningMixin:
         race = autotune.Race(
             make_state=make_state, Xc=Xc, y=y, sw=sw, rows=rows, evals=race_evals,
             hyper=self._hyper(), order_seed=order_seed, shuffle=self.shuffle,
-            metric=self.eval_metric or ("auc" if classifier else "rmse"),
+            metric=self.eval_metric or ("rmse" if not classifier else
+                                        "auc" if n_classes == 2 else "logloss"),
             n_threads=effective_n_threads(self.n_jobs), name=type(self).__name__,
             n_rows=Xc.n_rows, n_epochs=self.n_epochs, patience=int(self.n_iter_no_change),
             refit=not evals, verbose=self.verbose,

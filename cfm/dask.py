@@ -335,6 +335,10 @@ class _DaskMixin:
         labels = np.unique(np.concatenate([m["labels"] for m in metas]))
         if not warm:
             self._prepare_y(labels, len(labels), reset=True)
+        if len(getattr(self, "classes_", ())) > 2 or getattr(self, "class_weight", None):
+            raise ValueError(f"{type(self).__name__} trains binary models without "
+                             "class_weight; for more than two classes or class weights use "
+                             "cfm.FMClassifier (in memory or from files)")
         if fields is None and any(m["fields"] is not None for m in metas):
             fields = np.full(n_features, -1, np.int64)
             for m in metas:  # the first file (in order) that has a feature names its field

@@ -27,7 +27,7 @@ from ._state.base import MAX_FACTORS
 from ._state.deepfm import MAX_LAYERS, DeepFMHyper, DeepFMState, initial_bias
 from ._train import Solver, sgd
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, Sizes, check_model_size,
-                          check_params, check_sample_weight, check_X, effective_n_threads,
+                          check_params, check_X, effective_n_threads,
                           is_stream, set_feature_names)
 from .ffm import _FFMMixin
 from .models import FMClassifier, FMRegressor
@@ -76,6 +76,7 @@ class _DeepFMMixin:
     epochs through the same loop and drivers as the per-sample solvers)."""
 
     _state_class = DeepFMState
+    _multiclass_state = None  # binary only
     _file_state_classes = {}
 
     def __init__(self, n_factors=8, *, hidden_layer_sizes=(256, 128), dropout=0.0,
@@ -277,7 +278,7 @@ class _DeepFMMixin:
         """Validated (Xc, encoded y, weights, fields) of an in-memory fit."""
         Xc = check_X(X, estimator=self, n_features=None if reset else self.n_features_in_)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=reset, classes=classes)
-        sw = check_sample_weight(sample_weight, Xc.n_rows)
+        sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)  # (class_weight)
         return Xc, y_enc, sw, self._check_fields(fields, Xc.shape[1], reset=reset)
 
     def _start(self, X, Xc, y_enc, sw, fields, dtype, reset):
@@ -455,10 +456,31 @@ class DeepFMClassifier(_DeepFMMixin, FMClassifier):
     __doc__ = ("DeepFM for binary classification (logistic loss).\n\n    fit(X, y, fields=...) "
                "with one field id per column; any two labels are\n    accepted (``classes_`` "
                "holds them sorted); see the module cfm.deepfm for the model.\n" + _PARAMS_DOC
-               + """    classes_ : ndarray of shape (2,)
+               + """    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as for :class:`cfm.FMClassifier`.
+    classes_ : ndarray of shape (2,)
 """)
+
+    def __init__(self, n_factors=8, *, hidden_layer_sizes=(256, 128), dropout=0.0,
+                 optimizer="adam", learning_rate=None, batch_size=256, n_epochs=None,
+                 l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
+                 normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
+                 tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
+                 warm_start=False, verbose=0, class_weight=None):
+        _DeepFMMixin.__init__(
+            self, n_factors, hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
+            optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
+            n_epochs=n_epochs, l2_w0=l2_w0, l2_w=l2_w, l2_v=l2_v, l2_dense=l2_dense,
+            init_std=init_std, normalize=normalize, fit_intercept=fit_intercept,
+            shuffle=shuffle, n_iter_no_change=n_iter_no_change, tol=tol,
+            eval_metric=eval_metric, dtype=dtype, n_jobs=n_jobs, random_state=random_state,
+            warm_start=warm_start, verbose=verbose)
+        self.class_weight = class_weight
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, fields=None):
         """One epoch over (X, y); ``fields`` is needed on the first call only,
         ``classes`` on the first call when that batch lacks a label."""
+        if isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' is not supported by partial_fit (a "
+                             "batch's class counts are not the data's); pass a dict")
         return self._partial_fit(X, y, sample_weight, classes=classes, fields=fields)

@@ -20,6 +20,7 @@ class _FFMMixin:
 
     _state_class = FFMTable
     _file_state_classes = {}
+    _multiclass_state = None  # binary only (a softmax FFM is not implemented)
 
     def fit(self, X, y=None, fields=None, sample_weight=None, eval_set=None,
             block_rows=100_000, *, callback=None, input_zero_based=None):

@@ -1,7 +1,8 @@
 """Public FM estimators: :class:`FMRegressor` and :class:`FMClassifier`."""
 import numpy as np
 
-from ._compat import ClassifierMixin, RegressorMixin
+from ._classifier import ClassifierMixin
+from ._compat import ClassifierMixin as SkClassifierMixin, RegressorMixin
 from ._estimator import BaseFM
 from ._state import FMTable, MCMCSamples
 from ._to_torch import TorchMixin
@@ -237,70 +238,63 @@ class FMRegressor(RegressorMixin, _FMModel):
         return self._raw_predict(X)
 
 
-def _continuous(y):
-    return np.issubdtype(y.dtype, np.floating) and np.any(y != np.round(y))
+class FMClassifier(ClassifierMixin, SkClassifierMixin, _FMModel):
+    __doc__ = ("""Factorization machine for classification: binary (logistic loss) or
+    multiclass (softmax loss).
 
+    Two classes: P(y = classes_[1] | x) = sigmoid(w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j)
 
-def _plain(v):
-    """A NumPy scalar as the Python value it holds (for messages)."""
-    return v.item() if isinstance(v, np.generic) else v
+    More than two classes (a softmax FM): every class c has its own bias,
+    linear weights and factors -- C independent FMs coupled by the softmax
+    loss -- and P(y = c | x) = softmax_c(score_1(x), ..., score_C(x)) with
+    score_c(x) = w0_c + sum_i w_ic x_i + sum_{i<j} <v_ic, v_jc> x_i x_j.
+    A shared V with per-class projections of its factor sums was measured
+    as the alternative (benchmarks/results/RESULTS_multiclass.md).
+    Multiclass models train with solver "adagrad", "sgd" or "ftrl" (not
+    "als" / "mcmc"), in memory, from files or chunks, with partial_fit and
+    warm starts; ``eval_metric`` is "logloss" (the multi-class log loss, the
+    default) or "accuracy"; the race of ``auto_tune`` stratifies its holdout
+    by class and races on the validation log loss.  They cost C times the
+    binary model's memory and time per row.
 
-
-class FMClassifier(ClassifierMixin, _FMModel):
-    __doc__ = ("""Factorization machine for binary classification (logistic loss).
-
-    P(y = classes_[1] | x) = sigmoid(w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j)
-
-    Any two labels are accepted (``classes_`` holds them sorted).
+    Any labels are accepted (``classes_`` holds them sorted).
 """ + _COMMON_DOC + """
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as in scikit-learn: multiplied
+        into ``sample_weight``.  "balanced" weighs class c by
+        n_samples / (n_classes * n_c), counted on the labels of the fit
+        (a file or chunks: in one pass over their labels before training;
+        not with partial_fit); a dict maps labels to weights (labels it
+        does not name weigh 1; a label that is not a class of y is an
+        error).
+
     Attributes
     ----------
-    classes_ : ndarray of shape (2,)
+    classes_ : ndarray of shape (n_classes,)
     w0_, w_, V_, n_features_in_, history_, n_epochs_, best_epoch_, best_params_, race_
-        As for FMRegressor; history_ train_loss is the mean log loss.
+        As for FMRegressor; history_ train_loss is the mean log loss
+        (multi-class log loss for more than two classes).  With more than
+        two classes ``w0_`` has shape (n_classes,), ``w_`` (n_features,
+        n_classes) and ``V_`` (n_features, n_classes, n_factors) (views).
     """)
 
     _loss = "logistic"
     _default_metric = "logloss"
 
-    def _prepare_y(self, y, n, reset, classes=None):
-        y = check_y(y, n, numeric=False, estimator=self)
-        if not reset:
-            return self._encode(y, "y")
-        if classes is not None:
-            classes = np.unique(np.asarray(classes))
-            if len(classes) != 2:
-                raise ValueError(f"{type(self).__name__} is a binary classifier: classes must "
-                                 f"hold exactly 2 labels, got {len(classes)}")
-        else:
-            classes = np.unique(y)
-            if len(classes) < 2:
-                raise ValueError("Classifier can't train when only one class is present "
-                                 f"(class {classes[0]!r} only); pass data of two classes"
-                                 + (" or classes= to partial_fit" if len(classes) else ""))
-            if len(classes) > 2:
-                if _continuous(y):
-                    raise ValueError("Unknown label type: continuous. FMClassifier needs two "
-                                     "class labels; use FMRegressor for real-valued targets.")
-                raise ValueError("Only binary classification is supported. "
-                                 f"{type(self).__name__} got {len(classes)} classes.")
-        self.classes_ = classes
-        return self._encode(y, "y")
-
-    def _encode(self, y, name):
-        pos = y == self.classes_[1]
-        known = pos | (y == self.classes_[0])
-        if not known.all():
-            row = int(np.flatnonzero(~known)[0])
-            exc = ValueError(f"{name} contains label {_plain(y[row])!r} not in classes_ "
-                             f"{[_plain(c) for c in self.classes_]}")
-            exc.row = row  # callers reading a file turn it into a line
-            raise exc
-        return np.where(pos, 1.0, -1.0)
-
-    def _encode_eval_y(self, y, n):
-        y = check_y(y, n, numeric=False, name="eval_set y")
-        return (self._encode(y, "eval_set y") > 0).astype(np.float64)
+    def __init__(self, n_factors=8, *, solver="adagrad", learning_rate=None, n_epochs=None,
+                 l2_w0=0.0, l2_w=None, l2_v=None, l1=0.0, ftrl_beta=1.0, init_std=None,
+                 normalize=None, fit_intercept=True, shuffle=True, n_iter_no_change=3,
+                 tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
+                 warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None,
+                 auto_tune=True, class_weight=None):
+        super().__init__(
+            n_factors, solver=solver, learning_rate=learning_rate, n_epochs=n_epochs,
+            l2_w0=l2_w0, l2_w=l2_w, l2_v=l2_v, l1=l1, ftrl_beta=ftrl_beta, init_std=init_std,
+            normalize=normalize, fit_intercept=fit_intercept, shuffle=shuffle,
+            n_iter_no_change=n_iter_no_change, tol=tol, eval_metric=eval_metric, dtype=dtype,
+            n_jobs=n_jobs, random_state=random_state, warm_start=warm_start, verbose=verbose,
+            n_burn_in=n_burn_in, n_kept_samples=n_kept_samples, auto_tune=auto_tune)
+        self.class_weight = class_weight
 
     @staticmethod
     def _initial_bias(y_pm, sw):
@@ -311,35 +305,11 @@ class FMClassifier(ClassifierMixin, _FMModel):
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), starting from the current model if fitted.
 
-        ``classes`` (the two labels) is needed on the first call only when
-        that batch does not contain both labels.
+        ``classes`` (every label) is needed on the first call only when that
+        batch does not contain them all.
         """
+        if isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' is not supported by partial_fit (a "
+                             "batch's class counts are not the data's); pass a dict")
         return self._partial_fit(X, y, sample_weight, classes=classes)
 
-    def decision_function(self, X):
-        """Raw scores (log-odds of classes_[1]), shape (n_samples,)."""
-        return self._raw_predict(X)
-
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, 2), columns in classes_ order."""
-        p = _sigmoid(self._raw_predict(X))
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X):
-        """Predicted labels (classes_[1] where the score is > 0)."""
-        positive = self._raw_predict(X) > 0
-        return self.classes_[positive.astype(np.intp)]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
-
-
-def _sigmoid(z):
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out

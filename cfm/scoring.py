@@ -33,9 +33,15 @@ Input rules (what a user scoring a production file expects):
   token (nothing is left in ``out_path``); NaN / infinite values raise it too,
   and so do NaN / infinite labels when evaluating.
 
-Output: one number per line, ``'%.{precision}g'`` (default 9 significant
-digits, which round-trips float32); probabilities of ``classes_[1]`` for
-classifiers (``raw=True``: log-odds), predicted values for regressors.
+Output: one line per row, numbers as ``'%.{precision}g'`` (default 9
+significant digits, which round-trips float32): probabilities of
+``classes_[1]`` for binary classifiers (``raw=True``: log-odds), predicted
+values for regressors; for multiclass models (more than two classes) the
+n_classes probabilities of the row separated by single spaces, in
+``classes_`` order (``raw=True``: the per-class scores, softmax logits).
+``labels=True``: the predicted class label of each row instead (any
+classifier), written as ``str(label)`` (a whole float as an integer: "3",
+not "3.0").
 """
 import queue
 import sys
@@ -76,7 +82,9 @@ class Scorer:
     unknown, read as zero-based).  ``logistic``: scores are log-odds (the
     sigmoid gives probabilities).  ``encode_y(y)``: labels as the metrics
     take them (None: as they are).  ``n_jobs``: the estimator's own threads
-    (never one read from a model file).
+    (never one read from a model file).  ``classes``: a classifier's labels
+    (``labels=True`` output); with more than two, ``decision`` returns
+    (n_rows, n_classes) scores (a softmax model).
     """
     n_features: int
     zero_based: Optional[bool]
@@ -84,6 +92,11 @@ class Scorer:
     decision: Optional[Callable] = None
     encode_y: Optional[Callable] = None
     n_jobs: Optional[int] = None
+    classes: Optional[np.ndarray] = None
+
+    @property
+    def multiclass(self):
+        return self.classes is not None and len(self.classes) > 2
 
     def describes_same_model(self, other):
         """Same input rules and task (a loaded model against its header)."""
@@ -104,7 +117,11 @@ class Scorer:
             zb = header.get("input_zero_based", True)
             if n < 1:
                 return None
-            return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary")
+            classes = None
+            if header["task"] == "multiclass":  # (validated: n_classes labels)
+                classes = np.arange(int(header["n_classes"]))
+            return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary",
+                       classes=classes)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -179,11 +196,23 @@ class _Prefetch:
         self._t.join()
 
 
+def _label_text(c):
+    """A class label as written by labels=True: str(label), whole floats (the
+    labels of a libsvm file) without their ".0"."""
+    v = c.item() if isinstance(c, np.generic) else c
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
 class _Writer:
     """Format and write score blocks in a background thread, in order."""
 
-    def __init__(self, fh, precision, sigmoid, n_threads, depth=2):
+    def __init__(self, fh, precision, sigmoid, n_threads, depth=2, labels=None):
         self._fh, self._precision, self._sigmoid, self._nt = fh, precision, sigmoid, n_threads
+        # labels=True output: each class's label as bytes, indexed by class
+        self._labels = None if labels is None else np.array(
+            [_label_text(c).encode("utf-8") for c in labels], dtype=object)
         self._q = queue.Queue(maxsize=depth)
         self.error = None
         self.busy = 0.0
@@ -199,11 +228,27 @@ class _Writer:
                 continue  # drain after a failure
             try:
                 t0 = time.perf_counter()
-                self._fh.write(_format.format_scores(item, self._precision, self._sigmoid,
-                                                     self._nt))
+                self._fh.write(self._format(item))
                 self.busy += time.perf_counter() - t0
             except BaseException as exc:  # noqa: BLE001 - re-raised by the producer
                 self.error = exc
+
+    def _format(self, s):
+        if self._labels is not None:  # predicted labels, one per line
+            idx = s.argmax(axis=1) if s.ndim == 2 else (s > 0).astype(np.intp)
+            return b"".join(self._labels[idx] + b"\n") if len(idx) else b""
+        if s.ndim == 1:
+            return _format.format_scores(s, self._precision, self._sigmoid, self._nt)
+        # multiclass: C numbers per line, separated by spaces
+        if self._sigmoid:  # probabilities: row-wise softmax
+            e = np.exp(s - s.max(axis=1, keepdims=True))
+            s = e / e.sum(axis=1, keepdims=True)
+        out = _format.format_scores(np.ascontiguousarray(s).ravel(), self._precision, False,
+                                    self._nt)
+        buf = np.frombuffer(out, dtype=np.uint8).copy()
+        nl = np.flatnonzero(buf == 10)
+        buf[nl[(np.arange(len(nl)) + 1) % s.shape[1] != 0]] = 32  # "\n" -> " " within a row
+        return buf.tobytes()
 
     def put(self, scores):
         if self.error is not None:
@@ -245,7 +290,7 @@ def _check_int(name, value, low):
 
 def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                  zero_based=None, precision=9, evaluate=False, format="auto",
-                 chunk_bytes=8 << 20):
+                 chunk_bytes=8 << 20, labels=False):
     """Score the rows of a data file with a fitted model into a text file.
 
     Parameters
@@ -259,7 +304,8 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
         through a temporary file and renamed at the end, so a failure leaves
         no partial output.
     raw : bool, default=False
-        Classifiers: log-odds instead of probabilities of ``classes_[1]``.
+        Classifiers: log-odds instead of probabilities of ``classes_[1]``
+        (multiclass: per-class scores instead of per-class probabilities).
     block_rows : int, default=65536
         Most rows scored at once.
     n_jobs : int or None
@@ -279,6 +325,8 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     format : {"auto", "libsvm", "libfm", "libffm", "cache"}
     chunk_bytes : int, default=8 MiB
         Text read and parsed at once.
+    labels : bool, default=False
+        Classifiers: write the predicted class label of each row.
 
     Returns
     -------
@@ -291,12 +339,13 @@ def predict_file(model, path, out_path, *, raw=False, block_rows=65_536, n_jobs=
     scorer = model if isinstance(model, Scorer) else _scorer_from_model(model)
     return _predict_file(lambda: scorer, scorer, path, out_path, raw=raw, block_rows=block_rows,
                          n_jobs=n_jobs, zero_based=zero_based, precision=precision,
-                         evaluate=evaluate, format=format, chunk_bytes=chunk_bytes)
+                         evaluate=evaluate, format=format, chunk_bytes=chunk_bytes,
+                         labels=labels)
 
 
 def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_536,
                   n_jobs=None, zero_based=None, precision=9, evaluate=False, format="auto",
-                  chunk_bytes=8 << 20):
+                  chunk_bytes=8 << 20, labels=False):
     """predict_file, with the Scorer from ``get_scorer()`` called once the
     reader thread has started (``info``: a Scorer, possibly without
     ``decision``, saying what the reader needs before; its ``n_jobs`` is
@@ -308,7 +357,12 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     if precision > 17:
         raise ValueError(f"precision must be <= 17, got {precision}")
     n_threads = effective_n_threads(info.n_jobs if n_jobs is None else n_jobs)
-    sigmoid = info.logistic and not raw
+    write_labels = bool(labels)  # (``labels`` below: the file's, with evaluate)
+    if write_labels and raw:
+        raise ValueError("labels=True and raw=True exclude each other")
+    if write_labels and not (info.logistic or info.multiclass):
+        raise ValueError("labels=True needs a classifier (a regressor writes its predictions)")
+    sigmoid = (info.logistic or info.multiclass) and not raw
 
     if zero_based is None:
         zero_based = info._zb()
@@ -327,13 +381,17 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     ok = False
     try:
         scorer = get_scorer()  # while the reader parses the first blocks
-        writer = _Writer(fh, precision, sigmoid, n_threads)
+        if write_labels and scorer.classes is None:
+            raise ValueError("labels=True needs a classifier that knows its class labels")
+        writer = _Writer(fh, precision, sigmoid, n_threads,
+                         labels=scorer.classes if write_labels else None)
         for b in reader:
             t0 = time.perf_counter()
             Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
             # the parser and the formatter use the cores meanwhile: the kernels
             # hand out chunks of rows, so a thread the OS sets aside costs little
-            s = scorer.decision(Xc, n_threads) if b.n_rows else np.zeros(0)
+            s = scorer.decision(Xc, n_threads) if b.n_rows else \
+                np.zeros((0, len(scorer.classes)) if scorer.multiclass else 0)
             score_s += time.perf_counter() - t0
             writer.put(s)
             n_rows += b.n_rows
@@ -379,7 +437,8 @@ def _evaluate(scorer, labels, scores, src):
         else:
             where = _where_row(src, _source._resolve_format(src, "auto"), row)
         raise DataFormatError(f"{where}: {exc}") from None
-    names = ("auc", "logloss") if scorer.logistic else ("rmse", "mae")
+    names = ("auc", "logloss") if scorer.logistic else \
+        ("accuracy", "logloss") if scorer.multiclass else ("rmse", "mae")
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
 

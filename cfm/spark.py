@@ -143,10 +143,15 @@ def scorer(model_path, *, input_col="features", indices_col=None, values_col=Non
         blob = fh.read()
     from ._model_file import peek_header
 
-    if peek_header(model_path) is None:
+    header = peek_header(model_path)
+    if header is None:
         from . import load
 
         load(model_path)  # raises the precise error for a file that is no model
+    elif header.get("task") == "multiclass":
+        raise ValueError(f"{model_path}: cfm.spark scores binary and regression models (one "
+                         "value per row); score a multiclass model with cfm predict or "
+                         "predict_file")
     bc = spark.sparkContext.broadcast(blob)
     key = hashlib.sha256(blob).hexdigest()
 

@@ -125,6 +125,7 @@ class _XLearnFMNorm:
     """Estimators of xLearn FM models scored with xLearn's normalisation."""
 
     _state_class = XLearnFMTable
+    _multiclass_state = None  # xLearn's models are binary or regression
     _file_state_classes = {}
 
     def _refuse_training(self, *args, **kwargs):
@@ -375,6 +376,6 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
     model = cls(n_factors=entries["n_factors"], normalize=entries["normalize"],
                 dtype=dt.name, solver="adagrad")
     entries.update(solver="adagrad", dtype=dt.name, n_features=n)
-    state = cls._state_class.from_file(entries, arrays)
+    state = model._state_class.from_file(entries, arrays)
     labels = _decode_labels(_encode_labels(classes)) if task == "binary" else None
     return model._adopt(state, classes=labels)

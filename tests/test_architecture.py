@@ -23,7 +23,7 @@ MAX_LINES = 600
 # (cfm._fm, ... built from src/cfm/*.pyx) are below everything and not listed.
 LAYERS = [
     ("bottom", ["exceptions", "_validation", "_metrics", "_compat", "_lazy", "_process",
-                "_files", "datasets"]),
+                "_files", "datasets", "_classes"]),
     ("container", ["_container", "_readahead"]),
     ("data", ["data", "data.*"]),
     ("scoring", ["scoring"]),
@@ -31,7 +31,8 @@ LAYERS = [
     ("model state", ["_state", "_state.*"]),
     ("training", ["_train", "_train.*"]),
     ("torch bridge", ["torch", "torch.*"]),
-    ("estimators", ["_estimator", "_persist", "_tuning", "_to_torch", "models", "ffm", "deepfm"]),
+    ("estimators", ["_estimator", "_persist", "_tuning", "_to_torch", "models", "ffm", "deepfm",
+                    "_classifier"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
     ("engines", ["dask", "_dask_tasks", "spark"]),

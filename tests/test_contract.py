@@ -35,11 +35,21 @@ class Case:
     dtype: str
     n_factors: int = 3
     extra: dict = field(default_factory=dict)
+    n_classes: int = 2    # classifiers: > 2 trains a multiclass (softmax) model
 
     @property
     def id(self):
         k = "" if self.n_factors == 3 else f"-k{self.n_factors}"
-        return f"{self.cls.__name__}-{self.solver}-{self.dtype}{k}"
+        c = "" if self.n_classes == 2 else f"-{self.n_classes}classes"
+        return f"{self.cls.__name__}-{self.solver}-{self.dtype}{k}{c}"
+
+    @property
+    def multiclass(self):
+        return self.n_classes > 2
+
+    @property
+    def labels(self):
+        return ["neg", "pos"] if not self.multiclass else LABELS3
 
     @property
     def classifier(self):
@@ -96,6 +106,9 @@ CASES = (
        for s in ("adam", "adagrad") for d in FM_DTYPES]
     + [Case(cls, "adam", "float32", n_factors=8)
        for cls in (cfm.DeepFMRegressor, cfm.DeepFMClassifier)]
+    # multiclass FMClassifier: a softmax FM (per-sample solvers; a linear one too)
+    + [Case(cfm.FMClassifier, s, d, n_classes=3) for s in PER_SAMPLE for d in FM_DTYPES]
+    + [Case(cfm.FMClassifier, "adagrad", "float64", n_factors=0, n_classes=3)]
 )
 IDS = [c.id for c in CASES]
 PER_SAMPLE_CASES = [c for c in CASES if not c.sweeps]
@@ -119,12 +132,14 @@ def _data(seed=0, n_rows=N_ROWS):
 
 X, Y_REG = _data()
 Y_CLF = np.where(Y_REG > np.median(Y_REG), "pos", "neg")  # string labels
+LABELS3 = ["a", "b", "c"]
+Y_CLF3 = np.array(LABELS3)[np.searchsorted(np.quantile(Y_REG, [1 / 3, 2 / 3]), Y_REG)]
 FIELDS = np.arange(N_FEATURES) % N_FIELDS
 X_BIG, _ = _data(seed=3, n_rows=20_000)  # several scoring chunks, so threads are used
 
 
 def _y(case):
-    return Y_CLF if case.classifier else Y_REG
+    return (Y_CLF3 if case.multiclass else Y_CLF) if case.classifier else Y_REG
 
 
 def _fit_kwargs(case):
@@ -153,7 +168,7 @@ def _assert_same_model(a, b, X_=X):
     for k in sa:
         assert sa[k].dtype == sb[k].dtype, k
         assert np.array_equal(sa[k], sb[k]), k
-    assert a.w0_ == b.w0_
+    assert np.array_equal(a.w0_, b.w0_)
     for name in ("w_", "V_"):
         va, vb = getattr(a, name), getattr(b, name)
         assert va.dtype == vb.dtype and va.shape == vb.shape
@@ -173,11 +188,21 @@ def fitted(request):
 def test_fitted_attributes(fitted):
     case, m = fitted
     assert m.n_features_in_ == N_FEATURES
+    assert len(m.history_) == m.n_epochs_ >= 1
+    if case.multiclass:
+        C = case.n_classes
+        assert m.w_.shape == (N_FEATURES, C) and m.V_.shape == (N_FEATURES, C, case.n_factors)
+        assert m.w0_.shape == (C,)
+        assert list(m.classes_) == case.labels and set(m.predict(X)) <= set(case.labels)
+        p = m.predict_proba(X)
+        assert p.shape == (N_ROWS, C) and np.allclose(p.sum(axis=1), 1.0)
+        assert m.decision_function(X).shape == (N_ROWS, C)
+        assert np.array_equal(m.predict(X), m.classes_[p.argmax(axis=1)])
+        return
     assert m.w_.shape == (N_FEATURES,)
     assert m.V_.shape == (N_FEATURES, N_FIELDS, case.n_factors) if case.ffm \
         else m.V_.shape == (N_FEATURES, case.n_factors)
     assert isinstance(m.w0_, float)
-    assert len(m.history_) == m.n_epochs_ >= 1
     if case.classifier:
         assert list(m.classes_) == ["neg", "pos"]
         assert set(m.predict(X)) <= {"neg", "pos"}
@@ -193,18 +218,18 @@ def test_fitted_attributes(fitted):
 def test_empty_rows_score_as_the_bias(fitted):
     case, m = fitted
     d = _decision(m)
-    assert d[EMPTY_ROWS[0]] == d[EMPTY_ROWS[1]]
+    assert np.array_equal(d[EMPTY_ROWS[0]], d[EMPTY_ROWS[1]])
     alone = _decision(m, sp.csr_matrix((3, N_FEATURES)))
     if case.deepfm:
         # the MLP runs through BLAS, whose last bits depend on how many rows
         # are scored together and where (identical for any n_jobs, though)
         np.testing.assert_allclose(alone, d[EMPTY_ROWS[0]], rtol=1e-5, atol=1e-6)
     else:
-        assert np.array_equal(alone, np.full(3, d[EMPTY_ROWS[0]]))
+        assert np.array_equal(alone, np.broadcast_to(d[EMPTY_ROWS[0]], alone.shape))
     # mcmc: the posterior mean of the sampled biases; DeepFM: w0 + the MLP of
     # a zero input (its hidden biases)
     if case.solver != "mcmc" and not case.deepfm:
-        assert d[EMPTY_ROWS[0]] == m.w0_
+        assert np.array_equal(d[EMPTY_ROWS[0]], m.w0_)
 
 
 # ------------------------------------------------------------- round trips
@@ -303,9 +328,10 @@ def test_partial_fit_is_one_epoch(case):
     m = case.make()
     kw = _fit_kwargs(case)
     if case.classifier:  # first batch of one class: the labels come from classes=
-        neg = np.flatnonzero(Y_CLF == "neg")
-        m.partial_fit(X[neg], Y_CLF[neg], classes=["neg", "pos"], **kw)
-        assert list(m.classes_) == ["neg", "pos"]
+        y = _y(case)
+        neg = np.flatnonzero(y == case.labels[0])
+        m.partial_fit(X[neg], y[neg], classes=case.labels[::-1], **kw)
+        assert list(m.classes_) == case.labels
         m = case.make()
     m.partial_fit(X, _y(case), **kw)
     _assert_same_model(m, _fit(case, n_epochs=1))
@@ -349,8 +375,17 @@ def test_bad_input_gets_the_documented_errors(fitted):
     if case.classifier:
         with pytest.raises(ValueError, match="only one class"):
             case.make().fit(X, np.full(N_ROWS, "pos"), **kw)
-        with pytest.raises(ValueError, match="binary"):
-            case.make().fit(X, np.arange(N_ROWS) % 3, **kw)
+        if case.multiclass:  # a label the model does not know
+            with pytest.raises(ValueError, match="label 'd' not in classes_"):
+                m.partial_fit(X, np.where(np.arange(N_ROWS) == 4, "d", y), **kw)
+        elif case.cls is cfm.FMClassifier and case.sweeps:  # softmax: per-sample solvers
+            with pytest.raises(ValueError, match="trains binary models only"):
+                case.make().fit(X, np.arange(N_ROWS) % 3, **kw)
+        elif case.cls is cfm.FMClassifier:  # a third class: a multiclass model
+            assert len(case.make().fit(X, np.arange(N_ROWS) % 3, **kw).classes_) == 3
+        else:
+            with pytest.raises(ValueError, match="binary"):
+                case.make().fit(X, np.arange(N_ROWS) % 3, **kw)
     else:
         with pytest.raises(ValueError, match="NaN"):
             case.make().fit(X, np.where(np.arange(N_ROWS) == 7, np.nan, y), **kw)

@@ -327,3 +327,13 @@ def test_best_params_say_the_fit_was_fixed(client, data):
         *_dask(Xtr, ytr))
     bp = model.best_params_
     assert bp["auto"].startswith("off") and bp["n_epochs"] == 2 and bp["normalize"] is True
+
+
+def test_multiclass_and_class_weight_are_refused(client, data):
+    X, y, _, _, _ = data
+    Xd, yd = _dask(X, np.asarray(y) + (np.arange(len(y)) % 7 == 0))  # labels 0, 1, 2
+    with pytest.raises(ValueError, match="binary models without class_weight"):
+        cfm.dask.DaskFMClassifier(n_epochs=1, client=client).fit(Xd, yd)
+    Xd, yd = _dask(X, y)
+    with pytest.raises(ValueError, match="binary models without class_weight"):
+        cfm.dask.DaskFMClassifier(n_epochs=1, class_weight="balanced", client=client).fit(Xd, yd)

@@ -73,8 +73,11 @@ def test_wrong_n_features_at_predict(fitted, data):
 def test_classifier_target_checks(data):
     X, y, y01 = data
     y3 = np.arange(20) % 3
-    with pytest.raises(ValueError, match="binary|3 classes"):
-        cfm.FMClassifier(n_epochs=1).fit(X, y3)
+    assert cfm.FMClassifier(n_epochs=1).fit(X, y3).predict_proba(X).shape == (20, 3)
+    with pytest.raises(ValueError, match="binary.*3 classes"):
+        cfm.FFMClassifier(n_epochs=1).fit(X, y3, fields=np.zeros(6, dtype=int))
+    with pytest.raises(ValueError, match="solver='als' trains binary models only"):
+        cfm.FMClassifier(n_epochs=1, solver="als").fit(X, y3)
     with pytest.raises(ValueError, match="continuous"):
         cfm.FMClassifier(n_epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="one class"):

@@ -6,5 +6,7 @@ from .deepfm import DeepFMState
 from .ffm import FFMTable
 from .fm import FMTable
 from .mcmc import MCMCSamples
+from .softmax import SoftmaxFMTable
 
-__all__ = ["DeepFMState", "FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState"]
+__all__ = ["DeepFMState", "FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState",
+           "SoftmaxFMTable"]

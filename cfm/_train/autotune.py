@@ -5,10 +5,11 @@ The policy measured as "race6-refit-guard" in
 constant below is one of its parameters):
 
 1. *Holdout*: ``VALIDATION_FRACTION`` of the rows, stratified by class for
-   classifiers, drawn from a stream of ``SeedSequence(seed)`` of its own (a
+   classifiers (multiclass: ``n_classes`` > 2, y holds class indices, every
+   class stratified; raced on the multi-class log loss), drawn from a stream of ``SeedSequence(seed)`` of its own (a
    spawned child), so that the initialisation and row-order streams of
    training (``streams(seed)``) are those of a fit without a holdout.
-2. *Guard*: fewer than ``GUARD_MINORITY`` validation rows of the minority
+2. *Guard*: fewer than ``GUARD_MINORITY`` validation rows of the smallest
    class (classifiers) or ``GUARD_ROWS`` validation rows (regressors): no
    race and no holdout (the caller fits the fixed defaults on all rows).
 3. *Candidates*: learning rate x normalize (``candidates``), each a model
@@ -83,17 +84,20 @@ def _share(n, fraction):
     return int(math.floor(n * fraction + 0.5))
 
 
-def class_counts(y, classifier):
-    """[negatives, positives] (classifiers: y > 0 is positive) or [rows]."""
+def class_counts(y, classifier, n_classes=2):
+    """[negatives, positives] (classifiers: y > 0 is positive) or [rows];
+    ``n_classes`` > 2: rows per class (y: class indices)."""
     if not classifier:
         return [len(y)]
+    if n_classes > 2:
+        return np.bincount(np.asarray(y).astype(np.intp), minlength=n_classes).tolist()
     pos = int(np.count_nonzero(np.asarray(y) > 0))
     return [len(y) - pos, pos]
 
 
-def holdout_counts(y, classifier, fraction=VALIDATION_FRACTION):
+def holdout_counts(y, classifier, fraction=VALIDATION_FRACTION, n_classes=2):
     """What ``holdout`` would take: rows per class (classifiers) or in all."""
-    return [_share(c, fraction) for c in class_counts(y, classifier)]
+    return [_share(c, fraction) for c in class_counts(y, classifier, n_classes)]
 
 
 def too_small(counts, classifier):
@@ -101,13 +105,17 @@ def too_small(counts, classifier):
     return min(counts) < GUARD_MINORITY if classifier else counts[0] < GUARD_ROWS
 
 
-def holdout(y, seed, classifier, fraction=VALIDATION_FRACTION):
+def holdout(y, seed, classifier, fraction=VALIDATION_FRACTION, n_classes=2):
     """(training rows, validation rows) of a fit with this seed: sorted int64
-    row ids; ``fraction`` of each class (classifiers) or of all rows."""
+    row ids; ``fraction`` of each class (classifiers; ``n_classes`` > 2: y
+    holds class indices) or of all rows."""
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     y = np.asarray(y)
-    groups = [np.flatnonzero(y <= 0), np.flatnonzero(y > 0)] if classifier \
-        else [np.arange(len(y))]
+    if classifier and n_classes > 2:
+        groups = [np.flatnonzero(y == c) for c in range(n_classes)]
+    else:
+        groups = [np.flatnonzero(y <= 0), np.flatnonzero(y > 0)] if classifier \
+            else [np.arange(len(y))]
     val = np.sort(np.concatenate(
         [g[rng.permutation(len(g))[:_share(len(g), fraction)]] for g in groups]))
     keep = np.ones(len(y), dtype=bool)

@@ -63,17 +63,19 @@ def fit_stream(blocks, prepare, get_state, evals, *, hyper, rng, shuffle, n_epoc
     ``prepare(X, y, fields, row0) -> (Xc, y_enc)`` validates a block (and
     builds the state on the very first block of a fresh fit); ``get_state()``
     is the current state and ``rng()`` the row-order generator (both exist
-    once the first block is prepared).  ``evals`` may be filled by
+    once the first block is prepared).  ``prepare`` may return a third item,
+    the block's per-sample weights (class weights of a classifier).  ``evals`` may be filled by
     ``prepare``."""
     def epoch(lr):
         h = _with_lr(hyper, lr)
         loss_sum = w_sum = 0.0
         n_bad = n_blocks = row0 = 0
         for Xb, yb, fb in blocks():
-            Xc, y_enc = prepare(Xb, yb, fb, row0)
+            out = prepare(Xb, yb, fb, row0)
+            Xc, y_enc = out[0], out[1]
             row0 += Xc.n_rows
-            ls, ws, nb = block_epoch(get_state(), Xc, y_enc, None, h, rng(), shuffle,
-                                     config.n_threads)
+            ls, ws, nb = block_epoch(get_state(), Xc, y_enc, out[2] if len(out) > 2 else None,
+                                     h, rng(), shuffle, config.n_threads)
             loss_sum, w_sum, n_bad, n_blocks = loss_sum + ls, w_sum + ws, n_bad + nb, \
                 n_blocks + 1
         if n_blocks == 0:

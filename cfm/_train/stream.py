@@ -29,8 +29,10 @@ class StreamSource:
     """A stream's facts and its blocks.
 
     ``n_features``; ``zero_based`` (how a libsvm file's ids were read;
-    chunks: their columns); ``labels`` (a sample of a file's label values,
-    None for chunks); ``info`` (scan_file's result, None for chunks);
+    chunks: their columns); ``labels`` (a sample of a file's label values;
+    for chunks the ``labels`` attribute of the source, e.g. set on the
+    function returning the chunks, when it has one: every label of the
+    stream, which classifiers take as their classes); ``info`` (scan_file's result, None for chunks);
     ``blocks()`` yields (X, y, fields or None) afresh."""
 
     def __init__(self, source, block_rows, n_features=None, name=None, check_size=None):
@@ -58,6 +60,8 @@ class StreamSource:
         else:
             first = peek_chunk(source)
             self.n_features = first[0].shape[1]
+            labels = getattr(source, "labels", None)
+            self.labels = None if labels is None else np.asarray(labels)
 
     def blocks(self):
         if self.info is not None:

@@ -87,6 +87,25 @@ def layer_sizes(text):
     return tuple(int(p) for p in parts)
 
 
+def class_weight(text):
+    """``balanced`` or ``LABEL:WEIGHT,...`` (numeric labels, as in data files)."""
+    t = text.strip()
+    if t.lower() == "balanced":
+        return "balanced"
+    out = {}
+    for part in t.split(","):
+        label, sep, w = part.partition(":")
+        try:
+            lab, wt = float(label), float(w)
+        except ValueError:
+            lab = wt = None
+        if not sep or lab is None or not (wt >= 0 and wt < float("inf")) or lab != lab:
+            raise argparse.ArgumentTypeError(f"expected 'balanced' or LABEL:WEIGHT pairs such "
+                                             f"as 1:5,0:1 (weights >= 0), got {text!r}")
+        out[int(lab) if lab.is_integer() else lab] = wt
+    return out
+
+
 def threads(text):
     """A thread count as ``n_jobs``: N > 0, or negative (-1: all cores)."""
     v = _parse(text, int, "an integer")

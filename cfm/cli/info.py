@@ -25,7 +25,7 @@ def _model_summary(path):
     out = {
         "file": os.fspath(path),
         "kind": header["kind"],
-        "model": ("lr" if header["kind"] == "fm" and header["n_factors"] == 0
+        "model": ("lr" if header["kind"] in ("fm", "fm_softmax") and header["n_factors"] == 0
                   else header["kind"]),
         "estimator": header["estimator"],
         "task": header["task"],

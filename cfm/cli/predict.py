@@ -10,9 +10,11 @@ from ._paths import check_data_file, check_model_path, check_output, is_model_fi
 def add_parser(sub, common):
     pr = sub.add_parser("predict", parents=[common], help="score a data file",
                         description="Score a data file, one prediction per line in input "
-                        "order: probabilities of the positive class (binary models) or "
-                        "predicted values (regression). Streams the file in blocks with "
-                        "bounded memory.")
+                        "order: probabilities of the positive class (binary models), the "
+                        "probabilities of every class separated by spaces, in the order of "
+                        "the model's classes as `cfm info` lists them (multiclass models), or "
+                        "predicted values (regression); --labels writes predicted labels. "
+                        "Streams the file in blocks with bounded memory.")
     pr.add_argument("model", metavar="MODEL",
                     help="cfm model file (or an xLearn TXT model when cfm.load_xlearn is "
                     "available)")
@@ -22,7 +24,11 @@ def add_parser(sub, common):
     pr.add_argument("-o", "--output", metavar="OUT", default="-",
                     help="output file; '-' (default) writes stdout")
     pr.add_argument("--raw", action="store_true",
-                    help="binary models: raw scores (log-odds) instead of probabilities")
+                    help="classifiers: raw scores (log-odds; multiclass: one score per class) "
+                    "instead of probabilities")
+    pr.add_argument("--labels", action="store_true",
+                    help="classifiers: the predicted class label of each row instead of "
+                    "probabilities")
     pr.add_argument("--eval", action="store_true",
                     help="print metrics against the file's labels on stderr (AUC and log "
                     "loss, or RMSE and MAE); keeps 12 bytes per row in memory")
@@ -101,8 +107,11 @@ def run(args, log):
     if args.output != "-" and os.path.isdir(args.output):
         raise IsADirectoryError(f"{args.output}: is a directory")
     src, out = _input(args), _output(args)
+    if args.labels and args.raw:
+        raise UsageError("--labels and --raw exclude each other")
     kw = dict(raw=args.raw, block_rows=args.block_rows, n_jobs=args.threads,
-              zero_based=args.zero_based, precision=args.precision, evaluate=args.eval)
+              zero_based=args.zero_based, precision=args.precision, evaluate=args.eval,
+              labels=args.labels)
     if cfm_model:
         # a cfm model file loads while the first blocks of data are parsed
         from .._loader import predict_model_file

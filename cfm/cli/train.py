@@ -3,7 +3,8 @@ import sys
 import time
 
 from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet, add_threads,
-                       add_zero_based, float_range, fmt_int, int_range, layer_sizes)
+                       add_zero_based, class_weight, float_range, fmt_int, int_range,
+                       layer_sizes)
 from ._paths import check_data_file, check_output
 from .progress import Progress
 
@@ -19,9 +20,11 @@ def add_parser(sub, common):
                    help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
                    "file). Default: fm")
-    t.add_argument("--task", choices=("binary", "reg"), default=None,
-                   help="binary classification or regression; default: binary when the "
-                   "training labels take exactly two values, else reg")
+    t.add_argument("--task", choices=("binary", "multiclass", "reg"), default=None,
+                   help="binary classification, multiclass classification (a softmax FM: "
+                   "--model fm or lr, solver adagrad / sgd / ftrl; every distinct label is a "
+                   "class) or regression; default: binary when the training labels take "
+                   "exactly two values, else reg")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
                    default=None,
                    help="lr / fm / ffm: per-sample optimizers adagrad (default), sgd, ftrl; or "
@@ -72,8 +75,14 @@ def add_parser(sub, common):
     t.add_argument("--validate", metavar="FILE", default=None,
                    help="validation file: metric printed per epoch, early stopping and the "
                    "best epoch's model kept")
-    t.add_argument("--metric", choices=("auc", "logloss", "rmse", "mae"), default=None,
-                   help="validation metric (default logloss for binary, rmse for reg)")
+    t.add_argument("--class-weight", type=class_weight, default=None, metavar="W",
+                   help="classifiers: weights of the classes in the loss: 'balanced' "
+                   "(n_rows / (n_classes * rows of the class); costs one more pass over the "
+                   "file's labels) or LABEL:WEIGHT pairs, e.g. 1:5,0:1 (other labels weigh 1)")
+    t.add_argument("--metric", choices=("auc", "logloss", "accuracy", "rmse", "mae"),
+                   default=None,
+                   help="validation metric (default logloss for binary and multiclass -- the "
+                   "multi-class log loss --, rmse for reg; auc: binary only)")
     t.add_argument("--patience", type=int_range(1, MAX_COUNT), default=3, metavar="N",
                    help="early stopping: epochs without improvement (default 3)")
     t.add_argument("--tol", type=float_range(), default=1e-4,
@@ -93,7 +102,11 @@ def add_parser(sub, common):
     return t
 
 
-_METRIC_TASK = {"auc": "binary", "logloss": "binary", "rmse": "reg", "mae": "reg"}
+_METRIC_TASK = {"auc": "binary", "logloss": "binary", "accuracy": "binary", "rmse": "reg",
+                "mae": "reg"}
+# tasks each metric applies to
+_METRIC_TASKS = {"auc": ("binary",), "logloss": ("binary", "multiclass"),
+                 "accuracy": ("binary", "multiclass"), "rmse": ("reg",), "mae": ("reg",)}
 
 
 # options of one model family only: (attribute, option, default)
@@ -106,8 +119,14 @@ _FM_ONLY = (("solver", "--solver", None), ("l1", "--l1", 0.0), ("ftrl_beta", "--
 
 def _check_args(args):
     """Usage errors found from the options alone."""
-    if args.metric is not None and args.task not in (None, _METRIC_TASK[args.metric]):
+    if args.metric is not None and args.task not in (None,) + _METRIC_TASKS[args.metric]:
         raise UsageError(f"--metric {args.metric} does not apply to --task {args.task}")
+    if args.task == "multiclass" and args.model not in ("fm", "lr"):
+        raise UsageError(f"--task multiclass needs --model fm or lr (a softmax FM), not "
+                         f"{args.model}")
+    if args.task == "multiclass" and args.solver in ("als", "mcmc"):
+        raise UsageError(f"--task multiclass needs --solver adagrad, sgd or ftrl, not "
+                         f"{args.solver}")
     deep = args.model == "deepfm"
     for attr, opt, default in _FM_ONLY if deep else _DEEPFM_ONLY:
         if getattr(args, attr) != default:
@@ -170,6 +189,7 @@ def _estimator_class(task, model):
 
     family = "fm" if model == "lr" else model
     return {("binary", "fm"): FMClassifier, ("reg", "fm"): FMRegressor,
+            ("multiclass", "fm"): FMClassifier,
             ("binary", "ffm"): FFMClassifier, ("reg", "ffm"): FFMRegressor,
             ("binary", "deepfm"): DeepFMClassifier,
             ("reg", "deepfm"): DeepFMRegressor}[(task, family)]
@@ -221,6 +241,9 @@ def _fit(model, args, info, zero_based, eval_set, callback):
                                          n_features=n_features, zero_based=zero_based,
                                          n_jobs=args.threads, allow_nonfinite=False):
                 yield Xb, yb
+        # every label of the file (the scan's sorted distinct labels): a
+        # classifier's classes, whatever the first block holds
+        chunks.labels = info.get("label_values_sample")
         model.fit(chunks, eval_set=eval_set, callback=callback,
                   input_zero_based=bool(zero_based))
     else:
@@ -244,7 +267,13 @@ def run(args, log):
     # nan / inf labels or values: refused here, at file:line, before any training
     info = scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
     _check_format(args, info)
-    cls = _estimator_class(_task(args, info, log), args.model)
+    task = _task(args, info, log)
+    cls = _estimator_class(task, args.model)
+    if args.class_weight is not None:
+        if task == "reg":
+            raise UsageError("--class-weight applies to classification (--task binary or "
+                             "multiclass), not regression")
+        params["class_weight"] = args.class_weight
     model = cls(**params)
     fmt, n_features = info["format"], info["n_features"]
     # a model sized by a huge id: refused (naming the line) before reading further

@@ -41,7 +41,7 @@ Design
 """
 import numpy as np
 
-from libc.math cimport sqrt, sqrtf, isfinite, fabs, log, cos, sin
+from libc.math cimport sqrt, sqrtf, isfinite, fabs, log, cos, sin, exp
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from cfm._common cimport (
@@ -462,3 +462,404 @@ def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
     c.seed = seed
     with nogil:
         parallel_for(init_task, &c, n, CHUNK_INIT, team(n_threads))
+
+
+# ==========================================================================
+# Multiclass (softmax) FM: C independent FMs coupled by the softmax loss
+# ==========================================================================
+#
+#   score_c(x) = w0_c + sum_i w_ic x_i + 1/2 sum_f [(sum_i v_icf x_i)^2 - sum_i v_icf^2 x_i^2]
+#   p_c(x)     = exp(score_c) / sum_d exp(score_d)
+#   loss       = -log p_y = logsumexp(score) - score_y
+#   d loss / d score_c = p_c - [c == y]
+#
+# Layout: a feature's record holds one block per class, each laid out as the
+# binary FM's record ``[w, v_0 .. v_{k-1}, <optimizer state>]`` (``block`` =
+# 1 + k + state width values), the C blocks back to back, the record padded
+# to 64 bytes.  A block offset by c * block is exactly a binary FM table, so
+# the binary kernels' row_score / update_features serve every class, and a
+# feature's C blocks are read in one pass over consecutive cache lines.
+# The per-class biases [w0, a, b] are kept per thread during an epoch (as the
+# binary kernel's bias) and merged afterwards in a fixed order.
+#
+# Per-thread slots (``thr`` rows of SM_THR_BASE + 3 C values, padded):
+cdef enum:
+    SM_LOSS = 0
+    SM_WSUM = 1
+    SM_COUNT = 2
+    SM_BAD = 3
+    SM_THR_BASE = 8     # then [w0, a, b] of class 0, of class 1, ...
+
+
+cdef struct SoftPredict:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    const void* tab
+    const double* w0      # (C,)
+    double* out           # (n_rows, C)
+    double* scratch       # (nt, kpad)
+    Py_ssize_t n_rows, stride, kpad, n_lines, block
+    int k, n_classes, types
+    bint normalize
+
+
+cdef inline void softmax_predict_rows(SoftPredict* c, const floating* tab, const data_t* X,
+                                      const index_t* ind, int64_t lo, int64_t hi,
+                                      int slot) noexcept nogil:
+    cdef Py_ssize_t i, r, start, end, cl
+    cdef double scale
+    cdef double* s = c.scratch + slot * c.kpad
+    cdef const int64_t* indptr = c.indptr
+    for i in range(lo, min(lo + PF_ROWS, hi)):
+        prefetch_records(ind, indptr[i], indptr[i + 1], tab, c.stride, c.n_lines)
+    for i in range(lo, hi):
+        r = i + PF_ROWS
+        if r < c.n_rows:
+            prefetch_records(ind, indptr[r], indptr[r + 1], tab, c.stride, c.n_lines)
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        for cl in range(c.n_classes):
+            c.out[i * c.n_classes + cl] = c.w0[cl] + row_score(
+                X, ind, start, end, tab + cl * c.block, c.stride, c.k, scale, s)
+
+
+cdef void softmax_predict_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef SoftPredict* c = <SoftPredict*>p
+    if c.types == 0:
+        softmax_predict_rows(c, <const float*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 1:
+        softmax_predict_rows(c, <const double*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 2:
+        softmax_predict_rows(c, <const float*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 3:
+        softmax_predict_rows(c, <const double*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 4:
+        softmax_predict_rows(c, <const float*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 5:
+        softmax_predict_rows(c, <const double*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 6:
+        softmax_predict_rows(c, <const float*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        softmax_predict_rows(c, <const double*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
+def fm_softmax_predict(const data_t[::1] data,        # IN  CSR values
+                       const index_t[::1] indices,    # IN  CSR column indices
+                       const int64_t[::1] indptr,     # IN  CSR row offsets (n_rows + 1)
+                       const floating[:, ::1] table,  # IN  parameter table (n_features, stride)
+                       const double[::1] w0,          # IN  per-class biases (C,)
+                       double[:, ::1] out,            # OUT scores (n_rows, C)
+                       *, int n_factors, Py_ssize_t block, bint normalize, int n_threads):
+    """Raw per-class scores of the rows of a CSR matrix, rows in parallel
+    (identical for any ``n_threads``)."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef int k = n_factors
+    cdef int nt = team(n_threads)
+    cdef SoftPredict c
+    if n_rows <= 0:
+        return
+    c.kpad = (k // 8 + 2) * 8
+    cdef double[:, ::1] scratch = np.zeros((nt, c.kpad))
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.tab = &table[0, 0]
+    c.w0 = &w0[0]
+    c.out = &out[0, 0]
+    c.scratch = &scratch[0, 0]
+    c.n_rows = n_rows
+    c.stride = table.shape[1]
+    c.block = block
+    c.n_classes = <int>w0.shape[0]
+    c.n_lines = (c.n_classes * block * sizeof(floating) + 63) // 64
+    c.k = k
+    c.normalize = normalize
+    c.types = (sizeof(floating) == 8) + 2 * (sizeof(data_t) == 8) + 4 * (sizeof(index_t) == 8)
+    with nogil:
+        parallel_for(softmax_predict_task, &c, n_rows,
+                     chunk_rows(&indptr[0], n_rows, CHUNK_NNZ_PREDICT), nt)
+
+
+cdef struct SoftTrain:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    void* tab
+    const double* y       # class index 0 .. C-1 (as double)
+    const double* sw      # NULL: all weights 1
+    const int64_t* order
+    double* thr           # (nt, tstride) per-thread sums and class biases
+    double* scratch       # (nt, C * kpad + C)
+    Py_ssize_t n, stride, kpad, n_lines, block, tstride, sstride
+    int k, n_classes, optimizer, types
+    bint fit_intercept, normalize
+    double lr, l2_w0, l2_w, l2_v, l1, ftrl_beta
+
+
+cdef inline void softmax_train_rows(SoftTrain* c, floating* tab, const data_t* X,
+                                    const index_t* ind, int64_t lo, int64_t hi,
+                                    int slot) noexcept nogil:
+    cdef Py_ssize_t p, i, r, start, end, cl
+    cdef Py_ssize_t n = c.n, stride = c.stride, C = c.n_classes
+    cdef const int64_t* order = c.order
+    cdef const int64_t* indptr = c.indptr
+    cdef double scale, m, z, lse, g, wi
+    cdef bint ok
+    cdef int yi
+    cdef double* t = c.thr + slot * c.tstride
+    cdef double* s = c.scratch + slot * c.sstride
+    cdef double* sc = s + C * c.kpad          # the C scores of the row
+    for p in range(lo, min(lo + PF_ROWS, hi)):  # see predict_rows
+        r = order[p]
+        prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, c.n_lines)
+    for p in range(lo, hi):
+        if p + PF_IDX < n:
+            r = order[p + PF_IDX]
+            cfm_prefetch_r(&indptr[r])
+        if p + PF_ROWS + 1 < n:
+            r = order[p + PF_ROWS + 1]
+            prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+            prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+            cfm_prefetch_r(&c.y[r])
+        if p + PF_ROWS < n:
+            r = order[p + PF_ROWS]
+            prefetch_records(ind, indptr[r], indptr[r + 1], tab, stride, c.n_lines)
+        i = order[p]
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        ok = True
+        for cl in range(C):
+            sc[cl] = t[SM_THR_BASE + 3 * cl] + row_score(
+                X, ind, start, end, tab + cl * c.block, stride, c.k, scale, s + cl * c.kpad)
+            if not isfinite(sc[cl]):
+                ok = False
+        if not ok:
+            t[SM_BAD] += 1.0
+            continue
+        # log-sum-exp from the largest score: exp() never overflows
+        m = sc[0]
+        for cl in range(1, C):
+            if sc[cl] > m:
+                m = sc[cl]
+        z = 0.0
+        for cl in range(C):
+            z += exp(sc[cl] - m)
+        lse = m + log(z)
+        yi = <int>c.y[i]
+        wi = c.sw[i] if c.sw != NULL else 1.0
+        t[SM_LOSS] += wi * (lse - sc[yi])
+        t[SM_WSUM] += wi
+        t[SM_COUNT] += 1.0
+        # every class's scores were computed before any update: the gradient
+        # of the loss at this sample's parameters, as the binary kernel
+        for cl in range(C):
+            g = exp(sc[cl] - lse)
+            if cl == yi:
+                g -= 1.0
+            g *= wi
+            if c.fit_intercept:
+                update_bias(t + SM_THR_BASE + 3 * cl, g, c.optimizer, c.lr, c.l2_w0,
+                            c.ftrl_beta)
+            update_features(X, ind, start, end, tab + cl * c.block, stride, c.k, scale,
+                            s + cl * c.kpad, g, c.optimizer, c.lr, c.l2_w, c.l2_v, c.l1,
+                            c.ftrl_beta)
+
+
+cdef void softmax_train_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef SoftTrain* c = <SoftTrain*>p
+    if c.types == 0:
+        softmax_train_rows(c, <float*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 1:
+        softmax_train_rows(c, <double*>c.tab, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 2:
+        softmax_train_rows(c, <float*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 3:
+        softmax_train_rows(c, <double*>c.tab, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif c.types == 4:
+        softmax_train_rows(c, <float*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 5:
+        softmax_train_rows(c, <double*>c.tab, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    elif c.types == 6:
+        softmax_train_rows(c, <float*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        softmax_train_rows(c, <double*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
+cdef int softmax_merge(const double* thr, int nt, Py_ssize_t tstride, double* w0_state,
+                       int C, int optimizer, bint fit_intercept, double lr, double l2_w0,
+                       double ftrl_beta, double* total_loss, double* total_w) noexcept nogil:
+    """merge_thread_states (src/cfm/_common.pxd) for C class biases: fixed
+    order, count-weighted mean of each w0, summed accumulator increments;
+    exact with one thread.  Returns the rows whose scores were not finite."""
+    cdef int t_id, cl
+    cdef double bad = 0.0, n_done = 0.0, w0_avg, a0, b0
+    cdef const double* tb
+    cdef double* ws
+    total_loss[0] = 0.0
+    total_w[0] = 0.0
+    for t_id in range(nt):
+        total_loss[0] += thr[t_id * tstride + SM_LOSS]
+        total_w[0] += thr[t_id * tstride + SM_WSUM]
+        bad += thr[t_id * tstride + SM_BAD]
+        n_done += thr[t_id * tstride + SM_COUNT]
+    for cl in range(C):
+        ws = w0_state + 3 * cl
+        if nt == 1:
+            tb = thr + SM_THR_BASE + 3 * cl
+            ws[0] = tb[0]
+            ws[1] = tb[1]
+            ws[2] = tb[2]
+        elif n_done > 0:
+            a0 = ws[1]
+            b0 = ws[2]
+            w0_avg = 0.0
+            for t_id in range(nt):
+                tb = thr + t_id * tstride + SM_THR_BASE + 3 * cl
+                w0_avg += thr[t_id * tstride + SM_COUNT] * tb[0]
+                ws[1] += tb[1] - a0
+                ws[2] += tb[2] - b0
+            if optimizer == OPT_FTRL and fit_intercept:
+                ws[0] = -ws[1] / ((ftrl_beta + sqrt(ws[2])) / lr + l2_w0)
+            else:
+                ws[0] = w0_avg / n_done
+    return <int>bad
+
+
+def fm_softmax_train_epoch(const data_t[::1] data,         # IN  CSR values
+                           const index_t[::1] indices,     # IN  CSR column indices
+                           const int64_t[::1] indptr,      # IN  CSR row offsets
+                           const double[::1] y,            # IN  class index 0 .. C-1
+                           const double[::1] sample_weight,  # IN  per-row weights, or empty
+                           const int64_t[::1] order,       # IN  rows to visit, in this order
+                           floating[:, ::1] table,         # IN/OUT parameter table
+                           double[:, ::1] w0_state,        # IN/OUT (C, 3) [w0, a, b] per class
+                           *, int n_factors, Py_ssize_t block, int optimizer,
+                           bint fit_intercept, bint normalize,
+                           double learning_rate, double l2_w0, double l2_w, double l2_v,
+                           double l1, double ftrl_beta, int n_threads):
+    """One pass of per-sample softmax updates over ``order``; Hogwild across
+    threads.  ``y`` must hold integers in [0, C) with C = w0_state.shape[0]
+    (validated by the caller).
+
+    Returns (sum of weighted losses before each update, sum of weights,
+    number of rows whose scores were not finite).
+    """
+    cdef Py_ssize_t n = order.shape[0]
+    cdef int k = n_factors
+    cdef int C = <int>w0_state.shape[0]
+    cdef int nt = team(n_threads)
+    cdef int t_id, cl
+    cdef SoftTrain c
+    c.kpad = (k // 8 + 2) * 8
+    c.sstride = ((C * c.kpad + C) // 8 + 1) * 8
+    c.tstride = ((SM_THR_BASE + 3 * C) // 16 + 1) * 16
+    cdef double[:, ::1] scratch = np.zeros((nt, c.sstride))
+    cdef double[:, ::1] thr = np.zeros((nt, c.tstride))
+    cdef double total_loss = 0.0, total_w = 0.0
+    cdef int n_bad
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+
+    for t_id in range(nt):  # every thread starts from the shared biases
+        for cl in range(C):
+            thr[t_id, SM_THR_BASE + 3 * cl] = w0_state[cl, 0]
+            thr[t_id, SM_THR_BASE + 3 * cl + 1] = w0_state[cl, 1]
+            thr[t_id, SM_THR_BASE + 3 * cl + 2] = w0_state[cl, 2]
+    if n == 0:
+        return 0.0, 0.0, 0
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.tab = &table[0, 0]
+    c.y = &y[0]
+    c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    c.order = &order[0]
+    c.thr = &thr[0, 0]
+    c.scratch = &scratch[0, 0]
+    c.n = n
+    c.stride = table.shape[1]
+    c.block = block
+    c.n_lines = (C * block * sizeof(floating) + 63) // 64
+    c.k = k
+    c.n_classes = C
+    c.optimizer = optimizer
+    c.fit_intercept = fit_intercept
+    c.normalize = normalize
+    c.lr = learning_rate
+    c.l2_w0 = l2_w0
+    c.l2_w = l2_w
+    c.l2_v = l2_v
+    c.l1 = l1
+    c.ftrl_beta = ftrl_beta
+    c.types = (sizeof(floating) == 8) + 2 * (sizeof(data_t) == 8) + 4 * (sizeof(index_t) == 8)
+    with nogil:
+        parallel_for(softmax_train_task, &c, n,
+                     chunk_rows(&indptr[0], n_rows, CHUNK_NNZ_TRAIN // C + 1), nt)
+        n_bad = softmax_merge(&thr[0, 0], nt, c.tstride, &w0_state[0, 0], C, optimizer,
+                              fit_intercept, learning_rate, l2_w0, ftrl_beta,
+                              &total_loss, &total_w)
+    return total_loss, total_w, n_bad
+
+
+cdef struct SoftInit:
+    void* tab
+    Py_ssize_t stride, block
+    int k, n_classes
+    bint f64
+    double std
+    uint64_t seed
+
+
+cdef inline void softmax_init_rows(SoftInit* c, floating* tab, int64_t lo,
+                                   int64_t hi) noexcept nogil:
+    cdef Py_ssize_t j, f, cl
+    cdef uint64_t state
+    cdef double u1, u2, r
+    cdef floating* row
+    for j in range(lo, hi):
+        for cl in range(c.n_classes):
+            row = tab + j * c.stride + cl * c.block
+            state = c.seed ^ (<uint64_t>j * <uint64_t>0xD1B54A32D192ED03ULL) \
+                ^ (<uint64_t>(cl + 1) * <uint64_t>0x9E3779B97F4A7C15ULL)
+            splitmix64(&state)
+            f = 0
+            while f < c.k:
+                u1 = 1.0 - rand_uniform(&state)
+                u2 = rand_uniform(&state)
+                r = c.std * bm_radius(u1)
+                row[1 + f] = <floating>(r * cos(bm_angle(u2)))
+                if f + 1 < c.k:
+                    row[2 + f] = <floating>(r * sin(bm_angle(u2)))
+                f = f + 2
+
+
+cdef void softmax_init_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef SoftInit* c = <SoftInit*>p
+    if c.f64:
+        softmax_init_rows(c, <double*>c.tab, lo, hi)
+    else:
+        softmax_init_rows(c, <float*>c.tab, lo, hi)
+
+
+def fm_softmax_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
+                            int n_factors, Py_ssize_t block, int n_classes, double std,
+                            uint64_t seed, int n_threads):
+    """Fill the factors of every class block with N(0, std^2) draws, one
+    stream per (feature, class): identical for any number of threads."""
+    cdef Py_ssize_t n = table.shape[0]
+    cdef SoftInit c
+    if n_factors <= 0 or n <= 0:
+        return
+    c.tab = &table[0, 0]
+    c.stride = table.shape[1]
+    c.block = block
+    c.k = n_factors
+    c.n_classes = n_classes
+    c.f64 = floating is double
+    c.std = std
+    c.seed = seed
+    with nogil:
+        parallel_for(softmax_init_task, &c, n, max(1, CHUNK_INIT // max(n_classes, 1)),
+                     team(n_threads))
