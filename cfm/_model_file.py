@@ -131,13 +131,13 @@ def _check_labels(spec, task):
 
 
 # Model kinds; the ones with fields need "n_fields"
-KINDS = ("fm", "ffm", "deepfm")
-_FIELD_KINDS = ("ffm", "deepfm")
+KINDS = ("fm", "ffm", "deepfm", "fwfm")
+_FIELD_KINDS = ("ffm", "deepfm", "fwfm")
 
 # (key, required, test, what it must be); "n_fields" is required for _FIELD_KINDS
 _HEADER_SCHEMA = (
     ("format", True, lambda v: v == "cfm-model", "'cfm-model'"),
-    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm' or 'deepfm'"),
+    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm', 'deepfm' or 'fwfm'"),
     ("estimator", True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a class name"),
     ("task", True, lambda v: v in ("regression", "binary"), "'regression' or 'binary'"),
     ("solver", True, lambda v: isinstance(v, str) and len(v) <= 64, "a solver name"),

@@ -31,7 +31,7 @@ LAYERS = [
     ("model state", ["_state", "_state.*"]),
     ("training", ["_train", "_train.*"]),
     ("torch bridge", ["torch", "torch.*"]),
-    ("estimators", ["_estimator", "_persist", "_tuning", "_to_torch", "models", "ffm", "deepfm"]),
+    ("estimators", ["_estimator", "_persist", "_tuning", "_to_torch", "models", "ffm", "fwfm", "deepfm"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
     ("engines", ["dask", "_dask_tasks", "spark"]),
