@@ -240,3 +240,20 @@ def test_model_file_rejects_asymmetric_weights(tmp_path):
     write_model_file(tmp_path / "bad.cfm", header, arrays)
     with pytest.raises(cfm.ModelFileError, match="symmetric"):
         cfm.load(tmp_path / "bad.cfm")
+
+
+def test_scikit_learn_tools_without_fields(clf_data):
+    """No fields: Pipeline, GridSearchCV and cross_val_score work as for FM."""
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = clf_data
+    X, y = X[:400], y[:400]
+    pipe = make_pipeline(StandardScaler(with_mean=False),
+                         cfm.FwFMClassifier(n_epochs=3, n_jobs=1, random_state=0))
+    assert cross_val_score(pipe, X, y, cv=2, scoring="roc_auc").mean() > 0.5
+    gs = GridSearchCV(cfm.FwFMClassifier(n_epochs=2, n_jobs=1, random_state=0),
+                      {"n_factors": [2, 4]}, cv=2, scoring="roc_auc").fit(X, y)
+    assert gs.best_estimator_.n_fields_ == 60  # <= 64 columns: one field per column
