@@ -142,8 +142,11 @@ def test_threaded_epoch_merges_field_weights(rng):
           .fit(X, y, fields=fields) for nj in (1, 2)]
     for m in ms:
         assert np.array_equal(m.R_, m.R_.T) and np.isfinite(m.R_).all()
-    # averaged copies move R less far in an epoch than one thread does
-    assert np.abs(ms[0].R_ - ms[1].R_).max() < 0.3
+    # averaged copies move R in the same direction as one thread, less far
+    # (how much less depends on how the rows were shared between the threads)
+    d1, d2 = (ms[0].R_ - 1).ravel(), (ms[1].R_ - 1).ravel()
+    assert np.corrcoef(d1, d2)[0, 1] > 0.9
+    assert 0.3 < np.linalg.norm(d2) / np.linalg.norm(d1) < 1.1
     p = [m.predict_proba(X)[:, 1] for m in ms]
     assert np.corrcoef(p[0], p[1])[0, 1] > 0.95
 
@@ -257,3 +260,17 @@ def test_scikit_learn_tools_without_fields(clf_data):
     gs = GridSearchCV(cfm.FwFMClassifier(n_epochs=2, n_jobs=1, random_state=0),
                       {"n_factors": [2, 4]}, cv=2, scoring="roc_auc").fit(X, y)
     assert gs.best_estimator_.n_fields_ == 60  # <= 64 columns: one field per column
+
+
+def test_auto_tune_races_fwfm():
+    """The race of auto_tune (replica / snapshot / restore of FwFMTable), with
+    the holdout and with an eval_set (the winner restored to its best epoch)."""
+    X, y = cfm.make_fm_classification(n_samples=6000, n_features=60, n_fields=5,
+                                      random_state=0)
+    fields = np.arange(60) // 12
+    m = cfm.FwFMClassifier(n_jobs=1, random_state=0).fit(X, y, fields=fields)
+    assert m.best_params_["auto"] == "race" and len(m.race_["candidates"]) == 6
+    e = cfm.FwFMClassifier(n_jobs=1, random_state=0).fit(X[:5000], y[:5000], fields=fields,
+                                                         eval_set=(X[5000:], y[5000:]))
+    assert e.best_params_["auto"] == "race on eval_set"
+    assert len(e.history_) >= e.best_epoch_ >= 1

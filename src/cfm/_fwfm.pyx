@@ -44,7 +44,7 @@ import numpy as np
 from libc.stdint cimport int32_t, int64_t
 
 from cfm._common cimport (
-    floating, data_t, index_t,
+    floating, data_t, index_t, cfm_prefetch_r,
     OPT_SGD, OPT_ADAGRAD, OPT_FTRL,
     row_scale, fsqrt, THR_STRIDE, T_W0, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, update_bias,
@@ -53,9 +53,36 @@ from cfm._common cimport (
 from cfm._pool cimport parallel_for, team
 from libc.math cimport sqrt, isfinite
 
+cdef extern from "cfm_fwfm.h" nogil:
+    double cfm_fw_dot(const double* a, const double* b, Py_ssize_t k4)
+    void cfm_fw_axpy(double* y, double r, const double* x, Py_ssize_t k4)
+    void cfm_fw_axpy2(double* ta, double* tb, double r, const double* sa, const double* sb,
+                      Py_ssize_t k4)
+    double cfm_fw_upper(const double* S, Py_ssize_t kpad, const double* rrow,
+                        const int32_t* plist, int a, int P, Py_ssize_t k8)
+    void cfm_fw_step(double* r, double* acc, const double* d, Py_ssize_t n, double g,
+                     double lr, double l2)
+    void cfm_fw_tsum(const double* S, Py_ssize_t kpad, const double* rrow,
+                     const int32_t* plist, int P, Py_ssize_t k8, double* t)
+
 cdef enum:
     CHUNK_NNZ_PREDICT = 8192
     CHUNK_NNZ_TRAIN = 16384
+    PF_ROWS = 2     # rows ahead whose parameter records are prefetched (as _fm.pyx)
+
+
+cdef inline void prefetch_records(const index_t* ind, Py_ssize_t start, Py_ssize_t end,
+                                  const floating* tab, Py_ssize_t stride,
+                                  Py_ssize_t n_lines, const int32_t* fields) noexcept nogil:
+    """Prefetch the table records of a row's features (as src/cfm/_fm.pyx)
+    and their field ids (a miss per non-zero too when there are many columns)."""
+    cdef Py_ssize_t jj, l
+    cdef const char* p
+    for jj in range(start, end):
+        p = <const char*>(tab + <Py_ssize_t>ind[jj] * stride)
+        for l in range(n_lines):
+            cfm_prefetch_r(p + 64 * l)
+        cfm_prefetch_r(fields + ind[jj])
 
 
 cdef struct Row:
@@ -66,6 +93,10 @@ cdef struct Row:
     double* T          # (P_max, kpad) sum_g r_fg s_g (training)
     double* q          # (P_max,) self terms
     double* rdiag      # (P_max,) r_ff used (training)
+    int k4             # k rounded up to 4: the sums' padding is zero
+    double* rt         # (P_max,) x 3: R, accumulators, derivatives of one field's pairs
+    double* gt
+    double* dt
 
 
 cdef inline int gather(Row* w, const data_t* X, const index_t* ind, Py_ssize_t start,
@@ -90,7 +121,7 @@ cdef inline int gather(Row* w, const data_t* X, const index_t* ind, Py_ssize_t s
             w.slot_of[f] = p
             w.plist[p] = f
             s = w.S + p * kpad
-            for c in range(k):
+            for c in range(w.k4):
                 s[c] = 0.0
             w.q[p] = 0.0
         s = w.S + p * kpad
@@ -111,29 +142,24 @@ cdef inline void release(Row* w, int P) noexcept nogil:
         w.slot_of[w.plist[p]] = -1
 
 
-cdef inline double dot(const double* a, const double* b, int k) noexcept nogil:
-    cdef double acc = 0.0
-    cdef Py_ssize_t c
-    for c in range(k):
-        acc += a[c] * b[c]
-    return acc
+cdef inline double dot(const double* a, const double* b, int k4) noexcept nogil:
+    """<a, b> over k4 (a multiple of 4) entries, in 4 lanes (cfm_fwfm.h)."""
+    return cfm_fw_dot(a, b, k4)
 
 
 cdef inline double pair_score(Row* w, int P, const double* R, Py_ssize_t F, int k,
                               Py_ssize_t kpad) noexcept nogil:
-    """sum_{a<b} r <s_a, s_b> + 1/2 sum_a r_aa (|s_a|^2 - q_a)."""
-    cdef int a, b
-    cdef Py_ssize_t fa
+    """sum_{a<b} r_ab <s_a, s_b> + 1/2 sum_a r_aa (|s_a|^2 - q_a), as
+    sum_a <s_a, u_a> with u_a = sum_{b>a} r_ab s_b (cfm_fwfm.h)."""
+    cdef int a, k4 = w.k4
+    cdef Py_ssize_t fa, k8 = (k + 7) // 8 * 8
     cdef const double* sa
-    cdef double pair = 0.0, inner
+    cdef double pair = 0.0
     for a in range(P):
         fa = w.plist[a]
         sa = w.S + a * kpad
-        pair += 0.5 * R[fa * F + fa] * (dot(sa, sa, k) - w.q[a])
-        inner = 0.0
-        for b in range(a + 1, P):
-            inner += R[fa * F + w.plist[b]] * dot(sa, w.S + b * kpad, k)
-        pair += inner
+        pair += 0.5 * R[fa * F + fa] * (dot(sa, sa, k4) - w.q[a]) \
+            + cfm_fw_upper(w.S, kpad, R + fa * F, w.plist, a, P, k8)
     return pair
 
 
@@ -157,13 +183,14 @@ cdef struct Predict:
 
 cdef inline void scratch_of(Row* w, int32_t* slot_of, int32_t* plist, double* S, double* T,
                             double* q, double* rdiag, Py_ssize_t F, Py_ssize_t pmax,
-                            Py_ssize_t kpad, int slot) noexcept nogil:
+                            Py_ssize_t kpad, int k, int slot) noexcept nogil:
     w.slot_of = slot_of + slot * F
     w.plist = plist + slot * pmax
     w.S = S + slot * pmax * kpad
     w.T = T + slot * pmax * kpad if T != NULL else NULL
     w.q = q + slot * pmax
     w.rdiag = rdiag + slot * pmax if rdiag != NULL else NULL
+    w.k4 = (k + 3) // 4 * 4
 
 
 cdef inline void predict_rows(Predict* c, const floating* tab, const data_t* X,
@@ -173,8 +200,14 @@ cdef inline void predict_rows(Predict* c, const floating* tab, const data_t* X,
     cdef int P
     cdef double scale, lin
     cdef Row w
-    scratch_of(&w, c.slot_of, c.plist, c.S, NULL, c.q, NULL, c.F, c.pmax, c.kpad, slot)
+    cdef Py_ssize_t n_lines = ((1 + c.k) * sizeof(floating) + 63) // 64
+    scratch_of(&w, c.slot_of, c.plist, c.S, NULL, c.q, NULL, c.F, c.pmax, c.kpad, c.k, slot)
+    for i in range(lo, min(lo + PF_ROWS, hi)):
+        prefetch_records(ind, c.indptr[i], c.indptr[i + 1], tab, c.stride, n_lines, c.fields)
     for i in range(lo, hi):
+        if i + PF_ROWS < c.n_rows:
+            prefetch_records(ind, c.indptr[i + PF_ROWS], c.indptr[i + PF_ROWS + 1], tab,
+                             c.stride, n_lines, c.fields)
         scale = row_scale(X, c.indptr[i], c.indptr[i + 1], c.normalize)
         P = gather(&w, X, ind, c.indptr[i], c.indptr[i + 1], tab, c.stride, c.fields, c.k,
                    c.kpad, scale, &lin)
@@ -269,6 +302,7 @@ cdef struct Train:
     double* T
     double* q
     double* rdiag
+    double* tmp        # (nt, 3 * pmax)
     Py_ssize_t n, stride, kpad, F, pmax
     int k, loss, optimizer, types
     bint fit_intercept, normalize
@@ -278,64 +312,50 @@ cdef struct Train:
 cdef inline void update_pairs(Row* w, int P, double* R, double* G, Py_ssize_t F, int k,
                               Py_ssize_t kpad, double g, int optimizer, double lr,
                               double l2) noexcept nogil:
-    """One step on the field-pair weights of the row (this thread's copy)."""
-    cdef int a, b
+    """One step on the field-pair weights of the row (this thread's copy):
+    per field a, the weights r_ab (b >= a) are gathered into w.rt / w.gt with
+    their derivatives w.dt, stepped together (cfm_fw_step), written back to
+    both halves of R."""
+    cdef int a, b, j, n, k4 = w.k4
     cdef Py_ssize_t fa, fb
     cdef const double* sa
-    cdef double grad, r, acc
+    cdef bint ada = optimizer != OPT_SGD
     for a in range(P):
         fa = w.plist[a]
         sa = w.S + a * kpad
-        for b in range(a, P):
+        n = P - a
+        for j in range(n):
+            b = a + j
             fb = w.plist[b]
-            r = R[fa * F + fb]
-            if a == b:
-                grad = g * 0.5 * (dot(sa, sa, k) - w.q[a]) + l2 * r
+            w.rt[j] = R[fa * F + fb]
+            if ada:
+                w.gt[j] = G[fa * F + fb]
+            if j == 0:
+                w.dt[0] = 0.5 * (dot(sa, sa, k4) - w.q[a])
             else:
-                grad = g * dot(sa, w.S + b * kpad, k) + l2 * r
-            if optimizer == OPT_SGD:
-                r = r - lr * grad
-            else:
-                acc = G[fa * F + fb] + grad * grad
-                G[fa * F + fb] = acc
-                G[fb * F + fa] = acc
-                r = r - lr * grad / sqrt(acc)
-            R[fa * F + fb] = r
-            R[fb * F + fa] = r
+                w.dt[j] = dot(sa, w.S + b * kpad, k4)
+        cfm_fw_step(w.rt, w.gt if ada else NULL, w.dt, n, g, lr, l2)
+        for j in range(n):
+            fb = w.plist[a + j]
+            R[fa * F + fb] = w.rt[j]
+            R[fb * F + fa] = w.rt[j]
+            if ada:
+                G[fa * F + fb] = w.gt[j]
+                G[fb * F + fa] = w.gt[j]
 
 
 cdef inline double row_T(Row* w, int P, const double* R, Py_ssize_t F, int k,
                          Py_ssize_t kpad) noexcept nogil:
     """t_a = sum_b r_ab s_b for every field of the row (and r_aa saved); returns
     the pairwise part of the score, 1/2 sum_a (<s_a, t_a> - r_aa q_a)."""
-    cdef int a, b
-    cdef Py_ssize_t fa, c
-    cdef const double* sa
-    cdef const double* sb
-    cdef double* ta
-    cdef double* tb
-    cdef double r, pair = 0.0
+    cdef int a, k4 = w.k4
+    cdef Py_ssize_t fa, k8 = (k + 7) // 8 * 8
+    cdef double pair = 0.0
     for a in range(P):
         fa = w.plist[a]
-        r = R[fa * F + fa]
-        w.rdiag[a] = r
-        sa = w.S + a * kpad
-        ta = w.T + a * kpad
-        for c in range(k):
-            ta[c] = r * sa[c]
-    for a in range(P):
-        fa = w.plist[a]
-        sa = w.S + a * kpad
-        ta = w.T + a * kpad
-        for b in range(a + 1, P):
-            r = R[fa * F + w.plist[b]]
-            sb = w.S + b * kpad
-            tb = w.T + b * kpad
-            for c in range(k):
-                ta[c] += r * sb[c]
-                tb[c] += r * sa[c]
-    for a in range(P):
-        pair += 0.5 * (dot(w.S + a * kpad, w.T + a * kpad, k) - w.rdiag[a] * w.q[a])
+        w.rdiag[a] = R[fa * F + fa]
+        cfm_fw_tsum(w.S, kpad, R + fa * F, w.plist, P, k8, w.T + a * kpad)
+        pair += 0.5 * (dot(w.S + a * kpad, w.T + a * kpad, k4) - w.rdiag[a] * w.q[a])
     return pair
 
 
@@ -394,9 +414,19 @@ cdef inline void train_rows(Train* c, floating* tab, const data_t* X, const inde
     cdef double* R = c.Rt + slot * FF
     cdef double* G = c.Gt + slot * FF
     cdef Row w
-    scratch_of(&w, c.slot_of, c.plist, c.S, c.T, c.q, c.rdiag, c.F, c.pmax, c.kpad,
+    cdef Py_ssize_t n_lines = (c.stride * sizeof(floating) + 63) // 64
+    scratch_of(&w, c.slot_of, c.plist, c.S, c.T, c.q, c.rdiag, c.F, c.pmax, c.kpad, c.k,
                slot)
+    w.rt = c.tmp + slot * 3 * c.pmax
+    w.gt = w.rt + c.pmax
+    w.dt = w.gt + c.pmax
+    for p in range(lo, min(lo + PF_ROWS, hi)):
+        i = c.order[p]
+        prefetch_records(ind, c.indptr[i], c.indptr[i + 1], tab, c.stride, n_lines, c.fields)
     for p in range(lo, hi):
+        if p + PF_ROWS < c.n:
+            i = c.order[p + PF_ROWS]
+            prefetch_records(ind, c.indptr[i], c.indptr[i + 1], tab, c.stride, n_lines, c.fields)
         i = c.order[p]
         start = c.indptr[i]
         end = c.indptr[i + 1]
@@ -477,6 +507,7 @@ def fwfm_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef double[:, ::1] T = np.zeros((nt, c.pmax * c.kpad))
     cdef double[:, ::1] q = np.zeros((nt, c.pmax))
     cdef double[:, ::1] rdiag = np.zeros((nt, c.pmax))
+    cdef double[:, ::1] tmp = np.zeros((nt, 3 * c.pmax))
     c.X = &data[0] if data.shape[0] > 0 else NULL
     c.ind = &indices[0] if indices.shape[0] > 0 else NULL
     c.indptr = &indptr[0]
@@ -494,6 +525,7 @@ def fwfm_train_epoch(const data_t[::1] data,         # IN  CSR values
     c.T = &T[0, 0]
     c.q = &q[0, 0]
     c.rdiag = &rdiag[0, 0]
+    c.tmp = &tmp[0, 0]
     c.n = n
     c.stride = table.shape[1]
     c.k = n_factors
