@@ -274,3 +274,16 @@ def test_auto_tune_races_fwfm():
                                                          eval_set=(X[5000:], y[5000:]))
     assert e.best_params_["auto"] == "race on eval_set"
     assert len(e.history_) >= e.best_epoch_ >= 1
+
+
+def test_cli_trains_fwfm_on_a_libsvm_file_with_default_fields(tmp_path):
+    X = sp.random(400, 12, density=0.4, random_state=0, format="csr")
+    y = (X.sum(axis=1).A.ravel() > np.median(X.sum(axis=1).A.ravel())).astype(int)
+    path, model = tmp_path / "t.svm", tmp_path / "m.cfm"
+    cfm.dump_libsvm(X, y, path, zero_based=True)
+    r = subprocess.run([sys.executable, "-m", "cfm", "train", str(path), "-o", str(model),
+                        "--model", "fwfm", "--epochs", "2", "--threads", "1", "--seed", "0",
+                        "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = cfm.load(model)
+    assert type(m) is cfm.FwFMClassifier and np.array_equal(m.fields_, np.arange(12))
