@@ -174,15 +174,20 @@ def planted_fwfm(n_rows, n_test, n_fields=39, ids_per_field=1000, k=8, density=0
 
 def planted(threads, n_rows, n_test, ids_per_field):
     X, y, Xt, yt, fields = planted_fwfm(n_rows, n_test, ids_per_field=ids_per_field)
+    return _with_defaults(threads, X, y, Xt, yt, fields), float(y.mean())
+
+
+def _with_defaults(threads, X, y, Xt, yt, fields):
+    """Each model fitted with its defaults: accuracy, fit time, scoring speed."""
     rows = []
     for name in MODELS:
         m, t = _fit(name, X, y, fields, threads)
         p, cold, warm = _score(m, Xt)
         rows.append(dict(model=name, auc=_auc(yt, p), logloss=_logloss(yt, p), fit=t,
-                         cold=n_test / cold, warm=n_test / warm, bytes=_nbytes(m),
+                         cold=len(yt) / cold, warm=len(yt) / warm, bytes=_nbytes(m),
                          settings=_settings(m)))
         print(rows[-1], file=sys.stderr)
-    return rows, float(y.mean())
+    return rows
 
 
 def _warm_up(threads):
@@ -198,15 +203,7 @@ def synthetic(threads, n_rows, n_test, ids_per_field):
 
     X, y, Xt, yt, fields = bds.make_criteo_like_split(n_rows, n_test, ids_per_field=ids_per_field,
                                                       seed=0)
-    rows, speed = [], []
-    for name in MODELS:
-        m, t = _fit(name, X, y, fields, threads)
-        p, cold, warm = _score(m, Xt)
-        rows.append(dict(model=name, auc=_auc(yt, p), logloss=_logloss(yt, p), fit=t,
-                         cold=n_test / cold, warm=n_test / warm, bytes=_nbytes(m),
-                         settings=_settings(m)))
-        print(rows[-1], file=sys.stderr)
-        del m
+    rows, speed = _with_defaults(threads, X, y, Xt, yt, fields), []
     for nt in sorted({1, threads}):
         for name in MODELS:
             m, t = _fit(name, X, y, fields, nt, n_epochs=1, learning_rate=0.1, normalize=True,
