@@ -12,6 +12,7 @@ from ._validation import effective_n_threads
 from .exceptions import ModelFileError
 from .deepfm import DeepFMClassifier, DeepFMRegressor
 from .ffm import FFMClassifier, FFMRegressor
+from .fwfm import FwFMClassifier, FwFMRegressor
 from .models import FMClassifier, FMRegressor
 from . import scoring
 from .xlearn import XLearnFMClassifier, XLearnFMRegressor
@@ -22,6 +23,7 @@ REGISTRY = {cls.__name__: cls for cls in (
     FMRegressor, FMClassifier, FFMRegressor, FFMClassifier,
     XLearnFMRegressor, XLearnFMClassifier,
     DeepFMRegressor, DeepFMClassifier,
+    FwFMRegressor, FwFMClassifier,
 )}
 
 

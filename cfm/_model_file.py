@@ -135,15 +135,15 @@ def _check_labels(spec, task):
 
 
 # Model kinds; the ones with fields need "n_fields"
-KINDS = ("fm", "ffm", "deepfm", "fm_softmax")
+KINDS = ("fm", "ffm", "deepfm", "fm_softmax", "fwfm")
 # most class labels of a multiclass model (cfm._state.softmax.MAX_CLASSES)
 MAX_CLASSES = 1 << 16
-_FIELD_KINDS = ("ffm", "deepfm")
+_FIELD_KINDS = ("ffm", "deepfm", "fwfm")
 
 # (key, required, test, what it must be); "n_fields" is required for _FIELD_KINDS
 _HEADER_SCHEMA = (
     ("format", True, lambda v: v == "cfm-model", "'cfm-model'"),
-    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm', 'deepfm' or 'fm_softmax'"),
+    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm', 'deepfm', 'fm_softmax' or 'fwfm'"),
     ("estimator", True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a class name"),
     ("task", True, lambda v: v in ("regression", "binary", "multiclass"),
      "'regression', 'binary' or 'multiclass'"),

@@ -53,7 +53,8 @@ class Case:
 
     @property
     def classifier(self):
-        return self.cls in (cfm.FMClassifier, cfm.FFMClassifier, cfm.DeepFMClassifier)
+        return self.cls in (cfm.FMClassifier, cfm.FFMClassifier, cfm.DeepFMClassifier,
+                            cfm.FwFMClassifier)
 
     @property
     def ffm(self):
@@ -64,9 +65,13 @@ class Case:
         return self.cls in (cfm.DeepFMRegressor, cfm.DeepFMClassifier)
 
     @property
+    def fwfm(self):
+        return self.cls in (cfm.FwFMRegressor, cfm.FwFMClassifier)
+
+    @property
     def fields(self):
         """fit takes fields (one field id per column)."""
-        return self.ffm or self.deepfm
+        return self.ffm or self.deepfm or self.fwfm
 
     @property
     def solver_param(self):
@@ -109,6 +114,8 @@ CASES = (
     # multiclass FMClassifier: a softmax FM (per-sample solvers; a linear one too)
     + [Case(cfm.FMClassifier, s, d, n_classes=3) for s in PER_SAMPLE for d in FM_DTYPES]
     + [Case(cfm.FMClassifier, "adagrad", "float64", n_factors=0, n_classes=3)]
+    + [Case(cls, s, d) for cls in (cfm.FwFMRegressor, cfm.FwFMClassifier)
+       for s in PER_SAMPLE for d in FM_DTYPES]
 )
 IDS = [c.id for c in CASES]
 PER_SAMPLE_CASES = [c for c in CASES if not c.sweeps]
@@ -397,9 +404,10 @@ def test_bad_input_gets_the_documented_errors(fitted):
         case.make(dtype="int8").fit(X, y, **kw)
     with pytest.raises(ValueError, match="n_jobs"):
         case.make(n_jobs=0).fit(X, y, **kw)
-    if case.fields:
+    if case.fields and not case.fwfm:  # FwFM: fields=None has a default
         with pytest.raises(ValueError, match="fields"):
             case.make().fit(X, y)
+    if case.fields:
         with pytest.raises(ValueError, match="fields"):
             case.make().fit(X, y, fields=FIELDS[:-1])
 

@@ -43,7 +43,8 @@ if "xfail_strict" in inspect.signature(ec.parametrize_with_checks).parameters:
     _kw["xfail_strict"] = True
 
 
-@ec.parametrize_with_checks([cfm.FMRegressor(), cfm.FMClassifier()], **_kw)
+@ec.parametrize_with_checks([cfm.FMRegressor(), cfm.FMClassifier(), cfm.FwFMRegressor(),
+                             cfm.FwFMClassifier()], **_kw)
 def test_sklearn_compatible_estimator(estimator, check, request):
     name = getattr(check, "func", check).__name__
     if name in CFM_BUGS:
@@ -53,8 +54,9 @@ def test_sklearn_compatible_estimator(estimator, check, request):
         check(estimator)
 
 
-@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier()],
-                         ids=["FMRegressor", "FMClassifier"])
+@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier(), cfm.FwFMRegressor(),
+                                 cfm.FwFMClassifier()],
+                         ids=["FMRegressor", "FMClassifier", "FwFMRegressor", "FwFMClassifier"])
 def test_check_estimator_passes(est):
     expected = {**EXPECTED_FAILED, **CFM_BUGS}
     with warnings.catch_warnings():

@@ -459,3 +459,26 @@ def test_onnx_parity_real_libsvm_rows(tmp_path, onnx_ready):
     path = ct.export_onnx(model, tmp_path / "fm.onnx")
     err = np.abs(_onnx_scores(path, X, torch.float32) - model.decision_function(X)).max()
     assert err <= TOL, err
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("cls", [cfm.FwFMClassifier, cfm.FwFMRegressor])
+def test_fwfm_to_torch_parity(cls, normalize, dtype):
+    X, yc, yr, fields = _data()
+    model = cls(4, n_epochs=3, dtype=dtype, normalize=normalize, random_state=0,
+                n_jobs=1).fit(X, yc if cls is cfm.FwFMClassifier else yr, fields=fields)
+    err, module = _max_err(model, X)
+    assert err <= TOL, err
+    assert type(module) is ct.FieldWeightedFactorizationMachine
+    np.testing.assert_allclose(module.R.detach().double().numpy(), model.R_, rtol=1e-6)
+
+
+def test_fwfm_onnx_parity(tmp_path, onnx_ready):
+    X, yc, _, fields = _data()
+    model = cfm.FwFMClassifier(4, n_epochs=2, random_state=0, n_jobs=1).fit(X, yc,
+                                                                           fields=fields)
+    path = ct.export_onnx(model, tmp_path / "fwfm.onnx")
+    ref = model.decision_function(X)
+    assert np.abs(_onnx_scores(path, X, torch.float32) - ref).max() <= TOL
+    assert _onnx_scores(path, X[:0], torch.float32).shape == (0,)

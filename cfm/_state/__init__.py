@@ -5,8 +5,9 @@ from .base import Hyper, ModelState
 from .deepfm import DeepFMState
 from .ffm import FFMTable
 from .fm import FMTable
+from .fwfm import FwFMTable
 from .mcmc import MCMCSamples
 from .softmax import SoftmaxFMTable
 
-__all__ = ["DeepFMState", "FFMTable", "FMTable", "Hyper", "MCMCSamples", "ModelState",
+__all__ = ["DeepFMState", "FFMTable", "FMTable", "FwFMTable", "Hyper", "MCMCSamples", "ModelState",
            "SoftmaxFMTable"]

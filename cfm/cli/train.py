@@ -1,4 +1,4 @@
-"""``cfm train TRAIN -o MODEL``: train an LR, FM, FFM or DeepFM model on a data file."""
+"""``cfm train TRAIN -o MODEL``: train an LR, FM, FFM, FwFM or DeepFM model on a data file."""
 import sys
 import time
 
@@ -11,13 +11,15 @@ from .progress import Progress
 
 def add_parser(sub, common):
     t = sub.add_parser("train", parents=[common], help="train a model on a data file",
-                       description="Train an LR, FM, FFM or DeepFM model on a libsvm / libFM / "
+                       description="Train an LR, FM, FFM, FwFM or DeepFM model on a libsvm / libFM / "
                        "libffm "
                        "text file (plain or gzip) or a .cfmdata cache, streamed in blocks.")
     t.add_argument("train", metavar="TRAIN", help="training data file")
     t.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file to write")
-    t.add_argument("--model", choices=("lr", "fm", "ffm", "deepfm"), default="fm",
+    t.add_argument("--model", choices=("lr", "fm", "ffm", "fwfm", "deepfm"), default="fm",
                    help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
+                   "fwfm: field-weighted FM (fields from a libffm file; from a libsvm file one "
+                   "field per column up to 64 columns, else one field); "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
                    "file). Default: fm")
     t.add_argument("--task", choices=("binary", "multiclass", "reg"), default=None,
@@ -27,7 +29,7 @@ def add_parser(sub, common):
                    "exactly two values, else reg")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
                    default=None,
-                   help="lr / fm / ffm: per-sample optimizers adagrad (default), sgd, ftrl; or "
+                   help="lr / fm / ffm / fwfm: per-sample optimizers adagrad (default), sgd, ftrl; or "
                    "libFM's coordinate-wise solvers als and mcmc (Gibbs sampling; --model "
                    "fm/lr, training file read into memory)")
     t.add_argument("-k", "--factors", type=int_range(1, 256), default=None, metavar="K",
@@ -185,12 +187,13 @@ def _params(args):
 
 def _estimator_class(task, model):
     from .. import (DeepFMClassifier, DeepFMRegressor, FFMClassifier, FFMRegressor,
-                    FMClassifier, FMRegressor)
+                    FMClassifier, FMRegressor, FwFMClassifier, FwFMRegressor)
 
     family = "fm" if model == "lr" else model
     return {("binary", "fm"): FMClassifier, ("reg", "fm"): FMRegressor,
             ("multiclass", "fm"): FMClassifier,
             ("binary", "ffm"): FFMClassifier, ("reg", "ffm"): FFMRegressor,
+            ("binary", "fwfm"): FwFMClassifier, ("reg", "fwfm"): FwFMRegressor,
             ("binary", "deepfm"): DeepFMClassifier,
             ("reg", "deepfm"): DeepFMRegressor}[(task, family)]
 

@@ -11,7 +11,8 @@ onnxruntime).  ``import cfm`` never imports torch; this package does.
   optimizer.
 * Layers with cfm's formulas for your own networks:
   :class:`FactorizationMachine` (LR with ``n_factors=0``),
-  :class:`FieldAwareFactorizationMachine`, :class:`DeepFM`, and
+  :class:`FieldAwareFactorizationMachine`,
+  :class:`FieldWeightedFactorizationMachine`, :class:`DeepFM`, and
   :class:`FMPosterior` (an MCMC fit's posterior mean).
 * :func:`export_onnx`: an ONNX file scoring like ``decision_function``.
 * :class:`BlockDataset`: mini-batches streamed from data files and
@@ -32,7 +33,9 @@ from ._batch import as_batch
 from ._convert import from_state
 from ._onnx import export_onnx
 from .data import BlockDataset
-from .layers import DeepFM, FactorizationMachine, FieldAwareFactorizationMachine, FMPosterior
+from .layers import (DeepFM, FactorizationMachine, FieldAwareFactorizationMachine,
+                     FieldWeightedFactorizationMachine, FMPosterior)
 
 __all__ = ["BlockDataset", "DeepFM", "FMPosterior", "FactorizationMachine",
-           "FieldAwareFactorizationMachine", "as_batch", "export_onnx", "from_state"]
+           "FieldAwareFactorizationMachine", "FieldWeightedFactorizationMachine", "as_batch",
+           "export_onnx", "from_state"]

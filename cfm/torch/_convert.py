@@ -12,10 +12,11 @@ refused rather than converted into a module that scores differently.
 import numpy as np
 import torch
 
-from .._state import FFMTable, FMTable, MCMCSamples
+from .._state import FFMTable, FMTable, FwFMTable, MCMCSamples
 from .._state.deepfm import DeepFMState
 from .._state.mcmc import TASK_REGRESSION
-from .layers import DeepFM, FactorizationMachine, FieldAwareFactorizationMachine, FMPosterior
+from .layers import (DeepFM, FactorizationMachine, FieldAwareFactorizationMachine,
+                     FieldWeightedFactorizationMachine, FMPosterior)
 
 __all__ = ["from_state"]
 
@@ -69,6 +70,20 @@ def _ffm(state):
     return m
 
 
+def _fwfm(state):
+    normalize = _normalize(state, (FwFMTable.decision,))
+    w = _tensor(state.w)
+    m = FieldWeightedFactorizationMachine(state.n_features, _tensor(state.fields, np.int64),
+                                          state.k, n_fields=state.n_fields,
+                                          normalize=normalize, dtype=w.dtype,
+                                          sum_dtype=torch.float64)
+    _set(m.w0, torch.tensor(state.w0, dtype=w.dtype))
+    _set(m.w, w)
+    _set(m.V, _tensor(state.V))
+    _set(m.R, _tensor(state.R, state.dtype))
+    return m
+
+
 def _mcmc(state):
     _normalize(state, (MCMCSamples.decision,))
     k = state.k
@@ -103,7 +118,7 @@ def from_state(state, *, task=None, dropout=0.0):
     ----------
     state : cfm model state
         ``est._state`` of a fitted estimator (FMTable: FM and LR, FFMTable,
-        MCMCSamples, DeepFMState, or an xLearn import).
+        FwFMTable, MCMCSamples, DeepFMState, or an xLearn import).
     task : {"classification", "regression"} or None
         Recorded on the module as ``module.task`` (raw scores either way:
         apply ``torch.sigmoid`` for a classifier's probabilities).
@@ -117,6 +132,7 @@ def from_state(state, *, task=None, dropout=0.0):
     torch.nn.Module
         :class:`~cfm.torch.FactorizationMachine` (FM, LR = 0 factors),
         :class:`~cfm.torch.FieldAwareFactorizationMachine`,
+        :class:`~cfm.torch.FieldWeightedFactorizationMachine`,
         :class:`~cfm.torch.FMPosterior` (MCMC) or :class:`~cfm.torch.DeepFM`,
         in eval mode, with copies of the parameters.
     """
@@ -128,11 +144,13 @@ def from_state(state, *, task=None, dropout=0.0):
         module = _ffm(state)
     elif isinstance(state, FMTable):
         module = _fm(state)
+    elif isinstance(state, FwFMTable):
+        module = _fwfm(state)
     elif isinstance(state, DeepFMState):
         module = _deepfm(state, dropout)
     else:
         raise TypeError(f"cannot convert {type(state).__name__!r} to torch (expected a cfm "
-                        "model state: FMTable, FFMTable, MCMCSamples or DeepFMState)")
+                        "model state: FMTable, FFMTable, FwFMTable, MCMCSamples or DeepFMState)")
     if module.task is None:
         module.task = task
     return module.eval()

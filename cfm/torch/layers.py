@@ -33,7 +33,8 @@ from torch.nn import functional as F
 
 from ._batch import _eager, check_batch, row_ids, scaled_values, segment_sum, unpack
 
-__all__ = ["FactorizationMachine", "FieldAwareFactorizationMachine", "DeepFM", "FMPosterior"]
+__all__ = ["FactorizationMachine", "FieldAwareFactorizationMachine",
+           "FieldWeightedFactorizationMachine", "DeepFM", "FMPosterior"]
 
 _NORMALIZE = (False, True, "xlearn")
 
@@ -229,6 +230,57 @@ class FieldAwareFactorizationMachine(_SparseRows):
         cross = (s * s.transpose(1, 2)).sum((1, 2, 3))
         own = e.gather(1, f.view(-1, 1, 1).expand(-1, 1, k)).view(-1, k)
         pair = 0.5 * (cross - segment_sum((own * own).sum(1), rows, n_rows))
+        return (out + pair).to(self.w0.dtype)
+
+    def extra_repr(self):
+        return (f"{super().extra_repr()}, n_fields={self.n_fields}, "
+                f"n_factors={self.n_factors}")
+
+
+class FieldWeightedFactorizationMachine(_SparseRows):
+    """Field-weighted factorization machine layer (Pan et al. 2018), cfm's
+    formula (src/cfm/_fwfm.pyx)::
+
+        y(x) = w0 + sum_j w_j x_j + sum_{a<b} r_{f(a)f(b)} <v_a, v_b> x_a x_b
+
+    one embedding per feature (``V``, n_features x n_factors) and a
+    symmetric weight per pair of fields (``R``, n_fields x n_fields; a new
+    layer starts from R = 1, an FM).  With per-field sums
+    s_f = sum_{a: f(a) = f} x_a v_a and q_f = sum_{a: f(a) = f} x_a^2 |v_a|^2
+    the pair term is 1/2 (sum_{f,g} r_fg <s_f, s_g> - sum_f r_ff q_f):
+    O(k (nnz + F^2)) per row, memory n_rows F^2 per batch.  ``fields``,
+    ``sum_dtype`` and ``forward`` as for
+    :class:`FieldAwareFactorizationMachine`.
+    """
+
+    def __init__(self, n_features, fields, n_factors=8, *, n_fields=None, normalize=False,
+                 init_std=0.03, dtype=torch.float32, sum_dtype=None):
+        super().__init__(n_features, normalize, sum_dtype)
+        if normalize == "xlearn":
+            raise ValueError("normalize must be True or False for FwFM")
+        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 1:
+            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
+        f, self.n_fields = _check_fields(fields, self.n_features, n_fields)
+        self.n_factors = int(n_factors)
+        self.register_buffer("fields", f)
+        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
+        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+        self.V = nn.Parameter(torch.randn(self.n_features, self.n_factors, dtype=dtype)
+                              * init_std)
+        self.R = nn.Parameter(torch.ones(self.n_fields, self.n_fields, dtype=dtype))
+
+    def forward(self, indices, offsets=None, values=None, fields=None):
+        indices, rows, n_rows, xs, _ = self._rows(indices, offsets, values, fields)
+        f = self._field_ids(indices, fields)
+        nf = self.n_fields
+        out = self._linear(indices, xs, rows, n_rows)
+        e = F.embedding(indices, self.V).to(xs.dtype) * xs[:, None]
+        slot = rows * nf + f
+        s = segment_sum(e, slot, n_rows * nf).view(n_rows, nf, -1)
+        q = segment_sum((e * e).sum(1), slot, n_rows * nf).view(n_rows, nf)
+        R = self.R.to(xs.dtype)
+        gram = torch.matmul(s, s.transpose(1, 2))
+        pair = 0.5 * ((gram * R).sum((1, 2)) - (q * torch.diagonal(R)).sum(1))
         return (out + pair).to(self.w0.dtype)
 
     def extra_repr(self):
