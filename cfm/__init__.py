@@ -22,6 +22,7 @@ from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFit
 from .models import FMClassifier, FMRegressor  # noqa: E402
 from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
 from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
+from .encoder import FieldEncoder  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "FFMRegressor",
     "FMClassifier",
     "FMRegressor",
+    "FieldEncoder",
     "load",
     "load_xlearn",
     "make_fm_classification",
