@@ -97,14 +97,17 @@ class EncoderMixin:
         """Score a CSV file of raw rows (needs a model fitted with an encoder).
 
         The file is read with pandas in blocks of ``block_rows`` rows
-        (bounded memory), the encoder's columns are taken by name (other
-        columns are ignored) and one prediction per line is written to
-        ``out_path``, as :meth:`predict_file` writes them.  ``header=False``:
-        the file has no header line and its columns are the encoder's, in
-        order, preceded by the label column when ``label`` is given.
-        ``label``: the column of labels, needed by ``evaluate=True``
-        (metrics against it). ``sep``: the field separator ("\\t" for TSV;
-        gzip is recognised from the ``.gz`` suffix).
+        (bounded memory); the encoder's columns are taken by name (other
+        columns are ignored; categorical ones are read as text) and one
+        prediction per line is written to ``out_path`` (a path, written
+        atomically, or a binary file object), as :meth:`predict_file`
+        writes them.  ``header=False``: the file has no header line and its
+        columns are named by position (0, 1, ...), as
+        ``pandas.read_csv(header=None)`` names them, so the encoder must have
+        been fitted on such a frame.  ``label``: the label column (ignored
+        when scoring), needed by ``evaluate=True`` (metrics against it).
+        ``sep``: the field separator ("\\t" for TSV; gzip is recognised from
+        a ``.gz`` suffix).
 
         Returns a dict with ``n_rows`` (and ``metrics`` when evaluating).
         """
@@ -117,58 +120,38 @@ class EncoderMixin:
                              "encoder): score data files with predict_file")
         if evaluate and label is None:
             raise ValueError("evaluate=True needs the label column (label=...)")
-        if precision < 1 or precision > 17 or block_rows < 1:
+        if not (1 <= precision <= 17 and block_rows >= 1):
             raise ValueError("precision must be in [1, 17] and block_rows >= 1")
         cols = list(enc.feature_names_in_)
-        where = path if isinstance(path, (str, os.PathLike)) else "the input"
-        cat = {c: str for c, k in zip(cols, enc.kinds_) if k in ("category", "hash")}
-        if not header:  # columns by position: [label] + the encoder's
-            lead = int(label is not None)
-            cat = {lead + cols.index(c): str for c in cat}
+        where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the input"
+        if not header and not all(isinstance(c, int) for c in cols + [label or 0]):
+            raise ValueError("header=False names columns by position, but the encoder's "
+                             f"columns are named ({cols[:3]}...) and label is {label!r}: "
+                             "the file needs a header line")
+        key = (lambda c: c) if not header else str
+        wanted = [key(c) for c in cols] + ([key(label)] if label is not None else [])
+        text = {key(c): str for c, k in zip(cols, enc.kinds_) if k in ("category", "hash")}
         try:
-            if header:
-                head = pd.read_csv(path, sep=sep, nrows=0).columns if isinstance(
-                    path, (str, os.PathLike)) else None
-                if head is not None:
-                    missing = [c for c in cols if str(c) not in set(map(str, head))]
-                    if label is not None and str(label) not in set(map(str, head)):
-                        missing.append(label)
-                    if missing:
-                        raise DataFormatError(f"{os.fspath(where)}: no column(s) "
-                                              f"{missing[:10]} in the header")
-                usecols = [str(c) for c in cols] + ([str(label)] if label is not None else [])
-                reader = pd.read_csv(path, sep=sep, header=0, usecols=usecols,
-                                     dtype={str(c): str for c in cat}, chunksize=block_rows)
-            else:
-                reader = pd.read_csv(path, sep=sep, header=None, dtype=cat,
-                                     chunksize=block_rows)
+            reader = pd.read_csv(path, sep=sep, header=0 if header else None, usecols=wanted,
+                                 dtype=text, chunksize=block_rows)
         except (ValueError, OSError) as exc:
-            if isinstance(exc, (DataFormatError, FileNotFoundError, IsADirectoryError)):
+            if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
                 raise
-            raise DataFormatError(f"{os.fspath(where)}: {exc}") from None
+            raise DataFormatError(f"{where}: {exc}") from None
         n_threads = effective_n_threads(self.n_jobs if n_jobs is None else n_jobs)
         logistic = self._loss == "logistic"
         ys, scores, n = [], [], 0
-        rename = {str(c): c for c in cols}
+        rename = {key(c): c for c in cols}
         with _output(out_path) as fh:
             for chunk in _chunks(reader, where):
-                if not header:
-                    width = len(cols) + (label is not None)
-                    if chunk.shape[1] != width:
-                        raise DataFormatError(
-                            f"{os.fspath(where)}: rows have {chunk.shape[1]} columns, expected "
-                            f"{width} ({'a label and ' if label is not None else ''}"
-                            f"the encoder's {len(cols)})")
-                    chunk.columns = ([label] if label is not None else []) + cols
-                else:
-                    chunk = chunk.rename(columns=rename)
-                y = chunk.pop(label) if label is not None else None
+                y = chunk.pop(key(label)) if label is not None else None
+                chunk = chunk.rename(columns=rename)
                 try:
                     s = np.ascontiguousarray(self._raw_predict(chunk[cols]), dtype=np.float64)
                 except (ValueError, TypeError) as exc:
                     first = n + 1 + bool(header)
-                    raise DataFormatError(f"{os.fspath(where)}: lines {first}-"
-                                          f"{first + len(chunk) - 1}: {exc}") from None
+                    raise DataFormatError(f"{where}: lines {first}-{first + len(chunk) - 1}: "
+                                          f"{exc}") from None
                 fh.write(_format.format_scores(s, precision, logistic and not raw, n_threads))
                 if evaluate:
                     ys.append(np.asarray(y))
