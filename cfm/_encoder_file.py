@@ -14,7 +14,8 @@ concatenated in column order), ``<prefix>_text_offsets`` (int64, one more
 than the number of vocabulary values: value i is text[off[i]:off[i+1]]) and
 ``<prefix>_edges`` (float64: the bucket edges, in column order).  Nothing
 read is trusted: counts must add up to the arrays' lengths, offsets must be
-non-decreasing inside the text, text valid UTF-8, each vocabulary strictly
+non-decreasing inside the text (UTF-8; bytes that are not UTF-8 come back
+through surrogateescape, as they were written), each vocabulary strictly
 sorted (so unique), edges finite and strictly increasing, sizes consistent
 with kinds; a violation raises ValueError (``cfm.load`` reports the file as
 inconsistent).
