@@ -2,7 +2,7 @@
 import os
 import sys
 
-from . import _csv
+from ._csv import add_options as add_csv_options, predict as predict_csv
 from ._options import (EXIT_OK, UsageError, add_block_rows, add_quiet, add_threads,
                        add_zero_based, fmt_int, int_range)
 from ._paths import check_data_file, check_model_path, check_output, is_model_file
@@ -34,7 +34,7 @@ def add_parser(sub, common):
                    "read)")
     add_threads(pr)
     add_quiet(pr, "no summary on stderr")
-    _csv.add_options(pr, train=False)
+    add_csv_options(pr, train=False)
     xl = pr.add_argument_group("xLearn TXT models (what the text file does not record)")
     xl.add_argument("--xlearn-task", choices=("binary", "reg"), default="binary",
                     help="the model's task (default binary)")
@@ -132,7 +132,7 @@ def _run_csv(args, log):
         raise IsADirectoryError(f"{args.output}: is a directory")
     t0 = time.perf_counter()
     model = load(args.model, scoring_only=True)
-    stats = _csv.predict(args, model, _output(args))
+    stats = predict_csv(args, model, _output(args))
     stats.update(seconds=time.perf_counter() - t0, ignored_values=0)
     return _report(args, log, model, stats)
 

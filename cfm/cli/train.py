@@ -5,7 +5,7 @@ import time
 from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet, add_threads,
                        add_zero_based, float_range, fmt_int, int_range, layer_sizes)
 from ._paths import check_data_file, check_output
-from . import _csv
+from ._csv import add_options as add_csv_options, train as read_csv_model
 from .progress import Progress
 
 
@@ -92,7 +92,7 @@ def add_parser(sub, common):
                    help="random seed, 0 .. 2**32-1 (with --threads 1: bit-for-bit "
                    "reproducible)")
     add_quiet(t, "no progress output")
-    _csv.add_options(t, train=True)
+    add_csv_options(t, train=True)
     return t
 
 
@@ -248,7 +248,7 @@ def run(args, log):
 
     t0 = time.perf_counter()
     if args.csv is not None:  # raw columns, encoded by a FieldEncoder saved in the model
-        model, (X, y, eval_set) = _csv.train(args, log, params, _estimator_class)
+        model, (X, y, eval_set) = read_csv_model(args, log, params, _estimator_class)
         progress = Progress(None, log, sys.stderr.isatty())
         try:
             model.fit(X, y, eval_set=eval_set, callback=progress.epoch)
