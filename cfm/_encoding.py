@@ -23,7 +23,6 @@ import pandas as pd  # FieldEncoder imports this module only when it is used
 MISSING, OTHER = 0, 1  # ids of a categorical column: missing, rare or unseen; values from 2
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_HASH_BLOCK_BYTES = 8 << 20
 
 
 def factorize(col):
@@ -84,33 +83,32 @@ def canonical_text(uniques, column):
 
 def fnv1a(text):
     """64-bit FNV-1a of the UTF-8 bytes of each string (object array of str),
-    as uint64; vectorized over the strings, a block at a time."""
+    as uint64: one vectorized step per byte position j over the strings
+    longer than j (sorted by length), never a loop over strings: O(total bytes) work,
+    O(longest string) Python steps."""
     n = len(text)
     out = np.empty(n, dtype=np.uint64)
     if n == 0:
         return out
-    raw = [s.encode("utf-8", errors="surrogateescape") for s in text]
-    lengths = np.fromiter((len(b) for b in raw), dtype=np.int64, count=n)
-    order = np.argsort(lengths, kind="stable")  # similar lengths share a block
-    start = 0
-    while start < n:
-        width = max(1, int(lengths[order[min(n - 1, start)]]))
-        stop = start + max(1, _HASH_BLOCK_BYTES // width)
-        idx = order[start:stop]
-        width = max(1, int(lengths[idx].max()))
-        block = np.zeros((idx.shape[0], width), dtype=np.uint8)
-        for r, i in enumerate(idx):  # one copy per string, not per byte
-            b = raw[i]
-            block[r, :len(b)] = np.frombuffer(b, dtype=np.uint8)
-        lens = lengths[idx]
-        h = np.full(idx.shape[0], _FNV_OFFSET, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for j in range(width):
-                live = lens > j
-                hj = (h ^ block[:, j].astype(np.uint64)) * _FNV_PRIME
-                h = np.where(live, hj, h)
-        out[idx] = h
-        start = stop
+    joined = "".join(text)
+    if joined.isascii():  # one encode; byte lengths are character lengths
+        lengths = np.fromiter(map(len, text), dtype=np.int64, count=n)
+        data = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    else:
+        raw = [t.encode("utf-8", errors="surrogateescape") for t in text]
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
+        data = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    order = np.argsort(lengths, kind="stable")
+    lens, pos = lengths[order], starts[order]
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    k = 0
+    with np.errstate(over="ignore"):
+        for j in range(int(lens[-1])):  # byte j of every string longer than j
+            if lens[k] <= j:
+                k = int(np.searchsorted(lens, j, side="right"))
+            h[k:] = (h[k:] ^ data[pos[k:] + j].astype(np.uint64)) * _FNV_PRIME
+    out[order] = h
     return out
 
 

@@ -72,8 +72,11 @@ class FieldEncoder(BaseEstimator):
         the training values: learns any shape, robust to heavy tails and
         outliers) or "value" (the number itself, clipped to the training
         range).
-    n_quantiles : int, default=16
-        Bins per numeric column with ``numeric="bucket"``.
+    n_quantiles : int or "auto", default="auto"
+        Bins per numeric column with ``numeric="bucket"`` (fewer when values
+        repeat). "auto": one bin per 1,000 training values of the column,
+        at least 4 and at most 32 (finer bins need more rows to learn their
+        weights and factors: benchmarks/results/RESULTS_encoder_defaults.md).
     standardize : bool, default=True
         ``numeric="value"``: subtract the training mean and divide by the
         standard deviation.
@@ -107,7 +110,7 @@ class FieldEncoder(BaseEstimator):
     n_fields_ : int
     """
 
-    def __init__(self, *, categorical="auto", numeric="bucket", n_quantiles=16,
+    def __init__(self, *, categorical="auto", numeric="bucket", n_quantiles="auto",
                  standardize=True, min_frequency=2, n_buckets=None, dtype="float32"):
         self.categorical = categorical
         self.numeric = numeric
@@ -133,7 +136,8 @@ class FieldEncoder(BaseEstimator):
                              f"{self.categorical!r}")
         if self.numeric not in _NUMERIC:
             raise ValueError(f"numeric must be 'bucket' or 'value', got {self.numeric!r}")
-        integer("n_quantiles", 2, 1 << 16)
+        if self.n_quantiles != "auto":
+            integer("n_quantiles", 2, 1 << 16)
         integer("n_buckets", 1, 2**31 - 3, none=True)
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
@@ -289,8 +293,10 @@ class FieldEncoder(BaseEstimator):
         pd = _pandas()
         n, m = X.shape[0], len(names)
         index_dtype = np.int32 if self.n_features_out_ < 2**31 else np.int64
-        ids = np.empty((n, m), dtype=index_dtype)
-        vals = np.ones((n, m), dtype=np.dtype(self.dtype))
+        # one contiguous row per column (filled column by column), transposed once;
+        # values are 1 except in "value" columns
+        ids = np.empty((m, n), dtype=index_dtype)
+        vals = np.ones((n, m), dtype=np.dtype(self.dtype)) if "value" in self.kinds_ else None
         for j, name in enumerate(names):
             col = X[name]
             if isinstance(col, pd.DataFrame):  # pragma: no cover - duplicates refused above
@@ -302,20 +308,24 @@ class FieldEncoder(BaseEstimator):
                 codes, uniques = E.factorize(col)
                 local = E.category_ids(codes, uniques, name, index=self._index[j],
                                        n_buckets=self.n_buckets if kind == "hash" else None)
-                ids[:, j] = local + off
+                np.add(local, off, out=ids[j], casting="unsafe")
                 continue
             x = E.to_float(col, name)
             miss = np.isnan(x)
             st = self._stats[j]
             if kind == "bucket":
                 local = 1 + np.searchsorted(st["edges"], x, side="right")
-                ids[:, j] = np.where(miss, 0, local) + off
+                local[miss] = 0
+                np.add(local, off, out=ids[j], casting="unsafe")
             else:
                 v = (np.clip(x, st["lo"], st["hi"]) - st["mean"]) / st["scale"]
-                ids[:, j] = np.where(miss, 0, 1) + off
-                vals[:, j] = np.where(miss, 1.0, v)
+                ids[j] = off + 1
+                ids[j][miss] = off
+                v[miss] = 1.0
+                vals[:, j] = v
         indptr = np.arange(0, n * m + 1, m, dtype=np.int64 if n * m >= 2**31 else index_dtype)
-        return sparse.csr_matrix((vals.ravel(), ids.ravel(), indptr),
+        data = vals.ravel() if vals is not None else np.ones(n * m, dtype=np.dtype(self.dtype))
+        return sparse.csr_matrix((data, ids.T.ravel(), indptr),
                                  shape=(n, self.n_features_out_))
 
     def fit_transform(self, X, y=None):
@@ -363,6 +373,8 @@ def _numeric_stats(finite, kind, n_quantiles, standardize):
     if kind == "bucket":
         if finite.size == 0:
             return {"edges": np.empty(0)}
+        if n_quantiles == "auto":
+            n_quantiles = int(np.clip(finite.size // 1000, 4, 32))
         qs = np.quantile(finite, np.linspace(0.0, 1.0, n_quantiles + 1)[1:-1])
         return {"edges": np.unique(qs)}
     if finite.size == 0:

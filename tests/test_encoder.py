@@ -124,6 +124,12 @@ def test_numeric_buckets_and_values_against_numpy():
     want = np.where(np.isnan(x), 0, 1 + np.searchsorted(edges, x, side="right"))
     assert np.array_equal(ids[:, 0], want) and np.all(vals == 1)
     assert enc.n_features_out_ == 2 + len(edges)
+    # "auto": one bin per 1,000 values, at least 4, at most 32
+    for size, bins in ((470, 4), (9_000, 9), (100_000, 32)):
+        v = np.random.default_rng(2).normal(size=size)
+        auto = FieldEncoder().fit(pd.DataFrame({"x": v}))
+        assert np.array_equal(auto._stats[0]["edges"],
+                              np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
     # values: standardized, clipped to the training range, missing -> id 0 with value 1
     enc = FieldEncoder(numeric="value").fit(df)
     new = pd.DataFrame({"x": [np.nan, finite.max() * 10, -5.0, 1.0, np.inf]})
@@ -191,19 +197,25 @@ def test_encoder_bad_input():
 
 
 # ------------------------------------------------------------ the estimators
-@pytest.mark.parametrize("cls", [cfm.FFMClassifier, cfm.FMClassifier])
-def test_estimator_with_encoder_is_the_encoded_fit(cls):
+@pytest.mark.parametrize("cls", [cfm.FFMClassifier, cfm.FMClassifier, cfm.DeepFMClassifier])
+def test_estimator_with_encoder_is_the_encoded_fit(cls, tmp_path):
     df, y = _frame()
-    kw = dict(n_factors=4, random_state=0, n_jobs=1, n_epochs=5, auto_tune=False)
+    kw = dict(n_factors=4, random_state=0, n_jobs=1, n_epochs=5)
+    if cls is not cfm.DeepFMClassifier:
+        kw["auto_tune"] = False
     model = cls(encoder=FieldEncoder(), **kw).fit(df, y)
     enc = FieldEncoder().fit(df)
     X = enc.transform(df)
-    extra = {"fields": enc.fields_} if cls is cfm.FFMClassifier else {}
+    extra = {"fields": enc.fields_} if cls is not cfm.FMClassifier else {}
     ref = cls(**kw).fit(X, y, **extra)
     np.testing.assert_array_equal(model.predict_proba(df), ref.predict_proba(X))
     assert model.encoder_.n_features_out_ == model.n_features_in_
     if cls is cfm.FFMClassifier:
         assert np.array_equal(model.fields_, enc.fields_) and model.n_fields_ == 4
+    if cls is cfm.DeepFMClassifier:  # and through its model file
+        path = tmp_path / "d.cfm"
+        model.save(path)
+        np.testing.assert_array_equal(cfm.load(path).predict_proba(df), ref.predict_proba(X))
     assert not hasattr(model.encoder, "offsets_")  # the parameter is not fitted in place
 
 
