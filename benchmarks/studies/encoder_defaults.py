@@ -45,6 +45,22 @@ VARIANTS = {
 }
 
 
+NOTES = """Reading: only the Criteo sets have float columns, so only they tell the numeric
+settings apart (Avazu's and MovieLens' columns are all categorical or integer). Quantile
+buckets beat values on the 10,000-row Criteo 1TB sample (0.736 vs 0.710 AUC) and were
+within the noise of them on the 200-row sample (0.629 vs 0.639, std 0.03); fewer bins
+were better the fewer the rows (criteo1tb: 4-8 bins > 16 > 32; the 200-row DeepCTR sample:
+4-8 > 16 > 32), so the default ties the bins to the rows: one per 1,000 training values of
+the column, 4 to 32 ("auto"), the best setting on criteo1tb (0.736 against 0.733 for the
+best fixed count) and equal to 4 bins on the 200-row sample. `min_frequency` 1 / 2 / 5
+moved the AUC by less than the noise on the Criteo sets and pointed different ways on the
+tiny Avazu (100 rows: 5 best) and MovieLens (200 rows, mostly unique user ids: 1 best)
+samples; 2 (a value must be seen twice to get its own id, so that the "other" id is trained
+too) stays the default. Every bucketed setting beat the hand-written encoding the other
+benchmarks use (log-bucketed integers) on both Criteo sets; values did not on criteo1tb.
+"""
+
+
 def sets():
     """(name, task, DataFrame of raw columns, y, repeats, stratify, reference builder)."""
     out = []
@@ -131,7 +147,7 @@ def main(argv=None):
             m, s = table[(n, vname)]
             cells.append(f"{m:.4f} ({s:.4f})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", NOTES]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
