@@ -275,7 +275,7 @@ class FieldEncoder(BaseEstimator):
         return "offsets_" in self.__dict__
 
     def __getstate__(self):
-        state = dict(self.__dict__)
+        state = dict(super().__getstate__() or {})  # scikit-learn adds its version
         if "_index" in state:  # rebuilt on first use
             state["_index"] = [None] * len(state["_index"])
         return state
