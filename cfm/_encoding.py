@@ -32,7 +32,12 @@ def factorize(col):
     if isinstance(col, pd.Series) and isinstance(col.dtype, pd.CategoricalDtype):
         return (np.asarray(col.cat.codes, dtype=np.intp),
                 np.asarray(col.cat.categories, dtype=object))
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    try:
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    except TypeError as exc:  # e.g. an unhashable dict in an object column
+        name = getattr(col, "name", None)
+        raise TypeError(f"column {name!r}: argument must be a string or a number ({exc})"
+                        ) from None
     return np.asarray(codes, dtype=np.intp), np.asarray(uniques)
 
 

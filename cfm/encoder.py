@@ -34,7 +34,7 @@ import numbers
 
 import numpy as np
 
-from ._compat import BaseEstimator
+from ._compat import BaseEstimator, TransformerMixin
 from ._lazy import sparse
 from .exceptions import NotFittedError
 
@@ -57,7 +57,7 @@ def _name(c):
     return c if isinstance(c, str) else int(c)
 
 
-class FieldEncoder(BaseEstimator):
+class FieldEncoder(TransformerMixin, BaseEstimator):
     """Encode raw columns (categorical, string, integer, float) for FM / FFM.
 
     Parameters
@@ -157,17 +157,24 @@ class FieldEncoder(BaseEstimator):
         if sparse.issparse(X):
             raise TypeError("FieldEncoder encodes raw columns (a pandas DataFrame); X is a "
                             "sparse matrix, which FM / FFM estimators take as it is")
-        if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "shape"):
+        if isinstance(X, (str, bytes)) or not any(hasattr(X, a) for a in ("__len__", "shape",
+                                                                          "__array__")):
             raise TypeError(f"FieldEncoder needs a pandas DataFrame (or a 2-D array / dict of "
                             f"columns), got {type(X).__name__}")
         if not isinstance(X, pd.DataFrame):
             if isinstance(X, dict):
                 X = pd.DataFrame(X)
             else:
-                arr = np.asarray(X, dtype=object) if not hasattr(X, "dtype") else np.asarray(X)
+                arr = np.asarray(X)
+                if arr.dtype.kind not in "biufcUSO":
+                    arr = np.asarray(X, dtype=object)
                 if arr.ndim != 2:
                     raise ValueError(f"FieldEncoder needs 2-D input (rows x columns), got "
-                                     f"{arr.ndim}-D")
+                                     f"{arr.ndim}-D. Reshape your data, e.g. with "
+                                     "array.reshape(-1, 1) for a single column")
+                if fitted and arr.shape[1] != self.n_features_in_:
+                    raise ValueError(f"X has {arr.shape[1]} features, but FieldEncoder is "
+                                     f"expecting {self.n_features_in_} features as input")
                 X = pd.DataFrame(arr)
         names = [_name(c) for c in X.columns]
         if len(set(names)) != len(names):
@@ -190,8 +197,9 @@ class FieldEncoder(BaseEstimator):
     def _kind_of(self, col, name, listed):
         pd = _pandas()
         dt = col.dtype
-        if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt) \
-                or pd.api.types.is_complex_dtype(dt):
+        if pd.api.types.is_complex_dtype(dt):
+            raise ValueError(f"Complex data not supported (column {name!r})")
+        if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
             raise TypeError(f"column {name!r} has dtype {dt}, which FieldEncoder does not "
                             "encode: convert it to numbers or strings first")
         numeric = (pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)
@@ -216,9 +224,12 @@ class FieldEncoder(BaseEstimator):
         self._check_params()
         X, names = self._frame(X, fitted=False)
         n = X.shape[0]
-        if n == 0 or not names:
-            raise ValueError(f"FieldEncoder.fit needs at least one row and one column, got "
-                             f"shape {X.shape}")
+        if not names:
+            raise ValueError(f"0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                             "required by FieldEncoder")
+        if n == 0:
+            raise ValueError(f"0 sample(s) (shape={X.shape}) while a minimum of 1 is "
+                             "required by FieldEncoder")
         if len(names) > MAX_COLUMNS:
             raise ValueError(f"X has {len(names):,} columns; FieldEncoder takes at most "
                              f"{MAX_COLUMNS:,} (one field each)")
@@ -273,6 +284,14 @@ class FieldEncoder(BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return "offsets_" in self.__dict__
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value has its own id
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        tags.transformer_tags.preserves_dtype = []  # the output's dtype is ``dtype``
+        return tags
 
     def __getstate__(self):
         state = dict(super().__getstate__() or {})  # scikit-learn adds its version

@@ -185,7 +185,7 @@ def test_encoder_bad_input():
         FieldEncoder().fit(pd.DataFrame([[1, 2]], columns=["a", "a"]))
     with pytest.raises(TypeError, match="sparse matrix"):
         FieldEncoder().fit(enc.transform(df))
-    with pytest.raises(ValueError, match="at least one row"):
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
         FieldEncoder().fit(df.iloc[:0])
     for bad in (dict(min_frequency=0), dict(min_frequency=1.5), dict(n_buckets=0),
                 dict(numeric="log"), dict(n_quantiles=1), dict(categorical="all"),
@@ -281,6 +281,13 @@ def test_estimator_bad_input(tmp_path):
     plain = cfm.FMClassifier(random_state=0).fit(model.encoder_.transform(df), y)
     with pytest.raises(ValueError, match="no encoder"):
         plain.predict_csv(CRITEO, tmp_path / "o.txt")
+
+
+def test_field_encoder_passes_check_estimator():
+    pytest.importorskip("sklearn")
+    from sklearn.utils.estimator_checks import check_estimator
+
+    check_estimator(FieldEncoder())
 
 
 def _tamper(path, out, edit):
