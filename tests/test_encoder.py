@@ -361,12 +361,15 @@ def test_cli_train_and_predict_csv(tmp_path):
     # headerless TSV: columns by position, the label a position
     data.to_csv(tmp_path / "d.tsv", sep="\t", index=False, header=False)
     r = _cli("train", "--csv", "d.tsv", "--sep", "tab", "--no-header", "--label", "4",
-             "--model", "fm", "-o", "t.cfm", "-q", cwd=tmp_path)
+             "--model", "deepfm", "--epochs", "2", "-o", "t.cfm", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = _cli("predict", "--csv", "d.tsv", "--sep", "tab", "--no-header", "--label", "4",
              "t.cfm", "-o", "q.txt", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(np.loadtxt(tmp_path / "q.txt")) == 300
+    r = _cli("info", "t.cfm", cwd=tmp_path)
+    assert r.returncode == 0 and "encoder       4 columns (1 bucket, 3 category): 0, 1, 2, 3" \
+        in r.stdout, r.stdout
     # errors: one line, exit 1 (data) or 2 (usage)
     df.drop(columns="price").to_csv(tmp_path / "bad.csv", index=False)
     r = _cli("predict", "--csv", "bad.csv", "m.cfm", cwd=tmp_path)

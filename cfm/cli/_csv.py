@@ -89,8 +89,6 @@ def train(args, log, params, estimator_class):
 
     if args.label is None:
         raise UsageError("--csv needs --label COL (the column of labels)")
-    if args.model == "deepfm":
-        raise UsageError("--csv trains --model lr, fm or ffm")
     t0 = time.perf_counter()
     X, y = read_frame(args.csv, args)
     task = args.task

@@ -20,7 +20,7 @@ def add_parser(sub, common):
     t.add_argument("--model", choices=("lr", "fm", "ffm", "deepfm"), default="fm",
                    help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
-                   "file). Default: fm")
+                   "file, or --csv: one field per column). Default: fm")
     t.add_argument("--task", choices=("binary", "reg"), default=None,
                    help="binary classification or regression; default: binary when the "
                    "training labels take exactly two values, else reg")
