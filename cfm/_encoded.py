@@ -123,7 +123,8 @@ class EncoderMixin:
         if not (1 <= precision <= 17 and block_rows >= 1):
             raise ValueError("precision must be in [1, 17] and block_rows >= 1")
         cols = list(enc.feature_names_in_)
-        where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the input"
+        where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "stdin" \
+            if getattr(path, "name", None) in ("<stdin>", 0) else "the input"
         if not header and not all(isinstance(c, int) for c in cols + [label or 0]):
             raise ValueError("header=False names columns by position, but the encoder's "
                              f"columns are named ({cols[:3]}...) and label is {label!r}: "
@@ -150,6 +151,9 @@ class EncoderMixin:
                     s = np.ascontiguousarray(self._raw_predict(chunk[cols]), dtype=np.float64)
                 except (ValueError, TypeError) as exc:
                     first = n + 1 + bool(header)
+                    if getattr(exc, "row", None) is not None:
+                        raise DataFormatError(f"{where}: line {first + exc.row}: "
+                                              f"{exc.detail}") from None
                     raise DataFormatError(f"{where}: lines {first}-{first + len(chunk) - 1}: "
                                           f"{exc}") from None
                 fh.write(_format.format_scores(s, precision, logistic and not raw, n_threads))

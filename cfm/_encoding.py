@@ -167,6 +167,10 @@ def to_float(col, column):
     bad = np.isnan(out) & ~np.asarray(pd.isna(col))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"column {column!r} is numeric (as fitted) but row {row} holds "
-                         f"{np.asarray(col, dtype=object)[row]!r}, which is not a number")
+        value = np.asarray(col, dtype=object)[row]
+        exc = ValueError(f"column {column!r} is numeric (as fitted) but row {row} holds "
+                         f"{value!r}, which is not a number")
+        exc.row = row  # cfm predict --csv reports the line
+        exc.detail = f"column {column!r} is numeric (as fitted) but holds {value!r}"
+        raise exc
     return out

@@ -374,9 +374,11 @@ def test_cli_train_and_predict_csv(tmp_path):
     df.drop(columns="price").to_csv(tmp_path / "bad.csv", index=False)
     r = _cli("predict", "--csv", "bad.csv", "m.cfm", cwd=tmp_path)
     assert r.returncode == 1 and "bad.csv" in r.stderr and "price" in r.stderr
-    df.assign(price="x").to_csv(tmp_path / "bad2.csv", index=False)
-    r = _cli("predict", "--csv", "bad2.csv", "m.cfm", cwd=tmp_path)
-    assert r.returncode == 1 and "lines 2-301" in r.stderr and "'price'" in r.stderr
+    bad = df.astype({"price": object})
+    bad.loc[40, "price"] = "x"
+    bad.to_csv(tmp_path / "bad2.csv", index=False)
+    r = _cli("predict", "--csv", "bad2.csv", "m.cfm", "--block-rows", "16", cwd=tmp_path)
+    assert r.returncode == 1 and "bad2.csv: line 42: column 'price'" in r.stderr, r.stderr
     r = _cli("train", "--csv", "d.csv", "-o", "x.cfm", cwd=tmp_path)
     assert r.returncode == 2 and "--label" in r.stderr
 

@@ -27,8 +27,8 @@ def add_options(p, train):
                    help=("train on a CSV file of raw columns (read into memory), encoded by "
                          "cfm.FieldEncoder, one field per column; the encoder is saved in the "
                          "model" if train else
-                         "score a CSV file of raw rows with a model trained on raw columns "
-                         "(its encoder is in the model file), instead of DATA"))
+                         "score a CSV file of raw rows ('-': stdin) with a model trained on "
+                         "raw columns (its encoder is in the model file), instead of DATA"))
     g.add_argument("--label", metavar="COL", default=None,
                    help=("the label column (required with --csv)" if train else
                          "the label column, ignored when scoring (needed by --eval)"))
@@ -112,7 +112,14 @@ def predict(args, model, out):
     if getattr(model, "encoder_", None) is None:
         raise ValueError(f"{args.model} was trained on encoded data (no encoder in the model "
                          "file): score libsvm / libffm files as DATA, not --csv")
-    return model.predict_csv(args.csv, out, label=_label(args), sep=args.sep,
+    src = args.csv
+    if src == "-":
+        import sys
+
+        if sys.stdin is None:
+            raise OSError("--csv is '-' but stdin is closed")
+        src = sys.stdin.buffer
+    return model.predict_csv(src, out, label=_label(args), sep=args.sep,
                              header=not args.no_header, raw=args.raw,
                              block_rows=args.block_rows, precision=args.precision,
                              evaluate=args.eval, n_jobs=args.threads)
