@@ -20,8 +20,11 @@ runs each, alternating; the first run and the median are reported):
   input_type="string")`` on "column=value" strings, the construction of
   those strings per row from the DataFrame timed separately (FeatureHasher
   cannot read a DataFrame);
-* the whole frame (39 columns, numeric columns as 16 quantile buckets):
-  ``FieldEncoder().fit_transform``, for reference.
+* the whole frame (39 columns, numeric columns as quantile buckets):
+  ``FieldEncoder().fit_transform``, for reference;
+* scoring a CSV file of ``--csv-rows`` raw rows end to end with
+  ``model.predict_csv`` (what ``cfm predict --csv`` runs), against reading
+  the same blocks with ``pandas.read_csv`` alone.
 
 Outputs are checked to agree: the ids ``FieldEncoder`` gives each row equal
 OrdinalEncoder's (same vocabularies: both sort the values; cfm's ids are
@@ -29,14 +32,16 @@ OrdinalEncoder's (same vocabularies: both sort the values; cfm's ids are
 
 Usage::
 
-    python benchmarks/bench_encoder.py [--rows 1000000] [--repeats 3]
+    python benchmarks/bench_encoder.py [--rows 1000000] [--repeats 3] [--csv-rows 200000]
         [--out benchmarks/results/RESULTS_encoder.md]
 """
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +95,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--csv-rows", type=int, default=200_000,
+                    help="rows of the CSV file scored end to end")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                          "RESULTS_encoder.md"))
     args = ap.parse_args(argv)
@@ -152,15 +159,41 @@ def main(argv=None):
 
     # --- whole frame ------------------------------------------------------
     times, outs = race({"cfm": lambda: cfm.FieldEncoder().fit_transform(X)}, args.repeats)
-    report("39 columns (13 numeric as buckets): cfm fit_transform", times["cfm"])
+    report("all 39 columns (kinds as \"auto\" picks them): cfm fit_transform", times["cfm"])
     Xall = outs["cfm"]
+
+    # --- scoring a CSV file end to end (cfm predict --csv) ---------------------
+    csv_rows = min(args.csv_rows, n)
+    tmp = Path(tempfile.mkdtemp(prefix="cfm_bench_enc_"))
+    try:
+        small = pd.read_csv(DATA, sep="\t", header=None, names=NAMES)
+        model = cfm.FFMClassifier(encoder=cfm.FieldEncoder(), n_factors=4, n_epochs=2,
+                                  auto_tune=False, random_state=0)
+        model.fit(small.drop(columns="label"), small["label"])
+        path = tmp / "rows.csv"
+        X.iloc[:csv_rows].to_csv(path, index=False)
+        t_read = []
+        t_score = []
+        for _ in range(args.repeats):
+            t_read.append(timed(lambda: sum(len(c) for c in pd.read_csv(
+                path, chunksize=65_536, dtype={c: str for c in CATS})))[0])
+            t_score.append(timed(lambda: model.predict_csv(path, tmp / "out.txt"))[0])
+        csv_note = (f"Scoring a CSV file of {csv_rows:,} raw rows (39 columns, "
+                    f"{path.stat().st_size / 1e6:.0f} MB) with an FFM trained with an encoder, "
+                    f"`model.predict_csv` (= `cfm predict --csv`, blocks of 65,536 rows): "
+                    f"{statistics.median(t_score):.2f} s ({csv_rows / statistics.median(t_score):,.0f} "
+                    f"rows/s), of which reading the same blocks with `pandas.read_csv` alone "
+                    f"takes {statistics.median(t_read):.2f} s (medians of {args.repeats}).")
+        print(csv_note, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()
 
     lines = [
         "# Encoding raw tabular data: cfm.FieldEncoder vs scikit-learn",
         "",
         f"Produced by `python benchmarks/bench_encoder.py --rows {args.rows} --repeats "
-        f"{args.repeats}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"{args.repeats} --csv-rows {args.csv_rows}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
         f"Data: the raw Criteo 1TB sample (10,000 rows of day 0; 13 integer and 26 categorical "
         f"columns, many missing) replicated to {n:,} rows, as read by `pandas.read_csv` "
@@ -201,6 +234,8 @@ def main(argv=None):
         f"min_frequency=1 {'yes' if checks[1] else 'NO'}, min_frequency=2 "
         f"{'yes' if checks[2] else 'NO'}. Whole frame: {Xall.shape[1]:,} features, "
         f"{Xall.nnz:,} entries.",
+        "",
+        csv_note,
         "",
         "cfm's output is the CSR matrix FM / FFM train on (plus `fields_`); OrdinalEncoder's "
         "is a dense array of ids that still has to become one (offsets per column, missing "
