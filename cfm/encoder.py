@@ -65,8 +65,9 @@ class FieldEncoder(TransformerMixin, BaseEstimator):
     categorical : "auto" or list of column names, default="auto"
         Which columns are categorical.  "auto": string, object, category,
         bool and integer columns (ids, codes, hashed values); float columns
-        are numeric.  A list: exactly those columns (any dtype) are
-        categorical, the others must be numeric.
+        are numeric (pandas reads an integer column with missing cells as
+        float).  A list: exactly those columns (any dtype) are categorical,
+        the others must be numeric.
     numeric : {"bucket", "value"}, default="bucket"
         How numeric columns are encoded: "bucket" (one id per quantile bin of
         the training values: learns any shape, robust to heavy tails and
