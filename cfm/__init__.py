@@ -23,6 +23,7 @@ from .models import FMClassifier, FMRegressor  # noqa: E402
 from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
 from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
 from .fwfm import FwFMClassifier, FwFMRegressor  # noqa: E402
+from .encoder import FieldEncoder  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "FMRegressor",
     "FwFMClassifier",
     "FwFMRegressor",
+    "FieldEncoder",
     "load",
     "load_xlearn",
     "make_fm_classification",

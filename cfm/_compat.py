@@ -28,7 +28,7 @@ def _want_sklearn():
 try:  # pragma: no cover - exercised in both configurations by CI/users
     if not _want_sklearn():
         raise ImportError("scikit-learn integration not needed by the cfm command line")
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
     from sklearn.exceptions import DataConversionWarning
 
     HAVE_SKLEARN = True
@@ -85,6 +85,9 @@ except ImportError:  # pragma: no cover
             y = np.asarray(y)
             correct = (self.predict(X) == y).astype(float)
             return float(np.average(correct, weights=sample_weight))
+
+    class TransformerMixin:
+        """Stand-in for ``sklearn.base.TransformerMixin`` (fit_transform is the class's own)."""
 
     class RegressorMixin:
         _estimator_type = "regressor"

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _train, scoring
 from ._compat import BaseEstimator
+from ._encoded import EncoderMixin
 from ._persist import ModelFileMixin
 from ._state.base import MAX_FACTORS, bias_state
 from ._train import autotune, sgd
@@ -65,7 +66,7 @@ _STATE_ALIASES = {
 }
 
 
-class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
+class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
     """Common base of the FM and FFM estimators (not for direct use)."""
 
     _loss = None            # "squared" or "logistic"
@@ -80,7 +81,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                  normalize=None, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
                  warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None,
-                 auto_tune=True):
+                 auto_tune=True, encoder=None):
         self.n_factors = n_factors
         self.solver = solver
         self.learning_rate = learning_rate
@@ -105,6 +106,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         self.n_burn_in = n_burn_in
         self.n_kept_samples = n_kept_samples
         self.auto_tune = auto_tune
+        self.encoder = encoder
 
     # ------------------------------------------------------------------ params
     def _validate_params(self):
@@ -382,6 +384,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         if input_zero_based is not None and not isinstance(input_zero_based, (bool, np.bool_)):
             raise ValueError(f"input_zero_based must be True, False or None, got "
                              f"{input_zero_based!r}")
+        X, eval_set, fields, encoder = self._encode_fit(X, eval_set, fields)
         if self.solver in _train.SOLVERS and self._solver_spec().coordinate \
                 or groups is not None:
             self._fit_coordinate(X, y, sample_weight, eval_set, fields, groups, callback)
@@ -391,6 +394,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             self._fit_arrays(X, y, sample_weight, eval_set, fields, callback)
         if input_zero_based is not None:
             self._input_zero_based = bool(input_zero_based)
+        self._keep_encoder(encoder)
         return self
 
     def _fit_stream(self, source, y, sample_weight, eval_set, fields, block_rows, callback):
@@ -531,6 +535,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
 
     def _raw_predict(self, X):
         state = self._current_tables()
+        X = self._encode_rows(X)
         check_feature_names(self, X)
         Xc = check_X(X, estimator=self, n_features=state.n_features)
         return self._decision(Xc, tables=state)

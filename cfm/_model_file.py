@@ -58,7 +58,7 @@ __all__ = ["MAGIC", "FORMAT_VERSION", "RowBlocks", "write_model_file", "open_mod
 
 MAGIC = b"\x89CFM\r\n\x1a\n"
 FORMAT_VERSION = (1, 0)
-ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "<u8"}
+ALLOWED_DTYPES = {"<f2", "<f4", "<f8", "<i8", "<i4", "<u8", "|u1"}  # |u1: text (encoder)
 MODEL_FORMAT = Format(MAGIC, FORMAT_VERSION, kind="cfm-model", name="cfm model file",
                       version_name="cfm model format", upgrade="upgrade cfm to load it",
                       error=ModelFileError)
@@ -171,6 +171,7 @@ _HEADER_SCHEMA = (
     ("mcmc", False, lambda v: isinstance(v, dict) and isinstance(v.get("clip"), list)
      and len(v["clip"]) == 2 and all(_is_num(c) for c in v["clip"])
      and _is_num(v.get("alpha", 1.0)), "{'clip': [low, high], 'alpha': number}"),
+    ("encoder", False, lambda v: isinstance(v, dict), "an object (cfm/_encoder_file.py)"),
     ("arrays", True, lambda v: isinstance(v, list) and len(v) <= 1000, "a list of arrays"),
 )
 

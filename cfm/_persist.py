@@ -83,6 +83,7 @@ class ModelFileMixin:
                   for name, a in arrays.items()}
         header = self._common_header()
         header.update(entries)
+        self._export_encoder(header, arrays)
         return arrays, header
 
     def _file_task(self):
@@ -147,6 +148,7 @@ class ModelFileMixin:
         state_cls = self._file_state_classes.get(header["solver"], self._state_class)
         state = state_cls.from_file(header, arrays, scoring_only)
         self._import_common(header, state)
+        self._import_encoder(header, arrays, state)
         self._state = state
 
     def _import_params(self, header):

@@ -130,6 +130,7 @@ class TuningMixin:
         if self._solver_spec().coordinate:
             raise ValueError(f"partial_fit is not available with solver={self.solver!r} "
                              "(it sweeps over all the data); use fit")
+        X, _, fields, encoder = self._encode_fit(X, None, fields, partial=True)
         fitted = "_state" in self.__dict__
         Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
@@ -148,6 +149,7 @@ class TuningMixin:
                              rng=self._rng, shuffle=self.shuffle, n_epochs=1,
                              config=self._loop_config(None), early_stopping=False)
         self.best_epoch_ = res.best_epoch
+        self._keep_encoder(encoder)
         return self
 
     # ------------------------------------------------------------ the race

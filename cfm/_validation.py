@@ -104,10 +104,11 @@ def _frame_to_numpy(X, name):
         shown = ", ".join(f"{col!r} ({dt})" for col, dt in bad[:10])
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise ValueError(
-            f"{name} has {len(bad)} non-numeric column(s): {shown}{more}. cfm takes numbers "
-            "only: one-hot encode categorical / string columns (e.g. pandas.get_dummies or "
-            "sklearn.preprocessing.OneHotEncoder(sparse_output=True)), or map them to "
-            "numbers, before fitting or predicting"
+            f"{name} has {len(bad)} non-numeric column(s): {shown}{more}. Give the estimator "
+            "an encoder for raw columns (e.g. cfm.FFMClassifier(encoder=cfm.FieldEncoder())), "
+            "or one-hot encode categorical / string columns (e.g. pandas.get_dummies or "
+            "sklearn.preprocessing.OneHotEncoder(sparse_output=True)) before fitting or "
+            "predicting"
         )
     kinds = {_numeric_numpy_dtype(dt) for dt in X.dtypes}
     out = np.float32 if kinds and kinds <= {np.dtype(np.float32)} else np.float64

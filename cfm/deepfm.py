@@ -84,7 +84,7 @@ class _DeepFMMixin:
                  l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
                  normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
-                 warm_start=False, verbose=0):
+                 warm_start=False, verbose=0, encoder=None):
         self.n_factors = n_factors
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dropout = dropout
@@ -108,6 +108,7 @@ class _DeepFMMixin:
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.encoder = encoder
 
     def fit(self, X, y=None, fields=None, sample_weight=None, eval_set=None,
             block_rows=100_000, *, callback=None, input_zero_based=None):
@@ -303,6 +304,7 @@ class _DeepFMMixin:
 
     def _partial_fit(self, X, y, sample_weight, classes=None, fields=None):
         dtype = self._validate_params()
+        X, _, fields, encoder = self._encode_fit(X, None, fields, partial=True)
         reset = "_state" not in self.__dict__
         Xc, y_enc, sw, fields = self._arrays(X, y, sample_weight, fields, reset, classes)
         state = self._start(X, Xc, y_enc, sw, fields, dtype, reset)
@@ -312,6 +314,7 @@ class _DeepFMMixin:
         self.best_epoch_ = res.best_epoch
         if reset:
             self._record(dict(self._settings(), n_epochs=1), FIXED)
+        self._keep_encoder(encoder)
         return self
 
     def _fit(self, X, y, sample_weight, eval_set, fields=None, block_rows=100_000,
@@ -319,12 +322,14 @@ class _DeepFMMixin:
         if input_zero_based is not None and not isinstance(input_zero_based, (bool, np.bool_)):
             raise ValueError(f"input_zero_based must be True, False or None, got "
                              f"{input_zero_based!r}")
+        X, eval_set, fields, encoder = self._encode_fit(X, eval_set, fields)
         if is_stream(X):
             self._fit_stream(X, y, sample_weight, eval_set, fields, block_rows, callback)
         else:
             self._fit_arrays(X, y, sample_weight, eval_set, fields, callback)
         if input_zero_based is not None:
             self._input_zero_based = bool(input_zero_based)
+        self._keep_encoder(encoder)
         return self
 
     # ------------------------------------------------------------ model files
@@ -407,6 +412,9 @@ _PARAMS_DOC = """
         optimizer's state).
     verbose : int, default=0
         When > 0, print one line per epoch to stderr.
+    encoder : cfm.FieldEncoder or None, default=None
+        Raw columns in, one field per column (``fields`` from the encoder),
+        saved in the model file: as for :class:`cfm.FMClassifier`.
 
     Notes
     -----

@@ -140,6 +140,17 @@ _COMMON_DOC = """
         burn-in (always including the last). None keeps every one; each
         sample costs n_features * (1 + n_factors) parameters of ``dtype``.
         ``eval_set`` metrics during fit average every post-burn-in sample.
+    encoder : cfm.FieldEncoder or None, default=None
+        Raw columns in: ``fit(df, y)`` fits a copy of the encoder on the
+        DataFrame's columns (``encoder_``, one field per column: the FFM
+        estimators take their ``fields`` from it) and trains on what it
+        encodes; ``predict(df)`` encodes raw rows the same way (unseen values
+        go to their column's "other" id). The fitted encoder is saved in the
+        model file, so ``cfm.load(path).predict(df)`` and ``cfm predict
+        --csv`` work on raw rows. Warm starts and ``partial_fit`` after the
+        first call keep ``encoder_``; the first ``partial_fit`` uses the
+        encoder as given if it is fitted, else fits it on that batch. None:
+        X must be numeric (arrays, sparse matrices, files).
 
     Notes
     -----

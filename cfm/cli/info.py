@@ -50,6 +50,14 @@ def _model_summary(path):
         "sha256": facts["sha256"],
         "arrays": {k: {"shape": list(shape), "dtype": dt} for k, (shape, dt) in shapes.items()},
     }
+    enc = header.get("encoder")
+    if isinstance(enc, dict) and isinstance(enc.get("columns"), list):  # raw columns in
+        kinds = [c.get("kind") for c in enc["columns"] if isinstance(c, dict)]
+        out["encoder"] = {"columns": [c.get("name") for c in enc["columns"]
+                                      if isinstance(c, dict)],
+                          "kinds": {k: kinds.count(k) for k in sorted(set(map(str, kinds)))},
+                          "params": enc.get("params")}
+        out["params"]["encoder"] = "FieldEncoder"
     if out["hidden_layer_sizes"] is not None and out["params"].get("hidden_layer_sizes") is None:
         # a tuple is not a flat header value: the sizes are the model's "hidden"
         out["params"]["hidden_layer_sizes"] = out["hidden_layer_sizes"]
@@ -92,6 +100,12 @@ def _model_lines(s):
         f"training      {s['n_epochs']} epochs, best epoch {s['best_epoch']}",
         "params        " + ", ".join(f"{k}={p[k]}" for k in sorted(p)),
     ]
+    if s.get("encoder"):
+        e = s["encoder"]
+        lines.append(f"encoder       {len(e['columns'])} columns ("
+                     + ", ".join(f"{n} {k}" for k, n in e["kinds"].items()) + "): "
+                     + ", ".join(map(str, e["columns"][:8]))
+                     + (", ..." if len(e["columns"]) > 8 else ""))
     if s["input_zero_based"] is not None:
         lines.append(f"input ids     {'zero' if s['input_zero_based'] else 'one'}-based (libsvm)")
     if s["history"]:

@@ -2,6 +2,7 @@
 import os
 import sys
 
+from ._csv import add_options as add_csv_options, predict as predict_csv
 from ._options import (EXIT_OK, UsageError, add_block_rows, add_quiet, add_threads,
                        add_zero_based, fmt_int, int_range)
 from ._paths import check_data_file, check_model_path, check_output, is_model_file
@@ -18,9 +19,9 @@ def add_parser(sub, common):
     pr.add_argument("model", metavar="MODEL",
                     help="cfm model file (or an xLearn TXT model when cfm.load_xlearn is "
                     "available)")
-    pr.add_argument("data", metavar="DATA",
+    pr.add_argument("data", metavar="DATA", nargs="?",
                     help="libsvm / libFM / libffm text (plain or gzip) or .cfmdata cache; "
-                    "'-' reads stdin")
+                    "'-' reads stdin (or --csv FILE: raw rows)")
     pr.add_argument("-o", "--output", metavar="OUT", default="-",
                     help="output file; '-' (default) writes stdout")
     pr.add_argument("--raw", action="store_true",
@@ -39,6 +40,7 @@ def add_parser(sub, common):
                    "read)")
     add_threads(pr)
     add_quiet(pr, "no summary on stderr")
+    add_csv_options(pr, train=False)
     xl = pr.add_argument_group("xLearn TXT models (what the text file does not record)")
     xl.add_argument("--xlearn-task", choices=("binary", "reg"), default="binary",
                     help="the model's task (default binary)")
@@ -95,6 +97,10 @@ def _output(args):
 
 
 def run(args, log):
+    if (args.data is None) == (args.csv is None):
+        raise UsageError("give either DATA (a data file) or --csv FILE (raw rows)")
+    if args.csv is not None:
+        return _run_csv(args, log)
     check_data_file(args.data)
     xl = {"task": args.xlearn_task, "norm": not args.xlearn_no_norm}
     if args.xlearn_fields is not None:
@@ -119,6 +125,28 @@ def run(args, log):
         model, stats = predict_model_file(args.model, src, out, scoring_only=True, **kw)
     else:
         stats = model.predict_file(src, out, **kw)
+    return _report(args, log, model, stats)
+
+
+def _run_csv(args, log):
+    """``--csv FILE``: raw rows through the model's encoder."""
+    import time
+
+    from .. import load
+
+    check_data_file(args.csv)
+    check_output(args.output, [args.csv, args.model])
+    check_model_path(args.model)
+    if args.output != "-" and os.path.isdir(args.output):
+        raise IsADirectoryError(f"{args.output}: is a directory")
+    t0 = time.perf_counter()
+    model = load(args.model, scoring_only=True)
+    stats = predict_csv(args, model, _output(args))
+    stats.update(seconds=time.perf_counter() - t0, ignored_values=0)
+    return _report(args, log, model, stats)
+
+
+def _report(args, log, model, stats):
     n, secs = stats["n_rows"], stats["seconds"]
     where = "stdout" if args.output == "-" else args.output
     log(f"scored {fmt_int(n)} rows in {secs:.2f}s ({n / max(secs, 1e-9):,.0f} rows/s) -> {where}")

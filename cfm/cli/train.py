@@ -6,6 +6,7 @@ from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet
                        add_zero_based, class_weight, float_range, fmt_int, int_range,
                        layer_sizes)
 from ._paths import check_data_file, check_output
+from ._csv import add_options as add_csv_options, train as read_csv_model
 from .progress import Progress
 
 
@@ -14,14 +15,15 @@ def add_parser(sub, common):
                        description="Train an LR, FM, FFM, FwFM or DeepFM model on a libsvm / libFM / "
                        "libffm "
                        "text file (plain or gzip) or a .cfmdata cache, streamed in blocks.")
-    t.add_argument("train", metavar="TRAIN", help="training data file")
+    t.add_argument("train", metavar="TRAIN", nargs="?",
+                   help="training data file (or --csv FILE: raw columns)")
     t.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file to write")
     t.add_argument("--model", choices=("lr", "fm", "ffm", "fwfm", "deepfm"), default="fm",
                    help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
                    "fwfm: field-weighted FM (fields from a libffm file; from a libsvm file one "
                    "field per column up to 64 columns, else one field); "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
-                   "file). Default: fm")
+                   "file, or --csv: one field per column). Default: fm")
     t.add_argument("--task", choices=("binary", "multiclass", "reg"), default=None,
                    help="binary classification, multiclass classification (a softmax FM: "
                    "--model fm or lr, solver adagrad / sgd / ftrl; every distinct label is a "
@@ -101,6 +103,7 @@ def add_parser(sub, common):
                    help="random seed, 0 .. 2**32-1 (with --threads 1: bit-for-bit "
                    "reproducible)")
     add_quiet(t, "no progress output")
+    add_csv_options(t, train=True)
     return t
 
 
@@ -139,11 +142,14 @@ def _check_args(args):
         raise UsageError("--l1 needs --solver ftrl")
     if args.model == "lr" and args.factors is not None:
         raise UsageError("-k/--factors does not apply to --model lr (a linear model)")
-    check_data_file(args.train, not_stdin="TRAIN must be a file (training reads it once per "
+    if (args.train is None) == (args.csv is None):
+        raise UsageError("give either TRAIN (a data file) or --csv FILE (raw columns)")
+    train = args.train if args.csv is None else args.csv
+    check_data_file(train, not_stdin="TRAIN must be a file (training reads it once per "
                     "epoch)")
     if args.validate is not None:
         check_data_file(args.validate, not_stdin="--validate must be a file")
-    check_output(args.output, [args.train, args.validate])
+    check_output(args.output, [train, args.validate])
     from .._files import check_writable
 
     check_writable(args.output)  # before training, not after the last epoch
@@ -267,6 +273,14 @@ def run(args, log):
         raise UsageError(str(exc)) from None
 
     t0 = time.perf_counter()
+    if args.csv is not None:  # raw columns, encoded by a FieldEncoder saved in the model
+        model, (X, y, eval_set) = read_csv_model(args, log, params, _estimator_class)
+        progress = Progress(None, log, sys.stderr.isatty())
+        try:
+            model.fit(X, y, eval_set=eval_set, callback=progress.epoch)
+        finally:
+            progress.clear()
+        return _save(model, args, log, t0)
     # nan / inf labels or values: refused here, at file:line, before any training
     info = scan_file(args.train, zero_based=args.zero_based, allow_nonfinite=False)
     _check_format(args, info)
@@ -298,6 +312,10 @@ def run(args, log):
         _fit(model, args, info, zero_based, eval_set, progress.epoch)
     finally:
         progress.clear()
+    return _save(model, args, log, t0)
+
+
+def _save(model, args, log, t0):
     bp = getattr(model, "best_params_", None)
     if bp:  # how the settings were chosen (issue 13; a file never races)
         lr = bp.get("learning_rate")
