@@ -474,7 +474,7 @@ class DeepFMClassifier(_DeepFMMixin, FMClassifier):
                  l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
                  normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
-                 warm_start=False, verbose=0, class_weight=None):
+                 warm_start=False, verbose=0, encoder=None, class_weight=None):
         _DeepFMMixin.__init__(
             self, n_factors, hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
             optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
@@ -482,7 +482,7 @@ class DeepFMClassifier(_DeepFMMixin, FMClassifier):
             init_std=init_std, normalize=normalize, fit_intercept=fit_intercept,
             shuffle=shuffle, n_iter_no_change=n_iter_no_change, tol=tol,
             eval_metric=eval_metric, dtype=dtype, n_jobs=n_jobs, random_state=random_state,
-            warm_start=warm_start, verbose=verbose)
+            warm_start=warm_start, verbose=verbose, encoder=encoder)
         self.class_weight = class_weight
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, fields=None):

@@ -297,14 +297,15 @@ class FMClassifier(ClassifierMixin, SkClassifierMixin, _FMModel):
                  normalize=None, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
                  warm_start=False, verbose=0, n_burn_in=None, n_kept_samples=None,
-                 auto_tune=True, class_weight=None):
+                 auto_tune=True, encoder=None, class_weight=None):
         super().__init__(
             n_factors, solver=solver, learning_rate=learning_rate, n_epochs=n_epochs,
             l2_w0=l2_w0, l2_w=l2_w, l2_v=l2_v, l1=l1, ftrl_beta=ftrl_beta, init_std=init_std,
             normalize=normalize, fit_intercept=fit_intercept, shuffle=shuffle,
             n_iter_no_change=n_iter_no_change, tol=tol, eval_metric=eval_metric, dtype=dtype,
             n_jobs=n_jobs, random_state=random_state, warm_start=warm_start, verbose=verbose,
-            n_burn_in=n_burn_in, n_kept_samples=n_kept_samples, auto_tune=auto_tune)
+            n_burn_in=n_burn_in, n_kept_samples=n_kept_samples, auto_tune=auto_tune,
+            encoder=encoder)
         self.class_weight = class_weight
 
     @staticmethod
