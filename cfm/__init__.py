@@ -23,6 +23,7 @@ from .models import FMClassifier, FMRegressor  # noqa: E402
 from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
 from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
+from ._fields import EntryFields, infer_fields  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "FMRegressor",
     "load",
     "load_xlearn",
+    "EntryFields",
+    "infer_fields",
     "make_fm_classification",
     "make_fm_regression",
     "openmp_enabled",

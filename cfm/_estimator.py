@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _train, scoring
 from ._compat import BaseEstimator
+from ._fields import field_count
 from ._persist import ModelFileMixin
 from ._state.base import MAX_FACTORS, bias_state
 from ._train import autotune, sgd
@@ -260,7 +261,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         ``normalize`` (None: the defaults) as resolved by the caller;
         ``template`` / ``reuse``: see _build_state."""
         self._check_factors()
-        n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
+        n_fields = field_count(fields)
         # before any array is built
         self._check_model_size(n_features, n_fields, dtype)
         init_seed = self._seed(seed)
@@ -442,7 +443,7 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
             y_enc = encode(yb, Xc.n_rows, row0)
             if not started[0]:
                 flds = self._check_fields(fields if fields is not None else fb, n_features,
-                                          reset=True)
+                                          reset=True, Xc=Xc)
                 self._init_state(n_features, y_enc, None, dtype, flds,
                                  learning_rate=settings["learning_rate"],
                                  normalize=settings["normalize"])
@@ -507,10 +508,16 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                       "n_epochs": res.best_epoch}, f"off: solver={solver!r}")
 
     # ------------------------------------------------------------ input checks
-    def _check_fields(self, fields, n_features, reset):
+    def _check_fields(self, fields, n_features, reset, Xc=None):
         """FM models do not use fields (those of a libffm file are ignored);
-        FFM overrides this."""
+        FFM overrides this (``Xc``: the validated data, to infer fields from)."""
         return None
+
+    def _check_X_fields(self, X, fields, n_features, reset):
+        """(validated X, fields of the model) of an in-memory fit; FFM
+        overrides this for per-entry fields."""
+        Xc = check_X(X, estimator=self, n_features=n_features)
+        return Xc, self._check_fields(fields, Xc.shape[1], reset, Xc)
 
     def _check_eval_set(self, eval_set, n_features):
         return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
