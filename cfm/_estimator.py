@@ -404,7 +404,8 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         src = StreamSource(source, block_rows, self.n_features_in_ if warm else None,
                            type(self).__name__,
                            lambda nf, info: self._check_model_size(
-                               nf, info.get("n_fields"), dtype, source, info))
+                               nf, info.get("n_fields"), dtype, source, info),
+                           entry_fields=isinstance(fields, str) and fields == "entry")
         n_features = src.n_features
         # filled once the model (and so classes_) exists: after the first block
         evals = []
@@ -439,17 +440,13 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                 raise DataFormatError(f"{where}: {exc}") from None
 
         def prepare(Xb, yb, fb, row0):
-            Xc = check_X(Xb, estimator=self, n_features=n_features)
+            Xc, flds = self._check_block(Xb, fb, fields, src, reset=not started[0])
             y_enc = encode(yb, Xc.n_rows, row0)
             if not started[0]:
-                flds = self._check_fields(fields if fields is not None else fb, n_features,
-                                          reset=True, Xc=Xc)
                 self._init_state(n_features, y_enc, None, dtype, flds,
                                  learning_rate=settings["learning_rate"],
                                  normalize=settings["normalize"])
                 started[0] = True
-            elif fb is not None:
-                self._check_fields(fb, n_features, reset=False)
             prepare_evals()
             return Xc, y_enc
 
@@ -513,6 +510,17 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
         FFM overrides this (``Xc``: the validated data, to infer fields from)."""
         return None
 
+    def _check_block(self, Xb, fb, fields, src, reset):
+        """(validated block of a stream, fields of the model when ``reset``)
+        (``fb``: the file's fields; FFM overrides this for per-entry fields)."""
+        Xc = check_X(Xb, estimator=self, n_features=src.n_features)
+        if reset:
+            return Xc, self._check_fields(fields if fields is not None else fb,
+                                          src.n_features, reset=True, Xc=Xc)
+        if fb is not None:
+            self._check_fields(fb, src.n_features, reset=False)
+        return Xc, None
+
     def _check_X_fields(self, X, fields, n_features, reset):
         """(validated X, fields of the model) of an in-memory fit; FFM
         overrides this for per-entry fields."""
@@ -549,7 +557,9 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                               zero_based=None if zb is None else bool(zb),
                               logistic=self._loss == "logistic", decision=state.decision,
                               encode_y=encode_y if self._loss == "logistic" else None,
-                              n_jobs=self.n_jobs)
+                              n_jobs=self.n_jobs,
+                              entry_fields=bool(getattr(state, "entry", False)),
+                              n_fields=getattr(state, "n_fields", None))
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",

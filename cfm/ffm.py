@@ -10,11 +10,13 @@ feature keeps one factor vector per field.  Same solvers, options,
 validation, reproducibility contract and model files as the FM estimators
 (see :mod:`cfm.models`).
 """
+import os
+
 import numpy as np
 
 from . import _ffm
-from ._fields import (EntryFields, check_entry_fields, entry_model_fields, field_form,
-                      infer_fields)
+from ._fields import (EntryFields, ModelFields, check_entry_fields, entry_model_fields,
+                      field_form, infer_fields)
 from ._lazy import sparse as sp
 from ._state import FFMTable
 from ._validation import check_feature_names, check_X
@@ -81,6 +83,9 @@ class _FFMMixin:
             None: the estimator's ``fields`` parameter, else the fields of a
             libffm file / cache given as X, else inferred from X (see the
             class's ``fields`` parameter).  A warm start keeps ``fields_``.
+            "entry" with X a libffm file (or a cache made with
+            ``convert_to_cache(..., entry_fields=True)``): train on the field
+            of each entry of the file, out of core.
             A model fitted on per-entry fields that put some feature under
             several fields scores only input with per-entry fields.
         sample_weight, eval_set, block_rows, callback, input_zero_based
@@ -89,6 +94,10 @@ class _FFMMixin:
         """
         if fields is None:
             fields = self.fields
+        if isinstance(fields, str) and (fields != "entry"
+                                        or not isinstance(X, (str, os.PathLike))):
+            raise ValueError(f"fields={fields!r}: the only string is 'entry', for X a libffm "
+                             "file or cache (train on the field of each entry)")
         return self._fit(X, y, sample_weight, eval_set, fields=fields, block_rows=block_rows,
                          callback=callback, input_zero_based=input_zero_based)
 
@@ -178,6 +187,20 @@ class _FFMMixin:
                 return Xc, entry_model_fields(Xc.indices, Xc.fields, Xc.shape[1])
         Xc = check_X(X, estimator=self, n_features=n_features)
         return Xc, self._check_fields(fields, Xc.shape[1], reset, Xc)
+
+    def _check_block(self, Xb, fb, fields, src, reset):
+        """A block of a stream; fields="entry": with the file's per-entry
+        fields (the model takes per-entry fields from then on)."""
+        if not src.entry_fields:
+            return super()._check_block(Xb, fb, fields, src, reset)
+        n_fields = max(int(src.info["n_fields"]), 1) if reset else self.n_fields_
+        Xc = check_X(Xb, estimator=self, n_features=src.n_features, keep_entries=True)
+        Xc = Xc._replace(fields=check_entry_fields(fb, len(Xc.data), n_fields))
+        if not reset:
+            return Xc, None
+        col = src.column_fields
+        col = np.zeros(src.n_features, np.int32) if col is None else np.maximum(col, 0)
+        return Xc, ModelFields(col, n_fields, entry=True)
 
     def _check_eval_set(self, eval_set, n_features):
         """Pairs as for the FM estimators; triples (X, y, per-entry fields)."""

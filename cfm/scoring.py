@@ -20,7 +20,11 @@ Input rules (what a user scoring a production file expects):
   weight would.  Their count is returned (``ignored_values``).
 * FFM models take the field of each feature from the model (``fields_``); the
   field tokens of a libffm file are ignored, so libsvm files score with FFM
-  models too.  FM models ignore libffm field tokens.
+  models too.  FM models ignore libffm field tokens.  Except FFM models
+  fitted on (or imported from xLearn with) per-entry fields: they take each
+  entry's field from the libffm file, as libffm and xLearn do (entries kept as
+  written, repeats included; an entry whose field is beyond the model's is
+  ignored, like a feature beyond it); other formats are refused for them.
 * Within a line, unsorted feature ids are accepted and duplicates summed (as
   ``load_libffm`` does).
 * libsvm column ids are read the way the model reads them, recorded in every
@@ -84,11 +88,15 @@ class Scorer:
     decision: Optional[Callable] = None
     encode_y: Optional[Callable] = None
     n_jobs: Optional[int] = None
+    # FFM fitted on per-entry fields: the file's field of each entry is needed
+    # (n_fields: the model's, entries with larger ones are ignored)
+    entry_fields: bool = False
+    n_fields: Optional[int] = None
 
     def describes_same_model(self, other):
         """Same input rules and task (a loaded model against its header)."""
-        return (self.n_features, self._zb(), self.logistic) == \
-            (other.n_features, other._zb(), other.logistic)
+        return (self.n_features, self._zb(), self.logistic, self.entry_fields) == \
+            (other.n_features, other._zb(), other.logistic, other.entry_fields)
 
     def _zb(self):
         return True if self.zero_based is None else bool(self.zero_based)
@@ -104,7 +112,10 @@ class Scorer:
             zb = header.get("input_zero_based", True)
             if n < 1:
                 return None
-            return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary")
+            entry = header.get("entry_fields") is True
+            return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary",
+                       entry_fields=entry,
+                       n_fields=int(header["n_fields"]) if entry else None)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -313,7 +324,8 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     if zero_based is None:
         zero_based = info._zb()
     blocks = score_blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
-                          zero_based, format, labels=evaluate)
+                          zero_based, format, labels=evaluate,
+                          n_fields=info.n_fields if info.entry_fields else None)
     own_file = not _source._is_fileobj(out_path)
     # a path: written through a unique temporary file renamed at the end (a
     # device or FIFO is written in place; see cfm._files.atomic_output)
@@ -330,7 +342,7 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
         writer = _Writer(fh, precision, sigmoid, n_threads)
         for b in reader:
             t0 = time.perf_counter()
-            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
+            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features), b.fields)
             # the parser and the formatter use the cores meanwhile: the kernels
             # hand out chunks of rows, so a thread the OS sets aside costs little
             s = scorer.decision(Xc, n_threads) if b.n_rows else np.zeros(0)

@@ -285,13 +285,17 @@ def test_best_params_record_the_fixed_settings(libffm_file):
     assert s.best_params_["learning_rate"] == 1e-2 and s.best_params_["auto"].startswith("off")
 
 
-def test_fit_from_a_libsvm_file_needs_fields(tmp_path):
+def test_fit_from_a_libsvm_file_infers_fields(tmp_path):
     path = tmp_path / "train.svm"
     cfm.dump_libsvm(X, Y, path)
-    with pytest.raises(ValueError, match="needs fields"):
-        cfm.DeepFMClassifier(**SMALL).fit(path)
-    # with fields given, a libsvm file trains too
-    cfm.DeepFMClassifier(**SMALL).fit(path, fields=FIELDS)
+    # no fields anywhere: inferred from the first block (cfm.infer_fields)
+    m = cfm.DeepFMClassifier(**SMALL).fit(path, block_rows=len(Y))
+    first = next(iter(cfm.iter_blocks(path, block_rows=len(Y), zero_based=True,
+                                      n_features=X.shape[1])))[0]
+    np.testing.assert_array_equal(m.fields_, cfm.infer_fields(first))
+    # with fields given, a libsvm file trains with them
+    m = cfm.DeepFMClassifier(**SMALL).fit(path, fields=FIELDS)
+    np.testing.assert_array_equal(m.fields_, FIELDS)
 
 
 def test_predict_file_equals_predict(libffm_file, tmp_path):

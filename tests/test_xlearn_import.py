@@ -218,8 +218,11 @@ def test_ffm_fields_from_a_libffm_file(tmp_path):
 def test_ffm_fields_errors(tmp_path):
     V = np.zeros((3, 2, 2))
     path = write_txt(tmp_path / "ffm.txt", 0.0, np.zeros(3), V)
-    with pytest.raises(ValueError, match="needs fields"):
-        cfm.load_xlearn(path)
+    # no fields: xLearn's per-entry fields, so scoring needs them
+    m = cfm.load_xlearn(path)
+    with pytest.raises(ValueError, match="per-entry fields"):
+        m.predict(np.eye(3))
+    assert m.decision_function(sp.csr_matrix(np.eye(3)), fields=[0, 1, 1]).shape == (3,)
     with pytest.raises(ValueError, match="one entry per feature"):
         cfm.load_xlearn(path, fields=[0, 1])
     with pytest.raises(ValueError, match="has field 2 but the xLearn model has 2 fields"):
