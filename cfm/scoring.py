@@ -52,6 +52,7 @@ import numpy as np
 
 from ._lazy import sparse as sp
 from . import _format
+from ._fields import EntryFields
 from ._files import atomic_output
 from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
@@ -395,21 +396,25 @@ def _evaluate(scorer, labels, scores, src):
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
 
-def read_for_model(path, n_features, zero_based=True, n_jobs=None):
+def read_for_model(path, n_features, zero_based=True, n_jobs=None, n_fields=None):
     """Load a whole data file as ``(X, y)`` with exactly ``n_features`` columns.
 
     Columns beyond ``n_features`` are dropped (as :func:`predict_file` ignores
     feature ids beyond the model); libsvm ids are read with ``zero_based``.
     Used for validation files, whose ids may exceed the training file's.
+    ``n_fields``: a libffm file read with the field of each entry (entries
+    of a field >= n_fields dropped), returned as ``(X, y, EntryFields)``.
     """
     nt = effective_n_threads(n_jobs)
     parts = list(score_blocks(path, n_features, 1 << 30, _source.CHUNK_BYTES, nt, zero_based,
-                              "auto", labels=True))
+                              "auto", labels=True, n_fields=n_fields))
     if not parts:
         raise ValueError(f"{_source._name(path)}: no data rows")
     Xs = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.n_rows, n_features))
           for b in parts]
     X = Xs[0] if len(Xs) == 1 else sp.vstack(Xs, format="csr")
     y = np.concatenate([b.y for b in parts])
+    if n_fields is not None:
+        return X, y, EntryFields(np.concatenate([b.fields for b in parts]))
     return X, y
 
