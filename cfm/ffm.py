@@ -214,7 +214,11 @@ class _FFMMixin:
                 if pairs:
                     out.extend(super()._check_eval_set(pairs, n_features))
                     pairs = []
-                Xv = self._entry_input(item[0], item[2], n_features, self.n_fields_,
+                # a fresh fit's field count is not known yet: the kernel refuses
+                # an eval field beyond the model's
+                state = self.__dict__.get("_state")
+                Xv = self._entry_input(item[0], item[2], n_features,
+                                       None if state is None else state.n_fields,
                                        name=f"eval_set[{i}] X")
                 out.append((Xv, self._encode_eval_y(item[1], Xv.n_rows)))
             else:

@@ -34,8 +34,27 @@ EXPECTED_FAILED = {
 CFM_BUGS = {}
 
 
+# DeepFM scores a block of rows through float32 BLAS (sgemm): OpenBLAS handles the
+# block's columns with kernels of different widths, so a row's hidden units round
+# differently (~1e-6 relative after training) with its position in the block
+# (float64 models are exact).  A deterministic dense kernel is not written yet.
+_ORDER_REASON = ("float32 BLAS gemm: a row's rounding depends on its position in the "
+                 "scoring block (~1e-6 relative)")
+DEEPFM_EXPECTED = {
+    "DeepFMClassifier": {"check_methods_sample_order_invariance": _ORDER_REASON},
+    "DeepFMRegressor": {**EXPECTED_FAILED,
+                        "check_methods_sample_order_invariance": _ORDER_REASON},
+}
+
+
 def _expected(estimator):
-    return EXPECTED_FAILED
+    return DEEPFM_EXPECTED.get(type(estimator).__name__, EXPECTED_FAILED)
+
+
+# Field-aware estimators fitted without fields (issue 16 item 7): fields are
+# inferred from X (cfm.infer_fields), so they are scikit-learn estimators too.
+FIELD_AWARE = [cfm.FFMRegressor(), cfm.FFMClassifier(), cfm.DeepFMRegressor(),
+               cfm.DeepFMClassifier()]
 
 
 _kw = {"expected_failed_checks": _expected}
@@ -53,13 +72,43 @@ def test_sklearn_compatible_estimator(estimator, check, request):
         check(estimator)
 
 
-@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier()],
-                         ids=["FMRegressor", "FMClassifier"])
+@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier()] + FIELD_AWARE,
+                         ids=lambda e: type(e).__name__)
 def test_check_estimator_passes(est):
-    expected = {**EXPECTED_FAILED, **CFM_BUGS}
+    expected = {**_expected(est), **CFM_BUGS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ec.check_estimator(est, expected_failed_checks=expected)
+
+
+def _no_fields_needed(est, X, y, **kw):
+    """Pipeline, GridSearchCV and cross_val_score of a field-aware estimator
+    that is given no fields (inferred from X), or fields as a parameter."""
+    from sklearn.model_selection import cross_val_score
+
+    pipe = make_pipeline(StandardScaler(with_mean=False), est.set_params(**kw))
+    pipe.fit(X, y)
+    assert pipe.predict(X).shape == (X.shape[0],)
+    scores = cross_val_score(clone(est), X, y, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    gs = GridSearchCV(clone(est), {"n_factors": [2, 4]}, cv=2).fit(X, y)
+    assert gs.best_params_["n_factors"] in (2, 4)
+    # fields as a constructor parameter (per column) survive clone and grid search
+    fields = np.arange(X.shape[1]) % 3
+    gs = GridSearchCV(clone(est).set_params(fields=fields), {"n_factors": [2]}, cv=2).fit(X, y)
+    np.testing.assert_array_equal(gs.best_estimator_.fields_, fields)
+
+
+@pytest.mark.parametrize("cls", [cfm.FFMClassifier, cfm.DeepFMClassifier])
+def test_field_aware_classifiers_in_sklearn_tools(cls, clf_data):
+    X, y = clf_data
+    _no_fields_needed(cls(n_jobs=1, random_state=0), X[:300], y[:300], n_epochs=3)
+
+
+@pytest.mark.parametrize("cls", [cfm.FFMRegressor, cfm.DeepFMRegressor])
+def test_field_aware_regressors_in_sklearn_tools(cls, reg_data):
+    X, y = reg_data
+    _no_fields_needed(cls(n_jobs=1, random_state=0), X[:300], y[:300], n_epochs=3)
 
 
 def test_estimator_types():

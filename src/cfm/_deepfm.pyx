@@ -849,9 +849,11 @@ def _dense_tasks(layer_sizes):
     return np.ascontiguousarray(np.array(tasks, dtype=np.int64).reshape(-1, 3))
 
 
-cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
+cdef Py_ssize_t _setup_model(Ctx* c, const floating[:, ::1] table, const floating[::1] mlp,
                              const int64_t[::1] layer_sizes, int k, list keep) except -1:
-    """Fill the model part of the context; ``keep`` holds the arrays it points to."""
+    """Fill the model part of the context; ``keep`` holds the arrays it points to.
+    (const: scoring takes read-only tables, e.g. memory-mapped ones; the
+    training entry points pass writable arrays and write through ``c.mlp``.)"""
     cdef int64_t[::1] woff, boff, dims
     w_off, b_off, out_off, size = mlp_layout(layer_sizes)
     if mlp.shape[0] != size:
@@ -861,7 +863,7 @@ cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
         raise ValueError(f"n_factors must be in [1, {MAX_FACTORS}], got {k}")
     if table.shape[1] < k + 2:
         raise ValueError(f"table has {table.shape[1]} columns, fewer than k + 2 = {k + 2}")
-    dims_a = np.ascontiguousarray(layer_sizes, dtype=np.int64)
+    dims_a = np.array(layer_sizes, dtype=np.int64)  # a copy: layer_sizes may be read-only
     woff_a = np.array(w_off + [0], dtype=np.int64)
     boff_a = np.array(b_off + [0], dtype=np.int64)
     keep += [dims_a, woff_a, boff_a]
@@ -876,7 +878,7 @@ cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
     c.boff = &boff[0]
     c.ooff = out_off
     c.n_mlp = size
-    c.mlp = &mlp[0]
+    c.mlp = <void*>&mlp[0]
     return size
 
 
@@ -1187,7 +1189,8 @@ cdef void pred_range(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
 
 
 def _predict(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] indptr,
-             floating[:, ::1] table, floating[::1] mlp, const int64_t[::1] layer_sizes,
+             const floating[:, ::1] table, const floating[::1] mlp,
+             const int64_t[::1] layer_sizes,
              double w0, int n_factors, bint normalize, double[::1] out, int n_threads):
     cdef Ctx c
     cdef PredJob job
