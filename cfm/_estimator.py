@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _train, scoring
 from ._compat import BaseEstimator
-from ._fields import field_count
+from ._fields import FieldInput, field_count
 from ._persist import ModelFileMixin
 from ._state.base import MAX_FACTORS, bias_state
 from ._train import autotune, sgd
@@ -66,7 +66,7 @@ _STATE_ALIASES = {
 }
 
 
-class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
+class BaseFM(FieldInput, TuningMixin, ModelFileMixin, BaseEstimator):
     """Common base of the FM and FFM estimators (not for direct use)."""
 
     _loss = None            # "squared" or "logistic"
@@ -505,28 +505,6 @@ class BaseFM(TuningMixin, ModelFileMixin, BaseEstimator):
                       "n_epochs": res.best_epoch}, f"off: solver={solver!r}")
 
     # ------------------------------------------------------------ input checks
-    def _check_fields(self, fields, n_features, reset, Xc=None):
-        """FM models do not use fields (those of a libffm file are ignored);
-        FFM overrides this (``Xc``: the validated data, to infer fields from)."""
-        return None
-
-    def _check_block(self, Xb, fb, fields, src, reset):
-        """(validated block of a stream, fields of the model when ``reset``)
-        (``fb``: the file's fields; FFM overrides this for per-entry fields)."""
-        Xc = check_X(Xb, estimator=self, n_features=src.n_features)
-        if reset:
-            return Xc, self._check_fields(fields if fields is not None else fb,
-                                          src.n_features, reset=True, Xc=Xc)
-        if fb is not None:
-            self._check_fields(fb, src.n_features, reset=False)
-        return Xc, None
-
-    def _check_X_fields(self, X, fields, n_features, reset):
-        """(validated X, fields of the model) of an in-memory fit; FFM
-        overrides this for per-entry fields."""
-        Xc = check_X(X, estimator=self, n_features=n_features)
-        return Xc, self._check_fields(fields, Xc.shape[1], reset, Xc)
-
     def _check_eval_set(self, eval_set, n_features):
         return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
 

@@ -20,6 +20,7 @@ estimators use when no fields are given at all.
 import numpy as np
 
 from ._lazy import sparse as sp
+from ._validation import check_X
 
 __all__ = ["EntryFields", "infer_fields", "MAX_INFERRED_FIELDS", "ModelFields", "field_count"]
 
@@ -185,3 +186,31 @@ def entry_model_fields(indices, entry_fields, n_features):
     n_fields = int(ef.max()) + 1 if ef.size else 1
     entry = bool(ef.size) and not np.array_equal(col[np.asarray(indices)], ef)
     return ModelFields(col, max(n_fields, 1), entry)
+
+
+class FieldInput:
+    """The input hooks of an estimator about fields (cfm._estimator.BaseFM):
+    FM models take none (those of a libffm file are ignored); the
+    field-aware estimators override them (cfm/ffm.py, cfm/deepfm.py)."""
+
+    def _check_fields(self, fields, n_features, reset, Xc=None):
+        """The model's per-column fields (``Xc``: the validated data, to
+        infer them from); None for a model without fields."""
+        return None
+
+    def _check_block(self, Xb, fb, fields, src, reset):
+        """(validated block of a stream, fields of the model when ``reset``)
+        (``fb``: the file's fields; FFM overrides this for per-entry fields)."""
+        Xc = check_X(Xb, estimator=self, n_features=src.n_features)
+        if reset:
+            return Xc, self._check_fields(fields if fields is not None else fb,
+                                          src.n_features, reset=True, Xc=Xc)
+        if fb is not None:
+            self._check_fields(fb, src.n_features, reset=False)
+        return Xc, None
+
+    def _check_X_fields(self, X, fields, n_features, reset):
+        """(validated X, fields of the model) of an in-memory fit; FFM
+        overrides this for per-entry fields."""
+        Xc = check_X(X, estimator=self, n_features=n_features)
+        return Xc, self._check_fields(fields, Xc.shape[1], reset, Xc)

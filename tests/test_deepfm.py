@@ -97,8 +97,8 @@ def test_classifier_starts_at_the_log_odds_and_learns():
 # ------------------------------------------------------------------ fields
 def test_fields_checks():
     m = cfm.DeepFMClassifier(**SMALL)
-    with pytest.raises(ValueError, match="needs fields"):
-        m.fit(X, Y)
+    # no fields: inferred from X (cfm.infer_fields)
+    np.testing.assert_array_equal(m.fit(X, Y).fields_, cfm.infer_fields(X))
     with pytest.raises(ValueError, match="one entry per column"):
         m.fit(X, Y, fields=FIELDS[:-1])
     with pytest.raises(ValueError, match="fields must be finite integers"):
