@@ -276,3 +276,11 @@ def test_infer_fields():
     assert cfm.infer_fields(sp.csr_matrix((3, 0))).shape == (0,)
     with pytest.raises(ValueError, match="max_fields"):
         cfm.infer_fields(X, max_fields=0)
+
+
+def test_torch_refuses_a_per_entry_model(rng):
+    pytest.importorskip("torch")
+    X, F = collision_data(rng)
+    m, _, _ = model_with_state(rng, X, F, dtype="float32")
+    with pytest.raises(TypeError, match="per-entry fields"):
+        m.to_torch()
