@@ -416,9 +416,9 @@ class BaseFM(FieldInput, TuningMixin, ModelFileMixin, BaseEstimator):
             if eval_set is None or evals:
                 return
             if isinstance(eval_set, (str, os.PathLike)):
-                Xv, yv = read_eval_file(eval_set, n_features, src.zero_based)
+                item = read_eval_file(eval_set, n_features, src.zero_based, src.entry_fields)
                 try:
-                    evals.extend(self._check_eval_set((Xv, yv), n_features))
+                    evals.extend(self._check_eval_set(item, n_features))
                 except ValueError as exc:  # e.g. nan in a cache: name the file
                     raise DataFormatError(f"{os.fspath(eval_set)}: {exc}") from None
             else:

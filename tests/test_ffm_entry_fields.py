@@ -284,3 +284,18 @@ def test_torch_refuses_a_per_entry_model(rng):
     m, _, _ = model_with_state(rng, X, F, dtype="float32")
     with pytest.raises(TypeError, match="per-entry fields"):
         m.to_torch()
+
+
+def test_entry_fields_race_and_eval_file(rng, tmp_path):
+    """The in-memory race holds out rows with their entries' fields; an
+    eval_set file of a fields='entry' fit is read per entry."""
+    X, F = collision_data(rng, n_rows=3000)
+    s = np.asarray(X.sum(axis=1)).ravel() + rng.normal(0, 0.5, X.shape[0])
+    y = (s > np.median(s)).astype(int)
+    m = cfm.FFMClassifier(n_jobs=1, random_state=0, n_epochs=3).fit(X, y, fields=F)
+    assert m.best_params_["auto"].startswith("race"), m.best_params_
+    path = tmp_path / "d.ffm"
+    write_libffm(path, X[:500], y[:500], F[:X.indptr[500]])
+    m = cfm.FFMClassifier(n_jobs=1, random_state=0, n_epochs=2).fit(
+        path, fields="entry", eval_set=path)
+    assert len(m.history_) == 2 and "eval_logloss" in m.history_[-1]

@@ -98,9 +98,19 @@ class StreamSource:
         return cfm_data._where_row(self.source, self.info["format"], row)
 
 
-def read_eval_file(path, n_features, zero_based=True):
-    """An eval_set file as (X, y), its libsvm ids read as the training data's were."""
+def read_eval_file(path, n_features, zero_based=True, entry_fields=False):
+    """An eval_set file as (X, y), its libsvm ids read as the training data's
+    were; ``entry_fields``: (X, y, per-entry fields) of a libffm file or a
+    cache holding them."""
     info = cfm_data.scan_file(path)
+    if entry_fields:
+        if info.get("format") == "libffm":
+            return cfm_data.load_libffm(path, n_features=n_features, allow_nonfinite=False,
+                                        entry_fields=True)
+        if info.get("format") == "cache":
+            return cfm_data.load_cache(path, entry_fields=True)
+        raise ValueError(f"{os.fspath(path)}: a model trained on per-entry fields is "
+                         f"evaluated on libffm data, not {info.get('format')}")
     if info.get("format") == "libffm":
         Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features, allow_nonfinite=False)
     elif info.get("format") == "cache":
