@@ -20,7 +20,8 @@
 
 Run::
 
-    python benchmarks/bench_ffm_fields.py --baseline-so /tmp/h16-fields-old/_ffm.cpython-311-x86_64-linux-gnu.so
+    python benchmarks/bench_ffm_fields.py \
+        --baseline-so /tmp/h16-fields-old/_ffm.cpython-311-x86_64-linux-gnu.so
 
 (results: benchmarks/results/RESULTS_ffm_fields.md; ``--out`` to change).
 """
@@ -166,7 +167,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results" / "RESULTS_ffm_fields.md"))
     args = ap.parse_args(argv)
     lines = ["# FFM fields per column and per entry (issue 16 item 1)", "",
-             f"Command: `python benchmarks/bench_ffm_fields.py"
+             "Command: `python benchmarks/bench_ffm_fields.py"
              + (f" --baseline-so {args.baseline_so}" if args.baseline_so else "")
              + f" --rows {args.rows} --repeats {args.repeats}`", "",
              f"Load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared)", ""]

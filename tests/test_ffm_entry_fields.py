@@ -259,7 +259,6 @@ def test_cli_train_and_predict_with_entry_fields(rng, tmp_path):
     Xl, _, Fl = cfm.load_libffm(path, entry_fields=True, n_features=m.n_features_in_)
     np.testing.assert_allclose(np.loadtxt(out), m.predict_proba(Xl, fields=Fl)[:, 1],
                                rtol=1e-6, atol=1e-8)
-    from cfm.cli._options import UsageError  # noqa: F401
     assert cli.main(["train", str(path), "-o", str(model), "--model", "fm",
                      "--entry-fields", "-q"]) != 0
 
