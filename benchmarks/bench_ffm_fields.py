@@ -17,11 +17,17 @@
    ``ffm_predict`` and one ``ffm_train_epoch`` (n_threads=1 and 2).  Also the
    per-entry path of this build on the same data (every entry's field = its
    column's), i.e. what reading the field per entry costs.
+3. **DeepFM scoring** (issue 16 item 7, optional ``--baseline-deepfm-so``):
+   float32 dense layers summed in one fixed order (src/cfm/cfm_dense.h, so a
+   row scores the same in any block, as scikit-learn's sample-order check
+   asks) against the baseline's BLAS sgemm: time, and the largest change of a
+   row's score when the rows are permuted.
 
 Run::
 
     python benchmarks/bench_ffm_fields.py \
-        --baseline-so /tmp/h16-fields-old/_ffm.cpython-311-x86_64-linux-gnu.so
+        --baseline-so /tmp/h16-fields-old/_ffm.cpython-311-x86_64-linux-gnu.so \
+        --baseline-deepfm-so /tmp/h16-fields-old/_deepfm.cpython-311-x86_64-linux-gnu.so
 
 (results: benchmarks/results/RESULTS_ffm_fields.md; ``--out`` to change).
 """
@@ -157,10 +163,58 @@ def speed(baseline, rows, repeats, threads):
     return res, X, st
 
 
+def deepfm_speed(baseline_so, rows, repeats, threads):
+    """DeepFM scoring: this build (float32 dense layers in one fixed order,
+    src/cfm/cfm_dense.h) against a baseline build of cfm._deepfm (BLAS sgemm),
+    same model and rows, alternately; and whether a row's score depends on
+    its block (max |score(row in permuted rows) - score(row)|)."""
+    from cfm import _deepfm
+    from cfm._state.deepfm import _blas_one_thread
+
+    spec = importlib.util.spec_from_file_location("cfm_baseline._deepfm", baseline_so)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    X, y = cfm.make_fm_classification(rows, 39 * 2000, n_fields=39, random_state=0)
+    X = X.tocsr().astype(np.float32)
+    fields = np.arange(X.shape[1]) // 2000
+    m = cfm.DeepFMClassifier(n_epochs=1, random_state=0).fit(X[:5000], y[:5000],
+                                                              fields=fields)
+    st = m._state
+    indptr = X.indptr.astype(np.int64)
+
+    def run(mod, nt, Xr=X, ip=indptr):
+        out = np.empty(Xr.shape[0])
+        t = time.perf_counter()
+        with _blas_one_thread():
+            mod.deepfm_predict(data=Xr.data, indices=Xr.indices, indptr=ip, table=st.table,
+                               mlp=st.mlp, layer_sizes=st.layer_sizes, w0=float(st.bias[0]),
+                               n_factors=st.k, normalize=st.normalize, out=out, n_threads=nt)
+        return time.perf_counter() - t, out
+
+    perm = np.random.default_rng(0).permutation(min(rows, 5000))
+    Xp = X[perm]
+    order = {}
+    for name, mod in (("baseline (BLAS)", old), ("this build", _deepfm)):
+        _, a = run(mod, 1, X[:len(perm)], X[:len(perm)].indptr.astype(np.int64))
+        _, b = run(mod, 1, Xp, Xp.indptr.astype(np.int64))
+        order[name] = float(np.abs(a[perm] - b).max())
+    res = []
+    for nt in threads:
+        t_old, t_new = [], []
+        run(old, nt)
+        for _ in range(repeats):
+            t_old.append(run(old, nt)[0])
+            t_new.append(run(_deepfm, nt)[0])
+        res.append((nt, float(np.median(t_old)), float(np.median(t_new))))
+    return res, order, st
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline-so", default=None,
                     help="cfm._ffm extension module built before per-entry fields")
+    ap.add_argument("--baseline-deepfm-so", default=None,
+                    help="cfm._deepfm built before the fixed-order dense layers (optional)")
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", default="1,2")
@@ -169,6 +223,8 @@ def main(argv=None):
     lines = ["# FFM fields per column and per entry (issue 16 item 1)", "",
              "Command: `python benchmarks/bench_ffm_fields.py"
              + (f" --baseline-so {args.baseline_so}" if args.baseline_so else "")
+             + (f" --baseline-deepfm-so {args.baseline_deepfm_so}"
+                if args.baseline_deepfm_so else "")
              + f" --rows {args.rows} --repeats {args.repeats}`", "",
              f"Load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared)", ""]
 
@@ -222,6 +278,20 @@ def main(argv=None):
                  if "baseline, per column" in med else "-")
         lines.append(f"| {what} | {nt} | {cells} | {ratio} |")
         print(what, nt, med, flush=True)
+    if args.baseline_deepfm_so:
+        dres, order, dst = deepfm_speed(args.baseline_deepfm_so, args.rows // 2, args.repeats,
+                                        threads)
+        lines += ["", "## DeepFM scoring: fixed-order float32 dense layers vs BLAS sgemm", "",
+                  f"DeepFMClassifier, 39 fields, k={dst.k}, hidden {list(dst.hidden)}, "
+                  f"float32; {args.rows // 2:,} rows; deepfm_predict of this build and of "
+                  f"`{os.path.basename(args.baseline_deepfm_so)}` (baseline), alternately, "
+                  f"median of {args.repeats}.", "",
+                  "| threads | baseline (BLAS) | this build | this / baseline |",
+                  "|---|---|---|---|"]
+        for nt, a, b in dres:
+            lines.append(f"| {nt} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {b / a:.2f} |")
+        lines += ["", "A row's score against the same row scored among permuted rows (max abs "
+                  "difference): " + ", ".join(f"{k}: {v:.2e}" for k, v in order.items())]
     lines += ["", f"Load average at end: {os.getloadavg()[0]:.2f}", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))

@@ -481,3 +481,18 @@ def test_blas_limits_are_restored_after_concurrent_calls():
         errors = errors_in_threads(work, [()] * 4)
         assert not errors
         assert limits() == before
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_row_scores_the_same_in_any_block(dtype):
+    """float32 scoring's dense layers sum every value in one order
+    (src/cfm/cfm_dense.h), so a row's score does not depend on the rows scored
+    with it (float32 BLAS gemm rounds a row differently with its position in
+    the block, ~1e-6 relative); float64 keeps BLAS, whose differences are ~1e-16."""
+    m = cfm.DeepFMRegressor(**dict(SMALL, dtype=dtype)).fit(X, Y.astype(float), fields=FIELDS)
+    perm = np.random.default_rng(3).permutation(X.shape[0])
+    full = m.predict(X)
+    check = np.testing.assert_array_equal if dtype == "float32" else \
+        (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13))
+    check(m.predict(X[perm]), full[perm])
+    check(np.concatenate([m.predict(X[i:i + 1]) for i in range(7)]), full[:7])

@@ -34,21 +34,8 @@ EXPECTED_FAILED = {
 CFM_BUGS = {}
 
 
-# DeepFM scores a block of rows through float32 BLAS (sgemm): OpenBLAS handles the
-# block's columns with kernels of different widths, so a row's hidden units round
-# differently (~1e-6 relative after training) with its position in the block
-# (float64 models are exact).  A deterministic dense kernel is not written yet.
-_ORDER_REASON = ("float32 BLAS gemm: a row's rounding depends on its position in the "
-                 "scoring block (~1e-6 relative)")
-DEEPFM_EXPECTED = {
-    "DeepFMClassifier": {"check_methods_sample_order_invariance": _ORDER_REASON},
-    "DeepFMRegressor": {**EXPECTED_FAILED,
-                        "check_methods_sample_order_invariance": _ORDER_REASON},
-}
-
-
 def _expected(estimator):
-    return DEEPFM_EXPECTED.get(type(estimator).__name__, EXPECTED_FAILED)
+    return EXPECTED_FAILED
 
 
 # Field-aware estimators fitted without fields (issue 16 item 7): fields are

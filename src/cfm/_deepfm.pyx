@@ -76,9 +76,10 @@ Design
   arrive, idle helpers sleep, and a batch of one chunk runs on the calling
   thread alone (see README "Threads and reproducibility").
 * Scoring: fixed blocks of PRED_ROWS rows, claimed by the pool's threads;
-  identical for any n_threads.  The BLAS kernels' last bits depend on the
-  shape of a call and a row's position in it, so a row scored alone may
-  differ in the last bits from the same row scored within a block.
+  identical for any n_threads.  float32 dense layers go through
+  cfm_dense.h, which sums every value in one order, so a row scores the same
+  alone or anywhere in a block (BLAS gemm's last bits depend on a row's
+  position: ~1e-6 relative in float32); float64 keeps BLAS (~1e-16).
 * Inputs are validated by the Python caller (cfm/_state/deepfm.py); these
   wrappers check only shapes, in O(1).  Kernels trust their inputs.
 """
@@ -97,6 +98,10 @@ from cfm._common cimport (
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
+
+cdef extern from "cfm_dense.h" nogil:
+    void cfm_dense_rows_f(const float* W, Py_ssize_t dout, Py_ssize_t din, const float* inp,
+                          Py_ssize_t n, float* out)
 
 cdef extern from "cfm_deepfm.h" nogil:
     void cfm_bias_relu_f(float* h, const float* b, Py_ssize_t n, Py_ssize_t d)
@@ -421,8 +426,13 @@ cdef void mlp_forward(Ctx* c, const floating* mlp, floating* H, const int64_t* h
         din = c.dims[l - 1]
         dout = c.dims[l]
         Hl = H + hoff[l] + r0 * dout
-        gemm(c'N', c'N', <int>dout, <int>n, <int>din, mlp + c.woff[l - 1], <int>dout,
-             H + hoff[l - 1] + r0 * din, <int>din, 0, Hl, <int>dout)
+        if floating is float and not train:
+            # scoring: a row's value must not depend on its place in the block,
+            # which float32 BLAS gemm does not promise (see cfm_dense.h)
+            cfm_dense_rows_f(mlp + c.woff[l - 1], dout, din, H + hoff[l - 1] + r0 * din, n, Hl)
+        else:
+            gemm(c'N', c'N', <int>dout, <int>n, <int>din, mlp + c.woff[l - 1], <int>dout,
+                 H + hoff[l - 1] + r0 * din, <int>din, 0, Hl, <int>dout)
         b = mlp + c.boff[l - 1]
         if floating is float:
             cfm_bias_relu_f(Hl, b, n, dout)
