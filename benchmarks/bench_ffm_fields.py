@@ -30,6 +30,11 @@ Run::
         --baseline-deepfm-so /tmp/h16-fields-old/_deepfm.cpython-311-x86_64-linux-gnu.so
 
 (results: benchmarks/results/RESULTS_ffm_fields.md; ``--out`` to change).
+The committed results used as baselines the extension modules built from
+commit 7344d6a (``cfm._ffm`` before per-entry fields) and from 67f99fa
+(``cfm._deepfm`` scoring through BLAS sgemm), e.g.::
+
+    git worktree add /tmp/base 7344d6a && (cd /tmp/base && python setup.py build_ext --inplace)
 """
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ class _FFMMixin:
             return None
         Xc = check_X(X, name=name, estimator=self, n_features=n_features, keep_entries=entry)
         if field_form(fields, Xc.shape[1], len(Xc.data)) == "column":
-            col = check_entry_fields(fields, Xc.shape[1], n_fields)
+            col = np.asarray(fields)  # -1: a column that never occurs (load_libffm), field 0
+            col = check_entry_fields(np.where(col == -1, 0, col), Xc.shape[1], n_fields)
             return Xc._replace(fields=np.ascontiguousarray(col[Xc.indices]))
         return Xc._replace(fields=check_entry_fields(fields, len(Xc.data), n_fields))
 
