@@ -25,6 +25,7 @@ from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
 from .fwfm import FwFMClassifier, FwFMRegressor  # noqa: E402
 from .encoder import FieldEncoder  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
+from ._fields import EntryFields, infer_fields  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ __all__ = [
     "FieldEncoder",
     "load",
     "load_xlearn",
+    "EntryFields",
+    "infer_fields",
     "make_fm_classification",
     "make_fm_regression",
     "openmp_enabled",

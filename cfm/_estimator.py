@@ -19,6 +19,7 @@ import numpy as np
 from . import _train, scoring
 from ._compat import BaseEstimator
 from ._encoded import EncoderMixin
+from ._fields import FieldInput, field_count
 from ._persist import ModelFileMixin
 from ._state.base import MAX_FACTORS, bias_state
 from ._train import autotune, sgd
@@ -66,7 +67,7 @@ _STATE_ALIASES = {
 }
 
 
-class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
+class BaseFM(EncoderMixin, FieldInput, TuningMixin, ModelFileMixin, BaseEstimator):
     """Common base of the FM and FFM estimators (not for direct use)."""
 
     _loss = None            # "squared" or "logistic"
@@ -262,7 +263,7 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
         ``normalize`` (None: the defaults) as resolved by the caller;
         ``template`` / ``reuse``: see _build_state."""
         self._check_factors()
-        n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
+        n_fields = field_count(fields)
         # before any array is built
         self._check_model_size(n_features, n_fields, dtype)
         init_seed = self._seed(seed)
@@ -407,7 +408,8 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
         src = StreamSource(source, block_rows, self.n_features_in_ if warm else None,
                            type(self).__name__,
                            lambda nf, info: self._check_model_size(
-                               nf, info.get("n_fields"), dtype, source, info))
+                               nf, info.get("n_fields"), dtype, source, info),
+                           entry_fields=isinstance(fields, str) and fields == "entry")
         n_features = src.n_features
         # filled once the model (and so classes_) exists: after the first block
         evals = []
@@ -418,9 +420,9 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
             if eval_set is None or evals:
                 return
             if isinstance(eval_set, (str, os.PathLike)):
-                Xv, yv = read_eval_file(eval_set, n_features, src.zero_based)
+                item = read_eval_file(eval_set, n_features, src.zero_based, src.entry_fields)
                 try:
-                    evals.extend(self._check_eval_set((Xv, yv), n_features))
+                    evals.extend(self._check_eval_set(item, n_features))
                 except ValueError as exc:  # e.g. nan in a cache: name the file
                     raise DataFormatError(f"{os.fspath(eval_set)}: {exc}") from None
             else:
@@ -445,17 +447,13 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
                 raise DataFormatError(f"{where}: {exc}") from None
 
         def prepare(Xb, yb, fb, row0):
-            Xc = check_X(Xb, estimator=self, n_features=n_features)
+            Xc, flds = self._check_block(Xb, fb, fields, src, reset=not started[0])
             y_enc = encode(yb, Xc.n_rows, row0)
             if not started[0]:
-                flds = self._check_fields(fields if fields is not None else fb, n_features,
-                                          reset=True)
                 self._init_state(n_features, y_enc, None, dtype, flds,
                                  learning_rate=settings["learning_rate"],
                                  normalize=settings["normalize"])
                 started[0] = True
-            elif fb is not None:
-                self._check_fields(fb, n_features, reset=False)
             prepare_evals()
             sw = self._block_weights(y_enc)  # (class_weight)
             return (Xc, y_enc) if sw is None else (Xc, y_enc, sw)
@@ -516,11 +514,6 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
                       "n_epochs": res.best_epoch}, f"off: solver={solver!r}")
 
     # ------------------------------------------------------------ input checks
-    def _check_fields(self, fields, n_features, reset):
-        """FM models do not use fields (those of a libffm file are ignored);
-        FFM overrides this."""
-        return None
-
     def _check_eval_set(self, eval_set, n_features):
         return check_eval_set(eval_set, n_features, self._encode_eval_y, self)
 
@@ -552,7 +545,9 @@ class BaseFM(EncoderMixin, TuningMixin, ModelFileMixin, BaseEstimator):
                               zero_based=None if zb is None else bool(zb),
                               logistic=self._loss == "logistic", decision=state.decision,
                               encode_y=encode_y if self._loss == "logistic" else None,
-                              n_jobs=self.n_jobs)
+                              n_jobs=self.n_jobs,
+                              entry_fields=bool(getattr(state, "entry", False)),
+                              n_fields=getattr(state, "n_fields", None))
 
     def predict_file(self, path, out_path, *, raw=False, block_rows=65_536, n_jobs=None,
                      zero_based=None, precision=9, evaluate=False, format="auto",

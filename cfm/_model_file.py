@@ -166,6 +166,7 @@ _HEADER_SCHEMA = (
     ("best_epoch_", False, is_int, "an integer >= 0"),
     ("input_zero_based", False, lambda v: isinstance(v, bool), "true or false"),
     ("xlearn_fm_norm", False, lambda v: isinstance(v, bool), "true or false"),
+    ("entry_fields", False, lambda v: isinstance(v, bool), "true or false"),
     ("cfm_version", False, lambda v: isinstance(v, str) and len(v) <= 200, "a version string"),
     ("rng_state", False, _check_rng_state, "a PCG64 generator state"),
     ("mcmc", False, lambda v: isinstance(v, dict) and isinstance(v.get("clip"), list)

@@ -14,9 +14,10 @@ race (None when there was none).
 import numpy as np
 
 from ._train import autotune, sgd
+from ._fields import field_count
 from ._state.base import Hyper
-from ._validation import (check_sample_weight, check_X, draw_seed, effective_n_threads, memory_limit,
-                          set_feature_names)
+from ._validation import (check_sample_weight, draw_seed, effective_n_threads,
+                          memory_limit, set_feature_names)
 
 # best_params_["auto"]: why settings were (not) chosen from the data
 OFF = "off: auto_tune=False"
@@ -93,10 +94,10 @@ class TuningMixin:
     def _fit_arrays(self, X, y, sample_weight, eval_set, fields, callback):
         dtype = self._validate_params()
         warm = self.warm_start and "_state" in self.__dict__
-        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if warm else None)
+        Xc, fields = self._check_X_fields(X, fields, self.n_features_in_ if warm else None,
+                                          reset=not warm)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not warm)
         sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
-        fields = self._check_fields(fields, Xc.shape[1], reset=not warm)
         evals = self._check_eval_set(eval_set, Xc.shape[1])
         race = None
         if warm:
@@ -132,10 +133,10 @@ class TuningMixin:
                              "(it sweeps over all the data); use fit")
         X, _, fields, encoder = self._encode_fit(X, None, fields, partial=True)
         fitted = "_state" in self.__dict__
-        Xc = check_X(X, estimator=self, n_features=self.n_features_in_ if fitted else None)
+        Xc, fields = self._check_X_fields(X, fields, self.n_features_in_ if fitted else None,
+                                          reset=not fitted)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=not fitted, classes=classes)
         sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)
-        fields = self._check_fields(fields, Xc.shape[1], reset=not fitted)
         s = self._settings(self.__dict__.get("best_params_") if fitted else None)
         if fitted:
             state = self._ensure_layout(dtype, s["learning_rate"])
@@ -172,7 +173,7 @@ class TuningMixin:
             return s, autotune.TOO_SMALL, 0.0, None, {}
         self._check_factors()
         cands = autotune.candidates(self.learning_rate, self.normalize)
-        n_fields = (int(fields.max()) + 1 if fields.size else 1) if fields is not None else None
+        n_fields = field_count(fields)
         self._check_model_size(Xc.shape[1], n_fields, dtype)
         per_model = self._state_class.model_bytes(Xc.shape[1], n_fields, int(self.n_factors),
                                                   self.solver, dtype)

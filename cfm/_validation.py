@@ -25,6 +25,9 @@ class CSRInput(NamedTuple):
     indices: np.ndarray   # int32 or int64, C-contiguous
     indptr: np.ndarray    # int64, C-contiguous, n_rows + 1
     shape: tuple
+    # field-aware models: int32 field id of each stored entry (libffm's
+    # per-entry fields; checked against the model by cfm._fields), or None
+    fields: object = None
 
     @property
     def n_rows(self):
@@ -136,12 +139,18 @@ def _check_csr_offsets(M, name):
                          f"{int(bad[0])}")
 
 
-def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
+def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1,
+            keep_entries=False):
     """Validate X and return a :class:`CSRInput` the kernels can trust.
 
     CSR input of dtype float32/float64 with canonical structure is used
-    without copying its data.
+    without copying its data.  ``keep_entries``: the stored entries stay as
+    they are, in their order, duplicates and zeros included (per-entry FFM
+    fields are aligned with them); other sparse formats are refused then.
     """
+    if keep_entries and sp.issparse(X) and X.format != "csr":
+        raise ValueError(f"per-entry fields need {name} as a CSR matrix (its stored entries "
+                         f"in order), got format {X.format!r}")
     M = _to_matrix(X, name)
     n_rows, n_cols = M.shape
     if n_rows < min_samples:
@@ -178,7 +187,7 @@ def check_X(X, *, name="X", n_features=None, estimator=None, min_samples=1):
                 f"[0, {n_cols})."
             )
         raise ValueError(f"{name} is not a valid CSR matrix: corrupt row offsets near row {row}")
-    if not canonical:
+    if not canonical and not keep_entries:
         # Unsorted or duplicate column indices within a row (duplicates would be
         # counted as distinct interacting features) or stored zeros: sum the
         # duplicates and drop the zeros, on a copy.

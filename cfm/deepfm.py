@@ -66,6 +66,8 @@ OPTIMIZERS = {
     "adagrad": Solver("adagrad", n_epochs=10, init_std=0.01, normalize=False),
 }
 DEFAULT_LEARNING_RATE = {"adam": 1e-3, "adagrad": 1e-2}
+# n_epochs=None on an in-memory fit: at least this many optimizer steps
+MIN_STEPS = 100
 # best_params_["auto"] of DeepFM's in-memory fits (see cfm/_tuning.py)
 FIXED = "off: DeepFM (settings are the parameters or their defaults)"
 
@@ -84,7 +86,7 @@ class _DeepFMMixin:
                  l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
                  normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
-                 warm_start=False, verbose=0, encoder=None):
+                 warm_start=False, verbose=0, encoder=None, fields=None):
         self.n_factors = n_factors
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dropout = dropout
@@ -109,6 +111,7 @@ class _DeepFMMixin:
         self.warm_start = warm_start
         self.verbose = verbose
         self.encoder = encoder
+        self.fields = fields
 
     def fit(self, X, y=None, fields=None, sample_weight=None, eval_set=None,
             block_rows=100_000, *, callback=None, input_zero_based=None):
@@ -122,18 +125,21 @@ class _DeepFMMixin:
             ``block_rows`` rows, shuffled within each block; mini-batches do
             not cross blocks), or re-iterable (X, y) chunks.
         y : array-like of shape (n_samples,)
-        fields : array-like of int, shape (n_features,)
+        fields : array-like of int, shape (n_features,), default=None
             Field id of each column (0 .. n_fields-1; -1, as cfm.load_libffm
-            reports for a column that never occurs, counts as 0).  Required
-            unless the model is warm-started (then it must equal ``fields_``)
-            or X is a libffm file / cache (then they come from the file).
+            reports for a column that never occurs, counts as 0).  None: the
+            ``fields`` parameter, else a libffm file's / cache's, else
+            inferred from X (see the ``fields`` parameter); a warm start
+            keeps ``fields_``.
             Several columns of a field may be non-zero in one row (their
             embeddings are summed, weighted by the values).
         sample_weight, eval_set, block_rows, callback, input_zero_based
             As for :meth:`cfm.FMClassifier.fit` (eval_set uses ``fields``).
         """
-        return self._fit(X, y, sample_weight, eval_set, fields=fields, block_rows=block_rows,
-                         callback=callback, input_zero_based=input_zero_based)
+        return self._fit(X, y, sample_weight, eval_set,
+                         fields=self.fields if fields is None else fields,
+                         block_rows=block_rows, callback=callback,
+                         input_zero_based=input_zero_based)
 
     fields_ = _FFMMixin.fields_
     n_fields_ = _FFMMixin.n_fields_
@@ -280,7 +286,7 @@ class _DeepFMMixin:
         Xc = check_X(X, estimator=self, n_features=None if reset else self.n_features_in_)
         y_enc = self._prepare_y(y, Xc.n_rows, reset=reset, classes=classes)
         sw = self._sample_weight(sample_weight, y_enc, Xc.n_rows)  # (class_weight)
-        return Xc, y_enc, sw, self._check_fields(fields, Xc.shape[1], reset=reset)
+        return Xc, y_enc, sw, self._check_fields(fields, Xc.shape[1], reset=reset, Xc=Xc)
 
     def _start(self, X, Xc, y_enc, sw, fields, dtype, reset):
         """The state to train: a fresh one, or the current one in the layout asked for."""
@@ -296,8 +302,12 @@ class _DeepFMMixin:
         Xc, y_enc, sw, fields = self._arrays(X, y, sample_weight, fields, reset)
         evals = self._check_eval_set(eval_set, Xc.shape[1])
         state = self._start(X, Xc, y_enc, sw, fields, dtype, reset)
+        n_epochs = self._n_epochs()
+        if self.n_epochs is None:  # at least MIN_STEPS optimizer steps (small data)
+            per_epoch = -(-Xc.n_rows // max(int(self.batch_size), 1))
+            n_epochs = max(n_epochs, -(-MIN_STEPS // max(per_epoch, 1)))
         res = sgd.fit_arrays(state, Xc, y_enc, sw, evals, hyper=self._hyper(), rng=self._rng,
-                             shuffle=self.shuffle, n_epochs=self._n_epochs(),
+                             shuffle=self.shuffle, n_epochs=n_epochs,
                              config=self._loop_config(callback))
         self.best_epoch_ = res.best_epoch
         self._record(dict(self._settings(), n_epochs=res.best_epoch), FIXED)
@@ -369,7 +379,11 @@ _PARAMS_DOC = """
         optimizer more steps per epoch.
     n_epochs : int or None, default=None
         Passes over the training data (per ``fit``; ``partial_fit`` does one).
-        None means 10.  The best number depends on the data (2 on a 10k-row
+        None means 10, or more on an in-memory fit of fewer than 25,600
+        rows (batch_size=256): enough for at least 100 optimizer steps
+        (MIN_STEPS), since 10 epochs of one batch each leave Adam far from a
+        fit (R^2 0.28 vs 0.94 with 100 steps on scikit-learn's 200-row
+        regression check).  The best number depends on the data (2 on a 10k-row
         Criteo sample, which DeepFM then overfits; 8-9 on MovieLens 100k;
         benchmarks/results/RESULTS_deepfm_defaults.md): pass an ``eval_set``
         to stop early and keep the best epoch.
@@ -415,6 +429,15 @@ _PARAMS_DOC = """
     encoder : cfm.FieldEncoder or None, default=None
         Raw columns in, one field per column (``fields`` from the encoder),
         saved in the model file: as for :class:`cfm.FMClassifier`.
+    fields : array-like of int of shape (n_features,), or None, default=None
+        Field id of each column for every ``fit`` given no ``fields`` (so
+        that the estimator works in scikit-learn's Pipeline, GridSearchCV and
+        cross_val_score).  None: ``fit``'s ``fields``, else those of a libffm
+        file / cache given as X, else inferred from X by
+        :func:`cfm.infer_fields` (streams: from the first block): one field
+        per run of columns no two of which share a row -- a one-hot encoded
+        variable is one field, each column of dense numeric data its own --,
+        at most 64 (the MLP's input is n_fields * n_factors wide).
 
     Notes
     -----
@@ -452,12 +475,15 @@ _PARAMS_DOC = """
 
 class DeepFMRegressor(_DeepFMMixin, FMRegressor):
     __doc__ = ("DeepFM for regression (squared loss).\n\n    fit(X, y, fields=...) with one "
-               "field id per column; see the module cfm.deepfm\n    for the model.\n"
+               "field id per column (or the ``fields`` parameter, or fields\n    inferred from "
+               "X); see the module cfm.deepfm for the model.\n"
                + _PARAMS_DOC)
 
     def partial_fit(self, X, y, sample_weight=None, fields=None):
-        """One epoch over (X, y); ``fields`` is needed on the first call only."""
-        return self._partial_fit(X, y, sample_weight, fields=fields)
+        """One epoch over (X, y); ``fields`` is used on the first call only
+        (default: the ``fields`` parameter, else inferred from X)."""
+        return self._partial_fit(X, y, sample_weight,
+                                 fields=self.fields if fields is None else fields)
 
 
 class DeepFMClassifier(_DeepFMMixin, FMClassifier):
@@ -474,7 +500,7 @@ class DeepFMClassifier(_DeepFMMixin, FMClassifier):
                  l2_w0=0.0, l2_w=1e-2, l2_v=1e-2, l2_dense=0.0, init_std=None,
                  normalize=False, fit_intercept=True, shuffle=True, n_iter_no_change=3,
                  tol=1e-4, eval_metric=None, dtype=None, n_jobs=None, random_state=None,
-                 warm_start=False, verbose=0, encoder=None, class_weight=None):
+                 warm_start=False, verbose=0, encoder=None, fields=None, class_weight=None):
         _DeepFMMixin.__init__(
             self, n_factors, hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
             optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
@@ -482,13 +508,15 @@ class DeepFMClassifier(_DeepFMMixin, FMClassifier):
             init_std=init_std, normalize=normalize, fit_intercept=fit_intercept,
             shuffle=shuffle, n_iter_no_change=n_iter_no_change, tol=tol,
             eval_metric=eval_metric, dtype=dtype, n_jobs=n_jobs, random_state=random_state,
-            warm_start=warm_start, verbose=verbose, encoder=encoder)
+            warm_start=warm_start, verbose=verbose, encoder=encoder, fields=fields)
         self.class_weight = class_weight
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, fields=None):
-        """One epoch over (X, y); ``fields`` is needed on the first call only,
-        ``classes`` on the first call when that batch lacks a label."""
+        """One epoch over (X, y); ``fields`` is used on the first call only
+        (default: the ``fields`` parameter, else inferred from X), ``classes``
+        needed on the first call when that batch lacks a label."""
         if isinstance(self.class_weight, str):
             raise ValueError("class_weight='balanced' is not supported by partial_fit (a "
                              "batch's class counts are not the data's); pass a dict")
-        return self._partial_fit(X, y, sample_weight, classes=classes, fields=fields)
+        return self._partial_fit(X, y, sample_weight, classes=classes,
+                                 fields=self.fields if fields is None else fields)

@@ -11,12 +11,10 @@ the same field).  Memory is an FM's plus n_fields^2 weights; scoring costs
 O(nnz * k + P^2 * k) per row for P fields present in the row.
 
 Without ``fields`` (documented default, also what scikit-learn's tools use):
-every column is its own field when X has at most ``DEFAULT_FIELD_COLUMNS``
-(64) columns -- dense or few-column data, where per-column weights are what
-FwFM is for and cost at most 64 * 65 / 2 pair weights -- and all columns
-form one field otherwise (wide one-hot data whose field structure is
-unknown: the model is then an FM with one learned scale on its
-interactions).  Same solvers (sgd, adagrad, ftrl), options, validation,
+the fields the FFM and DeepFM estimators infer, :func:`cfm.infer_fields` --
+one field per run of columns no two of which share a row (a one-hot encoded
+variable is one field, each dense column its own), at most 64 fields (at most
+64 * 65 / 2 pair weights).  Same solvers (sgd, adagrad, ftrl), options, validation,
 reproducibility contract and model files as the FM estimators.
 """
 import numpy as np
@@ -25,15 +23,6 @@ from ._state.fwfm import MAX_FIELDS, FwFMTable
 from .ffm import _FFMMixin
 from .models import FMClassifier, FMRegressor
 
-# Without fields: one field per column up to this many columns, else one field.
-DEFAULT_FIELD_COLUMNS = 64
-
-
-def default_fields(n_features):
-    """The fields used when none are given (see the module docstring)."""
-    if n_features <= DEFAULT_FIELD_COLUMNS:
-        return np.arange(n_features, dtype=np.int32)
-    return np.zeros(n_features, dtype=np.int32)
 
 
 class _FwFMMixin:
@@ -57,8 +46,8 @@ class _FwFMMixin:
             -1, as cfm.load_libffm reports for a column that never occurs,
             counts as 0).  None: the fields of a libffm file / cache given as
             X, those of the fitted model on a warm start, else
-            :func:`cfm.fwfm.default_fields` (one field per column for at
-            most 64 columns, else one field).
+            inferred from X by :func:`cfm.infer_fields` (as the FFM
+            estimators do; streams: from the first block).
         sample_weight, eval_set, block_rows, callback, input_zero_based
             As for :meth:`cfm.FMClassifier.fit`.
         """
@@ -73,11 +62,9 @@ class _FwFMMixin:
         """Field-pair weights, shape (n_fields_, n_fields_), symmetric (a copy)."""
         return self._current_tables().R.copy()
 
-    def _check_fields(self, fields, n_features, reset):
+    def _check_fields(self, fields, n_features, reset, Xc=None):
         if fields is None:
-            if not reset and hasattr(self, "fields_"):
-                return self.fields_
-            return default_fields(n_features)
+            return _FFMMixin._check_fields(self, fields, n_features, reset, Xc)
         shape = np.shape(fields)
         if shape != (n_features,):
             raise ValueError(f"fields must have one entry per column: expected shape "

@@ -20,7 +20,11 @@ Input rules (what a user scoring a production file expects):
   weight would.  Their count is returned (``ignored_values``).
 * FFM models take the field of each feature from the model (``fields_``); the
   field tokens of a libffm file are ignored, so libsvm files score with FFM
-  models too.  FM models ignore libffm field tokens.
+  models too.  FM models ignore libffm field tokens.  Except FFM models
+  fitted on (or imported from xLearn with) per-entry fields: they take each
+  entry's field from the libffm file, as libffm and xLearn do (entries kept as
+  written, repeats included; an entry whose field is beyond the model's is
+  ignored, like a feature beyond it); other formats are refused for them.
 * Within a line, unsorted feature ids are accepted and duplicates summed (as
   ``load_libffm`` does).
 * libsvm column ids are read the way the model reads them, recorded in every
@@ -54,6 +58,7 @@ import numpy as np
 
 from ._lazy import sparse as sp
 from . import _format
+from ._fields import EntryFields
 from ._files import atomic_output
 from ._metrics import METRICS
 from ._validation import CSRInput, effective_n_threads
@@ -92,6 +97,10 @@ class Scorer:
     decision: Optional[Callable] = None
     encode_y: Optional[Callable] = None
     n_jobs: Optional[int] = None
+    # FFM fitted on per-entry fields: the file's field of each entry is needed
+    # (n_fields: the model's, entries with larger ones are ignored)
+    entry_fields: bool = False
+    n_fields: Optional[int] = None
     classes: Optional[np.ndarray] = None
 
     @property
@@ -100,8 +109,8 @@ class Scorer:
 
     def describes_same_model(self, other):
         """Same input rules and task (a loaded model against its header)."""
-        return (self.n_features, self._zb(), self.logistic) == \
-            (other.n_features, other._zb(), other.logistic)
+        return (self.n_features, self._zb(), self.logistic, self.entry_fields) == \
+            (other.n_features, other._zb(), other.logistic, other.entry_fields)
 
     def _zb(self):
         return True if self.zero_based is None else bool(self.zero_based)
@@ -120,8 +129,10 @@ class Scorer:
             classes = None
             if header["task"] == "multiclass":  # (validated: n_classes labels)
                 classes = np.arange(int(header["n_classes"]))
+            entry = header.get("entry_fields") is True
             return cls(n, zb if isinstance(zb, bool) else True, header["task"] == "binary",
-                       classes=classes)
+                       classes=classes, entry_fields=entry,
+                       n_fields=int(header["n_fields"]) if entry else None)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -367,7 +378,8 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
     if zero_based is None:
         zero_based = info._zb()
     blocks = score_blocks(path, info.n_features, block_rows, chunk_bytes, n_threads,
-                          zero_based, format, labels=evaluate)
+                          zero_based, format, labels=evaluate,
+                          n_fields=info.n_fields if info.entry_fields else None)
     own_file = not _source._is_fileobj(out_path)
     # a path: written through a unique temporary file renamed at the end (a
     # device or FIFO is written in place; see cfm._files.atomic_output)
@@ -387,7 +399,7 @@ def _predict_file(get_scorer, info, path, out_path, *, raw=False, block_rows=65_
                          labels=scorer.classes if write_labels else None)
         for b in reader:
             t0 = time.perf_counter()
-            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features))
+            Xc = CSRInput(b.data, b.indices, b.indptr, (b.n_rows, info.n_features), b.fields)
             # the parser and the formatter use the cores meanwhile: the kernels
             # hand out chunks of rows, so a thread the OS sets aside costs little
             s = scorer.decision(Xc, n_threads) if b.n_rows else \
@@ -442,21 +454,25 @@ def _evaluate(scorer, labels, scores, src):
     return {n: METRICS[n][0](y_enc, s) for n in names}
 
 
-def read_for_model(path, n_features, zero_based=True, n_jobs=None):
+def read_for_model(path, n_features, zero_based=True, n_jobs=None, n_fields=None):
     """Load a whole data file as ``(X, y)`` with exactly ``n_features`` columns.
 
     Columns beyond ``n_features`` are dropped (as :func:`predict_file` ignores
     feature ids beyond the model); libsvm ids are read with ``zero_based``.
     Used for validation files, whose ids may exceed the training file's.
+    ``n_fields``: a libffm file read with the field of each entry (entries
+    of a field >= n_fields dropped), returned as ``(X, y, EntryFields)``.
     """
     nt = effective_n_threads(n_jobs)
     parts = list(score_blocks(path, n_features, 1 << 30, _source.CHUNK_BYTES, nt, zero_based,
-                              "auto", labels=True))
+                              "auto", labels=True, n_fields=n_fields))
     if not parts:
         raise ValueError(f"{_source._name(path)}: no data rows")
     Xs = [sp.csr_matrix((b.data, b.indices, b.indptr), shape=(b.n_rows, n_features))
           for b in parts]
     X = Xs[0] if len(Xs) == 1 else sp.vstack(Xs, format="csr")
     y = np.concatenate([b.y for b in parts])
+    if n_fields is not None:
+        return X, y, EntryFields(np.concatenate([b.fields for b in parts]))
     return X, y
 

@@ -62,16 +62,6 @@ __all__ = ["load_xlearn", "is_xlearn_txt", "XLearnFMClassifier", "XLearnFMRegres
 
 _TASKS = {"binary": "binary", "reg": "reg", "regression": "reg", "classification": "binary"}
 _KINDS = ("auto", "lr", "fm", "ffm")
-class FieldsNeeded(ValueError):
-    """An xLearn FFM model was loaded without ``fields`` (the TXT model does
-    not record the field of each feature)."""
-
-    def __init__(self, n_fields):
-        self.n_fields = n_fields
-        super().__init__(
-            "an FFM model needs fields: the field of each feature (cfm's FFM keeps one field "
-            "per column; xLearn's TXT model does not record it). Pass fields= as an array of "
-            "n_features field ids, or the path(s) of libffm data file(s) to take them from")
 
 
 # --------------------------------------------------------------------------
@@ -176,8 +166,6 @@ def _fields_from_files(paths, n_features):
 def _infer_fields(fields, n_features, n_fields):
     """Field id of each column: an array-like, or the first field each
     feature has in one or more libffm data files."""
-    if fields is None:
-        raise FieldsNeeded(n_fields)
     if isinstance(fields, (str, os.PathLike)):
         arr = _fields_from_files([fields], n_features)
     elif isinstance(fields, (list, tuple)) and fields and all(
@@ -251,16 +239,17 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
         to xLearn's predict).  The file does not record it.  xLearn's LR never
         normalises its scores, so it does not matter for LR.
     fields : array-like of int, path, list of paths, or None
-        FFM only (required): the field of each feature.  cfm's FFM takes one
-        field per column while a libffm line names the field of each entry:
-        pass an array of ``n_features`` field ids, or the path(s) of libffm
-        data file(s) (e.g. the training file), whose first field for each
-        feature is taken (earlier files first).  Features that occur in none
-        of them get field 0; if such a feature occurs in data you score, its
-        field there may differ, and xLearn (which uses each entry's field)
-        scores its -- untrained, randomly initialised -- vectors differently.
-        Pass an array, or files covering the data you score, when that
-        matters.
+        FFM only.  None (default): xLearn's own rule -- every entry of the
+        data scored has its own field (a libffm line names it), so that a
+        feature seen under several fields (hashed data) scores as in xLearn.
+        The model then scores libffm files (``predict_file``, ``cfm
+        predict``) and arrays given with per-entry fields
+        (``predict(X, fields=F)``, ``X, y, F = cfm.load_libffm(path,
+        entry_fields=True)``).  Else one field per column, cfm's fast path:
+        an array of ``n_features`` field ids, or the path(s) of libffm data
+        file(s) (e.g. the training file), whose first field for each feature
+        is taken (earlier files first; features in none of them get field
+        0); that equals xLearn only where every feature keeps one field.
     n_features : int, optional
         Number of columns of the model, at least the number of features in
         the file (largest ``i_<j>`` + 1).  Extra columns get zero parameters:
@@ -344,7 +333,9 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
     w0_state = np.array([bias, ADAGRAD_INIT, 0.0])
     if found == "ffm":
         nf, k = V.shape[1], V.shape[2]
-        flds = _infer_fields(fields, n, nf)
+        # fields None: xLearn's per-entry fields (no per-column table describes
+        # the model; it scores input whose entries carry their fields)
+        flds = np.zeros(n, np.int32) if fields is None else _infer_fields(fields, n, nf)
         cls = FFMClassifier if task == "binary" else FFMRegressor
         kp = padded_k(k)
         ks = kp + 1  # adagrad: one accumulator per (feature, field) vector
@@ -357,6 +348,8 @@ def load_xlearn(path, task="binary", *, norm=True, fields=None, n_features=None,
         arrays = {"lin": lin, "V": Vt.reshape(n, nf * ks), "w0_state": w0_state,
                   "fields": flds}
         entries = dict(n_factors=k, n_fields=nf, normalize=bool(norm))
+        if fields is None:
+            entries["entry_fields"] = True
     else:
         if fields is not None:
             # the caller expects an FFM: a model of another kind, as for kind=

@@ -243,3 +243,52 @@ def train_epoch(X, y, fields, order, st, *, loss, fit_intercept=True, normalize=
                 _update_pair(st, cols[a], fields[cols[a]], cols[b], fields[cols[b]],
                              g * x[a] * x[b], learning_rate, l2_v)
     return total_loss, total_w, n_bad
+
+
+# ------------------------------------------------------------ per-entry fields
+# libffm's / xLearn's definition: each stored entry names its own field, so a
+# feature may occur under several fields (even twice in one row).  Rows are
+# read as stored (no canonicalisation); fl[a] is the field of entry a.  A row
+# holding one (feature, field) pair twice makes a pair of entries step one
+# vector twice (the kernel applies both steps in turn); the reference's pair
+# step assumes two distinct vectors, so its tests avoid such rows.
+def ffm_score_fl(cols, fl, x, w0, w, V):
+    """w0 + sum_a w_{j_a} x_a + sum_{a<b} <V[j_a, fl_b], V[j_b, fl_a]> x_a x_b."""
+    lin = 0.0
+    for a in range(len(cols)):
+        lin += float(w[cols[a]]) * x[a]
+    pair = 0.0
+    for a in range(len(cols)):
+        for b in range(a + 1, len(cols)):
+            pair += float(np.dot(V[cols[a], fl[b]], V[cols[b], fl[a]])) * x[a] * x[b]
+    return float(w0) + lin + pair
+
+
+def train_epoch_fl(X, y, entry_fields, order, st, *, loss, fit_intercept=True,
+                   normalize=False, learning_rate=0.1, l2_w0=0.0, l2_w=0.0, l2_v=0.0, l1=0.0,
+                   ftrl_beta=1.0, sample_weight=None):
+    """train_epoch with the field of each stored entry of CSR X (as stored)."""
+    F = np.asarray(entry_fields, dtype=np.int64)
+    total_loss = total_w = 0.0
+    n_bad = 0
+    for i in order:
+        s = X.indptr[i]
+        cols, x = row_entries(X, i, normalize)
+        fl = F[s:s + len(cols)]
+        p = ffm_score_fl(cols, fl, x, st.w0_state[0], st.w, st.V)
+        if not np.isfinite(p):
+            n_bad += 1
+            continue
+        sw = 1.0 if sample_weight is None else float(sample_weight[i])
+        total_loss += sw * loss_value(p, y[i], loss)
+        total_w += sw
+        g = sw * loss_dp(p, y[i], loss)
+        if fit_intercept:
+            _update_bias(st, g, learning_rate, l2_w0, ftrl_beta)
+        for a in range(len(cols)):
+            _update_linear(st, cols[a], x[a], g, learning_rate, l2_w, l1, ftrl_beta)
+        for a in range(len(cols)):
+            for b in range(a + 1, len(cols)):
+                _update_pair(st, cols[a], fl[a], cols[b], fl[b], g * x[a] * x[b],
+                             learning_rate, l2_v)
+    return total_loss, total_w, n_bad

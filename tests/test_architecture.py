@@ -23,7 +23,7 @@ MAX_LINES = 600
 # (cfm._fm, ... built from src/cfm/*.pyx) are below everything and not listed.
 LAYERS = [
     ("bottom", ["exceptions", "_validation", "_metrics", "_compat", "_lazy", "_process",
-                "_files", "datasets", "_classes"]),
+                "_files", "datasets", "_classes", "_fields"]),
     ("container", ["_container", "_readahead"]),
     ("data", ["data", "data.*", "encoder", "_encoding", "_encoder_file"]),
     ("scoring", ["scoring"]),

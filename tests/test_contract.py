@@ -404,10 +404,9 @@ def test_bad_input_gets_the_documented_errors(fitted):
         case.make(dtype="int8").fit(X, y, **kw)
     with pytest.raises(ValueError, match="n_jobs"):
         case.make(n_jobs=0).fit(X, y, **kw)
-    if case.fields and not case.fwfm:  # FwFM: fields=None has a default
-        with pytest.raises(ValueError, match="fields"):
-            case.make().fit(X, y)
     if case.fields:
+        # no fields: inferred from X (issue 16 item 7), as documented
+        np.testing.assert_array_equal(case.make().fit(X, y).fields_, cfm.infer_fields(X))
         with pytest.raises(ValueError, match="fields"):
             case.make().fit(X, y, fields=FIELDS[:-1])
 

@@ -97,8 +97,8 @@ def test_classifier_starts_at_the_log_odds_and_learns():
 # ------------------------------------------------------------------ fields
 def test_fields_checks():
     m = cfm.DeepFMClassifier(**SMALL)
-    with pytest.raises(ValueError, match="needs fields"):
-        m.fit(X, Y)
+    # no fields: inferred from X (cfm.infer_fields)
+    np.testing.assert_array_equal(m.fit(X, Y).fields_, cfm.infer_fields(X))
     with pytest.raises(ValueError, match="one entry per column"):
         m.fit(X, Y, fields=FIELDS[:-1])
     with pytest.raises(ValueError, match="fields must be finite integers"):
@@ -285,13 +285,17 @@ def test_best_params_record_the_fixed_settings(libffm_file):
     assert s.best_params_["learning_rate"] == 1e-2 and s.best_params_["auto"].startswith("off")
 
 
-def test_fit_from_a_libsvm_file_needs_fields(tmp_path):
+def test_fit_from_a_libsvm_file_infers_fields(tmp_path):
     path = tmp_path / "train.svm"
     cfm.dump_libsvm(X, Y, path)
-    with pytest.raises(ValueError, match="needs fields"):
-        cfm.DeepFMClassifier(**SMALL).fit(path)
-    # with fields given, a libsvm file trains too
-    cfm.DeepFMClassifier(**SMALL).fit(path, fields=FIELDS)
+    # no fields anywhere: inferred from the first block (cfm.infer_fields)
+    m = cfm.DeepFMClassifier(**SMALL).fit(path, block_rows=len(Y))
+    first = next(iter(cfm.iter_blocks(path, block_rows=len(Y), zero_based=True,
+                                      n_features=X.shape[1])))[0]
+    np.testing.assert_array_equal(m.fields_, cfm.infer_fields(first))
+    # with fields given, a libsvm file trains with them
+    m = cfm.DeepFMClassifier(**SMALL).fit(path, fields=FIELDS)
+    np.testing.assert_array_equal(m.fields_, FIELDS)
 
 
 def test_predict_file_equals_predict(libffm_file, tmp_path):
@@ -477,3 +481,18 @@ def test_blas_limits_are_restored_after_concurrent_calls():
         errors = errors_in_threads(work, [()] * 4)
         assert not errors
         assert limits() == before
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_row_scores_the_same_in_any_block(dtype):
+    """float32 scoring's dense layers sum every value in one order
+    (src/cfm/cfm_dense.h), so a row's score does not depend on the rows scored
+    with it (float32 BLAS gemm rounds a row differently with its position in
+    the block, ~1e-6 relative); float64 keeps BLAS, whose differences are ~1e-16."""
+    m = cfm.DeepFMRegressor(**dict(SMALL, dtype=dtype)).fit(X, Y.astype(float), fields=FIELDS)
+    perm = np.random.default_rng(3).permutation(X.shape[0])
+    full = m.predict(X)
+    check = np.testing.assert_array_equal if dtype == "float32" else \
+        (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13))
+    check(m.predict(X[perm]), full[perm])
+    check(np.concatenate([m.predict(X[i:i + 1]) for i in range(7)]), full[:7])

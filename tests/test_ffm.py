@@ -570,13 +570,18 @@ def vdata(rng):
 
 @pytest.mark.parametrize("cls", [cfm.FFMRegressor, cfm.FFMClassifier])
 def test_fit_without_fields(vdata, cls):
+    """No fields anywhere: inferred from X (cfm.infer_fields), documented."""
     X, y, _ = vdata
     yy = y if cls is cfm.FFMRegressor else (y > 0)
-    with pytest.raises(ValueError, match="needs fields"):
-        cls(n_epochs=1).fit(X, yy)
-    with pytest.raises(ValueError, match="needs fields"):
-        cls(n_epochs=1).partial_fit(X, yy, **({"classes": [False, True]}
+    expect = cfm.infer_fields(X)
+    m = cls(n_epochs=1).fit(X, yy)
+    np.testing.assert_array_equal(m.fields_, expect)
+    m = cls(n_epochs=1).partial_fit(X, yy, **({"classes": [False, True]}
                                               if cls is cfm.FFMClassifier else {}))
+    np.testing.assert_array_equal(m.fields_, expect)
+    # the constructor's fields are used when fit is given none
+    f = np.arange(X.shape[1]) % 2
+    np.testing.assert_array_equal(cls(n_epochs=1, fields=f).fit(X, yy).fields_, f)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -153,14 +153,18 @@ def test_threaded_epoch_merges_field_weights(rng):
 
 # ----------------------------------------------------------------- fields
 def test_default_fields():
+    # no fields: cfm.infer_fields, as for FFM / DeepFM (dense columns: one each;
+    # one-hot blocks: one per block)
     X = sp.random(300, 10, density=0.5, random_state=0, format="csr")
     y = np.arange(300) % 2
     m = cfm.FwFMClassifier(n_epochs=1, n_jobs=1, random_state=0).fit(X, y)
-    assert np.array_equal(m.fields_, np.arange(10)) and m.n_fields_ == 10
-    assert m.R_.shape == (10, 10)
-    Xw = sp.random(300, 65, density=0.1, random_state=0, format="csr")
-    m = cfm.FwFMRegressor(n_epochs=1, n_jobs=1, random_state=0).fit(Xw, y.astype(float))
-    assert np.array_equal(m.fields_, np.zeros(65)) and m.n_fields_ == 1
+    assert np.array_equal(m.fields_, cfm.infer_fields(X))
+    assert m.R_.shape == (m.n_fields_, m.n_fields_)
+    onehot = sp.csr_matrix((np.ones(600), np.column_stack(
+        [np.arange(300) % 4, 4 + np.arange(300) % 3]).ravel(), np.arange(0, 601, 2)),
+        shape=(300, 7))
+    m = cfm.FwFMRegressor(n_epochs=1, n_jobs=1, random_state=0).fit(onehot, y.astype(float))
+    assert np.array_equal(m.fields_, [0, 0, 0, 0, 1, 1, 1]) and m.n_fields_ == 2
     # warm start and partial_fit keep the model's fields
     f = np.arange(10) % 3
     m = cfm.FwFMClassifier(n_epochs=1, n_jobs=1, random_state=0).fit(X, y, fields=f)

@@ -872,10 +872,16 @@ def test_item14_xlearn_ffm_without_fields_names_the_cli_flag(tmp_path, capsys):
                      "v_1_1: 1 2\n")
     data = tmp_path / "d.ffm"
     data.write_text("1 0:0:1 1:1:1\n")
-    rc = cli.main(["predict", str(model), str(data)])
+    # without --xlearn-fields: each entry's field, as xLearn scores (issue 16)
+    rc = cli.main(["predict", str(model), str(data), "-q"])
+    assert rc == 0
+    capsys.readouterr()
+    svm = tmp_path / "d.svm"
+    svm.write_text("1 0:1 1:1\n")
+    rc = cli.main(["predict", str(model), str(svm)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "--xlearn-fields" in err and "fields=" not in err and "n_features" not in err, err
+    assert "libffm" in err and "fields=" not in err and "n_features" not in err, err
     assert "neither" not in err  # it is an xLearn model: say so
     rc = cli.main(["predict", str(model), str(data), "--xlearn-fields", str(data), "-q"])
     assert rc == 0

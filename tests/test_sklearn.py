@@ -38,6 +38,12 @@ def _expected(estimator):
     return EXPECTED_FAILED
 
 
+# Field-aware estimators fitted without fields (issue 16 item 7): fields are
+# inferred from X (cfm.infer_fields), so they are scikit-learn estimators too.
+FIELD_AWARE = [cfm.FFMRegressor(), cfm.FFMClassifier(), cfm.DeepFMRegressor(),
+               cfm.DeepFMClassifier(), cfm.FwFMRegressor(), cfm.FwFMClassifier()]
+
+
 _kw = {"expected_failed_checks": _expected}
 if "xfail_strict" in inspect.signature(ec.parametrize_with_checks).parameters:
     _kw["xfail_strict"] = True
@@ -54,14 +60,43 @@ def test_sklearn_compatible_estimator(estimator, check, request):
         check(estimator)
 
 
-@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier(), cfm.FwFMRegressor(),
-                                 cfm.FwFMClassifier()],
-                         ids=["FMRegressor", "FMClassifier", "FwFMRegressor", "FwFMClassifier"])
+@pytest.mark.parametrize("est", [cfm.FMRegressor(), cfm.FMClassifier()] + FIELD_AWARE,
+                         ids=lambda e: type(e).__name__)
 def test_check_estimator_passes(est):
-    expected = {**EXPECTED_FAILED, **CFM_BUGS}
+    expected = {**_expected(est), **CFM_BUGS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ec.check_estimator(est, expected_failed_checks=expected)
+
+
+def _no_fields_needed(est, X, y, **kw):
+    """Pipeline, GridSearchCV and cross_val_score of a field-aware estimator
+    that is given no fields (inferred from X), or fields as a parameter."""
+    from sklearn.model_selection import cross_val_score
+
+    pipe = make_pipeline(StandardScaler(with_mean=False), est.set_params(**kw))
+    pipe.fit(X, y)
+    assert pipe.predict(X).shape == (X.shape[0],)
+    scores = cross_val_score(clone(est), X, y, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    gs = GridSearchCV(clone(est), {"n_factors": [2, 4]}, cv=2).fit(X, y)
+    assert gs.best_params_["n_factors"] in (2, 4)
+    # fields as a constructor parameter (per column) survive clone and grid search
+    fields = np.arange(X.shape[1]) % 3
+    gs = GridSearchCV(clone(est).set_params(fields=fields), {"n_factors": [2]}, cv=2).fit(X, y)
+    np.testing.assert_array_equal(gs.best_estimator_.fields_, fields)
+
+
+@pytest.mark.parametrize("cls", [cfm.FFMClassifier, cfm.DeepFMClassifier])
+def test_field_aware_classifiers_in_sklearn_tools(cls, clf_data):
+    X, y = clf_data
+    _no_fields_needed(cls(n_jobs=1, random_state=0), X[:300], y[:300], n_epochs=3)
+
+
+@pytest.mark.parametrize("cls", [cfm.FFMRegressor, cfm.DeepFMRegressor])
+def test_field_aware_regressors_in_sklearn_tools(cls, reg_data):
+    X, y = reg_data
+    _no_fields_needed(cls(n_jobs=1, random_state=0), X[:300], y[:300], n_epochs=3)
 
 
 def test_estimator_types():

@@ -218,8 +218,11 @@ def test_ffm_fields_from_a_libffm_file(tmp_path):
 def test_ffm_fields_errors(tmp_path):
     V = np.zeros((3, 2, 2))
     path = write_txt(tmp_path / "ffm.txt", 0.0, np.zeros(3), V)
-    with pytest.raises(ValueError, match="needs fields"):
-        cfm.load_xlearn(path)
+    # no fields: xLearn's per-entry fields, so scoring needs them
+    m = cfm.load_xlearn(path)
+    with pytest.raises(ValueError, match="per-entry fields"):
+        m.predict(np.eye(3))
+    assert m.decision_function(sp.csr_matrix(np.eye(3)), fields=[0, 1, 1]).shape == (3,)
     with pytest.raises(ValueError, match="one entry per feature"):
         cfm.load_xlearn(path, fields=[0, 1])
     with pytest.raises(ValueError, match="has field 2 but the xLearn model has 2 fields"):
@@ -425,3 +428,62 @@ def test_cli_predict_takes_xlearn_txt_models(tmp_path, kind, norm):
     want = cfm.load_xlearn(model, task="reg", norm=norm,
                            fields=fields if kind == "ffm" else None).predict(X)
     np.testing.assert_allclose(np.loadtxt(out), want, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------- per-entry fields (issue 16 item 1)
+CRITEO_DEMO = "/work/shared/data/xlearn/criteo_ctr"
+
+
+def _collision_file(path, rng, n_rows, n_fields=6, ids=60, nnz=8):
+    """libffm lines whose feature ids occur under several fields (also twice in a line)."""
+    with open(path, "w") as f:
+        for _ in range(n_rows):
+            fl = rng.integers(0, n_fields, nnz)
+            js = rng.integers(0, ids, nnz)
+            js[-1] = js[0]
+            fl[-1] = (fl[0] + 1) % n_fields
+            vals = rng.uniform(0.2, 1.5, nnz)
+            toks = " ".join(f"{a}:{b}:{v:.4f}" for a, b, v in zip(fl, js, vals))
+            f.write(f"{int(rng.random() < 0.4)} {toks}\n")
+
+
+def _xlearn_ffm(xl, train, test, tmp_path):
+    model = xl.create_ffm()
+    model.setTrain(str(train))
+    model.setTXTModel(str(tmp_path / "model.txt"))
+    model.setQuiet()
+    model.fit({"task": "binary", "lr": 0.2, "lambda": 0.002, "k": 4, "epoch": 5,
+               "metric": "none", "nthread": 1}, str(tmp_path / "model.bin"))
+    model.setTest(str(test))
+    model.setSigmoid()
+    model.predict(str(tmp_path / "model.bin"), str(tmp_path / "pred.txt"))
+    return np.loadtxt(tmp_path / "pred.txt")
+
+
+@pytest.mark.parametrize("data", ["criteo_demo", "collisions"])
+def test_ffm_per_entry_fields_match_xlearn(tmp_path, data):
+    """xLearn uses each entry's field: an imported FFM (fields=None) reproduces
+    its predictions within 1e-5 on hashed data with cross-field collisions."""
+    xl = _xlearn()
+    if data == "criteo_demo":
+        train = os.path.join(CRITEO_DEMO, "small_train.txt")
+        test = os.path.join(CRITEO_DEMO, "small_test.txt")
+        if not (os.path.exists(train) and os.path.exists(test)):
+            pytest.skip("xLearn's Criteo demo files are not in /work/shared/data")
+    else:
+        rng = np.random.default_rng(16)
+        train, test = tmp_path / "train.ffm", tmp_path / "test.ffm"
+        _collision_file(train, rng, 300)
+        _collision_file(test, rng, 120)
+    expected = _xlearn_ffm(xl, train, test, tmp_path)
+    n = max(cfm.scan_file(train)["n_features"], cfm.scan_file(test)["n_features"])
+    X, _, F = cfm.load_libffm(test, entry_fields=True, n_features=n)
+    _, _, col = cfm.load_libffm(test, n_features=n)
+    assert np.count_nonzero(np.maximum(col, 0)[X.indices] != F) > 0  # collisions present
+    m = cfm.load_xlearn(tmp_path / "model.txt", n_features=n)
+    np.testing.assert_allclose(m.predict_proba(X, fields=F)[:, 1], expected, rtol=0, atol=1e-5)
+    m.predict_file(test, tmp_path / "cfm.txt")
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "cfm.txt"), expected, rtol=0, atol=1e-5)
+    m.save(tmp_path / "m.cfm")
+    back = cfm.load(tmp_path / "m.cfm")
+    np.testing.assert_array_equal(back.predict_proba(X, fields=F), m.predict_proba(X, fields=F))

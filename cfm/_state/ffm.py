@@ -6,10 +6,18 @@ State: ``lin`` (n_features, lw) = [w, optimizer state]; ``V`` of shape
 feature's row (see ``layout``); ``w0_state``.  The kernels take ``foff``
 (the record offset of each column's field) with ks = 1.  A float16 table is
 passed to the kernels as its uint16 bits (``kernel_V``).
+
+Fields: per column (``fields``, the fast path), or per stored entry when the
+validated input carries them (``Xc.fields``: the kernels then take
+``rec_off`` of each entry's field).  A state fitted on per-entry fields that
+put a feature under several fields (or imported from xLearn without fields)
+has ``entry`` set: its per-column ``fields`` do not describe it, so it scores
+only input with per-entry fields.
 """
 import numpy as np
 
 from .. import _ffm, _utils
+from .._fields import field_count
 from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table,
                    LazyRows, as_array, copy_rows, each_block)
 
@@ -127,7 +135,7 @@ class FFMTable(ModelState):
     coordinate_solvers = False  # als / mcmc are implemented for FM tables only
 
     def __init__(self, lin, V, w0_state, fields, n_fields, k, ks, solver, normalize,
-                 trainable=True):
+                 trainable=True, entry=False):
         kp = padded_k(k, V.dtype)
         rec_off, width = layout(n_fields, ks, V.dtype)
         foff = np.ascontiguousarray(rec_off[fields], dtype=np.int32)
@@ -142,13 +150,15 @@ class FFMTable(ModelState):
         self._set(lin=lin, V=V, w0_state=w0_state, fields=fields, n_fields=int(n_fields),
                   k=int(k), kp=kp, ks=int(ks), rec_off=rec_off, row_width=int(width),
                   foff=foff, solver=solver, normalize=bool(normalize),
-                  trainable=bool(trainable))
+                  trainable=bool(trainable), entry=bool(entry))
 
     # ------------------------------------------------------------ building
     @classmethod
     def new(cls, n_features, *, k, solver, dtype, init_std, seed, n_threads, w0_state,
             normalize, fields):
-        n_fields = int(fields.max()) + 1 if fields.size else 1
+        n_fields = field_count(fields)
+        entry = bool(getattr(fields, "entry", False))
+        fields = np.ascontiguousarray(fields, dtype=np.int32).view(np.ndarray)
         kp = padded_k(k, dtype)
         ks = record_size(kp, solver, dtype)
         rec_off, width = layout(n_fields, ks, dtype)
@@ -166,7 +176,7 @@ class FFMTable(ModelState):
         lin = lin_table(n_features, solver, dtype)
         if solver == "adagrad":
             lin[:, 1] = ADAGRAD_INIT
-        return cls(lin, V, w0_state, fields, n_fields, k, ks, solver, normalize)
+        return cls(lin, V, w0_state, fields, n_fields, k, ks, solver, normalize, entry=entry)
 
     @staticmethod
     def model_bytes(n_features, n_fields, k, solver, dtype):
@@ -191,7 +201,7 @@ class FFMTable(ModelState):
         lin[...] = self.lin
         copy_rows(V, self.V)
         return FFMTable(lin, V, w0_state, self.fields, self.n_fields, self.k, self.ks,
-                        self.solver, normalize)
+                        self.solver, normalize, entry=self.entry)
 
     def relayout(self, solver, dtype, **hyper):
         """Warm start: an FFM keeps its solver and dtype (self), else an error."""
@@ -244,6 +254,7 @@ class FFMTable(ModelState):
         # float16: seeds the stochastic rounding of the updates (drawn only then,
         # so that float32/float64 fits keep their row-order stream)
         seed = int(rng.integers(2**63)) if self.half else 0
+        ef = self._entry_fields(Xc)
         return _ffm.ffm_train_epoch(
             Xc.data, Xc.indices, Xc.indptr, y, sw, order, self.foff, self.lin,
             self.kernel_V, self.w0_state, k=self.k, kp=self.kp, ks=1,
@@ -251,7 +262,8 @@ class FFMTable(ModelState):
             fit_intercept=hyper.fit_intercept, normalize=self.normalize,
             learning_rate=hyper.learning_rate, l2_w0=hyper.l2_w0, l2_w=hyper.l2_w,
             l2_v=hyper.l2_v, l1=hyper.l1, ftrl_beta=hyper.ftrl_beta, n_threads=n_threads,
-            max_nnz=_max_nnz(Xc), seed=seed)
+            max_nnz=_max_nnz(Xc), seed=seed, entry_fields=ef,
+            rec_off=None if ef is None else self.rec_off)
 
     def finite(self, n_threads):
         if self.half:
@@ -277,7 +289,7 @@ class FFMTable(ModelState):
         V[...] = self.V
         return FFMTable(self.lin.copy(), V, np.array(self.w0_state, dtype=np.float64),
                         self.fields, self.n_fields, self.k, self.ks, self.solver,
-                        self.normalize)
+                        self.normalize, entry=self.entry)
 
     def take_rows(self, rows):
         """The model restricted to the features ``rows`` (see FMTable.take_rows)."""
@@ -285,7 +297,7 @@ class FFMTable(ModelState):
         V[...] = self.V[rows]
         return FFMTable(self.lin[rows], V, np.array(self.w0_state, dtype=np.float64),
                         self.fields[rows], self.n_fields, self.k, self.ks, self.solver,
-                        self.normalize)
+                        self.normalize, entry=self.entry)
 
     def mix_tables(self):
         """Per-row tables for parameter mixing (see FMTable.mix_tables): lin
@@ -316,12 +328,28 @@ class FFMTable(ModelState):
     # ------------------------------------------------------------ scoring
     def decision(self, Xc, n_threads, shared=False):
         self.check_width(Xc)
+        ef = self._entry_fields(Xc)
         out = np.empty(Xc.n_rows, dtype=np.float64)
         _ffm.ffm_predict(Xc.data, Xc.indices, Xc.indptr, self.foff, self.lin, self.kernel_V,
                          w0=float(self.w0_state[0]), kp=self.kp, ks=1,
                          normalize=self.normalize, out=out, n_threads=n_threads,
-                         max_nnz=_max_nnz(Xc))
+                         max_nnz=_max_nnz(Xc), entry_fields=ef,
+                         rec_off=None if ef is None else self.rec_off)
         return out
+
+    def _entry_fields(self, Xc):
+        """The per-entry field ids of Xc (None: the per-column fast path); an
+        ``entry`` state refuses input without them."""
+        ef = getattr(Xc, "fields", None)
+        if ef is None:
+            if self.entry:
+                raise ValueError(
+                    "this FFM model was fitted (or imported from xLearn) with per-entry "
+                    "fields, where a feature may belong to several fields: score it with "
+                    "fields= (one field id per stored entry of X, e.g. from "
+                    "cfm.load_libffm(path, entry_fields=True)) or on a libffm file")
+            return None
+        return ef
 
     # ------------------------------------------------------------ model files
     def export(self):
@@ -335,6 +363,8 @@ class FFMTable(ModelState):
         header = {"solver": self.solver, "normalize": self.normalize,
                   "dtype": V.dtype.name, "n_features": int(V.shape[0]),
                   "n_factors": int(self.k), "n_fields": int(nf)}
+        if self.entry:
+            header["entry_fields"] = True
         return arrays, header
 
     @classmethod
@@ -370,4 +400,4 @@ class FFMTable(ModelState):
             V[i:j], rec_off, nf, ks, rows.reshape(j - i, nf, ks_file)[:, :, :ks]))
         w0_state = np.array(as_array(arrays["w0_state"]), dtype=np.float64)
         return cls(lin, V, w0_state, fields, nf, k, ks, solver, bool(header["normalize"]),
-                   trainable=not scoring_only)
+                   trainable=not scoring_only, entry=header.get("entry_fields") is True)

@@ -126,7 +126,16 @@ def holdout(y, seed, classifier, fraction=VALIDATION_FRACTION, n_classes=2):
 def take_rows(Xc, rows):
     """The validated CSR rows ``rows`` of Xc as a new CSRInput (a copy of
     those rows only, by SciPy's row indexing; still canonical, so not
-    validated again)."""
+    validated again).  Per-entry fields (``Xc.fields``) are taken along:
+    the rows' entries are copied as stored, in order."""
+    if Xc.fields is not None:
+        starts = Xc.indptr[rows]
+        lens = Xc.indptr[np.asarray(rows) + 1] - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        pos = np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1], dtype=np.int64)
+        return CSRInput(Xc.data[pos], Xc.indices[pos], indptr, (len(rows), Xc.shape[1]),
+                        Xc.fields[pos])
     M = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=Xc.shape, copy=False)[rows]
     indices = M.indices if M.indices.dtype in (np.int32, np.int64) else \
         M.indices.astype(np.int64)

@@ -32,18 +32,33 @@ class StreamSource:
     chunks: their columns); ``labels`` (a sample of a file's label values;
     for chunks the ``labels`` attribute of the source, e.g. set on the
     function returning the chunks, when it has one: every label of the
-    stream, which classifiers take as their classes); ``info`` (scan_file's result, None for chunks);
-    ``blocks()`` yields (X, y, fields or None) afresh."""
+    stream, which classifiers take as their classes); ``info`` (scan_file's
+    result, None for chunks); ``blocks()`` yields (X, y, fields or None)
+    afresh.  ``entry_fields``: a libffm file (or a cache made with its
+    per-entry fields) whose blocks carry the field of each entry
+    (``column_fields``: the file's first field of each column)."""
 
-    def __init__(self, source, block_rows, n_features=None, name=None, check_size=None):
+    def __init__(self, source, block_rows, n_features=None, name=None, check_size=None,
+                 entry_fields=False):
         if isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or \
                 block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer, got {block_rows!r}")
         self.source, self.block_rows = source, block_rows
         self.zero_based, self.info, self.labels = True, None, None
+        self.entry_fields, self.column_fields = bool(entry_fields), None
+        if entry_fields and not isinstance(source, (str, os.PathLike)):
+            raise ValueError("fields='entry' takes the fields of a libffm file (or cache) "
+                             "given as X; for arrays pass the per-entry fields themselves")
         if isinstance(source, (str, os.PathLike)):
             # nan / inf are refused at file:line before anything is trained
-            info = cfm_data.scan_file(source, allow_nonfinite=False)
+            info, self.column_fields = cfm_data._scan(source, "auto", finite=True,
+                                                      want_fields=bool(entry_fields))
+            if entry_fields and not (info["format"] == "libffm" or info.get("has_entry_fields")):
+                raise ValueError(f"fields='entry' needs a libffm file or a cache made with "
+                                 f"convert_to_cache(..., entry_fields=True); "
+                                 f"{os.fspath(source)!r} is {info['format']}"
+                                 + (" without per-entry fields" if info["format"] == "cache"
+                                    else ""))
             nf = info["n_features"]
             if info["n_rows"] == 0 or nf < 1:
                 raise DataFormatError(f"{os.fspath(source)}: no data to train on ("
@@ -68,6 +83,8 @@ class StreamSource:
             info = self.info
             kw = {} if info.get("format") in ("cache", "libffm") else \
                 {"zero_based": info.get("zero_based", "auto")}
+            if self.entry_fields:
+                kw["entry_fields"] = True
             yield from cfm_data.iter_blocks(self.source, block_rows=self.block_rows,
                                             n_features=self.n_features,
                                             allow_nonfinite=False, **kw)
@@ -85,9 +102,19 @@ class StreamSource:
         return cfm_data._where_row(self.source, self.info["format"], row)
 
 
-def read_eval_file(path, n_features, zero_based=True):
-    """An eval_set file as (X, y), its libsvm ids read as the training data's were."""
+def read_eval_file(path, n_features, zero_based=True, entry_fields=False):
+    """An eval_set file as (X, y), its libsvm ids read as the training data's
+    were; ``entry_fields``: (X, y, per-entry fields) of a libffm file or a
+    cache holding them."""
     info = cfm_data.scan_file(path)
+    if entry_fields:
+        if info.get("format") == "libffm":
+            return cfm_data.load_libffm(path, n_features=n_features, allow_nonfinite=False,
+                                        entry_fields=True)
+        if info.get("format") == "cache":
+            return cfm_data.load_cache(path, entry_fields=True)
+        raise ValueError(f"{os.fspath(path)}: a model trained on per-entry fields is "
+                         f"evaluated on libffm data, not {info.get('format')}")
     if info.get("format") == "libffm":
         Xv, yv, _ = cfm_data.load_libffm(path, n_features=n_features, allow_nonfinite=False)
     elif info.get("format") == "cache":

@@ -17,6 +17,10 @@ def add_parser(sub, common):
     c.add_argument("--format", choices=("auto", "libsvm", "libfm", "libffm"), default="auto")
     add_zero_based(c, "auto")
     c.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    c.add_argument("--entry-fields", action="store_true",
+                   help="libffm: also store the field of each entry, the entries as written "
+                   "(for 'cfm train --model ffm --entry-fields' and models that take "
+                   "per-entry fields)")
     add_threads(c)
     add_quiet(c)
     return c
@@ -32,7 +36,8 @@ def run(args, log):
         check_output(args.output, [args.text])
     t0 = time.perf_counter()
     dst = convert_to_cache(args.text, args.output, format=args.format, dtype=args.dtype,
-                           zero_based=args.zero_based, n_jobs=args.threads)
+                           zero_based=args.zero_based, n_jobs=args.threads,
+                           entry_fields=args.entry_fields)
     if not os.path.isfile(dst):  # e.g. /dev/null, written in place: nothing to read back
         log(f"wrote {dst} ({time.perf_counter() - t0:.1f}s)")
         return EXIT_OK

@@ -32,6 +32,7 @@ def _model_summary(path):
         "n_features": header["n_features"],
         "n_factors": header["n_factors"],
         "n_fields": header.get("n_fields"),
+        "entry_fields": header.get("entry_fields") is True,
         "hidden_layer_sizes": header.get("hidden") if header["kind"] == "deepfm" else None,
         "dtype": header["dtype"],
         "solver": header["solver"],
@@ -86,7 +87,7 @@ def _cache_lines(s):
 def _model_lines(s):
     shape = f"n_features={s['n_features']}, n_factors={s['n_factors']}"
     if s["n_fields"] is not None:
-        shape += f", n_fields={s['n_fields']}"
+        shape += f", n_fields={s['n_fields']}" + (" (per entry)" if s["entry_fields"] else "")
     if s["hidden_layer_sizes"] is not None:
         sizes = "-".join(str(h) for h in s["hidden_layer_sizes"]) or "none"
         shape += f", MLP hidden {sizes}"

@@ -48,8 +48,9 @@ def add_parser(sub, common):
                     help="the model is scored without instance-wise normalisation "
                     "(xLearn's disableNorm / --no-norm)")
     xl.add_argument("--xlearn-fields", metavar="FILE", default=None,
-                    help="FFM: a libffm file giving each feature's field (e.g. the training "
-                    "file)")
+                    help="FFM: a libffm file giving each feature one field (its first, e.g. "
+                    "in the training file); default: each entry's own field, as xLearn "
+                    "scores (DATA must then be libffm)")
     return pr
 
 
@@ -58,16 +59,9 @@ def load_xlearn_model(path, xlearn):
     when ``path`` is not a cfm model file."""
     from .. import load_xlearn
     from ..exceptions import ModelFileError
-    from ..xlearn import FieldsNeeded
 
     try:
         return load_xlearn(path, **xlearn)
-    except FieldsNeeded as exc:
-        raise ValueError(f"{path} is an xLearn FFM model with {exc.n_fields} fields; cfm "
-                         "needs the field of each feature, which xLearn's TXT model does "
-                         "not record: pass --xlearn-fields FILE, a libffm data file (e.g. "
-                         "the training file) whose first field for each feature is taken"
-                         ) from None
     except (ModelFileError, ValueError) as exc:
         raise ModelFileError(f"{path} is neither a cfm model file nor an xLearn TXT model "
                              f"({exc})") from None

@@ -34,6 +34,10 @@ def add_parser(sub, common):
                    help="lr / fm / ffm / fwfm: per-sample optimizers adagrad (default), sgd, ftrl; or "
                    "libFM's coordinate-wise solvers als and mcmc (Gibbs sampling; --model "
                    "fm/lr, training file read into memory)")
+    t.add_argument("--entry-fields", action="store_true",
+                   help="ffm: train on the field of each entry, as libffm and xLearn do (hashed "
+                   "data may put one feature under several fields); the model then scores "
+                   "libffm data. Default: each column keeps the first field it has")
     t.add_argument("-k", "--factors", type=int_range(1, 256), default=None, metavar="K",
                    help="number of factors (default 8 for fm and deepfm, 4 for ffm)")
     d = t.add_argument_group("deepfm options (--model deepfm)")
@@ -140,6 +144,8 @@ def _check_args(args):
                                 else ""))
     if args.l1 > 0 and args.solver != "ftrl":
         raise UsageError("--l1 needs --solver ftrl")
+    if args.entry_fields and args.model != "ffm":
+        raise UsageError(f"--entry-fields does not apply to --model {args.model}")
     if args.model == "lr" and args.factors is not None:
         raise UsageError("-k/--factors does not apply to --model lr (a linear model)")
     if (args.train is None) == (args.csv is None):
@@ -256,7 +262,9 @@ def _fit(model, args, info, zero_based, eval_set, callback):
         model.fit(chunks, eval_set=eval_set, callback=callback,
                   input_zero_based=bool(zero_based))
     else:
-        model.fit(args.train, eval_set=eval_set, block_rows=args.block_rows, callback=callback)
+        kw = {"fields": "entry"} if args.entry_fields else {}
+        model.fit(args.train, eval_set=eval_set, block_rows=args.block_rows, callback=callback,
+                  **kw)
 
 
 def run(args, log):
@@ -303,9 +311,14 @@ def run(args, log):
         + (f", {'zero' if zero_based else 'one'}-based ids" if fmt == "libsvm" else ""))
     eval_set = None
     if args.validate is not None:
-        Xv, yv = read_for_model(args.validate, n_features, zero_based=zero_based,
-                                n_jobs=args.threads)
-        eval_set = (Xv, yv)
+        if args.entry_fields:  # with the field of each entry
+            eval_set = read_for_model(args.validate, n_features, n_jobs=args.threads,
+                                      n_fields=max(int(info.get("n_fields") or 1), 1))
+            Xv = eval_set[0]
+        else:
+            Xv, yv = read_for_model(args.validate, n_features, zero_based=zero_based,
+                                    n_jobs=args.threads)
+            eval_set = (Xv, yv)
         log(f"validation: {args.validate}, {fmt_int(Xv.shape[0])} rows")
     progress = Progress(None, log, sys.stderr.isatty())  # per-epoch lines and the live bar
     try:

@@ -16,8 +16,11 @@ a header CRC in the prefix, per-array CRC32s and no trailing CRC)::
                          spaces so that the arrays start 64-byte aligned
     ...        raw little-endian arrays at 64-byte aligned offsets:
                indptr (int64, n_rows + 1), indices (int32 or int64, nnz),
-               data (float32 / float64, nnz), y (float64, n_rows) and
-               fields (int32, n_features; libffm only)
+               data (float32 / float64, nnz), y (float64, n_rows),
+               fields (int32, n_features; libffm only) and entry_fields
+               (int32, nnz; caches made with ``entry_fields=True``, whose
+               header says ``has_entry_fields``: the field of each stored
+               entry, the entries kept as the text file wrote them)
 
 A reader accepts any minor version of its major version and refuses newer
 major versions.  Minor version 1 adds ``zero_based`` to the header (how the
@@ -39,6 +42,7 @@ from .._files import (atomic_output, open_regular, pread_into, same_file, scratc
                       scratch_file)
 from .._lazy import sparse as sp
 from .._validation import effective_n_threads
+from .._fields import EntryFields
 from ..exceptions import DataFormatError
 from ._source import _MAX_ID_64, CACHE_MAGIC, CHUNK_BYTES, MAX_ID_32, _resolve_format
 from .text import (_INT32_MAX, _Chunk, _check_features_arg, _check_zero_based, _fields_out,
@@ -63,7 +67,7 @@ _MAX_COUNT = 2**62
 class _CacheFile:
     """A validated, memory-mapped ``.cfmdata`` file."""
 
-    _NAMES = ("indptr", "indices", "data", "y", "fields")
+    _NAMES = ("indptr", "indices", "data", "y", "fields", "entry_fields")
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -126,6 +130,12 @@ class _CacheFile:
                   "data": ((nnz,), ("<f4", "<f8")), "y": ((n,), ("<f8",))}
         if h["has_fields"]:
             expect["fields"] = ((m,), ("<i4",))
+        if not isinstance(h.get("has_entry_fields", False), bool) \
+                or (h.get("has_entry_fields") and not h["has_fields"]):
+            raise bad(f"has_entry_fields={short(h.get('has_entry_fields'))}")
+        h["has_entry_fields"] = h.get("has_entry_fields", False)
+        if h["has_entry_fields"]:
+            expect["entry_fields"] = ((nnz,), ("<i4",))
         entries = check_arrays(
             h.get("arrays"), where, error=DataFormatError, base=0, data_start=data_start,
             size=size, trailer=0, dtypes={"<i4", "<i8", "<f4", "<f8"}, expect=expect, crc=True,
@@ -150,6 +160,16 @@ class _CacheFile:
         f = self.array("fields")
         if len(f) and (f.min() < -1 or f.max() > MAX_ID_32):
             raise DataFormatError(f"{self.path!r} is corrupted: field ids out of range")
+        return f
+
+    def entry_fields(self, lo=0, hi=None):
+        """The field of stored entries [lo, hi) (caches with per-entry fields;
+        None otherwise), checked (ids 0 .. MAX_ID_32)."""
+        if not self.header["has_entry_fields"]:
+            return None
+        f = self.array("entry_fields")[lo:hi]
+        if len(f) and (f.min() < 0 or f.max() > MAX_ID_32):
+            raise DataFormatError(f"{self.path!r} is corrupted: entry field ids out of range")
         return f
 
     def release(self, name, lo, hi):
@@ -264,7 +284,7 @@ def _check_block(c, r0, r1, indptr, indices):
                               f"[{r0}, {r1})")
 
 
-def load_cache(path, check=True, verify_checksums=True):
+def load_cache(path, check=True, verify_checksums=True, entry_fields=False):
     """Open a ``.cfmdata`` cache written by :func:`convert_to_cache`.
 
     The arrays are memory-mapped (read-only): nothing is parsed or copied.
@@ -281,6 +301,10 @@ def load_cache(path, check=True, verify_checksums=True):
         Also verify the CRC32 of every array and that the padding between
         them is zero (reads the whole file once per process: a file already
         verified and unchanged since is not read again).  False skips it.
+    entry_fields : bool, default=False
+        Return the field of each stored entry (a :class:`cfm.EntryFields`)
+        instead of the per-column fields: caches made with
+        ``convert_to_cache(..., entry_fields=True)`` only.
 
     Returns
     -------
@@ -304,6 +328,11 @@ def load_cache(path, check=True, verify_checksums=True):
     if check:
         _check_block(c, 0, h["n_rows"], indptr, indices)
     fields = c.fields()
+    if entry_fields:
+        if not h["has_entry_fields"]:
+            raise ValueError(f"{c.path!r} has no per-entry fields: make it with "
+                             "convert_to_cache(src, entry_fields=True) from a libffm file")
+        fields = EntryFields(c.entry_fields())
     if verify_checksums:
         c.verify_checksums()
     X = _csr_around(c.array("data"), indices, indptr, (h["n_rows"], h["n_features"]))
@@ -357,7 +386,7 @@ class _Section:
 
 def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.float32,
                      zero_based="auto", n_jobs=None, allow_unsorted=False,
-                     chunk_bytes=CHUNK_BYTES):
+                     chunk_bytes=CHUNK_BYTES, entry_fields=False):
     """Convert a libsvm / libFM / libffm text file to a ``.cfmdata`` cache.
 
     The text is parsed in chunks of ``chunk_bytes`` and streamed to
@@ -375,6 +404,11 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
     n_features, dtype, zero_based, n_jobs, allow_unsorted
         As in :func:`load_libsvm` / :func:`load_libffm` (``zero_based`` is
         ignored for libffm).  ``dtype`` must be float32 or float64.
+    entry_fields : bool, default=False
+        libffm only: also store the field of each entry, with the entries as
+        the file writes them (repeats kept), as ``load_libffm(src,
+        entry_fields=True)`` reads them (for FFM models with per-entry
+        fields; ``load_cache(dst, entry_fields=True)``).
 
     Returns
     -------
@@ -383,6 +417,10 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         ``X, y`` (and ``fields``) as parsing ``src`` directly.
     """
     fmt = _resolve_format(src, format, allow_cache=False)
+    if not isinstance(entry_fields, (bool, np.bool_)):
+        raise ValueError(f"entry_fields must be True or False, got {entry_fields!r}")
+    if entry_fields and fmt != "libffm":
+        raise ValueError(f"entry_fields=True needs a libffm file, {os.fspath(src)!r} is {fmt}")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"cache dtype must be float32 or float64, got {dtype}")
@@ -403,7 +441,8 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         scratch, base = scratch_dir(dst), os.path.basename(dst)
         secs = {n: _Section(stack.enter_context(scratch_file(scratch, f"{base}.{n}")), dt)
                 for n, dt in (("indptr", np.int64), ("indices", np.int32), ("data", dtype),
-                              ("y", np.float64))}
+                              ("y", np.float64))
+                + ((("entry_fields", np.int32),) if entry_fields else ())}
         stack.callback(lambda: [s.close() for s in secs.values()])
         secs["indptr"].append(np.zeros(1, dtype=np.int64))
         fields = np.full(0, -1, dtype=np.int32)
@@ -415,7 +454,9 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
             ch = _Chunk(r)
             fields = _update_fields(fields, ch, src)
             indptr, indices, data = ch.indptr, ch.indices, ch.data
-            if ch.unsorted:
+            if entry_fields:
+                secs["entry_fields"].append(ch.fields)
+            elif ch.unsorted:
                 M = sp.csr_matrix((data, indices, indptr),
                                   shape=(len(ch.y), int(ch.max_idx) + 1))
                 M.sum_duplicates()
@@ -447,12 +488,17 @@ def convert_to_cache(src, dst=None, format="auto", n_features=None, dtype=np.flo
         if fmt == "libffm":
             extra["fields"] = np.ascontiguousarray(_fields_out(fields, n_cols))
             order.append("fields")
+        if entry_fields:
+            order.append("entry_fields")
         specs = {"indptr": (np.int64, n_rows + 1), "indices": (idx_dt, nnz),
-                 "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols)}
+                 "data": (dtype, nnz), "y": (np.float64, n_rows), "fields": (np.int32, n_cols),
+                 "entry_fields": (np.int32, nnz)}
         header = {"format": "cfm-data", "n_rows": n_rows, "n_features": int(n_cols),
                   "nnz": nnz, "has_fields": fmt == "libffm", "source_format": fmt,
                   "zero_based": not shift,
                   "source": os.path.basename(os.fspath(src)), "file_size": 0, "arrays": []}
+        if entry_fields:
+            header["has_entry_fields"] = True
 
         def make_header(crcs, offsets, file_size):
             h = dict(header, file_size=file_size)

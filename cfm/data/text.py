@@ -9,6 +9,7 @@ import numpy as np
 
 from .._lazy import sparse as sp
 from .. import _parse
+from .._fields import EntryFields
 from .._validation import effective_n_threads, memory_limit
 from ..exceptions import DataFormatError
 from ._source import _MAX_ID_64, CHUNK_BYTES, MAX_ID_32, _LineTooLong, _read_chunks, _too_long
@@ -304,7 +305,7 @@ def _check_features_arg(n_features, fmt):
 
 
 def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted, n_fields,
-               allow_nonfinite=True):
+               allow_nonfinite=True, entry_fields=False):
     dtype = _check_dtype(dtype)
     n_features = _check_features_arg(n_features, fmt)
     n_fields = _check_n(n_fields, "n_fields")
@@ -356,9 +357,18 @@ def _load_text(path, fmt, n_features, dtype, zero_based, n_jobs, allow_unsorted,
         r0 += m
         k0 += len(c.indices)
     unsorted = any(c.unsorted for c in chunks)
+    efields = None
+    if entry_fields:
+        efields = (np.concatenate([c.fields for c in chunks]).astype(np.int32, copy=False)
+                   if chunks else np.zeros(0, dtype=np.int32))
     del chunks
     if data.dtype != dtype:
         data = data.astype(dtype)
+    if entry_fields:  # the file's entries as written: per-entry fields align with them
+        idx = _idx_dtype(n_rows, n_cols, nnz)
+        X = sp.csr_matrix((data, indices.astype(idx, copy=False),
+                           indptr.astype(idx, copy=False)), shape=(n_rows, n_cols), copy=False)
+        return X, y, EntryFields(efields)
     X = _build_csr(data, indices, indptr, (n_rows, n_cols), canonical=not unsorted)
     if fmt == "libffm":
         return X, y, _fields_out(fields, n_cols)
@@ -430,7 +440,7 @@ load_libfm = load_libsvm
 
 
 def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=None,
-                allow_nonfinite=True):
+                allow_nonfinite=True, entry_fields=False):
     """Load a libffm text file ``label field:feature:value ...`` (plain or gzip).
 
     Parameters
@@ -450,19 +460,29 @@ def load_libffm(path, n_features=None, dtype=np.float32, n_jobs=None, n_fields=N
         When given, a field id >= n_fields raises DataFormatError.
     allow_nonfinite : bool, default=True
         As in :func:`load_libsvm`.
+    entry_fields : bool, default=False
+        True: return the field of every entry, as libffm and xLearn read the
+        file (a feature may appear under several fields, e.g. in hashed
+        data), with X holding the file's entries as written.
 
     Returns
     -------
     X : scipy.sparse.csr_matrix, column = feature id
         Canonical: a feature repeated within a line is summed (as scipy's
-        ``sum_duplicates`` does) and indices are sorted.
+        ``sum_duplicates`` does) and indices are sorted.  With
+        ``entry_fields=True``: each line's entries in file order, repeats
+        kept (not canonical).
     y : ndarray of float64
     fields : ndarray of int32, shape (n_features,)
         Field of each column: the field the feature appears with *first in
         the file* (a feature seen under several fields keeps its first one);
-        -1 for columns that never appear.
+        -1 for columns that never appear.  With ``entry_fields=True``: a
+        :class:`cfm.EntryFields` of shape (X.nnz,), the field of each stored
+        entry of X, which the FFM estimators take as ``fields``.
     """
+    if not isinstance(entry_fields, (bool, np.bool_)):
+        raise ValueError(f"entry_fields must be True or False, got {entry_fields!r}")
     return _load_text(path, "libffm", n_features, dtype, True, n_jobs, True, n_fields,
-                      allow_nonfinite)
+                      allow_nonfinite, bool(entry_fields))
 
 

@@ -60,6 +60,11 @@ def _fm(state):
 
 def _ffm(state):
     normalize = _normalize(state, (FFMTable.decision,))
+    if getattr(state, "entry", False):
+        # the layer's per-column fields buffer does not describe such a model:
+        # a forward without fields= would score it wrongly
+        raise TypeError("cannot convert an FFM fitted (or imported from xLearn) with "
+                        "per-entry fields to torch: its layer keeps one field per column")
     w = _tensor(state.w)
     m = FieldAwareFactorizationMachine(state.n_features, _tensor(state.fields, np.int64),
                                        state.k, n_fields=state.n_fields, normalize=normalize,

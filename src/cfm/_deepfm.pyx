@@ -76,9 +76,10 @@ Design
   arrive, idle helpers sleep, and a batch of one chunk runs on the calling
   thread alone (see README "Threads and reproducibility").
 * Scoring: fixed blocks of PRED_ROWS rows, claimed by the pool's threads;
-  identical for any n_threads.  The BLAS kernels' last bits depend on the
-  shape of a call and a row's position in it, so a row scored alone may
-  differ in the last bits from the same row scored within a block.
+  identical for any n_threads.  float32 dense layers go through
+  cfm_dense.h, which sums every value in one order, so a row scores the same
+  alone or anywhere in a block (BLAS gemm's last bits depend on a row's
+  position: ~1e-6 relative in float32); float64 keeps BLAS (~1e-16).
 * Inputs are validated by the Python caller (cfm/_state/deepfm.py); these
   wrappers check only shapes, in O(1).  Kernels trust their inputs.
 """
@@ -97,6 +98,10 @@ from cfm._common cimport (
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
+
+cdef extern from "cfm_dense.h" nogil:
+    void cfm_dense_rows_f(const float* W, Py_ssize_t dout, Py_ssize_t din, const float* inp,
+                          Py_ssize_t n, float* out)
 
 cdef extern from "cfm_deepfm.h" nogil:
     void cfm_bias_relu_f(float* h, const float* b, Py_ssize_t n, Py_ssize_t d)
@@ -421,8 +426,13 @@ cdef void mlp_forward(Ctx* c, const floating* mlp, floating* H, const int64_t* h
         din = c.dims[l - 1]
         dout = c.dims[l]
         Hl = H + hoff[l] + r0 * dout
-        gemm(c'N', c'N', <int>dout, <int>n, <int>din, mlp + c.woff[l - 1], <int>dout,
-             H + hoff[l - 1] + r0 * din, <int>din, 0, Hl, <int>dout)
+        if floating is float and not train:
+            # scoring: a row's value must not depend on its place in the block,
+            # which float32 BLAS gemm does not promise (see cfm_dense.h)
+            cfm_dense_rows_f(mlp + c.woff[l - 1], dout, din, H + hoff[l - 1] + r0 * din, n, Hl)
+        else:
+            gemm(c'N', c'N', <int>dout, <int>n, <int>din, mlp + c.woff[l - 1], <int>dout,
+                 H + hoff[l - 1] + r0 * din, <int>din, 0, Hl, <int>dout)
         b = mlp + c.boff[l - 1]
         if floating is float:
             cfm_bias_relu_f(Hl, b, n, dout)
@@ -849,9 +859,11 @@ def _dense_tasks(layer_sizes):
     return np.ascontiguousarray(np.array(tasks, dtype=np.int64).reshape(-1, 3))
 
 
-cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
+cdef Py_ssize_t _setup_model(Ctx* c, const floating[:, ::1] table, const floating[::1] mlp,
                              const int64_t[::1] layer_sizes, int k, list keep) except -1:
-    """Fill the model part of the context; ``keep`` holds the arrays it points to."""
+    """Fill the model part of the context; ``keep`` holds the arrays it points to.
+    (const: scoring takes read-only tables, e.g. memory-mapped ones; the
+    training entry points pass writable arrays and write through ``c.mlp``.)"""
     cdef int64_t[::1] woff, boff, dims
     w_off, b_off, out_off, size = mlp_layout(layer_sizes)
     if mlp.shape[0] != size:
@@ -861,7 +873,7 @@ cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
         raise ValueError(f"n_factors must be in [1, {MAX_FACTORS}], got {k}")
     if table.shape[1] < k + 2:
         raise ValueError(f"table has {table.shape[1]} columns, fewer than k + 2 = {k + 2}")
-    dims_a = np.ascontiguousarray(layer_sizes, dtype=np.int64)
+    dims_a = np.array(layer_sizes, dtype=np.int64)  # a copy: layer_sizes may be read-only
     woff_a = np.array(w_off + [0], dtype=np.int64)
     boff_a = np.array(b_off + [0], dtype=np.int64)
     keep += [dims_a, woff_a, boff_a]
@@ -876,7 +888,7 @@ cdef Py_ssize_t _setup_model(Ctx* c, floating[:, ::1] table, floating[::1] mlp,
     c.boff = &boff[0]
     c.ooff = out_off
     c.n_mlp = size
-    c.mlp = &mlp[0]
+    c.mlp = <void*>&mlp[0]
     return size
 
 
@@ -1187,7 +1199,8 @@ cdef void pred_range(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
 
 
 def _predict(const data_t[::1] data, const index_t[::1] indices, const int64_t[::1] indptr,
-             floating[:, ::1] table, floating[::1] mlp, const int64_t[::1] layer_sizes,
+             const floating[:, ::1] table, const floating[::1] mlp,
+             const int64_t[::1] layer_sizes,
              double w0, int n_factors, bint normalize, double[::1] out, int n_threads):
     cdef Ctx c
     cdef PredJob job

@@ -107,16 +107,26 @@ cdef inline int table_types(int lin_size, int v_size) noexcept nogil:
 
 cdef inline void gather_row(const data_t* data, const index_t* indices,
                             Py_ssize_t start, Py_ssize_t end, const int32_t* field_offsets,
+                            const int32_t* entry_fields, const int32_t* rec_off,
                             double scale, Py_ssize_t vstride,
                             double* xs, int32_t* fl, Py_ssize_t* off) noexcept nogil:
     """Per non-zero of the row: scaled value, record offset of its field, offset
-    of the V block."""
+    of the V block.  The field is the column's (``field_offsets[j]``, the
+    per-column fast path) or, when ``entry_fields`` is not NULL, the entry's
+    own (``rec_off[entry_fields[start + a]]``, libffm's per-entry fields)."""
     cdef Py_ssize_t a, j
-    for a in range(end - start):
-        j = indices[start + a]
-        xs[a] = <double>data[start + a] * scale
-        fl[a] = field_offsets[j]
-        off[a] = j * vstride
+    if entry_fields == NULL:
+        for a in range(end - start):
+            j = indices[start + a]
+            xs[a] = <double>data[start + a] * scale
+            fl[a] = field_offsets[j]
+            off[a] = j * vstride
+    else:
+        for a in range(end - start):
+            j = indices[start + a]
+            xs[a] = <double>data[start + a] * scale
+            fl[a] = rec_off[entry_fields[start + a]]
+            off[a] = j * vstride
 
 
 cdef inline double pair_score(const floating* V, Py_ssize_t m, const double* xs,
@@ -189,7 +199,7 @@ cdef inline void prefetch_lin(const index_t* indices, Py_ssize_t start, Py_ssize
 
 cdef inline double predict_row(const data_t* X, const index_t* ind, const int64_t* indptr,
                                Py_ssize_t i, Py_ssize_t n_rows, const int32_t* F,
-                               const floating* L, Py_ssize_t lw, const vtab_t* Vp,
+                               const int32_t* EF, const int32_t* RO, const floating* L, Py_ssize_t lw, const vtab_t* Vp,
                                Py_ssize_t vstride, bint normalize, double w0, int kp,
                                Py_ssize_t ks, double* xs, int32_t* fl,
                                Py_ssize_t* off) noexcept nogil:
@@ -201,9 +211,29 @@ cdef inline double predict_row(const data_t* X, const index_t* ind, const int64_
         prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, vstride * sizeof(vtab_t))
         prefetch_lin(ind, indptr[r], indptr[r + 1], L, lw)
     scale = row_scale(X, start, end, normalize)
-    gather_row(X, ind, start, end, F, scale, vstride, xs, fl, off)
+    gather_row(X, ind, start, end, F, EF, RO, scale, vstride, xs, fl, off)
     return (w0 + lin_score(L, lw, X, ind, start, end, scale)
             + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
+
+
+cdef check_entry_fields(const int32_t[::1] entry_fields, const int32_t[::1] rec_off,
+                        Py_ssize_t nnz):
+    """One field per stored entry, each with a record offset (the offsets
+    themselves are the state's, inside its rows)."""
+    cdef Py_ssize_t a, nf, bad = -1
+    cdef int32_t f
+    if rec_off is None or entry_fields.shape[0] != nnz:
+        raise ValueError("entry_fields needs one field per stored entry, and rec_off")
+    nf = rec_off.shape[0]
+    with nogil:
+        for a in range(nnz):
+            f = entry_fields[a]
+            if f < 0 or f >= nf:
+                bad = a
+                break
+    if bad >= 0:
+        raise ValueError(f"entry field {entry_fields[bad]} at entry {bad} is outside "
+                         f"[0, {nf})")
 
 
 cdef struct Predict:
@@ -211,6 +241,8 @@ cdef struct Predict:
     const void* ind
     const int64_t* P
     const int32_t* F
+    const int32_t* EF     # per-entry field ids, or NULL (per-column: F)
+    const int32_t* RO     # record offset of each field (with EF)
     const void* L
     const void* V
     double* out
@@ -235,7 +267,7 @@ cdef inline void predict_rows(Predict* c, const floating* L, const vtab_t* Vp, c
     prefetch_blocks(ind, c.P[lo], c.P[lo + 1], Vp, c.vstride * sizeof(vtab_t))
     prefetch_lin(ind, c.P[lo], c.P[lo + 1], L, c.lw)
     for i in range(lo, hi):
-        c.out[i] = predict_row(X, ind, c.P, i, c.n_rows, c.F, L, c.lw, Vp, c.vstride,
+        c.out[i] = predict_row(X, ind, c.P, i, c.n_rows, c.F, c.EF, c.RO, L, c.lw, Vp, c.vstride,
                                c.normalize, c.w0, c.kp, c.ks, xs, fl, off)
 
 
@@ -270,10 +302,16 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
                 const vtab_t[:, ::1] V,          # IN  factor table (n_features, row width)
                 *, double w0, int kp, Py_ssize_t ks, bint normalize,
                 double[::1] out,                 # OUT scores
-                int n_threads, Py_ssize_t max_nnz):
+                int n_threads, Py_ssize_t max_nnz,
+                const int32_t[::1] entry_fields=None,  # IN  per stored entry: field id, or None
+                const int32_t[::1] rec_off=None):      # IN  per field: record offset / ks
     """Raw FFM scores of the rows of a CSR matrix, rows in parallel (in
     chunks that any thread claims: also right while other work shares the
-    cores, e.g. the batch-scoring pipeline's parser)."""
+    cores, e.g. the batch-scoring pipeline's parser).
+
+    ``entry_fields`` (one field id per stored entry, each < len(rec_off),
+    checked by the caller) replaces the column's field by the entry's own:
+    libffm's per-entry fields."""
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef int nt = team(n_threads)
     # per-thread rows padded (>= 128 bytes apart) so threads never share a line
@@ -292,6 +330,12 @@ def ffm_predict(const data_t[::1] data,          # IN  CSR values
     c.ind = &indices[0] if indices.shape[0] > 0 else NULL
     c.P = &indptr[0]
     c.F = &field_offsets[0]
+    c.EF = NULL
+    c.RO = NULL
+    if entry_fields is not None:
+        check_entry_fields(entry_fields, rec_off, data.shape[0])
+        c.EF = &entry_fields[0] if entry_fields.shape[0] > 0 else NULL
+        c.RO = &rec_off[0]
     c.L = &lin[0, 0]
     c.V = &V[0, 0]
     c.out = &out[0]
@@ -437,6 +481,8 @@ cdef struct Train:
     const double* sw      # NULL: all weights 1
     const int64_t* order
     const int32_t* F
+    const int32_t* EF     # per-entry field ids, or NULL (per-column: F)
+    const int32_t* RO     # record offset of each field (with EF)
     void* L
     void* V
     double* thr           # (nt, THR_STRIDE)
@@ -484,7 +530,7 @@ cdef inline void train_rows(Train* c, floating* L, vtab_t* Vp, const data_t* X,
         start = indptr[i]
         end = indptr[i + 1]
         scale = row_scale(X, start, end, c.normalize)
-        gather_row(X, ind, start, end, c.F, scale, vstride, xs, fl, off)
+        gather_row(X, ind, start, end, c.F, c.EF, c.RO, scale, vstride, xs, fl, off)
         pred = (t[T_W0] + lin_score(L, lw, X, ind, start, end, scale)
                 + pair_score_dispatch(Vp, end - start, xs, fl, off, ks, kp))
         if not isfinite(pred):
@@ -536,8 +582,12 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
                     bint fit_intercept, bint normalize,
                     double learning_rate, double l2_w0, double l2_w, double l2_v,
                     double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
-                    uint64_t seed=0):
+                    uint64_t seed=0,
+                    const int32_t[::1] entry_fields=None,  # IN  per stored entry: field id
+                    const int32_t[::1] rec_off=None):      # IN  per field: record offset / ks
     """One libffm-style pass over ``order``; Hogwild across threads.
+
+    ``entry_fields`` / ``rec_off``: per-entry fields, as in ffm_predict.
 
     ``seed`` (float16 tables) seeds the per-thread generators of the
     stochastic rounding of the updates (thread slot t: stream t).
@@ -579,6 +629,12 @@ def ffm_train_epoch(const data_t[::1] data,          # IN  CSR values
     c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
     c.order = &order[0]
     c.F = &field_offsets[0]
+    c.EF = NULL
+    c.RO = NULL
+    if entry_fields is not None:
+        check_entry_fields(entry_fields, rec_off, data.shape[0])
+        c.EF = &entry_fields[0] if entry_fields.shape[0] > 0 else NULL
+        c.RO = &rec_off[0]
     c.L = &lin[0, 0]
     c.V = &V[0, 0]
     c.thr = &thr[0, 0]
