@@ -34,6 +34,29 @@ def Xt(expected):
                          shape=(len(indptr) - 1, 24))
 
 
+# Deliberate scoring changes since a fixture was written, each bounded: the
+# file still loads and scores, within this relative tolerance instead of bit
+# for bit.  deepfm_clf_adam (float32, written at 52ff01f): the float32 MLP
+# forward moved from BLAS sgemm, whose rounding of a row depended on its
+# position in the block, to a fixed-order kernel (cfm_dense.h, h16-fields) so
+# that a row scores the same in any block; measured change 4.0e-9.
+CHANGED = {"deepfm_clf_adam": 1e-7}
+
+
+def _same(name, got, want):
+    if name in CHANGED:
+        return np.allclose(got, want, rtol=CHANGED[name], atol=CHANGED[name])
+    return np.array_equal(got, want)
+
+
+def _same_text(name, got, want):
+    if name not in CHANGED:
+        return got == want
+    a = np.array([float(x) for x in got.split()])
+    b = np.array([float(x) for x in want.split()])
+    return a.shape == b.shape and np.allclose(a, b, rtol=CHANGED[name], atol=1e-8)
+
+
 def _scores(m, Xt):
     out = {"decision": m.decision_function(Xt) if hasattr(m, "decision_function")
            else m.predict(Xt), "predict": m.predict(Xt)}
@@ -62,7 +85,7 @@ def test_old_model_file_scores_bit_identically(name, scoring_only, expected, Xt)
         want = expected[f"{name}.{what}"]
         assert value.dtype == want.dtype or (what == "predict"
                                              and value.dtype.kind == want.dtype.kind)
-        assert np.array_equal(value, want), (name, what)
+        assert _same(name, value, want), (name, what)
     assert np.isfinite(got["decision"]).all()  # row 3 is empty
 
 
@@ -88,12 +111,12 @@ def test_cfm_predict_on_old_model_writes_identical_bytes(name, threads, tmp_path
     data = HERE / MANIFEST["models"][name]["data"]
     want = (HERE / f"{name}.pred.txt").read_bytes()
     got = _cli_predict(HERE / f"{name}.cfm", data, tmp_path / "p.txt", "--threads", threads)
-    assert got == want
+    assert _same_text(name, got, want)
     raw = HERE / f"{name}.raw.txt"
     if raw.exists():
         got = _cli_predict(HERE / f"{name}.cfm", data, tmp_path / "r.txt", "--threads", threads,
                            "--raw")
-        assert got == raw.read_bytes()
+        assert _same_text(name, got, raw.read_bytes())
 
 
 def test_cfm_predict_as_a_command(tmp_path):
