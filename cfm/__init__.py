@@ -23,6 +23,8 @@ from .models import FMClassifier, FMRegressor  # noqa: E402
 from .ffm import FFMClassifier, FFMRegressor  # noqa: E402
 from .deepfm import DeepFMClassifier, DeepFMRegressor  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
+from .ranking import FMRanker  # noqa: E402
+from ._metrics import ranking_metrics  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,8 @@ __all__ = [
     "FFMRegressor",
     "FMClassifier",
     "FMRegressor",
+    "FMRanker",
+    "ranking_metrics",
     "load",
     "load_xlearn",
     "make_fm_classification",

@@ -13,6 +13,7 @@ from .exceptions import ModelFileError
 from .deepfm import DeepFMClassifier, DeepFMRegressor
 from .ffm import FFMClassifier, FFMRegressor
 from .models import FMClassifier, FMRegressor
+from .ranking import FMRanker
 from . import scoring
 from .xlearn import XLearnFMClassifier, XLearnFMRegressor
 
@@ -22,6 +23,7 @@ REGISTRY = {cls.__name__: cls for cls in (
     FMRegressor, FMClassifier, FFMRegressor, FFMClassifier,
     XLearnFMRegressor, XLearnFMClassifier,
     DeepFMRegressor, DeepFMClassifier,
+    FMRanker,
 )}
 
 

@@ -1,0 +1,229 @@
+"""RankState: a ranking FM -- an FM table over [user features | item features]
+trained by BPR (src/cfm/_rank.pyx) -- and the split of its score into a user
+block, an item block and their inner product, which top-k uses.
+
+For a user row u and an item row i (see src/cfm/_rank.pyx for the model)::
+
+    s(u, i) = [w0 + lin(u) + pair(u)] + [lin(i) + pair(i)] + <P_u, Q_i>
+            =        c_u              +        b_i         + <P_u, Q_i>
+
+so the scores of a block of users against every item are ``c 1^T + 1 b^T +
+P Q^T``: one dense matrix product and a partial sort (``_rank.topk_rows``),
+instead of an FM evaluation per pair.
+"""
+import numpy as np
+
+from .. import _rank
+from .base import MAX_FACTORS, ModelState, as_array, bias_state
+from .fm import FMTable
+
+# Bytes of one block of scores P Q^T that top-k computes at once.
+_BLOCK_BYTES = 16 << 20
+
+
+class FeatureRows:
+    """Validated feature rows as the kernels take them: CSR with float64
+    values, int32 column ids, int64 offsets."""
+
+    __slots__ = ("indptr", "indices", "data", "n_cols")
+
+    def __init__(self, indptr, indices, data, n_cols):
+        self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(indices, dtype=np.int32)
+        self.data = np.ascontiguousarray(data, dtype=np.float64)
+        self.n_cols = int(n_cols)
+
+    @property
+    def n_rows(self):
+        return len(self.indptr) - 1
+
+    @classmethod
+    def identity(cls, n):
+        return cls(np.arange(n + 1), np.arange(n), np.ones(n), n)
+
+    def matrix(self, rows=None):
+        """The rows as a SciPy CSR matrix (``rows``: a subset, in that order)."""
+        from scipy import sparse
+
+        M = sparse.csr_matrix((self.data, self.indices, self.indptr),
+                              shape=(self.n_rows, self.n_cols))
+        return M if rows is None else M[rows]
+
+    def export(self, prefix):
+        return {f"{prefix}_ptr": self.indptr, f"{prefix}_ind": self.indices,
+                f"{prefix}_val": self.data}
+
+    @classmethod
+    def from_file(cls, arrays, prefix, n_cols, what):
+        """Rows of a model file, checked: offsets from 0 to nnz, never
+        decreasing; column ids in [0, n_cols); finite values."""
+        ptr, ind, val = (np.asarray(arrays[f"{prefix}_{s}"]) for s in ("ptr", "ind", "val"))
+        if ptr.dtype != np.int64 or ind.dtype != np.int32 or val.dtype != np.float64 \
+                or ptr.ndim != 1 or ind.ndim != 1 or val.ndim != 1 or len(ptr) < 2:
+            raise ValueError(f"{what}: bad array dtypes or shapes")
+        if ptr[0] != 0 or ptr[-1] != len(ind) or len(ind) != len(val) \
+                or np.any(np.diff(ptr) < 0):
+            raise ValueError(f"{what}: corrupt row offsets")
+        if len(ind) and (ind.min() < 0 or ind.max() >= n_cols):
+            raise ValueError(f"{what}: a column id outside [0, {n_cols})")
+        if not np.all(np.isfinite(val)):
+            raise ValueError(f"{what}: non-finite values")
+        return cls(ptr, ind, val, n_cols)
+
+
+class RankState(ModelState):
+    """Parameters of a ranking FM (an :class:`FMTable` whose first
+    ``n_user_cols`` features are the user side) and the training feature rows."""
+
+    kind = "rank"
+    dtypes = ("float32", "float64")
+    uses_fields = False
+
+    def __init__(self, fm, n_user_cols, users, items):
+        if not 0 < n_user_cols < fm.n_features or fm.normalize \
+                or users.n_cols != n_user_cols or items.n_cols != fm.n_features - n_user_cols:
+            raise RuntimeError("inconsistent ranking tables")  # a bug, never bad input
+        self._set(fm=fm, n_user_cols=int(n_user_cols), users=users, items=items)
+
+    @classmethod
+    def new(cls, users, items, *, k, optimizer, dtype, init_std, seed, n_threads):
+        fm = FMTable.new(users.n_cols + items.n_cols, k=k, solver=optimizer, dtype=dtype,
+                         init_std=init_std, seed=seed, n_threads=n_threads,
+                         w0_state=bias_state(0.0, optimizer), normalize=False)
+        return cls(fm, users.n_cols, users, items)
+
+    # ------------------------------------------------------------ views
+    @property
+    def n_features(self):
+        return self.fm.n_features
+
+    @property
+    def k(self):
+        return self.fm.k
+
+    @property
+    def dtype(self):
+        return self.fm.dtype
+
+    @property
+    def trainable(self):
+        return self.fm.trainable
+
+    # ------------------------------------------------------------ training
+    def train_epoch(self, pairs, order, cdf, *, learning_rate, l2_w, l2_v, seed, n_threads):
+        """One BPR pass over ``order`` (positions into ``pairs``, a
+        :class:`cfm._state.rank.Pairs`); returns the kernel's statistics."""
+        return _rank.bpr_epoch(
+            self.fm.table, order, pairs.user, pairs.item, pairs.pos_ptr, pairs.pos_item,
+            self.users.indptr, self.users.indices, self.users.data,
+            self.items.indptr, self.items.indices, self.items.data, cdf,
+            n_factors=self.k, n_user_cols=self.n_user_cols,
+            adagrad=self.fm.solver == "adagrad", learning_rate=learning_rate, l2_w=l2_w,
+            l2_v=l2_v, seed=seed, n_threads=n_threads)
+
+    def finite(self, n_threads):
+        return self.fm.finite(n_threads)
+
+    def snapshot(self, into=None):
+        return self.fm.snapshot(into)
+
+    def restore(self, snap):
+        self.fm.restore(snap)
+
+    # ------------------------------------------------------------ scoring
+    def decision(self, Xc, n_threads, shared=False):
+        """FM scores of concatenated rows [user features | item features]."""
+        return self.fm.decision(Xc, n_threads, shared)
+
+    def blocks(self, M, side):
+        """(c, E) of feature rows (a SciPy CSR matrix) of one side
+        ("user" or "item"): c = lin + pair of each row (float64; w0 added on
+        the user side), E = the rows' summed factors (n_rows, k), float64."""
+        lo, hi = (0, self.n_user_cols) if side == "user" else (self.n_user_cols, self.n_features)
+        V = np.asarray(self.fm.V[lo:hi], dtype=np.float64)
+        w = np.asarray(self.fm.w[lo:hi], dtype=np.float64)
+        E = np.asarray(M @ V)
+        sq = M.multiply(M) @ np.einsum("ij,ij->i", V, V)
+        c = M @ w + 0.5 * (np.einsum("ij,ij->i", E, E) - sq)
+        if side == "user":
+            c = c + self.fm.w0
+        return np.ascontiguousarray(c, dtype=np.float64), E
+
+    def top_k(self, c_u, P, b, Q, k, exclude, n_threads):
+        """The k best of ``c_u + b + P Q^T`` per row: (positions, scores),
+        best first; ``exclude`` (ptr, pos) CSR of positions per row, or None.
+        Blocks of rows are scored by one matrix product each (BLAS)."""
+        dt = self.fm.dtype
+        P = np.ascontiguousarray(P, dtype=dt)
+        Qt = np.ascontiguousarray(np.asarray(Q, dtype=dt).T)
+        n, m = P.shape[0], Q.shape[0]
+        idx = np.empty((n, k), dtype=np.int64)
+        score = np.empty((n, k), dtype=np.float64)
+        rows = max(1, _BLOCK_BYTES // max(1, m * dt.itemsize))
+        empty = np.zeros(0, dtype=np.int64)
+        S = None
+        for a in range(0, n, rows):
+            z = min(n, a + rows)
+            S = np.matmul(P[a:z], Qt, out=S[:z - a] if S is not None else None)
+            if exclude is not None:
+                ptr, pos = exclude
+                ex_ptr = ptr[a:z + 1] - ptr[a]
+                ex_pos = pos[ptr[a]:ptr[z]]
+            else:
+                ex_ptr = ex_pos = empty
+            _rank.topk_rows(S, b, c_u[a:z], ex_ptr, ex_pos, idx[a:z], score[a:z], n_threads)
+        return idx, score
+
+    # ------------------------------------------------------------ model files
+    def export(self):
+        arrays, header = self.fm.export()
+        arrays.update(self.users.export("user"))
+        arrays.update(self.items.export("item"))
+        header["n_user_features"] = self.n_user_cols
+        return arrays, header
+
+    @classmethod
+    def from_file(cls, header, arrays, scoring_only=False):
+        fm = FMTable.from_file(header, arrays, scoring_only)
+        n_user = header.get("n_user_features")
+        if not isinstance(n_user, int) or isinstance(n_user, bool) \
+                or not 0 < n_user < fm.n_features:
+            raise ValueError(f"bad 'n_user_features' {n_user!r} for {fm.n_features} features")
+        if fm.normalize or fm.solver not in ("sgd", "adagrad") or fm.k > MAX_FACTORS:
+            raise ValueError("not a ranking model's table (normalize or solver)")
+        for name in ("user_ptr", "user_ind", "user_val", "item_ptr", "item_ind", "item_val"):
+            if name not in arrays:
+                raise ValueError(f"array {name!r} is missing")
+        read = {n: as_array(a) for n, a in arrays.items() if n.startswith(("user_", "item_"))}
+        users = FeatureRows.from_file(read, "user", n_user, "user feature rows")
+        items = FeatureRows.from_file(read, "item", fm.n_features - n_user, "item feature rows")
+        return cls(fm, n_user, users, items)
+
+
+class Pairs:
+    """Positive (user, item) pairs of a training set, and each user's sorted
+    positive items (negative sampling skips them)."""
+
+    __slots__ = ("user", "item", "pos_ptr", "pos_item", "n_users", "n_items")
+
+    def __init__(self, R):
+        """``R``: a canonical CSR matrix (sorted ids, no duplicates) whose
+        stored entries are the positives."""
+        self.n_users, self.n_items = R.shape
+        self.pos_ptr = np.ascontiguousarray(R.indptr, dtype=np.int64)
+        self.pos_item = np.ascontiguousarray(R.indices, dtype=np.int64)
+        self.user = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.pos_ptr))
+        self.item = self.pos_item
+
+    def __len__(self):
+        return len(self.item)
+
+    def popularity_cdf(self, exponent):
+        """Cumulative distribution of negatives with P(j) proportional to
+        (1 + positives of j) ** exponent."""
+        counts = np.bincount(self.item, minlength=self.n_items).astype(np.float64)
+        p = (counts + 1.0) ** exponent
+        cdf = np.cumsum(p)
+        cdf /= cdf[-1]
+        cdf[-1] = 1.0
+        return cdf

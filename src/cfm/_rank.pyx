@@ -1,0 +1,441 @@
+"""Ranking kernels: BPR epochs of an FM over [user features | item features],
+and the top-k selection of ``FMRanker.recommend``.
+
+Model: an FM on the concatenated row x = [u | i] (user features u, columns
+0 .. p_u - 1 of the table; item features i, columns p_u .. p_u + p_i - 1)::
+
+    s(u, i) = w0 + lin(u) + pair(u) + lin(i) + pair(i) + <P_u, Q_i>
+    lin(x)  = sum_a w_a x_a,    pair(x) = 1/2 sum_f [(sum_a v_af x_a)^2 - sum_a v_af^2 x_a^2]
+    P_u     = sum_{a in u} v_a u_a,    Q_i = sum_{a in i} v_a i_a
+
+BPR (Rendle et al. 2009) on a positive pair (u, i) and a sampled negative j::
+
+    d    = s(u, i) - s(u, j) = b_i - b_j + <P_u, Q_i - Q_j>,  b_i = lin(i) + pair(i)
+    loss = -log sigmoid(d) = log(1 + exp(-d)),   g = d loss / d d = -1 / (1 + exp(d))
+    d d / d v_af = u_a (Q_i,f - Q_j,f)                    a a user feature
+                 = i_a (P_u,f + Q_i,f - v_af i_a)         a a feature of item i
+                 = -j_a (P_u,f + Q_j,f - v_af j_a)        a a feature of item j
+    d d / d w_a  = i_a  (item i),  -j_a  (item j)
+
+w0, lin(u) and pair(u) cancel in d: BPR does not train w0 or the user-side
+linear weights (they stay 0), only every factor and the item-side weights.
+L2 (``l2_w``, ``l2_v``) applies to the features present in a sample, once per
+occurrence.
+
+Design
+------
+* Parameters live in cfm's FM table (cfm._state.fm): one record per feature
+  [w, v_0 .. v_{k-1}, G_w, G_v] (G_* only for AdaGrad, row-wise on the
+  factors as cfm's FM kernels do), so a ranker's parameters are an FM model
+  that ``predict`` scores with the FM kernel.
+* Per sample: P_u, Q_i, Q_j and the gradient factor g are computed from the
+  parameters before the step; the updates are then applied in the order user
+  features, item i's features, item j's features, each reading its current
+  v_a for the self-interaction and L2 terms (the NumPy reference in
+  tests/reference_rank.py does the same).
+* Negatives: item j is drawn from the sample's own splitmix64 stream, seeded
+  from (epoch seed, position in the epoch order), uniformly or from a
+  cumulative distribution (popularity-weighted); a draw equal to i or to
+  another positive of u (binary search in u's sorted positives) is redrawn,
+  at most MAX_DRAWS times, after which the sample is skipped (counted).
+  Draws therefore do not depend on the threads.
+* Threads: cfm's worker pool (cfm._pool.parallel_for, not OpenMP regions:
+  see src/cfm/cfm_workers.h) over chunks of samples; Hogwild (lock-free,
+  racy) updates of the shared table.  With one thread the epoch is exactly
+  sequential: ``n_jobs=1`` under a seed is bit-for-bit reproducible.
+* Top-k: the caller computes a block of scores S = P Q^T as one dense matrix
+  product (BLAS); ``topk_rows`` adds the item block b, skips excluded items
+  and keeps the k best of each row in a bounded min-heap, rows in parallel
+  (identical results for any number of threads).  Ties go to the lower
+  item position (as a stable argsort of -score).
+* Inputs are validated in Python (cfm/ranking.py) before any kernel runs.
+"""
+import numpy as np
+
+from libc.math cimport exp, log1p, sqrt, isfinite, INFINITY
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+from cfm._common cimport floating, MAX_FACTORS
+from cfm._pool cimport parallel_for, team
+from cfm._random cimport splitmix64, rand_uniform
+
+cdef enum:
+    MAX_DRAWS = 64        # negative draws per sample before it is skipped
+    CHUNK_SAMPLES = 256   # samples per chunk of a training epoch
+    CHUNK_SCORES = 32768  # scores per chunk of top-k rows
+    THR = 8               # per-thread statistics: loss, samples, bad, skipped
+
+
+cdef struct BPR:
+    void* tab
+    Py_ssize_t stride
+    int k
+    bint adagrad, f64
+    double lr, l2_w, l2_v
+    # positive pairs and each user's sorted positives (negative verification)
+    const int64_t* order
+    const int64_t* pair_user
+    const int64_t* pair_item
+    const int64_t* pos_ptr
+    const int64_t* pos_item
+    # feature rows (CSR), item columns offset by n_user_cols
+    const int64_t* u_ptr
+    const int32_t* u_ind
+    const double* u_val
+    const int64_t* i_ptr
+    const int32_t* i_ind
+    const double* i_val
+    int64_t n_user_cols, n_items
+    const double* cdf     # NULL: uniform negatives
+    uint64_t seed
+    double* thr           # (nt, THR)
+    double* scratch       # (nt, 3 * k) P_u, Q_i, Q_j
+
+
+cdef inline bint has_item(const int64_t* items, int64_t lo, int64_t hi, int64_t j) noexcept nogil:
+    """j in the sorted items[lo:hi]."""
+    cdef int64_t mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if items[mid] < j:
+            lo = mid + 1
+        elif items[mid] > j:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+cdef inline int64_t draw_item(BPR* c, uint64_t* st) noexcept nogil:
+    cdef double r = rand_uniform(st)
+    cdef int64_t lo = 0, hi, mid
+    if c.cdf == NULL:
+        lo = <int64_t>(r * c.n_items)
+        return lo if lo < c.n_items else c.n_items - 1
+    hi = c.n_items - 1
+    while lo < hi:   # first j with cdf[j] > r
+        mid = lo + (hi - lo) // 2
+        if c.cdf[mid] > r:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline double side(BPR* c, const floating* tab, const int64_t* ptr, const int32_t* ind,
+                        const double* val, int64_t row, int64_t off, bint with_bias,
+                        double* q) noexcept nogil:
+    """q = sum_a v_a x_a over the row's features (table rows ind + off);
+    returns lin + pair of the row when ``with_bias`` (else 0)."""
+    cdef int64_t jj
+    cdef int f, k = c.k
+    cdef const floating* rec
+    cdef double x, lin = 0.0, sq = 0.0, v, pair = 0.0
+    for f in range(k):
+        q[f] = 0.0
+    for jj in range(ptr[row], ptr[row + 1]):
+        rec = tab + (ind[jj] + off) * c.stride
+        x = val[jj]
+        if with_bias:
+            lin += rec[0] * x
+            for f in range(k):
+                v = rec[1 + f]
+                q[f] += v * x
+                sq += v * v * x * x
+        else:
+            for f in range(k):
+                q[f] += rec[1 + f] * x
+    if not with_bias:
+        return 0.0
+    for f in range(k):
+        pair += q[f] * q[f]
+    return lin + 0.5 * (pair - sq)
+
+
+cdef inline void step_row(BPR* c, floating* rec, double gw, bint linear, const double* gv_base,
+                          const double* other, double x, double sign, double g) noexcept nogil:
+    """Update one feature's record: w by gw (when ``linear``), v_f by
+    sign * g * x * (gv_base_f [+ other_f - v_f x]) + l2_v v_f."""
+    cdef int f, k = c.k
+    cdef double v, gsq = 0.0, acc, step
+    cdef double gb[MAX_FACTORS]
+    if linear:
+        gw += c.l2_w * rec[0]
+        if c.adagrad:
+            acc = rec[1 + k] + gw * gw
+            rec[1 + k] = <floating>acc
+            rec[0] = <floating>(rec[0] - c.lr * gw / sqrt(acc))
+        else:
+            rec[0] = <floating>(rec[0] - c.lr * gw)
+    for f in range(k):
+        v = rec[1 + f]
+        if other != NULL:
+            gb[f] = sign * g * x * (gv_base[f] + other[f] - v * x) + c.l2_v * v
+        else:
+            gb[f] = sign * g * x * gv_base[f] + c.l2_v * v
+    if c.adagrad:
+        if k == 0:
+            return
+        for f in range(k):
+            gsq += gb[f] * gb[f]
+        acc = rec[2 + k] + gsq / k
+        rec[2 + k] = <floating>acc
+        step = c.lr / sqrt(<double>rec[2 + k])
+    else:
+        step = c.lr
+    for f in range(k):
+        rec[1 + f] = <floating>(rec[1 + f] - step * gb[f])
+
+
+cdef inline void bpr_rows(BPR* c, floating* tab, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef int64_t p, s, u, i, j, jj, off = c.n_user_cols
+    cdef int f, k = c.k, tries
+    cdef uint64_t st
+    cdef double bi, bj, d, dot, g, x
+    cdef double* t = c.thr + slot * THR
+    cdef double* P = c.scratch + slot * 3 * k
+    cdef double* Qi = P + k
+    cdef double* Qj = P + 2 * k
+    cdef double diff[MAX_FACTORS]
+    for p in range(lo, hi):
+        s = c.order[p]
+        u = c.pair_user[s]
+        i = c.pair_item[s]
+        st = c.seed ^ (<uint64_t>p * <uint64_t>0xD1B54A32D192ED03ULL)
+        splitmix64(&st)
+        j = -1
+        for tries in range(MAX_DRAWS):
+            j = draw_item(c, &st)
+            if j != i and not has_item(c.pos_item, c.pos_ptr[u], c.pos_ptr[u + 1], j):
+                break
+            j = -1
+        if j < 0:
+            t[3] += 1.0
+            continue
+        side(c, tab, c.u_ptr, c.u_ind, c.u_val, u, 0, False, P)
+        bi = side(c, tab, c.i_ptr, c.i_ind, c.i_val, i, off, True, Qi)
+        bj = side(c, tab, c.i_ptr, c.i_ind, c.i_val, j, off, True, Qj)
+        dot = 0.0
+        for f in range(k):
+            diff[f] = Qi[f] - Qj[f]
+            dot += P[f] * diff[f]
+        d = bi - bj + dot
+        if not isfinite(d):
+            t[2] += 1.0
+            continue
+        if d > 35.0:
+            t[0] += exp(-d)
+            g = -exp(-d)
+        elif d < -35.0:
+            t[0] += -d
+            g = -1.0
+        else:
+            t[0] += log1p(exp(-d))
+            g = -1.0 / (1.0 + exp(d))
+        t[1] += 1.0
+        for jj in range(c.u_ptr[u], c.u_ptr[u + 1]):
+            step_row(c, tab + c.u_ind[jj] * c.stride, 0.0, False, diff, NULL,
+                     c.u_val[jj], 1.0, g)
+        for jj in range(c.i_ptr[i], c.i_ptr[i + 1]):
+            x = c.i_val[jj]
+            step_row(c, tab + (c.i_ind[jj] + off) * c.stride, g * x, True, P, Qi, x, 1.0, g)
+        for jj in range(c.i_ptr[j], c.i_ptr[j + 1]):
+            x = c.i_val[jj]
+            step_row(c, tab + (c.i_ind[jj] + off) * c.stride, -g * x, True, P, Qj, x, -1.0, g)
+
+
+cdef void bpr_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef BPR* c = <BPR*>p
+    if c.f64:
+        bpr_rows(c, <double*>c.tab, lo, hi, slot)
+    else:
+        bpr_rows(c, <float*>c.tab, lo, hi, slot)
+
+
+def bpr_epoch(floating[:, ::1] table,         # IN/OUT FM table [w, v(k), (G_w, G_v)]
+              const int64_t[::1] order,       # IN  pairs to visit, in this order
+              const int64_t[::1] pair_user,   # IN  user row of each positive pair
+              const int64_t[::1] pair_item,   # IN  item row of each positive pair
+              const int64_t[::1] pos_ptr,     # IN  (n_users + 1) offsets into pos_item
+              const int64_t[::1] pos_item,    # IN  each user's positive items, sorted
+              const int64_t[::1] u_ptr, const int32_t[::1] u_ind, const double[::1] u_val,
+              const int64_t[::1] i_ptr, const int32_t[::1] i_ind, const double[::1] i_val,
+              const double[::1] cdf,          # IN  negative-sampling cdf, or empty: uniform
+              *, int n_factors, int64_t n_user_cols, bint adagrad, double learning_rate,
+              double l2_w, double l2_v, uint64_t seed, int n_threads):
+    """One BPR pass over ``order``; Hogwild across threads.
+
+    Returns (sum of BPR losses before each step, samples stepped, samples
+    with a non-finite score, samples skipped for want of a negative).
+    """
+    cdef int k = n_factors
+    cdef int nt = team(n_threads)
+    cdef int64_t n = order.shape[0]
+    cdef double[:, ::1] thr = np.zeros((nt, THR))
+    cdef double[:, ::1] scratch = np.zeros((nt, 3 * k + 1))
+    cdef BPR c
+    cdef int t_id, f
+    cdef double tot[4]
+    if n == 0:
+        return 0.0, 0, 0, 0
+    c.tab = &table[0, 0]
+    c.stride = table.shape[1]
+    c.k = k
+    c.adagrad = adagrad
+    c.f64 = sizeof(floating) == 8
+    c.lr = learning_rate
+    c.l2_w = l2_w
+    c.l2_v = l2_v
+    c.order = &order[0]
+    c.pair_user = &pair_user[0]
+    c.pair_item = &pair_item[0]
+    c.pos_ptr = &pos_ptr[0]
+    c.pos_item = &pos_item[0] if pos_item.shape[0] > 0 else NULL
+    c.u_ptr = &u_ptr[0]
+    c.u_ind = &u_ind[0] if u_ind.shape[0] > 0 else NULL
+    c.u_val = &u_val[0] if u_val.shape[0] > 0 else NULL
+    c.i_ptr = &i_ptr[0]
+    c.i_ind = &i_ind[0] if i_ind.shape[0] > 0 else NULL
+    c.i_val = &i_val[0] if i_val.shape[0] > 0 else NULL
+    c.n_user_cols = n_user_cols
+    c.n_items = i_ptr.shape[0] - 1
+    c.cdf = &cdf[0] if cdf.shape[0] > 0 else NULL
+    c.seed = seed
+    c.thr = &thr[0, 0]
+    c.scratch = &scratch[0, 0]
+    with nogil:
+        parallel_for(bpr_task, &c, n, CHUNK_SAMPLES, nt)
+    for f in range(4):
+        tot[f] = 0.0
+    for t_id in range(nt):   # fixed order
+        for f in range(4):
+            tot[f] += thr[t_id, f]
+    return tot[0], int(tot[1]), int(tot[2]), int(tot[3])
+
+
+# ---------------------------------------------------------------- top-k
+cdef struct TopK:
+    const void* S          # (n_rows, n_cand) scores P Q^T
+    bint f64
+    const double* bias     # (n_cand,) item block
+    const double* row_add  # (n_rows,) user block, added to the returned scores
+    const int64_t* ex_ptr  # (n_rows + 1) or NULL
+    const int64_t* ex_pos  # excluded candidate positions
+    unsigned char* mark    # (nt, n_cand) scratch, zero between rows
+    int64_t n_cand
+    int k
+    int64_t* out_idx       # (n_rows, k)
+    double* out_score      # (n_rows, k)
+
+
+cdef inline bint worse(double a, int64_t ia, double b, int64_t ib) noexcept nogil:
+    """(a, ia) ranks after (b, ib): lower score, or equal score and a higher position."""
+    return a < b or (a == b and ia > ib)
+
+
+cdef inline void sift_down(double* hs, int64_t* hi, int n, int pos) noexcept nogil:
+    """Min-heap (root = the worst kept) sift of position ``pos``."""
+    cdef int child
+    cdef double s
+    cdef int64_t ix
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            return
+        if child + 1 < n and worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
+            child += 1
+        if not worse(hs[child], hi[child], hs[pos], hi[pos]):
+            return
+        s = hs[pos]; hs[pos] = hs[child]; hs[child] = s
+        ix = hi[pos]; hi[pos] = hi[child]; hi[child] = ix
+        pos = child
+
+
+cdef inline void topk_row(TopK* c, const floating* row, int64_t r, int slot) noexcept nogil:
+    cdef int64_t j, e, n = c.n_cand
+    cdef int k = c.k, m = 0, q
+    cdef double s
+    cdef double* hs = c.out_score + r * k
+    cdef int64_t* hx = c.out_idx + r * k
+    cdef unsigned char* mark = c.mark + slot * n
+    cdef double add = c.row_add[r]
+    cdef double ts
+    cdef int64_t tx
+    if c.ex_ptr != NULL:
+        for e in range(c.ex_ptr[r], c.ex_ptr[r + 1]):
+            mark[c.ex_pos[e]] = 1
+    for j in range(n):
+        if c.ex_ptr != NULL and mark[j]:
+            continue
+        s = <double>row[j] + c.bias[j]
+        if s != s:      # NaN ranks last
+            s = -INFINITY
+        if m < k:
+            hs[m] = s
+            hx[m] = j
+            m += 1
+            if m == k:  # heapify
+                for q in range(k // 2 - 1, -1, -1):
+                    sift_down(hs, hx, k, q)
+        elif worse(hs[0], hx[0], s, j):
+            hs[0] = s
+            hx[0] = j
+            sift_down(hs, hx, k, 0)
+    if c.ex_ptr != NULL:
+        for e in range(c.ex_ptr[r], c.ex_ptr[r + 1]):
+            mark[c.ex_pos[e]] = 0
+    if m < k:  # fewer candidates than k: heapify what there is
+        for q in range(m // 2 - 1, -1, -1):
+            sift_down(hs, hx, m, q)
+    # pop the worst to the end: best first
+    for q in range(m - 1, 0, -1):
+        ts = hs[0]; hs[0] = hs[q]; hs[q] = ts
+        tx = hx[0]; hx[0] = hx[q]; hx[q] = tx
+        sift_down(hs, hx, q, 0)
+    for q in range(m):
+        hs[q] += add
+    for q in range(m, k):
+        hs[q] = -INFINITY
+        hx[q] = -1
+
+
+cdef void topk_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef TopK* c = <TopK*>p
+    cdef int64_t r
+    for r in range(lo, hi):
+        if c.f64:
+            topk_row(c, <const double*>c.S + r * c.n_cand, r, slot)
+        else:
+            topk_row(c, <const float*>c.S + r * c.n_cand, r, slot)
+
+
+def topk_rows(const floating[:, ::1] scores,  # IN  (n_rows, n_cand) P Q^T
+              const double[::1] bias,         # IN  (n_cand,) item block
+              const double[::1] row_add,      # IN  (n_rows,) user block
+              const int64_t[::1] ex_ptr,      # IN  (n_rows + 1) or empty: nothing excluded
+              const int64_t[::1] ex_pos,      # IN  excluded positions, in [0, n_cand)
+              int64_t[:, ::1] out_idx,        # OUT (n_rows, k) positions, best first; -1 pads
+              double[:, ::1] out_score,       # OUT (n_rows, k) scores; -inf pads
+              int n_threads):
+    """The k best candidates of each row of ``scores + bias`` (excluded
+    positions skipped), best first, ties to the lower position."""
+    cdef int64_t n_rows = scores.shape[0], n_cand = scores.shape[1]
+    cdef int nt = team(n_threads)
+    cdef TopK c
+    if n_rows == 0 or out_idx.shape[1] == 0:
+        return
+    mark = np.zeros((nt, max(n_cand, 1)), dtype=np.uint8)
+    cdef unsigned char[:, ::1] mk = mark
+    c.S = &scores[0, 0] if n_cand > 0 else NULL
+    c.f64 = sizeof(floating) == 8
+    c.bias = &bias[0] if n_cand > 0 else NULL
+    c.row_add = &row_add[0]
+    c.ex_ptr = &ex_ptr[0] if ex_ptr.shape[0] > 0 else NULL
+    c.ex_pos = &ex_pos[0] if ex_pos.shape[0] > 0 else NULL
+    c.mark = &mk[0, 0]
+    c.n_cand = n_cand
+    c.k = out_idx.shape[1]
+    c.out_idx = &out_idx[0, 0]
+    c.out_score = &out_score[0, 0]
+    with nogil:
+        parallel_for(topk_task, &c, n_rows, max(1, CHUNK_SCORES // max(n_cand, 1)), nt)
