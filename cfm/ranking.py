@@ -31,7 +31,8 @@ from .exceptions import DivergenceError, NotFittedError
 
 PARAMETER_RULES = {
     "n_factors": Interval(True, 1, MAX_FACTORS),
-    "loss": Options(("bpr",)),
+    "loss": Options(("bpr", "warp")),
+    "max_sampled": Interval(True, 1, 100000),
     "optimizer": Options(("adagrad", "sgd")),
     "learning_rate": Interval(False, 0, low_open=True),
     "n_epochs": Interval(True, 1, MAX_COUNT),
@@ -86,8 +87,15 @@ class FMRanker(BaseEstimator):
     ----------
     n_factors : int, default=32
         Dimension of the factors (embeddings), 1 to 256.
-    loss : {"bpr"}, default="bpr"
-        Pairwise loss.
+    loss : {"bpr", "warp"}, default="bpr"
+        "bpr": -log sigmoid(s(u, i) - s(u, j)) with one sampled negative j
+        per positive pair (Rendle et al. 2009).  "warp": negatives are drawn
+        until one scores within a margin of 1 of the positive (at most
+        ``max_sampled`` draws), and the hinge 1 - s(u, i) + s(u, j) is
+        weighted by log(floor((n_items - 1) / draws)) (Weston et al. 2011,
+        as LightFM's WARP): it concentrates on the top of the ranking.
+    max_sampled : int, default=10
+        Most negatives WARP draws per positive pair.
     optimizer : {"adagrad", "sgd"}, default="adagrad"
         Per-sample step: AdaGrad (per linear weight, row-wise on a feature's
         factor vector, as cfm's FM solvers) or plain SGD.
@@ -134,12 +142,13 @@ class FMRanker(BaseEstimator):
         Per epoch: mean BPR loss, pairs skipped, seconds.
     """
 
-    def __init__(self, n_factors=32, *, loss="bpr", optimizer="adagrad", learning_rate=0.05,
+    def __init__(self, n_factors=32, *, loss="bpr", max_sampled=10, optimizer="adagrad", learning_rate=0.05,
                  n_epochs=20, l2_w=1e-4, l2_v=1e-4, init_std=0.1,
                  negative_sampling="uniform", popularity_exponent=0.75, dtype=None,
                  warm_start=False, n_jobs=None, random_state=None, verbose=0):
         self.n_factors = n_factors
         self.loss = loss
+        self.max_sampled = max_sampled
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.n_epochs = n_epochs
@@ -236,17 +245,18 @@ class FMRanker(BaseEstimator):
             seed = int(self._rng.integers(0, 2**63 - 1))
             loss, n_done, n_bad, n_skip = state.train_epoch(
                 pairs, order, cdf, learning_rate=self.learning_rate, l2_w=self.l2_w,
-                l2_v=self.l2_v, seed=seed, n_threads=n_threads)
+                l2_v=self.l2_v, seed=seed, n_threads=n_threads, warp=self.loss == "warp",
+                max_sampled=self.max_sampled)
             self.n_epochs_ += 1
             if n_bad or not state.finite(n_threads):
                 raise DivergenceError(
                     f"training diverged at epoch {self.n_epochs_} (non-finite scores or "
                     f"parameters); lower learning_rate (now {self.learning_rate})")
-            rec = {"epoch": self.n_epochs_, "train_loss": loss / max(n_done, 1),
+            rec = {"epoch": self.n_epochs_, f"train_{self.loss}": loss / max(n_done, 1),
                    "skipped": n_skip, "time": time.perf_counter() - t0}
             self.history_.append(rec)
             if self.verbose:
-                print(f"epoch {rec['epoch']:4d}  bpr loss {rec['train_loss']:.5f}  "
+                print(f"epoch {rec['epoch']:4d}  {self.loss} loss {loss / max(n_done, 1):.5f}  "
                       f"skipped {n_skip}  {rec['time']:.2f}s", flush=True)
         return self
 

@@ -110,8 +110,9 @@ class RankState(ModelState):
         return self.fm.trainable
 
     # ------------------------------------------------------------ training
-    def train_epoch(self, pairs, order, cdf, *, learning_rate, l2_w, l2_v, seed, n_threads):
-        """One BPR pass over ``order`` (positions into ``pairs``, a
+    def train_epoch(self, pairs, order, cdf, *, learning_rate, l2_w, l2_v, seed, n_threads,
+                    warp=False, max_sampled=10):
+        """One BPR (``warp``: WARP) pass over ``order`` (positions into ``pairs``, a
         :class:`cfm._state.rank.Pairs`); returns the kernel's statistics."""
         return _rank.bpr_epoch(
             self.fm.table, order, pairs.user, pairs.item, pairs.pos_ptr, pairs.pos_item,
@@ -119,7 +120,7 @@ class RankState(ModelState):
             self.items.indptr, self.items.indices, self.items.data, cdf,
             n_factors=self.k, n_user_cols=self.n_user_cols,
             adagrad=self.fm.solver == "adagrad", learning_rate=learning_rate, l2_w=l2_w,
-            l2_v=l2_v, seed=seed, n_threads=n_threads)
+            l2_v=l2_v, seed=seed, n_threads=n_threads, warp=warp, max_sampled=max_sampled)
 
     def finite(self, n_threads):
         return self.fm.finite(n_threads)

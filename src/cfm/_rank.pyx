@@ -17,6 +17,10 @@ BPR (Rendle et al. 2009) on a positive pair (u, i) and a sampled negative j::
                  = -j_a (P_u,f + Q_j,f - v_af j_a)        a a feature of item j
     d d / d w_a  = i_a  (item i),  -j_a  (item j)
 
+WARP (Weston et al. 2011, as LightFM): negatives j are drawn until one has
+d < 1 (at most ``max_sampled``); with n draws, loss = L (1 - d), g = -L,
+L = log(floor((n_items - 1) / n)); no violating negative: no step.
+
 w0, lin(u) and pair(u) cancel in d: BPR does not train w0 or the user-side
 linear weights (they stay 0), only every factor and the item-side weights.
 L2 (``l2_w``, ``l2_v``) applies to the features present in a sample, once per
@@ -52,7 +56,7 @@ Design
 """
 import numpy as np
 
-from libc.math cimport exp, log1p, sqrt, isfinite, INFINITY
+from libc.math cimport exp, floor, log, log1p, sqrt, isfinite, INFINITY
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from cfm._common cimport floating, MAX_FACTORS
@@ -70,7 +74,8 @@ cdef struct BPR:
     void* tab
     Py_ssize_t stride
     int k
-    bint adagrad, f64
+    bint adagrad, f64, warp
+    int max_sampled
     double lr, l2_w, l2_v
     # positive pairs and each user's sorted positives (negative verification)
     const int64_t* order
@@ -187,11 +192,24 @@ cdef inline void step_row(BPR* c, floating* rec, double gw, bint linear, const d
         rec[1 + f] = <floating>(rec[1 + f] - step * gb[f])
 
 
+cdef inline int64_t draw_negative(BPR* c, int64_t u, int64_t i, uint64_t* st) noexcept nogil:
+    """A negative item for (u, i): not i, not a positive of u; -1 after
+    MAX_DRAWS failed draws."""
+    cdef int tries
+    cdef int64_t j
+    for tries in range(MAX_DRAWS):
+        j = draw_item(c, st)
+        if j != i and not has_item(c.pos_item, c.pos_ptr[u], c.pos_ptr[u + 1], j):
+            return j
+    return -1
+
+
 cdef inline void bpr_rows(BPR* c, floating* tab, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef int64_t p, s, u, i, j, jj, off = c.n_user_cols
-    cdef int f, k = c.k, tries
+    cdef int f, k = c.k, trial
     cdef uint64_t st
-    cdef double bi, bj, d, dot, g, x
+    cdef double bi, bj = 0.0, d = 0.0, dot, g, x, weight
+    cdef bint found
     cdef double* t = c.thr + slot * THR
     cdef double* P = c.scratch + slot * 3 * k
     cdef double* Qi = P + k
@@ -203,27 +221,39 @@ cdef inline void bpr_rows(BPR* c, floating* tab, int64_t lo, int64_t hi, int slo
         i = c.pair_item[s]
         st = c.seed ^ (<uint64_t>p * <uint64_t>0xD1B54A32D192ED03ULL)
         splitmix64(&st)
-        j = -1
-        for tries in range(MAX_DRAWS):
-            j = draw_item(c, &st)
-            if j != i and not has_item(c.pos_item, c.pos_ptr[u], c.pos_ptr[u + 1], j):
-                break
-            j = -1
-        if j < 0:
-            t[3] += 1.0
-            continue
         side(c, tab, c.u_ptr, c.u_ind, c.u_val, u, 0, False, P)
         bi = side(c, tab, c.i_ptr, c.i_ind, c.i_val, i, off, True, Qi)
-        bj = side(c, tab, c.i_ptr, c.i_ind, c.i_val, j, off, True, Qj)
-        dot = 0.0
-        for f in range(k):
-            diff[f] = Qi[f] - Qj[f]
-            dot += P[f] * diff[f]
-        d = bi - bj + dot
+        found = False
+        # BPR: one negative.  WARP: negatives until one scores within the
+        # margin 1 of i (at most max_sampled), weighted by the rank estimate
+        # log(floor((n_items - 1) / trials)) (Weston et al. 2011, as LightFM).
+        for trial in range(1, (c.max_sampled if c.warp else 1) + 1):
+            j = draw_negative(c, u, i, &st)
+            if j < 0:
+                break
+            bj = side(c, tab, c.i_ptr, c.i_ind, c.i_val, j, off, True, Qj)
+            dot = 0.0
+            for f in range(k):
+                diff[f] = Qi[f] - Qj[f]
+                dot += P[f] * diff[f]
+            d = bi - bj + dot
+            if not c.warp or d < 1.0 or not isfinite(d):
+                found = True
+                break
+        if not found:
+            if j < 0:
+                t[3] += 1.0     # no negative could be drawn: skipped
+            else:
+                t[1] += 1.0     # WARP: no violating negative, loss 0, no step
+            continue
         if not isfinite(d):
             t[2] += 1.0
             continue
-        if d > 35.0:
+        if c.warp:
+            weight = log(max(1.0, floor((c.n_items - 1) / <double>trial)))
+            t[0] += weight * (1.0 - d)
+            g = -weight
+        elif d > 35.0:
             t[0] += exp(-d)
             g = -exp(-d)
         elif d < -35.0:
@@ -262,11 +292,12 @@ def bpr_epoch(floating[:, ::1] table,         # IN/OUT FM table [w, v(k), (G_w, 
               const int64_t[::1] i_ptr, const int32_t[::1] i_ind, const double[::1] i_val,
               const double[::1] cdf,          # IN  negative-sampling cdf, or empty: uniform
               *, int n_factors, int64_t n_user_cols, bint adagrad, double learning_rate,
-              double l2_w, double l2_v, uint64_t seed, int n_threads):
-    """One BPR pass over ``order``; Hogwild across threads.
+              double l2_w, double l2_v, uint64_t seed, int n_threads, bint warp=False,
+              int max_sampled=10):
+    """One BPR (or WARP) pass over ``order``; Hogwild across threads.
 
-    Returns (sum of BPR losses before each step, samples stepped, samples
-    with a non-finite score, samples skipped for want of a negative).
+    Returns (sum of losses before each step, samples counted, samples with
+    a non-finite score, samples skipped for want of a negative).
     """
     cdef int k = n_factors
     cdef int nt = team(n_threads)
@@ -282,6 +313,8 @@ def bpr_epoch(floating[:, ::1] table,         # IN/OUT FM table [w, v(k), (G_w, 
     c.stride = table.shape[1]
     c.k = k
     c.adagrad = adagrad
+    c.warp = warp
+    c.max_sampled = max(1, max_sampled)
     c.f64 = sizeof(floating) == 8
     c.lr = learning_rate
     c.l2_w = l2_w
@@ -439,3 +472,32 @@ def topk_rows(const floating[:, ::1] scores,  # IN  (n_rows, n_cand) P Q^T
     c.out_score = &out_score[0, 0]
     with nogil:
         parallel_for(topk_task, &c, n_rows, max(1, CHUNK_SCORES // max(n_cand, 1)), nt)
+
+
+def _negative_draws(const int64_t[::1] order, const int64_t[::1] pair_user,
+                    const int64_t[::1] pair_item, const int64_t[::1] pos_ptr,
+                    const int64_t[::1] pos_item, const double[::1] cdf, int64_t n_items,
+                    uint64_t seed, int n_draws):
+    """Tests: the first ``n_draws`` negatives ``bpr_epoch`` draws for each
+    position of ``order`` (-1 once no negative could be drawn)."""
+    cdef BPR c
+    cdef int64_t p, s, u, i
+    cdef int t
+    cdef uint64_t st
+    out = np.full((order.shape[0], n_draws), -1, dtype=np.int64)
+    cdef int64_t[:, ::1] o = out
+    c.pos_ptr = &pos_ptr[0]
+    c.pos_item = &pos_item[0] if pos_item.shape[0] > 0 else NULL
+    c.cdf = &cdf[0] if cdf.shape[0] > 0 else NULL
+    c.n_items = n_items
+    for p in range(order.shape[0]):
+        s = order[p]
+        u = pair_user[s]
+        i = pair_item[s]
+        st = seed ^ (<uint64_t>p * <uint64_t>0xD1B54A32D192ED03ULL)
+        splitmix64(&st)
+        for t in range(n_draws):
+            o[p, t] = draw_negative(&c, u, i, &st)
+            if o[p, t] < 0:
+                break
+    return out
