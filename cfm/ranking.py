@@ -311,7 +311,8 @@ class FMRanker(BaseEstimator):
         if E.shape != (n_users, n_items):
             raise ValueError(f"exclude has shape {E.shape}, expected ({n_users}, {n_items}) "
                              "(all user rows by all item rows)")
-        E = E[u_ids]
+        if len(u_ids) != n_users or np.any(u_ids != np.arange(n_users)):
+            E = E[u_ids]
         ind = E.indices.astype(np.int64)
         if len(i_ids) != n_items or np.any(i_ids != np.arange(n_items)):
             pos_of = np.full(n_items, -1, dtype=np.int64)

@@ -383,3 +383,19 @@ def test_sklearn_conventions():
     c = sklearn.base.clone(m)
     assert c.get_params() == m.get_params()
     assert "n_factors=5" in repr(m)
+
+
+@pytest.mark.parametrize("path", ["avx2", "portable"])
+def test_both_product_paths_equal_brute_force(fitted, data, path):
+    R, U, I = data
+    got = _rank._set_block_path(path)
+    try:
+        if path == "avx2" and got != "avx2":
+            pytest.skip("no AVX2 + FMA on this CPU")
+        users, items = np.arange(N_USERS), np.arange(N_ITEMS)
+        ids, scores = fitted.recommend(None, 9, exclude=R)
+        eids, escores = _brute_force(fitted, U, I, users, items, 9, R)
+        tol = 1e-12 if fitted.dtype == "float64" else 1e-5
+        np.testing.assert_allclose(scores, escores, rtol=tol, atol=tol)
+    finally:
+        _rank._set_block_path("avx2")

@@ -8,7 +8,7 @@ For a user row u and an item row i (see src/cfm/_rank.pyx for the model)::
             =        c_u              +        b_i         + <P_u, Q_i>
 
 so the scores of a block of users against every item are ``c 1^T + 1 b^T +
-P Q^T``: one dense matrix product and a partial sort (``_rank.topk_rows``),
+P Q^T``: one dense matrix product and a partial sort (``_rank.recommend``),
 instead of an FM evaluation per pair.
 """
 import numpy as np
@@ -16,9 +16,6 @@ import numpy as np
 from .. import _rank
 from .base import MAX_FACTORS, ModelState, as_array, bias_state
 from .fm import FMTable
-
-# Bytes of one block of scores P Q^T that top-k computes at once.
-_BLOCK_BYTES = 16 << 20
 
 
 class FeatureRows:
@@ -47,7 +44,10 @@ class FeatureRows:
 
         M = sparse.csr_matrix((self.data, self.indices, self.indptr),
                               shape=(self.n_rows, self.n_cols))
-        return M if rows is None else M[rows]
+        if rows is None or (len(rows) == self.n_rows and np.array_equal(rows, np.arange(
+                self.n_rows))):
+            return M
+        return M[rows]
 
     def export(self, prefix):
         return {f"{prefix}_ptr": self.indptr, f"{prefix}_ind": self.indices,
@@ -153,26 +153,19 @@ class RankState(ModelState):
     def top_k(self, c_u, P, b, Q, k, exclude, n_threads):
         """The k best of ``c_u + b + P Q^T`` per row: (positions, scores),
         best first; ``exclude`` (ptr, pos) CSR of positions per row, or None.
-        Blocks of rows are scored by one matrix product each (BLAS)."""
+        One nogil kernel (``_rank.recommend``): the product block by block
+        of users, each followed by its partial sort."""
         dt = self.fm.dtype
-        P = np.ascontiguousarray(P, dtype=dt)
-        Qt = np.ascontiguousarray(np.asarray(Q, dtype=dt).T)
-        n, m = P.shape[0], Q.shape[0]
+        n, ub = P.shape[0], _rank.USERS_PER_BLOCK
+        Pp = np.zeros((-(-n // ub) * ub, P.shape[1]), dtype=dt)
+        Pp[:n] = P  # rows up to a whole block of users
+        QT = np.ascontiguousarray(np.asarray(Q, dtype=dt).T)
         idx = np.empty((n, k), dtype=np.int64)
         score = np.empty((n, k), dtype=np.float64)
-        rows = max(1, _BLOCK_BYTES // max(1, m * dt.itemsize))
         empty = np.zeros(0, dtype=np.int64)
-        S = None
-        for a in range(0, n, rows):
-            z = min(n, a + rows)
-            S = np.matmul(P[a:z], Qt, out=S[:z - a] if S is not None else None)
-            if exclude is not None:
-                ptr, pos = exclude
-                ex_ptr = ptr[a:z + 1] - ptr[a]
-                ex_pos = pos[ptr[a]:ptr[z]]
-            else:
-                ex_ptr = ex_pos = empty
-            _rank.topk_rows(S, b, c_u[a:z], ex_ptr, ex_pos, idx[a:z], score[a:z], n_threads)
+        ex_ptr, ex_pos = exclude if exclude is not None else (empty, empty)
+        _rank.recommend(Pp, QT, np.ascontiguousarray(b, dtype=dt), c_u, ex_ptr, ex_pos, idx,
+                        score, n_threads)
         return idx, score
 
     # ------------------------------------------------------------ model files

@@ -47,17 +47,19 @@ Design
   see src/cfm/cfm_workers.h) over chunks of samples; Hogwild (lock-free,
   racy) updates of the shared table.  With one thread the epoch is exactly
   sequential: ``n_jobs=1`` under a seed is bit-for-bit reproducible.
-* Top-k: the caller computes a block of scores S = P Q^T as one dense matrix
-  product (BLAS); ``topk_rows`` adds the item block b, skips excluded items
-  and keeps the k best of each row in a bounded min-heap, rows in parallel
-  (identical results for any number of threads).  Ties go to the lower
-  item position (as a stable argsort of -score).
+* Top-k (``recommend``): one nogil kernel, parallel over blocks of 4 users:
+  the block's scores against every item, b + P Q^T, are a register-blocked
+  dense product (src/cfm/cfm_rank_block.h: AVX2 + FMA chosen at run time,
+  portable C otherwise) into a per-thread buffer; then each row skips its
+  excluded items and keeps the k best in a bounded min-heap.  Rows in parallel, identical results for any number of
+  threads; ties go to the lower item position (as a stable argsort of
+  -score).
 * Inputs are validated in Python (cfm/ranking.py) before any kernel runs.
 """
 import numpy as np
 
 from libc.math cimport exp, floor, log, log1p, sqrt, isfinite, INFINITY
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX
 
 from cfm._common cimport floating, MAX_FACTORS
 from cfm._pool cimport parallel_for, team
@@ -348,13 +350,10 @@ def bpr_epoch(floating[:, ::1] table,         # IN/OUT FM table [w, v(k), (G_w, 
 
 # ---------------------------------------------------------------- top-k
 cdef struct TopK:
-    const void* S          # (n_rows, n_cand) scores P Q^T
     bint f64
-    const double* bias     # (n_cand,) item block
     const double* row_add  # (n_rows,) user block, added to the returned scores
     const int64_t* ex_ptr  # (n_rows + 1) or NULL
     const int64_t* ex_pos  # excluded candidate positions
-    unsigned char* mark    # (nt, n_cand) scratch, zero between rows
     int64_t n_cand
     int k
     int64_t* out_idx       # (n_rows, k)
@@ -384,94 +383,149 @@ cdef inline void sift_down(double* hs, int64_t* hi, int n, int pos) noexcept nog
         pos = child
 
 
-cdef inline void topk_row(TopK* c, const floating* row, int64_t r, int slot) noexcept nogil:
+cdef inline void topk_row(TopK* c, floating* row, int64_t r) noexcept nogil:
+    """The k best of ``row`` (scores of every candidate; modified: excluded
+    positions are set to -inf), best first."""
     cdef int64_t j, e, n = c.n_cand
-    cdef int k = c.k, m = 0, q
-    cdef double s
+    cdef int k = c.k, q
     cdef double* hs = c.out_score + r * k
     cdef int64_t* hx = c.out_idx + r * k
-    cdef unsigned char* mark = c.mark + slot * n
-    cdef double add = c.row_add[r]
-    cdef double ts
+    cdef double thr, v, ts
     cdef int64_t tx
     if c.ex_ptr != NULL:
         for e in range(c.ex_ptr[r], c.ex_ptr[r + 1]):
-            mark[c.ex_pos[e]] = 1
+            row[c.ex_pos[e]] = -INFINITY
+    # Min-heap of the k best so far, started with k sentinels (-inf, past
+    # the last position) that rank after everything.  Positions come in
+    # increasing order, so a candidate enters only when strictly above the
+    # worst kept score (a tie has a higher position: it ranks after).  NaN
+    # and -inf (excluded) never enter.
+    for q in range(k):
+        hs[q] = -INFINITY
+        hx[q] = INT64_MAX
+    thr = -INFINITY
     for j in range(n):
-        if c.ex_ptr != NULL and mark[j]:
-            continue
-        s = <double>row[j] + c.bias[j]
-        if s != s:      # NaN ranks last
-            s = -INFINITY
-        if m < k:
-            hs[m] = s
-            hx[m] = j
-            m += 1
-            if m == k:  # heapify
-                for q in range(k // 2 - 1, -1, -1):
-                    sift_down(hs, hx, k, q)
-        elif worse(hs[0], hx[0], s, j):
-            hs[0] = s
+        v = <double>row[j]
+        if v > thr:
+            hs[0] = v
             hx[0] = j
             sift_down(hs, hx, k, 0)
-    if c.ex_ptr != NULL:
-        for e in range(c.ex_ptr[r], c.ex_ptr[r + 1]):
-            mark[c.ex_pos[e]] = 0
-    if m < k:  # fewer candidates than k: heapify what there is
-        for q in range(m // 2 - 1, -1, -1):
-            sift_down(hs, hx, m, q)
+            thr = hs[0]
     # pop the worst to the end: best first
-    for q in range(m - 1, 0, -1):
+    for q in range(k - 1, 0, -1):
         ts = hs[0]; hs[0] = hs[q]; hs[q] = ts
         tx = hx[0]; hx[0] = hx[q]; hx[q] = tx
         sift_down(hs, hx, q, 0)
-    for q in range(m):
-        hs[q] += add
-    for q in range(m, k):
-        hs[q] = -INFINITY
-        hx[q] = -1
-
-
-cdef void topk_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    cdef TopK* c = <TopK*>p
-    cdef int64_t r
-    for r in range(lo, hi):
-        if c.f64:
-            topk_row(c, <const double*>c.S + r * c.n_cand, r, slot)
+    for q in range(k):
+        if hx[q] == INT64_MAX:
+            hx[q] = -1
+            hs[q] = -INFINITY
         else:
-            topk_row(c, <const float*>c.S + r * c.n_cand, r, slot)
+            hs[q] += c.row_add[r]
 
 
-def topk_rows(const floating[:, ::1] scores,  # IN  (n_rows, n_cand) P Q^T
-              const double[::1] bias,         # IN  (n_cand,) item block
-              const double[::1] row_add,      # IN  (n_rows,) user block
-              const int64_t[::1] ex_ptr,      # IN  (n_rows + 1) or empty: nothing excluded
-              const int64_t[::1] ex_pos,      # IN  excluded positions, in [0, n_cand)
-              int64_t[:, ::1] out_idx,        # OUT (n_rows, k) positions, best first; -1 pads
-              double[:, ::1] out_score,       # OUT (n_rows, k) scores; -inf pads
+cdef extern from "cfm_rank_block.h" nogil:
+    int CFM_RANK_UB
+    int cfm_rank_have_avx2()
+    void cfm_rank_block_f32(const float* P, const float* QT, const float* bias, float* buf,
+                            int64_t n, int k, int avx2)
+    void cfm_rank_block_f64(const double* P, const double* QT, const double* bias,
+                            double* buf, int64_t n, int k, int avx2)
+
+USERS_PER_BLOCK = CFM_RANK_UB
+cdef int use_avx2 = cfm_rank_have_avx2()
+
+
+def _set_block_path(str path):
+    """Tests: "avx2" (when the CPU has it) or "portable" product."""
+    global use_avx2
+    use_avx2 = cfm_rank_have_avx2() if path == "avx2" else 0
+    return "avx2" if use_avx2 else "portable"
+
+
+cdef struct Recommend:
+    TopK t
+    const void* P          # (n_rows rounded up to UB, k) user blocks
+    const void* QT         # (k, n_cand) item factors, factor-major
+    const void* bias       # (n_cand,) item block, in the parameter dtype
+    void* buf              # (nt, UB, n_cand) scores of a block of users
+    int kf, avx2
+
+
+cdef inline void recommend_rows(Recommend* c, const floating* P, const floating* QT,
+                                const floating* bias, floating* buf, int64_t lo, int64_t hi,
+                                int slot) noexcept nogil:
+    """Rows lo..hi (lo a multiple of UB): the scores of UB rows at a time
+    against every candidate, then each row's top-k."""
+    cdef int64_t n = c.t.n_cand, r0 = lo
+    cdef int b, nb, k = c.kf, ub = CFM_RANK_UB
+    buf = buf + slot * ub * n
+    while r0 < hi:
+        nb = <int>min(<int64_t>ub, hi - r0)
+        if floating is float:
+            cfm_rank_block_f32(P + r0 * k, QT, bias, buf, n, k, c.avx2)
+        else:
+            cfm_rank_block_f64(P + r0 * k, QT, bias, buf, n, k, c.avx2)
+        for b in range(nb):
+            topk_row(&c.t, buf + b * n, r0 + b)
+        r0 += ub
+
+
+cdef void recommend_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Recommend* c = <Recommend*>p
+    if c.t.f64:
+        recommend_rows(c, <const double*>c.P, <const double*>c.QT, <const double*>c.bias,
+                       <double*>c.buf, lo, hi, slot)
+    else:
+        recommend_rows(c, <const float*>c.P, <const float*>c.QT, <const float*>c.bias,
+                       <float*>c.buf, lo, hi, slot)
+
+
+def recommend(const floating[:, ::1] P,     # IN  (n_rows rounded up to UB, k) user blocks
+              const floating[:, ::1] QT,    # IN  (k, n_cand) item factors, transposed
+              const floating[::1] bias,     # IN  (n_cand,) item block
+              const double[::1] row_add,    # IN  (n_rows,) user block
+              const int64_t[::1] ex_ptr,    # IN  (n_rows + 1) or empty: nothing excluded
+              const int64_t[::1] ex_pos,    # IN  excluded positions, in [0, n_cand)
+              int64_t[:, ::1] out_idx,      # OUT (n_rows, k) positions, best first; -1 pads
+              double[:, ::1] out_score,     # OUT (n_rows, k) scores; -inf pads
               int n_threads):
-    """The k best candidates of each row of ``scores + bias`` (excluded
-    positions skipped), best first, ties to the lower position."""
-    cdef int64_t n_rows = scores.shape[0], n_cand = scores.shape[1]
-    cdef int nt = team(n_threads)
-    cdef TopK c
+    """Top-k of ``row_add + bias + P Q^T`` per row (excluded positions
+    skipped), best first, ties to the lower position.  The scores of UB rows
+    against every candidate are computed in the parameter precision into a
+    per-thread buffer (cfm_rank_block.h), then selected; rows in parallel,
+    results independent of ``n_threads``.  Non-finite (NaN, -inf) scores
+    are never returned."""
+    cdef int64_t n_rows = out_idx.shape[0], n_cand = QT.shape[1]
+    cdef int nt = team(n_threads), ub = CFM_RANK_UB
+    cdef Recommend c
     if n_rows == 0 or out_idx.shape[1] == 0:
         return
-    mark = np.zeros((nt, max(n_cand, 1)), dtype=np.uint8)
-    cdef unsigned char[:, ::1] mk = mark
-    c.S = &scores[0, 0] if n_cand > 0 else NULL
-    c.f64 = sizeof(floating) == 8
+    if P.shape[0] < (n_rows + ub - 1) // ub * ub or QT.shape[0] != P.shape[1] \
+            or out_score.shape[0] != n_rows or out_score.shape[1] != out_idx.shape[1] \
+            or row_add.shape[0] != n_rows or bias.shape[0] != n_cand \
+            or (ex_ptr.shape[0] not in (0, n_rows + 1)):
+        raise ValueError("recommend: inconsistent shapes")
+    dt = np.float64 if floating is double else np.float32
+    buf = np.zeros((nt, ub, max(n_cand, 1)), dtype=dt)
+    cdef floating[:, :, ::1] bv = buf
+    c.P = &P[0, 0] if P.shape[1] > 0 else NULL
+    c.QT = &QT[0, 0] if QT.shape[0] > 0 and n_cand > 0 else NULL
     c.bias = &bias[0] if n_cand > 0 else NULL
-    c.row_add = &row_add[0]
-    c.ex_ptr = &ex_ptr[0] if ex_ptr.shape[0] > 0 else NULL
-    c.ex_pos = &ex_pos[0] if ex_pos.shape[0] > 0 else NULL
-    c.mark = &mk[0, 0]
-    c.n_cand = n_cand
-    c.k = out_idx.shape[1]
-    c.out_idx = &out_idx[0, 0]
-    c.out_score = &out_score[0, 0]
+    c.buf = &bv[0, 0, 0]
+    c.kf = P.shape[1]
+    c.avx2 = use_avx2
+    c.t.f64 = floating is double
+    c.t.row_add = &row_add[0]
+    c.t.ex_ptr = &ex_ptr[0] if ex_ptr.shape[0] > 0 else NULL
+    c.t.ex_pos = &ex_pos[0] if ex_pos.shape[0] > 0 else NULL
+    c.t.n_cand = n_cand
+    c.t.k = out_idx.shape[1]
+    c.t.out_idx = &out_idx[0, 0]
+    c.t.out_score = &out_score[0, 0]
     with nogil:
-        parallel_for(topk_task, &c, n_rows, max(1, CHUNK_SCORES // max(n_cand, 1)), nt)
+        parallel_for(recommend_task, &c, n_rows,
+                     max(<int64_t>ub, CHUNK_SCORES // max(n_cand, 1) // ub * ub), nt)
 
 
 def _negative_draws(const int64_t[::1] order, const int64_t[::1] pair_user,
