@@ -16,7 +16,8 @@ from . import _utils  # noqa: E402
 from ._model_file import FORMAT_VERSION  # noqa: E402
 from ._loader import load  # noqa: E402
 from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks,  # noqa: E402
-                   load_cache, load_libffm, load_libfm, load_libsvm, scan_file)
+                   load_cache, load_interactions, load_libffm, load_libfm, load_libsvm,
+                   scan_file)
 from .datasets import make_fm_classification, make_fm_regression  # noqa: E402
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError  # noqa: E402
 from .models import FMClassifier, FMRegressor  # noqa: E402
@@ -51,6 +52,7 @@ __all__ = [
     "load_libsvm",
     "load_libfm",
     "load_libffm",
+    "load_interactions",
     "dump_libsvm",
     "dump_libffm",
     "convert_to_cache",

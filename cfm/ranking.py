@@ -194,7 +194,7 @@ class FMRanker(BaseEstimator):
         return state
 
     # ------------------------------------------------------------ fit
-    def fit(self, interactions, user_features=None, item_features=None):
+    def fit(self, interactions, user_features=None, item_features=None, *, callback=None):
         """Fit on a users x items interactions matrix (SciPy sparse or 2-D
         array; every stored entry > 0 is a positive pair, the rest is
         unobserved).
@@ -204,6 +204,8 @@ class FMRanker(BaseEstimator):
         means one-hot ids (identity).  Include the id columns in them yourself
         when you also want per-user / per-item factors.  The fitted model
         keeps these rows: ``recommend`` scores them unless given others.
+        ``callback(record)``: called after each epoch with its ``history_``
+        entry.
         """
         self._check_params()
         R = _positives(interactions, "interactions")
@@ -255,6 +257,8 @@ class FMRanker(BaseEstimator):
             rec = {"epoch": self.n_epochs_, f"train_{self.loss}": loss / max(n_done, 1),
                    "skipped": n_skip, "time": time.perf_counter() - t0}
             self.history_.append(rec)
+            if callback is not None:
+                callback(dict(rec))
             if self.verbose:
                 print(f"epoch {rec['epoch']:4d}  {self.loss} loss {loss / max(n_done, 1):.5f}  "
                       f"skipped {n_skip}  {rec['time']:.2f}s", flush=True)

@@ -6,6 +6,7 @@ from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet
                        add_zero_based, float_range, fmt_int, int_range, layer_sizes)
 from ._paths import check_data_file, check_output
 from .progress import Progress
+from .rank import add_train_options, check_options, train as train_ranker
 
 
 def add_parser(sub, common):
@@ -19,9 +20,10 @@ def add_parser(sub, common):
                    help="lr: linear model (FM with 0 factors); fm; ffm: field-aware FM; "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
                    "file). Default: fm")
-    t.add_argument("--task", choices=("binary", "reg"), default=None,
+    t.add_argument("--task", choices=("binary", "reg", "rank"), default=None,
                    help="binary classification or regression; default: binary when the "
-                   "training labels take exactly two values, else reg")
+                   "training labels take exactly two values, else reg. rank: a "
+                   "cfm.FMRanker on an interactions file (see the ranking options)")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
                    default=None,
                    help="lr / fm / ffm: per-sample optimizers adagrad (default), sgd, ftrl; or "
@@ -90,6 +92,7 @@ def add_parser(sub, common):
                    help="random seed, 0 .. 2**32-1 (with --threads 1: bit-for-bit "
                    "reproducible)")
     add_quiet(t, "no progress output")
+    add_train_options(t)
     return t
 
 
@@ -232,6 +235,9 @@ def run(args, log):
     from .._validation import check_estimator_params, check_fit_size
     from ..scoring import read_for_model
 
+    if args.task == "rank":
+        return train_ranker(args, log)
+    check_options(args)
     _check_args(args)
     params = _params(args)
     try:  # before reading anything (the task is not known yet: the metric's, else binary)
