@@ -196,7 +196,8 @@ def main(argv=None):
              f"{train.shape[1]} items ranked (training positives excluded).  ",
              f"Metrics @{K}, mean (± std) over {args.seeds} seed(s); fit time is the wall "
              f"time of `fit` alone. {args.factors} factors; each library's defaults "
-             "otherwise (cfm: AdaGrad lr 0.05, l2 1e-4; implicit: SGD lr 0.01, reg 0.01; "
+             "otherwise (cfm: AdaGrad, lr 0.05 BPR / 0.02 WARP, l2 1e-3; implicit: SGD lr 0.01, "
+             "reg 0.01; "
              "LightFM: AdaGrad lr 0.05, no regularisation).", ""]
     for epochs in args.epochs:
         lines += [f"## {args.factors} factors, {epochs} epochs", "",
