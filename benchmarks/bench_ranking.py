@@ -14,7 +14,7 @@ excluded) by ``recommend()`` against ``predict()`` on all 1.59M concatenated
 [user | item] rows followed by a per-user argpartition -- first call (cold)
 and the median of repeats (warm), in one process, side by side.
 
-    PYTHONPATH=$PWD python benchmarks/bench_ranking.py            # writes results/RESULTS_ranking.md
+    PYTHONPATH=$PWD python benchmarks/bench_ranking.py          # -> results/RESULTS_ranking.md
     PYTHONPATH=$PWD python benchmarks/bench_ranking.py --quick    # one seed, one setting
 """
 import argparse

@@ -54,11 +54,12 @@ def test_train_recommend_and_eval(files, tmp_path, capsys):
     model = tmp_path / "r.cfm"
     rc, out, err = run(["train", "--task", "rank", files / "train.tsv", "-o", model,
                         "--min-value", "4", "-k", "4", "-e", "15", "--seed", "0",
-                        "--threads", "1", "--loss", "warp"], capsys)
+                        "--threads", "1", "--loss", "warp", "-r", "0.05"], capsys)
     assert rc == 0, err
     assert "FMRanker" in err and "epoch   15" in err
     m = cfm.load(model)
     assert isinstance(m, cfm.FMRanker) and m.loss == "warp" and m.n_epochs_ == 15
+    assert m.learning_rate == 0.05
     rc, out, err = run(["recommend", model, "--users", "1,2", "-k", "3", "--exclude",
                         files / "train.tsv"], capsys)
     assert rc == 0, err
