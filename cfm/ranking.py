@@ -23,6 +23,7 @@ from ._metrics import ranking_metrics
 from ._model_file import write_model_file
 from ._persist import _jsonable_params
 from ._state.base import MAX_FACTORS
+from ._rank import USERS_PER_BLOCK
 from ._state.rank import FeatureRows, Pairs, RankState
 from . import scoring
 from ._validation import (MAX_COUNT, Boolean, Interval, Options, check_X, check_n_jobs,
@@ -314,9 +315,9 @@ class FMRanker(BaseEstimator):
         ex = None
         if exclude is not None:
             ex = self._exclusions(exclude, U.n_rows, I.n_rows, u_ids, i_ids)
-        c_u, P = state.blocks(U.matrix(u_ids), "user")
-        b, Q = state.blocks(I.matrix(i_ids), "item")
         n_threads = effective_n_threads(self.n_jobs if n_jobs is None else n_jobs)
+        c_u, P = state.blocks(U, u_ids, "user", n_threads, pad=USERS_PER_BLOCK)
+        b, Q = state.blocks(I, i_ids, "item", n_threads)
         pos, score = state.top_k(c_u, P, b, Q, int(k), ex, n_threads)
         ids = np.where(pos >= 0, i_ids[np.maximum(pos, 0)] if len(i_ids) else -1, -1)
         return ids.astype(np.int64), score

@@ -136,35 +136,36 @@ class RankState(ModelState):
         """FM scores of concatenated rows [user features | item features]."""
         return self.fm.decision(Xc, n_threads, shared)
 
-    def blocks(self, M, side):
-        """(c, E) of feature rows (a SciPy CSR matrix) of one side
-        ("user" or "item"): c = lin + pair of each row (float64; w0 added on
-        the user side), E = the rows' summed factors (n_rows, k), float64."""
-        lo, hi = (0, self.n_user_cols) if side == "user" else (self.n_user_cols, self.n_features)
-        V = np.asarray(self.fm.V[lo:hi], dtype=np.float64)
-        w = np.asarray(self.fm.w[lo:hi], dtype=np.float64)
-        E = np.asarray(M @ V)
-        sq = M.multiply(M) @ np.einsum("ij,ij->i", V, V)
-        c = M @ w + 0.5 * (np.einsum("ij,ij->i", E, E) - sq)
+    def blocks(self, rows, ids, side, n_threads, pad=1):
+        """(c, E) of the feature rows ``rows`` (:class:`FeatureRows`) at
+        ``ids`` on one side ("user" or "item"): c = lin + pair of each row
+        (float64; w0 added on the user side) and E = the rows' summed
+        factors, shape (len(ids) rounded up to ``pad``, k) in the
+        parameters' dtype (padding rows are 0)."""
+        off = 0 if side == "user" else self.n_user_cols
+        n = len(ids)
+        c = np.empty(n, dtype=np.float64)
+        E = np.zeros((-(-n // pad) * pad, self.k), dtype=self.fm.dtype)
+        _rank.side_blocks(self.fm.table, np.ascontiguousarray(ids, dtype=np.int64),
+                          rows.indptr, rows.indices, rows.data, off, c, E, n_threads)
         if side == "user":
-            c = c + self.fm.w0
-        return np.ascontiguousarray(c, dtype=np.float64), E
+            c += self.fm.w0
+        return c, E
 
     def top_k(self, c_u, P, b, Q, k, exclude, n_threads):
         """The k best of ``c_u + b + P Q^T`` per row: (positions, scores),
         best first; ``exclude`` (ptr, pos) CSR of positions per row, or None.
-        One nogil kernel (``_rank.recommend``): the product block by block
-        of users, each followed by its partial sort."""
+        ``P`` from ``blocks(..., pad=_rank.USERS_PER_BLOCK)``.  One nogil
+        kernel (``_rank.recommend``): the product block by block of users,
+        each followed by its partial sort."""
         dt = self.fm.dtype
-        n, ub = P.shape[0], _rank.USERS_PER_BLOCK
-        Pp = np.zeros((-(-n // ub) * ub, P.shape[1]), dtype=dt)
-        Pp[:n] = P  # rows up to a whole block of users
-        QT = np.ascontiguousarray(np.asarray(Q, dtype=dt).T)
+        n = len(c_u)
+        QT = np.ascontiguousarray(Q.T)
         idx = np.empty((n, k), dtype=np.int64)
         score = np.empty((n, k), dtype=np.float64)
         empty = np.zeros(0, dtype=np.int64)
         ex_ptr, ex_pos = exclude if exclude is not None else (empty, empty)
-        _rank.recommend(Pp, QT, np.ascontiguousarray(b, dtype=dt), c_u, ex_ptr, ex_pos, idx,
+        _rank.recommend(P, QT, np.ascontiguousarray(b, dtype=dt), c_u, ex_ptr, ex_pos, idx,
                         score, n_threads)
         return idx, score
 

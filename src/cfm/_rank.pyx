@@ -528,6 +528,73 @@ def recommend(const floating[:, ::1] P,     # IN  (n_rows rounded up to UB, k) u
                      max(<int64_t>ub, CHUNK_SCORES // max(n_cand, 1) // ub * ub), nt)
 
 
+cdef struct Blocks:
+    BPR b                  # only tab, stride and k are used
+    const int64_t* rows
+    const int64_t* ptr
+    const int32_t* ind
+    const double* val
+    int64_t off
+    double* c_out
+    void* E_out
+    double* scratch        # (nt, k)
+
+
+cdef inline void blocks_rows(Blocks* c, const floating* tab, floating* E, int64_t lo,
+                             int64_t hi, int slot) noexcept nogil:
+    cdef int64_t r
+    cdef int f, k = c.b.k
+    cdef double* q = c.scratch + slot * k
+    for r in range(lo, hi):
+        c.c_out[r] = side(&c.b, tab, c.ptr, c.ind, c.val, c.rows[r], c.off, True, q)
+        for f in range(k):
+            E[r * k + f] = <floating>q[f]
+
+
+cdef void blocks_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef Blocks* c = <Blocks*>p
+    if c.b.f64:
+        blocks_rows(c, <const double*>c.b.tab, <double*>c.E_out, lo, hi, slot)
+    else:
+        blocks_rows(c, <const float*>c.b.tab, <float*>c.E_out, lo, hi, slot)
+
+
+def side_blocks(const floating[:, ::1] table,   # IN  FM table [w, v(k), ...]
+                const int64_t[::1] rows,        # IN  feature rows to use, in [0, n_rows)
+                const int64_t[::1] ptr, const int32_t[::1] ind, const double[::1] val,
+                int64_t col_offset,             # IN  table row of column 0 of these features
+                double[::1] c_out,              # OUT (len(rows),) lin + pair of each row
+                floating[:, ::1] E_out,         # OUT (>= len(rows), k) summed factors
+                int n_threads):
+    """The user or item block of feature rows: c = lin + pair and E = sum
+    v_a x_a of each row (FM terms over that side's columns only); rows in
+    parallel, identical results for any ``n_threads``."""
+    cdef int64_t n = rows.shape[0]
+    cdef int k = E_out.shape[1]
+    cdef int nt = team(n_threads)
+    cdef Blocks c
+    if n == 0:
+        return
+    if c_out.shape[0] < n or E_out.shape[0] < n or table.shape[1] < 1 + k:
+        raise ValueError("side_blocks: inconsistent shapes")
+    scratch = np.zeros((nt, max(k, 1)))
+    cdef double[:, ::1] sv = scratch
+    c.b.tab = <void*>&table[0, 0]
+    c.b.stride = table.shape[1]
+    c.b.k = k
+    c.b.f64 = floating is double
+    c.rows = &rows[0]
+    c.ptr = &ptr[0]
+    c.ind = &ind[0] if ind.shape[0] > 0 else NULL
+    c.val = &val[0] if val.shape[0] > 0 else NULL
+    c.off = col_offset
+    c.c_out = &c_out[0]
+    c.E_out = &E_out[0, 0] if k > 0 else NULL
+    c.scratch = &sv[0, 0]
+    with nogil:
+        parallel_for(blocks_task, &c, n, 1024, nt)
+
+
 def _negative_draws(const int64_t[::1] order, const int64_t[::1] pair_user,
                     const int64_t[::1] pair_item, const int64_t[::1] pos_ptr,
                     const int64_t[::1] pos_item, const double[::1] cdf, int64_t n_items,

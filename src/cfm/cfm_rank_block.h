@@ -8,7 +8,7 @@
  * once per block of users; bias: the item block.
  *
  * A register-blocked product: 4 users x a tile of items of accumulators
- * held across the factor loop.  An AVX2 + FMA version (16 floats / 8
+ * held across the factor loop.  An AVX2 + FMA version (24 floats / 12
  * doubles per tile) is compiled with a function attribute and chosen at run
  * time (as cfm_ffm_simd.h does), so the package itself is still built for
  * the x86-64 baseline; the portable version runs everywhere else.  The two
@@ -73,31 +73,36 @@ static inline int cfm_rank_have_avx2(void) {
     return cfm_rank_avx2_state;
 }
 
-/* W: lanes per register; 2 registers per user row (a tile of 2 W items) */
-#define CFM_RANK_AVX2(T, NAME, V, W, LOAD, STORE, BCAST, FMA)                 \
+/* W: lanes per register; 3 registers per user row (a tile of 3 W items):
+ * 12 accumulators, 3 loads of Q^T and 4 broadcasts per 12 FMAs */
+#define CFM_RANK_AVX2(T, NAME, V, W, LOAD, STORE, BCAST, FMA)                           \
 __attribute__((target("avx2,fma")))                                                     \
 static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int k) {    \
     int64_t j0 = 0;                                                                     \
     int f;                                                                              \
-    for (; j0 + 2 * W <= n; j0 += 2 * W) {                                              \
-        const V bl = LOAD(bias + j0), bh = LOAD(bias + j0 + W);                         \
-        V a0l = bl, a0h = bh, a1l = bl, a1h = bh, a2l = bl, a2h = bh, a3l = bl, a3h = bh; \
+    for (; j0 + 3 * W <= n; j0 += 3 * W) {                                              \
+        const V b0 = LOAD(bias + j0), b1 = LOAD(bias + j0 + W), b2 = LOAD(bias + j0 + 2 * W); \
+        V a00 = b0, a01 = b1, a02 = b2, a10 = b0, a11 = b1, a12 = b2;                   \
+        V a20 = b0, a21 = b1, a22 = b2, a30 = b0, a31 = b1, a32 = b2;                   \
         for (f = 0; f < k; f++) {                                                       \
             const T *q = QT + (int64_t)f * n + j0;                                      \
-            const V ql = LOAD(q), qh = LOAD(q + W);                                     \
+            const V q0 = LOAD(q), q1 = LOAD(q + W), q2 = LOAD(q + 2 * W);               \
             V p = BCAST(P + f);                                                         \
-            a0l = FMA(p, ql, a0l); a0h = FMA(p, qh, a0h);                               \
+            a00 = FMA(p, q0, a00); a01 = FMA(p, q1, a01); a02 = FMA(p, q2, a02);        \
             p = BCAST(P + k + f);                                                       \
-            a1l = FMA(p, ql, a1l); a1h = FMA(p, qh, a1h);                               \
+            a10 = FMA(p, q0, a10); a11 = FMA(p, q1, a11); a12 = FMA(p, q2, a12);        \
             p = BCAST(P + 2 * k + f);                                                   \
-            a2l = FMA(p, ql, a2l); a2h = FMA(p, qh, a2h);                               \
+            a20 = FMA(p, q0, a20); a21 = FMA(p, q1, a21); a22 = FMA(p, q2, a22);        \
             p = BCAST(P + 3 * k + f);                                                   \
-            a3l = FMA(p, ql, a3l); a3h = FMA(p, qh, a3h);                               \
+            a30 = FMA(p, q0, a30); a31 = FMA(p, q1, a31); a32 = FMA(p, q2, a32);        \
         }                                                                               \
-        STORE(buf + j0, a0l); STORE(buf + j0 + W, a0h);                                 \
-        STORE(buf + n + j0, a1l); STORE(buf + n + j0 + W, a1h);                         \
-        STORE(buf + 2 * n + j0, a2l); STORE(buf + 2 * n + j0 + W, a2h);                 \
-        STORE(buf + 3 * n + j0, a3l); STORE(buf + 3 * n + j0 + W, a3h);                 \
+        STORE(buf + j0, a00); STORE(buf + j0 + W, a01); STORE(buf + j0 + 2 * W, a02);   \
+        STORE(buf + n + j0, a10); STORE(buf + n + j0 + W, a11);                         \
+        STORE(buf + n + j0 + 2 * W, a12);                                               \
+        STORE(buf + 2 * n + j0, a20); STORE(buf + 2 * n + j0 + W, a21);                 \
+        STORE(buf + 2 * n + j0 + 2 * W, a22);                                           \
+        STORE(buf + 3 * n + j0, a30); STORE(buf + 3 * n + j0 + W, a31);                 \
+        STORE(buf + 3 * n + j0 + 2 * W, a32);                                           \
     }                                                                                   \
     if (j0 < n) {  /* the last items: the portable loop on the rest of each row */      \
         int64_t j;                                                                      \
