@@ -129,6 +129,44 @@ cdef inline int64_t draw_item(BPR* c, uint64_t* st) noexcept nogil:
     return lo
 
 
+cdef inline double sum_sq(const floating* a, int k) noexcept nogil:
+    """sum_f a_f^2 in double, four partial sums (in a fixed order): a serial
+    sum of k terms would wait on the add latency at every term."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, v0, v1, v2, v3
+    cdef int f = 0
+    while f + 4 <= k:
+        v0 = a[f]
+        v1 = a[f + 1]
+        v2 = a[f + 2]
+        v3 = a[f + 3]
+        s0 += v0 * v0
+        s1 += v1 * v1
+        s2 += v2 * v2
+        s3 += v3 * v3
+        f += 4
+    while f < k:
+        v0 = a[f]
+        s0 += v0 * v0
+        f += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double dot(const double* a, const double* b, int k) noexcept nogil:
+    """sum_f a_f b_f, four partial sums (see sum_sq)."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef int f = 0
+    while f + 4 <= k:
+        s0 += a[f] * b[f]
+        s1 += a[f + 1] * b[f + 1]
+        s2 += a[f + 2] * b[f + 2]
+        s3 += a[f + 3] * b[f + 3]
+        f += 4
+    while f < k:
+        s0 += a[f] * b[f]
+        f += 1
+    return (s0 + s1) + (s2 + s3)
+
+
 cdef inline double side(BPR* c, const floating* tab, const int64_t* ptr, const int32_t* ind,
                         const double* val, int64_t row, int64_t off, bint with_bias,
                         double* q) noexcept nogil:
@@ -137,26 +175,20 @@ cdef inline double side(BPR* c, const floating* tab, const int64_t* ptr, const i
     cdef int64_t jj
     cdef int f, k = c.k
     cdef const floating* rec
-    cdef double x, lin = 0.0, sq = 0.0, v, pair = 0.0
+    cdef double x, lin = 0.0, sq = 0.0
     for f in range(k):
         q[f] = 0.0
     for jj in range(ptr[row], ptr[row + 1]):
         rec = tab + (ind[jj] + off) * c.stride
         x = val[jj]
+        for f in range(k):
+            q[f] += rec[1 + f] * x
         if with_bias:
             lin += rec[0] * x
-            for f in range(k):
-                v = rec[1 + f]
-                q[f] += v * x
-                sq += v * v * x * x
-        else:
-            for f in range(k):
-                q[f] += rec[1 + f] * x
+            sq += sum_sq(rec + 1, k) * x * x
     if not with_bias:
         return 0.0
-    for f in range(k):
-        pair += q[f] * q[f]
-    return lin + 0.5 * (pair - sq)
+    return lin + 0.5 * (dot(q, q, k) - sq)
 
 
 cdef inline void step_row(BPR* c, floating* rec, double gw, bint linear, const double* gv_base,
@@ -183,8 +215,7 @@ cdef inline void step_row(BPR* c, floating* rec, double gw, bint linear, const d
     if c.adagrad:
         if k == 0:
             return
-        for f in range(k):
-            gsq += gb[f] * gb[f]
+        gsq = dot(gb, gb, k)
         acc = rec[2 + k] + gsq / k
         rec[2 + k] = <floating>acc
         step = c.lr / sqrt(<double>rec[2 + k])
@@ -210,7 +241,7 @@ cdef inline void bpr_rows(BPR* c, floating* tab, int64_t lo, int64_t hi, int slo
     cdef int64_t p, s, u, i, j, jj, off = c.n_user_cols
     cdef int f, k = c.k, trial
     cdef uint64_t st
-    cdef double bi, bj = 0.0, d = 0.0, dot, g, x, weight
+    cdef double bi, bj = 0.0, d = 0.0, g, x, weight
     cdef bint found
     cdef double* t = c.thr + slot * THR
     cdef double* P = c.scratch + slot * 3 * k
@@ -234,11 +265,9 @@ cdef inline void bpr_rows(BPR* c, floating* tab, int64_t lo, int64_t hi, int slo
             if j < 0:
                 break
             bj = side(c, tab, c.i_ptr, c.i_ind, c.i_val, j, off, True, Qj)
-            dot = 0.0
             for f in range(k):
                 diff[f] = Qi[f] - Qj[f]
-                dot += P[f] * diff[f]
-            d = bi - bj + dot
+            d = bi - bj + dot(P, diff, k)
             if not c.warp or d < 1.0 or not isfinite(d):
                 found = True
                 break
