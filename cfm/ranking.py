@@ -299,8 +299,9 @@ class FMRanker(BaseEstimator):
         exclude : optional users x items matrix (all user rows by all item
             rows, e.g. the training interactions); its entries > 0 are never
             recommended to that user.
-        When fewer than k candidates remain, the rest is padded with id -1
-        and score -inf.  Scores equal ``predict`` on the concatenated rows;
+        At most one column per candidate item (k is capped at their number);
+        when fewer than k candidates remain for a user (exclusions), the
+        rest of the row is padded with id -1 and score -inf.  Scores equal ``predict`` on the concatenated rows;
         ties go to the lower item id.  Same results for any ``n_jobs``.
         """
         state = self._check_fitted()
@@ -318,7 +319,7 @@ class FMRanker(BaseEstimator):
         n_threads = effective_n_threads(self.n_jobs if n_jobs is None else n_jobs)
         c_u, P = state.blocks(U, u_ids, "user", n_threads, pad=USERS_PER_BLOCK)
         b, Q = state.blocks(I, i_ids, "item", n_threads)
-        pos, score = state.top_k(c_u, P, b, Q, int(k), ex, n_threads)
+        pos, score = state.top_k(c_u, P, b, Q, max(1, min(int(k), len(i_ids))), ex, n_threads)
         ids = np.where(pos >= 0, i_ids[np.maximum(pos, 0)] if len(i_ids) else -1, -1)
         return ids.astype(np.int64), score
 

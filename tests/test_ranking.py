@@ -221,6 +221,15 @@ def test_recommend_pads_when_fewer_candidates_than_k(fitted, data):
         assert np.all(np.diff(scores[r, :n_left]) <= 0)
 
 
+def test_recommend_caps_k_and_takes_empty_candidate_lists(fitted):
+    ids, scores = fitted.recommend([0, 1], 10**9)
+    assert ids.shape == (2, N_ITEMS) and (ids >= 0).all()
+    ids, scores = fitted.recommend([0, 1], 3, items=np.array([], dtype=np.int64))
+    assert ids.shape == (2, 1) and (ids == -1).all() and np.isneginf(scores).all()
+    ids, scores = fitted.recommend(np.array([], dtype=np.int64), 3)
+    assert ids.shape == (0, 3)
+
+
 def test_recommend_does_not_depend_on_n_jobs(fitted):
     a = fitted.recommend(None, 7, n_jobs=1)
     b = fitted.recommend(None, 7, n_jobs=3)

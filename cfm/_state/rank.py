@@ -38,17 +38,6 @@ class FeatureRows:
     def identity(cls, n):
         return cls(np.arange(n + 1), np.arange(n), np.ones(n), n)
 
-    def matrix(self, rows=None):
-        """The rows as a SciPy CSR matrix (``rows``: a subset, in that order)."""
-        from scipy import sparse
-
-        M = sparse.csr_matrix((self.data, self.indices, self.indptr),
-                              shape=(self.n_rows, self.n_cols))
-        if rows is None or (len(rows) == self.n_rows and np.array_equal(rows, np.arange(
-                self.n_rows))):
-            return M
-        return M[rows]
-
     def export(self, prefix):
         return {f"{prefix}_ptr": self.indptr, f"{prefix}_ind": self.indices,
                 f"{prefix}_val": self.data}
