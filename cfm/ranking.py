@@ -37,6 +37,8 @@ PARAMETER_RULES = {
     "n_factors": Interval(True, 1, MAX_FACTORS),
     "loss": Options(("bpr", "warp")),
     "max_sampled": Interval(True, 1, 100000),
+    "eval_k": Interval(True, 1, 100000),
+    "n_iter_no_change": Interval(True, 1, MAX_COUNT),
     "optimizer": Options(("adagrad", "sgd")),
     "learning_rate": Interval(False, 0, low_open=True, none=True),
     "n_epochs": Interval(True, 1, MAX_COUNT),
@@ -112,8 +114,8 @@ class FMRanker(BaseEstimator):
         (benchmarks/studies/rank_defaults.py,
         results/RESULTS_ranking_defaults.md): NDCG@10 0.143 for BPR (0.05,
         50 epochs; 0.140 after 100) and 0.143 for WARP (0.02, 50 epochs;
-        0.146 after 100; with 0.05 it peaked at 0.138 after 20).  There is
-        no early stopping yet: check the count on your data.
+        0.146 after 100; with 0.05 it peaked at 0.138 after 20).  With
+        held-out interactions, ``fit(..., eval_set=)`` stops early.
     l2_w, l2_v : float, default=1e-3
         L2 regularisation of the item-side linear weights and of the factors,
         applied to the features present in each sample (1e-3 was as good as
@@ -127,6 +129,11 @@ class FMRanker(BaseEstimator):
         redrawn (at most 64 times; then the pair is skipped and counted in
         ``history_``).
     popularity_exponent : float, default=0.75
+    eval_k : int, default=10
+        k of the NDCG@k that ``fit(..., eval_set=)`` tracks.
+    n_iter_no_change : int, default=5
+        Early stopping on ``eval_set``: epochs without improvement of its
+        NDCG@k before training stops (the best epoch is kept).
     dtype : {"float32", "float64"} or None, default=None
         Precision of the parameters (None: float32).
     warm_start : bool, default=False
@@ -152,12 +159,17 @@ class FMRanker(BaseEstimator):
         ``n_user_features_ + n_item_features_``: the width of the
         concatenated rows ``predict`` scores.
     history_ : list of dict
-        Per epoch: mean BPR loss, pairs skipped, seconds.
+        Per epoch: mean BPR (WARP) loss, pairs skipped, seconds, and with
+        ``eval_set`` its NDCG@k.
+    best_epoch_ : int
+        The epoch whose parameters the model holds (the last one, or the
+        best on ``eval_set``).
     """
 
     def __init__(self, n_factors=32, *, loss="bpr", max_sampled=10, optimizer="adagrad",
                  learning_rate=None, n_epochs=50, l2_w=1e-3, l2_v=1e-3, init_std=0.1,
-                 negative_sampling="uniform", popularity_exponent=0.75, dtype=None,
+                 negative_sampling="uniform", popularity_exponent=0.75, eval_k=10,
+                 n_iter_no_change=5, dtype=None,
                  warm_start=False, n_jobs=None, random_state=None, verbose=0):
         self.n_factors = n_factors
         self.loss = loss
@@ -170,6 +182,8 @@ class FMRanker(BaseEstimator):
         self.init_std = init_std
         self.negative_sampling = negative_sampling
         self.popularity_exponent = popularity_exponent
+        self.eval_k = eval_k
+        self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
         self.warm_start = warm_start
         self.n_jobs = n_jobs
@@ -207,7 +221,8 @@ class FMRanker(BaseEstimator):
         return state
 
     # ------------------------------------------------------------ fit
-    def fit(self, interactions, user_features=None, item_features=None, *, callback=None):
+    def fit(self, interactions, user_features=None, item_features=None, *, eval_set=None,
+            callback=None):
         """Fit on a users x items interactions matrix (SciPy sparse or 2-D
         array; every stored entry > 0 is a positive pair, the rest is
         unobserved).
@@ -217,6 +232,11 @@ class FMRanker(BaseEstimator):
         means one-hot ids (identity).  Include the id columns in them yourself
         when you also want per-user / per-item factors.  The fitted model
         keeps these rows: ``recommend`` scores them unless given others.
+        ``eval_set``: held-out positives (a users x items matrix of the same
+        shape): after each epoch its NDCG@``eval_k`` (every item ranked minus
+        the training positives) is recorded in ``history_``; training stops
+        after ``n_iter_no_change`` epochs without improvement and the best
+        epoch's parameters are kept (``best_epoch_``).
         ``callback(record)``: called after each epoch with its ``history_``
         entry.
         """
@@ -247,6 +267,14 @@ class FMRanker(BaseEstimator):
             self.n_epochs_ = 0
         else:
             state = RankState(state.fm, users.n_cols, users, items)
+        E = None
+        if eval_set is not None:
+            E = _positives(eval_set, "eval_set")
+            if E.shape != R.shape:
+                raise ValueError(f"eval_set has shape {E.shape}, expected {R.shape} (the "
+                                 "interactions' users x items)")
+            e_users = np.flatnonzero(np.diff(E.indptr) > 0)
+            E = E[e_users]
         pairs = Pairs(R)
         cdf = (pairs.popularity_cdf(self.popularity_exponent)
                if self.negative_sampling == "popularity" else np.zeros(0))
@@ -255,6 +283,8 @@ class FMRanker(BaseEstimator):
         self.n_user_features_, self.n_item_features_ = users.n_cols, items.n_cols
         self.n_features_in_ = users.n_cols + items.n_cols
         lr = self.learning_rate or _DEFAULT_LR[self.loss]
+        self.best_epoch_ = self.n_epochs_
+        best, best_snap, waited, metric = -np.inf, None, 0, f"ndcg@{self.eval_k}"
         for _ in range(self.n_epochs):
             t0 = time.perf_counter()
             order = self._rng.permutation(len(pairs)).astype(np.int64)
@@ -270,12 +300,27 @@ class FMRanker(BaseEstimator):
                     f"parameters); lower learning_rate (now {lr})")
             rec = {"epoch": self.n_epochs_, f"train_{self.loss}": loss / max(n_done, 1),
                    "skipped": n_skip, "time": time.perf_counter() - t0}
+            if E is not None:
+                top, _ = self.recommend(e_users, self.eval_k, exclude=R)
+                rec[metric] = ranking_metrics(top, E.indptr, E.indices, self.eval_k)["ndcg"]
+                if rec[metric] > best:
+                    best, waited, self.best_epoch_ = rec[metric], 0, self.n_epochs_
+                    best_snap = state.snapshot(best_snap)
+                else:
+                    waited += 1
+            else:
+                self.best_epoch_ = self.n_epochs_
             self.history_.append(rec)
             if callback is not None:
                 callback(dict(rec))
             if self.verbose:
-                print(f"epoch {rec['epoch']:4d}  {self.loss} loss {loss / max(n_done, 1):.5f}  "
-                      f"skipped {n_skip}  {rec['time']:.2f}s", flush=True)
+                shown = f"  {metric} {rec[metric]:.5f}" if E is not None else ""
+                print(f"epoch {rec['epoch']:4d}  {self.loss} loss {loss / max(n_done, 1):.5f}"
+                      f"{shown}  skipped {n_skip}  {rec['time']:.2f}s", flush=True)
+            if E is not None and waited >= self.n_iter_no_change:
+                break
+        if best_snap is not None and self.best_epoch_ != self.n_epochs_:
+            state.restore(best_snap)  # the best epoch's parameters
         return self
 
     # ------------------------------------------------------------ scoring
@@ -373,7 +418,9 @@ class FMRanker(BaseEstimator):
         arrays, entries = state.export()
         header = {"kind": state.kind, "estimator": type(self).__name__, "task": "ranking",
                   "params": _jsonable_params(self.get_params()), "history": self.history_,
-                  "n_epochs_": int(self.n_epochs_), "rng_state": self._rng.bit_generator.state,
+                  "n_epochs_": int(self.n_epochs_),
+                  "best_epoch_": int(getattr(self, "best_epoch_", self.n_epochs_)),
+                  "rng_state": self._rng.bit_generator.state,
                   "cfm_version": __version__, "input_zero_based": True,
                   "n_users": int(self.n_users_), "n_items": int(self.n_items_)}
         header.update(entries)
@@ -398,6 +445,7 @@ class FMRanker(BaseEstimator):
         model.n_features_in_ = state.n_features
         model.history_ = [dict(e) for e in header.get("history", [])]
         model.n_epochs_ = int(header.get("n_epochs_", len(model.history_)))
+        model.best_epoch_ = int(header.get("best_epoch_", model.n_epochs_))
         model._rng = np.random.default_rng()
         if "rng_state" in header:
             model._rng.bit_generator.state = header["rng_state"]

@@ -408,3 +408,17 @@ def test_both_product_paths_equal_brute_force(fitted, data, path):
         np.testing.assert_allclose(scores, escores, rtol=tol, atol=tol)
     finally:
         _rank._set_block_path("avx2")
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    rng = np.random.default_rng(0)
+    R = sp.csr_matrix((rng.random((60, 40)) < 0.2).astype(float))
+    held = sp.csr_matrix((rng.random((60, 40)) < 0.05).astype(float) * (R.toarray() == 0))
+    m = cfm.FMRanker(n_factors=4, n_epochs=40, learning_rate=0.3, n_iter_no_change=2,
+                     n_jobs=1, random_state=0).fit(R, eval_set=held)
+    scores = [h["ndcg@10"] for h in m.history_]
+    assert m.n_epochs_ == len(scores) < 40  # noise: stops early
+    assert scores[m.best_epoch_ - 1] == max(scores)
+    assert m.evaluate(held, exclude=R)["ndcg@10"] == pytest.approx(max(scores))
+    with pytest.raises(ValueError, match="eval_set has shape"):
+        m.fit(R, eval_set=held[:, :5])

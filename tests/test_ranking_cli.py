@@ -91,5 +91,9 @@ def test_cli_errors(files, tmp_path, capsys):
     model = tmp_path / "r.cfm"
     assert run(["train", "--task", "rank", files / "train.tsv", "-o", model, "-e", "1", "-q"],
                capsys)[0] == 0
+    rc, _, err = run(["train", "--task", "rank", files / "train.tsv", "-o", model, "-e", "30",
+                      "--validate", files / "test.txt", "--patience", "2", "--min-value", "4"],
+                     capsys)
+    assert rc == 0 and "ndcg@10" in err and "best epoch" in err
     rc, _, err = run(["recommend", model, "--users", "99"], capsys)
     assert rc == 1 and "user 99 is not in the model" in err

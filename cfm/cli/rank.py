@@ -7,10 +7,11 @@ import time
 
 from ._options import EXIT_OK, UsageError, float_range, fmt_int
 from ._paths import check_data_file, check_output
+from .recommend import _read
 
 # train options that do not apply to a ranker: (attribute, option, default)
 _NOT_RANK = (("model", "--model", "fm"), ("solver", "--solver", None),
-             ("validate", "--validate", None), ("metric", "--metric", None),
+             ("metric", "--metric", None),
              ("l1", "--l1", 0.0), ("burn_in", "--burn-in", None), ("hidden", "--hidden", None),
              ("optimizer", "--optimizer", None), ("batch_size", "--batch-size", None),
              ("dropout", "--dropout", None), ("l2_dense", "--l2-dense", None),
@@ -51,11 +52,13 @@ def train(args, log):
 
     check_options(args)
     check_data_file(args.train, not_stdin="TRAIN must be a file")
-    check_output(args.output, [args.train])
+    if args.validate is not None:
+        check_data_file(args.validate, not_stdin="--validate must be a file")
+    check_output(args.output, [args.train, args.validate])
     check_writable(args.output)
     params = dict(n_factors=args.factors or 32, loss=args.loss or "bpr",
                   negative_sampling=args.negatives or "uniform", n_jobs=args.threads,
-                  random_state=args.seed, dtype=args.dtype)
+                  random_state=args.seed, dtype=args.dtype, n_iter_no_change=args.patience)
     for attr, name in (("epochs", "n_epochs"), ("lr", "learning_rate"),
                        ("init_std", "init_std")):
         if getattr(args, attr) is not None:
@@ -76,9 +79,16 @@ def train(args, log):
     log(f"training FMRanker(k={model.n_factors}, loss={model.loss}) on {args.train}: "
         f"{fmt_int(R.nnz)} positive pairs, {fmt_int(R.shape[0])} users, "
         f"{fmt_int(R.shape[1])} items")
-    model.fit(R, callback=lambda rec: log(
-        f"epoch {rec['epoch']:4d}  {model.loss} loss {rec['train_' + model.loss]:.5f}  "
-        f"{rec['time']:.2f}s"))
+    V = None
+    if args.validate is not None:
+        V = _read(args.validate, R.shape, log, args.min_value)
+        log(f"validation: {args.validate}, {fmt_int(V.nnz)} held-out pairs (NDCG@10, early "
+            f"stopping after {args.patience} epochs without improvement)")
+    model.fit(R, eval_set=V, callback=lambda rec: log(
+        f"epoch {rec['epoch']:4d}  {model.loss} loss {rec['train_' + model.loss]:.5f}"
+        + (f"  ndcg@10 {rec['ndcg@10']:.5f}" if "ndcg@10" in rec else "")
+        + f"  {rec['time']:.2f}s"))
     model.save(args.output)
-    log(f"saved {args.output} ({model.n_epochs_} epochs, {time.perf_counter() - t0:.1f}s)")
+    log(f"saved {args.output} ({model.n_epochs_} epochs, best epoch {model.best_epoch_}, "
+        f"{time.perf_counter() - t0:.1f}s)")
     return EXIT_OK
