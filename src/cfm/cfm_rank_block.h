@@ -27,9 +27,28 @@
 
 #define CFM_RANK_TILE 8 /* items per tile of the portable version */
 
-#define CFM_RANK_PORTABLE(T, NAME)                                                      \
+/* Columns j0 .. n - 1 of the block, one dot product each (the last items
+ * after the tiles). */
+#define CFM_RANK_TAIL(T, NAME)                                                          \
+static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int k,     \
+                 int64_t j0) {                                                          \
+    int64_t j;                                                                          \
+    int f, t;                                                                           \
+    for (j = j0; j < n; j++) {                                                          \
+        for (t = 0; t < CFM_RANK_UB; t++) {                                             \
+            T a = bias[j];                                                              \
+            for (f = 0; f < k; f++) a += P[t * k + f] * QT[(int64_t)f * n + j];         \
+            buf[t * n + j] = a;                                                         \
+        }                                                                               \
+    }                                                                                   \
+}
+
+CFM_RANK_TAIL(float, cfm_rank_tail_f32)
+CFM_RANK_TAIL(double, cfm_rank_tail_f64)
+
+#define CFM_RANK_PORTABLE(T, NAME, TAIL)                                                \
 static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int k) {    \
-    int64_t j0 = 0, j;                                                                  \
+    int64_t j0 = 0;                                                                     \
     int f, t;                                                                           \
     for (; j0 + CFM_RANK_TILE <= n; j0 += CFM_RANK_TILE) {                              \
         T a0[CFM_RANK_TILE], a1[CFM_RANK_TILE], a2[CFM_RANK_TILE], a3[CFM_RANK_TILE];   \
@@ -48,17 +67,11 @@ static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int 
             buf[2 * n + j0 + t] = a2[t]; buf[3 * n + j0 + t] = a3[t];                   \
         }                                                                               \
     }                                                                                   \
-    for (j = j0; j < n; j++) {                                                          \
-        for (t = 0; t < CFM_RANK_UB; t++) {                                             \
-            T a = bias[j];                                                              \
-            for (f = 0; f < k; f++) a += P[t * k + f] * QT[(int64_t)f * n + j];         \
-            buf[t * n + j] = a;                                                         \
-        }                                                                               \
-    }                                                                                   \
+    TAIL(P, QT, bias, buf, n, k, j0);                                                   \
 }
 
-CFM_RANK_PORTABLE(float, cfm_rank_block_f32_portable)
-CFM_RANK_PORTABLE(double, cfm_rank_block_f64_portable)
+CFM_RANK_PORTABLE(float, cfm_rank_block_f32_portable, cfm_rank_tail_f32)
+CFM_RANK_PORTABLE(double, cfm_rank_block_f64_portable, cfm_rank_tail_f64)
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
@@ -75,7 +88,7 @@ static inline int cfm_rank_have_avx2(void) {
 
 /* W: lanes per register; 3 registers per user row (a tile of 3 W items):
  * 12 accumulators, 3 loads of Q^T and 4 broadcasts per 12 FMAs */
-#define CFM_RANK_AVX2(T, NAME, V, W, LOAD, STORE, BCAST, FMA)                           \
+#define CFM_RANK_AVX2(T, NAME, TAIL, V, W, LOAD, STORE, BCAST, FMA)                     \
 __attribute__((target("avx2,fma")))                                                     \
 static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int k) {    \
     int64_t j0 = 0;                                                                     \
@@ -104,22 +117,12 @@ static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int 
         STORE(buf + 3 * n + j0, a30); STORE(buf + 3 * n + j0 + W, a31);                 \
         STORE(buf + 3 * n + j0 + 2 * W, a32);                                           \
     }                                                                                   \
-    if (j0 < n) {  /* the last items: the portable loop on the rest of each row */      \
-        int64_t j;                                                                      \
-        int t;                                                                          \
-        for (j = j0; j < n; j++) {                                                      \
-            for (t = 0; t < CFM_RANK_UB; t++) {                                         \
-                T a = bias[j];                                                          \
-                for (f = 0; f < k; f++) a += P[t * k + f] * QT[(int64_t)f * n + j];     \
-                buf[t * n + j] = a;                                                     \
-            }                                                                           \
-        }                                                                               \
-    }                                                                                   \
+    TAIL(P, QT, bias, buf, n, k, j0);                                                   \
 }
 
-CFM_RANK_AVX2(float, cfm_rank_block_f32_avx2, __m256, 8,
+CFM_RANK_AVX2(float, cfm_rank_block_f32_avx2, cfm_rank_tail_f32, __m256, 8,
               _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps)
-CFM_RANK_AVX2(double, cfm_rank_block_f64_avx2, __m256d, 4,
+CFM_RANK_AVX2(double, cfm_rank_block_f64_avx2, cfm_rank_tail_f64, __m256d, 4,
               _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd)
 
 static inline void cfm_rank_block_f32(const float *P, const float *QT, const float *bias,
