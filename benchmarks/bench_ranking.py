@@ -233,6 +233,9 @@ def main(argv=None):
                          f"| {times[name][0][0]:.4f} | {c:.4f} | {w / rec_w:.1f}x "
                          f"| {c / rec_c:.1f}x |")
             print(lines[-1], flush=True)
+        w = build_s + statistics.median(t[0] for t in times["predict + top-k"])
+        lines.append(f"| {nt} | build rows + predict + top-k | {w:.4f} | {n_users / w:,.0f} "
+                     f"| | | {w / rec_w:.1f}x | |")
     load1 = os.getloadavg()
     lines += ["", f"Load average (1/5/15 min): {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at "
               f"the start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at the end "
