@@ -51,7 +51,8 @@ Design
   the block's scores against every item, b + P Q^T, are a register-blocked
   dense product (src/cfm/cfm_rank_block.h: AVX2 + FMA chosen at run time,
   portable C otherwise) into a per-thread buffer; then each row skips its
-  excluded items and keeps the k best in a bounded min-heap.  Rows in parallel, identical results for any number of
+  excluded items and keeps the k best in a bounded min-heap, scanning for
+  the next score above the worst kept one 8 floats at a time (AVX2).  Rows in parallel, identical results for any number of
   threads; ties go to the lower item position (as a stable argsort of
   -score).
 * Inputs are validated in Python (cfm/ranking.py) before any kernel runs.
@@ -378,8 +379,20 @@ def bpr_epoch(floating[:, ::1] table,         # IN/OUT FM table [w, v(k), (G_w, 
 
 
 # ---------------------------------------------------------------- top-k
+cdef extern from "cfm_rank_block.h" nogil:
+    int CFM_RANK_UB
+    int cfm_rank_have_avx2()
+    void cfm_rank_block_f32(const float* P, const float* QT, const float* bias, float* buf,
+                            int64_t n, int k, int avx2)
+    void cfm_rank_block_f64(const double* P, const double* QT, const double* bias,
+                            double* buf, int64_t n, int k, int avx2)
+    int64_t cfm_rank_next_f32(const float* row, int64_t j, int64_t n, float thr, int avx2)
+    int64_t cfm_rank_next_f64(const double* row, int64_t j, int64_t n, double thr, int avx2)
+
+
 cdef struct TopK:
     bint f64
+    int avx2
     const double* row_add  # (n_rows,) user block, added to the returned scores
     const int64_t* ex_ptr  # (n_rows + 1) or NULL
     const int64_t* ex_pos  # excluded candidate positions
@@ -419,7 +432,7 @@ cdef inline void topk_row(TopK* c, floating* row, int64_t r) noexcept nogil:
     cdef int k = c.k, q
     cdef double* hs = c.out_score + r * k
     cdef int64_t* hx = c.out_idx + r * k
-    cdef double thr, v, ts
+    cdef double thr, ts
     cdef int64_t tx
     if c.ex_ptr != NULL:
         for e in range(c.ex_ptr[r], c.ex_ptr[r + 1]):
@@ -433,13 +446,20 @@ cdef inline void topk_row(TopK* c, floating* row, int64_t r) noexcept nogil:
         hs[q] = -INFINITY
         hx[q] = INT64_MAX
     thr = -INFINITY
-    for j in range(n):
-        v = <double>row[j]
-        if v > thr:
-            hs[0] = v
-            hx[0] = j
-            sift_down(hs, hx, k, 0)
-            thr = hs[0]
+    j = 0
+    while True:
+        # thr is -inf or a kept score, a value of ``row``: exact in its dtype
+        if floating is float:
+            j = cfm_rank_next_f32(row, j, n, <float>thr, c.avx2)
+        else:
+            j = cfm_rank_next_f64(row, j, n, thr, c.avx2)
+        if j >= n:
+            break
+        hs[0] = <double>row[j]
+        hx[0] = j
+        sift_down(hs, hx, k, 0)
+        thr = hs[0]
+        j += 1
     # pop the worst to the end: best first
     for q in range(k - 1, 0, -1):
         ts = hs[0]; hs[0] = hs[q]; hs[q] = ts
@@ -453,13 +473,6 @@ cdef inline void topk_row(TopK* c, floating* row, int64_t r) noexcept nogil:
             hs[q] += c.row_add[r]
 
 
-cdef extern from "cfm_rank_block.h" nogil:
-    int CFM_RANK_UB
-    int cfm_rank_have_avx2()
-    void cfm_rank_block_f32(const float* P, const float* QT, const float* bias, float* buf,
-                            int64_t n, int k, int avx2)
-    void cfm_rank_block_f64(const double* P, const double* QT, const double* bias,
-                            double* buf, int64_t n, int k, int avx2)
 
 USERS_PER_BLOCK = CFM_RANK_UB
 cdef int use_avx2 = cfm_rank_have_avx2()
@@ -545,6 +558,7 @@ def recommend(const floating[:, ::1] P,     # IN  (n_rows rounded up to UB, k) u
     c.kf = P.shape[1]
     c.avx2 = use_avx2
     c.t.f64 = floating is double
+    c.t.avx2 = use_avx2
     c.t.row_add = &row_add[0]
     c.t.ex_ptr = &ex_ptr[0] if ex_ptr.shape[0] > 0 else NULL
     c.t.ex_pos = &ex_pos[0] if ex_pos.shape[0] > 0 else NULL

@@ -73,6 +73,19 @@ static void NAME(const T *P, const T *QT, const T *bias, T *buf, int64_t n, int 
 CFM_RANK_PORTABLE(float, cfm_rank_block_f32_portable, cfm_rank_tail_f32)
 CFM_RANK_PORTABLE(double, cfm_rank_block_f64_portable, cfm_rank_tail_f64)
 
+/* The first j' >= j with row[j'] > thr, or n: the scan of the top-k
+ * selection, which enters a candidate only above the worst kept score
+ * (NaN never compares above). */
+#define CFM_RANK_NEXT_PORTABLE(T, NAME)                                                 \
+static inline int64_t NAME(const T *row, int64_t j, int64_t n, T thr) {                 \
+    for (; j < n; j++)                                                                  \
+        if (row[j] > thr) return j;                                                     \
+    return n;                                                                           \
+}
+
+CFM_RANK_NEXT_PORTABLE(float, cfm_rank_next_f32_portable)
+CFM_RANK_NEXT_PORTABLE(double, cfm_rank_next_f64_portable)
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
 
@@ -125,6 +138,33 @@ CFM_RANK_AVX2(float, cfm_rank_block_f32_avx2, cfm_rank_tail_f32, __m256, 8,
 CFM_RANK_AVX2(double, cfm_rank_block_f64_avx2, cfm_rank_tail_f64, __m256d, 4,
               _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd)
 
+/* the scan 8 floats / 4 doubles at a time (one compare and movemask) */
+#define CFM_RANK_NEXT_AVX2(T, NAME, PORTABLE, V, W, LOAD, SET1, CMP, MASK)              \
+__attribute__((target("avx2")))                                                         \
+static int64_t NAME(const T *row, int64_t j, int64_t n, T thr) {                        \
+    const V t = SET1(thr);                                                              \
+    for (; j + W <= n; j += W) {                                                        \
+        int m = MASK(CMP(LOAD(row + j), t, _CMP_GT_OQ));                                \
+        if (m) return j + __builtin_ctz((unsigned)m);                                   \
+    }                                                                                   \
+    return PORTABLE(row, j, n, thr);                                                    \
+}
+
+CFM_RANK_NEXT_AVX2(float, cfm_rank_next_f32_avx2, cfm_rank_next_f32_portable, __m256, 8,
+                   _mm256_loadu_ps, _mm256_set1_ps, _mm256_cmp_ps, _mm256_movemask_ps)
+CFM_RANK_NEXT_AVX2(double, cfm_rank_next_f64_avx2, cfm_rank_next_f64_portable, __m256d, 4,
+                   _mm256_loadu_pd, _mm256_set1_pd, _mm256_cmp_pd, _mm256_movemask_pd)
+
+static inline int64_t cfm_rank_next_f32(const float *row, int64_t j, int64_t n, float thr,
+                                        int avx2) {
+    return avx2 ? cfm_rank_next_f32_avx2(row, j, n, thr) : cfm_rank_next_f32_portable(row, j, n, thr);
+}
+
+static inline int64_t cfm_rank_next_f64(const double *row, int64_t j, int64_t n, double thr,
+                                        int avx2) {
+    return avx2 ? cfm_rank_next_f64_avx2(row, j, n, thr) : cfm_rank_next_f64_portable(row, j, n, thr);
+}
+
 static inline void cfm_rank_block_f32(const float *P, const float *QT, const float *bias,
                                       float *buf, int64_t n, int k, int avx2) {
     if (avx2) cfm_rank_block_f32_avx2(P, QT, bias, buf, n, k);
@@ -139,6 +179,18 @@ static inline void cfm_rank_block_f64(const double *P, const double *QT, const d
 
 #else
 static inline int cfm_rank_have_avx2(void) { return 0; }
+
+static inline int64_t cfm_rank_next_f32(const float *row, int64_t j, int64_t n, float thr,
+                                        int avx2) {
+    (void)avx2;
+    return cfm_rank_next_f32_portable(row, j, n, thr);
+}
+
+static inline int64_t cfm_rank_next_f64(const double *row, int64_t j, int64_t n, double thr,
+                                        int avx2) {
+    (void)avx2;
+    return cfm_rank_next_f64_portable(row, j, n, thr);
+}
 
 static inline void cfm_rank_block_f32(const float *P, const float *QT, const float *bias,
                                       float *buf, int64_t n, int k, int avx2) {
