@@ -52,9 +52,9 @@ Design
   dense product (src/cfm/cfm_rank_block.h: AVX2 + FMA chosen at run time,
   portable C otherwise) into a per-thread buffer; then each row skips its
   excluded items and keeps the k best in a bounded min-heap, scanning for
-  the next score above the worst kept one 8 floats at a time (AVX2).  Rows in parallel, identical results for any number of
-  threads; ties go to the lower item position (as a stable argsort of
-  -score).
+  the next score above the worst kept one 8 floats at a time (AVX2).
+  Rows in parallel, identical results for any number of threads; ties go
+  to the lower item position (as a stable argsort of -score).
 * Inputs are validated in Python (cfm/ranking.py) before any kernel runs.
 """
 import numpy as np
