@@ -346,8 +346,9 @@ class FMRanker(BaseEstimator):
             recommended to that user.
         At most one column per candidate item (k is capped at their number);
         when fewer than k candidates remain for a user (exclusions), the
-        rest of the row is padded with id -1 and score -inf.  Scores equal ``predict`` on the concatenated rows;
-        ties go to the lower item id.  Same results for any ``n_jobs``.
+        rest of the row is padded with id -1 and score -inf.  Scores equal
+        ``predict`` on the concatenated rows; ties go to the lower item id.
+        Same results for any ``n_jobs``.
         """
         state = self._check_fitted()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

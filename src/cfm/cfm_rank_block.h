@@ -157,12 +157,14 @@ CFM_RANK_NEXT_AVX2(double, cfm_rank_next_f64_avx2, cfm_rank_next_f64_portable, _
 
 static inline int64_t cfm_rank_next_f32(const float *row, int64_t j, int64_t n, float thr,
                                         int avx2) {
-    return avx2 ? cfm_rank_next_f32_avx2(row, j, n, thr) : cfm_rank_next_f32_portable(row, j, n, thr);
+    return avx2 ? cfm_rank_next_f32_avx2(row, j, n, thr)
+                : cfm_rank_next_f32_portable(row, j, n, thr);
 }
 
 static inline int64_t cfm_rank_next_f64(const double *row, int64_t j, int64_t n, double thr,
                                         int avx2) {
-    return avx2 ? cfm_rank_next_f64_avx2(row, j, n, thr) : cfm_rank_next_f64_portable(row, j, n, thr);
+    return avx2 ? cfm_rank_next_f64_avx2(row, j, n, thr)
+                : cfm_rank_next_f64_portable(row, j, n, thr);
 }
 
 static inline void cfm_rank_block_f32(const float *P, const float *QT, const float *bias,
