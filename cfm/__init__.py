@@ -16,7 +16,8 @@ from . import _utils  # noqa: E402
 from ._model_file import FORMAT_VERSION  # noqa: E402
 from ._loader import load  # noqa: E402
 from .data import (convert_to_cache, dump_libffm, dump_libsvm, iter_blocks,  # noqa: E402
-                   load_cache, load_libffm, load_libfm, load_libsvm, scan_file)
+                   load_cache, load_interactions, load_libffm, load_libfm, load_libsvm,
+                   scan_file)
 from .datasets import make_fm_classification, make_fm_regression  # noqa: E402
 from .exceptions import DataFormatError, DivergenceError, ModelFileError, NotFittedError  # noqa: E402
 from .models import FMClassifier, FMRegressor  # noqa: E402
@@ -26,6 +27,8 @@ from .fwfm import FwFMClassifier, FwFMRegressor  # noqa: E402
 from .encoder import FieldEncoder  # noqa: E402
 from .xlearn import load_xlearn  # noqa: E402
 from ._fields import EntryFields, infer_fields  # noqa: E402
+from .ranking import FMRanker  # noqa: E402
+from ._metrics import ranking_metrics  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,6 +48,8 @@ __all__ = [
     "FwFMClassifier",
     "FwFMRegressor",
     "FieldEncoder",
+    "FMRanker",
+    "ranking_metrics",
     "load",
     "load_xlearn",
     "EntryFields",
@@ -55,6 +60,7 @@ __all__ = [
     "load_libsvm",
     "load_libfm",
     "load_libffm",
+    "load_interactions",
     "dump_libsvm",
     "dump_libffm",
     "convert_to_cache",

@@ -14,6 +14,7 @@ from .deepfm import DeepFMClassifier, DeepFMRegressor
 from .ffm import FFMClassifier, FFMRegressor
 from .fwfm import FwFMClassifier, FwFMRegressor
 from .models import FMClassifier, FMRegressor
+from .ranking import FMRanker
 from . import scoring
 from .xlearn import XLearnFMClassifier, XLearnFMRegressor
 
@@ -24,6 +25,7 @@ REGISTRY = {cls.__name__: cls for cls in (
     XLearnFMRegressor, XLearnFMClassifier,
     DeepFMRegressor, DeepFMClassifier,
     FwFMRegressor, FwFMClassifier,
+    FMRanker,
 )}
 
 

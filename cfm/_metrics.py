@@ -80,3 +80,45 @@ METRICS = {
     "auc": (auc, True),
     "accuracy": (accuracy, True),
 }
+
+
+# --------------------------------------------------------------------------
+# Ranking (top-k lists against held-out relevant items)
+# --------------------------------------------------------------------------
+
+def ranking_metrics(top, relevant_ptr, relevant_items, k):
+    """Mean precision@k, recall@k, NDCG@k and MAP@k of top-k lists.
+
+    ``top``: (n_users, >= k) item ids, best first (-1: no item); user r's
+    relevant items are ``relevant_items[relevant_ptr[r]:relevant_ptr[r + 1]]``
+    (users without any are skipped).  Definitions (binary relevance):
+    precision@k = hits / k; recall@k = hits / |rel|; NDCG@k = DCG / ideal DCG
+    with gains 1 / log2(rank + 1); AP@k = sum over hit ranks r of
+    precision@r, divided by min(k, |rel|) (as implicit's
+    ``mean_average_precision_at_k``).  Returns a dict with the four means and
+    ``users`` (how many users were counted).
+    """
+    top = np.asarray(top)[:, :k]
+    ptr = np.asarray(relevant_ptr, dtype=np.int64)
+    items = np.asarray(relevant_items)
+    n = top.shape[0]
+    if len(ptr) != n + 1:
+        raise ValueError(f"relevant_ptr has {len(ptr)} offsets for {n} users")
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    prec, rec, ndcg, ap = [], [], [], []
+    for r in range(n):
+        rel = items[ptr[r]:ptr[r + 1]]
+        if len(rel) == 0:
+            continue
+        hit = np.isin(top[r], rel) & (top[r] >= 0)
+        h = int(hit.sum())
+        prec.append(h / k)
+        rec.append(h / len(rel))
+        ndcg.append(float(discount[:len(hit)][hit].sum() / discount[:min(k, len(rel))].sum()))
+        ranks = np.flatnonzero(hit) + 1
+        ap.append(float(np.sum(np.arange(1, h + 1) / ranks)) / min(k, len(rel)))
+    if not prec:
+        return {"precision": float("nan"), "recall": float("nan"), "ndcg": float("nan"),
+                "map": float("nan"), "users": 0}
+    return {"precision": float(np.mean(prec)), "recall": float(np.mean(rec)),
+            "ndcg": float(np.mean(ndcg)), "map": float(np.mean(ap)), "users": len(prec)}

@@ -135,18 +135,19 @@ def _check_labels(spec, task):
 
 
 # Model kinds; the ones with fields need "n_fields"
-KINDS = ("fm", "ffm", "deepfm", "fm_softmax", "fwfm")
+KINDS = ("fm", "ffm", "deepfm", "fm_softmax", "fwfm", "rank")
 # most class labels of a multiclass model (cfm._state.softmax.MAX_CLASSES)
 MAX_CLASSES = 1 << 16
 _FIELD_KINDS = ("ffm", "deepfm", "fwfm")
+# Tasks ("ranking": cfm.FMRanker, kind "rank")
+TASKS = ("regression", "binary", "multiclass", "ranking")
 
 # (key, required, test, what it must be); "n_fields" is required for _FIELD_KINDS
 _HEADER_SCHEMA = (
     ("format", True, lambda v: v == "cfm-model", "'cfm-model'"),
-    ("kind", True, lambda v: v in KINDS, "'fm', 'ffm', 'deepfm', 'fm_softmax' or 'fwfm'"),
+    ("kind", True, lambda v: v in KINDS, "one of " + ", ".join(map(repr, KINDS))),
     ("estimator", True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a class name"),
-    ("task", True, lambda v: v in ("regression", "binary", "multiclass"),
-     "'regression', 'binary' or 'multiclass'"),
+    ("task", True, lambda v: v in TASKS, "one of " + ", ".join(map(repr, TASKS))),
     ("solver", True, lambda v: isinstance(v, str) and len(v) <= 64, "a solver name"),
     ("dtype", True, lambda v: v in ("float16", "float32", "float64"), "a float dtype"),
     ("normalize", True, lambda v: isinstance(v, bool), "true or false"),

@@ -32,7 +32,7 @@ LAYERS = [
     ("training", ["_train", "_train.*"]),
     ("torch bridge", ["torch", "torch.*"]),
     ("estimators", ["_estimator", "_encoded", "_persist", "_tuning", "_to_torch", "models", "ffm",
-                    "fwfm", "deepfm", "_classifier"]),
+                    "fwfm", "deepfm", "_classifier", "ranking"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
     ("engines", ["dask", "_dask_tasks", "spark"]),

@@ -7,6 +7,8 @@
     zcat test.svm.gz | cfm predict model.cfm - | head
     cfm convert train.svm            # -> train.svm.cfmdata (binary cache)
     cfm info model.cfm [--json]
+    cfm train --task rank u.data -o rank.cfm --min-value 4 -k 32   # FMRanker
+    cfm recommend rank.cfm -k 10 --exclude u.data -o recs.tsv
 
 Exit status: 0 success; 1 an error in the data, the model file or the system
 (missing file, malformed line, wrong kind of file, divergence...); 2 bad
@@ -29,11 +31,11 @@ import argparse
 import os
 import sys
 
-from . import convert, info, predict, train
+from . import convert, info, predict, recommend, train
 from ._options import (EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, EXIT_PIPE, EXIT_USAGE, Log, Parser,
                        UsageError)
 
-COMMANDS = (train, predict, convert, info)  # a module each: add_parser(), run()
+COMMANDS = (train, predict, recommend, convert, info)  # a module each: add_parser(), run()
 
 __all__ = ["main", "build_parser", "UsageError", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE",
            "EXIT_INTERRUPT", "EXIT_PIPE"]

@@ -8,6 +8,7 @@ from ._options import (EXIT_OK, MAX_COUNT, UsageError, add_block_rows, add_quiet
 from ._paths import check_data_file, check_output
 from ._csv import add_options as add_csv_options, train as read_csv_model
 from .progress import Progress
+from .rank import add_train_options, check_options, train as train_ranker
 
 
 def add_parser(sub, common):
@@ -24,11 +25,12 @@ def add_parser(sub, common):
                    "field per column up to 64 columns, else one field); "
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
                    "file, or --csv: one field per column). Default: fm")
-    t.add_argument("--task", choices=("binary", "multiclass", "reg"), default=None,
+    t.add_argument("--task", choices=("binary", "multiclass", "reg", "rank"), default=None,
                    help="binary classification, multiclass classification (a softmax FM: "
                    "--model fm or lr, solver adagrad / sgd / ftrl; every distinct label is a "
                    "class) or regression; default: binary when the training labels take "
-                   "exactly two values, else reg")
+                   "exactly two values, else reg. rank: a cfm.FMRanker on an interactions "
+                   "file (see the ranking options)")
     t.add_argument("--solver", choices=("adagrad", "sgd", "ftrl", "als", "mcmc"),
                    default=None,
                    help="lr / fm / ffm / fwfm: per-sample optimizers adagrad (default), sgd, ftrl; or "
@@ -108,6 +110,7 @@ def add_parser(sub, common):
                    "reproducible)")
     add_quiet(t, "no progress output")
     add_csv_options(t, train=True)
+    add_train_options(t)
     return t
 
 
@@ -272,6 +275,9 @@ def run(args, log):
     from .._validation import check_estimator_params, check_fit_size
     from ..scoring import read_for_model
 
+    if args.task == "rank":
+        return train_ranker(args, log)
+    check_options(args)
     _check_args(args)
     params = _params(args)
     try:  # before reading anything (the task is not known yet: the metric's, else binary)

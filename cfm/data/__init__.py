@@ -33,7 +33,8 @@ Modules (each imports only those above it in this list, and cfm's lower layers):
 * ``text``: the libsvm / libFM / libffm readers (``load_libsvm``, ``load_libffm``);
 * ``writers``: ``dump_libsvm``, ``dump_libffm``;
 * ``cache``: the ``.cfmdata`` cache (``convert_to_cache``, ``load_cache``; layout there);
-* ``blocks``: ``scan_file``, ``iter_blocks`` and the block source of batch scoring.
+* ``blocks``: ``scan_file``, ``iter_blocks`` and the block source of batch scoring;
+* ``interactions``: ``load_interactions`` (``user item [value]`` files for ranking).
 """
 import sys
 import types
@@ -49,9 +50,10 @@ from .writers import dump_libffm, dump_libsvm  # noqa: F401
 from .cache import (CACHE_VERSION, _CACHE_PREFIX, _VERIFIED, _CacheFile,  # noqa: F401
                     _first_nonfinite, convert_to_cache, load_cache)
 from .blocks import _scan, iter_blocks, scan_file  # noqa: F401
+from .interactions import load_interactions  # noqa: F401
 
 __all__ = ["load_libsvm", "load_libfm", "load_libffm", "dump_libsvm", "dump_libffm",
-           "convert_to_cache", "load_cache", "iter_blocks", "scan_file"]
+           "convert_to_cache", "load_cache", "iter_blocks", "scan_file", "load_interactions"]
 
 # Settings the readers read at call time, where they live (cfm.data._source).
 _SETTINGS = ("MAX_LINE_BYTES",)
