@@ -263,7 +263,8 @@ def test_scikit_learn_tools_without_fields(clf_data):
     assert cross_val_score(pipe, X, y, cv=2, scoring="roc_auc").mean() > 0.5
     gs = GridSearchCV(cfm.FwFMClassifier(n_epochs=2, n_jobs=1, random_state=0),
                       {"n_factors": [2, 4]}, cv=2, scoring="roc_auc").fit(X, y)
-    assert gs.best_estimator_.n_fields_ == 60  # <= 64 columns: one field per column
+    # no fields: inferred as for FFM (here the 5 planted one-hot blocks)
+    assert np.array_equal(gs.best_estimator_.fields_, cfm.infer_fields(X))
 
 
 def test_auto_tune_races_fwfm():
