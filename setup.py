@@ -22,7 +22,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_pool", "_fm", "_ffm", "_utils", "_parse", "_mcmc", "_format", "_fastparse", "_deepfm"]
+MODULES = ["_pool", "_fm", "_ffm", "_utils", "_parse", "_mcmc", "_format", "_fastparse", "_deepfm",
+           "_mix"]
 
 
 def _flag(name):

@@ -107,6 +107,8 @@ def main(argv=None):
                        "bytes_from_workers": h[-1]["bytes_from_workers"]}
                 for k in ("round_s", "scatter_s", "compute_s", "transfer_s", "merge_s"):
                     run[k] = _median(h, k)
+                run["rounds"] = int(h[-1]["rounds"])
+                run.update({f"setup_{k}": v for k, v in model._dask_timing.items()})
                 out["runs"].append(run)
                 print(f"dask {args.workers}x1 {mixing:11s}: fit {t_fit:.2f}s (setup {t_fit - rounds_s:.2f}s + "
                       f"rounds {rounds_s:.2f}s)  AUC {a:.4f} ({a - auc_local:+.4f})  "
@@ -116,6 +118,10 @@ def main(argv=None):
                       f"{run['transfer_s']:.3f} + merge {run['merge_s']:.3f}; bytes to workers "
                       f"{run['bytes_to_workers'] / 1e6:.1f} MB, from workers "
                       f"{run['bytes_from_workers'] / 1e6:.1f} MB", flush=True)
+                tm = model._dask_timing
+                print(f"    fit parts: read shards {tm['read_s']:.2f}s, prepare {tm['prepare_s']:.2f}s, "
+                      f"init model {tm['init_s']:.2f}s, train {tm['train_s']:.2f}s "
+                      f"({run['rounds']} rounds an epoch)", flush=True)
     out["loadavg"] = os.getloadavg()
     print(f"load average {out['loadavg'][0]:.2f} {out['loadavg'][1]:.2f}")
     if args.out:

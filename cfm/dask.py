@@ -127,6 +127,7 @@ class _DaskMixin:
         state = dict(state)
         state["client"] = None  # a client does not travel
         state.pop("_dask_model", None)
+        state.pop("_dask_timing", None)
         return state
 
     def _default_dtype(self):
@@ -149,7 +150,7 @@ class _DaskMixin:
         local = self._local_class(**params)
         for name, value in self.__dict__.items():
             if name not in params and name not in ("client", "mixing", "rounds_per_epoch",
-                                                   "_dask_model"):
+                                                   "_dask_model", "_dask_timing"):
                 local.__dict__[name] = copy.deepcopy(value)
         return local
 
@@ -252,10 +253,13 @@ class _DaskMixin:
         if not workers:
             raise ValueError("the Dask cluster has no workers")
         self._dask_model = None
+        t0 = time.perf_counter()
+        self._dask_timing = timing = {}
         raws, source, zero_based = self._read_shards(client, workers, X, y, sample_weight)
         try:
             metas = client.gather([client.submit(tasks.raw_meta, r, pure=False)
                                    for r in raws])
+            timing["read_s"] = time.perf_counter() - t0
             self._fit_shards(client, raws, metas, source, X, fields, eval_set, dtype,
                              zero_based, callback)
         finally:
@@ -353,8 +357,12 @@ class _DaskMixin:
         shards = [client.submit(tasks.prepare, r, encoder, n_features, shift, n_parts, seed + i,
                                 bool(self.shuffle), pure=False)
                   for i, r in enumerate(raws)]
+        t0 = time.perf_counter()
         summ = client.gather([client.submit(tasks.shard_summary, s, pure=False)
                               for s in shards])
+        timing = self._dask_timing
+        timing["prepare_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         if warm:
             state = self._ensure_layout(dtype, self._hyper().learning_rate)
         else:
@@ -364,7 +372,10 @@ class _DaskMixin:
             if _is_dataframe(X):
                 set_feature_names(self, X._meta)
             self._input_zero_based = (shift == 0) if fmt == "libsvm" else True
+        timing["init_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         self._run_rounds(client, shards, [s["rows"] for s in summ], state, evals, callback)
+        timing["train_s"] = time.perf_counter() - t0
         # the settings used (fixed: a distributed fit never races, issue 13)
         self._record(self._settings(), "off: distributed fit")
 

@@ -125,6 +125,82 @@ def test_merge_rules():
         np.testing.assert_array_equal(got[3:n], base[3:n])
 
 
+def _reference_merge(state, updates, hyper, mixing):
+    """The merge in plain NumPy (the reference of the cfm._mix kernels)."""
+    updates = [u for u in updates if u.n_rows > 0]
+    union, times = np.unique(np.concatenate([u.rows for u in updates]), return_counts=True)
+    shared = union[times > 1]
+    tables = state.mix_tables()
+    for up in updates:
+        alone = ~np.isin(up.rows, shared)
+        for t, (_, arr, cols, *_) in enumerate(tables):
+            arr[up.rows[alone], :cols] = up.tables[t][alone]
+    for t, (_, arr, cols, avg, summed, ftrl) in enumerate(tables):
+        if not len(shared):
+            continue
+        base = arr[shared, :cols].astype(np.float64)
+        num, den, inc = (np.zeros_like(base) for _ in range(3))
+        for up in updates:
+            sel = np.flatnonzero(np.isin(up.rows, shared))
+            pos = np.searchsorted(shared, up.rows[sel])
+            R = up.tables[t][sel].astype(np.float64)
+            B = base[pos]
+            wgt = (R != B) * up.counts[sel, None]
+            num[pos] += wgt * R
+            den[pos] += wgt
+            inc[pos] += R - B
+        new = base
+        if mixing == "sum":
+            new[:, avg] += inc[:, avg]
+        else:
+            mean = (den > 0) & avg
+            new[mean] = num[mean] / den[mean]
+        new[:, summed] += inc[:, summed]
+        if ftrl is not None:
+            w, z, n = ftrl
+            zz, nn = new[:, z], new[:, n]
+            ww = -(zz - np.sign(zz) * hyper.l1) / ((hyper.ftrl_beta + np.sqrt(nn))
+                                                  / hyper.learning_rate + hyper.l2_w)
+            new[:, w] = np.where(np.abs(zz) <= hyper.l1, 0.0, ww)
+        arr[shared, :cols] = new.astype(arr.dtype)
+    mix._merge_bias(state.w0_state, updates, hyper)
+
+
+@pytest.mark.parametrize("kind,opt", [("fm", "adagrad"), ("fm", "ftrl"), ("fm", "sgd"),
+                                      ("ffm", "adagrad")])
+@pytest.mark.parametrize("mixing", ["sum", "average"])
+def test_merge_kernels_match_the_numpy_reference(kind, opt, mixing):
+    """Three workers' passes over overlapping slices, merged by the kernels
+    and by the NumPy reference: the same tables bit for bit."""
+    X, y, fields = onehot_ctr(3_000, n_fields=5, ids=60)
+    yy = np.where(y > 0, 1.0, -1.0)
+    if kind == "fm":
+        st = cfm.FMClassifier(solver=opt, n_epochs=1, random_state=0, n_jobs=1).fit(X, y)._state
+    else:
+        st = cfm.FFMClassifier(solver=opt, n_factors=4, n_epochs=1, random_state=0, n_jobs=1,
+                               dtype="float32").fit(X, y, fields=fields)._state
+    hyper = _hyper(opt)
+    if opt == "ftrl":
+        from dataclasses import replace
+
+        hyper = replace(hyper, l1=0.01)
+    ups = []
+    for i, (a, b) in enumerate([(0, 1_000), (800, 2_000), (2_500, 3_000)]):
+        Xc = cfm._validation.check_X(X[a:b], n_features=X.shape[1])
+        rows, counts = mix.touched_rows(Xc.indices, X.shape[1])
+        ups.append(mix.local_pass(st, Xc, yy[a:b], None, hyper, i, True, 1, rows, counts))
+    got, want = st.clone(), st.clone()
+    shared = mix.merge(got, ups, hyper, mixing)
+    _reference_merge(want, ups, hyper, mixing)
+    assert len(shared) and len(np.unique(shared)) == len(shared)
+    for (_, a, *_), (_, b, *_) in zip(got.mix_tables(), want.mix_tables()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.w0_state, want.w0_state)
+    with pytest.raises(ValueError, match="outside"):
+        mix.merge(got, [mix.Update(np.array([X.shape[1]]), np.ones(1), ups[0].tables,
+                                   ups[0].w0_state, 1, 0.0, 1.0, 0, 0.0)], hyper, mixing)
+
+
 # ---------------------------------------------------------------- Dask
 def test_fit_reaches_local_auc(client, data):
     Xtr, ytr, Xte, yte, _ = data
