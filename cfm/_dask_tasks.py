@@ -9,6 +9,7 @@ Dask pickles them by reference.
 """
 import glob as _glob
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,24 +36,61 @@ class RawShard:
 @dataclass
 class Slice:
     """The rows of one round of a shard: validated rows whose ids are
-    renumbered onto the model rows they touch (``rows``, with ``counts``),
-    encoded labels, weights."""
+    renumbered onto the model rows they touch (``rows``, with ``counts``;
+    ``pos``: their positions in the shard's ``held``), encoded labels,
+    weights."""
 
     Xc: object
     y: np.ndarray
     sw: object
     rows: np.ndarray
     counts: np.ndarray
+    pos: np.ndarray = None
 
 
 @dataclass
 class Shard:
     """A prepared shard: its rows cut into the slices of the rounds of an
-    epoch (one slice: a round is a pass)."""
+    epoch (one slice: a round is a pass).  Between rounds it keeps the model
+    rows of all its slices (``local``: the model restricted to ``held``,
+    sent in full on the first round, then only the rows that changed
+    elsewhere: cfm._train.mix.ResidentRows); ``token`` names the round after
+    which ``local`` is current (None: not current)."""
 
     slices: list
     y_sum: float         # sum of weight * encoded label (the initial bias)
     w_sum: float
+    held: np.ndarray = None
+    local: object = None
+    token: object = None
+
+
+@dataclass
+class RowsMsg:
+    """What a worker is sent before a round (cfm._train.mix.ResidentRows):
+    either ``full``, the model restricted to the shard's held rows, or the
+    rows at positions ``idx`` of held with their per-table values; the bias
+    state; the token the shard must hold (``expect``) and the one it holds
+    after the round."""
+
+    full: object
+    idx: object
+    tables: object
+    w0_state: np.ndarray
+    expect: object
+    token: object
+
+    @property
+    def nbytes(self):
+        if self.full is not None:
+            return int(sum(a.nbytes for _, a, *_ in self.full.mix_tables()))
+        return int(self.idx.nbytes + sum(t.nbytes for t in self.tables))
+
+
+class StaleShard(RuntimeError):
+    """A shard's resident model rows are not those the client assumes (the
+    shard was rebuilt or copied after a failure): the round is retried with
+    every worker sent all its rows."""
 
 
 def _as_csr(block):
@@ -178,12 +216,20 @@ def prepare(raw, encoder, n_features, shift, n_parts=1, seed=0, shuffle=True):
                            shape=(Xp.shape[0], max(1, len(rows))))
         Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(rows)), min_samples=0)
         slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], rows, counts))
-    return Shard(slices, y_sum, w_sum)
+    held = np.unique(np.concatenate([s.rows for s in slices])) if len(slices) > 1 \
+        else slices[0].rows
+    for s in slices:
+        s.pos = np.searchsorted(held, s.rows)
+    return Shard(slices, y_sum, w_sum, held)
 
 
 def shard_summary(shard):
+    """What the client keeps of a shard: its rows, each slice's touched rows,
+    touch counts (int32) and positions in ``held`` (int32)."""
     return {"n_rows": int(sum(s.Xc.n_rows for s in shard.slices)), "y_sum": shard.y_sum,
-            "w_sum": shard.w_sum, "rows": [s.rows for s in shard.slices]}
+            "w_sum": shard.w_sum, "held": shard.held, "rows": [s.rows for s in shard.slices],
+            "counts": [s.counts.astype(np.int32) for s in shard.slices],
+            "pos": [s.pos.astype(np.int32) for s in shard.slices]}
 
 
 def _threads(n_jobs):
@@ -198,15 +244,36 @@ def _threads(n_jobs):
     return effective_n_threads(n_jobs)
 
 
-def run_round(shard, state, hyper, seed, shuffle, n_jobs, part=0):
-    """One round on a worker: a local pass over slice ``part`` of its shard
-    from ``state`` (the model's rows of that slice, ``take_rows(rows)``)."""
+def run_round(shard, msg, hyper, seed, shuffle, n_jobs, part=0):
+    """One round on a worker: bring the shard's resident model rows up to
+    date from ``msg`` (a RowsMsg), run a local pass over slice ``part`` from
+    them, keep its result and return it (an Update without rows and counts:
+    the client has them)."""
+    if msg.full is not None:
+        shard.local = msg.full
+    elif shard.local is None or shard.token != msg.expect:
+        raise StaleShard("the shard's model rows are not the ones the client assumes "
+                         "(rebuilt or copied after a failure)")
+    else:
+        for t, (_, arr, cols, *_) in enumerate(shard.local.mix_tables()):
+            arr[msg.idx, :cols] = msg.tables[t]
+    shard.token = None  # not current while the pass runs (a failure leaves it so)
+    local = shard.local
+    local.w0_state[...] = msg.w0_state
     sl = shard.slices[part]
     if sl.Xc.n_rows == 0:  # a shard with fewer rows than rounds
-        return Update(sl.rows[:0], sl.counts[:0], [], state.w0_state.copy(), 0, 0.0, 0.0, 0,
-                      0.0)
-    return local_pass(state, sl.Xc, sl.y, sl.sw, hyper, int(seed), shuffle, _threads(n_jobs),
-                      sl.rows, sl.counts)
+        up = Update(None, None, [], msg.w0_state.copy(), 0, 0.0, 0.0, 0, 0.0)
+    else:
+        t0 = time.perf_counter()
+        sub = local.take_rows(sl.pos)
+        up = local_pass(sub, sl.Xc, sl.y, sl.sw, hyper, int(seed), shuffle, _threads(n_jobs),
+                        sl.rows, sl.counts, copy=False)
+        for t, (_, arr, cols, *_) in enumerate(local.mix_tables()):
+            arr[sl.pos, :cols] = up.tables[t]
+        up.rows = up.counts = None
+        up.seconds = time.perf_counter() - t0
+    shard.token = msg.token
+    return up
 
 
 def score_block(X, model, method):

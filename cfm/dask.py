@@ -75,7 +75,7 @@ ROUND_ATTEMPTS = 3
 # through the scheduler) in a round's first attempt.
 DIRECT = True
 _RETRIED = (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
-            distributed.comm.CommClosedError, OSError, TimeoutError)
+            distributed.comm.CommClosedError, OSError, TimeoutError, tasks.StaleShard)
 
 __all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFFMClassifier", "DaskFFMRegressor"]
 
@@ -374,7 +374,7 @@ class _DaskMixin:
             self._input_zero_based = (shift == 0) if fmt == "libsvm" else True
         timing["init_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._run_rounds(client, shards, [s["rows"] for s in summ], state, evals, callback)
+        self._run_rounds(client, shards, summ, state, evals, callback)
         timing["train_s"] = time.perf_counter() - t0
         # the settings used (fixed: a distributed fit never races, issue 13)
         self._record(self._settings(), "off: distributed fit")
@@ -401,50 +401,66 @@ class _DaskMixin:
             out.append((Xv, np.asarray(yv)))
         return self._check_eval_set(out, n_features)
 
-    def _round_updates(self, client, shards, rows, state, hyper, seeds, shuffle, n_jobs,
-                       part=0):
-        """Send the model, run a round's local passes, return their Updates.
+    def _round_updates(self, client, shards, summ, sync, state, hyper, seeds, shuffle, n_jobs,
+                       part, where):
+        """Send each worker the model rows it lacks, run a round's local
+        passes, return (Updates, bytes sent, scatter time, wait time).
 
-        Each worker is sent the model's rows its shard touches (``rows``),
-        directly to the worker that holds the shard.
-        A round whose worker died is retried from the same model and seeds
-        (Dask rebuilds the lost shards from their sources): the result is the
-        same as without the failure.  After ROUND_ATTEMPTS failures the error
-        is raised."""
+        Each worker keeps its shard's model rows between rounds and is sent
+        only those of slice ``part`` that changed since (``sync``, a
+        mix.ResidentRows), directly to the worker that holds the shard.
+        A round whose worker died is retried from the same model and seeds,
+        every worker being sent all its rows (Dask rebuilds the lost shards
+        from their sources): the result is the same as without the failure.
+        After ROUND_ATTEMPTS failures the error is raised."""
         last = None
         for attempt in range(ROUND_ATTEMPTS):
             # first straight between the client and the workers; a retry goes
             # through the scheduler (which knows which workers are alive)
             direct = attempt == 0 and DIRECT
             t0 = time.perf_counter()
-            models, futs = [], []
+            msgs, futs = [], []
+            sent = 0
             try:
-                where = client.who_has(shards)
-                for s, r in zip(shards, rows):
+                if attempt or not where:
+                    where.clear()
+                    where.update(client.who_has(shards))
+                for k, (s, sm) in enumerate(zip(shards, summ)):
                     at = list(where.get(s.key, ()))
-                    models.append(client.scatter(state.take_rows(r[part]), hash=False,
-                                                 workers=at[:1] or None, direct=direct))
+                    full, idx, tabs = sync.message(k, state, sm["rows"][part], sm["pos"][part])
+                    msg = tasks.RowsMsg(full, idx, tabs, state.w0_state.copy(),
+                                        None if full is not None else (sync.nonce, sync.round),
+                                        (sync.nonce, sync.round + 1))
+                    sent += msg.nbytes
+                    msgs.append(client.scatter(msg, hash=False, workers=at[:1] or None,
+                                               direct=direct))
                 t1 = time.perf_counter()
                 futs = [client.submit(tasks.run_round, s, m, hyper, int(seeds[i]), shuffle,
                                       n_jobs, part, pure=False)
-                        for i, (s, m) in enumerate(zip(shards, models))]
+                        for i, (s, m) in enumerate(zip(shards, msgs))]
                 updates = client.gather(futs, direct=direct)
-                return updates, t1 - t0, time.perf_counter() - t1
+                for u, sm in zip(updates, summ):
+                    u.rows = sm["rows"][part]
+                    u.counts = sm["counts"][part]
+                return updates, sent, t1 - t0, time.perf_counter() - t1
             except _RETRIED as exc:
                 last = exc
+                sync.reset()
             finally:
-                for f in futs + models:
+                for f in futs + msgs:
                     f.release()
         raise RuntimeError(f"{type(self).__name__}: a training round failed "
                            f"{ROUND_ATTEMPTS} times; last error: {last!r}") from last
 
-    def _run_rounds(self, client, shards, rows, state, evals, callback):
+    def _run_rounds(self, client, shards, summ, state, evals, callback):
         hyper = self._hyper()
         config = self._loop_config(callback)
         n_jobs, shuffle = self.n_jobs, bool(self.shuffle)
-        row_bytes = sum(a.nbytes // max(1, len(a)) for _, a, *_ in state.mix_tables())
+        sync = mix.ResidentRows(state.n_features, [sm["held"] for sm in summ])
+        sync.nonce = os.urandom(8)  # names this fit's rounds on the shards (no seed drawn)
+        where = {}
 
-        n_parts = len(rows[0])
+        n_parts = len(summ[0]["rows"])
         keys = ("round_s", "scatter_s", "compute_s", "transfer_s", "merge_s",
                 "bytes_to_workers", "bytes_from_workers")
 
@@ -458,12 +474,15 @@ class _DaskMixin:
             n_bad = 0
             tot = dict.fromkeys(keys, 0.0)
             for i, part in enumerate(parts):
+                part = int(part)
                 t0 = time.perf_counter()
-                updates, scatter_s, wait_s = self._round_updates(
-                    client, shards, rows, state, h, seeds[i], shuffle, n_jobs, int(part))
-                bytes_out = sum(len(r[part]) for r in rows) * row_bytes
+                updates, bytes_out, scatter_s, wait_s = self._round_updates(
+                    client, shards, summ, sync, state, h, seeds[i], shuffle, n_jobs, part,
+                    where)
                 t2 = time.perf_counter()
-                mix.merge(state, updates, h, self.mixing)
+                shared = mix.merge(state, updates, h, self.mixing)
+                sync.merged([sm["rows"][part] for sm in summ], [sm["pos"][part] for sm in summ],
+                            shared)
                 t3 = time.perf_counter()
                 compute = max(u.seconds for u in updates)
                 # scatter: the client sends the model rows; compute: the slowest
@@ -473,7 +492,9 @@ class _DaskMixin:
                 for k, v in (("round_s", t3 - t0), ("scatter_s", scatter_s),
                              ("compute_s", compute), ("transfer_s", max(0.0, wait_s - compute)),
                              ("merge_s", t3 - t2), ("bytes_to_workers", bytes_out),
-                             ("bytes_from_workers", sum(u.nbytes for u in updates))):
+                             ("bytes_from_workers",
+                              sum(sum(t.nbytes for t in u.tables) + u.w0_state.nbytes
+                                  for u in updates))):
                     tot[k] += v
                 loss += sum(u.loss_sum for u in updates)
                 wsum += sum(u.weight_sum for u in updates)

@@ -201,6 +201,52 @@ def test_merge_kernels_match_the_numpy_reference(kind, opt, mixing):
                                    ups[0].w0_state, 1, 0.0, 1.0, 0, 0.0)], hyper, mixing)
 
 
+def test_resident_rows_give_the_model_of_sending_every_row():
+    """Workers keeping their shard's rows between rounds and sent only the
+    rows that changed elsewhere (mix.ResidentRows, tasks.run_round) end
+    with the model of sending every row of each round's slice, with fewer
+    bytes; a shard whose rows are not current refuses the round."""
+    from cfm import _dask_tasks as tasks
+
+    X, y, _ = onehot_ctr(4_000, n_fields=6, ids=80)
+    m = cfm.FMClassifier(n_epochs=1, random_state=0, n_jobs=1).fit(X, y)
+    hyper, nf = _hyper("adagrad"), X.shape[1]
+    shards = [tasks.prepare(tasks.RawShard(X[a:a + 2_000], y[a:a + 2_000], None, None, 0,
+                                           "arrays", None), m, nf, 0, 3, seed=a)
+              for a in (0, 2_000)]
+    ref, st = m._state.clone(), m._state.clone()
+    sync = mix.ResidentRows(nf, [s.held for s in shards])
+    sync.nonce = b"x"
+    sent = every = 0
+    for r, part in enumerate([0, 2, 1, 1, 0, 2]):
+        ups_ref = [mix.local_pass(ref.take_rows(s.slices[part].rows), s.slices[part].Xc,
+                                  s.slices[part].y, None, hyper, r, True, 1,
+                                  s.slices[part].rows, s.slices[part].counts) for s in shards]
+        mix.merge(ref, ups_ref, hyper)
+        ups = []
+        for k, s in enumerate(shards):
+            sl = s.slices[part]
+            full, idx, tabs = sync.message(k, st, sl.rows, sl.pos.astype(np.int32))
+            msg = tasks.RowsMsg(full, idx, tabs, st.w0_state.copy(),
+                                None if full is not None else (b"x", sync.round),
+                                (b"x", sync.round + 1))
+            sent += msg.nbytes if r else 0
+            every += len(sl.rows) * st.table[0].nbytes if r else 0  # rows sent whole
+            up = tasks.run_round(s, msg, hyper, r, True, 1, part)
+            assert up.rows is None
+            up.rows, up.counts = sl.rows, sl.counts
+            ups.append(up)
+        sync.merged([s.slices[part].rows for s in shards], [s.slices[part].pos for s in shards],
+                    mix.merge(st, ups, hyper))
+        np.testing.assert_array_equal(st.table, ref.table)
+        np.testing.assert_array_equal(st.w0_state, ref.w0_state)
+    assert 0 < sent < every
+    stale = tasks.RowsMsg(None, np.zeros(0, np.int64), [st.table[:0, :11]], st.w0_state,
+                          (b"x", 0), (b"x", 1))
+    with pytest.raises(tasks.StaleShard):
+        tasks.run_round(shards[0], stale, hyper, 0, True, 1, 0)
+
+
 # ---------------------------------------------------------------- Dask
 def test_fit_reaches_local_auc(client, data):
     Xtr, ytr, Xte, yte, _ = data

@@ -63,8 +63,8 @@ class Update:
 
     @property
     def nbytes(self):
-        return int(self.rows.nbytes + self.counts.nbytes + sum(t.nbytes for t in self.tables)
-                   + self.w0_state.nbytes)
+        ids = sum(a.nbytes for a in (self.rows, self.counts) if a is not None)
+        return int(ids + sum(t.nbytes for t in self.tables) + self.w0_state.nbytes)
 
 
 def compact(indices, rows, n_features):
@@ -75,14 +75,14 @@ def compact(indices, rows, n_features):
     return lut[indices]
 
 
-def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts):
+def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts, copy=True):
     """One pass of the per-sample solver over (Xc, y) on a private copy of
-    ``state``; return its Update.  ``rows, counts``: touched_rows of Xc.
-    ``state`` is either the whole model (Xc's ids are feature ids) or the
-    model restricted to ``rows`` (``state.take_rows(rows)``, Xc's ids
-    renumbered by :func:`compact`): then only those rows travel."""
+    ``state`` (``copy=False``: on ``state`` itself); return its Update.
+    ``rows, counts``: touched_rows of Xc.  ``state`` is either the whole
+    model (Xc's ids are feature ids) or the model restricted to ``rows``
+    (``state.take_rows(rows)``, Xc's ids renumbered by :func:`compact`)."""
     t0 = time.perf_counter()
-    st = state.clone()
+    st = state.clone() if copy else state
     rng = np.random.default_rng(seed)
     loss_sum, w_sum, n_bad = block_epoch(st, Xc, y, sw, hyper, rng, shuffle, n_threads)
     local = slice(None) if st.n_features == len(rows) else rows
@@ -93,6 +93,59 @@ def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts):
 
 
 MIXINGS = ("sum", "average")
+
+
+class ResidentRows:
+    """Which model rows each worker must be sent before a round.
+
+    A worker keeps the model rows of its whole shard (``held[k]``, sorted
+    feature ids) between rounds and is sent, before a round, only the rows
+    of that round's slice whose merged value changed since its copy was last
+    current: rows another worker changed, and rows it shared with others in
+    a round (their merged value is not its own).  A row only it touched
+    never travels back.  The result is the same model as sending every row
+    of the slice every round.
+
+    ``changed[f]``: the round that last changed feature f (0: the initial
+    model); ``seen[k][i]``: the round after which worker k's copy of
+    ``held[k][i]`` was last equal to the merged one (None: the worker holds
+    nothing yet, or lost what it held: it is sent all of ``held[k]``)."""
+
+    def __init__(self, n_features, held):
+        self.held = held
+        self.changed = np.zeros(n_features, np.int32)
+        self.seen = [None] * len(held)
+        self.round = 0  # rounds merged so far
+
+    def reset(self):
+        """Every worker is sent all its rows again (after a failure)."""
+        self.seen = [None] * len(self.held)
+
+    def message(self, k, state, rows, pos):
+        """What worker k is sent before the next round, whose slice touches
+        the features ``rows`` (positions ``pos`` in held[k]): (full, idx,
+        tables) -- ``full`` the state restricted to held[k] (first round or
+        after reset), else None and ``tables`` the per-table values
+        [:, :cols] of the rows at positions ``idx`` of held[k]."""
+        if self.seen[k] is None:
+            self.seen[k] = np.full(len(self.held[k]), self.round, np.int32)
+            return state.take_rows(self.held[k]), None, None
+        need = self.changed[rows] > self.seen[k][pos]
+        self.seen[k][pos] = self.round
+        sel = rows[need]
+        return None, pos[need], [arr[sel, :cols] for _, arr, cols, *_ in state.mix_tables()]
+
+    def merged(self, rows, pos, shared):
+        """Record a merged round: ``rows[k]`` / ``pos[k]`` what worker k's
+        slice touched, ``shared`` the rows several workers touched (merge's
+        return value)."""
+        r = self.round = self.round + 1
+        is_shared = np.zeros(len(self.changed), bool)
+        is_shared[shared] = True
+        for k, (rk, pk) in enumerate(zip(rows, pos)):
+            self.changed[rk] = r
+            if self.seen[k] is not None:
+                self.seen[k][pk] = np.where(is_shared[rk], r - 1, r)
 
 
 def merge(state, updates, hyper, mixing="sum"):
