@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import data as cfm_data
-from ._train.mix import Update, compact, local_pass, touched_rows
+from ._train.mix import Update, compact, group_positions, local_pass, touched_rows
 from ._validation import check_sample_weight, check_X, effective_n_threads
 
 
@@ -244,11 +244,12 @@ def _threads(n_jobs):
     return effective_n_threads(n_jobs)
 
 
-def run_round(shard, msg, hyper, seed, shuffle, n_jobs, part=0):
+def run_round(shard, msg, hyper, seed, shuffle, n_jobs, parts=(0,)):
     """One round on a worker: bring the shard's resident model rows up to
-    date from ``msg`` (a RowsMsg), run a local pass over slice ``part`` from
-    them, keep its result and return it (an Update without rows and counts:
-    the client has them)."""
+    date from ``msg`` (a RowsMsg), run local passes over the slices
+    ``parts`` of the shard from them (one after the other, the first with
+    ``seed``), keep the result and return it as one Update without rows and
+    counts (the client has them: cfm._train.mix.group_positions)."""
     if msg.full is not None:
         shard.local = msg.full
     elif shard.local is None or shard.token != msg.expect:
@@ -257,21 +258,37 @@ def run_round(shard, msg, hyper, seed, shuffle, n_jobs, part=0):
     else:
         for t, (_, arr, cols, *_) in enumerate(shard.local.mix_tables()):
             arr[msg.idx, :cols] = msg.tables[t]
-    shard.token = None  # not current while the pass runs (a failure leaves it so)
+    shard.token = None  # not current while the passes run (a failure leaves it so)
     local = shard.local
     local.w0_state[...] = msg.w0_state
-    sl = shard.slices[part]
-    if sl.Xc.n_rows == 0:  # a shard with fewer rows than rounds
-        up = Update(None, None, [], msg.w0_state.copy(), 0, 0.0, 0.0, 0, 0.0)
-    else:
-        t0 = time.perf_counter()
+    parts = [int(p) for p in np.atleast_1d(parts)]
+    t0 = time.perf_counter()
+    up = Update(None, None, [], msg.w0_state.copy(), 0, 0.0, 0.0, 0, 0.0)
+    threads = _threads(n_jobs)
+    for j, part in enumerate(parts):
+        sl = shard.slices[part]
+        if sl.Xc.n_rows == 0:  # a shard with fewer rows than slices
+            continue
+        s = int(seed) if j == 0 else int(np.random.SeedSequence([int(seed), j]).generate_state(
+            1, np.uint64)[0])
         sub = local.take_rows(sl.pos)
-        up = local_pass(sub, sl.Xc, sl.y, sl.sw, hyper, int(seed), shuffle, _threads(n_jobs),
-                        sl.rows, sl.counts, copy=False)
+        one = local_pass(sub, sl.Xc, sl.y, sl.sw, hyper, s, shuffle, threads, sl.rows,
+                         sl.counts, copy=False)
         for t, (_, arr, cols, *_) in enumerate(local.mix_tables()):
-            arr[sl.pos, :cols] = up.tables[t]
-        up.rows = up.counts = None
-        up.seconds = time.perf_counter() - t0
+            arr[sl.pos, :cols] = one.tables[t]
+        local.w0_state[...] = one.w0_state
+        up.tables = one.tables
+        up.n_rows += one.n_rows
+        up.loss_sum += one.loss_sum
+        up.weight_sum += one.weight_sum
+        up.n_bad += one.n_bad
+    if len(parts) > 1 and up.n_rows:
+        at, _ = group_positions([shard.slices[p].pos for p in parts],
+                                [shard.slices[p].counts for p in parts], len(shard.held))
+        up.tables = [np.ascontiguousarray(arr[at, :cols])
+                     for _, arr, cols, *_ in local.mix_tables()]
+    up.w0_state = local.w0_state.copy()
+    up.seconds = time.perf_counter() - t0
     shard.token = msg.token
     return up
 

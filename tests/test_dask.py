@@ -262,6 +262,22 @@ def test_fit_reaches_local_auc(client, data):
     assert rec["bytes_from_workers"] > 0 and rec["compute_s"] > 0
 
 
+def test_default_rounds_grow_with_the_epochs(client, data, monkeypatch):
+    """rounds_per_epoch=None: short rounds in the first epoch, ROUND_GROWTH
+    times longer ones in each later epoch (a round then passes over several
+    slices); deterministic, and as accurate as the local fit."""
+    Xtr, ytr, Xte, yte, _ = data
+    monkeypatch.setattr(cdask, "ROUND_ROWS", 2_000)  # 10k rows a worker: 5 slices
+    Xd, yd = _dask(Xtr, ytr)
+    model = cdask.DaskFMClassifier(n_epochs=4, random_state=0, client=client).fit(Xd, yd)
+    assert [r["rounds"] for r in model.history_] == [5, 2, 1, 1]
+    again = cdask.DaskFMClassifier(n_epochs=4, random_state=0, client=client).fit(Xd, yd)
+    np.testing.assert_array_equal(again._state.table, model._state.table)
+    local = cfm.FMClassifier(n_epochs=4, random_state=0, n_jobs=1, auto_tune=False).fit(Xtr, ytr)
+    a_local = auc(yte, local.decision_function(Xte))
+    assert auc(yte, model.decision_function(Xte)) > a_local - 0.002
+
+
 def test_predict_is_local_predict_bit_for_bit(client, data):
     Xtr, ytr, Xte, yte, _ = data
     model = cdask.DaskFMClassifier(n_epochs=2, random_state=0, client=client).fit(

@@ -95,6 +95,19 @@ def local_pass(state, Xc, y, sw, hyper, seed, shuffle, n_threads, rows, counts, 
 MIXINGS = ("sum", "average")
 
 
+def group_positions(pos, counts, n_held):
+    """A round over several slices of a shard: the positions (in the shard's
+    held rows, sorted) of the rows any of them touches, and the summed
+    touch counts (float64).  ``pos``, ``counts``: per slice."""
+    if len(pos) == 1:
+        return np.asarray(pos[0], np.int64), np.asarray(counts[0], np.float64)
+    acc = np.zeros(n_held, np.float64)
+    for p, c in zip(pos, counts):
+        acc[p] += c  # (positions are distinct within a slice)
+    at = np.flatnonzero(acc)
+    return at, acc[at]
+
+
 class ResidentRows:
     """Which model rows each worker must be sent before a round.
 
