@@ -204,22 +204,25 @@ def prepare(raw, encoder, n_features, shift, n_parts=1, seed=0, shuffle=True):
     w = np.ones(Xc.n_rows) if sw is None else sw
     y_sum, w_sum = float(np.dot(w, y)), float(w.sum())
     n = Xc.n_rows
-    X = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=(n, n_features))
+    # the shard's held rows (every feature it touches), its ids renumbered onto
+    # them once; then each slice's rows are positions in held (bincounts over
+    # held, not over the whole model: the model may be much wider)
+    held, _ = touched_rows(Xc.indices, n_features)
+    X = sp.csr_matrix((Xc.data, compact(Xc.indices, held, n_features), Xc.indptr),
+                      shape=(n, max(1, len(held))))
     order = np.random.default_rng(seed).permutation(n) if shuffle and n_parts > 1 \
         else np.arange(n)
+    scratch = np.zeros(X.shape[1], np.int32)
     slices = []
     for p in range(n_parts):
         sel = np.sort(order[n * p // n_parts:n * (p + 1) // n_parts])
         Xp = X[sel] if n_parts > 1 else X
-        rows, counts = touched_rows(Xp.indices, n_features)
-        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, rows, n_features), Xp.indptr),
-                           shape=(Xp.shape[0], max(1, len(rows))))
-        Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(rows)), min_samples=0)
-        slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], rows, counts))
-    held = np.unique(np.concatenate([s.rows for s in slices])) if len(slices) > 1 \
-        else slices[0].rows
-    for s in slices:
-        s.pos = np.searchsorted(held, s.rows)
+        pos, counts = touched_rows(Xp.indices, X.shape[1], scratch)
+        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, pos, X.shape[1]), Xp.indptr),
+                           shape=(Xp.shape[0], max(1, len(pos))))
+        Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(pos)), min_samples=0)
+        slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], held[pos], counts,
+                            pos))
     return Shard(slices, y_sum, w_sum, held)
 
 

@@ -18,13 +18,15 @@ plus ``client=`` (default: the current ``distributed`` client), as
 
 Training is synchronous parameter mixing (cfm/_train/mix.py): the rows are
 split into one shard per worker (chunks / files in order, contiguously),
-built once on that worker and kept in its memory.  Each epoch is one round:
-the merged model is sent to every worker, each runs a local pass (cfm's
-kernels, Hogwild over the worker's threads) over its shard and returns the
-rows it touched, and the client merges them -- parameters averaged per row
-weighted by how often each worker touched it, AdaGrad / FTRL state summed
--- into the model the next round starts from.  Deterministic given
-``random_state`` and the number of workers (with one thread per worker).
+built once on that worker and kept in its memory, cut into slices.  Each
+round every worker runs a local pass (cfm's kernels, Hogwild over the
+worker's threads) over one or more of its slices from the merged model and
+returns the rows it touched; the client merges them (nogil kernels: the
+workers' changes summed or averaged per row, AdaGrad / FTRL state summed).
+A worker keeps its shard's model rows between rounds and is sent only
+those that changed elsewhere.  By default the rounds are short in the first
+epoch and grow 4x each epoch after.  Deterministic given ``random_state``
+and the number of workers (with one thread per worker).
 ALS and MCMC stay local.  ``eval_set`` (arrays, paths or small Dask
 collections, gathered to the client once) and early stopping work as
 locally; ``history_`` also records each round's compute / merge / transfer
@@ -571,9 +573,11 @@ def _dask_class(name, local, fit_doc):
                       "touches).  See docs/distributed.md.\n    rounds_per_epoch : int or None, "
                       "default=None\n        Synchronisations per pass over the data: each "
                       "round every worker\n        trains on a fixed 1/rounds_per_epoch of "
-                      "its rows (in a new order each\n        epoch).  None: one round per "
-                      "ROUND_ROWS (25,000) rows of the largest\n        shard, at most "
-                      "MAX_ROUNDS (32).\n")}
+                      "its rows (in a new order each\n        epoch).  None: rounds that grow "
+                      "with the epochs -- in the first\n        epoch one per ROUND_ROWS "
+                      "(25,000) rows of the largest shard (at most\n        MAX_ROUNDS, 32), "
+                      "each later epoch ROUND_GROWTH (4) times fewer,\n        longer rounds "
+                      "(at least one).\n")}
     ns.update(fit_doc)
     return type(name, (_DaskMixin, local), ns)
 

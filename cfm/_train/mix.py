@@ -39,10 +39,15 @@ import numpy as np
 from .. import _mix
 from .sgd import block_epoch
 
-def touched_rows(indices, n_features):
+def touched_rows(indices, n_features, scratch=None):
     """(rows, counts): the table rows a pass over CSR column ``indices``
-    touches, sorted, and how many non-zeros touch each."""
-    counts = np.bincount(np.asarray(indices), minlength=n_features)
+    touches, sorted, and how many non-zeros touch each.  ``scratch``: a
+    zeroed int32 array of length n_features, reused across calls (no count
+    array allocated per call; int32 ids below n_features)."""
+    indices = np.asarray(indices)
+    if scratch is not None and indices.dtype == np.int32 and len(scratch) == n_features:
+        return _mix.touched(np.ascontiguousarray(indices), scratch)
+    counts = np.bincount(indices, minlength=n_features)
     rows = np.flatnonzero(counts)
     return rows.astype(np.int64), counts[rows].astype(np.float64)
 

@@ -21,6 +21,8 @@ Python (cfm._train.mix) validates shapes and ids before calling these; the
 arithmetic is that of the NumPy reference in tests/test_dask.py, in the same
 order, so the result is the same bit for bit.
 """
+import numpy as np
+
 from libc.math cimport sqrt, fabs
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
@@ -121,3 +123,30 @@ def finish(floating[:, :] arr, int cols, const int64_t[::1] shared, int64_t n_sl
                     base[s, ftrl_w] = -(z - sg * l1) / ((beta + sqrt(n)) / lr + l2)
             for c in range(cols):
                 arr[r, c] = <floating>base[s, c]
+
+
+def touched(const int32_t[::1] indices, int32_t[::1] cnt):
+    """(rows, counts): the distinct values of ``indices`` (all in [0,
+    len(cnt))), sorted, and how often each occurs -- np.bincount +
+    flatnonzero without allocating a count array per call: ``cnt`` is a
+    zeroed scratch of the table's length, zeroed again on return."""
+    cdef Py_ssize_t i, j, n_rows = 0
+    cdef int64_t n = cnt.shape[0]
+    with nogil:
+        for i in range(indices.shape[0]):
+            if cnt[indices[i]] == 0:
+                n_rows += 1
+            cnt[indices[i]] += 1
+    rows_arr = np.empty(n_rows, dtype=np.int64)
+    counts_arr = np.empty(n_rows, dtype=np.float64)
+    cdef int64_t[::1] rows = rows_arr
+    cdef double[::1] counts = counts_arr
+    with nogil:
+        j = 0
+        for i in range(n):
+            if cnt[i]:
+                rows[j] = i
+                counts[j] = cnt[i]
+                cnt[i] = 0
+                j += 1
+    return rows_arr, counts_arr
