@@ -84,17 +84,20 @@ def main(argv=None):
             cfm.dump_libsvm(Xtr[cut[i]:cut[i + 1]], ytr[cut[i]:cut[i + 1]], p, zero_based=False)
             paths.append(p)
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         local = cfm.FMClassifier(n_jobs=args.threads, **common).fit(Xtr, ytr)
         t_local = time.perf_counter() - t
+        cpu_local = time.process_time() - c
         auc_local = _auc(yte, local.decision_function(Xte))
         t = time.perf_counter()
         cfm.load_libsvm(paths[0])
         t_read1 = time.perf_counter() - t
         run = {"name": f"local {args.threads} threads", "fit_s": t_local, "auc": auc_local,
+               "cpu_s": cpu_local,
                "read_one_file_s": t_read1}
         out["runs"].append(run)
-        print(f"local  {args.threads} threads: fit {t_local:.2f}s  AUC {auc_local:.4f}  "
+        print(f"local  {args.threads} threads: fit {t_local:.2f}s ({cpu_local:.1f} CPU s)  "
+              f"AUC {auc_local:.4f}  "
               f"(reading one of {args.parts} files: {t_read1:.2f}s)", flush=True)
         del local
 
@@ -110,10 +113,21 @@ def main(argv=None):
                   "like the local process's import)", flush=True)
             for mixing, rounds in [(m, None if r == "auto" else int(r)) for r in args.rounds.split(",")
                                    for m in args.mixing.split(",")]:
+                # the local fit again just before (the machine's load drifts: the
+                # ratio is taken to this neighbour), then the Dask fit; CPU seconds of
+                # every process (client + scheduler, workers) measure the work whatever
+                # the load
                 t = time.perf_counter()
+                cfm.FMClassifier(n_jobs=args.threads, **common).fit(Xtr, ytr)
+                t_near = time.perf_counter() - t
+                w0 = client.run(time.process_time)
+                t, c = time.perf_counter(), time.process_time()
                 model = DaskFMClassifier(mixing=mixing, rounds_per_epoch=rounds, client=client,
                                          **common).fit(paths)
                 t_fit = time.perf_counter() - t
+                cpu_client = time.process_time() - c
+                w1 = client.run(time.process_time)
+                cpu_workers = sum(w1[w] - w0[w] for w in w1 if w in w0)
                 h = model.history_
                 rounds_s = sum(r["round_s"] * r["rounds"] for r in h)
                 # (a model fitted on files has as many features as their largest id)
@@ -121,7 +135,9 @@ def main(argv=None):
                 mixing = f"{mixing} r={rounds}"
                 run = {"name": f"dask {args.workers}x1 {mixing}", "fit_s": t_fit,
                        "rounds_s": rounds_s, "setup_s": t_fit - rounds_s, "auc": a,
-                       "rounds_per_epoch": [int(r["rounds"]) for r in h]}
+                       "rounds_per_epoch": [int(r["rounds"]) for r in h],
+                       "local_near_s": t_near, "cpu_s": cpu_client + cpu_workers,
+                       "cpu_client_s": cpu_client, "cpu_workers_s": cpu_workers}
                 # totals over the fit, and per round in the first / the last epoch
                 # (with the default, the first epoch's rounds are short, later ones long)
                 for k in PARTS + BYTES:
@@ -133,7 +149,11 @@ def main(argv=None):
                 out["runs"].append(run)
                 print(f"dask {args.workers}x1 {mixing:11s}: fit {t_fit:.2f}s (setup {t_fit - rounds_s:.2f}s + "
                       f"rounds {rounds_s:.2f}s)  AUC {a:.4f} ({a - auc_local:+.4f})  "
-                      f"x{t_fit / t_local:.2f} of local", flush=True)
+                      f"x{t_fit / t_near:.2f} of the local fit just before ({t_near:.2f}s)",
+                      flush=True)
+                print(f"    CPU seconds: {cpu_client + cpu_workers:.1f} (client + scheduler "
+                      f"{cpu_client:.1f}, workers {cpu_workers:.1f}) against the local fit's "
+                      f"{cpu_local:.1f}", flush=True)
                 if tm:
                     print(f"    fit parts: read shards {tm['read_s']:.2f}s, prepare {tm['prepare_s']:.2f}s, "
                           f"init model {tm['init_s']:.2f}s, train {tm['train_s']:.2f}s; "
@@ -153,23 +173,26 @@ def main(argv=None):
                  f"load average {out['loadavg'][0]:.2f} / {out['loadavg'][1]:.2f} (1 / 5 min) at the end; "
                  f"the workers imported cfm before the fits ({out.get('worker_import_s', 0):.1f}s, not "
                  "counted, as the local process's import is not).", "",
-                 "| run | fit s | x local | AUC | rounds | read + prepare + init s | rounds s = "
-                 "scatter + compute + transfer + merge | MB to / from workers |",
-                 "|---|---|---|---|---|---|---|---|"]
-        t_loc = out["runs"][0]["fit_s"]
+                 "| run | fit s | x local (fit just before) | CPU s (client / workers) | AUC | "
+                 "rounds | read + prepare + init s | rounds s = scatter + compute + transfer + "
+                 "merge | MB to / from workers |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for r in out["runs"]:
             if "total_round_s" in r:
                 setup = "+".join(f"{r.get('setup_' + k, float('nan')):.2f}"
                                  for k in ("read_s", "prepare_s", "init_s"))
                 lines.append(
-                    f"| {r['name']} | {r['fit_s']:.2f} | {r['fit_s'] / t_loc:.2f} | {r['auc']:.4f} "
+                    f"| {r['name']} | {r['fit_s']:.2f} | {r['fit_s'] / r['local_near_s']:.2f} "
+                    f"({r['local_near_s']:.2f}) | {r['cpu_s']:.1f} ({r['cpu_client_s']:.1f} / "
+                    f"{r['cpu_workers_s']:.1f}) | {r['auc']:.4f} "
                     f"| {sum(r['rounds_per_epoch'])} ({'/'.join(map(str, r['rounds_per_epoch']))}) "
                     f"| {setup} | {r['total_round_s']:.2f} = {r['total_scatter_s']:.2f} + "
                     f"{r['total_compute_s']:.2f} + {r['total_transfer_s']:.2f} + "
                     f"{r['total_merge_s']:.2f} | {r['total_bytes_to_workers'] / 1e6:.0f} / "
                     f"{r['total_bytes_from_workers'] / 1e6:.0f} |")
             else:
-                lines.append(f"| {r['name']} | {r['fit_s']:.2f} | 1 | {r['auc']:.4f} | | | | |")
+                lines.append(f"| {r['name']} | {r['fit_s']:.2f} | 1 | {r['cpu_s']:.1f} | "
+                             f"{r['auc']:.4f} | | | | |")
         lines.append("")
         lines.append("Per round, first and last epoch (s; MB to / from workers):")
         lines.append("")
