@@ -34,7 +34,7 @@ LAYERS = [
     ("estimators", ["_estimator", "_persist", "_tuning", "_to_torch", "models", "ffm", "deepfm"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
-    ("engines", ["dask", "_dask_tasks", "spark"]),
+    ("engines", ["dask", "_dask_rounds", "_dask_tasks", "spark"]),
     ("front ends", ["cli", "cli.*", "demo", "__main__"]),
 ]
 # The package root (cfm/__init__.py) gathers the public API from every layer;
