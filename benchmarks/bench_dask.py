@@ -56,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads of the local fit")
     ap.add_argument("--parts", type=int, default=8, help="training files")
     ap.add_argument("--mixing", default="sum,average")
+    ap.add_argument("--seed", type=int, default=0, help="random_state of every fit")
     ap.add_argument("--rounds", default="1", help="rounds per epoch to try, e.g. 1,4 (auto: the estimator's default)")
     ap.add_argument("--out", default=None,
                     help="write RESULTS_<name>.md/.json here (e.g. benchmarks/results)")
@@ -73,7 +74,7 @@ def main(argv=None):
           f"({time.perf_counter() - t:.1f}s)", flush=True)
     # fixed settings on both sides (the local fit would otherwise choose them by a race,
     # issue 13, which a distributed fit never runs)
-    common = dict(n_epochs=args.epochs, random_state=0, auto_tune=False)
+    common = dict(n_epochs=args.epochs, random_state=args.seed, auto_tune=False)
     out = {"rows": args.rows, "test_rows": n_test, "epochs": args.epochs,
            "workers": args.workers, "threads": args.threads, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -263,11 +263,13 @@ def test_fit_reaches_local_auc(client, data):
 
 
 def test_default_rounds_grow_with_the_epochs(client, data, monkeypatch):
-    """rounds_per_epoch=None: short rounds in the first epoch, ROUND_GROWTH
-    times longer ones in each later epoch (a round then passes over several
-    slices); deterministic, and as accurate as the local fit."""
+    """rounds_per_epoch=None with ROUND_GROWTH > 1: short rounds in the
+    first epoch, ROUND_GROWTH times longer ones in each later epoch (a round
+    then passes over several slices); deterministic, and as accurate as the
+    local fit.  (ROUND_GROWTH = 1, the default: uniform rounds.)"""
     Xtr, ytr, Xte, yte, _ = data
     monkeypatch.setattr(cdask, "ROUND_ROWS", 2_000)  # 10k rows a worker: 5 slices
+    monkeypatch.setattr(cdask, "ROUND_GROWTH", 4)
     Xd, yd = _dask(Xtr, ytr)
     model = cdask.DaskFMClassifier(n_epochs=4, random_state=0, client=client).fit(Xd, yd)
     assert [r["rounds"] for r in model.history_] == [5, 2, 1, 1]
