@@ -10,7 +10,7 @@ the local fit (``cfm.FMClassifier``, 2 threads) on the same data and epochs.
 
 Schedules: ``fixed:R`` -- R rounds every epoch (``rounds_per_epoch=R``);
 ``grow:R:G`` -- the shard cut into R slices, epoch e (from 0) in rounds of
-G**e slices (the estimator's default is fixed:ceil(rows/25k); grow:ceil(rows/25k):4 with
+G**e slices (the estimator's default is fixed:ceil(rows/50k); grow:ceil(rows/50k):4 with
 cfm.dask.ROUND_GROWTH = 4).
 
     PYTHONPATH=$PWD python benchmarks/bench_dask_rounds.py --rows 1000000 \\

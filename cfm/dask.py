@@ -72,7 +72,7 @@ from ._dask_rounds import RoundsMixin  # noqa: E402  (imports distributed)
 # 1M-row set from 100 to 29 at the same AUC, but measured slower there on 2
 # shared cores -- the long rounds' passes took twice the time per row in the
 # workers -- so rounds stay uniform by default).
-ROUND_ROWS = 25_000
+ROUND_ROWS = 50_000
 MAX_ROUNDS = 32
 ROUND_GROWTH = 1
 __all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFFMClassifier", "DaskFFMRegressor"]
@@ -384,9 +384,10 @@ class _DaskMixin(RoundsMixin):
 
     def _n_rounds(self, shard_rows):
         """Slices a shard is cut into: rounds_per_epoch, or one per ROUND_ROWS
-        rows of the largest shard, at most MAX_ROUNDS (the first epoch's
-        rounds; measured: 2 workers x 100k rows a round trail the local fit by
-        0.005 AUC with mixing="sum", 25k rows a round match it)."""
+        rows of the largest shard, at most MAX_ROUNDS (measured, 2 workers,
+        mixing="sum", AUC against the local fit: 100k-125k rows a worker a
+        round -0.005 to -0.010; 50k-62.5k rows -0.0016 to +0.0033 on 200k and
+        1M rows; 25k rows the same at twice the rounds: docs/distributed.md)."""
         if self.rounds_per_epoch is not None:
             return int(self.rounds_per_epoch)
         return int(min(MAX_ROUNDS, max(1, -(-shard_rows // ROUND_ROWS))))
@@ -449,7 +450,7 @@ def _dask_class(name, local, fit_doc):
                       "round every worker\n        trains on a fixed 1/rounds_per_epoch of "
                       "its rows (in a new order each\n        epoch).  None: rounds that grow "
                       "with the epochs -- in the first\n        epoch one per ROUND_ROWS "
-                      "(25,000) rows of the largest shard (at most\n        MAX_ROUNDS, 32), "
+                      "(50,000) rows of the largest shard (at most\n        MAX_ROUNDS, 32), "
                       "each later epoch ROUND_GROWTH (default 1) times\n        fewer, longer "
                       "rounds (at least one).\n")}
     ns.update(fit_doc)
