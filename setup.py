@@ -23,7 +23,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 MODULES = ["_pool", "_fm", "_ffm", "_fwfm", "_utils", "_parse", "_mcmc", "_format", "_fastparse",
-           "_deepfm", "_rank"]
+           "_deepfm", "_rank", "_mix"]
 
 
 def _flag(name):

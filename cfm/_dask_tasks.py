@@ -9,13 +9,14 @@ Dask pickles them by reference.
 """
 import glob as _glob
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import data as cfm_data
-from ._train.mix import Update, compact, local_pass, touched_rows
+from ._train.mix import Update, compact, group_positions, local_pass, touched_rows
 from ._validation import check_sample_weight, check_X, effective_n_threads
 
 
@@ -35,24 +36,61 @@ class RawShard:
 @dataclass
 class Slice:
     """The rows of one round of a shard: validated rows whose ids are
-    renumbered onto the model rows they touch (``rows``, with ``counts``),
-    encoded labels, weights."""
+    renumbered onto the model rows they touch (``rows``, with ``counts``;
+    ``pos``: their positions in the shard's ``held``), encoded labels,
+    weights."""
 
     Xc: object
     y: np.ndarray
     sw: object
     rows: np.ndarray
     counts: np.ndarray
+    pos: np.ndarray = None
 
 
 @dataclass
 class Shard:
     """A prepared shard: its rows cut into the slices of the rounds of an
-    epoch (one slice: a round is a pass)."""
+    epoch (one slice: a round is a pass).  Between rounds it keeps the model
+    rows of all its slices (``local``: the model restricted to ``held``,
+    sent in full on the first round, then only the rows that changed
+    elsewhere: cfm._train.mix.ResidentRows); ``token`` names the round after
+    which ``local`` is current (None: not current)."""
 
     slices: list
     y_sum: float         # sum of weight * encoded label (the initial bias)
     w_sum: float
+    held: np.ndarray = None
+    local: object = None
+    token: object = None
+
+
+@dataclass
+class RowsMsg:
+    """What a worker is sent before a round (cfm._train.mix.ResidentRows):
+    either ``full``, the model restricted to the shard's held rows, or the
+    rows at positions ``idx`` of held with their per-table values; the bias
+    state; the token the shard must hold (``expect``) and the one it holds
+    after the round."""
+
+    full: object
+    idx: object
+    tables: object
+    w0_state: np.ndarray
+    expect: object
+    token: object
+
+    @property
+    def nbytes(self):
+        if self.full is not None:
+            return int(sum(a.nbytes for _, a, *_ in self.full.mix_tables()))
+        return int(self.idx.nbytes + sum(t.nbytes for t in self.tables))
+
+
+class StaleShard(RuntimeError):
+    """A shard's resident model rows are not those the client assumes (the
+    shard was rebuilt or copied after a failure): the round is retried with
+    every worker sent all its rows."""
 
 
 def _as_csr(block):
@@ -166,24 +204,35 @@ def prepare(raw, encoder, n_features, shift, n_parts=1, seed=0, shuffle=True):
     w = np.ones(Xc.n_rows) if sw is None else sw
     y_sum, w_sum = float(np.dot(w, y)), float(w.sum())
     n = Xc.n_rows
-    X = sp.csr_matrix((Xc.data, Xc.indices, Xc.indptr), shape=(n, n_features))
+    # the shard's held rows (every feature it touches), its ids renumbered onto
+    # them once; then each slice's rows are positions in held (bincounts over
+    # held, not over the whole model: the model may be much wider)
+    held, _ = touched_rows(Xc.indices, n_features)
+    X = sp.csr_matrix((Xc.data, compact(Xc.indices, held, n_features), Xc.indptr),
+                      shape=(n, max(1, len(held))))
     order = np.random.default_rng(seed).permutation(n) if shuffle and n_parts > 1 \
         else np.arange(n)
+    scratch = np.zeros(X.shape[1], np.int32)
     slices = []
     for p in range(n_parts):
         sel = np.sort(order[n * p // n_parts:n * (p + 1) // n_parts])
         Xp = X[sel] if n_parts > 1 else X
-        rows, counts = touched_rows(Xp.indices, n_features)
-        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, rows, n_features), Xp.indptr),
-                           shape=(Xp.shape[0], max(1, len(rows))))
-        Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(rows)), min_samples=0)
-        slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], rows, counts))
-    return Shard(slices, y_sum, w_sum)
+        pos, counts = touched_rows(Xp.indices, X.shape[1], scratch)
+        Xp = sp.csr_matrix((Xp.data, compact(Xp.indices, pos, X.shape[1]), Xp.indptr),
+                           shape=(Xp.shape[0], max(1, len(pos))))
+        Xpc = check_X(Xp, estimator=encoder, n_features=max(1, len(pos)), min_samples=0)
+        slices.append(Slice(Xpc, y[sel], None if sw is None else sw[sel], held[pos], counts,
+                            pos))
+    return Shard(slices, y_sum, w_sum, held)
 
 
 def shard_summary(shard):
+    """What the client keeps of a shard: its rows, each slice's touched rows,
+    touch counts (int32) and positions in ``held`` (int32)."""
     return {"n_rows": int(sum(s.Xc.n_rows for s in shard.slices)), "y_sum": shard.y_sum,
-            "w_sum": shard.w_sum, "rows": [s.rows for s in shard.slices]}
+            "w_sum": shard.w_sum, "held": shard.held, "rows": [s.rows for s in shard.slices],
+            "counts": [s.counts.astype(np.int32) for s in shard.slices],
+            "pos": [s.pos.astype(np.int32) for s in shard.slices]}
 
 
 def _threads(n_jobs):
@@ -198,15 +247,53 @@ def _threads(n_jobs):
     return effective_n_threads(n_jobs)
 
 
-def run_round(shard, state, hyper, seed, shuffle, n_jobs, part=0):
-    """One round on a worker: a local pass over slice ``part`` of its shard
-    from ``state`` (the model's rows of that slice, ``take_rows(rows)``)."""
-    sl = shard.slices[part]
-    if sl.Xc.n_rows == 0:  # a shard with fewer rows than rounds
-        return Update(sl.rows[:0], sl.counts[:0], [], state.w0_state.copy(), 0, 0.0, 0.0, 0,
-                      0.0)
-    return local_pass(state, sl.Xc, sl.y, sl.sw, hyper, int(seed), shuffle, _threads(n_jobs),
-                      sl.rows, sl.counts)
+def run_round(shard, msg, hyper, seed, shuffle, n_jobs, parts=(0,)):
+    """One round on a worker: bring the shard's resident model rows up to
+    date from ``msg`` (a RowsMsg), run local passes over the slices
+    ``parts`` of the shard from them (one after the other, the first with
+    ``seed``), keep the result and return it as one Update without rows and
+    counts (the client has them: cfm._train.mix.group_positions)."""
+    if msg.full is not None:
+        shard.local = msg.full
+    elif shard.local is None or shard.token != msg.expect:
+        raise StaleShard("the shard's model rows are not the ones the client assumes "
+                         "(rebuilt or copied after a failure)")
+    else:
+        for t, (_, arr, cols, *_) in enumerate(shard.local.mix_tables()):
+            arr[msg.idx, :cols] = msg.tables[t]
+    shard.token = None  # not current while the passes run (a failure leaves it so)
+    local = shard.local
+    local.w0_state[...] = msg.w0_state
+    parts = [int(p) for p in np.atleast_1d(parts)]
+    t0 = time.perf_counter()
+    up = Update(None, None, [], msg.w0_state.copy(), 0, 0.0, 0.0, 0, 0.0)
+    threads = _threads(n_jobs)
+    for j, part in enumerate(parts):
+        sl = shard.slices[part]
+        if sl.Xc.n_rows == 0:  # a shard with fewer rows than slices
+            continue
+        s = int(seed) if j == 0 else int(np.random.SeedSequence([int(seed), j]).generate_state(
+            1, np.uint64)[0])
+        sub = local.take_rows(sl.pos)
+        one = local_pass(sub, sl.Xc, sl.y, sl.sw, hyper, s, shuffle, threads, sl.rows,
+                         sl.counts, copy=False)
+        for t, (_, arr, cols, *_) in enumerate(local.mix_tables()):
+            arr[sl.pos, :cols] = one.tables[t]
+        local.w0_state[...] = one.w0_state
+        up.tables = one.tables
+        up.n_rows += one.n_rows
+        up.loss_sum += one.loss_sum
+        up.weight_sum += one.weight_sum
+        up.n_bad += one.n_bad
+    if len(parts) > 1 and up.n_rows:
+        at, _ = group_positions([shard.slices[p].pos for p in parts],
+                                [shard.slices[p].counts for p in parts], len(shard.held))
+        up.tables = [np.ascontiguousarray(arr[at, :cols])
+                     for _, arr, cols, *_ in local.mix_tables()]
+    up.w0_state = local.w0_state.copy()
+    up.seconds = time.perf_counter() - t0
+    shard.token = msg.token
+    return up
 
 
 def score_block(X, model, method):

@@ -18,13 +18,15 @@ plus ``client=`` (default: the current ``distributed`` client), as
 
 Training is synchronous parameter mixing (cfm/_train/mix.py): the rows are
 split into one shard per worker (chunks / files in order, contiguously),
-built once on that worker and kept in its memory.  Each epoch is one round:
-the merged model is sent to every worker, each runs a local pass (cfm's
-kernels, Hogwild over the worker's threads) over its shard and returns the
-rows it touched, and the client merges them -- parameters averaged per row
-weighted by how often each worker touched it, AdaGrad / FTRL state summed
--- into the model the next round starts from.  Deterministic given
-``random_state`` and the number of workers (with one thread per worker).
+built once on that worker and kept in its memory, cut into slices.  Each
+round every worker runs a local pass (cfm's kernels, Hogwild over the
+worker's threads) over one or more of its slices from the merged model and
+returns the rows it touched; the client merges them (nogil kernels: the
+workers' changes summed or averaged per row, AdaGrad / FTRL state summed).
+A worker keeps its shard's model rows between rounds and is sent only
+those that changed elsewhere.  Rounds can grow after the first epoch
+(``ROUND_GROWTH``; off by default).  Deterministic given ``random_state``
+and the number of workers (with one thread per worker).
 ALS and MCMC stay local.  ``eval_set`` (arrays, paths or small Dask
 collections, gathered to the client once) and early stopping work as
 locally; ``history_`` also records each round's compute / merge / transfer
@@ -45,13 +47,11 @@ import copy
 import inspect
 import os
 import time
-from dataclasses import replace
 
 import numpy as np
 
 from . import _dask_tasks as tasks
 from ._train import mix
-from ._train.loop import run_epochs
 from ._train.stream import read_eval_file
 from ._validation import draw_seed, set_feature_names
 from .ffm import FFMClassifier, FFMRegressor
@@ -64,19 +64,17 @@ try:  # the optional extra
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
     raise ImportError("cfm.dask needs dask and distributed: pip install 'cfm[dask]'") from _exc
 
-# Rows of a shard per round when rounds_per_epoch is None, and the most rounds
-# an epoch is cut into then (see docs/distributed.md).
-ROUND_ROWS = 25_000
-MAX_ROUNDS = 32
-# Attempts of a training round before its error is raised, and the errors
-# that make a round be retried (a worker lost while it ran).
-ROUND_ATTEMPTS = 3
-# Models and updates travel straight between the client and the workers (not
-# through the scheduler) in a round's first attempt.
-DIRECT = True
-_RETRIED = (distributed.client.FutureCancelledError, distributed.scheduler.KilledWorker,
-            distributed.comm.CommClosedError, OSError, TimeoutError)
+from ._dask_rounds import RoundsMixin  # noqa: E402  (imports distributed)
 
+# When rounds_per_epoch is None: rows of a shard per round in the first epoch,
+# the most rounds an epoch is cut into, and how many times longer the rounds
+# of each later epoch are (see docs/distributed.md: 4 cuts the rounds of the
+# 1M-row set from 100 to 29 at the same AUC, but measured slower there on 2
+# shared cores -- the long rounds' passes took twice the time per row in the
+# workers -- so rounds stay uniform by default).
+ROUND_ROWS = 50_000
+MAX_ROUNDS = 32
+ROUND_GROWTH = 1
 __all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFFMClassifier", "DaskFFMRegressor"]
 
 
@@ -100,13 +98,18 @@ def _groups(sizes, n_groups):
     total = cum[-1] if len(cum) else 0.0
     cuts = [0]
     for g in range(1, n_groups):
-        cut = int(np.searchsorted(cum, total * g / n_groups, side="left")) + 1
+        target = total * g / n_groups
+        cut = int(np.searchsorted(cum, target, side="left")) + 1
+        # the nearer of the two cuts around the target (the first past it can
+        # give one worker a whole item more: 5 of 8 equal files instead of 4)
+        if cut >= 2 and abs(cum[cut - 2] - target) <= abs(cum[min(cut, len(cum)) - 1] - target):
+            cut -= 1
         cuts.append(min(max(cut, cuts[-1] + 1), len(sizes) - (n_groups - g)))
     cuts.append(len(sizes))
     return [list(range(a, b)) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
-class _DaskMixin:
+class _DaskMixin(RoundsMixin):
     """Distributed fit / scoring around a local cfm estimator class."""
 
     _local_class = None
@@ -127,6 +130,7 @@ class _DaskMixin:
         state = dict(state)
         state["client"] = None  # a client does not travel
         state.pop("_dask_model", None)
+        state.pop("_dask_timing", None)
         return state
 
     def _default_dtype(self):
@@ -149,7 +153,7 @@ class _DaskMixin:
         local = self._local_class(**params)
         for name, value in self.__dict__.items():
             if name not in params and name not in ("client", "mixing", "rounds_per_epoch",
-                                                   "_dask_model"):
+                                                   "_dask_model", "_dask_timing"):
                 local.__dict__[name] = copy.deepcopy(value)
         return local
 
@@ -252,10 +256,13 @@ class _DaskMixin:
         if not workers:
             raise ValueError("the Dask cluster has no workers")
         self._dask_model = None
+        t0 = time.perf_counter()
+        self._dask_timing = timing = {}
         raws, source, zero_based = self._read_shards(client, workers, X, y, sample_weight)
         try:
             metas = client.gather([client.submit(tasks.raw_meta, r, pure=False)
                                    for r in raws])
+            timing["read_s"] = time.perf_counter() - t0
             self._fit_shards(client, raws, metas, source, X, fields, eval_set, dtype,
                              zero_based, callback)
         finally:
@@ -357,8 +364,12 @@ class _DaskMixin:
         shards = [client.submit(tasks.prepare, r, encoder, n_features, shift, n_parts, seed + i,
                                 bool(self.shuffle), pure=False)
                   for i, r in enumerate(raws)]
+        t0 = time.perf_counter()
         summ = client.gather([client.submit(tasks.shard_summary, s, pure=False)
                               for s in shards])
+        timing = self._dask_timing
+        timing["prepare_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         if warm:
             state = self._ensure_layout(dtype, self._hyper().learning_rate)
         else:
@@ -368,17 +379,33 @@ class _DaskMixin:
             if _is_dataframe(X):
                 set_feature_names(self, X._meta)
             self._input_zero_based = (shift == 0) if fmt == "libsvm" else True
-        self._run_rounds(client, shards, [s["rows"] for s in summ], state, evals, callback)
+        timing["init_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._run_rounds(client, shards, summ, state, evals, callback)
+        timing["train_s"] = time.perf_counter() - t0
         # the settings used (fixed: a distributed fit never races, issue 13)
         self._record(self._settings(), "off: distributed fit")
 
     def _n_rounds(self, shard_rows):
-        """Rounds per epoch: rounds_per_epoch, or one per ROUND_ROWS rows of the
-        largest shard (measured: 2 workers x 100k rows a round trail the local
-        fit by 0.005 AUC with mixing="sum", 25k rows a round match it)."""
+        """Slices a shard is cut into: rounds_per_epoch, or one per ROUND_ROWS
+        rows of the largest shard, at most MAX_ROUNDS (measured, 2 workers,
+        mixing="sum", AUC against the local fit: 100k-125k rows a worker a
+        round -0.005 to -0.010; 50k-62.5k rows -0.0016 to +0.0033 on 200k and
+        1M rows; 25k rows the same at twice the rounds: docs/distributed.md)."""
         if self.rounds_per_epoch is not None:
             return int(self.rounds_per_epoch)
         return int(min(MAX_ROUNDS, max(1, -(-shard_rows // ROUND_ROWS))))
+
+    def _slices_per_round(self, n_parts, epoch):
+        """Slices of a round in the ``epoch``-th epoch of this fit (from 0):
+        one with a fixed rounds_per_epoch; else ROUND_GROWTH ** epoch -- the
+        rounds may grow as AdaGrad's steps shrink (measured on the 1M-row
+        set, sum mixing: rounds of 25k rows per worker in the first epoch, 4x
+        longer each epoch after: 29 rounds in 5 epochs at the AUC of 100
+        uniform ones; 4 rounds in every epoch: 20 rounds, -0.006)."""
+        if self.rounds_per_epoch is not None:
+            return 1
+        return int(min(n_parts, ROUND_GROWTH ** min(epoch, 30)))
 
     def _dask_evals(self, eval_set, n_features, shift):
         """eval_set validated on the client (Dask collections gathered once)."""
@@ -393,95 +420,6 @@ class _DaskMixin:
             Xv, yv = dask.compute(Xv, yv) if _is_dask(Xv) or _is_dask(yv) else (Xv, yv)
             out.append((Xv, np.asarray(yv)))
         return self._check_eval_set(out, n_features)
-
-    def _round_updates(self, client, shards, rows, state, hyper, seeds, shuffle, n_jobs,
-                       part=0):
-        """Send the model, run a round's local passes, return their Updates.
-
-        Each worker is sent the model's rows its shard touches (``rows``),
-        directly to the worker that holds the shard.
-        A round whose worker died is retried from the same model and seeds
-        (Dask rebuilds the lost shards from their sources): the result is the
-        same as without the failure.  After ROUND_ATTEMPTS failures the error
-        is raised."""
-        last = None
-        for attempt in range(ROUND_ATTEMPTS):
-            # first straight between the client and the workers; a retry goes
-            # through the scheduler (which knows which workers are alive)
-            direct = attempt == 0 and DIRECT
-            t0 = time.perf_counter()
-            models, futs = [], []
-            try:
-                where = client.who_has(shards)
-                for s, r in zip(shards, rows):
-                    at = list(where.get(s.key, ()))
-                    models.append(client.scatter(state.take_rows(r[part]), hash=False,
-                                                 workers=at[:1] or None, direct=direct))
-                t1 = time.perf_counter()
-                futs = [client.submit(tasks.run_round, s, m, hyper, int(seeds[i]), shuffle,
-                                      n_jobs, part, pure=False)
-                        for i, (s, m) in enumerate(zip(shards, models))]
-                updates = client.gather(futs, direct=direct)
-                return updates, t1 - t0, time.perf_counter() - t1
-            except _RETRIED as exc:
-                last = exc
-            finally:
-                for f in futs + models:
-                    f.release()
-        raise RuntimeError(f"{type(self).__name__}: a training round failed "
-                           f"{ROUND_ATTEMPTS} times; last error: {last!r}") from last
-
-    def _run_rounds(self, client, shards, rows, state, evals, callback):
-        hyper = self._hyper()
-        config = self._loop_config(callback)
-        n_jobs, shuffle = self.n_jobs, bool(self.shuffle)
-        row_bytes = sum(a.nbytes // max(1, len(a)) for _, a, *_ in state.mix_tables())
-
-        n_parts = len(rows[0])
-        keys = ("round_s", "scatter_s", "compute_s", "transfer_s", "merge_s",
-                "bytes_to_workers", "bytes_from_workers")
-
-        def one_epoch(lr):
-            """An epoch: rounds_per_epoch rounds (each: send, local passes, merge)."""
-            h = hyper if lr == hyper.learning_rate else replace(hyper, learning_rate=lr)
-            seeds = np.random.SeedSequence(int(self._rng.integers(2**63))).generate_state(
-                len(shards) * n_parts, np.uint64).reshape(n_parts, len(shards))
-            parts = self._rng.permutation(n_parts) if shuffle else range(n_parts)
-            loss = wsum = 0.0
-            n_bad = 0
-            tot = dict.fromkeys(keys, 0.0)
-            for i, part in enumerate(parts):
-                t0 = time.perf_counter()
-                updates, scatter_s, wait_s = self._round_updates(
-                    client, shards, rows, state, h, seeds[i], shuffle, n_jobs, int(part))
-                bytes_out = sum(len(r[part]) for r in rows) * row_bytes
-                t2 = time.perf_counter()
-                mix.merge(state, updates, h, self.mixing)
-                t3 = time.perf_counter()
-                compute = max(u.seconds for u in updates)
-                # scatter: the client sends the model rows; compute: the slowest
-                # worker's pass (and row extraction); transfer: the rest of the
-                # wait (fetching, (de)serialising, returning updates,
-                # scheduling); merge: on the client
-                for k, v in (("round_s", t3 - t0), ("scatter_s", scatter_s),
-                             ("compute_s", compute), ("transfer_s", max(0.0, wait_s - compute)),
-                             ("merge_s", t3 - t2), ("bytes_to_workers", bytes_out),
-                             ("bytes_from_workers", sum(u.nbytes for u in updates))):
-                    tot[k] += v
-                loss += sum(u.loss_sum for u in updates)
-                wsum += sum(u.weight_sum for u in updates)
-                n_bad += sum(u.n_bad for u in updates)
-                if n_bad:
-                    break
-            # per round (means over the epoch's rounds)
-            stats = {k: (int(v / n_parts) if k.startswith("bytes") else v / n_parts)
-                     for k, v in tot.items()}
-            stats["rounds"] = n_parts
-            return loss, wsum, n_bad, stats
-
-        res = run_epochs(one_epoch, state=state, n_epochs=self._n_epochs(), evals=evals,
-                         config=config, lr=hyper.learning_rate)
-        self.best_epoch_ = res.best_epoch
 
 
 def _dask_class(name, local, fit_doc):
@@ -514,9 +452,11 @@ def _dask_class(name, local, fit_doc):
                       "touches).  See docs/distributed.md.\n    rounds_per_epoch : int or None, "
                       "default=None\n        Synchronisations per pass over the data: each "
                       "round every worker\n        trains on a fixed 1/rounds_per_epoch of "
-                      "its rows (in a new order each\n        epoch).  None: one round per "
-                      "ROUND_ROWS (25,000) rows of the largest\n        shard, at most "
-                      "MAX_ROUNDS (32).\n")}
+                      "its rows (in a new order each\n        epoch).  None: rounds that grow "
+                      "with the epochs -- in the first\n        epoch one per ROUND_ROWS "
+                      "(50,000) rows of the largest shard (at most\n        MAX_ROUNDS, 32), "
+                      "each later epoch ROUND_GROWTH (default 1) times\n        fewer, longer "
+                      "rounds (at least one).\n")}
     ns.update(fit_doc)
     return type(name, (_DaskMixin, local), ns)
 

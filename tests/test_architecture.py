@@ -35,7 +35,7 @@ LAYERS = [
                     "fwfm", "deepfm", "_classifier", "ranking"]),
     ("import", ["xlearn", "_xlearn_txt"]),
     ("loading", ["_loader"]),
-    ("engines", ["dask", "_dask_tasks", "spark"]),
+    ("engines", ["dask", "_dask_rounds", "_dask_tasks", "spark"]),
     ("front ends", ["cli", "cli.*", "demo", "__main__"]),
 ]
 # The package root (cfm/__init__.py) gathers the public API from every layer;

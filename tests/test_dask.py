@@ -125,6 +125,128 @@ def test_merge_rules():
         np.testing.assert_array_equal(got[3:n], base[3:n])
 
 
+def _reference_merge(state, updates, hyper, mixing):
+    """The merge in plain NumPy (the reference of the cfm._mix kernels)."""
+    updates = [u for u in updates if u.n_rows > 0]
+    union, times = np.unique(np.concatenate([u.rows for u in updates]), return_counts=True)
+    shared = union[times > 1]
+    tables = state.mix_tables()
+    for up in updates:
+        alone = ~np.isin(up.rows, shared)
+        for t, (_, arr, cols, *_) in enumerate(tables):
+            arr[up.rows[alone], :cols] = up.tables[t][alone]
+    for t, (_, arr, cols, avg, summed, ftrl) in enumerate(tables):
+        if not len(shared):
+            continue
+        base = arr[shared, :cols].astype(np.float64)
+        num, den, inc = (np.zeros_like(base) for _ in range(3))
+        for up in updates:
+            sel = np.flatnonzero(np.isin(up.rows, shared))
+            pos = np.searchsorted(shared, up.rows[sel])
+            R = up.tables[t][sel].astype(np.float64)
+            B = base[pos]
+            wgt = (R != B) * up.counts[sel, None]
+            num[pos] += wgt * R
+            den[pos] += wgt
+            inc[pos] += R - B
+        new = base
+        if mixing == "sum":
+            new[:, avg] += inc[:, avg]
+        else:
+            mean = (den > 0) & avg
+            new[mean] = num[mean] / den[mean]
+        new[:, summed] += inc[:, summed]
+        if ftrl is not None:
+            w, z, n = ftrl
+            zz, nn = new[:, z], new[:, n]
+            ww = -(zz - np.sign(zz) * hyper.l1) / ((hyper.ftrl_beta + np.sqrt(nn))
+                                                  / hyper.learning_rate + hyper.l2_w)
+            new[:, w] = np.where(np.abs(zz) <= hyper.l1, 0.0, ww)
+        arr[shared, :cols] = new.astype(arr.dtype)
+    mix._merge_bias(state.w0_state, updates, hyper)
+
+
+@pytest.mark.parametrize("kind,opt", [("fm", "adagrad"), ("fm", "ftrl"), ("fm", "sgd"),
+                                      ("ffm", "adagrad")])
+@pytest.mark.parametrize("mixing", ["sum", "average"])
+def test_merge_kernels_match_the_numpy_reference(kind, opt, mixing):
+    """Three workers' passes over overlapping slices, merged by the kernels
+    and by the NumPy reference: the same tables bit for bit."""
+    X, y, fields = onehot_ctr(3_000, n_fields=5, ids=60)
+    yy = np.where(y > 0, 1.0, -1.0)
+    if kind == "fm":
+        st = cfm.FMClassifier(solver=opt, n_epochs=1, random_state=0, n_jobs=1).fit(X, y)._state
+    else:
+        st = cfm.FFMClassifier(solver=opt, n_factors=4, n_epochs=1, random_state=0, n_jobs=1,
+                               dtype="float32").fit(X, y, fields=fields)._state
+    hyper = _hyper(opt)
+    if opt == "ftrl":
+        from dataclasses import replace
+
+        hyper = replace(hyper, l1=0.01)
+    ups = []
+    for i, (a, b) in enumerate([(0, 1_000), (800, 2_000), (2_500, 3_000)]):
+        Xc = cfm._validation.check_X(X[a:b], n_features=X.shape[1])
+        rows, counts = mix.touched_rows(Xc.indices, X.shape[1])
+        ups.append(mix.local_pass(st, Xc, yy[a:b], None, hyper, i, True, 1, rows, counts))
+    got, want = st.clone(), st.clone()
+    shared = mix.merge(got, ups, hyper, mixing)
+    _reference_merge(want, ups, hyper, mixing)
+    assert len(shared) and len(np.unique(shared)) == len(shared)
+    for (_, a, *_), (_, b, *_) in zip(got.mix_tables(), want.mix_tables()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.w0_state, want.w0_state)
+    with pytest.raises(ValueError, match="outside"):
+        mix.merge(got, [mix.Update(np.array([X.shape[1]]), np.ones(1), ups[0].tables,
+                                   ups[0].w0_state, 1, 0.0, 1.0, 0, 0.0)], hyper, mixing)
+
+
+def test_resident_rows_give_the_model_of_sending_every_row():
+    """Workers keeping their shard's rows between rounds and sent only the
+    rows that changed elsewhere (mix.ResidentRows, tasks.run_round) end
+    with the model of sending every row of each round's slice, with fewer
+    bytes; a shard whose rows are not current refuses the round."""
+    from cfm import _dask_tasks as tasks
+
+    X, y, _ = onehot_ctr(4_000, n_fields=6, ids=80)
+    m = cfm.FMClassifier(n_epochs=1, random_state=0, n_jobs=1).fit(X, y)
+    hyper, nf = _hyper("adagrad"), X.shape[1]
+    shards = [tasks.prepare(tasks.RawShard(X[a:a + 2_000], y[a:a + 2_000], None, None, 0,
+                                           "arrays", None), m, nf, 0, 3, seed=a)
+              for a in (0, 2_000)]
+    ref, st = m._state.clone(), m._state.clone()
+    sync = mix.ResidentRows(nf, [s.held for s in shards])
+    sync.nonce = b"x"
+    sent = every = 0
+    for r, part in enumerate([0, 2, 1, 1, 0, 2]):
+        ups_ref = [mix.local_pass(ref.take_rows(s.slices[part].rows), s.slices[part].Xc,
+                                  s.slices[part].y, None, hyper, r, True, 1,
+                                  s.slices[part].rows, s.slices[part].counts) for s in shards]
+        mix.merge(ref, ups_ref, hyper)
+        ups = []
+        for k, s in enumerate(shards):
+            sl = s.slices[part]
+            full, idx, tabs = sync.message(k, st, sl.rows, sl.pos.astype(np.int32))
+            msg = tasks.RowsMsg(full, idx, tabs, st.w0_state.copy(),
+                                None if full is not None else (b"x", sync.round),
+                                (b"x", sync.round + 1))
+            sent += msg.nbytes if r else 0
+            every += len(sl.rows) * st.table[0].nbytes if r else 0  # rows sent whole
+            up = tasks.run_round(s, msg, hyper, r, True, 1, part)
+            assert up.rows is None
+            up.rows, up.counts = sl.rows, sl.counts
+            ups.append(up)
+        sync.merged([s.slices[part].rows for s in shards], [s.slices[part].pos for s in shards],
+                    mix.merge(st, ups, hyper))
+        np.testing.assert_array_equal(st.table, ref.table)
+        np.testing.assert_array_equal(st.w0_state, ref.w0_state)
+    assert 0 < sent < every
+    stale = tasks.RowsMsg(None, np.zeros(0, np.int64), [st.table[:0, :11]], st.w0_state,
+                          (b"x", 0), (b"x", 1))
+    with pytest.raises(tasks.StaleShard):
+        tasks.run_round(shards[0], stale, hyper, 0, True, 1, 0)
+
+
 # ---------------------------------------------------------------- Dask
 def test_fit_reaches_local_auc(client, data):
     Xtr, ytr, Xte, yte, _ = data
@@ -138,6 +260,24 @@ def test_fit_reaches_local_auc(client, data):
     assert model.n_epochs_ == 6 and len(model.history_) == 6
     rec = model.history_[-1]
     assert rec["bytes_from_workers"] > 0 and rec["compute_s"] > 0
+
+
+def test_default_rounds_grow_with_the_epochs(client, data, monkeypatch):
+    """rounds_per_epoch=None with ROUND_GROWTH > 1: short rounds in the
+    first epoch, ROUND_GROWTH times longer ones in each later epoch (a round
+    then passes over several slices); deterministic, and as accurate as the
+    local fit.  (ROUND_GROWTH = 1, the default: uniform rounds.)"""
+    Xtr, ytr, Xte, yte, _ = data
+    monkeypatch.setattr(cdask, "ROUND_ROWS", 2_000)  # 10k rows a worker: 5 slices
+    monkeypatch.setattr(cdask, "ROUND_GROWTH", 4)
+    Xd, yd = _dask(Xtr, ytr)
+    model = cdask.DaskFMClassifier(n_epochs=4, random_state=0, client=client).fit(Xd, yd)
+    assert [r["rounds"] for r in model.history_] == [5, 2, 1, 1]
+    again = cdask.DaskFMClassifier(n_epochs=4, random_state=0, client=client).fit(Xd, yd)
+    np.testing.assert_array_equal(again._state.table, model._state.table)
+    local = cfm.FMClassifier(n_epochs=4, random_state=0, n_jobs=1, auto_tune=False).fit(Xtr, ytr)
+    a_local = auc(yte, local.decision_function(Xte))
+    assert auc(yte, model.decision_function(Xte)) > a_local - 0.002
 
 
 def test_predict_is_local_predict_bit_for_bit(client, data):
