@@ -261,3 +261,54 @@ cdef inline int64_t chunk_rows(const int64_t* indptr, Py_ssize_t n_rows,
         return 1
     units = indptr[n_rows] - indptr[0] + n_rows
     return max(<int64_t>1, min(<int64_t>n_rows, target * <int64_t>n_rows // units))
+
+
+# --- multiclass (softmax) kernels of _fm.pyx and _ffm.pyx -------------------
+# Per-thread slots (``thr`` rows of SM_THR_BASE + 3 C values, padded):
+cdef enum:
+    SM_LOSS = 0
+    SM_WSUM = 1
+    SM_COUNT = 2
+    SM_BAD = 3
+    SM_THR_BASE = 8     # then [w0, a, b] of class 0, of class 1, ...
+
+
+cdef inline int softmax_merge(const double* thr, int nt, Py_ssize_t tstride,
+                              double* w0_state, int C, int optimizer, bint fit_intercept,
+                              double lr, double l2_w0, double ftrl_beta, double* total_loss,
+                              double* total_w) noexcept nogil:
+    """merge_thread_states (above) for C class biases: fixed
+    order, count-weighted mean of each w0, summed accumulator increments;
+    exact with one thread.  Returns the rows whose scores were not finite."""
+    cdef int t_id, cl
+    cdef double bad = 0.0, n_done = 0.0, w0_avg, a0, b0
+    cdef const double* tb
+    cdef double* ws
+    total_loss[0] = 0.0
+    total_w[0] = 0.0
+    for t_id in range(nt):
+        total_loss[0] += thr[t_id * tstride + SM_LOSS]
+        total_w[0] += thr[t_id * tstride + SM_WSUM]
+        bad += thr[t_id * tstride + SM_BAD]
+        n_done += thr[t_id * tstride + SM_COUNT]
+    for cl in range(C):
+        ws = w0_state + 3 * cl
+        if nt == 1:
+            tb = thr + SM_THR_BASE + 3 * cl
+            ws[0] = tb[0]
+            ws[1] = tb[1]
+            ws[2] = tb[2]
+        elif n_done > 0:
+            a0 = ws[1]
+            b0 = ws[2]
+            w0_avg = 0.0
+            for t_id in range(nt):
+                tb = thr + t_id * tstride + SM_THR_BASE + 3 * cl
+                w0_avg += thr[t_id * tstride + SM_COUNT] * tb[0]
+                ws[1] += tb[1] - a0
+                ws[2] += tb[2] - b0
+            if optimizer == OPT_FTRL and fit_intercept:
+                ws[0] = -ws[1] / ((ftrl_beta + sqrt(ws[2])) / lr + l2_w0)
+            else:
+                ws[0] = w0_avg / n_done
+    return <int>bad
