@@ -338,3 +338,14 @@ def test_cli_multiclass_ffm(tmp_path):
     np.testing.assert_allclose(p, m.predict_proba(Xte), atol=1e-8)
     r = _cli("predict", tmp_path / "m.cfm", tmp_path / "te.ffm", "--labels", "-q")
     assert r.returncode == 0 and r.stdout.split() == [str(1 + i) for i in p.argmax(axis=1)]
+
+
+def test_hogwild_threads_train_close_to_one_thread():
+    Xb, yb, Fb = _data(n=30_000, n_classes=3, seed=2)
+    kw = dict(n_factors=4, n_epochs=2, learning_rate=0.1, normalize=True, random_state=0)
+    one = cfm.FFMClassifier(n_jobs=1, **kw).fit(Xb[:25_000], yb[:25_000], fields=Fb)
+    two = cfm.FFMClassifier(n_jobs=2, **kw).fit(Xb[:25_000], yb[:25_000], fields=Fb)
+    a1, a2 = one.score(Xb[25_000:], yb[25_000:]), two.score(Xb[25_000:], yb[25_000:])
+    assert a1 > 0.5 and abs(a1 - a2) < 0.03
+    assert two.history_[-1]["train_loss"] == pytest.approx(one.history_[-1]["train_loss"],
+                                                           rel=0.05)
