@@ -349,3 +349,21 @@ def test_hogwild_threads_train_close_to_one_thread():
     assert a1 > 0.5 and abs(a1 - a2) < 0.03
     assert two.history_[-1]["train_loss"] == pytest.approx(one.history_[-1]["train_loss"],
                                                            rel=0.05)
+
+
+@pytest.mark.parametrize("cls", [cfm.FMClassifier, cfm.FFMClassifier])
+def test_predict_csv_multiclass(tmp_path, cls):
+    """Raw rows in (an encoder): one line of C probabilities a row, metrics
+    accuracy and multi-class log loss."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.choice(list("xyz"), 600), "b": rng.choice(list("pqrs"), 600)})
+    df["label"] = (df.a.map({"x": 0, "y": 1, "z": 2}) + (df.b == "p")) % 3
+    df.to_csv(tmp_path / "t.csv", index=False)
+    m = cls(n_epochs=3, random_state=0, n_jobs=1, encoder=cfm.FieldEncoder()).fit(
+        df[["a", "b"]], df["label"])
+    stats = m.predict_csv(tmp_path / "t.csv", tmp_path / "p.txt", label="label", evaluate=True)
+    p = m.predict_proba(df[["a", "b"]])
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "p.txt"), p, atol=1e-8)
+    assert set(stats["metrics"]) == {"accuracy", "logloss"}
+    assert stats["metrics"]["accuracy"] == pytest.approx(m.score(df[["a", "b"]], df["label"]))
