@@ -367,3 +367,32 @@ def test_predict_csv_multiclass(tmp_path, cls):
     np.testing.assert_allclose(np.loadtxt(tmp_path / "p.txt"), p, atol=1e-8)
     assert set(stats["metrics"]) == {"accuracy", "logloss"}
     assert stats["metrics"]["accuracy"] == pytest.approx(m.score(df[["a", "b"]], df["label"]))
+
+
+def test_entry_fields_with_collisions(tmp_path):
+    """Per-entry fields that put a feature under two fields (libffm's
+    definition): the model needs them at scoring, keeps them in its file, and
+    a libffm file scores with them (cfm predict)."""
+    ef = F[X.indices].astype(np.int32)
+    col0 = X.indices == 0
+    ef[np.flatnonzero(col0)[::2]] = 2  # feature 0 also under field 2
+    ef = cfm.EntryFields(ef)
+    m = cfm.FFMClassifier(n_factors=3, n_epochs=2, random_state=0, n_jobs=1).fit(
+        X, Y, fields=ef)
+    assert m._state.entry
+    with pytest.raises(ValueError, match="per-entry fields"):
+        m.predict_proba(X)
+    p = m.predict_proba(X, fields=ef)
+    m.save(tmp_path / "m.cfm")
+    got = cfm.load(tmp_path / "m.cfm")
+    np.testing.assert_array_equal(got.predict_proba(X, fields=ef), p)
+    # the same rows as a libffm file, each entry with its own field
+    lines = []
+    for i in range(X.shape[0]):
+        s, e = X.indptr[i], X.indptr[i + 1]
+        lines.append(f"{Y[i]} " + " ".join(f"{ef[a]}:{X.indices[a]}:{X.data[a]:g}"
+                                           for a in range(s, e)))
+    (tmp_path / "t.ffm").write_text("\n".join(lines) + "\n")
+    r = _cli("predict", tmp_path / "m.cfm", tmp_path / "t.ffm", "-o", tmp_path / "p.txt")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "p.txt"), p, atol=1e-8)
