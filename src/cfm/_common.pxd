@@ -6,7 +6,7 @@
 #                the parameter dtype so that CSR input is used without a copy
 #   index_t   -- CSR column indices (int32 / int64); row offsets are int64
 from libc.string cimport memchr, memcpy
-from libc.math cimport exp, log1p, sqrt, sqrtf, fabs, isfinite
+from libc.math cimport exp, log, log1p, sqrt, sqrtf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
 
 ctypedef fused floating:
@@ -312,3 +312,35 @@ cdef inline int softmax_merge(const double* thr, int nt, Py_ssize_t tstride,
             else:
                 ws[0] = w0_avg / n_done
     return <int>bad
+
+
+cdef inline bint softmax_sample(double* t, double* sc, int C, int yi,
+                                double wi) noexcept nogil:
+    """One sample of a softmax epoch: False (and the row counted in SM_BAD)
+    when a score is not finite; else its weighted loss -log softmax(sc)[yi]
+    is recorded in the thread's slots ``t`` and ``sc`` is overwritten by the
+    weighted gradient d loss / d score_c = wi (softmax(sc)_c - [c == yi])."""
+    cdef int cl
+    cdef double m, z, lse, g
+    for cl in range(C):
+        if not isfinite(sc[cl]):
+            t[SM_BAD] += 1.0
+            return False
+    # log-sum-exp from the largest score: exp() never overflows
+    m = sc[0]
+    for cl in range(1, C):
+        if sc[cl] > m:
+            m = sc[cl]
+    z = 0.0
+    for cl in range(C):
+        z += exp(sc[cl] - m)
+    lse = m + log(z)
+    t[SM_LOSS] += wi * (lse - sc[yi])
+    t[SM_WSUM] += wi
+    t[SM_COUNT] += 1.0
+    for cl in range(C):
+        g = exp(sc[cl] - lse)
+        if cl == yi:
+            g -= 1.0
+        sc[cl] = g * wi
+    return True

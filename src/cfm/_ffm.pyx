@@ -31,7 +31,7 @@ Design
 """
 import numpy as np
 
-from libc.math cimport sqrt, isfinite, exp, log
+from libc.math cimport sqrt, isfinite
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 from cfm._common cimport (
@@ -40,7 +40,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
-    SM_LOSS, SM_WSUM, SM_COUNT, SM_BAD, SM_THR_BASE, softmax_merge,
+    SM_THR_BASE, softmax_merge, softmax_sample,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
@@ -1040,9 +1040,7 @@ cdef inline void softmax_ffm_train_rows(SoftFFM* c, floating* L, floating* Vp,
     cdef Py_ssize_t lstride = C * c.lw
     cdef const int64_t* order = c.order
     cdef const int64_t* indptr = c.indptr
-    cdef double scale, m, z, lse, g, wi
-    cdef bint ok
-    cdef int yi
+    cdef double scale, g
     cdef double* t = c.thr + slot * c.tstride
     cdef double* sc = c.sc_buf + slot * c.sstride
     cdef double* xs = c.xs_buf + slot * c.width
@@ -1071,31 +1069,10 @@ cdef inline void softmax_ffm_train_rows(SoftFFM* c, floating* L, floating* Vp,
         gather_row(X, ind, start, end, c.F, c.EF, c.RO, scale, c.vstride, xs, fl, off)
         softmax_ffm_scores(c, L, Vp, X, ind, start, end, scale, t + SM_THR_BASE, 3, xs, fl,
                            off, sc)
-        ok = True
-        for cl in range(C):
-            if not isfinite(sc[cl]):
-                ok = False
-        if not ok:
-            t[SM_BAD] += 1.0
+        if not softmax_sample(t, sc, C, <int>c.y[i], c.sw[i] if c.sw != NULL else 1.0):
             continue
-        m = sc[0]  # log-sum-exp from the largest score: exp() never overflows
-        for cl in range(1, C):
-            if sc[cl] > m:
-                m = sc[cl]
-        z = 0.0
         for cl in range(C):
-            z += exp(sc[cl] - m)
-        lse = m + log(z)
-        yi = <int>c.y[i]
-        wi = c.sw[i] if c.sw != NULL else 1.0
-        t[SM_LOSS] += wi * (lse - sc[yi])
-        t[SM_WSUM] += wi
-        t[SM_COUNT] += 1.0
-        for cl in range(C):
-            g = exp(sc[cl] - lse)
-            if cl == yi:
-                g -= 1.0
-            g *= wi
+            g = sc[cl]  # the sample's gradient d loss / d score_cl
             if c.fit_intercept:
                 update_bias(t + SM_THR_BASE + 3 * cl, g, c.optimizer, c.lr, c.l2_w0,
                             c.ftrl_beta)

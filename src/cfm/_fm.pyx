@@ -50,7 +50,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
-    SM_LOSS, SM_WSUM, SM_COUNT, SM_BAD, SM_THR_BASE, softmax_merge,
+    SM_THR_BASE, softmax_merge, softmax_sample,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64, rand_uniform, bm_radius, bm_angle
@@ -601,9 +601,7 @@ cdef inline void softmax_train_rows(SoftTrain* c, floating* tab, const data_t* X
     cdef Py_ssize_t n = c.n, stride = c.stride, C = c.n_classes
     cdef const int64_t* order = c.order
     cdef const int64_t* indptr = c.indptr
-    cdef double scale, m, z, lse, g, wi
-    cdef bint ok
-    cdef int yi
+    cdef double scale, g
     cdef double* t = c.thr + slot * c.tstride
     cdef double* s = c.scratch + slot * c.sstride
     cdef double* sc = s + C * c.kpad          # the C scores of the row
@@ -626,36 +624,15 @@ cdef inline void softmax_train_rows(SoftTrain* c, floating* tab, const data_t* X
         start = indptr[i]
         end = indptr[i + 1]
         scale = row_scale(X, start, end, c.normalize)
-        ok = True
         for cl in range(C):
             sc[cl] = t[SM_THR_BASE + 3 * cl] + row_score(
                 X, ind, start, end, tab + cl * c.block, stride, c.k, scale, s + cl * c.kpad)
-            if not isfinite(sc[cl]):
-                ok = False
-        if not ok:
-            t[SM_BAD] += 1.0
-            continue
-        # log-sum-exp from the largest score: exp() never overflows
-        m = sc[0]
-        for cl in range(1, C):
-            if sc[cl] > m:
-                m = sc[cl]
-        z = 0.0
-        for cl in range(C):
-            z += exp(sc[cl] - m)
-        lse = m + log(z)
-        yi = <int>c.y[i]
-        wi = c.sw[i] if c.sw != NULL else 1.0
-        t[SM_LOSS] += wi * (lse - sc[yi])
-        t[SM_WSUM] += wi
-        t[SM_COUNT] += 1.0
         # every class's scores were computed before any update: the gradient
         # of the loss at this sample's parameters, as the binary kernel
+        if not softmax_sample(t, sc, C, <int>c.y[i], c.sw[i] if c.sw != NULL else 1.0):
+            continue
         for cl in range(C):
-            g = exp(sc[cl] - lse)
-            if cl == yi:
-                g -= 1.0
-            g *= wi
+            g = sc[cl]
             if c.fit_intercept:
                 update_bias(t + SM_THR_BASE + 3 * cl, g, c.optimizer, c.lr, c.l2_w0,
                             c.ftrl_beta)
