@@ -19,6 +19,11 @@ fixed seed):
 * ``softmax-fixed`` / ``ovr-fixed``: the same with fixed settings
   (learning_rate 0.1, normalize False, 10 epochs, auto_tune off): the cost of
   one model of each kind without the race;
+* ``ffm-softmax`` / ``ffm-ovr``: the same two with ``cfm.FFMClassifier(fields=
+  the set's fields)`` (``ua``: user, item; ``ua-side``: 7 fields) and its
+  defaults (a softmax FFM: per-class field-aware factors, float32 tables; the
+  binary FFMs of one-vs-rest keep the binary default dtype, float16 on CPUs
+  with F16C);
 * context: ``softmax-linear`` (n_factors=0: multinomial logistic regression),
   ``regression-rounded`` (``cfm.FMRegressor()`` defaults, prediction rounded
   to the nearest rating in 1..5: accuracy only), ``majority`` (the most
@@ -70,7 +75,7 @@ def load(side):
     d = real_data.default_data_dir()
     split = real_data.build_ml100k(d, ["ua"], side=side)[0]
     return (split.X_train.tocsr(), split.y_train.astype(int), split.X_test.tocsr(),
-            split.y_test.astype(int))
+            split.y_test.astype(int), split.fields)
 
 
 def mlogloss(y, proba):
@@ -82,11 +87,14 @@ def mlogloss(y, proba):
 FIXED = dict(learning_rate=0.1, normalize=False, n_epochs=10, auto_tune=False)
 
 
-def methods():
+def methods(fields):
     from sklearn.multiclass import OneVsRestClassifier
 
     def clf(**kw):
         return cfm.FMClassifier(random_state=0, n_jobs=1, **kw)
+
+    def ffm(**kw):
+        return cfm.FFMClassifier(random_state=0, n_jobs=1, fields=fields, **kw)
 
     return {
         "softmax": lambda: clf(),
@@ -94,13 +102,15 @@ def methods():
         "softmax-fixed": lambda: clf(**FIXED),
         "ovr-fixed": lambda: OneVsRestClassifier(clf(**FIXED)),
         "softmax-linear": lambda: clf(n_factors=0),
+        "ffm-softmax": lambda: ffm(),
+        "ffm-ovr": lambda: OneVsRestClassifier(ffm()),
     }
 
 
 def run_cfm(makers, data, repeats):
     """Fit every method ``repeats`` times, round-robin (so that a change of
     the machine's load hits every method alike); scores of the first fit."""
-    Xtr, ytr, Xte, yte = data
+    Xtr, ytr, Xte, yte = data[:4]
     times = {name: [] for name in makers}
     models = {}
     for _ in range(repeats):
@@ -125,7 +135,7 @@ def run_cfm(makers, data, repeats):
 
 
 def run_context(data):
-    Xtr, ytr, Xte, yte = data
+    Xtr, ytr, Xte, yte = data[:4]
     out = []
     t0 = time.perf_counter()
     reg = cfm.FMRegressor(random_state=0, n_jobs=1).fit(Xtr, ytr.astype(float))
@@ -161,7 +171,7 @@ def run_sharing(data, epochs=10, lr=0.1, batch=128, seed=0):
     import torch
 
     torch.set_num_threads(1)
-    Xtr, ytr, Xte, yte = data
+    Xtr, ytr, Xte, yte = data[:4]
     n_feat, C = Xtr.shape[1], 5
     # a seeded 15% of the training rows chooses the epoch (test rows never do)
     rng = np.random.default_rng(seed)
@@ -258,7 +268,7 @@ def main(argv=None):
     parts = []
     for name, side in sets:
         data = load(side)
-        rows = run_cfm(methods(), data, repeats)
+        rows = run_cfm(methods(data[4]), data, repeats)
         rows += run_context(data)
         for r in rows:
             print(f"{name:8s} {r['method']:20s} acc {r['accuracy']:.4f} "
@@ -279,7 +289,8 @@ def main(argv=None):
                          ("settings", lambda r: r["settings"])])
                      + f"\n\nFit time one-vs-rest / softmax: {ratio('ovr', 'softmax')} with "
                      f"the defaults (races included), {ratio('ovr-fixed', 'softmax-fixed')} "
-                     "with fixed settings.\n")
+                     f"with fixed settings; FFM: {ratio('ffm-ovr', 'ffm-softmax')} with the "
+                     "defaults.\n")
     if args.sharing:
         data = load(False)
         rows = run_sharing(data)
@@ -297,7 +308,7 @@ def main(argv=None):
     load1 = os.getloadavg()
     cmd = "python benchmarks/bench_multiclass.py " + " ".join(argv if argv is not None
                                                               else sys.argv[1:])
-    report = (f"# Multiclass FM: softmax vs one-vs-rest (issue 16 item 2)\n\n"
+    report = (f"# Multiclass FM and FFM: softmax vs one-vs-rest (issue 16 item 2)\n\n"
               f"Produced by `{cmd.strip()}` ({time.perf_counter() - t_start:.0f} s; load "
               f"average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end, on 2 cores; "
               f"n_jobs=1 everywhere). MovieLens 100K ua split, rating 1..5 as 5 classes. "

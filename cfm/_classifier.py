@@ -3,7 +3,8 @@
 Two labels train the binary FM (logistic loss on -1 / +1, as always); more
 than two train a softmax FM (cfm._state.softmax.SoftmaxFMTable: per-class
 w0, w and V coupled by the softmax loss) where the estimator allows it
-(``_multiclass_state`` is not None: FMClassifier).  ``class_weight``
+(``_multiclass_state`` is not None: FMClassifier; FFMClassifier names
+cfm._state.softmax_ffm.SoftmaxFFMTable, per-class field-aware factors).  ``class_weight``
 becomes per-sample weights of the loss (cfm._classes).
 """
 from dataclasses import replace
@@ -73,7 +74,8 @@ class ClassifierMixin:
     def _refuse_classes(self, n):
         name = type(self).__name__
         return ValueError(f"Only binary classification is supported by {name}; got {n} "
-                          "classes (FMClassifier trains a multiclass softmax FM)")
+                          "classes (FMClassifier and FFMClassifier train multiclass softmax "
+                          "models)")
 
     def _prepare_y(self, y, n, reset, classes=None):
         y = check_y(y, n, numeric=False, estimator=self)
@@ -226,7 +228,9 @@ class ClassifierMixin:
         return scoring.Scorer(n_features=int(self.n_features_in_),
                               zero_based=None if zb is None else bool(zb), logistic=False,
                               decision=state.decision, encode_y=encode_y,
-                              n_jobs=self.n_jobs, classes=self.classes_)
+                              n_jobs=self.n_jobs, classes=self.classes_,
+                              entry_fields=bool(getattr(state, "entry", False)),
+                              n_fields=getattr(state, "n_fields", None))
 
     def to_torch(self, *args, **kwargs):
         """See cfm.torch; binary models only (a softmax model is not converted)."""

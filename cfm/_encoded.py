@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from . import _format
+from . import scoring
 from ._files import atomic_output
 from ._metrics import METRICS
 from ._validation import effective_n_threads, is_stream
@@ -156,7 +156,7 @@ class EncoderMixin:
                                               f"{exc.detail}") from None
                     raise DataFormatError(f"{where}: lines {first}-{first + len(chunk) - 1}: "
                                           f"{exc}") from None
-                fh.write(_format.format_scores(s, precision, logistic and not raw, n_threads))
+                fh.write(scoring.format_block(s, precision, logistic and not raw, n_threads))
                 if evaluate:
                     ys.append(np.asarray(y))
                     scores.append(s)
@@ -171,6 +171,8 @@ class EncoderMixin:
         y = np.concatenate(ys) if ys else np.empty(0)
         if self._loss == "logistic":
             y01 = self._encode_eval_y(y, len(y))
+            if s.ndim == 2:  # multiclass: class indices against (n, C) scores
+                return {m: METRICS[m][0](y01, s) for m in ("accuracy", "logloss")}
             return {m: METRICS[m][0](y01, s) for m in ("auc", "logloss")}
         yv = self._encode_eval_y(y, len(y))
         return {m: METRICS[m][0](yv, s) for m in ("rmse", "mae")}

@@ -135,10 +135,12 @@ def _check_labels(spec, task):
 
 
 # Model kinds; the ones with fields need "n_fields"
-KINDS = ("fm", "ffm", "deepfm", "fm_softmax", "fwfm", "rank")
+KINDS = ("fm", "ffm", "deepfm", "fm_softmax", "ffm_softmax", "fwfm", "rank")
+# kinds of multiclass models (task "multiclass")
+_MULTICLASS_KINDS = ("fm_softmax", "ffm_softmax")
 # most class labels of a multiclass model (cfm._state.softmax.MAX_CLASSES)
 MAX_CLASSES = 1 << 16
-_FIELD_KINDS = ("ffm", "deepfm", "fwfm")
+_FIELD_KINDS = ("ffm", "deepfm", "fwfm", "ffm_softmax")
 # Tasks ("ranking": cfm.FMRanker, kind "rank")
 TASKS = ("regression", "binary", "multiclass", "ranking")
 
@@ -232,7 +234,7 @@ def check_header(header, where, data_start, size):
             raise bad(f"'classes': {why}")
     elif task in ("binary", "multiclass"):
         raise bad(f"a {task} model needs its 'classes' (labels)")
-    if (task == "multiclass") != (header["kind"] == "fm_softmax") or (
+    if (task == "multiclass") != (header["kind"] in _MULTICLASS_KINDS) or (
             task == "multiclass" and header.get("n_classes") != len(header["classes"]["values"])):
         raise bad(f"task {short(task)} does not fit kind {short(header['kind'])} with "
                   f"n_classes {short(header.get('n_classes'))}")

@@ -18,9 +18,9 @@ from . import _ffm
 from ._fields import (EntryFields, ModelFields, check_entry_fields, entry_model_fields,
                       field_form, infer_fields)
 from ._lazy import sparse as sp
-from ._state import FFMTable
+from ._state import FFMTable, SoftmaxFFMTable
 from ._validation import check_feature_names, check_X
-from ._classifier import sigmoid as _sigmoid
+from ._classifier import ClassifierMixin, sigmoid as _sigmoid, softmax as _softmax
 from .models import FMClassifier, FMRegressor
 
 _FIELDS_DOC = """
@@ -47,7 +47,7 @@ class _FFMMixin:
 
     _state_class = FFMTable
     _file_state_classes = {}
-    _multiclass_state = None  # binary only (a softmax FFM is not implemented)
+    _multiclass_state = None  # regressors (FFMClassifier: SoftmaxFFMTable)
 
     def __init__(self, n_factors=8, *, solver="adagrad", learning_rate=None, n_epochs=None,
                  l2_w0=0.0, l2_w=None, l2_v=None, l1=0.0, ftrl_beta=1.0, init_std=None,
@@ -299,13 +299,32 @@ class FFMRegressor(_FFMMixin, FMRegressor):
         return self._raw_predict(X, fields)
 
 
+_MULTICLASS_DOC = """
+    More than two classes (a softmax FFM): every class c has its own bias,
+    linear weights and field-aware factors -- C independent FFMs coupled by
+    the softmax loss, as FMClassifier's softmax FM -- and P(y = c | x) =
+    softmax_c(score_1(x), ..., score_C(x)).  Solvers "adagrad", "sgd" or
+    "ftrl"; ``predict_proba`` has shape (n_samples, n_classes); ``w0_`` has
+    shape (n_classes,), ``w_`` (n_features, n_classes) and ``V_``
+    (n_features, n_classes, n_fields, n_factors).  The tables are float32
+    (or float64): the float16 default of binary FFMs becomes float32, and
+    ``dtype="float16"`` is refused.  Memory and time per row are C times
+    the binary model's.
+"""
+
+
 class FFMClassifier(_FFMMixin, FMClassifier):
-    __doc__ = ("Field-aware factorization machine for binary classification (logistic "
-               "loss).\n\n    fit(X, y, fields=...) with one field id per column or per "
-               "stored entry; otherwise\n    the parameters, attributes and contracts of "
-               ":class:`cfm.FMClassifier`. ``V_`` has\n    shape (n_features, n_fields, "
-               "n_factors); ``fields_`` and ``n_fields_`` are set by fit.\n"
-               + _FIELDS_DOC + _DTYPE_DOC)
+    __doc__ = ("Field-aware factorization machine for classification: binary (logistic "
+               "loss) or multiclass (softmax loss).\n\n    fit(X, y, fields=...) with one "
+               "field id per column or per stored entry; otherwise\n    the parameters, "
+               "attributes and contracts of :class:`cfm.FMClassifier`. ``V_`` has\n    shape "
+               "(n_features, n_fields, n_factors); ``fields_`` and ``n_fields_`` are set by "
+               "fit.\n" + _MULTICLASS_DOC + _FIELDS_DOC + _DTYPE_DOC)
+
+    # the binary FFM, or the softmax FFM bound to the number of classes
+    _state_class = ClassifierMixin._state_class
+    _binary_state = FFMTable
+    _multiclass_state = SoftmaxFFMTable
 
     def __init__(self, n_factors=8, *, solver="adagrad", learning_rate=None, n_epochs=None,
                  l2_w0=0.0, l2_w=None, l2_v=None, l1=0.0, ftrl_beta=1.0, init_std=None,
@@ -330,8 +349,20 @@ class FFMClassifier(_FFMMixin, FMClassifier):
         return self._partial_fit(X, y, sample_weight, classes=classes,
                                  fields=self.fields if fields is None else fields)
 
+    def _check_multiclass(self, n_classes):
+        super()._check_multiclass(n_classes)
+        if self.dtype is not None and np.dtype(self.dtype) == np.float16:
+            raise ValueError(f"dtype='float16' is for binary FFMs; a {n_classes}-class "
+                             "(softmax) FFM stores float32 or float64 (dtype=None: float32)")
+
+    def _ensure_layout(self, dtype, learning_rate):
+        if self._multiclass and self.dtype is not None and np.dtype(self.dtype) == np.float16:
+            self._check_multiclass(len(self.classes_))
+        return super()._ensure_layout(dtype, learning_rate)
+
     def decision_function(self, X, fields=None):
-        """Raw scores (log-odds of classes_[1]), shape (n_samples,).
+        """Raw scores (log-odds of classes_[1]), shape (n_samples,); for more
+        than two classes the per-class scores, shape (n_samples, n_classes).
 
         Parameters
         ----------
@@ -345,13 +376,19 @@ class FFMClassifier(_FFMMixin, FMClassifier):
         return self._raw_predict(X, fields)
 
     def predict_proba(self, X, fields=None):
-        """Class probabilities, shape (n_samples, 2), columns in classes_ order
-        (``fields``: as for :meth:`decision_function`)."""
-        p = _sigmoid(self._raw_predict(X, fields))
+        """Class probabilities, shape (n_samples, n_classes), columns in
+        classes_ order (``fields``: as for :meth:`decision_function`)."""
+        z = self._raw_predict(X, fields)
+        if z.ndim == 2:
+            return _softmax(z)
+        p = _sigmoid(z)
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X, fields=None):
-        """Predicted labels (classes_[1] where the score is > 0; ``fields``: as
-        for :meth:`decision_function`)."""
-        positive = self._raw_predict(X, fields) > 0
-        return self.classes_[positive.astype(np.intp)]
+        """Predicted labels (binary: classes_[1] where the score is > 0; else
+        the class of the largest score; ``fields``: as for
+        :meth:`decision_function`)."""
+        z = self._raw_predict(X, fields)
+        if z.ndim == 2:
+            return self.classes_[z.argmax(axis=1)]
+        return self.classes_[(z > 0).astype(np.intp)]

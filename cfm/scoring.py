@@ -216,6 +216,22 @@ def _label_text(c):
     return str(v)
 
 
+def format_block(s, precision, sigmoid, n_threads):
+    """Text of a block of scores, one row a line: (n,) scores (``sigmoid``:
+    as probabilities), or (n, C) multiclass scores as C numbers separated
+    by spaces (``sigmoid``: the row-wise softmax)."""
+    if s.ndim == 1:
+        return _format.format_scores(s, precision, sigmoid, n_threads)
+    if sigmoid:  # probabilities: row-wise softmax
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        s = e / e.sum(axis=1, keepdims=True)
+    out = _format.format_scores(np.ascontiguousarray(s).ravel(), precision, False, n_threads)
+    buf = np.frombuffer(out, dtype=np.uint8).copy()
+    nl = np.flatnonzero(buf == 10)
+    buf[nl[(np.arange(len(nl)) + 1) % s.shape[1] != 0]] = 32  # "\n" -> " " within a row
+    return buf.tobytes()
+
+
 class _Writer:
     """Format and write score blocks in a background thread, in order."""
 
@@ -248,18 +264,7 @@ class _Writer:
         if self._labels is not None:  # predicted labels, one per line
             idx = s.argmax(axis=1) if s.ndim == 2 else (s > 0).astype(np.intp)
             return b"".join(self._labels[idx] + b"\n") if len(idx) else b""
-        if s.ndim == 1:
-            return _format.format_scores(s, self._precision, self._sigmoid, self._nt)
-        # multiclass: C numbers per line, separated by spaces
-        if self._sigmoid:  # probabilities: row-wise softmax
-            e = np.exp(s - s.max(axis=1, keepdims=True))
-            s = e / e.sum(axis=1, keepdims=True)
-        out = _format.format_scores(np.ascontiguousarray(s).ravel(), self._precision, False,
-                                    self._nt)
-        buf = np.frombuffer(out, dtype=np.uint8).copy()
-        nl = np.flatnonzero(buf == 10)
-        buf[nl[(np.arange(len(nl)) + 1) % s.shape[1] != 0]] = 32  # "\n" -> " " within a row
-        return buf.tobytes()
+        return format_block(s, self._precision, self._sigmoid, self._nt)
 
     def put(self, scores):
         if self.error is not None:

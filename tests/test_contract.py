@@ -114,6 +114,8 @@ CASES = (
     # multiclass FMClassifier: a softmax FM (per-sample solvers; a linear one too)
     + [Case(cfm.FMClassifier, s, d, n_classes=3) for s in PER_SAMPLE for d in FM_DTYPES]
     + [Case(cfm.FMClassifier, "adagrad", "float64", n_factors=0, n_classes=3)]
+    # multiclass FFMClassifier: a softmax FFM (float32 / float64 tables)
+    + [Case(cfm.FFMClassifier, s, d, n_classes=3) for s in PER_SAMPLE for d in FM_DTYPES]
     + [Case(cls, s, d) for cls in (cfm.FwFMRegressor, cfm.FwFMClassifier)
        for s in PER_SAMPLE for d in FM_DTYPES]
 )
@@ -198,7 +200,9 @@ def test_fitted_attributes(fitted):
     assert len(m.history_) == m.n_epochs_ >= 1
     if case.multiclass:
         C = case.n_classes
-        assert m.w_.shape == (N_FEATURES, C) and m.V_.shape == (N_FEATURES, C, case.n_factors)
+        assert m.w_.shape == (N_FEATURES, C) and m.V_.shape == (
+            (N_FEATURES, C, N_FIELDS, case.n_factors) if case.ffm
+            else (N_FEATURES, C, case.n_factors))
         assert m.w0_.shape == (C,)
         assert list(m.classes_) == case.labels and set(m.predict(X)) <= set(case.labels)
         p = m.predict_proba(X)
@@ -388,7 +392,10 @@ def test_bad_input_gets_the_documented_errors(fitted):
         elif case.cls is cfm.FMClassifier and case.sweeps:  # softmax: per-sample solvers
             with pytest.raises(ValueError, match="trains binary models only"):
                 case.make().fit(X, np.arange(N_ROWS) % 3, **kw)
-        elif case.cls is cfm.FMClassifier:  # a third class: a multiclass model
+        elif case.cls is cfm.FFMClassifier and case.dtype == "float16":
+            with pytest.raises(ValueError, match="dtype='float16' is for binary FFMs"):
+                case.make().fit(X, np.arange(N_ROWS) % 3, **kw)
+        elif case.cls in (cfm.FMClassifier, cfm.FFMClassifier):  # a third class: multiclass
             assert len(case.make().fit(X, np.arange(N_ROWS) % 3, **kw).classes_) == 3
         else:
             with pytest.raises(ValueError, match="binary"):

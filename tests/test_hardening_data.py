@@ -469,15 +469,17 @@ def test_item13_nan_reported_with_file_and_line(tmp_path):
     small.write_bytes(b"1 1:1\n0 2:1e39\n")
     with pytest.raises(DataFormatError, match=r"s.svm:2: .*float32 range"):
         cfm.FMClassifier(n_epochs=1).fit(str(small))
-    # a third label: FMClassifier trains a multiclass model; a binary-only
+    # a third label: FM / FFMClassifier train a multiclass model; a binary-only
     # classifier names the file
     small.write_bytes(b"1 1:1\n0 2:1\n" * 60 + b"# c\n7 3:1\n")
     assert list(cfm.FMClassifier(n_epochs=1).fit(str(small), block_rows=50).classes_) == \
         [0, 1, 7]
     ffm = tmp_path / "s.ffm"
     ffm.write_bytes(b"1 0:1:1\n0 0:2:1\n" * 60 + b"7 0:3:1\n")
+    assert list(cfm.FFMClassifier(n_epochs=1).fit(str(ffm), block_rows=50).classes_) == \
+        [0, 1, 7]
     with pytest.raises(DataFormatError, match=r"s.ffm: .*exactly 2 labels, got 3"):
-        cfm.FFMClassifier(n_epochs=1).fit(str(ffm), block_rows=50)
+        cfm.FwFMClassifier(n_epochs=1).fit(str(ffm), block_rows=50)
     # caches have no lines: file and row
     c = cfm.convert_to_cache(p, tmp_path / "t.cfmdata")
     with pytest.raises(DataFormatError, match=r"t.cfmdata.*row 149998 \(0-based\): non-finite "

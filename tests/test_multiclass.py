@@ -78,8 +78,6 @@ def test_errors_are_clear():
     with pytest.raises(ValueError, match="solver='mcmc' trains binary models only"):
         cfm.FMClassifier(solver="mcmc").fit(X, Y)
     with pytest.raises(ValueError, match="binary.*4 classes"):
-        cfm.FFMClassifier(n_epochs=1).fit(X, Y, fields=np.zeros(X.shape[1], dtype=int))
-    with pytest.raises(ValueError, match="binary.*4 classes"):
         cfm.DeepFMClassifier(n_epochs=1).fit(X, Y, fields=np.arange(X.shape[1]) % 3)
     with pytest.raises(ValueError, match="continuous"):
         cfm.FMClassifier(n_epochs=1).fit(X, Y + 0.5)

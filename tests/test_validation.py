@@ -74,8 +74,10 @@ def test_classifier_target_checks(data):
     X, y, y01 = data
     y3 = np.arange(20) % 3
     assert cfm.FMClassifier(n_epochs=1).fit(X, y3).predict_proba(X).shape == (20, 3)
+    assert cfm.FFMClassifier(n_epochs=1).fit(X, y3, fields=np.zeros(6, dtype=int)).predict_proba(
+        X).shape == (20, 3)
     with pytest.raises(ValueError, match="binary.*3 classes"):
-        cfm.FFMClassifier(n_epochs=1).fit(X, y3, fields=np.zeros(6, dtype=int))
+        cfm.FwFMClassifier(n_epochs=1).fit(X, y3, fields=np.zeros(6, dtype=int))
     with pytest.raises(ValueError, match="solver='als' trains binary models only"):
         cfm.FMClassifier(n_epochs=1, solver="als").fit(X, y3)
     with pytest.raises(ValueError, match="continuous"):

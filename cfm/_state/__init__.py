@@ -8,6 +8,7 @@ from .fm import FMTable
 from .fwfm import FwFMTable
 from .mcmc import MCMCSamples
 from .softmax import SoftmaxFMTable
+from .softmax_ffm import SoftmaxFFMTable
 
 __all__ = ["DeepFMState", "FFMTable", "FMTable", "FwFMTable", "Hyper", "MCMCSamples", "ModelState",
-           "SoftmaxFMTable"]
+           "SoftmaxFFMTable", "SoftmaxFMTable"]

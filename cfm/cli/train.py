@@ -26,8 +26,8 @@ def add_parser(sub, common):
                    "deepfm: FM + MLP over the fields' embeddings (ffm and deepfm need a libffm "
                    "file, or --csv: one field per column). Default: fm")
     t.add_argument("--task", choices=("binary", "multiclass", "reg", "rank"), default=None,
-                   help="binary classification, multiclass classification (a softmax FM: "
-                   "--model fm or lr, solver adagrad / sgd / ftrl; every distinct label is a "
+                   help="binary classification, multiclass classification (a softmax FM or FFM: "
+                   "--model fm, lr or ffm, solver adagrad / sgd / ftrl; every distinct label is a "
                    "class) or regression; default: binary when the training labels take "
                    "exactly two values, else reg. rank: a cfm.FMRanker on an interactions "
                    "file (see the ranking options)")
@@ -99,7 +99,7 @@ def add_parser(sub, common):
                    help="early stopping: minimum improvement (default 1e-4)")
     t.add_argument("--dtype", choices=("float32", "float64", "float16"), default=None,
                    help="parameter precision (default float32; ffm: float16 factor storage "
-                   "on CPUs with AVX2/F16C)")
+                   "on CPUs with AVX2/F16C; float32 for --task multiclass)")
     add_block_rows(t, 100_000, "rows per block when streaming the file (memory ~ one block)")
     add_zero_based(t, "auto", "libsvm column ids: true = as written, false = one-based (shifted "
                    "down), auto = one-based when the file has no id 0 (scikit-learn's rule; "
@@ -133,8 +133,8 @@ def _check_args(args):
     """Usage errors found from the options alone."""
     if args.metric is not None and args.task not in (None,) + _METRIC_TASKS[args.metric]:
         raise UsageError(f"--metric {args.metric} does not apply to --task {args.task}")
-    if args.task == "multiclass" and args.model not in ("fm", "lr"):
-        raise UsageError(f"--task multiclass needs --model fm or lr (a softmax FM), not "
+    if args.task == "multiclass" and args.model not in ("fm", "lr", "ffm"):
+        raise UsageError(f"--task multiclass needs --model fm, lr or ffm (a softmax model), not "
                          f"{args.model}")
     if args.task == "multiclass" and args.solver in ("als", "mcmc"):
         raise UsageError(f"--task multiclass needs --solver adagrad, sgd or ftrl, not "
@@ -206,7 +206,7 @@ def _estimator_class(task, model):
 
     family = "fm" if model == "lr" else model
     return {("binary", "fm"): FMClassifier, ("reg", "fm"): FMRegressor,
-            ("multiclass", "fm"): FMClassifier,
+            ("multiclass", "fm"): FMClassifier, ("multiclass", "ffm"): FFMClassifier,
             ("binary", "ffm"): FFMClassifier, ("reg", "ffm"): FFMRegressor,
             ("binary", "fwfm"): FwFMClassifier, ("reg", "fwfm"): FwFMRegressor,
             ("binary", "deepfm"): DeepFMClassifier,

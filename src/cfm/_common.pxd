@@ -6,7 +6,7 @@
 #                the parameter dtype so that CSR input is used without a copy
 #   index_t   -- CSR column indices (int32 / int64); row offsets are int64
 from libc.string cimport memchr, memcpy
-from libc.math cimport exp, log1p, sqrt, sqrtf, fabs, isfinite
+from libc.math cimport exp, log, log1p, sqrt, sqrtf, fabs, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t, uint32_t
 
 ctypedef fused floating:
@@ -261,3 +261,86 @@ cdef inline int64_t chunk_rows(const int64_t* indptr, Py_ssize_t n_rows,
         return 1
     units = indptr[n_rows] - indptr[0] + n_rows
     return max(<int64_t>1, min(<int64_t>n_rows, target * <int64_t>n_rows // units))
+
+
+# --- multiclass (softmax) kernels of _fm.pyx and _ffm.pyx -------------------
+# Per-thread slots (``thr`` rows of SM_THR_BASE + 3 C values, padded):
+cdef enum:
+    SM_LOSS = 0
+    SM_WSUM = 1
+    SM_COUNT = 2
+    SM_BAD = 3
+    SM_THR_BASE = 8     # then [w0, a, b] of class 0, of class 1, ...
+
+
+cdef inline int softmax_merge(const double* thr, int nt, Py_ssize_t tstride,
+                              double* w0_state, int C, int optimizer, bint fit_intercept,
+                              double lr, double l2_w0, double ftrl_beta, double* total_loss,
+                              double* total_w) noexcept nogil:
+    """merge_thread_states (above) for C class biases: fixed
+    order, count-weighted mean of each w0, summed accumulator increments;
+    exact with one thread.  Returns the rows whose scores were not finite."""
+    cdef int t_id, cl
+    cdef double bad = 0.0, n_done = 0.0, w0_avg, a0, b0
+    cdef const double* tb
+    cdef double* ws
+    total_loss[0] = 0.0
+    total_w[0] = 0.0
+    for t_id in range(nt):
+        total_loss[0] += thr[t_id * tstride + SM_LOSS]
+        total_w[0] += thr[t_id * tstride + SM_WSUM]
+        bad += thr[t_id * tstride + SM_BAD]
+        n_done += thr[t_id * tstride + SM_COUNT]
+    for cl in range(C):
+        ws = w0_state + 3 * cl
+        if nt == 1:
+            tb = thr + SM_THR_BASE + 3 * cl
+            ws[0] = tb[0]
+            ws[1] = tb[1]
+            ws[2] = tb[2]
+        elif n_done > 0:
+            a0 = ws[1]
+            b0 = ws[2]
+            w0_avg = 0.0
+            for t_id in range(nt):
+                tb = thr + t_id * tstride + SM_THR_BASE + 3 * cl
+                w0_avg += thr[t_id * tstride + SM_COUNT] * tb[0]
+                ws[1] += tb[1] - a0
+                ws[2] += tb[2] - b0
+            if optimizer == OPT_FTRL and fit_intercept:
+                ws[0] = -ws[1] / ((ftrl_beta + sqrt(ws[2])) / lr + l2_w0)
+            else:
+                ws[0] = w0_avg / n_done
+    return <int>bad
+
+
+cdef inline bint softmax_sample(double* t, double* sc, int C, int yi,
+                                double wi) noexcept nogil:
+    """One sample of a softmax epoch: False (and the row counted in SM_BAD)
+    when a score is not finite; else its weighted loss -log softmax(sc)[yi]
+    is recorded in the thread's slots ``t`` and ``sc`` is overwritten by the
+    weighted gradient d loss / d score_c = wi (softmax(sc)_c - [c == yi])."""
+    cdef int cl
+    cdef double m, z, lse, g
+    for cl in range(C):
+        if not isfinite(sc[cl]):
+            t[SM_BAD] += 1.0
+            return False
+    # log-sum-exp from the largest score: exp() never overflows
+    m = sc[0]
+    for cl in range(1, C):
+        if sc[cl] > m:
+            m = sc[cl]
+    z = 0.0
+    for cl in range(C):
+        z += exp(sc[cl] - m)
+    lse = m + log(z)
+    t[SM_LOSS] += wi * (lse - sc[yi])
+    t[SM_WSUM] += wi
+    t[SM_COUNT] += 1.0
+    for cl in range(C):
+        g = exp(sc[cl] - lse)
+        if cl == yi:
+            g -= 1.0
+        sc[cl] = g * wi
+    return True

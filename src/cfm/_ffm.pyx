@@ -40,6 +40,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
+    SM_THR_BASE, softmax_merge, softmax_sample,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
@@ -945,3 +946,330 @@ def float_to_half(const float[::1] x, str rounding="nearest", uint32_t seed=1):
 
 cdef inline uint16_t cfm_f2h_sr_py(float f, uint32_t* s) noexcept nogil:
     return cfm_f2h_sr(f, cfm_xorshift32(s))
+
+
+
+# ==========================================================================
+# Multiclass (softmax) FFM: C independent FFMs coupled by the softmax loss
+# ==========================================================================
+#
+#   score_c(x) = w0_c + sum_i w_ic x_i + sum_{i<j} <v_{i,f(j),c}, v_{j,f(i),c}> x_i x_j
+#   loss       = logsumexp(score) - score_y,   d loss / d score_c = p_c - [c == y]
+#
+# Layout (cfm/_state/softmax_ffm.py): ``lin`` (n_features, C * lw), class c's
+# [w, optimizer state] at c * lw of a feature's row; ``V`` (n_features, row
+# width): per (feature, field q) the C class records back to back, class c's
+# record [v (kp), G] at q * C * ks + c * ks.  So ``field_offsets`` (per
+# column, q * C * ks) and a table pointer moved by c * ks (c * lw for lin,
+# with the row stride C * lw) are exactly a binary FFM table: the binary
+# kernels' pair_score / update_pairs / lin_score / update_linear serve every
+# class, and the C vectors one pair touches are adjacent in memory.  A row
+# is gathered once; every class's score is computed before any update (the
+# gradient at the sample's parameters); each class then takes the binary
+# FFM's libffm-style step (bias, linear terms, pairs) with its own g_c.
+# Class biases are kept per thread (SM_* slots) and merged as in _fm.pyx.
+# float32 / float64 tables only (dtype float16 is binary-only).
+
+cdef struct SoftFFM:
+    const void* X
+    const void* ind
+    const int64_t* indptr
+    const int32_t* F
+    const int32_t* EF
+    const int32_t* RO
+    void* L
+    void* V
+    const double* w0      # predict: (C,)
+    double* out           # predict: (n_rows, C)
+    const double* y       # train: class index 0 .. C-1 (as double)
+    const double* sw
+    const int64_t* order
+    double* thr           # train: (nt, tstride)
+    double* sc_buf        # (nt, sstride) the C scores of a row
+    double* xs_buf        # (nt, width)
+    int32_t* fl_buf
+    Py_ssize_t* off_buf
+    Py_ssize_t n, n_rows, width, lw, vstride, cstep, tstride, sstride
+    int k, kp, n_classes, optimizer, types
+    bint fit_intercept, normalize
+    double lr, l2_w0, l2_w, l2_v, l1, ftrl_beta
+
+
+cdef inline void softmax_ffm_scores(SoftFFM* c, const floating* L, const floating* Vp,
+                                    const data_t* X, const index_t* ind, Py_ssize_t start,
+                                    Py_ssize_t end, double scale, const double* w0,
+                                    Py_ssize_t w0_step, const double* xs, const int32_t* fl,
+                                    const Py_ssize_t* off, double* sc) noexcept nogil:
+    """sc[cl] = w0[cl * w0_step] + the class's linear and pair terms."""
+    cdef Py_ssize_t cl
+    cdef Py_ssize_t lstride = c.n_classes * c.lw
+    for cl in range(c.n_classes):
+        sc[cl] = (w0[cl * w0_step] + lin_score(L + cl * c.lw, lstride, X, ind, start, end, scale)
+                  + pair_score_dispatch(Vp + cl * c.cstep, end - start, xs, fl, off, 1, c.kp))
+
+
+cdef inline void softmax_ffm_predict_rows(SoftFFM* c, const floating* L, const floating* Vp,
+                                          const data_t* X, const index_t* ind, int64_t lo,
+                                          int64_t hi, int slot) noexcept nogil:
+    cdef Py_ssize_t i, r, start, end
+    cdef double scale
+    cdef double* xs = c.xs_buf + slot * c.width
+    cdef int32_t* fl = c.fl_buf + slot * c.width
+    cdef Py_ssize_t* off = c.off_buf + slot * c.width
+    cdef const int64_t* P = c.indptr
+    cdef Py_ssize_t lstride = c.n_classes * c.lw
+    prefetch_blocks(ind, P[lo], P[lo + 1], Vp, c.vstride * sizeof(floating))
+    for i in range(lo, hi):
+        r = i + PF_ROWS
+        if r < c.n_rows:
+            prefetch_blocks(ind, P[r], P[r + 1], Vp, c.vstride * sizeof(floating))
+            prefetch_lin(ind, P[r], P[r + 1], L, lstride)
+        start = P[i]
+        end = P[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        gather_row(X, ind, start, end, c.F, c.EF, c.RO, scale, c.vstride, xs, fl, off)
+        softmax_ffm_scores(c, L, Vp, X, ind, start, end, scale, c.w0, 1, xs, fl, off,
+                           c.out + i * c.n_classes)
+
+
+cdef inline void softmax_ffm_train_rows(SoftFFM* c, floating* L, floating* Vp,
+                                        const data_t* X, const index_t* ind, int64_t lo,
+                                        int64_t hi, int slot) noexcept nogil:
+    cdef Py_ssize_t p, i, r, start, end, cl
+    cdef Py_ssize_t n = c.n, C = c.n_classes
+    cdef Py_ssize_t lstride = C * c.lw
+    cdef const int64_t* order = c.order
+    cdef const int64_t* indptr = c.indptr
+    cdef double scale, g
+    cdef double* t = c.thr + slot * c.tstride
+    cdef double* sc = c.sc_buf + slot * c.sstride
+    cdef double* xs = c.xs_buf + slot * c.width
+    cdef int32_t* fl = c.fl_buf + slot * c.width
+    cdef Py_ssize_t* off = c.off_buf + slot * c.width
+    r = order[lo]  # see predict_rows
+    prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, c.vstride * sizeof(floating))
+    prefetch_lin(ind, indptr[r], indptr[r + 1], L, lstride)
+    for p in range(lo, hi):
+        if p + PF_IDX < n:
+            r = order[p + PF_IDX]
+            cfm_prefetch_r(&indptr[r])
+        if p + PF_ROWS + 1 < n:
+            r = order[p + PF_ROWS + 1]
+            prefetch_span(ind + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(index_t))
+            prefetch_span(X + indptr[r], (indptr[r + 1] - indptr[r]) * sizeof(data_t))
+            cfm_prefetch_r(&c.y[r])
+        if p + PF_ROWS < n:
+            r = order[p + PF_ROWS]
+            prefetch_blocks(ind, indptr[r], indptr[r + 1], Vp, c.vstride * sizeof(floating))
+            prefetch_lin(ind, indptr[r], indptr[r + 1], L, lstride)
+        i = order[p]
+        start = indptr[i]
+        end = indptr[i + 1]
+        scale = row_scale(X, start, end, c.normalize)
+        gather_row(X, ind, start, end, c.F, c.EF, c.RO, scale, c.vstride, xs, fl, off)
+        softmax_ffm_scores(c, L, Vp, X, ind, start, end, scale, t + SM_THR_BASE, 3, xs, fl,
+                           off, sc)
+        if not softmax_sample(t, sc, C, <int>c.y[i], c.sw[i] if c.sw != NULL else 1.0):
+            continue
+        for cl in range(C):
+            g = sc[cl]  # the sample's gradient d loss / d score_cl
+            if c.fit_intercept:
+                update_bias(t + SM_THR_BASE + 3 * cl, g, c.optimizer, c.lr, c.l2_w0,
+                            c.ftrl_beta)
+            update_linear(L + cl * c.lw, lstride, X, ind, start, end, scale, g, c.optimizer,
+                          c.lr, c.l2_w, c.l1, c.ftrl_beta)
+            update_pairs_dispatch(Vp + cl * c.cstep, end - start, xs, fl, off, 1, c.kp, c.k,
+                                  g, c.optimizer, c.lr, c.l2_v, NULL)
+
+
+cdef inline void softmax_ffm_dispatch(SoftFFM* c, bint train, const data_t* X,
+                                      const index_t* ind, int64_t lo, int64_t hi,
+                                      int slot) noexcept nogil:
+    if c.types & 1:
+        if train:
+            softmax_ffm_train_rows(c, <double*>c.L, <double*>c.V, X, ind, lo, hi, slot)
+        else:
+            softmax_ffm_predict_rows(c, <const double*>c.L, <const double*>c.V, X, ind, lo,
+                                     hi, slot)
+    else:
+        if train:
+            softmax_ffm_train_rows(c, <float*>c.L, <float*>c.V, X, ind, lo, hi, slot)
+        else:
+            softmax_ffm_predict_rows(c, <const float*>c.L, <const float*>c.V, X, ind, lo,
+                                     hi, slot)
+
+
+cdef inline void softmax_ffm_task(SoftFFM* c, bint train, int64_t lo, int64_t hi,
+                                  int slot) noexcept nogil:
+    cdef bint x64 = c.types & 4, i64 = c.types & 8
+    if not x64 and not i64:
+        softmax_ffm_dispatch(c, train, <const float*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif x64 and not i64:
+        softmax_ffm_dispatch(c, train, <const double*>c.X, <const int32_t*>c.ind, lo, hi, slot)
+    elif not x64:
+        softmax_ffm_dispatch(c, train, <const float*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+    else:
+        softmax_ffm_dispatch(c, train, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
+
+
+cdef void softmax_ffm_predict_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    softmax_ffm_task(<SoftFFM*>p, False, lo, hi, slot)
+
+
+cdef void softmax_ffm_train_task(void* p, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    softmax_ffm_task(<SoftFFM*>p, True, lo, hi, slot)
+
+
+cdef softmax_ffm_common(SoftFFM* c, const data_t[::1] data, const index_t[::1] indices,
+                        const int64_t[::1] indptr, const int32_t[::1] field_offsets,
+                        const floating[:, ::1] lin, const floating[:, ::1] V,
+                        Py_ssize_t n_classes,
+                        int kp, Py_ssize_t ks, const int32_t[::1] entry_fields,
+                        const int32_t[::1] rec_off):
+    """Fill the fields of ``c`` both entry points share; check the shapes
+    the kernels rely on (the rest is validated by the caller)."""
+    cdef Py_ssize_t n_features = V.shape[0]
+    if n_classes < 1 or lin.shape[0] != n_features or lin.shape[1] % n_classes \
+            or lin.shape[1] == 0 or field_offsets.shape[0] != n_features \
+            or not 1 <= kp <= MAX_FACTORS or ks < kp:
+        raise ValueError("inconsistent softmax FFM tables")
+    c.types = (sizeof(floating) == 8) + 4 * (sizeof(data_t) == 8) + 8 * (sizeof(index_t) == 8)
+    c.X = &data[0] if data.shape[0] > 0 else NULL
+    c.ind = &indices[0] if indices.shape[0] > 0 else NULL
+    c.indptr = &indptr[0]
+    c.F = &field_offsets[0] if field_offsets.shape[0] > 0 else NULL
+    c.EF = NULL
+    c.RO = NULL
+    if entry_fields is not None:
+        check_entry_fields(entry_fields, rec_off, data.shape[0])
+        c.EF = &entry_fields[0] if entry_fields.shape[0] > 0 else NULL
+        c.RO = &rec_off[0]
+    c.L = <void*>&lin[0, 0] if n_features > 0 else NULL  # written by training only
+    c.V = <void*>&V[0, 0] if n_features > 0 else NULL
+    c.n_rows = indptr.shape[0] - 1
+    c.lw = lin.shape[1] // n_classes
+    c.vstride = V.shape[1]
+    c.cstep = ks
+    c.kp = kp
+    c.n_classes = <int>n_classes
+
+
+def ffm_softmax_predict(const data_t[::1] data,          # IN  CSR values
+                        const index_t[::1] indices,      # IN  CSR column indices
+                        const int64_t[::1] indptr,       # IN  CSR row offsets
+                        const int32_t[::1] field_offsets,  # IN  per column: q * C * ks
+                        const floating[:, ::1] lin,      # IN  (n_features, C * lw)
+                        const floating[:, ::1] V,        # IN  (n_features, row width)
+                        const double[::1] w0,            # IN  per-class biases (C,)
+                        double[:, ::1] out,              # OUT scores (n_rows, C)
+                        *, int kp, Py_ssize_t ks, bint normalize, int n_threads,
+                        Py_ssize_t max_nnz,
+                        const int32_t[::1] entry_fields=None,  # IN  per stored entry: field id
+                        const int32_t[::1] rec_off=None):      # IN  per field: q * C * ks
+    """Raw per-class scores of the rows of a CSR matrix, rows in parallel
+    (identical for any ``n_threads``); ``ks``: the distance between two
+    classes' records of a (feature, field).  See the section comment."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef int nt = team(n_threads)
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef SoftFFM c
+    softmax_ffm_common(&c, data, indices, indptr, field_offsets, lin, V, w0.shape[0], kp, ks,
+                       entry_fields, rec_off)
+    if out.shape[0] != n_rows or out.shape[1] != w0.shape[0]:
+        raise ValueError("out must have shape (n_rows, n_classes)")
+    if n_rows <= 0:
+        return
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    c.w0 = &w0[0]
+    c.out = &out[0, 0]
+    c.xs_buf = &xs_buf[0, 0]
+    c.fl_buf = &fl_buf[0, 0]
+    c.off_buf = &off_buf[0, 0]
+    c.width = width
+    c.normalize = normalize
+    with nogil:
+        parallel_for(softmax_ffm_predict_task, &c, n_rows,
+                     max(<int64_t>1, pair_chunk(&indptr[0], n_rows, CHUNK_PAIRS_PREDICT)
+                         // c.n_classes), nt)
+
+
+def ffm_softmax_train_epoch(const data_t[::1] data,          # IN  CSR values
+                            const index_t[::1] indices,      # IN  CSR column indices
+                            const int64_t[::1] indptr,       # IN  CSR row offsets
+                            const double[::1] y,             # IN  class index 0 .. C-1
+                            const double[::1] sample_weight,  # IN  per-row weights, or empty
+                            const int64_t[::1] order,        # IN  rows to visit, in this order
+                            const int32_t[::1] field_offsets,  # IN  per column: q * C * ks
+                            floating[:, ::1] lin,            # IN/OUT (n_features, C * lw)
+                            floating[:, ::1] V,              # IN/OUT factor table
+                            double[:, ::1] w0_state,         # IN/OUT (C, 3) [w0, a, b]
+                            *, int k, int kp, Py_ssize_t ks, int optimizer,
+                            bint fit_intercept, bint normalize,
+                            double learning_rate, double l2_w0, double l2_w, double l2_v,
+                            double l1, double ftrl_beta, int n_threads, Py_ssize_t max_nnz,
+                            const int32_t[::1] entry_fields=None,
+                            const int32_t[::1] rec_off=None):
+    """One pass of per-sample softmax FFM updates over ``order``; Hogwild
+    across threads, exactly sequential with one.  ``y`` must hold integers
+    in [0, C) with C = w0_state.shape[0] (validated by the caller).
+
+    Returns (sum of weighted losses before each update, sum of weights,
+    number of rows whose scores were not finite).
+    """
+    cdef Py_ssize_t n = order.shape[0]
+    cdef int C = <int>w0_state.shape[0]
+    cdef int nt = team(n_threads)
+    cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
+    cdef int t_id, cl
+    cdef SoftFFM c
+    cdef double total_loss = 0.0, total_w = 0.0
+    cdef int n_bad
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    softmax_ffm_common(&c, data, indices, indptr, field_offsets, lin, V, C, kp, ks,
+                       entry_fields, rec_off)
+    if w0_state.shape[1] != 3 or not 1 <= k <= kp:
+        raise ValueError("inconsistent softmax FFM tables")
+    c.tstride = ((SM_THR_BASE + 3 * C) // 16 + 1) * 16
+    c.sstride = (C // 16 + 1) * 16
+    cdef double[:, ::1] thr = np.zeros((nt, c.tstride))
+    cdef double[:, ::1] sc_buf = np.zeros((nt, c.sstride))
+    cdef double[:, ::1] xs_buf = np.empty((nt, width))
+    cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
+    cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
+    for t_id in range(nt):  # every thread starts from the shared biases
+        for cl in range(C):
+            thr[t_id, SM_THR_BASE + 3 * cl] = w0_state[cl, 0]
+            thr[t_id, SM_THR_BASE + 3 * cl + 1] = w0_state[cl, 1]
+            thr[t_id, SM_THR_BASE + 3 * cl + 2] = w0_state[cl, 2]
+    if n == 0:
+        return 0.0, 0.0, 0
+    c.y = &y[0]
+    c.sw = &sample_weight[0] if sample_weight.shape[0] > 0 else NULL
+    c.order = &order[0]
+    c.thr = &thr[0, 0]
+    c.sc_buf = &sc_buf[0, 0]
+    c.xs_buf = &xs_buf[0, 0]
+    c.fl_buf = &fl_buf[0, 0]
+    c.off_buf = &off_buf[0, 0]
+    c.n = n
+    c.width = width
+    c.k = k
+    c.optimizer = optimizer
+    c.fit_intercept = fit_intercept
+    c.normalize = normalize
+    c.lr = learning_rate
+    c.l2_w0 = l2_w0
+    c.l2_w = l2_w
+    c.l2_v = l2_v
+    c.l1 = l1
+    c.ftrl_beta = ftrl_beta
+    with nogil:
+        parallel_for(softmax_ffm_train_task, &c, n,
+                     max(<int64_t>1, pair_chunk(&indptr[0], n_rows, CHUNK_PAIRS_TRAIN) // C),
+                     nt)
+        n_bad = softmax_merge(&thr[0, 0], nt, c.tstride, &w0_state[0, 0], C, optimizer,
+                              fit_intercept, learning_rate, l2_w0, ftrl_beta,
+                              &total_loss, &total_w)
+    return total_loss, total_w, n_bad

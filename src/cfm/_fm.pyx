@@ -50,6 +50,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
+    SM_THR_BASE, softmax_merge, softmax_sample,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64, rand_uniform, bm_radius, bm_angle
@@ -482,13 +483,8 @@ def fm_init_factors(floating[:, ::1] table,   # IN/OUT parameter table
 # The per-class biases [w0, a, b] are kept per thread during an epoch (as the
 # binary kernel's bias) and merged afterwards in a fixed order.
 #
-# Per-thread slots (``thr`` rows of SM_THR_BASE + 3 C values, padded):
-cdef enum:
-    SM_LOSS = 0
-    SM_WSUM = 1
-    SM_COUNT = 2
-    SM_BAD = 3
-    SM_THR_BASE = 8     # then [w0, a, b] of class 0, of class 1, ...
+# Per-thread slots: SM_* and softmax_merge (src/cfm/_common.pxd, shared with
+# the FFM softmax kernels).
 
 
 cdef struct SoftPredict:
@@ -605,9 +601,7 @@ cdef inline void softmax_train_rows(SoftTrain* c, floating* tab, const data_t* X
     cdef Py_ssize_t n = c.n, stride = c.stride, C = c.n_classes
     cdef const int64_t* order = c.order
     cdef const int64_t* indptr = c.indptr
-    cdef double scale, m, z, lse, g, wi
-    cdef bint ok
-    cdef int yi
+    cdef double scale, g
     cdef double* t = c.thr + slot * c.tstride
     cdef double* s = c.scratch + slot * c.sstride
     cdef double* sc = s + C * c.kpad          # the C scores of the row
@@ -630,36 +624,15 @@ cdef inline void softmax_train_rows(SoftTrain* c, floating* tab, const data_t* X
         start = indptr[i]
         end = indptr[i + 1]
         scale = row_scale(X, start, end, c.normalize)
-        ok = True
         for cl in range(C):
             sc[cl] = t[SM_THR_BASE + 3 * cl] + row_score(
                 X, ind, start, end, tab + cl * c.block, stride, c.k, scale, s + cl * c.kpad)
-            if not isfinite(sc[cl]):
-                ok = False
-        if not ok:
-            t[SM_BAD] += 1.0
-            continue
-        # log-sum-exp from the largest score: exp() never overflows
-        m = sc[0]
-        for cl in range(1, C):
-            if sc[cl] > m:
-                m = sc[cl]
-        z = 0.0
-        for cl in range(C):
-            z += exp(sc[cl] - m)
-        lse = m + log(z)
-        yi = <int>c.y[i]
-        wi = c.sw[i] if c.sw != NULL else 1.0
-        t[SM_LOSS] += wi * (lse - sc[yi])
-        t[SM_WSUM] += wi
-        t[SM_COUNT] += 1.0
         # every class's scores were computed before any update: the gradient
         # of the loss at this sample's parameters, as the binary kernel
+        if not softmax_sample(t, sc, C, <int>c.y[i], c.sw[i] if c.sw != NULL else 1.0):
+            continue
         for cl in range(C):
-            g = exp(sc[cl] - lse)
-            if cl == yi:
-                g -= 1.0
-            g *= wi
+            g = sc[cl]
             if c.fit_intercept:
                 update_bias(t + SM_THR_BASE + 3 * cl, g, c.optimizer, c.lr, c.l2_w0,
                             c.ftrl_beta)
@@ -686,46 +659,6 @@ cdef void softmax_train_task(void* p, int64_t lo, int64_t hi, int slot) noexcept
         softmax_train_rows(c, <float*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
     else:
         softmax_train_rows(c, <double*>c.tab, <const double*>c.X, <const int64_t*>c.ind, lo, hi, slot)
-
-
-cdef int softmax_merge(const double* thr, int nt, Py_ssize_t tstride, double* w0_state,
-                       int C, int optimizer, bint fit_intercept, double lr, double l2_w0,
-                       double ftrl_beta, double* total_loss, double* total_w) noexcept nogil:
-    """merge_thread_states (src/cfm/_common.pxd) for C class biases: fixed
-    order, count-weighted mean of each w0, summed accumulator increments;
-    exact with one thread.  Returns the rows whose scores were not finite."""
-    cdef int t_id, cl
-    cdef double bad = 0.0, n_done = 0.0, w0_avg, a0, b0
-    cdef const double* tb
-    cdef double* ws
-    total_loss[0] = 0.0
-    total_w[0] = 0.0
-    for t_id in range(nt):
-        total_loss[0] += thr[t_id * tstride + SM_LOSS]
-        total_w[0] += thr[t_id * tstride + SM_WSUM]
-        bad += thr[t_id * tstride + SM_BAD]
-        n_done += thr[t_id * tstride + SM_COUNT]
-    for cl in range(C):
-        ws = w0_state + 3 * cl
-        if nt == 1:
-            tb = thr + SM_THR_BASE + 3 * cl
-            ws[0] = tb[0]
-            ws[1] = tb[1]
-            ws[2] = tb[2]
-        elif n_done > 0:
-            a0 = ws[1]
-            b0 = ws[2]
-            w0_avg = 0.0
-            for t_id in range(nt):
-                tb = thr + t_id * tstride + SM_THR_BASE + 3 * cl
-                w0_avg += thr[t_id * tstride + SM_COUNT] * tb[0]
-                ws[1] += tb[1] - a0
-                ws[2] += tb[2] - b0
-            if optimizer == OPT_FTRL and fit_intercept:
-                ws[0] = -ws[1] / ((ftrl_beta + sqrt(ws[2])) / lr + l2_w0)
-            else:
-                ws[0] = w0_avg / n_done
-    return <int>bad
 
 
 def fm_softmax_train_epoch(const data_t[::1] data,         # IN  CSR values
