@@ -636,7 +636,7 @@ def test_convert_to_cache_sigterm_removes_its_temporary_files(d, tmp_path):
         with open(fifo, "wb") as w:
             w.write((d / "ok.svm").read_bytes()[:2000])
             w.flush()
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a loaded 2-core machine: the child imports cfm first
             while len(os.listdir(tmp_path)) < 7 and time.monotonic() < deadline:
                 time.sleep(0.05)  # the output's temporary file and 4 sections
             assert len(os.listdir(tmp_path)) == 7, os.listdir(tmp_path)
