@@ -107,6 +107,29 @@ class TableViews:
         """Factors (embeddings), shape (n_features, k) (a view)."""
         return self.V
 
+class TableShape:
+    """``n_features`` and ``dtype`` of a state holding one ``table`` row per
+    feature (FMTable, FwFMTable, SoftmaxFMTable)."""
+
+    @property
+    def n_features(self):
+        return self.table.shape[0]
+
+    @property
+    def dtype(self):
+        return self.table.dtype
+
+
+def keep_layout(state, solver, dtype):
+    """Warm start of a state that cannot change its layout: ``state`` itself
+    when ``solver`` and ``dtype`` (as the state stores it) are its own, else
+    the error (FFM, softmax FFM and FwFM tables)."""
+    if solver != state.solver or state.dtype != dtype:
+        raise ValueError(f"warm start must keep solver and dtype ({state.solver!r}, "
+                         f"{state.dtype}); refit with warm_start=False")
+    return state
+
+
 def bias_state(w0, optimizer, *, ftrl_beta=1.0, learning_rate=0.1, l2_w0=0.0):
     """The bias record [w0, optimizer state (2)] a fit starts from."""
     if optimizer == "adagrad":

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _ffm, _utils
 from .._fields import field_count
 from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table,
-                   LazyRows, as_array, copy_rows, each_block)
+                   LazyRows, as_array, copy_rows, each_block, keep_layout)
 
 _LIN_WIDTH = {"sgd": 1, "adagrad": 2, "ftrl": 3}
 _PER_LINE = 3  # packed float16 AdaGrad records per 64-byte line (see layout)
@@ -205,10 +205,7 @@ class FFMTable(ModelState):
 
     def relayout(self, solver, dtype, **hyper):
         """Warm start: an FFM keeps its solver and dtype (self), else an error."""
-        if solver != self.solver or self.V.dtype != dtype:
-            raise ValueError(f"warm start must keep solver and dtype ({self.solver!r}, "
-                             f"{self.V.dtype}); refit with warm_start=False")
-        return self
+        return keep_layout(self, solver, dtype)
 
     # ------------------------------------------------------------ views
     @property

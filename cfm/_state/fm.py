@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import _fm, _utils
 from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, SOLVERS, ModelState,
-                   TableViews, aligned_table, as_array, bias_state, check_arrays, copy_rows,
-                   table_row_bytes)
+                   TableShape, TableViews, aligned_table, as_array, bias_state, check_arrays,
+                   copy_rows, table_row_bytes)
 
 _STATE_WIDTH = {"sgd": 0, "adagrad": 2, "ftrl": 3, "als": 0, "mcmc": 0}
 
@@ -35,7 +35,7 @@ def _init_optimizer_state(table, k, solver):
         table[:, 3 + k] = ADAGRAD_INIT
 
 
-class FMTable(TableViews, ModelState):
+class FMTable(TableViews, TableShape, ModelState):
     """Parameter table of an FM (see the module docstring)."""
 
     kind = "fm"
@@ -95,14 +95,6 @@ class FMTable(TableViews, ModelState):
         return FMTable(new, w0, k, solver, self.normalize)
 
     # ------------------------------------------------------------ views
-    @property
-    def n_features(self):
-        return self.table.shape[0]
-
-    @property
-    def dtype(self):
-        return self.table.dtype
-
     # ------------------------------------------------------------ training
     def train_epoch(self, Xc, y, sw, order, hyper, n_threads, rng):
         return _fm.fm_train_epoch(

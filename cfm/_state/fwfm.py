@@ -12,8 +12,9 @@ FM).  Kernels: src/cfm/_fwfm.pyx.
 import numpy as np
 
 from .. import _fm, _fwfm, _utils
-from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, ModelState, TableViews,
-                   aligned_table, as_array, check_arrays, copy_rows, table_row_bytes)
+from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, ModelState, TableShape,
+                   TableViews, aligned_table, as_array, check_arrays, copy_rows, keep_layout,
+                   table_row_bytes)
 from .fm import _init_optimizer_state, new_table, state_width
 
 _SOLVERS = ("sgd", "adagrad", "ftrl")
@@ -33,7 +34,7 @@ def new_pair_weights(n_fields, solver):
     return R, R_acc
 
 
-class FwFMTable(TableViews, ModelState):
+class FwFMTable(TableViews, TableShape, ModelState):
     """Parameters of a field-weighted FM (see the module docstring)."""
 
     kind = "fwfm"
@@ -95,20 +96,9 @@ class FwFMTable(TableViews, ModelState):
 
     def relayout(self, solver, dtype, **hyper):
         """Warm start: an FwFM keeps its solver and dtype (self), else an error."""
-        if solver != self.solver or self.table.dtype != dtype:
-            raise ValueError(f"warm start must keep solver and dtype ({self.solver!r}, "
-                             f"{self.table.dtype}); refit with warm_start=False")
-        return self
+        return keep_layout(self, solver, dtype)
 
     # ------------------------------------------------------------ views
-    @property
-    def n_features(self):
-        return self.table.shape[0]
-
-    @property
-    def dtype(self):
-        return self.table.dtype
-
     # ------------------------------------------------------------ training
     def train_epoch(self, Xc, y, sw, order, hyper, n_threads, rng):
         return _fwfm.fwfm_train_epoch(

@@ -21,7 +21,7 @@ to 64 bytes; ``w0_state`` is (C, 3): [w0, a, b] per class.
 import numpy as np
 
 from .. import _fm, _utils
-from .base import (MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table, as_array,
+from .base import (MAX_FACTORS, OPTIMIZERS, ModelState, TableShape, aligned_table, as_array,
                    check_arrays, copy_rows, table_row_bytes)
 from .fm import _init_optimizer_state, state_width
 
@@ -31,7 +31,7 @@ SOFTMAX_SOLVERS = ("sgd", "adagrad", "ftrl")
 MAX_CLASSES = 1 << 16
 
 
-class SoftmaxFMTable(ModelState):
+class SoftmaxFMTable(TableShape, ModelState):
     """Per-class FM tables of a softmax FM (see the module docstring)."""
 
     kind = "fm_softmax"
@@ -125,14 +125,6 @@ class SoftmaxFMTable(ModelState):
         return SoftmaxFMTable(new, w0, k, C, solver, self.normalize)
 
     # ------------------------------------------------------------ views
-    @property
-    def n_features(self):
-        return self.table.shape[0]
-
-    @property
-    def dtype(self):
-        return self.table.dtype
-
     @property
     def w0(self):
         """Per-class biases, shape (n_classes,) (a view)."""

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _ffm, _utils
 from .._fields import field_count
 from .base import (ADAGRAD_INIT, MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table, as_array,
-                   check_arrays, copy_rows, each_block, table_row_bytes)
+                   check_arrays, copy_rows, each_block, keep_layout, table_row_bytes)
 from .ffm import _max_nnz, lin_width, padded_k, record_size
 from .softmax import MAX_CLASSES, SOFTMAX_SOLVERS, _Bound
 
@@ -136,10 +136,7 @@ class SoftmaxFFMTable(ModelState):
 
     def relayout(self, solver, dtype, **hyper):
         """Warm start: an FFM keeps its solver and dtype (self), else an error."""
-        if solver != self.solver or stored_dtype(dtype) != self.V.dtype:
-            raise ValueError(f"warm start must keep solver and dtype ({self.solver!r}, "
-                             f"{self.V.dtype}); refit with warm_start=False")
-        return self
+        return keep_layout(self, solver, stored_dtype(dtype))
 
     # ------------------------------------------------------------ views
     @property
