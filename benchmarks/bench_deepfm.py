@@ -181,24 +181,37 @@ def _encode_fold(ints, cats, tr, te):
     return np.stack(cols_tr, axis=1), np.stack(cols_te, axis=1), np.array(vocab)
 
 
-def data_c(out_dir, n_folds=5):
+C_SETS = ("criteo_1tb", "criteo_sample", "avazu_sample")
+
+
+def data_c(out_dir, n_folds=5, repeats=1, names=C_SETS):
+    """The fold files of (c): ``repeats`` stratified ``n_folds``-fold
+    partitions per data set (partition r drawn with seed r; r = 0 is the
+    single partition of ``--repeats 1``), named ``c_{name}_{r}_{k}.npz``."""
     paths, notes = [], []
-    for name in ("criteo_1tb", "criteo_sample", "avazu_sample"):
+    for name in names:
         y, ints, cats = _read_raw(name)
-        rng = np.random.default_rng(0)
-        fold = np.empty(len(y), dtype=np.int64)
-        for cls in (0, 1):                    # stratified folds
-            idx = rng.permutation(np.flatnonzero(y == cls))
-            fold[idx] = np.arange(len(idx)) % n_folds
-        for k in range(n_folds):
-            tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            ids_tr, ids_te, vocab = _encode_fold(ints, cats, tr, te)
-            p = Path(out_dir) / f"c_{name}_{k}.npz"
-            np.savez(p, ids_tr=ids_tr, y_tr=y[tr], ids_te=ids_te, y_te=y[te], vocab=vocab)
-            paths.append(p)
+        for r in range(repeats):
+            rng = np.random.default_rng(r)
+            fold = np.empty(len(y), dtype=np.int64)
+            for cls in (0, 1):                    # stratified folds
+                idx = rng.permutation(np.flatnonzero(y == cls))
+                fold[idx] = np.arange(len(idx)) % n_folds
+            for k in range(n_folds):
+                tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+                ids_tr, ids_te, vocab = _encode_fold(ints, cats, tr, te)
+                p = Path(out_dir) / f"c_{name}_{r}_{k}.npz"
+                np.savez(p, ids_tr=ids_tr, y_tr=y[tr], ids_te=ids_te, y_te=y[te], vocab=vocab)
+                paths.append(p)
         notes.append(f"c/{name}: {len(y):,} rows, CTR {y.mean():.3f}, {len(ints)} integer + "
-                     f"{len(cats)} categorical fields, {n_folds}-fold CV")
+                     f"{len(cats)} categorical fields, "
+                     + (f"{repeats} x " if repeats > 1 else "") + f"{n_folds}-fold CV")
     return paths, "; ".join(notes)
+
+
+def _repeat_of(path):
+    """The partition index r of a fold file ``c_{name}_{r}_{k}.npz``."""
+    return int(Path(path).stem.rsplit("_", 2)[-2])
 
 
 # --------------------------------------------------------------------------
@@ -542,12 +555,20 @@ def render(results, notes, args, header):
                     f"{k} {med([p[k] for p in ph]):.2f}" for k in ph[0]))
         L.append("")
     if "c" in results:
-        L += ["## (c) real CTR data (5-fold CV, mean over folds)", "",
+        R = getattr(args, "repeats", 1)
+        L += [f"## (c) real CTR data ({R} x " if R > 1 else "## (c) real CTR data (",
+              ]
+        L[-1] += "5-fold CV, mean over folds)"
+        L += ["",
               f"k={SETTINGS['c']['k']}, MLP {'-'.join(map(str, SETTINGS['c']['hidden']))}, batch "
               f"{SETTINGS['c']['batch']}, Adam lr {SETTINGS['c']['lr']}, {args.epochs_c} epochs, "
-              f"{args.threads} threads.  AUC after epoch 1 .. {args.epochs_c} (mean over folds).", "",
-              "| data | library | test AUC per epoch | logloss (last) | epoch (s) |",
-              "|---|---|---|---:|---:|"]
+              f"{args.threads} threads.  AUC after epoch 1 .. {args.epochs_c} (mean over folds)."
+              + (f" Last-epoch AUC: mean over the {R} partitions ± its standard error "
+                 "(the spread of the partition means / sqrt(R)); partition r trains every "
+                 "library with model seed seed + r." if R > 1 else ""), "",
+              "| data | library | test AUC per epoch | logloss (last) | epoch (s) |"
+              + (" last AUC, mean ± SE over partitions |" if R > 1 else ""),
+              "|---|---|---|---:|---:|" + ("---:|" if R > 1 else "")]
         for name, per_lib in results["c"].items():
             for lib, folds in per_lib.items():
                 ok = [f for f in folds if "error" not in f]
@@ -558,9 +579,16 @@ def render(results, notes, args, header):
                 n_ep = max(len(f["auc"]) for f in ok)
                 aucs = [mean([f["auc"][e] for f in ok if len(f["auc"]) > e]) for e in range(n_ep)]
                 note = f" ({ok[0].get('n_epochs_run')} epochs, defaults)" if lib.startswith("cfm-") else ""
-                L.append(f"| {name} | {lib}{note} | {' '.join(f'{a:.4f}' for a in aucs)} | "
-                         f"{mean([f['logloss'][-1] for f in ok]):.4f} | "
-                         f"{med([med(f['epoch_s']) for f in ok]):.3f} |")
+                line = (f"| {name} | {lib}{note} | {' '.join(f'{a:.4f}' for a in aucs)} | "
+                        f"{mean([f['logloss'][-1] for f in ok]):.4f} | "
+                        f"{med([med(f['epoch_s']) for f in ok]):.3f} |")
+                if R > 1:
+                    parts = [mean([f["auc"][-1] for f in ok if f.get("repeat", 0) == r])
+                             for r in sorted({f.get("repeat", 0) for f in ok})]
+                    se = float(np.std(parts, ddof=1) / np.sqrt(len(parts))) if len(parts) > 1 \
+                        else float("nan")
+                    line += f" {mean(parts):.4f} ± {se:.4f} |"
+                L.append(line)
         L.append("")
     return "\n".join(L) + "\n"
 
@@ -602,6 +630,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--score-batch", type=int, default=8192, help="torch libraries' scoring batch")
     ap.add_argument("--cfm-init-std", type=float, default=0.01)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="(c): stratified 5-fold partitions per data set (repeated CV; "
+                         "partition r uses model seed --seed + r)")
+    ap.add_argument("--c-sets", default="", help=f"(c): data sets (default {','.join(C_SETS)})")
     ap.add_argument("--native-blas", action="store_true")
     ap.add_argument("--data-dir", default=None, help=f"real data (default {DATA})")
     ap.add_argument("--timeout", type=float, default=3600)
@@ -646,16 +678,20 @@ def main(argv=None):
                 if not DATA.is_dir():
                     notes.append(f"c: skipped, {DATA} not found")
                     continue
-                paths, note = data_c(tmp)
+                names = [n for n in (args.c_sets.split(",") if args.c_sets else C_SETS) if n]
+                paths, note = data_c(tmp, repeats=args.repeats, names=names)
                 notes.append(note)
                 s = dict(SETTINGS["c"], epochs=args.epochs_c, threads=args.threads,
                          seed=args.seed, score_batch=args.score_batch,
                          cfm_init_std=args.cfm_init_std)
                 results["c"] = {}
-                for name in ("criteo_1tb", "criteo_sample", "avazu_sample"):
+                for name in names:
                     per = {}
                     for lib in libs:
-                        folds = [spawn(lib, p, s, args.native_blas, args.timeout)
+                        # partition r trains every library with model seed seed + r
+                        folds = [dict(spawn(lib, p, dict(s, seed=args.seed + _repeat_of(p)),
+                                            args.native_blas, args.timeout),
+                                      repeat=_repeat_of(p))
                                  for p in paths if p.name.startswith(f"c_{name}_")]
                         per[lib] = folds
                         ok = [f for f in folds if "error" not in f]
