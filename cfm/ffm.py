@@ -40,6 +40,21 @@ _FIELDS_DOC = """
 """
 
 
+# the ``fields`` parameter of the scoring methods, written once
+_SCORING_FIELDS_DOC = """fields : array-like of int, default=None
+            Per-entry field ids of X (one per stored entry of X as a CSR
+            matrix, see :meth:`fit`), or per-column ones to use instead of
+            ``fields_``; None: ``fields_`` (a model fitted on per-entry fields
+            that put a feature under several fields needs them)."""
+
+
+def _scoring_doc(method):
+    """Put _SCORING_FIELDS_DOC where the docstring says {fields} (none under -OO)."""
+    if method.__doc__:
+        method.__doc__ = method.__doc__.replace("{fields}", _SCORING_FIELDS_DOC)
+    return method
+
+
 class _FFMMixin:
     """What the FFM estimators add to the FM ones: their state class
     (cfm._state.FFMTable), ``fields`` (per column or per entry, see
@@ -284,17 +299,14 @@ class FFMRegressor(_FFMMixin, FMRegressor):
         return self._partial_fit(X, y, sample_weight,
                                  fields=self.fields if fields is None else fields)
 
+    @_scoring_doc
     def predict(self, X, fields=None):
         """Predicted values, shape (n_samples,).
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        fields : array-like of int, default=None
-            Per-entry field ids of X (one per stored entry of X as a CSR
-            matrix, see :meth:`fit`), or per-column ones to use instead of
-            ``fields_``; None: ``fields_`` (a model fitted on per-entry fields
-            that put a feature under several fields needs them).
+        {fields}
         """
         return self._raw_predict(X, fields)
 
@@ -360,6 +372,7 @@ class FFMClassifier(_FFMMixin, FMClassifier):
             self._check_multiclass(len(self.classes_))
         return super()._ensure_layout(dtype, learning_rate)
 
+    @_scoring_doc
     def decision_function(self, X, fields=None):
         """Raw scores (log-odds of classes_[1]), shape (n_samples,); for more
         than two classes the per-class scores, shape (n_samples, n_classes).
@@ -367,11 +380,7 @@ class FFMClassifier(_FFMMixin, FMClassifier):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        fields : array-like of int, default=None
-            Per-entry field ids of X (one per stored entry of X as a CSR
-            matrix, see :meth:`fit`), or per-column ones to use instead of
-            ``fields_``; None: ``fields_`` (a model fitted on per-entry fields
-            that put a feature under several fields needs them).
+        {fields}
         """
         return self._raw_predict(X, fields)
 

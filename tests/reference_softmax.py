@@ -54,6 +54,21 @@ def loss_and_grad(x, y, params, normalize=False):
     return softmax_loss(s, y), grads
 
 
+def sample_gradient(s, y, sample_weight, i, tally):
+    """The kernels' per-sample softmax step (softmax_sample in _common.pxd):
+    row i's class scores ``s`` not all finite -> tally[2] += 1 and None;
+    else tally[0] += its weighted loss, tally[1] += its weight, and the
+    weighted gradient of the loss wrt the C scores."""
+    if not np.all(np.isfinite(s)):
+        tally[2] += 1
+        return None
+    yi = int(y[i])
+    sw = 1.0 if sample_weight is None else float(sample_weight[i])
+    tally[0] += sw * softmax_loss(s, yi)
+    tally[1] += sw
+    return sw * softmax_dscores(s, yi)
+
+
 def train_epoch(X, y, order, states, *, fit_intercept=True, normalize=False,
                 learning_rate=0.1, l2_w0=0.0, l2_w=0.0, l2_v=0.0, l1=0.0, ftrl_beta=1.0,
                 sample_weight=None):
@@ -61,19 +76,12 @@ def train_epoch(X, y, order, states, *, fit_intercept=True, normalize=False,
     ``states`` (one RefState per class) in place; returns (sum of weighted
     losses before each update, sum of weights, n_bad) like the kernel."""
     Xd = ref.to_dense(X)
-    total_loss = total_w = 0.0
-    n_bad = 0
+    tally = [0.0, 0.0, 0]
     for i in order:
         xs = ref.scaled_row(Xd[i], normalize)
-        s = scores_row(xs, states)
-        if not np.all(np.isfinite(s)):
-            n_bad += 1
+        g = sample_gradient(scores_row(xs, states), y, sample_weight, i, tally)
+        if g is None:
             continue
-        yi = int(y[i])
-        sw = 1.0 if sample_weight is None else float(sample_weight[i])
-        total_loss += sw * softmax_loss(s, yi)
-        total_w += sw
-        g = sw * softmax_dscores(s, yi)
         gVs = [ref.dscore_dV(xs, st.V) for st in states]  # all before any update
         for c, st in enumerate(states):
             if fit_intercept:
@@ -81,4 +89,4 @@ def train_epoch(X, y, order, states, *, fit_intercept=True, normalize=False,
             for j in np.flatnonzero(xs):
                 ref._update_feature(st, j, xs[j], g[c], gVs[c][j], learning_rate, l2_w, l2_v,
                                     l1, ftrl_beta)
-    return total_loss, total_w, n_bad
+    return tuple(tally)

@@ -15,7 +15,7 @@ g_c = weight * d loss / d score_c (reference_ffm's update rules).
 import numpy as np
 
 import reference_ffm as rf
-from reference_softmax import softmax_dscores, softmax_loss
+from reference_softmax import sample_gradient, softmax_dscores, softmax_loss
 
 
 def scores_row(cols, x, fields, states):
@@ -65,19 +65,12 @@ def train_epoch(X, y, fields, order, states, *, fit_intercept=True, normalize=Fa
     losses before each update, sum of weights, n_bad) like the kernel."""
     X = rf._csr(X)
     fields = np.asarray(fields, dtype=np.int64)
-    total_loss = total_w = 0.0
-    n_bad = 0
+    tally = [0.0, 0.0, 0]
     for i in order:
         cols, x = rf.row_entries(X, i, normalize)
-        s = scores_row(cols, x, fields, states)
-        if not np.all(np.isfinite(s)):
-            n_bad += 1
+        g = sample_gradient(scores_row(cols, x, fields, states), y, sample_weight, i, tally)
+        if g is None:
             continue
-        yi = int(y[i])
-        sw = 1.0 if sample_weight is None else float(sample_weight[i])
-        total_loss += sw * softmax_loss(s, yi)
-        total_w += sw
-        g = sw * softmax_dscores(s, yi)
         for c, st in enumerate(states):
             if fit_intercept:
                 rf._update_bias(st, g[c], learning_rate, l2_w0, ftrl_beta)
@@ -87,4 +80,4 @@ def train_epoch(X, y, fields, order, states, *, fit_intercept=True, normalize=Fa
                 for b in range(a + 1, len(cols)):
                     rf._update_pair(st, cols[a], fields[cols[a]], cols[b], fields[cols[b]],
                                     g[c] * x[a] * x[b], learning_rate, l2_v)
-    return total_loss, total_w, n_bad
+    return tuple(tally)

@@ -313,6 +313,23 @@ def test_memory_bound_races_normalize_only(clf, monkeypatch):
     assert [(c["learning_rate"], c["normalize"]) for c in m.race_["candidates"]] == [
         (0.1, True), (0.1, False)]
     assert m.race_["memory_limited"] is True
+    # a race of two is decided after the last rung's epoch, not after one
+    assert m.race_["rungs"] == [4]
+    assert [c["dropped_at"] for c in m.race_["candidates"]].count(4) == 1
+
+
+@pytest.mark.parametrize("n, rungs", [(1, (4,)), (2, (4,)), (3, (2, 4)), (4, (2, 4)),
+                                      (5, (1, 2, 4)), (6, (1, 2, 4)), (9, (1, 2, 4))])
+def test_race_rungs_end_at_the_same_epoch(n, rungs):
+    assert autotune.race_rungs(n) == rungs
+    assert autotune.race_rungs(n, n_epochs=3) == tuple(sorted({min(r, 3) for r in rungs}))
+
+
+def test_given_normalize_races_three_learning_rates_at_epochs_2_and_4(clf):
+    X, y = clf
+    m = cfm.FMClassifier(n_jobs=1, random_state=0, normalize=True).fit(X, y)
+    assert m.race_["rungs"] == [2, 4]
+    assert sorted(c["dropped_at"] for c in m.race_["candidates"] if c["dropped_at"]) == [2, 4]
 
 
 def test_auto_tune_must_be_a_boolean(clf):

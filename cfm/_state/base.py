@@ -108,16 +108,19 @@ class TableViews:
         return self.V
 
 class TableShape:
-    """``n_features`` and ``dtype`` of a state holding one ``table`` row per
-    feature (FMTable, FwFMTable, SoftmaxFMTable)."""
+    """``n_features`` and ``dtype`` of a state holding one row per feature in
+    its array named ``_rows`` (``table``: FMTable, FwFMTable,
+    SoftmaxFMTable; ``V``: FFMTable, SoftmaxFFMTable)."""
+
+    _rows = "table"
 
     @property
     def n_features(self):
-        return self.table.shape[0]
+        return getattr(self, self._rows).shape[0]
 
     @property
     def dtype(self):
-        return self.table.dtype
+        return getattr(self, self._rows).dtype
 
 
 def keep_layout(state, solver, dtype):

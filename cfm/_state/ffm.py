@@ -19,7 +19,7 @@ import numpy as np
 from .. import _ffm, _utils
 from .._fields import field_count
 from .base import (ADAGRAD_INIT, LOSSES, MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table,
-                   LazyRows, as_array, copy_rows, each_block, keep_layout)
+                   LazyRows, TableShape, as_array, copy_rows, each_block, keep_layout)
 
 _LIN_WIDTH = {"sgd": 1, "adagrad": 2, "ftrl": 3}
 _PER_LINE = 3  # packed float16 AdaGrad records per 64-byte line (see layout)
@@ -126,8 +126,9 @@ def _max_nnz(Xc):
     return int(np.diff(Xc.indptr).max()) if Xc.n_rows else 0
 
 
-class FFMTable(ModelState):
+class FFMTable(TableShape, ModelState):
     """Tables of a field-aware FM (see the module docstring)."""
+    _rows = "V"  # TableShape: one V row per feature
 
     kind = "ffm"
     dtypes = ("float32", "float64", "float16")
@@ -208,14 +209,6 @@ class FFMTable(ModelState):
         return keep_layout(self, solver, dtype)
 
     # ------------------------------------------------------------ views
-    @property
-    def n_features(self):
-        return self.V.shape[0]
-
-    @property
-    def dtype(self):
-        return self.V.dtype
-
     @property
     def half(self):
         return self.V.dtype == np.float16

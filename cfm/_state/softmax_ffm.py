@@ -27,7 +27,8 @@ import numpy as np
 from .. import _ffm, _utils
 from .._fields import field_count
 from .base import (ADAGRAD_INIT, MAX_FACTORS, OPTIMIZERS, ModelState, aligned_table, as_array,
-                   check_arrays, copy_rows, each_block, keep_layout, table_row_bytes)
+                   TableShape, check_arrays, copy_rows, each_block, keep_layout,
+                   table_row_bytes)
 from .ffm import _max_nnz, lin_width, padded_k, record_size
 from .softmax import MAX_CLASSES, SOFTMAX_SOLVERS, _Bound
 
@@ -43,8 +44,9 @@ def _rec_off(n_fields, n_classes, ks):
     return (np.arange(n_fields, dtype=np.int64) * n_classes * ks).astype(np.int32)
 
 
-class SoftmaxFFMTable(ModelState):
+class SoftmaxFFMTable(TableShape, ModelState):
     """Per-class FFM tables of a softmax FFM (see the module docstring)."""
+    _rows = "V"  # TableShape: one V row per feature
 
     kind = "ffm_softmax"
     # float16: the default dtype of FFM estimators, stored as float32 (see above)
@@ -139,14 +141,6 @@ class SoftmaxFFMTable(ModelState):
         return keep_layout(self, solver, stored_dtype(dtype))
 
     # ------------------------------------------------------------ views
-    @property
-    def n_features(self):
-        return self.V.shape[0]
-
-    @property
-    def dtype(self):
-        return self.V.dtype
-
     @property
     def w0(self):
         """Per-class biases, shape (n_classes,) (a view)."""

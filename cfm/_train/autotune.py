@@ -17,7 +17,9 @@ constant below is one of its parameters):
 4. *Successive halving*: every alive candidate trains to ``RUNGS`` cumulative
    epochs on the training rows, scored on the validation rows after every
    epoch; its score is its best so far; after each rung the best ceil(half)
-   survive (ties: candidate order).
+   survive (ties: candidate order).  A race of fewer candidates (a setting
+   given, or the memory limit) skips the first rungs (``race_rungs``): the
+   last two are always compared after epoch ``RUNGS[-1]``.
 5. *Early stopping* of the winner: one epoch at a time until ``patience``
    epochs without improvement (tol 0), ``MAX_EPOCHS`` or the budget; its
    best epoch E is the result.
@@ -149,6 +151,21 @@ def peak_models(n_candidates, snapshots):
     first rung, and with ``snapshots`` (eval_set) a snapshot of each."""
     alive = min(n_candidates, math.ceil(n_candidates / 2) + 1)
     return 1 + alive * (2 if snapshots else 1)
+
+
+def race_rungs(n_candidates, n_epochs=None):
+    """The rungs (cumulative epochs) of a race of ``n_candidates``: the last
+    ceil(log2 n) of ``RUNGS``, so that whatever the number of candidates the
+    last two are compared after the same epoch (``RUNGS[-1]``): 6 or more
+    candidates race at every rung, 3 or 4 at epochs 2 and 4, 2 at epoch 4
+    (a race of two decided after one epoch picked by noise: measured in
+    benchmarks/results/RESULTS_race_rungs.md).  ``n_epochs`` given caps
+    every rung."""
+    halvings = max(1, math.ceil(math.log2(max(n_candidates, 2))))
+    rungs = RUNGS[max(0, len(RUNGS) - halvings):]
+    if n_epochs is not None:
+        rungs = tuple(sorted({min(r, n_epochs) for r in rungs}))
+    return rungs
 
 
 def candidates(learning_rate=None, normalize=None, learning_rates=LEARNING_RATES):
@@ -297,8 +314,7 @@ class Race:
     # ------------------------------------------------------------ the race
     def run(self, cands):
         cands = [Candidate(lr, nm) for lr, nm in cands]
-        rungs = RUNGS if self.n_epochs is None else \
-            tuple(sorted({min(r, self.n_epochs) for r in RUNGS}))
+        rungs = race_rungs(len(cands), self.n_epochs)
         alive = list(cands)
         for r in rungs:
             if len(alive) == 1:

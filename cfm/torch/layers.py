@@ -122,6 +122,20 @@ class _SparseRows(nn.Module):
         wg = F.embedding(indices, self.w.view(-1, 1)).view(-1).to(xs.dtype)
         return self.w0.to(xs.dtype) + segment_sum(wg * xs, rows, n_rows)
 
+    def _init_params(self, n_factors, dtype, min_factors=1, fields=None, n_fields=None):
+        """What every layer's constructor does first: check ``n_factors``
+        (an integer >= ``min_factors``); with ``fields``, check them and
+        keep them as the buffer ``fields`` (and ``n_fields``); the
+        parameters w0 = 0 and w = 0 of ``dtype``."""
+        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < min_factors:
+            raise ValueError(f"n_factors must be an integer >= {min_factors}, got {n_factors!r}")
+        self.n_factors = int(n_factors)
+        if fields is not None:
+            f, self.n_fields = _check_fields(fields, self.n_features, n_fields)
+            self.register_buffer("fields", f)
+        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
+        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+
     def _field_ids(self, indices, fields):
         """Field of every non-zero: the model's field of its column, or
         ``fields`` (one id per non-zero) when given."""
@@ -159,11 +173,7 @@ class FactorizationMachine(_SparseRows):
     def __init__(self, n_features, n_factors=8, *, normalize=False, init_std=0.03,
                  dtype=torch.float32, sum_dtype=None):
         super().__init__(n_features, normalize, sum_dtype)
-        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 0:
-            raise ValueError(f"n_factors must be an integer >= 0, got {n_factors!r}")
-        self.n_factors = int(n_factors)
-        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
-        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+        self._init_params(n_factors, dtype, min_factors=0)
         self.V = nn.Parameter(torch.randn(self.n_features, self.n_factors, dtype=dtype)
                               * init_std)
 
@@ -209,13 +219,7 @@ class FieldAwareFactorizationMachine(_SparseRows):
         if normalize == "xlearn":
             raise ValueError("normalize='xlearn' is for FM layers (xLearn's FFM normalises "
                              "as cfm does: use True)")
-        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 1:
-            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
-        f, self.n_fields = _check_fields(fields, self.n_features, n_fields)
-        self.n_factors = int(n_factors)
-        self.register_buffer("fields", f)
-        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
-        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+        self._init_params(n_factors, dtype, fields=fields, n_fields=n_fields)
         self.V = nn.Parameter(torch.randn(self.n_features, self.n_fields, self.n_factors,
                                           dtype=dtype) * init_std)
 
@@ -258,13 +262,7 @@ class FieldWeightedFactorizationMachine(_SparseRows):
         super().__init__(n_features, normalize, sum_dtype)
         if normalize == "xlearn":
             raise ValueError("normalize must be True or False for FwFM")
-        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 1:
-            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
-        f, self.n_fields = _check_fields(fields, self.n_features, n_fields)
-        self.n_factors = int(n_factors)
-        self.register_buffer("fields", f)
-        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
-        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+        self._init_params(n_factors, dtype, fields=fields, n_fields=n_fields)
         self.V = nn.Parameter(torch.randn(self.n_features, self.n_factors, dtype=dtype)
                               * init_std)
         self.R = nn.Parameter(torch.ones(self.n_fields, self.n_fields, dtype=dtype))
@@ -307,16 +305,10 @@ class DeepFM(_SparseRows):
         super().__init__(n_features, normalize)
         if normalize == "xlearn":
             raise ValueError("normalize must be True or False for DeepFM")
-        if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 1:
-            raise ValueError(f"n_factors must be an integer >= 1, got {n_factors!r}")
         if not 0 <= float(dropout) < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        f, self.n_fields = _check_fields(fields, self.n_features, n_fields)
-        self.n_factors = int(n_factors)
         self.dropout = float(dropout)
-        self.register_buffer("fields", f)
-        self.w0 = nn.Parameter(torch.zeros((), dtype=dtype))
-        self.w = nn.Parameter(torch.zeros(self.n_features, dtype=dtype))
+        self._init_params(n_factors, dtype, fields=fields, n_fields=n_fields)
         self.V = nn.Parameter(torch.randn(self.n_features, self.n_factors, dtype=dtype)
                               * init_std)
         sizes = [self.n_fields * self.n_factors] + [int(h) for h in hidden_layer_sizes]
