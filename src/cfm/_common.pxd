@@ -273,6 +273,23 @@ cdef enum:
     SM_THR_BASE = 8     # then [w0, a, b] of class 0, of class 1, ...
 
 
+cdef inline Py_ssize_t softmax_thread_stride(int C) noexcept nogil:
+    """Doubles per thread in a softmax epoch's per-thread array (the SM_*
+    slots, then C bias states [w0, a, b]), padded to a multiple of 128 bytes."""
+    return ((SM_THR_BASE + 3 * C) // 16 + 1) * 16
+
+
+cdef inline void softmax_init_states(double* thr, int nt, Py_ssize_t tstride,
+                                     const double* w0_state, int C) noexcept nogil:
+    """init_thread_states (above) for C class biases: every thread starts the
+    epoch from the shared states w0_state (C, 3)."""
+    cdef int t_id, cl, j
+    for t_id in range(nt):
+        for cl in range(C):
+            for j in range(3):
+                thr[t_id * tstride + SM_THR_BASE + 3 * cl + j] = w0_state[3 * cl + j]
+
+
 cdef inline int softmax_merge(const double* thr, int nt, Py_ssize_t tstride,
                               double* w0_state, int C, int optimizer, bint fit_intercept,
                               double lr, double l2_w0, double ftrl_beta, double* total_loss,

@@ -40,7 +40,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad,
-    SM_THR_BASE, softmax_merge, softmax_sample,
+    SM_THR_BASE, softmax_merge, softmax_sample, softmax_init_states, softmax_thread_stride,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64
@@ -1222,7 +1222,6 @@ def ffm_softmax_train_epoch(const data_t[::1] data,          # IN  CSR values
     cdef int C = <int>w0_state.shape[0]
     cdef int nt = team(n_threads)
     cdef Py_ssize_t width = (max(max_nnz, 1) // 16 + 2) * 16
-    cdef int t_id, cl
     cdef SoftFFM c
     cdef double total_loss = 0.0, total_w = 0.0
     cdef int n_bad
@@ -1231,18 +1230,14 @@ def ffm_softmax_train_epoch(const data_t[::1] data,          # IN  CSR values
                        entry_fields, rec_off)
     if w0_state.shape[1] != 3 or not 1 <= k <= kp:
         raise ValueError("inconsistent softmax FFM tables")
-    c.tstride = ((SM_THR_BASE + 3 * C) // 16 + 1) * 16
+    c.tstride = softmax_thread_stride(C)
     c.sstride = (C // 16 + 1) * 16
     cdef double[:, ::1] thr = np.zeros((nt, c.tstride))
     cdef double[:, ::1] sc_buf = np.zeros((nt, c.sstride))
     cdef double[:, ::1] xs_buf = np.empty((nt, width))
     cdef int32_t[:, ::1] fl_buf = np.empty((nt, width), dtype=np.int32)
     cdef Py_ssize_t[:, ::1] off_buf = np.empty((nt, width), dtype=np.intp)
-    for t_id in range(nt):  # every thread starts from the shared biases
-        for cl in range(C):
-            thr[t_id, SM_THR_BASE + 3 * cl] = w0_state[cl, 0]
-            thr[t_id, SM_THR_BASE + 3 * cl + 1] = w0_state[cl, 1]
-            thr[t_id, SM_THR_BASE + 3 * cl + 2] = w0_state[cl, 2]
+    softmax_init_states(&thr[0, 0], nt, c.tstride, &w0_state[0, 0], C)
     if n == 0:
         return 0.0, 0.0, 0
     c.y = &y[0]

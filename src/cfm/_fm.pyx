@@ -50,7 +50,7 @@ from cfm._common cimport (
     row_scale, prefetch_span, update_bias, ftrl_weight, fsqrt,
     THR_STRIDE, T_W0, T_A, T_B, T_LOSS, T_WSUM, T_COUNT, T_BAD, MAX_FACTORS,
     init_thread_states, merge_thread_states, linear_step, sample_grad, chunk_rows,
-    SM_THR_BASE, softmax_merge, softmax_sample,
+    SM_THR_BASE, softmax_merge, softmax_sample, softmax_init_states, softmax_thread_stride,
 )
 from cfm._pool cimport parallel_for, team
 from cfm._random cimport splitmix64, rand_uniform, bm_radius, bm_angle
@@ -684,22 +684,17 @@ def fm_softmax_train_epoch(const data_t[::1] data,         # IN  CSR values
     cdef int k = n_factors
     cdef int C = <int>w0_state.shape[0]
     cdef int nt = team(n_threads)
-    cdef int t_id, cl
     cdef SoftTrain c
     c.kpad = (k // 8 + 2) * 8
     c.sstride = ((C * c.kpad + C) // 8 + 1) * 8
-    c.tstride = ((SM_THR_BASE + 3 * C) // 16 + 1) * 16
+    c.tstride = softmax_thread_stride(C)
     cdef double[:, ::1] scratch = np.zeros((nt, c.sstride))
     cdef double[:, ::1] thr = np.zeros((nt, c.tstride))
     cdef double total_loss = 0.0, total_w = 0.0
     cdef int n_bad
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
 
-    for t_id in range(nt):  # every thread starts from the shared biases
-        for cl in range(C):
-            thr[t_id, SM_THR_BASE + 3 * cl] = w0_state[cl, 0]
-            thr[t_id, SM_THR_BASE + 3 * cl + 1] = w0_state[cl, 1]
-            thr[t_id, SM_THR_BASE + 3 * cl + 2] = w0_state[cl, 2]
+    softmax_init_states(&thr[0, 0], nt, c.tstride, &w0_state[0, 0], C)
     if n == 0:
         return 0.0, 0.0, 0
     c.X = &data[0] if data.shape[0] > 0 else NULL
