@@ -556,10 +556,8 @@ def render(results, notes, args, header):
         L.append("")
     if "c" in results:
         R = getattr(args, "repeats", 1)
-        L += [f"## (c) real CTR data ({R} x " if R > 1 else "## (c) real CTR data (",
-              ]
-        L[-1] += "5-fold CV, mean over folds)"
-        L += ["",
+        L += [f"## (c) real CTR data ({f'{R} x ' if R > 1 else ''}5-fold CV, mean over folds)",
+              "",
               f"k={SETTINGS['c']['k']}, MLP {'-'.join(map(str, SETTINGS['c']['hidden']))}, batch "
               f"{SETTINGS['c']['batch']}, Adam lr {SETTINGS['c']['lr']}, {args.epochs_c} epochs, "
               f"{args.threads} threads.  AUC after epoch 1 .. {args.epochs_c} (mean over folds)."
